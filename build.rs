@@ -1,0 +1,19 @@
+//! Compiles the calgate.v1 protos and writes the descriptor set that server
+//! reflection serves. protoc comes from `protoc-bin-vendored` so a fresh
+//! machine needs no system package; `PROTOC` overrides it when set.
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = match env::var_os("PROTOC") {
+        Some(path) => PathBuf::from(path),
+        None => protoc_bin_vendored::protoc_bin_path()?,
+    };
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc);
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("calgate_descriptor.bin"))
+        .compile_with_config(config, &["proto/calgate/v1/calgate.proto"], &["proto"])?;
+    println!("cargo:rerun-if-env-changed=PROTOC");
+    Ok(())
+}

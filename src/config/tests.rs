@@ -1,0 +1,113 @@
+//! Config rules: every error names its key.
+
+use std::collections::HashMap;
+
+use super::*;
+
+const KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="; // 32 × 0x01
+
+fn secrets() -> SecretSource {
+    SecretSource::Map(HashMap::from([
+        ("STATE_KEY".to_owned(), KEY.to_owned()),
+        ("K1".to_owned(), KEY.to_owned()),
+        ("ACME_SECRET".to_owned(), "s3cret".to_owned()),
+        ("SHORT".to_owned(), "c2hvcnQ=".to_owned()),
+    ]))
+}
+
+fn config(tenant_extra: &str, top_extra: &str) -> String {
+    format!(
+        r#"
+{top_extra}
+[store]
+url = "sqlite::memory:"
+[state]
+signing_key_env = "STATE_KEY"
+[encryption]
+keys = [{{ id = "k1", key_env = "K1" }}]
+[[tenants]]
+id = "acme"
+api_key_sha256 = ["2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"]
+client_id = "acme-client"
+client_secret_env = "ACME_SECRET"
+redirect_uris = ["https://acme.example/cb"]
+{tenant_extra}
+"#
+    )
+}
+
+fn error_of(text: &str) -> String {
+    match Settings::from_toml_str(text, &secrets()) {
+        Ok(_) => panic!("config was accepted"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn a_minimal_config_gets_the_contract_defaults() {
+    let settings = Settings::from_toml_str(&config("", ""), &secrets()).expect("valid");
+    assert_eq!(settings.listen.to_string(), "0.0.0.0:50051");
+    assert_eq!(settings.metrics_listen.to_string(), "0.0.0.0:9090");
+    assert_eq!(settings.state_ttl, Duration::from_secs(900));
+    assert_eq!(settings.refresh_margin, Duration::from_secs(300));
+    assert_eq!(settings.shutdown_grace, Duration::from_secs(20));
+    assert_eq!(settings.tenants[0].data_center, DataCenter::Us);
+    assert_eq!(settings.tenants[0].client_secret.expose_secret(), "s3cret");
+    assert!(settings.tls.is_none());
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases = [
+        (config(r#"data_center = "eu""#, ""), "tenants[0].data_center"),
+        (config(r#"api_base_url = "not a url""#, ""), "tenants[0].api_base_url"),
+        (config("", r#"state_ttl = "0s""#), "state_ttl"),
+        (config("", "[log]\nformat = \"xml\""), "log.format"),
+        (config("", "[tls]\ncert_file = \"/x.pem\""), "tls.key_file"),
+        (config("", "unknown_key = 1"), "unknown_key"),
+        (config("", r#"listen = "nowhere""#), "listen"),
+    ];
+    for (text, key) in cases {
+        let error = error_of(&text);
+        assert!(error.contains(key), "`{error}` should name `{key}`");
+    }
+}
+
+#[test]
+fn secrets_must_exist_and_keys_must_be_32_bytes() {
+    let missing = config("", "").replace("ACME_SECRET", "NOT_SET");
+    assert!(error_of(&missing).contains("tenants[0].client_secret_env"));
+    let short = config("", "").replace("key_env = \"K1\"", "key_env = \"SHORT\"");
+    assert!(error_of(&short).contains("encryption.keys[0].key"));
+    let both = config("client_secret_file = \"/tmp/x\"", "");
+    assert!(error_of(&both).contains("client_secret_env"));
+    let no_state = config("", "").replace("signing_key_env = \"STATE_KEY\"", "");
+    assert!(error_of(&no_state).contains("state.signing_key_env"));
+}
+
+#[test]
+fn a_key_may_decide_only_one_tenant() {
+    let duplicated = format!(
+        "{}\n[[tenants]]\nid = \"globex\"\napi_key_sha256 = [\"2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\"]\nclient_id = \"g\"\nclient_secret_env = \"ACME_SECRET\"\nredirect_uris = [\"https://g.example/cb\"]\n",
+        config("", "")
+    );
+    assert!(error_of(&duplicated).contains("tenants[1].api_key_sha256[0]"));
+    let bad_digest = config("", "").replace("2bb80d537b", "zz");
+    assert!(error_of(&bad_digest).contains("tenants[0].api_key_sha256[0]"));
+}
+
+#[test]
+fn postgres_is_refused_until_supported_and_redirects_must_be_absolute() {
+    let postgres = config("", "").replace("sqlite::memory:", "postgres://localhost/calgate");
+    assert!(error_of(&postgres).contains("store.url"));
+    let relative = config("", "").replace("https://acme.example/cb", "/cb");
+    assert!(error_of(&relative).contains("tenants[0].redirect_uris[0]"));
+}
+
+#[test]
+fn secrets_never_print() {
+    let settings = Settings::from_toml_str(&config("", ""), &secrets()).expect("valid");
+    let printed = format!("{settings:?}");
+    assert!(!printed.contains("s3cret"));
+    assert!(!printed.contains(KEY));
+}

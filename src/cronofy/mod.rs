@@ -1,0 +1,258 @@
+//! The Cronofy REST client: a plain struct owning a `reqwest::Client`.
+//! It knows Cronofy's wire format and status codes, nothing of gRPC or the store.
+
+mod error;
+mod hosts;
+mod model;
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Serialize, de::DeserializeOwned};
+
+pub use error::{CronofyError, UpstreamFieldError};
+pub use hosts::{DataCenter, Endpoints, Host};
+pub use model::{CalendarEntry, LinkingProfile, TokenResponse};
+use model::{CalendarsResponse, OAuthErrorBody, UnprocessableBody};
+
+/// A tenant's Cronofy OAuth application.
+#[derive(Debug)]
+pub struct OAuthApp {
+    /// OAuth client id.
+    pub client_id: String,
+    /// OAuth client secret (also the API key for application-scoped calls).
+    pub client_secret: SecretString,
+    /// Where the application's data centre lives.
+    pub endpoints: Endpoints,
+}
+
+/// Talks to Cronofy over HTTPS (or plain HTTP for a loopback fake).
+#[derive(Debug, Clone)]
+pub struct CronofyClient {
+    http: reqwest::Client,
+}
+
+#[derive(Serialize)]
+struct TokenRequest<'a> {
+    client_id: &'a str,
+    client_secret: &'a str,
+    grant_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redirect_uri: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct DeleteEventBody<'a> {
+    event_id: &'a str,
+}
+
+impl CronofyClient {
+    /// Builds the client with the given timeouts. TLS uses rustls with the ring provider.
+    pub fn new(request_timeout: Duration, connect_timeout: Duration) -> Result<CronofyClient, CronofyError> {
+        // Installing twice is harmless; the first provider stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(request_timeout)
+            .connect_timeout(connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            // Never replay a bearer token to wherever a redirect points.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("calgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|_| CronofyError::Transport { kind: "client" })?;
+        Ok(CronofyClient { http })
+    }
+
+    /// `POST /oauth/token` with `grant_type=authorization_code`.
+    pub async fn exchange_code(
+        &self,
+        app: &OAuthApp,
+        code: &SecretString,
+        redirect_uri: &str,
+    ) -> Result<TokenResponse, CronofyError> {
+        self.token_request(
+            app,
+            TokenRequest {
+                client_id: &app.client_id,
+                client_secret: app.client_secret.expose_secret(),
+                grant_type: "authorization_code",
+                code: Some(code.expose_secret()),
+                redirect_uri: Some(redirect_uri),
+                refresh_token: None,
+            },
+        )
+        .await
+    }
+
+    /// `POST /oauth/token` with `grant_type=refresh_token`.
+    pub async fn refresh(&self, app: &OAuthApp, refresh_token: &SecretString) -> Result<TokenResponse, CronofyError> {
+        self.token_request(
+            app,
+            TokenRequest {
+                client_id: &app.client_id,
+                client_secret: app.client_secret.expose_secret(),
+                grant_type: "refresh_token",
+                code: None,
+                redirect_uri: None,
+                refresh_token: Some(refresh_token.expose_secret()),
+            },
+        )
+        .await
+    }
+
+    /// `POST /v1/calendars/{calendar_id}/events`; Cronofy answers 202.
+    pub async fn upsert_event(
+        &self,
+        endpoints: &Endpoints,
+        access_token: &SecretString,
+        calendar_id: &str,
+        event: &impl Serialize,
+    ) -> Result<(), CronofyError> {
+        let url = endpoints.url(Host::Api, &["v1", "calendars", calendar_id, "events"]);
+        let request = self
+            .http
+            .post(url)
+            .bearer_auth(access_token.expose_secret())
+            .json(event);
+        expect_success(send(request).await?).await
+    }
+
+    /// `DELETE /v1/calendars/{calendar_id}/events` with a JSON body; Cronofy answers 202.
+    pub async fn delete_event(
+        &self,
+        endpoints: &Endpoints,
+        access_token: &SecretString,
+        calendar_id: &str,
+        event_id: &str,
+    ) -> Result<(), CronofyError> {
+        let url = endpoints.url(Host::Api, &["v1", "calendars", calendar_id, "events"]);
+        let request = self
+            .http
+            .request(Method::DELETE, url)
+            .bearer_auth(access_token.expose_secret())
+            .json(&DeleteEventBody { event_id });
+        expect_success(send(request).await?).await
+    }
+
+    /// `GET /v1/calendars`.
+    pub async fn list_calendars(
+        &self,
+        endpoints: &Endpoints,
+        access_token: &SecretString,
+    ) -> Result<Vec<CalendarEntry>, CronofyError> {
+        let url = endpoints.url(Host::Api, &["v1", "calendars"]);
+        let request = self.http.get(url).bearer_auth(access_token.expose_secret());
+        let response = send(request).await?;
+        let body: CalendarsResponse = decode(check_status(response).await?, "calendars").await?;
+        Ok(body.calendars)
+    }
+
+    async fn token_request(&self, app: &OAuthApp, body: TokenRequest<'_>) -> Result<TokenResponse, CronofyError> {
+        let url = app.endpoints.url(Host::Api, &["oauth", "token"]);
+        let response = send(self.http.post(url).json(&body)).await?;
+        if response.status() == StatusCode::BAD_REQUEST {
+            // Only the RFC 6749 error code is read; the rest of the body is never kept.
+            let error = response
+                .json::<OAuthErrorBody>()
+                .await
+                .map(|body| body.error)
+                .unwrap_or_default();
+            return Err(match error.as_str() {
+                "invalid_grant" => CronofyError::InvalidGrant,
+                known @ ("invalid_request"
+                | "invalid_client"
+                | "unauthorized_client"
+                | "unsupported_grant_type"
+                | "invalid_scope") => CronofyError::TokenRequestRefused {
+                    error: known.to_owned(),
+                },
+                _ => CronofyError::TokenRequestRefused {
+                    error: "unknown".to_owned(),
+                },
+            });
+        }
+        decode(check_status(response).await?, "oauth/token").await
+    }
+}
+
+async fn send(request: RequestBuilder) -> Result<Response, CronofyError> {
+    request.send().await.map_err(|error| CronofyError::from_reqwest(&error))
+}
+
+async fn expect_success(response: Response) -> Result<(), CronofyError> {
+    check_status(response).await.map(drop)
+}
+
+/// Maps every non-2xx status onto a typed error (cronofy-api §8).
+async fn check_status(response: Response) -> Result<Response, CronofyError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    Err(match status.as_u16() {
+        401 => CronofyError::Unauthorized,
+        402 => CronofyError::PaymentRequired,
+        403 => CronofyError::Forbidden,
+        404 => CronofyError::NotFound,
+        422 => {
+            let errors = response
+                .json::<UnprocessableBody>()
+                .await
+                .map(flatten_errors)
+                .unwrap_or_default();
+            CronofyError::Unprocessable { errors }
+        }
+        423 => CronofyError::Locked,
+        429 => CronofyError::RateLimited {
+            retry_after: retry_after(&response),
+        },
+        code @ 500..=599 => CronofyError::Server { status: code },
+        code => CronofyError::UnexpectedStatus { status: code },
+    })
+}
+
+fn flatten_errors(body: UnprocessableBody) -> Vec<UpstreamFieldError> {
+    body.errors
+        .into_iter()
+        .flat_map(|(field, entries)| {
+            entries.into_iter().map(move |entry| UpstreamFieldError {
+                field: field.clone(),
+                key: entry.key,
+                description: entry.description,
+            })
+        })
+        .collect()
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3).
+fn retry_after(response: &Response) -> Option<Duration> {
+    let value = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+async fn decode<T: DeserializeOwned>(response: Response, endpoint: &'static str) -> Result<T, CronofyError> {
+    // The body may hold tokens: on failure only the endpoint is named.
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|error| CronofyError::from_reqwest(&error))?;
+    serde_json::from_slice(&bytes).map_err(|_| CronofyError::Decode { endpoint })
+}

@@ -1,0 +1,112 @@
+//! Cronofy's JSON answers, as far as calgate reads them.
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The token endpoint's answer to an exchange or a refresh (cronofy-api §4.1).
+#[derive(Debug, Deserialize)]
+pub struct TokenResponse {
+    /// The new access token.
+    pub access_token: SecretString,
+    /// The refresh token; Cronofy may rotate it on every refresh, and may omit it.
+    #[serde(default)]
+    pub refresh_token: Option<SecretString>,
+    /// Lifetime of the access token in seconds.
+    pub expires_in: u32,
+    /// Space-separated granted scopes.
+    #[serde(default)]
+    pub scope: String,
+    /// `acc_…`.
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// The account identifier calgate keys grants by.
+    #[serde(default)]
+    pub sub: Option<String>,
+    /// Enterprise Connect service accounts only.
+    #[serde(default)]
+    pub service_account_id: Option<String>,
+    /// The calendar profile the user linked.
+    #[serde(default)]
+    pub linking_profile: Option<LinkingProfile>,
+}
+
+/// The calendar profile linked by an authorization.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LinkingProfile {
+    /// e.g. `google`, `google_free_busy`.
+    #[serde(default)]
+    pub provider_name: Option<String>,
+    /// e.g. `gsuite`.
+    #[serde(default)]
+    pub provider_service: Option<String>,
+    /// `pro_…`.
+    #[serde(default)]
+    pub profile_id: Option<String>,
+    /// Usually an email address.
+    #[serde(default)]
+    pub profile_name: Option<String>,
+}
+
+impl LinkingProfile {
+    /// Free/Busy mode: writes reach the user as email invites (cronofy-api §2.2).
+    pub fn is_free_busy_mode(&self) -> bool {
+        let free_busy =
+            |value: &Option<String>| matches!(value.as_deref(), Some("google_free_busy" | "ms_graph_free_busy"));
+        free_busy(&self.provider_name) || free_busy(&self.provider_service)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CalendarsResponse {
+    pub(super) calendars: Vec<CalendarEntry>,
+}
+
+/// One entry of `GET /v1/calendars`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CalendarEntry {
+    /// `cal_…`.
+    pub calendar_id: String,
+    /// Name.
+    #[serde(default)]
+    pub calendar_name: String,
+    /// `pro_…`.
+    #[serde(default)]
+    pub profile_id: String,
+    /// Usually an email address.
+    #[serde(default)]
+    pub profile_name: String,
+    /// e.g. `google`; new values appear over time.
+    #[serde(default)]
+    pub provider_name: String,
+    /// Events cannot be written.
+    #[serde(default)]
+    pub calendar_readonly: bool,
+    /// Deleted at the provider.
+    #[serde(default)]
+    pub calendar_deleted: bool,
+    /// The profile's primary calendar.
+    #[serde(default)]
+    pub calendar_primary: bool,
+    /// e.g. `sandbox`, `unrestricted`.
+    #[serde(default)]
+    pub permission_level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct OAuthErrorBody {
+    pub(super) error: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct UnprocessableBody {
+    #[serde(default)]
+    pub(super) errors: std::collections::BTreeMap<String, Vec<UnprocessableEntry>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct UnprocessableEntry {
+    #[serde(default)]
+    pub(super) key: String,
+    #[serde(default)]
+    pub(super) description: String,
+}

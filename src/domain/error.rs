@@ -1,0 +1,116 @@
+//! The domain's one error type. The gRPC layer maps it to a status in one place.
+
+use std::time::Duration;
+
+/// One bad field of a request, named by its path in the request (e.g. `event.summary`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Path of the field in the request message.
+    pub field: String,
+    /// What is wrong with it.
+    pub description: String,
+}
+
+/// Everything a domain operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// One or more request fields are invalid.
+    #[error("invalid request: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The OAuth state is forged, tampered with, already used or for another redirect_uri.
+    #[error("state is invalid: {0}")]
+    StateInvalid(&'static str),
+    /// The OAuth state is past its expiry.
+    #[error("state has expired")]
+    StateExpired,
+    /// No such grant for this tenant (or it belongs to another tenant).
+    #[error("grant not found")]
+    GrantNotFound,
+    /// The grant needs the user to connect again.
+    #[error("grant needs re-authorization")]
+    GrantNeedsReauth,
+    /// The grant was revoked.
+    #[error("grant was revoked")]
+    GrantRevoked,
+    /// An event call named an Enterprise Connect service account.
+    #[error("grant is a service account; write to its members instead")]
+    GrantIsServiceAccount,
+    /// Cronofy refused the authorization code (unknown, used, or redirect_uri differs).
+    #[error("authorization code is invalid or already used")]
+    CodeInvalid,
+    /// Cronofy answered 403: the grant lacks a scope.
+    #[error("grant lacks the scope for this call")]
+    InsufficientScope,
+    /// Cronofy answered 404 for the calendar.
+    #[error("calendar not found")]
+    CalendarNotFound,
+    /// Cronofy answered 422.
+    #[error("Cronofy rejected the request: {}", describe(.0))]
+    UpstreamRejected(Vec<FieldViolation>),
+    /// Cronofy answered 429.
+    #[error("Cronofy rate limit reached")]
+    UpstreamRateLimited {
+        /// When to try again, if Cronofy said.
+        retry_after: Option<Duration>,
+    },
+    /// Cronofy answered 5xx or could not be reached.
+    #[error("Cronofy is unavailable")]
+    UpstreamUnavailable,
+    /// Cronofy refused the access token even after a refresh.
+    #[error("Cronofy does not accept the grant's credentials")]
+    UpstreamUnauthorized,
+    /// Cronofy refused the call for a reason the caller cannot fix by changing the request
+    /// (plan limits, locked profile, unexpected answers, rejected client credentials).
+    #[error("Cronofy refused the call: {0}")]
+    UpstreamRefused(&'static str),
+    /// The credential store cannot be reached.
+    #[error("credential store unavailable")]
+    StoreUnavailable,
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Collects field violations so that a caller learns of every bad field at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Records a violation.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+
+    /// Keeps the value of a passed rule; records the failure of a failed one.
+    pub fn check<T>(&mut self, field: impl Into<String>, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(description) => {
+                self.add(field, description);
+                None
+            }
+        }
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Ok when nothing was recorded, else the collected InvalidArgument.
+    pub fn finish(self) -> Result<(), Error> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(self.0))
+        }
+    }
+}

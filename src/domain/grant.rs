@@ -1,0 +1,121 @@
+//! Grants: a user's (or service account's) stored authorization.
+
+use std::fmt;
+
+use secrecy::SecretString;
+use time::OffsetDateTime;
+
+/// How a grant was connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectMode {
+    /// A user connected their own calendar.
+    Individual,
+    /// An organisation's admin connected through Enterprise Connect.
+    Enterprise,
+}
+
+/// Whether calgate can act on a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantStatus {
+    /// Tokens are usable.
+    Active,
+    /// Cronofy refused the refresh token; the user must connect again.
+    NeedsReauth,
+    /// Revoked; tokens erased.
+    Revoked,
+}
+
+/// A user's grant or an Enterprise Connect service account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantKind {
+    /// One user's calendar account.
+    User,
+    /// An Enterprise Connect service account.
+    ServiceAccount,
+}
+
+macro_rules! text_enum {
+    ($ty:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The value stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $text),+ }
+            }
+
+            /// Parses a stored value.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($ty::$variant),)+ _ => None }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(ConnectMode { Individual => "individual", Enterprise => "enterprise" });
+text_enum!(GrantStatus { Active => "active", NeedsReauth => "needs_reauth", Revoked => "revoked" });
+text_enum!(GrantKind { User => "user", ServiceAccount => "service_account" });
+
+/// How a call names a connected user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantSelector {
+    /// Cronofy's account identifier.
+    Sub(String),
+    /// The caller's own id, bound at BuildAuthorizeUrl.
+    UserRef(String),
+}
+
+/// What callers may see of a grant: never its tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Cronofy's account identifier.
+    pub sub: String,
+    /// `acc_…`.
+    pub account_id: String,
+    /// The user_ref this grant was reached by, or the latest bound one.
+    pub user_ref: Option<String>,
+    /// Granted scopes.
+    pub scope: Vec<String>,
+    /// How it was connected.
+    pub connect_mode: ConnectMode,
+    /// User or service account.
+    pub kind: GrantKind,
+    /// Usable or not.
+    pub status: GrantStatus,
+    /// Provider of the linked profile.
+    pub provider_name: String,
+    /// Name of the linked profile.
+    pub profile_name: String,
+    /// Writes reach the user as email invites.
+    pub free_busy_mode: bool,
+    /// First stored.
+    pub created_at: OffsetDateTime,
+    /// Last changed.
+    pub updated_at: OffsetDateTime,
+}
+
+/// A grant's OAuth tokens, decrypted.
+#[derive(Debug)]
+pub struct Tokens {
+    /// Bearer token for API calls.
+    pub access_token: SecretString,
+    /// Long-lived token that gets new access tokens.
+    pub refresh_token: SecretString,
+    /// When the access token stops working.
+    pub access_expires_at: OffsetDateTime,
+}
+
+/// A grant as stored, with its tokens and the version writers compare against.
+#[derive(Debug)]
+pub struct StoredGrant {
+    /// The visible part.
+    pub grant: Grant,
+    /// None once revoked.
+    pub tokens: Option<Tokens>,
+    /// Incremented by every write; token writes compare-and-swap on it.
+    pub version: i64,
+}

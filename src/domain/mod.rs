@@ -1,0 +1,55 @@
+//! calgate's domain: tenants, grants, states, events, and the operations on
+//! them. Knows nothing of tonic or HTTP; talks to Cronofy through
+//! [`crate::cronofy::CronofyClient`] and to the store through [`crate::store::Store`].
+
+mod clock;
+pub mod error;
+pub mod event;
+pub mod grant;
+mod refresh;
+pub mod rules;
+mod service;
+pub mod state;
+mod upstream;
+
+pub use clock::Clock;
+pub use error::{Error, FieldViolation, Violations};
+pub use service::{AuthorizeRequest, AuthorizeUrl, CalendarService, ExchangeRequest};
+
+use crate::{
+    config::TenantSettings,
+    cronofy::{DataCenter, Endpoints, OAuthApp},
+};
+
+/// A tenant at run time: one internal product with its own Cronofy application.
+#[derive(Debug)]
+pub struct Tenant {
+    /// Stable id.
+    pub id: String,
+    /// Cronofy data centre.
+    pub data_center: DataCenter,
+    /// The Cronofy OAuth application.
+    pub app: OAuthApp,
+    /// Allowed redirect URIs.
+    pub redirect_uris: Vec<String>,
+}
+
+impl Tenant {
+    /// Builds a tenant from its settings.
+    pub fn from_settings(settings: &TenantSettings) -> Tenant {
+        Tenant {
+            id: settings.id.clone(),
+            data_center: settings.data_center,
+            app: OAuthApp {
+                client_id: settings.client_id.clone(),
+                client_secret: settings.client_secret.clone(),
+                endpoints: Endpoints::new(
+                    settings.data_center,
+                    settings.api_base_url.clone(),
+                    settings.app_base_url.clone(),
+                ),
+            },
+            redirect_uris: settings.redirect_uris.clone(),
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! The operations behind the RPCs.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use super::{
+    Error, Tenant, Violations,
+    clock::Clock,
+    event::Event,
+    grant::{ConnectMode, Grant, GrantKind, GrantSelector, StoredGrant, Tokens},
+    refresh::{Need, RefreshLocks, Refresher, usable_tokens},
+    state::{StateClaims, StateCodec},
+    upstream,
+};
+use crate::{
+    cronofy::{CalendarEntry, CronofyClient, CronofyError, Host},
+    store::{NewGrant, Store},
+};
+
+/// Default scope of Individual Connect: Read-Write access mode.
+const INDIVIDUAL_SCOPE: &str = "free_busy_write";
+/// Default scope of Enterprise Connect's admin consent.
+const ENTERPRISE_SCOPE: &str = "service_account/accounts/manage";
+
+/// Makes a Cronofy API call with a lease's token; on 401, refreshes once and
+/// repeats it. Maps the final failure with `upstream::api_error`.
+macro_rules! call_with_refresh {
+    ($self:ident, $tenant:expr, $lease:expr, $prefix:expr, |$token:ident| $call:expr) => {{
+        let lease = $lease;
+        let first = {
+            let $token = &lease.token;
+            $call.await
+        };
+        let result = match first {
+            Err(CronofyError::Unauthorized) => {
+                let fresh = $self.after_unauthorized($tenant, &lease).await?;
+                let $token = &fresh;
+                $call.await
+            }
+            other => other,
+        };
+        result.map_err(|error| upstream::api_error(error, $prefix))
+    }};
+}
+
+/// A checked BuildAuthorizeUrl request.
+#[derive(Debug, Clone)]
+pub struct AuthorizeRequest {
+    /// Where Cronofy sends the user back.
+    pub redirect_uri: String,
+    /// Requested scopes; empty means the mode's default.
+    pub scope: Vec<String>,
+    /// Individual or enterprise.
+    pub connect_mode: ConnectMode,
+    /// Enterprise only; empty means `free_busy_write`.
+    pub delegated_scope: Vec<String>,
+    /// The caller's id for the user.
+    pub user_ref: Option<String>,
+    /// Pre-selected provider.
+    pub provider_name: Option<String>,
+    /// Do not link with other accounts from the same browser.
+    pub avoid_linking: bool,
+    /// Explicit account link.
+    pub link_token: Option<String>,
+    /// Consent page language.
+    pub locale: Option<String>,
+}
+
+/// The URL to open and the state inside it.
+#[derive(Debug, Clone)]
+pub struct AuthorizeUrl {
+    /// Consent URL.
+    pub url: String,
+    /// Sealed state.
+    pub state: String,
+    /// When the state expires.
+    pub state_expires_at: OffsetDateTime,
+}
+
+/// A checked ExchangeCode request.
+#[derive(Debug)]
+pub struct ExchangeRequest {
+    /// The authorization code.
+    pub code: SecretString,
+    /// The redirect URI used for the authorization.
+    pub redirect_uri: String,
+    /// The state returned with the code.
+    pub state: String,
+}
+
+/// calgate's operations, shared by every tenant.
+#[derive(Debug)]
+pub struct CalendarService {
+    store: Store,
+    cronofy: CronofyClient,
+    states: StateCodec,
+    state_ttl: Duration,
+    clock: Clock,
+    refresher: Refresher,
+}
+
+impl CalendarService {
+    /// Assembles the service.
+    pub fn new(
+        store: Store,
+        cronofy: CronofyClient,
+        states: StateCodec,
+        state_ttl: Duration,
+        refresh_margin: Duration,
+        clock: Clock,
+    ) -> Self {
+        let refresher = Refresher {
+            store: store.clone(),
+            cronofy: cronofy.clone(),
+            clock: clock.clone(),
+            margin: refresh_margin,
+            locks: RefreshLocks::default(),
+        };
+        CalendarService {
+            store,
+            cronofy,
+            states,
+            state_ttl,
+            clock,
+            refresher,
+        }
+    }
+
+    /// The store, for health checks.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Builds the consent URL and its sealed, single-use state. Calls nobody.
+    pub fn build_authorize_url(&self, tenant: &Tenant, request: AuthorizeRequest) -> Result<AuthorizeUrl, Error> {
+        let mut violations = Violations::default();
+        if !tenant
+            .redirect_uris
+            .iter()
+            .any(|allowed| allowed == &request.redirect_uri)
+        {
+            violations.add("redirect_uri", "is not one of the tenant's configured redirect_uris");
+        }
+        if request.connect_mode == ConnectMode::Individual && !request.delegated_scope.is_empty() {
+            violations.add("delegated_scope", "is only valid with CONNECT_MODE_ENTERPRISE");
+        }
+        violations.finish()?;
+
+        let expires_at = self.clock.now() + self.state_ttl;
+        let state = self.states.seal(&StateClaims {
+            tenant: tenant.id.clone(),
+            data_center: tenant.data_center.to_string(),
+            redirect_uri: request.redirect_uri.clone(),
+            connect_mode: request.connect_mode.to_string(),
+            user_ref: request.user_ref.clone(),
+            nonce: StateCodec::new_nonce(),
+            expires_at: expires_at.unix_timestamp(),
+        });
+        let (path, default_scope): (&[&str], &str) = match request.connect_mode {
+            ConnectMode::Individual => (&["oauth", "authorize"], INDIVIDUAL_SCOPE),
+            ConnectMode::Enterprise => (&["enterprise_connect", "oauth", "authorize"], ENTERPRISE_SCOPE),
+        };
+        let scope = if request.scope.is_empty() {
+            default_scope.to_owned()
+        } else {
+            request.scope.join(" ")
+        };
+        let mut url = tenant.app.endpoints.url(Host::App, path);
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("response_type", "code")
+                .append_pair("client_id", &tenant.app.client_id)
+                .append_pair("redirect_uri", &request.redirect_uri)
+                .append_pair("scope", &scope)
+                .append_pair("state", &state);
+            if request.connect_mode == ConnectMode::Enterprise {
+                let delegated = if request.delegated_scope.is_empty() {
+                    INDIVIDUAL_SCOPE.to_owned()
+                } else {
+                    request.delegated_scope.join(" ")
+                };
+                query.append_pair("delegated_scope", &delegated);
+            }
+            if let Some(provider) = &request.provider_name {
+                query.append_pair("provider_name", provider);
+            }
+            if request.avoid_linking {
+                query.append_pair("avoid_linking", "true");
+            }
+            if let Some(link_token) = &request.link_token {
+                query.append_pair("link_token", link_token);
+            }
+            if let Some(locale) = &request.locale {
+                query.append_pair("locale", locale);
+            }
+        }
+        Ok(AuthorizeUrl {
+            url: url.into(),
+            state,
+            state_expires_at: expires_at,
+        })
+    }
+
+    /// Checks the state, redeems the code at Cronofy and stores the grant.
+    pub async fn exchange_code(&self, tenant: &Tenant, request: ExchangeRequest) -> Result<Grant, Error> {
+        let claims = self
+            .states
+            .open(&request.state)
+            .ok_or(Error::StateInvalid("not issued by calgate or altered"))?;
+        if claims.tenant != tenant.id {
+            // Another tenant's state: indistinguishable from an unknown one.
+            return Err(Error::GrantNotFound);
+        }
+        if claims.is_expired(self.clock.now()) {
+            return Err(Error::StateExpired);
+        }
+        if claims.redirect_uri != request.redirect_uri {
+            return Err(Error::StateInvalid("issued for another redirect_uri"));
+        }
+        if claims.data_center != tenant.data_center.as_str() {
+            return Err(Error::StateInvalid("issued for another data centre"));
+        }
+        let connect_mode =
+            ConnectMode::parse(&claims.connect_mode).ok_or(Error::StateInvalid("unknown connect mode"))?;
+        let expires_at =
+            OffsetDateTime::from_unix_timestamp(claims.expires_at).map_err(|_| Error::StateInvalid("bad expiry"))?;
+        let claimed = self
+            .store
+            .claim_state_nonce(&tenant.id, &claims.nonce, expires_at)
+            .await
+            .map_err(|_| Error::StoreUnavailable)?;
+        if !claimed {
+            return Err(Error::StateInvalid("already used"));
+        }
+
+        let response = match self
+            .cronofy
+            .exchange_code(&tenant.app, &request.code, &request.redirect_uri)
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => {
+                warn!(tenant = %tenant.id, %error, "code exchange failed");
+                if error.is_transient() {
+                    // Cronofy did not take the code: let the caller retry with the same state.
+                    let _ = self.store.release_state_nonce(&tenant.id, &claims.nonce).await;
+                }
+                return Err(upstream::exchange_error(error));
+            }
+        };
+        let kind = if response.service_account_id.is_some() {
+            GrantKind::ServiceAccount
+        } else {
+            GrantKind::User
+        };
+        let sub = response
+            .sub
+            .clone()
+            .or_else(|| response.service_account_id.clone())
+            .or_else(|| response.account_id.clone())
+            .ok_or_else(|| {
+                upstream::shared(CronofyError::Decode {
+                    endpoint: "oauth/token",
+                })
+            })?;
+        let refresh_token = response.refresh_token.ok_or_else(|| {
+            upstream::shared(CronofyError::Decode {
+                endpoint: "oauth/token",
+            })
+        })?;
+        let profile = response.linking_profile.unwrap_or_default();
+        let new = NewGrant {
+            account_id: response.account_id.unwrap_or_else(|| sub.clone()),
+            sub,
+            scope: response.scope.split_whitespace().map(str::to_owned).collect(),
+            connect_mode,
+            kind,
+            free_busy_mode: profile.is_free_busy_mode(),
+            provider_name: profile.provider_name.unwrap_or_default(),
+            profile_name: profile.profile_name.unwrap_or_default(),
+            tokens: Tokens {
+                access_token: response.access_token,
+                refresh_token,
+                access_expires_at: self.clock.now() + time::Duration::seconds(i64::from(response.expires_in)),
+            },
+        };
+        let stored = self.save_with_retries(tenant, &new, claims.user_ref.as_deref()).await?;
+        info!(tenant = %tenant.id, sub = %stored.grant.sub, kind = %stored.grant.kind, "grant connected");
+        Ok(stored.grant)
+    }
+
+    async fn save_with_retries(
+        &self,
+        tenant: &Tenant,
+        new: &NewGrant,
+        user_ref: Option<&str>,
+    ) -> Result<StoredGrant, Error> {
+        // The code is spent: losing these tokens means asking the user to consent again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.store.save_grant(&tenant.id, new, user_ref).await {
+                Ok(stored) => return Ok(stored),
+                Err(error) if attempt < 3 => {
+                    warn!(tenant = %tenant.id, %error, attempt, "storing a new grant failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(error) => {
+                    tracing::error!(tenant = %tenant.id, %error, "a new grant could not be stored; the user must connect again");
+                    return Err(Error::StoreUnavailable);
+                }
+            }
+        }
+    }
+
+    /// Describes a grant.
+    pub async fn get_grant(&self, tenant: &Tenant, selector: &GrantSelector) -> Result<Grant, Error> {
+        Ok(self.find(tenant, selector).await?.grant)
+    }
+
+    /// Creates or updates one of the application's events.
+    pub async fn upsert_event(
+        &self,
+        tenant: &Tenant,
+        selector: &GrantSelector,
+        calendar_id: &str,
+        event: &Event,
+    ) -> Result<(), Error> {
+        let lease = self.access_token(tenant, selector, true).await?;
+        call_with_refresh!(self, tenant, lease, "event.", |token| {
+            self.cronofy
+                .upsert_event(&tenant.app.endpoints, token, calendar_id, event)
+        })
+    }
+
+    /// Deletes one of the application's events; an event already gone is fine.
+    pub async fn delete_event(
+        &self,
+        tenant: &Tenant,
+        selector: &GrantSelector,
+        calendar_id: &str,
+        event_id: &str,
+    ) -> Result<(), Error> {
+        let lease = self.access_token(tenant, selector, true).await?;
+        call_with_refresh!(self, tenant, lease, "", |token| {
+            self.cronofy
+                .delete_event(&tenant.app.endpoints, token, calendar_id, event_id)
+        })
+    }
+
+    /// Lists the user's calendars.
+    pub async fn list_calendars(&self, tenant: &Tenant, selector: &GrantSelector) -> Result<Vec<CalendarEntry>, Error> {
+        let lease = self.access_token(tenant, selector, false).await?;
+        call_with_refresh!(self, tenant, lease, "", |token| self
+            .cronofy
+            .list_calendars(&tenant.app.endpoints, token))
+    }
+
+    async fn find(&self, tenant: &Tenant, selector: &GrantSelector) -> Result<StoredGrant, Error> {
+        self.store
+            .find_grant(&tenant.id, selector)
+            .await
+            .map_err(|error| {
+                warn!(tenant = %tenant.id, %error, "grant lookup failed");
+                Error::StoreUnavailable
+            })?
+            .ok_or(Error::GrantNotFound)
+    }
+
+    /// A usable access token for the selected grant, refreshed first when it
+    /// expires within the margin. Event writes refuse service accounts.
+    async fn access_token(
+        &self,
+        tenant: &Tenant,
+        selector: &GrantSelector,
+        writes_events: bool,
+    ) -> Result<TokenLease, Error> {
+        let stored = self.find(tenant, selector).await?;
+        if writes_events && stored.grant.kind == GrantKind::ServiceAccount {
+            return Err(Error::GrantIsServiceAccount);
+        }
+        let tokens = usable_tokens(&stored)?;
+        let (token, version) = if self.refresher.is_expiring(tokens) {
+            self.refresher
+                .refresh(tenant, &stored.grant.sub, Need::Expiring)
+                .await?
+        } else {
+            (tokens.access_token.clone(), stored.version)
+        };
+        Ok(TokenLease {
+            sub: stored.grant.sub,
+            token,
+            version,
+        })
+    }
+
+    /// Cronofy refused `lease`'s token: refresh once (unless someone already did).
+    async fn after_unauthorized(&self, tenant: &Tenant, lease: &TokenLease) -> Result<SecretString, Error> {
+        info!(tenant = %tenant.id, sub = %lease.sub, "Cronofy refused the access token; refreshing once");
+        let (token, _) = self
+            .refresher
+            .refresh(tenant, &lease.sub, Need::Rejected { version: lease.version })
+            .await?;
+        Ok(token)
+    }
+}
+
+/// An access token and the grant version it was read at.
+struct TokenLease {
+    sub: String,
+    token: SecretString,
+    version: i64,
+}

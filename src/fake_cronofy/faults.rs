@@ -1,0 +1,100 @@
+//! Fault injection: make the next N calls to an endpoint fail or stall.
+
+use std::time::Duration;
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+/// The fake's endpoints, for faults and request counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /oauth/token`.
+    Token,
+    /// `POST /oauth/token/revoke`.
+    Revoke,
+    /// `GET /v1/calendars`.
+    ListCalendars,
+    /// `POST /v1/calendars/{id}/events`.
+    UpsertEvent,
+    /// `DELETE /v1/calendars/{id}/events`.
+    DeleteEvent,
+}
+
+/// One injected fault.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Which endpoint it hits.
+    pub endpoint: Endpoint,
+    /// HTTP status to answer with; None answers normally after `delay`.
+    pub status: Option<u16>,
+    /// JSON body to answer with (defaults to what Cronofy sends for the status).
+    pub body: Option<serde_json::Value>,
+    /// Retry-After header value.
+    pub retry_after: Option<String>,
+    /// How many calls it applies to.
+    pub times: usize,
+    /// Wait this long before answering.
+    pub delay: Option<Duration>,
+}
+
+impl Fault {
+    /// Answer `status` once on `endpoint`.
+    pub fn status(endpoint: Endpoint, status: u16) -> Fault {
+        Fault {
+            endpoint,
+            status: Some(status),
+            body: None,
+            retry_after: None,
+            times: 1,
+            delay: None,
+        }
+    }
+
+    /// Stall `delay` once, then answer normally.
+    pub fn delay(endpoint: Endpoint, delay: Duration) -> Fault {
+        Fault {
+            status: None,
+            delay: Some(delay),
+            ..Fault::status(endpoint, 200)
+        }
+    }
+
+    /// Apply to `times` calls.
+    pub fn times(mut self, times: usize) -> Fault {
+        self.times = times;
+        self
+    }
+
+    /// Answer with this JSON body.
+    pub fn body(mut self, body: serde_json::Value) -> Fault {
+        self.body = Some(body);
+        self
+    }
+
+    /// Send this Retry-After header.
+    pub fn retry_after(mut self, value: &str) -> Fault {
+        self.retry_after = Some(value.to_owned());
+        self
+    }
+
+    /// The response the fault produces, if it answers instead of the handler.
+    pub(super) fn response(&self) -> Option<Response> {
+        let status = StatusCode::from_u16(self.status?).ok()?;
+        let body = self.body.clone().unwrap_or_else(|| match status.as_u16() {
+            400 => serde_json::json!({"error": "invalid_grant"}),
+            422 => serde_json::json!({"errors": {"event_id": [{"key": "errors.required", "description": "required"}]}}),
+            _ => serde_json::Value::Null,
+        });
+        let mut response = if body.is_null() {
+            status.into_response()
+        } else {
+            (status, axum::Json(body)).into_response()
+        };
+        if let Some(retry_after) = self.retry_after.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            response.headers_mut().insert(header::RETRY_AFTER, retry_after);
+        }
+        Some(response)
+    }
+}

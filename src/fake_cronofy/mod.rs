@@ -1,0 +1,207 @@
+//! A faithful HTTP fake of Cronofy (cronofy-api.md) for tests, local
+//! development and the sandbox: separate app and api listeners on loopback,
+//! stateful (clients, codes, accounts, calendars, events, tokens with expiry,
+//! refresh-token rotation that refuses reuse), strict about documented request
+//! shapes, with fault injection. Never a trait mock: calgate talks to it over HTTP.
+
+mod api;
+mod faults;
+mod oauth;
+mod state;
+mod validate;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+pub use faults::{Endpoint, Fault};
+use state::State;
+pub use state::{NextAuthorization, RecordedRequest};
+
+/// Shared by both listeners' handlers.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A running fake. Dropping it stops both listeners.
+#[derive(Debug)]
+pub struct FakeCronofy {
+    app_addr: SocketAddr,
+    api_addr: SocketAddr,
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for FakeCronofy {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl FakeCronofy {
+    /// Starts the fake on two ephemeral loopback ports.
+    pub async fn start() -> std::io::Result<FakeCronofy> {
+        let app = TcpListener::bind("127.0.0.1:0").await?;
+        let api = TcpListener::bind("127.0.0.1:0").await?;
+        FakeCronofy::serve(app, api)
+    }
+
+    /// Serves the fake on the given listeners (app host, api host).
+    pub fn serve(app: TcpListener, api: TcpListener) -> std::io::Result<FakeCronofy> {
+        let shared = Arc::new(Shared::default());
+        let app_addr = app.local_addr()?;
+        let api_addr = api.local_addr()?;
+        let app_router = Router::new()
+            .route("/oauth/authorize", get(oauth::authorize))
+            .route("/enterprise_connect/oauth/authorize", get(oauth::authorize_enterprise))
+            .with_state(shared.clone());
+        let api_router = Router::new()
+            .route("/oauth/token", post(oauth::token))
+            .route("/oauth/token/revoke", post(oauth::revoke))
+            .route("/v1/calendars", get(api::list_calendars))
+            .route(
+                "/v1/calendars/{calendar_id}/events",
+                post(api::upsert_event).delete(api::delete_event),
+            )
+            .with_state(shared.clone());
+        let tasks = vec![
+            tokio::spawn(async move {
+                let _ = axum::serve(app, app_router).await;
+            }),
+            tokio::spawn(async move {
+                let _ = axum::serve(api, api_router).await;
+            }),
+        ];
+        Ok(FakeCronofy {
+            app_addr,
+            api_addr,
+            shared,
+            tasks,
+        })
+    }
+
+    /// Base URL of the browser-facing host (`app_base_url`).
+    pub fn app_base_url(&self) -> String {
+        format!("http://{}/", self.app_addr)
+    }
+
+    /// Base URL of the API host (`api_base_url`).
+    pub fn api_base_url(&self) -> String {
+        format!("http://{}/", self.api_addr)
+    }
+
+    /// Registers an OAuth client.
+    pub fn register_client(&self, client_id: &str, client_secret: &str) {
+        self.shared
+            .lock()
+            .clients
+            .insert(client_id.to_owned(), client_secret.to_owned());
+    }
+
+    /// Shapes the next authorization (reuse an account, choose the provider…).
+    pub fn set_next_authorization(&self, next: NextAuthorization) {
+        self.shared.lock().next_authorization = Some(next);
+    }
+
+    /// Lifetime of access tokens issued from now on (default one hour).
+    pub fn set_access_token_ttl(&self, ttl: Duration) {
+        self.shared.lock().access_token_ttl = ttl;
+    }
+
+    /// Whether each refresh issues a new refresh token and retires the old one (default true).
+    pub fn set_rotate_refresh_tokens(&self, rotate: bool) {
+        self.shared.lock().rotate_refresh_tokens = rotate;
+    }
+
+    /// Makes every access token issued so far expire now.
+    pub fn expire_access_tokens(&self) {
+        self.shared.lock().expire_access_tokens();
+    }
+
+    /// Revokes every token of an account, as a user disconnecting calgate would.
+    pub fn revoke_account(&self, sub: &str) {
+        self.shared.lock().revoke_account(sub);
+    }
+
+    /// Adds a fault; faults are consumed in the order added.
+    pub fn inject(&self, fault: Fault) {
+        self.shared.lock().faults.push(fault);
+    }
+
+    /// Every request the api host received, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// How many requests reached `endpoint`.
+    pub fn count(&self, endpoint: Endpoint) -> usize {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.endpoint == endpoint)
+            .count()
+    }
+
+    /// The stored event, as the JSON calgate sent.
+    pub fn event(&self, sub: &str, calendar_id: &str, event_id: &str) -> Option<serde_json::Value> {
+        let state = self.shared.lock();
+        state
+            .accounts
+            .get(sub)?
+            .events
+            .get(&(calendar_id.to_owned(), event_id.to_owned()))
+            .cloned()
+    }
+
+    /// Number of events stored for an account.
+    pub fn event_count(&self, sub: &str) -> usize {
+        self.shared
+            .lock()
+            .accounts
+            .get(sub)
+            .map_or(0, |account| account.events.len())
+    }
+
+    /// The account's calendar ids: the writable primary first, then a read-only one.
+    pub fn calendar_ids(&self, sub: &str) -> Vec<String> {
+        let state = self.shared.lock();
+        state
+            .accounts
+            .get(sub)
+            .map(|account| account.calendars.iter().map(|c| c.calendar_id.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every token value ever issued (for tests proving tokens never leak).
+    pub fn issued_secrets(&self) -> Vec<String> {
+        self.shared.lock().issued_secrets.clone()
+    }
+}
+
+/// Records the request and applies a pending fault: Some(response) when the
+/// fault answers instead of the handler.
+async fn arrive(shared: &Shared, endpoint: Endpoint, path: &str) -> Option<axum::response::Response> {
+    let fault = shared.lock().arrive(endpoint, path)?;
+    if let Some(delay) = fault.delay {
+        tokio::time::sleep(delay).await;
+    }
+    fault.response()
+}

@@ -1,0 +1,249 @@
+//! The fake's memory: clients, codes, accounts, tokens, faults, requests.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use rand::{Rng, distr::Alphanumeric};
+
+use super::faults::{Endpoint, Fault};
+
+/// Shapes the next authorization the fake grants.
+#[derive(Debug, Clone, Default)]
+pub struct NextAuthorization {
+    /// Reuse this existing account (Cronofy's account linking hands the same sub back).
+    pub sub: Option<String>,
+    /// Provider of the linked profile, e.g. `google_free_busy` for Free/Busy mode.
+    pub provider_name: Option<String>,
+    /// Scope granted instead of the requested one.
+    pub scope: Option<String>,
+}
+
+/// One request the api host received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// Which endpoint.
+    pub endpoint: Endpoint,
+    /// The path as received.
+    pub path: String,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Calendar {
+    pub(super) calendar_id: String,
+    pub(super) name: String,
+    pub(super) readonly: bool,
+    pub(super) primary: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Account {
+    pub(super) account_id: String,
+    pub(super) profile_id: String,
+    pub(super) profile_name: String,
+    pub(super) provider_name: String,
+    pub(super) service_account: bool,
+    pub(super) calendars: Vec<Calendar>,
+    pub(super) events: BTreeMap<(String, String), serde_json::Value>,
+}
+
+#[derive(Debug)]
+pub(super) struct PendingCode {
+    pub(super) client_id: String,
+    pub(super) redirect_uri: String,
+    pub(super) sub: String,
+    pub(super) scope: String,
+}
+
+#[derive(Debug)]
+pub(super) struct AccessToken {
+    pub(super) sub: String,
+    pub(super) scope: String,
+    pub(super) expires_at: Instant,
+}
+
+#[derive(Debug)]
+pub(super) struct RefreshToken {
+    pub(super) client_id: String,
+    pub(super) sub: String,
+    pub(super) scope: String,
+}
+
+/// Everything the fake remembers.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(super) clients: HashMap<String, String>,
+    pub(super) codes: HashMap<String, PendingCode>,
+    pub(super) accounts: HashMap<String, Account>,
+    pub(super) access_tokens: HashMap<String, AccessToken>,
+    pub(super) refresh_tokens: HashMap<String, RefreshToken>,
+    pub(super) next_authorization: Option<NextAuthorization>,
+    pub(super) access_token_ttl: Duration,
+    pub(super) rotate_refresh_tokens: bool,
+    pub(super) faults: Vec<Fault>,
+    pub(super) requests: Vec<RecordedRequest>,
+    pub(super) issued_secrets: Vec<String>,
+    next_id: u64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            clients: HashMap::new(),
+            codes: HashMap::new(),
+            accounts: HashMap::new(),
+            access_tokens: HashMap::new(),
+            refresh_tokens: HashMap::new(),
+            next_authorization: None,
+            access_token_ttl: Duration::from_secs(3600),
+            rotate_refresh_tokens: true,
+            faults: Vec::new(),
+            requests: Vec::new(),
+            issued_secrets: Vec::new(),
+            next_id: 0,
+        }
+    }
+}
+
+/// 32 random ASCII characters, the documented shape of codes and tokens.
+pub(super) fn random_token() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+impl State {
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Creates the account an authorization links (or reuses the one asked for).
+    pub(super) fn authorize(&mut self, client_id: &str, redirect_uri: &str, scope: &str, enterprise: bool) -> String {
+        let next = self.next_authorization.take().unwrap_or_default();
+        let sub = match next.sub.filter(|sub| self.accounts.contains_key(sub)) {
+            Some(sub) => sub,
+            None => {
+                let n = self.next_id();
+                let (sub, service_account) = if enterprise {
+                    (format!("ser_{n:024}"), true)
+                } else {
+                    (format!("acc_{n:024}"), false)
+                };
+                let calendars = if service_account {
+                    vec![]
+                } else {
+                    vec![
+                        Calendar {
+                            calendar_id: format!("cal_{n}_primary"),
+                            name: "Work".into(),
+                            readonly: false,
+                            primary: true,
+                        },
+                        Calendar {
+                            calendar_id: format!("cal_{n}_holidays"),
+                            name: "Holidays".into(),
+                            readonly: true,
+                            primary: false,
+                        },
+                    ]
+                };
+                self.accounts.insert(
+                    sub.clone(),
+                    Account {
+                        account_id: sub.clone(),
+                        profile_id: format!("pro_{n}"),
+                        profile_name: format!("user{n}@example.com"),
+                        provider_name: next.provider_name.unwrap_or_else(|| "google".into()),
+                        service_account,
+                        calendars,
+                        events: BTreeMap::new(),
+                    },
+                );
+                sub
+            }
+        };
+        let code = random_token();
+        self.issued_secrets.push(code.clone());
+        self.codes.insert(
+            code.clone(),
+            PendingCode {
+                client_id: client_id.to_owned(),
+                redirect_uri: redirect_uri.to_owned(),
+                sub,
+                scope: next.scope.unwrap_or_else(|| scope.to_owned()),
+            },
+        );
+        code
+    }
+
+    /// Issues an access token (and, when asked, a refresh token).
+    pub(super) fn issue(
+        &mut self,
+        client_id: &str,
+        sub: &str,
+        scope: &str,
+        with_refresh: bool,
+    ) -> (String, Option<String>) {
+        let access = random_token();
+        self.access_tokens.insert(
+            access.clone(),
+            AccessToken {
+                sub: sub.to_owned(),
+                scope: scope.to_owned(),
+                expires_at: Instant::now() + self.access_token_ttl,
+            },
+        );
+        self.issued_secrets.push(access.clone());
+        let refresh = with_refresh.then(|| {
+            let refresh = random_token();
+            self.refresh_tokens.insert(
+                refresh.clone(),
+                RefreshToken {
+                    client_id: client_id.to_owned(),
+                    sub: sub.to_owned(),
+                    scope: scope.to_owned(),
+                },
+            );
+            self.issued_secrets.push(refresh.clone());
+            refresh
+        });
+        (access, refresh)
+    }
+
+    pub(super) fn expire_access_tokens(&mut self) {
+        let now = Instant::now();
+        for token in self.access_tokens.values_mut() {
+            token.expires_at = now;
+        }
+    }
+
+    pub(super) fn revoke_account(&mut self, sub: &str) {
+        self.access_tokens.retain(|_, token| token.sub != sub);
+        self.refresh_tokens.retain(|_, token| token.sub != sub);
+    }
+
+    /// The account behind a bearer token that is known and not expired.
+    pub(super) fn bearer(&self, token: &str) -> Option<&AccessToken> {
+        self.access_tokens.get(token).filter(|t| t.expires_at > Instant::now())
+    }
+
+    /// Records a request and takes the first pending fault for its endpoint.
+    pub(super) fn arrive(&mut self, endpoint: Endpoint, path: &str) -> Option<Fault> {
+        self.requests.push(RecordedRequest {
+            endpoint,
+            path: path.to_owned(),
+        });
+        let index = self.faults.iter().position(|f| f.endpoint == endpoint && f.times > 0)?;
+        let fault = &mut self.faults[index];
+        fault.times -= 1;
+        let taken = fault.clone();
+        if fault.times == 0 {
+            self.faults.remove(index);
+        }
+        Some(taken)
+    }
+}

@@ -1,0 +1,69 @@
+//! The caller's deadline (`grpc-timeout`). tonic's own timeout answers
+//! CANCELLED; calgate answers DEADLINE_EXCEEDED as the gRPC spec and the
+//! contract say, by running the handler against the deadline itself.
+
+use std::{future::Future, time::Duration};
+
+use tokio::time::Instant;
+use tonic::{Status, metadata::MetadataMap};
+
+/// Fire this much before tonic's transport timeout, which was armed a moment
+/// earlier for the same deadline, so the caller gets our status, not CANCELLED.
+const AHEAD_OF_TRANSPORT: Duration = Duration::from_millis(5);
+
+/// Parses `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// When the caller stops waiting, if it said.
+pub fn deadline(metadata: &MetadataMap) -> Option<Instant> {
+    let timeout = parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)?;
+    Some(Instant::now() + timeout.saturating_sub(AHEAD_OF_TRANSPORT))
+}
+
+/// Runs `work` until the deadline; past it the work is dropped (cancelling
+/// any upstream call) and the caller gets DEADLINE_EXCEEDED.
+pub async fn within<T>(deadline: Option<Instant>, work: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    match deadline {
+        None => work.await,
+        Some(deadline) => tokio::time::timeout_at(deadline, work)
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("the caller's deadline passed"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_unit() {
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_grpc_timeout("10S"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_grpc_timeout("300m"), Some(Duration::from_millis(300)));
+        assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
+        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+    }
+
+    #[test]
+    fn refuses_malformed_values() {
+        for bad in ["", "S", "123456789S", "10s", "-1S", "1.5S", "10"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The gRPC layer: generated calgate.v1 code, thin handlers, request
+//! conversion, authentication and the status mapping.
+
+pub mod convert;
+pub mod deadline;
+pub mod interceptor;
+mod service;
+pub mod status;
+
+pub use service::CalendarWriteApi;
+
+/// Code generated from `proto/calgate/v1/calgate.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("calgate.v1");
+
+    /// Encoded descriptor set served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("calgate_descriptor");
+}

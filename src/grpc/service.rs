@@ -1,0 +1,138 @@
+//! Handlers: caller → parse → domain → convert back. Nothing else.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::{
+    convert, deadline,
+    interceptor::caller,
+    pb::{self, calendar_write_service_server::CalendarWriteService},
+    status::from_domain,
+};
+use crate::domain::CalendarService;
+
+/// The calgate.v1 CalendarWriteService.
+#[derive(Debug, Clone)]
+pub struct CalendarWriteApi {
+    service: Arc<CalendarService>,
+}
+
+impl CalendarWriteApi {
+    /// Serves the given domain service.
+    pub fn new(service: Arc<CalendarService>) -> Self {
+        CalendarWriteApi { service }
+    }
+}
+
+#[tonic::async_trait]
+impl CalendarWriteService for CalendarWriteApi {
+    async fn build_authorize_url(
+        &self,
+        request: Request<pb::BuildAuthorizeUrlRequest>,
+    ) -> Result<Response<pb::BuildAuthorizeUrlResponse>, Status> {
+        let caller = caller(&request)?;
+        let parsed = convert::authorize_request(request.into_inner()).map_err(from_domain)?;
+        let built = self
+            .service
+            .build_authorize_url(&caller.tenant, parsed)
+            .map_err(from_domain)?;
+        Ok(Response::new(pb::BuildAuthorizeUrlResponse {
+            url: built.url,
+            state: built.state,
+            state_expires_at: Some(convert::timestamp(built.state_expires_at)),
+        }))
+    }
+
+    async fn exchange_code(
+        &self,
+        request: Request<pb::ExchangeCodeRequest>,
+    ) -> Result<Response<pb::ExchangeCodeResponse>, Status> {
+        let caller = caller(&request)?;
+        let deadline = deadline::deadline(request.metadata());
+        let parsed = convert::exchange_request(request.into_inner()).map_err(from_domain)?;
+        let grant = deadline::within(deadline, async {
+            self.service
+                .exchange_code(&caller.tenant, parsed)
+                .await
+                .map_err(from_domain)
+        })
+        .await?;
+        Ok(Response::new(pb::ExchangeCodeResponse {
+            grant: Some(convert::grant(grant)),
+        }))
+    }
+
+    async fn upsert_event(
+        &self,
+        request: Request<pb::UpsertEventRequest>,
+    ) -> Result<Response<pb::UpsertEventResponse>, Status> {
+        let caller = caller(&request)?;
+        let (selector, calendar_id, event) = convert::upsert_request(request.get_ref()).map_err(from_domain)?;
+        deadline::within(deadline::deadline(request.metadata()), async {
+            self.service
+                .upsert_event(&caller.tenant, &selector, &calendar_id, &event)
+                .await
+                .map_err(from_domain)
+        })
+        .await?;
+        Ok(Response::new(pb::UpsertEventResponse {}))
+    }
+
+    async fn delete_event(
+        &self,
+        request: Request<pb::DeleteEventRequest>,
+    ) -> Result<Response<pb::DeleteEventResponse>, Status> {
+        let caller = caller(&request)?;
+        let (selector, calendar_id, event_id) = convert::delete_request(request.get_ref()).map_err(from_domain)?;
+        deadline::within(deadline::deadline(request.metadata()), async {
+            self.service
+                .delete_event(&caller.tenant, &selector, &calendar_id, &event_id)
+                .await
+                .map_err(from_domain)
+        })
+        .await?;
+        Ok(Response::new(pb::DeleteEventResponse {}))
+    }
+
+    async fn list_calendars(
+        &self,
+        request: Request<pb::ListCalendarsRequest>,
+    ) -> Result<Response<pb::ListCalendarsResponse>, Status> {
+        let caller = caller(&request)?;
+        let selector = convert::grant_selector(request.get_ref()).map_err(from_domain)?;
+        let calendars = deadline::within(deadline::deadline(request.metadata()), async {
+            self.service
+                .list_calendars(&caller.tenant, &selector)
+                .await
+                .map_err(from_domain)
+        })
+        .await?;
+        Ok(Response::new(pb::ListCalendarsResponse {
+            calendars: calendars.into_iter().map(convert::calendar).collect(),
+        }))
+    }
+
+    async fn get_grant(&self, request: Request<pb::GetGrantRequest>) -> Result<Response<pb::GetGrantResponse>, Status> {
+        let caller = caller(&request)?;
+        let selector = convert::grant_selector(request.get_ref()).map_err(from_domain)?;
+        let grant = self
+            .service
+            .get_grant(&caller.tenant, &selector)
+            .await
+            .map_err(from_domain)?;
+        Ok(Response::new(pb::GetGrantResponse {
+            grant: Some(convert::grant(grant)),
+        }))
+    }
+
+    async fn revoke_grant(
+        &self,
+        request: Request<pb::RevokeGrantRequest>,
+    ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
+        // Authenticate and validate first, so callers see the same errors they will once it exists.
+        let _caller = caller(&request)?;
+        convert::grant_selector(request.get_ref()).map_err(from_domain)?;
+        Err(Status::unimplemented("RevokeGrant is declared but not implemented yet"))
+    }
+}

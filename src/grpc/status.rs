@@ -1,0 +1,78 @@
+//! The one place where failures become gRPC statuses (contract §4): every
+//! status carries `google.rpc.ErrorInfo` (domain `calgate`), plus `BadRequest`
+//! or `RetryInfo` where they help.
+
+use std::{collections::HashMap, time::Duration};
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::{auth::AuthError, domain::Error};
+
+/// ErrorInfo domain of every calgate status.
+pub const DOMAIN: &str = "calgate";
+
+/// When Cronofy gave no Retry-After, callers are told to wait this long.
+const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+fn status(code: Code, reason: &str, message: impl Into<String>, mut details: ErrorDetails) -> Status {
+    details.set_error_info(reason, DOMAIN, HashMap::new());
+    Status::with_error_details(code, message, details)
+}
+
+/// Maps a domain error to its status.
+pub fn from_domain(error: Error) -> Status {
+    let message = error.to_string();
+    let plain = ErrorDetails::new;
+    match error {
+        Error::InvalidArgument(violations) => status(
+            Code::InvalidArgument,
+            "FIELD_INVALID",
+            message,
+            bad_request(&violations),
+        ),
+        Error::StateInvalid(_) => status(Code::InvalidArgument, "STATE_INVALID", message, plain()),
+        Error::StateExpired => status(Code::InvalidArgument, "STATE_EXPIRED", message, plain()),
+        Error::GrantNotFound => status(Code::NotFound, "GRANT_NOT_FOUND", message, plain()),
+        Error::GrantNeedsReauth => status(Code::FailedPrecondition, "GRANT_NEEDS_REAUTH", message, plain()),
+        Error::GrantRevoked => status(Code::FailedPrecondition, "GRANT_REVOKED", message, plain()),
+        Error::GrantIsServiceAccount => status(Code::FailedPrecondition, "GRANT_IS_SERVICE_ACCOUNT", message, plain()),
+        Error::CodeInvalid => status(Code::FailedPrecondition, "CODE_INVALID", message, plain()),
+        Error::InsufficientScope => status(Code::PermissionDenied, "INSUFFICIENT_SCOPE", message, plain()),
+        Error::CalendarNotFound => status(Code::NotFound, "CALENDAR_NOT_FOUND", message, plain()),
+        Error::UpstreamRejected(violations) => status(
+            Code::InvalidArgument,
+            "UPSTREAM_REJECTED",
+            message,
+            bad_request(&violations),
+        ),
+        Error::UpstreamRateLimited { retry_after } => status(
+            Code::ResourceExhausted,
+            "UPSTREAM_RATE_LIMITED",
+            message,
+            ErrorDetails::with_retry_info(Some(retry_after.unwrap_or(DEFAULT_RETRY_DELAY))),
+        ),
+        Error::UpstreamUnavailable => status(Code::Unavailable, "UPSTREAM_UNAVAILABLE", message, plain()),
+        Error::UpstreamUnauthorized => status(Code::FailedPrecondition, "UPSTREAM_UNAUTHORIZED", message, plain()),
+        Error::UpstreamRefused(_) => status(Code::FailedPrecondition, "UPSTREAM_REFUSED", message, plain()),
+        Error::StoreUnavailable => status(Code::Unavailable, "STORE_UNAVAILABLE", message, plain()),
+    }
+}
+
+/// Maps an authentication failure.
+pub fn from_auth(error: AuthError) -> Status {
+    status(
+        Code::Unauthenticated,
+        "API_KEY_INVALID",
+        error.to_string(),
+        ErrorDetails::new(),
+    )
+}
+
+fn bad_request(violations: &[crate::domain::FieldViolation]) -> ErrorDetails {
+    let mut details = ErrorDetails::new();
+    for violation in violations {
+        details.add_bad_request_violation(&violation.field, &violation.description);
+    }
+    details
+}

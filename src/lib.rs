@@ -1,0 +1,22 @@
+//! calgate: a gRPC service through which internal services write events into
+//! their users' own calendars using Cronofy's Read-Write access mode.
+//!
+//! Layers, each its own module:
+//! - [`grpc`]: calgate.v1 handlers, request conversion, the status mapping;
+//! - [`auth`]: API-key caller authentication;
+//! - [`domain`]: tenants, grants, states, events, and the operations on them;
+//! - [`cronofy`]: the Cronofy REST client;
+//! - [`store`]: the encrypted credential store;
+//! - [`config`]: the TOML file and environment overrides;
+//! - [`server`]: start-up, health, reflection and graceful shutdown;
+//! - [`fake_cronofy`]: a faithful HTTP fake of Cronofy for tests and local work.
+
+pub mod auth;
+pub mod config;
+pub mod cronofy;
+pub mod domain;
+pub mod fake_cronofy;
+pub mod grpc;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,140 @@
+//! The `calgate` binary: parse the command line, load config, run.
+
+use std::{io::Read, net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use calgate::{
+    auth::hash_api_key,
+    config::{LogSettings, Settings},
+    fake_cronofy::FakeCronofy,
+    server::{App, shutdown_signal},
+    telemetry,
+};
+use clap::{Parser, Subcommand};
+
+/// calgate: write events into users' calendars through Cronofy's Read-Write access mode.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gRPC service.
+    Serve {
+        /// Config file (TOML); `CALGATE_…` environment variables override its keys.
+        #[arg(long, env = "CALGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a config file, load its secrets, and print a summary without them.
+    CheckConfig {
+        /// Config file (TOML).
+        #[arg(long, env = "CALGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print the SHA-256 of an API key read from standard input, for `api_key_sha256`.
+    HashKey,
+    /// Run the fake Cronofy used by the tests (loopback only, never a real Cronofy).
+    FakeCronofy {
+        /// Address of the browser-facing (app) host.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        app_listen: SocketAddr,
+        /// Address of the API host.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        api_listen: SocketAddr,
+        /// OAuth client id to accept.
+        #[arg(long)]
+        client_id: String,
+        /// Environment variable holding that client's secret.
+        #[arg(long)]
+        client_secret_env: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("calgate: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("calgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config } => {
+            let settings = Settings::load(&config)?;
+            telemetry::init(&settings.log);
+            let listener = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .map_err(|error| anyhow::anyhow!("cannot listen on `listen` = {}: {error}", settings.listen))?;
+            let app = App::build(settings).await?;
+            app.serve(listener, shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let settings = Settings::load(&config)?;
+            println!("config OK: {}", config.display());
+            println!("  listen          {}", settings.listen);
+            println!("  store.url       {}", settings.store.url);
+            let key_ids: Vec<&str> = settings.encryption_keys.iter().map(|k| k.id.as_str()).collect();
+            println!(
+                "  encryption keys {} (encrypting with `{}`)",
+                key_ids.join(", "),
+                key_ids[0]
+            );
+            for tenant in &settings.tenants {
+                println!(
+                    "  tenant {:<12} data_center={} api keys={} redirect_uris={}",
+                    tenant.id,
+                    tenant.data_center,
+                    tenant.api_key_sha256.len(),
+                    tenant.redirect_uris.len()
+                );
+            }
+            Ok(())
+        }
+        Command::HashKey => {
+            let mut key = String::new();
+            std::io::stdin().read_to_string(&mut key)?;
+            let key = key.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(!key.is_empty(), "no API key on standard input");
+            println!("{}", hex::encode(hash_api_key(key)));
+            Ok(())
+        }
+        Command::FakeCronofy {
+            app_listen,
+            api_listen,
+            client_id,
+            client_secret_env,
+        } => {
+            telemetry::init(&LogSettings {
+                json: false,
+                level: "info".into(),
+            });
+            let secret = std::env::var(&client_secret_env)
+                .map_err(|_| anyhow::anyhow!("environment variable `{client_secret_env}` is not set"))?;
+            let app = tokio::net::TcpListener::bind(app_listen).await?;
+            let api = tokio::net::TcpListener::bind(api_listen).await?;
+            let fake = FakeCronofy::serve(app, api)?;
+            fake.register_client(&client_id, &secret);
+            // One JSON line on stdout tells scripts where the fake listens.
+            println!(
+                "{}",
+                serde_json::json!({"app_base_url": fake.app_base_url(), "api_base_url": fake.api_base_url()})
+            );
+            shutdown_signal().await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Start-up and serving: assembles calgate from [`Settings`] and serves it on
+//! a bound listener until a shutdown future resolves, then drains.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::watch};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tracing::{info, warn};
+
+use crate::{
+    auth::Authenticator,
+    config::{Settings, TlsSettings},
+    cronofy::{CronofyClient, CronofyError},
+    domain::{CalendarService, Clock, Tenant, state::StateCodec},
+    grpc::{
+        CalendarWriteApi,
+        interceptor::AuthInterceptor,
+        pb::{self, calendar_write_service_server::CalendarWriteServiceServer},
+    },
+    store::{Store, StoreError},
+};
+
+/// Name under which the calendar service reports health.
+pub const SERVICE_NAME: &str = "calgate.v1.CalendarWriteService";
+/// Largest request accepted; far above any valid request (an event with every
+/// list full is well under 1 MiB).
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// How often the store is probed for the health status.
+const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why calgate could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The credential store could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Cronofy(#[from] CronofyError),
+    /// A TLS file could not be read.
+    #[error("cannot read {key} `{path}`: {source}")]
+    TlsFile {
+        /// Config key.
+        key: &'static str,
+        /// File path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not load the descriptors.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A ready-to-serve calgate.
+#[derive(Debug)]
+pub struct App {
+    service: Arc<CalendarService>,
+    authenticator: Authenticator,
+    clock: Clock,
+    tls: Option<TlsSettings>,
+    shutdown_grace: Duration,
+}
+
+impl App {
+    /// Opens the store, builds the Cronofy client and the tenants.
+    pub async fn build(settings: Settings) -> Result<App, StartError> {
+        let store = Store::connect(&settings.store, &settings.encryption_keys).await?;
+        let cronofy = CronofyClient::new(settings.upstream.request_timeout, settings.upstream.connect_timeout)?;
+        let authenticator = Authenticator::new(
+            settings
+                .tenants
+                .iter()
+                .map(|tenant| (Arc::new(Tenant::from_settings(tenant)), tenant.api_key_sha256.clone())),
+        );
+        let clock = Clock::default();
+        let service = CalendarService::new(
+            store,
+            cronofy,
+            StateCodec::new(&settings.state_key),
+            settings.state_ttl,
+            settings.refresh_margin,
+            clock.clone(),
+        );
+        Ok(App {
+            service: Arc::new(service),
+            authenticator,
+            clock,
+            tls: settings.tls,
+            shutdown_grace: settings.shutdown_grace,
+        })
+    }
+
+    /// The service's clock (tests move it forward).
+    pub fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
+    /// Serves gRPC on `listener` until `shutdown` resolves; then reports
+    /// NOT_SERVING at once and lets in-flight calls finish within the grace period.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let (stopping_tx, stopping) = watch::channel(false);
+        set_health(&reporter, ServingStatus::Serving).await;
+        tokio::spawn(watch_store(
+            self.service.store().clone(),
+            reporter.clone(),
+            stopping.clone(),
+        ));
+
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let api = InterceptedService::new(
+            CalendarWriteServiceServer::new(CalendarWriteApi::new(self.service.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            AuthInterceptor::new(self.authenticator.clone()),
+        );
+
+        let mut builder = Server::builder();
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls_config(tls).await?)?;
+        }
+        let local_addr = listener.local_addr().ok();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let drain_reporter = reporter.clone();
+        let mut stopping_for_server = stopping.clone();
+        let server = builder
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(api)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stopping_for_server.wait_for(|stopping| *stopping).await;
+                set_health(&drain_reporter, ServingStatus::NotServing).await;
+                info!("shutting down: health NOT_SERVING, draining in-flight calls");
+            });
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stopping_tx.send(true);
+        });
+        info!(addr = ?local_addr, tls = self.tls.is_some(), "calgate serving gRPC");
+
+        let grace = self.shutdown_grace;
+        let mut stopping_for_grace = stopping;
+        let grace_expired = async move {
+            let _ = stopping_for_grace.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = server => result?,
+            () = grace_expired => warn!(?grace, "shutdown grace expired; abandoning calls still in flight"),
+        }
+        info!("calgate stopped");
+        Ok(())
+    }
+}
+
+/// Reflection over calgate.v1, the health service and google.rpc error details,
+/// so grpcurl can describe everything and decode error details.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// Reports NOT_SERVING while the store cannot be reached, SERVING again when it can.
+async fn watch_store(store: Store, reporter: HealthReporter, mut stopping: watch::Receiver<bool>) {
+    let mut healthy = true;
+    loop {
+        tokio::select! {
+            _ = stopping.wait_for(|stopping| *stopping) => return,
+            () = tokio::time::sleep(STORE_PROBE_INTERVAL) => {}
+        }
+        let reachable = matches!(
+            tokio::time::timeout(STORE_PROBE_INTERVAL, store.ping()).await,
+            Ok(Ok(()))
+        );
+        if reachable != healthy && !*stopping.borrow() {
+            healthy = reachable;
+            if healthy {
+                info!("credential store reachable again: SERVING");
+                set_health(&reporter, ServingStatus::Serving).await;
+            } else {
+                warn!("credential store unreachable: NOT_SERVING");
+                set_health(&reporter, ServingStatus::NotServing).await;
+            }
+        }
+    }
+}
+
+async fn tls_config(tls: &TlsSettings) -> Result<ServerTlsConfig, StartError> {
+    let read = |key: &'static str, path: std::path::PathBuf| async move {
+        tokio::fs::read(&path).await.map_err(|source| StartError::TlsFile {
+            key,
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let cert = read("tls.cert_file", tls.cert_file.clone()).await?;
+    let key = read("tls.key_file", tls.key_file.clone()).await?;
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if let Some(ca) = &tls.client_ca_file {
+        config = config.client_ca_root(Certificate::from_pem(read("tls.client_ca_file", ca.clone()).await?));
+    }
+    Ok(config)
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+        () = terminate => info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,171 @@
+//! BuildAuthorizeUrl: the consent URL, its parameters and its validation.
+
+use std::collections::HashMap;
+
+use calgate::{fake_cronofy::Endpoint, grpc::pb};
+use tonic::Code;
+
+use crate::helpers::*;
+
+fn query(url: &str) -> (url::Url, HashMap<String, String>) {
+    let parsed = url::Url::parse(url).expect("url");
+    let query = parsed.query_pairs().into_owned().collect();
+    (parsed, query)
+}
+
+#[tokio::test]
+async fn individual_url_has_exactly_the_required_parameters() {
+    let app = spawn_app().await;
+    let before = time::OffsetDateTime::now_utc().unix_timestamp();
+    let built = app
+        .client
+        .clone()
+        .build_authorize_url(app.req(pb::BuildAuthorizeUrlRequest {
+            redirect_uri: ACME_REDIRECT.into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("url")
+        .into_inner();
+    let (url, params) = query(&built.url);
+    assert!(
+        built
+            .url
+            .starts_with(&format!("{}oauth/authorize?", app.fake.app_base_url())),
+        "{}",
+        built.url
+    );
+    assert_eq!(url.path(), "/oauth/authorize");
+    let mut keys: Vec<&str> = params.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["client_id", "redirect_uri", "response_type", "scope", "state"]);
+    assert_eq!(params["response_type"], "code");
+    assert_eq!(params["client_id"], "acme-client");
+    assert_eq!(params["redirect_uri"], ACME_REDIRECT);
+    assert_eq!(params["scope"], "free_busy_write");
+    assert_eq!(params["state"], built.state);
+    let expires = built.state_expires_at.expect("expiry").seconds;
+    assert!(
+        (before + 900..=before + 902).contains(&expires),
+        "state_ttl defaults to 15 minutes"
+    );
+    assert!(app.fake.requests().is_empty(), "building a URL calls nobody");
+}
+
+#[tokio::test]
+async fn optional_parameters_appear_only_when_set_and_are_encoded() {
+    let app = spawn_app().await;
+    let built = app
+        .client
+        .clone()
+        .build_authorize_url(app.req(pb::BuildAuthorizeUrlRequest {
+            redirect_uri: ACME_REDIRECT.into(),
+            scope: vec!["read_events".into(), "create_event".into()],
+            user_ref: Some("user 42&x=y".into()),
+            provider_name: Some("office365".into()),
+            avoid_linking: true,
+            link_token: Some("lt+/=&?".into()),
+            locale: Some("de".into()),
+            ..Default::default()
+        }))
+        .await
+        .expect("url")
+        .into_inner();
+    let (_, params) = query(&built.url);
+    assert_eq!(params["scope"], "read_events create_event");
+    assert_eq!(params["provider_name"], "office365");
+    assert_eq!(params["avoid_linking"], "true");
+    assert_eq!(params["link_token"], "lt+/=&?");
+    assert_eq!(params["locale"], "de");
+    assert!(
+        !params.contains_key("user_ref"),
+        "user_ref stays inside the sealed state"
+    );
+    assert!(
+        !built.url.contains("user 42"),
+        "nothing of user_ref is readable in the URL"
+    );
+    assert!(built.url.contains("link_token=lt%2B%2F%3D%26%3F"), "{}", built.url);
+}
+
+#[tokio::test]
+async fn enterprise_url_uses_the_enterprise_path_and_scopes() {
+    let app = spawn_app().await;
+    let built = app
+        .client
+        .clone()
+        .build_authorize_url(app.req(pb::BuildAuthorizeUrlRequest {
+            redirect_uri: ACME_REDIRECT.into(),
+            connect_mode: pb::ConnectMode::Enterprise as i32,
+            user_ref: Some("org-42".into()),
+            ..Default::default()
+        }))
+        .await
+        .expect("url")
+        .into_inner();
+    let (url, params) = query(&built.url);
+    assert_eq!(url.path(), "/enterprise_connect/oauth/authorize");
+    assert_eq!(params["scope"], "service_account/accounts/manage");
+    assert_eq!(params["delegated_scope"], "free_busy_write");
+}
+
+#[tokio::test]
+async fn a_redirect_uri_not_configured_for_the_tenant_is_refused() {
+    let app = spawn_app().await;
+    for redirect_uri in [GLOBEX_REDIRECT, "https://acme.example/cronofy/callback/", ""] {
+        let status = app
+            .client
+            .clone()
+            .build_authorize_url(app.req(pb::BuildAuthorizeUrlRequest {
+                redirect_uri: redirect_uri.into(),
+                ..Default::default()
+            }))
+            .await
+            .expect_err("refused");
+        assert_status(&status, Code::InvalidArgument, "FIELD_INVALID");
+        assert_eq!(violated_fields(&status), ["redirect_uri"], "{redirect_uri}");
+    }
+}
+
+#[tokio::test]
+async fn every_bad_field_is_named_at_once() {
+    let app = spawn_app().await;
+    let status = app
+        .client
+        .clone()
+        .build_authorize_url(app.req(pb::BuildAuthorizeUrlRequest {
+            redirect_uri: ACME_REDIRECT.into(),
+            scope: vec!["free_busy_write".into(), "two words".into()],
+            connect_mode: 99,
+            user_ref: Some("x".repeat(257)),
+            provider_name: Some("Google!".into()),
+            locale: Some("english".into()),
+            ..Default::default()
+        }))
+        .await
+        .expect_err("refused");
+    assert_status(&status, Code::InvalidArgument, "FIELD_INVALID");
+    let mut fields = violated_fields(&status);
+    fields.sort();
+    assert_eq!(
+        fields,
+        ["connect_mode", "locale", "provider_name", "scope[1]", "user_ref"]
+    );
+}
+
+#[tokio::test]
+async fn delegated_scope_needs_enterprise_mode() {
+    let app = spawn_app().await;
+    let status = app
+        .client
+        .clone()
+        .build_authorize_url(app.req(pb::BuildAuthorizeUrlRequest {
+            redirect_uri: ACME_REDIRECT.into(),
+            delegated_scope: vec!["free_busy_write".into()],
+            ..Default::default()
+        }))
+        .await
+        .expect_err("refused");
+    assert_eq!(violated_fields(&status), ["delegated_scope"]);
+    assert_eq!(app.fake.count(Endpoint::Token), 0);
+}

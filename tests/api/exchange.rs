@@ -1,0 +1,254 @@
+//! ExchangeCode: state checks before any call to Cronofy, the stored grant,
+//! and Cronofy's refusals.
+
+use std::time::Duration;
+
+use calgate::{
+    fake_cronofy::{Endpoint, Fault, NextAuthorization},
+    grpc::pb,
+};
+use tonic::Code;
+
+use crate::helpers::*;
+
+fn exchange(code: &str, redirect_uri: &str, state: &str) -> pb::ExchangeCodeRequest {
+    pb::ExchangeCodeRequest {
+        code: code.into(),
+        redirect_uri: redirect_uri.into(),
+        state: state.into(),
+    }
+}
+
+#[tokio::test]
+async fn exchange_stores_the_grant_and_returns_it_without_tokens() {
+    let app = spawn_app().await;
+    let grant = app.connect(Some("user-42")).await;
+    assert!(grant.sub.starts_with("acc_"), "{}", grant.sub);
+    assert_eq!(grant.account_id, grant.sub);
+    assert_eq!(grant.user_ref, "user-42");
+    assert_eq!(grant.scope, ["free_busy_write"]);
+    assert_eq!(grant.connect_mode, pb::ConnectMode::Individual as i32);
+    assert_eq!(grant.status, pb::GrantStatus::Active as i32);
+    assert_eq!(grant.kind, pb::GrantKind::User as i32);
+    assert_eq!(grant.provider_name, "google");
+    assert!(grant.profile_name.ends_with("@example.com"));
+    assert!(!grant.free_busy_mode);
+    assert!(grant.created_at.is_some() && grant.updated_at.is_some());
+    // The token request carried the tenant's credentials and the same redirect_uri.
+    assert_eq!(app.fake.count(Endpoint::Token), 1);
+
+    let fetched = app
+        .client
+        .clone()
+        .get_grant(app.req(pb::GetGrantRequest {
+            user: Some(pb::get_grant_request::User::UserRef("user-42".into())),
+        }))
+        .await
+        .expect("get grant")
+        .into_inner()
+        .grant
+        .expect("grant");
+    assert_eq!(fetched.sub, grant.sub);
+    assert_eq!(fetched.user_ref, "user-42");
+}
+
+#[tokio::test]
+async fn free_busy_mode_is_reported() {
+    let app = spawn_app().await;
+    app.fake.set_next_authorization(NextAuthorization {
+        provider_name: Some("google_free_busy".into()),
+        ..Default::default()
+    });
+    let grant = app.connect(None).await;
+    assert!(grant.free_busy_mode);
+    assert_eq!(grant.user_ref, "");
+}
+
+#[tokio::test]
+async fn tampered_state_is_refused_before_cronofy_is_called() {
+    let app = spawn_app().await;
+    let (code, state) = app.consent(ACME_KEY, ACME_REDIRECT, None).await;
+    let mut tampered: Vec<char> = state.chars().collect();
+    let middle = tampered.len() / 2;
+    tampered[middle] = if tampered[middle] == 'A' { 'B' } else { 'A' };
+    let tampered: String = tampered.into_iter().collect();
+    for bad in [tampered.as_str(), "forged-state", "x"] {
+        let status = app
+            .client
+            .clone()
+            .exchange_code(app.req(exchange(&code, ACME_REDIRECT, bad)))
+            .await
+            .expect_err("refused");
+        assert_status(&status, Code::InvalidArgument, "STATE_INVALID");
+    }
+    assert_eq!(app.fake.count(Endpoint::Token), 0);
+}
+
+#[tokio::test]
+async fn expired_state_is_refused_before_cronofy_is_called() {
+    let app = spawn_app().await;
+    let (code, state) = app.consent(ACME_KEY, ACME_REDIRECT, None).await;
+    app.clock.advance(Duration::from_secs(15 * 60 + 1));
+    let status = app
+        .client
+        .clone()
+        .exchange_code(app.req(exchange(&code, ACME_REDIRECT, &state)))
+        .await
+        .expect_err("refused");
+    assert_status(&status, Code::InvalidArgument, "STATE_EXPIRED");
+    assert_eq!(app.fake.count(Endpoint::Token), 0);
+}
+
+#[tokio::test]
+async fn another_tenants_state_is_not_found() {
+    let app = spawn_app().await;
+    let (code, state) = app.consent(GLOBEX_KEY, GLOBEX_REDIRECT, None).await;
+    let status = app
+        .client
+        .clone()
+        .exchange_code(app.req(exchange(&code, GLOBEX_REDIRECT, &state)))
+        .await
+        .expect_err("refused");
+    assert_status(&status, Code::NotFound, "GRANT_NOT_FOUND");
+    assert_eq!(app.fake.count(Endpoint::Token), 0);
+}
+
+#[tokio::test]
+async fn a_state_is_single_use() {
+    let app = spawn_app().await;
+    let (code, state) = app.consent(ACME_KEY, ACME_REDIRECT, None).await;
+    app.client
+        .clone()
+        .exchange_code(app.req(exchange(&code, ACME_REDIRECT, &state)))
+        .await
+        .expect("first use");
+    let status = app
+        .client
+        .clone()
+        .exchange_code(app.req(exchange(&code, ACME_REDIRECT, &state)))
+        .await
+        .expect_err("replay refused");
+    assert_status(&status, Code::InvalidArgument, "STATE_INVALID");
+    assert_eq!(app.fake.count(Endpoint::Token), 1, "the replay never reached Cronofy");
+}
+
+#[tokio::test]
+async fn state_is_bound_to_its_redirect_uri() {
+    let app = spawn_app().await;
+    let (code, state) = app.consent(ACME_KEY, ACME_REDIRECT, None).await;
+    let status = app
+        .client
+        .clone()
+        .exchange_code(app.req(exchange(&code, ACME_REDIRECT_2, &state)))
+        .await
+        .expect_err("refused");
+    assert_status(&status, Code::InvalidArgument, "STATE_INVALID");
+    assert_eq!(app.fake.count(Endpoint::Token), 0);
+}
+
+#[tokio::test]
+async fn a_used_code_is_code_invalid_and_leaves_the_stored_grant_alone() {
+    let app = spawn_app().await;
+    let (code, state) = app.consent(ACME_KEY, ACME_REDIRECT, Some("ada")).await;
+    let grant = app
+        .client
+        .clone()
+        .exchange_code(app.req(exchange(&code, ACME_REDIRECT, &state)))
+        .await
+        .expect("exchange")
+        .into_inner()
+        .grant
+        .expect("grant");
+    let (_, fresh_state) = app.consent(ACME_KEY, ACME_REDIRECT, Some("ada")).await;
+    let status = app
+        .client
+        .clone()
+        .exchange_code(app.req(exchange(&code, ACME_REDIRECT, &fresh_state)))
+        .await
+        .expect_err("used code");
+    assert_status(&status, Code::FailedPrecondition, "CODE_INVALID");
+    // The grant still works.
+    app.client
+        .clone()
+        .upsert_event(app.req(pb::UpsertEventRequest {
+            user: Some(pb::upsert_event_request::User::UserRef("ada".into())),
+            calendar_id: app.fake.calendar_ids(&grant.sub)[0].clone(),
+            event: Some(event("evt-1")),
+        }))
+        .await
+        .expect("upsert after refused exchange");
+}
+
+#[tokio::test]
+async fn a_transient_failure_lets_the_caller_retry_with_the_same_state() {
+    let app = spawn_app().await;
+    let (code, state) = app.consent(ACME_KEY, ACME_REDIRECT, None).await;
+    app.fake.inject(Fault::status(Endpoint::Token, 503));
+    let status = app
+        .client
+        .clone()
+        .exchange_code(app.req(exchange(&code, ACME_REDIRECT, &state)))
+        .await
+        .expect_err("503");
+    assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+    app.client
+        .clone()
+        .exchange_code(app.req(exchange(&code, ACME_REDIRECT, &state)))
+        .await
+        .expect("the retry succeeds");
+}
+
+#[tokio::test]
+async fn missing_fields_are_named() {
+    let app = spawn_app().await;
+    let status = app
+        .client
+        .clone()
+        .exchange_code(app.req(exchange("", "", "")))
+        .await
+        .expect_err("refused");
+    assert_status(&status, Code::InvalidArgument, "FIELD_INVALID");
+    assert_eq!(violated_fields(&status), ["code", "redirect_uri", "state"]);
+}
+
+#[tokio::test]
+async fn reconnecting_moves_a_user_ref_and_linked_accounts_share_a_grant() {
+    let app = spawn_app().await;
+    let first = app.connect(Some("ada")).await;
+    let second = app.connect(Some("ada")).await;
+    assert_ne!(first.sub, second.sub);
+    let current = |user_ref: &str| {
+        let mut client = app.client.clone();
+        let request = app.req(pb::GetGrantRequest {
+            user: Some(pb::get_grant_request::User::UserRef(user_ref.into())),
+        });
+        async move {
+            client
+                .get_grant(request)
+                .await
+                .expect("grant")
+                .into_inner()
+                .grant
+                .expect("grant")
+        }
+    };
+    assert_eq!(
+        current("ada").await.sub,
+        second.sub,
+        "user_ref follows the newest grant"
+    );
+
+    // Cronofy's account linking hands the same sub back for another browser session.
+    app.fake.set_next_authorization(NextAuthorization {
+        sub: Some(second.sub.clone()),
+        ..Default::default()
+    });
+    let linked = app.connect(Some("grace")).await;
+    assert_eq!(linked.sub, second.sub);
+    assert_eq!(current("grace").await.sub, second.sub);
+    assert_eq!(
+        current("ada").await.sub,
+        second.sub,
+        "both user_refs point at one grant"
+    );
+}

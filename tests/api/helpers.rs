@@ -1,0 +1,307 @@
+//! spawn_app(): calgate on port 0 with a fresh SQLite file, talking to a fresh
+//! fake Cronofy on loopback, plus helpers to drive the OAuth flow.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Once, time::Duration};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use calgate::{
+    config::{SecretSource, Settings},
+    domain::Clock,
+    fake_cronofy::FakeCronofy,
+    grpc::pb::{self, calendar_write_service_client::CalendarWriteServiceClient},
+    server::App,
+};
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, Request, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+pub const ACME_KEY: &str = "acme-test-api-key-0123456789";
+pub const GLOBEX_KEY: &str = "globex-test-api-key-9876543210";
+pub const ACME_SECRET: &str = "acme-client-secret-value";
+pub const GLOBEX_SECRET: &str = "globex-client-secret-value";
+pub const ACME_REDIRECT: &str = "https://acme.example/cronofy/callback";
+pub const ACME_REDIRECT_2: &str = "https://acme.example/other/callback";
+pub const GLOBEX_REDIRECT: &str = "https://globex.example/cb";
+
+/// Logs go to the test output only when TEST_LOG is set.
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("debug")
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// Files (database, keys, secrets) one test app owns.
+pub struct Workdir {
+    pub dir: TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Workdir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, content: &str| std::fs::write(dir.path().join(name), content).expect("write secret");
+        write("state.key", &STANDARD.encode([7u8; 32]));
+        write("k1.key", &STANDARD.encode([1u8; 32]));
+        write("k2.key", &STANDARD.encode([2u8; 32]));
+        write("acme.secret", &format!("{ACME_SECRET}\n"));
+        write("globex.secret", GLOBEX_SECRET);
+        Workdir { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.path("calgate.db")
+    }
+
+    /// The test config; `keys` is the encryption.keys array body.
+    pub fn config(&self, fake: &FakeCronofy, keys: &str) -> String {
+        let p = |name: &str| self.path(name).display().to_string();
+        format!(
+            r#"
+listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+
+[store]
+url = "sqlite://{db}"
+
+[state]
+signing_key_file = "{state}"
+
+[encryption]
+keys = [{keys}]
+
+[upstream]
+request_timeout = "2s"
+
+[[tenants]]
+id = "acme"
+api_key_sha256 = ["{acme_hash}"]
+client_id = "acme-client"
+client_secret_file = "{acme_secret}"
+data_center = "uk"
+redirect_uris = ["{ACME_REDIRECT}", "{ACME_REDIRECT_2}"]
+api_base_url = "{api}"
+app_base_url = "{app}"
+
+[[tenants]]
+id = "globex"
+api_key_sha256 = ["{globex_hash}"]
+client_id = "globex-client"
+client_secret_file = "{globex_secret}"
+data_center = "uk"
+redirect_uris = ["{GLOBEX_REDIRECT}"]
+api_base_url = "{api}"
+app_base_url = "{app}"
+"#,
+            db = p("calgate.db"),
+            state = p("state.key"),
+            acme_hash = hex::encode(calgate::auth::hash_api_key(ACME_KEY)),
+            globex_hash = hex::encode(calgate::auth::hash_api_key(GLOBEX_KEY)),
+            acme_secret = p("acme.secret"),
+            globex_secret = p("globex.secret"),
+            api = fake.api_base_url(),
+            app = fake.app_base_url(),
+        )
+    }
+
+    pub fn key(&self, id: &str) -> String {
+        format!(
+            r#"{{ id = "{id}", key_file = "{}" }}"#,
+            self.path(&format!("{id}.key")).display()
+        )
+    }
+}
+
+/// A running calgate and its fake Cronofy.
+pub struct TestApp {
+    pub fake: FakeCronofy,
+    pub clock: Clock,
+    pub client: CalendarWriteServiceClient<Channel>,
+    pub channel: Channel,
+    pub work: Workdir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let fake = FakeCronofy::start().await.expect("fake Cronofy");
+    fake.register_client("acme-client", ACME_SECRET);
+    fake.register_client("globex-client", GLOBEX_SECRET);
+    let work = Workdir::new();
+    let keys = work.key("k1");
+    spawn_app_on(fake, work, &keys).await
+}
+
+/// Starts calgate with an existing fake and work directory (restarts, key rotation).
+pub async fn spawn_app_on(fake: FakeCronofy, work: Workdir, keys: &str) -> TestApp {
+    init_logs();
+    let settings = Settings::from_toml_str(&work.config(&fake, keys), &SecretSource::Process).expect("test config");
+    let app = App::build(settings).await.expect("build app");
+    let clock = app.clock();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.serve(listener, async move {
+            let _ = stop.await;
+        })
+        .await
+        .expect("serve");
+    });
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_lazy();
+    TestApp {
+        fake,
+        clock,
+        client: CalendarWriteServiceClient::new(channel.clone()),
+        channel,
+        work,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// Stops the server and hands back the fake and files for a restart.
+    pub async fn stop(mut self) -> (FakeCronofy, Workdir) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
+        let TestApp { fake, work, .. } = self;
+        (fake, work)
+    }
+
+    /// Completes Individual Connect for acme: authorize URL → consent at the fake → ExchangeCode.
+    pub async fn connect(&self, user_ref: Option<&str>) -> pb::Grant {
+        self.connect_as(ACME_KEY, ACME_REDIRECT, user_ref)
+            .await
+            .expect("connect")
+    }
+
+    pub async fn connect_as(&self, key: &str, redirect_uri: &str, user_ref: Option<&str>) -> Result<pb::Grant, Status> {
+        let (code, state) = self.consent(key, redirect_uri, user_ref).await;
+        let response = self
+            .client
+            .clone()
+            .exchange_code(with_key(
+                key,
+                pb::ExchangeCodeRequest {
+                    code,
+                    redirect_uri: redirect_uri.into(),
+                    state,
+                },
+            ))
+            .await?;
+        Ok(response.into_inner().grant.expect("grant"))
+    }
+
+    /// Builds an authorize URL and lets the fake consent: returns (code, state).
+    pub async fn consent(&self, key: &str, redirect_uri: &str, user_ref: Option<&str>) -> (String, String) {
+        let built = self
+            .client
+            .clone()
+            .build_authorize_url(with_key(
+                key,
+                pb::BuildAuthorizeUrlRequest {
+                    redirect_uri: redirect_uri.into(),
+                    user_ref: user_ref.map(str::to_owned),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("authorize url")
+            .into_inner();
+        follow_consent(&built.url).await
+    }
+
+    pub fn req<T>(&self, message: T) -> Request<T> {
+        with_key(ACME_KEY, message)
+    }
+}
+
+/// Opens a consent URL at the fake and reads code and state from the redirect.
+pub async fn follow_consent(url: &str) -> (String, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client");
+    let response = http.get(url).send().await.expect("consent page");
+    assert_eq!(response.status().as_u16(), 302, "the fake redirects after consent");
+    let location = response.headers()["location"].to_str().expect("location").to_owned();
+    let location = url::Url::parse(&location).expect("redirect URL");
+    let param = |name: &str| {
+        location
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .expect(name)
+    };
+    (param("code"), param("state"))
+}
+
+pub fn with_key<T>(key: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().expect("metadata"));
+    request
+}
+
+pub fn by_sub(sub: &str) -> Option<pb::upsert_event_request::User> {
+    Some(pb::upsert_event_request::User::Sub(sub.into()))
+}
+
+/// A valid one-hour event.
+pub fn event(event_id: &str) -> pb::Event {
+    pb::Event {
+        event_id: event_id.into(),
+        summary: "Design review".into(),
+        start: Some(at(1_780_000_000)),
+        end: Some(at(1_780_003_600)),
+        ..Default::default()
+    }
+}
+
+pub fn at(seconds: i64) -> pb::EventTime {
+    pb::EventTime {
+        value: Some(pb::event_time::Value::Time(prost_types::Timestamp {
+            seconds,
+            nanos: 0,
+        })),
+        tzid: None,
+    }
+}
+
+/// Asserts a status's code and ErrorInfo reason (domain calgate).
+#[track_caller]
+pub fn assert_status(status: &Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, reason, "{status:?}");
+    assert_eq!(info.domain, "calgate");
+}
+
+/// The BadRequest field paths of an INVALID_ARGUMENT status.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,13 @@
+//! calgate's end-to-end tests: the real server on port 0, a fresh SQLite file,
+//! and the project's fake Cronofy over HTTP on loopback.
+
+mod authorize;
+mod events;
+mod exchange;
+mod helpers;
+mod persistence;
+mod process;
+mod standard;
+mod tenancy;
+mod tokens;
+mod upstream;

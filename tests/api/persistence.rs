@@ -1,0 +1,56 @@
+//! The store survives restarts and encryption-key rotation.
+
+use calgate::grpc::pb;
+
+use crate::helpers::*;
+
+async fn upsert_by_ref(app: &TestApp, sub: &str, user_ref: &str) {
+    app.client
+        .clone()
+        .upsert_event(app.req(pb::UpsertEventRequest {
+            user: Some(pb::upsert_event_request::User::UserRef(user_ref.into())),
+            calendar_id: app.fake.calendar_ids(sub)[0].clone(),
+            event: Some(event("evt-restart")),
+        }))
+        .await
+        .expect("upsert after restart");
+}
+
+#[tokio::test]
+async fn a_grant_survives_a_restart_and_a_key_rotation() {
+    let app = spawn_app().await;
+    let grant = app.connect(Some("ada")).await;
+    let (fake, work) = app.stop().await;
+
+    let keys = work.key("k1");
+    let app = spawn_app_on(fake, work, &keys).await;
+    upsert_by_ref(&app, &grant.sub, "ada").await;
+    let (fake, work) = app.stop().await;
+
+    // Rotation: k2 encrypts from now on, k1 still decrypts the stored grant.
+    let keys = format!("{}, {}", work.key("k2"), work.key("k1"));
+    let app = spawn_app_on(fake, work, &keys).await;
+    upsert_by_ref(&app, &grant.sub, "ada").await;
+    assert_eq!(app.fake.event_count(&grant.sub), 1);
+}
+
+#[tokio::test]
+async fn the_database_holds_no_plaintext_token() {
+    let app = spawn_app().await;
+    let grant = app.connect(Some("ada")).await;
+    app.clock.advance(std::time::Duration::from_secs(3600));
+    upsert_by_ref(&app, &grant.sub, "ada").await; // refreshes: new tokens written
+    let secrets = app.fake.issued_secrets();
+    let (_fake, work) = app.stop().await;
+    let mut bytes = std::fs::read(work.db_path()).expect("db");
+    if let Ok(wal) = std::fs::read(work.path("calgate.db-wal")) {
+        bytes.extend(wal);
+    }
+    assert!(secrets.len() >= 4, "a code, two access tokens, refresh tokens");
+    for secret in secrets {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "a token is stored in plaintext"
+        );
+    }
+}

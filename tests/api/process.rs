@@ -1,0 +1,304 @@
+//! The real `calgate` binary: graceful shutdown on SIGTERM, and no secret in
+//! its debug logs.
+
+use std::{
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use calgate::{
+    fake_cronofy::{Endpoint, FakeCronofy, Fault},
+    grpc::pb::{self, calendar_write_service_client::CalendarWriteServiceClient},
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    process::{Child, Command},
+};
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+use crate::helpers::*;
+
+struct Binary {
+    child: Child,
+    client: CalendarWriteServiceClient<Channel>,
+    channel: Channel,
+    logs: Arc<Mutex<String>>,
+}
+
+fn collect(stream: impl AsyncRead + Unpin + Send + 'static, logs: Arc<Mutex<String>>) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut logs = logs.lock().unwrap_or_else(|p| p.into_inner());
+            logs.push_str(&line);
+            logs.push('\n');
+        }
+    });
+}
+
+async fn start_binary(fake: &FakeCronofy, work: &Workdir) -> Binary {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let config = work
+        .config(fake, &work.key("k1"))
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let path = work.path("calgate.toml");
+    std::fs::write(&path, config).expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_calgate"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start calgate");
+    let logs = Arc::new(Mutex::new(String::new()));
+    collect(child.stdout.take().expect("stdout"), logs.clone());
+    collect(child.stderr.take().expect("stderr"), logs.clone());
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("uri")
+        .connect_lazy();
+    let mut health = HealthClient::new(channel.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let request = HealthCheckRequest {
+            service: "calgate.v1.CalendarWriteService".into(),
+        };
+        if let Ok(response) = health.check(request).await
+            && response.into_inner().status == ServingStatus::Serving as i32
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "calgate did not become SERVING: {}",
+            logs.lock().map(|l| l.clone()).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Binary {
+        child,
+        client: CalendarWriteServiceClient::new(channel.clone()),
+        channel,
+        logs,
+    }
+}
+
+impl Binary {
+    fn sigterm(&self) {
+        let pid = self.child.id().expect("pid").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    async fn exit_code(&mut self) -> Option<i32> {
+        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .expect("wait")
+            .code()
+    }
+
+    fn logs(&self) -> String {
+        self.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    async fn connect(&self, user_ref: &str) -> pb::Grant {
+        let built = self
+            .client
+            .clone()
+            .build_authorize_url(with_key(
+                ACME_KEY,
+                pb::BuildAuthorizeUrlRequest {
+                    redirect_uri: ACME_REDIRECT.into(),
+                    user_ref: Some(user_ref.into()),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("url")
+            .into_inner();
+        let (code, state) = follow_consent(&built.url).await;
+        self.client
+            .clone()
+            .exchange_code(with_key(
+                ACME_KEY,
+                pb::ExchangeCodeRequest {
+                    code,
+                    redirect_uri: ACME_REDIRECT.into(),
+                    state,
+                },
+            ))
+            .await
+            .expect("exchange")
+            .into_inner()
+            .grant
+            .expect("grant")
+    }
+
+    async fn upsert(&self, sub: &str, calendar_id: &str) -> Result<(), tonic::Status> {
+        self.client
+            .clone()
+            .upsert_event(with_key(
+                ACME_KEY,
+                pb::UpsertEventRequest {
+                    user: by_sub(sub),
+                    calendar_id: calendar_id.into(),
+                    event: Some(event("evt-1")),
+                },
+            ))
+            .await
+            .map(drop)
+    }
+}
+
+async fn fake() -> FakeCronofy {
+    let fake = FakeCronofy::start().await.expect("fake");
+    fake.register_client("acme-client", ACME_SECRET);
+    fake.register_client("globex-client", GLOBEX_SECRET);
+    fake
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_calls_then_exits_zero() {
+    let fake = fake().await;
+    let work = Workdir::new();
+    let mut binary = start_binary(&fake, &work).await;
+    let grant = binary.connect("ada").await;
+    let calendar = fake.calendar_ids(&grant.sub)[0].clone();
+    fake.inject(Fault::delay(Endpoint::UpsertEvent, Duration::from_millis(1500)));
+    let in_flight = {
+        let client = binary.client.clone();
+        let sub = grant.sub.clone();
+        let calendar = calendar.clone();
+        tokio::spawn(async move { Binary::upsert_with(client, &sub, &calendar).await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    binary.sigterm();
+    in_flight.await.expect("task").expect("the in-flight call finishes");
+    assert_eq!(binary.exit_code().await, Some(0));
+    assert_eq!(fake.event_count(&grant.sub), 1);
+    let logs = binary.logs();
+    assert!(logs.contains("NOT_SERVING"), "{logs}");
+    drop(binary.channel);
+}
+
+impl Binary {
+    async fn upsert_with(
+        mut client: CalendarWriteServiceClient<Channel>,
+        sub: &str,
+        calendar_id: &str,
+    ) -> Result<(), tonic::Status> {
+        client
+            .upsert_event(with_key(
+                ACME_KEY,
+                pb::UpsertEventRequest {
+                    user: by_sub(sub),
+                    calendar_id: calendar_id.into(),
+                    event: Some(event("evt-1")),
+                },
+            ))
+            .await
+            .map(drop)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_logs_at_debug_level() {
+    let fake = fake().await;
+    let work = Workdir::new();
+    let mut binary = start_binary(&fake, &work).await;
+
+    // The whole flow, including refresh, a refused code and upstream errors.
+    let grant = binary.connect("ada").await;
+    let calendar = fake.calendar_ids(&grant.sub)[0].clone();
+    binary.upsert(&grant.sub, &calendar).await.expect("upsert");
+    fake.expire_access_tokens();
+    binary
+        .upsert(&grant.sub, &calendar)
+        .await
+        .expect("upsert after 401 and refresh");
+    fake.inject(Fault::status(Endpoint::UpsertEvent, 422));
+    binary.upsert(&grant.sub, &calendar).await.expect_err("422");
+    binary
+        .client
+        .clone()
+        .list_calendars(with_key(
+            ACME_KEY,
+            pb::ListCalendarsRequest {
+                user: Some(pb::list_calendars_request::User::Sub(grant.sub.clone())),
+            },
+        ))
+        .await
+        .expect("list");
+    let used_code = fake.issued_secrets()[0].clone();
+    let built = binary
+        .client
+        .clone()
+        .build_authorize_url(with_key(
+            ACME_KEY,
+            pb::BuildAuthorizeUrlRequest {
+                redirect_uri: ACME_REDIRECT.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("url")
+        .into_inner();
+    binary
+        .client
+        .clone()
+        .exchange_code(with_key(
+            ACME_KEY,
+            pb::ExchangeCodeRequest {
+                code: used_code,
+                redirect_uri: ACME_REDIRECT.into(),
+                state: built.state,
+            },
+        ))
+        .await
+        .expect_err("used code");
+    binary.upsert(&grant.sub, &calendar).await.ok();
+    let _ = binary
+        .client
+        .clone()
+        .get_grant(with_key(
+            GLOBEX_KEY,
+            pb::GetGrantRequest {
+                user: Some(pb::get_grant_request::User::Sub(grant.sub.clone())),
+            },
+        ))
+        .await;
+    binary.sigterm();
+    assert_eq!(binary.exit_code().await, Some(0));
+
+    let logs = binary.logs();
+    assert!(logs.contains("DEBUG"), "debug logs were captured");
+    assert!(logs.contains("access token refreshed"), "{logs}");
+    let mut secrets = fake.issued_secrets();
+    assert!(secrets.len() >= 5, "codes, access and refresh tokens were issued");
+    secrets.extend(
+        [
+            ACME_SECRET,
+            GLOBEX_SECRET,
+            ACME_KEY,
+            GLOBEX_KEY,
+            &STANDARD.encode([7u8; 32]),
+            &STANDARD.encode([1u8; 32]),
+        ]
+        .map(str::to_owned),
+    );
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "a secret reached the logs");
+    }
+}

@@ -1,0 +1,127 @@
+//! Token refresh: before expiry, once on 401, rotation, and invalid_grant.
+
+use std::time::Duration;
+
+use calgate::{
+    fake_cronofy::{Endpoint, NextAuthorization},
+    grpc::pb,
+};
+use tonic::Code;
+
+use crate::helpers::*;
+
+async fn upsert(app: &TestApp, sub: &str) -> Result<(), tonic::Status> {
+    let calendar = app.fake.calendar_ids(sub)[0].clone();
+    app.client
+        .clone()
+        .upsert_event(app.req(pb::UpsertEventRequest {
+            user: by_sub(sub),
+            calendar_id: calendar,
+            event: Some(event("evt-1")),
+        }))
+        .await
+        .map(drop)
+}
+
+async fn status_of(app: &TestApp, sub: &str) -> i32 {
+    app.client
+        .clone()
+        .get_grant(app.req(pb::GetGrantRequest {
+            user: Some(pb::get_grant_request::User::Sub(sub.into())),
+        }))
+        .await
+        .expect("grant")
+        .into_inner()
+        .grant
+        .expect("grant")
+        .status
+}
+
+#[tokio::test]
+async fn a_fresh_token_is_used_without_refreshing() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    for _ in 0..3 {
+        upsert(&app, &grant.sub).await.expect("upsert");
+    }
+    assert_eq!(app.fake.count(Endpoint::Token), 1, "only the code exchange");
+}
+
+#[tokio::test]
+async fn tokens_are_refreshed_before_they_expire_and_rotation_is_stored() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    // Twice past the refresh margin: two refreshes in a row, each rotating the
+    // refresh token. The fake refuses a reused one, so the second refresh
+    // succeeds only if the first rotation was stored.
+    for round in 1..=2 {
+        app.clock.advance(Duration::from_secs(3600 - 120));
+        upsert(&app, &grant.sub).await.expect("upsert after proactive refresh");
+        assert_eq!(app.fake.count(Endpoint::Token), 1 + round);
+    }
+}
+
+#[tokio::test]
+async fn a_401_refreshes_once_and_retries() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    app.fake.expire_access_tokens();
+    upsert(&app, &grant.sub).await.expect("upsert after 401");
+    assert_eq!(app.fake.count(Endpoint::Token), 2);
+    assert_eq!(
+        app.fake.count(Endpoint::UpsertEvent),
+        2,
+        "the refused call and its retry"
+    );
+}
+
+#[tokio::test]
+async fn invalid_grant_marks_the_grant_and_later_calls_fail_fast() {
+    let app = spawn_app().await;
+    let grant = app.connect(Some("ada")).await;
+    app.fake.revoke_account(&grant.sub);
+    app.clock.advance(Duration::from_secs(3600));
+    let status = upsert(&app, &grant.sub).await.expect_err("needs reauth");
+    assert_status(&status, Code::FailedPrecondition, "GRANT_NEEDS_REAUTH");
+    assert_eq!(status_of(&app, &grant.sub).await, pb::GrantStatus::NeedsReauth as i32);
+
+    let calls = app.fake.requests().len();
+    let status = upsert(&app, &grant.sub).await.expect_err("still needs reauth");
+    assert_status(&status, Code::FailedPrecondition, "GRANT_NEEDS_REAUTH");
+    assert_eq!(app.fake.requests().len(), calls, "no call to Cronofy");
+
+    // Connecting the same account again restores the grant under the same sub.
+    app.fake.set_next_authorization(NextAuthorization {
+        sub: Some(grant.sub.clone()),
+        ..Default::default()
+    });
+    let again = app.connect(Some("ada")).await;
+    assert_eq!(again.sub, grant.sub);
+    assert_eq!(status_of(&app, &grant.sub).await, pb::GrantStatus::Active as i32);
+    upsert(&app, &grant.sub).await.expect("works again");
+}
+
+#[tokio::test]
+async fn a_transient_refresh_failure_keeps_the_grant_active() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    app.clock.advance(Duration::from_secs(3600));
+    app.fake
+        .inject(calgate::fake_cronofy::Fault::status(Endpoint::Token, 502));
+    let status = upsert(&app, &grant.sub).await.expect_err("502 on refresh");
+    assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+    assert_eq!(status_of(&app, &grant.sub).await, pb::GrantStatus::Active as i32);
+    upsert(&app, &grant.sub).await.expect("recovers");
+}
+
+#[tokio::test]
+async fn concurrent_calls_on_an_expiring_grant_refresh_once() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    app.clock.advance(Duration::from_secs(3600));
+    let calls: Vec<_> = (0..20).map(|_| upsert(&app, &grant.sub)).collect();
+    for result in futures::future::join_all(calls).await {
+        result.expect("upsert");
+    }
+    assert_eq!(app.fake.count(Endpoint::Token), 2, "one exchange, one refresh");
+}

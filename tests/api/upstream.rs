@@ -1,0 +1,132 @@
+//! How Cronofy's failures reach callers (contract §4).
+
+use std::time::Duration;
+
+use calgate::{
+    fake_cronofy::{Endpoint, Fault},
+    grpc::pb,
+};
+use serde_json::json;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+use crate::helpers::*;
+
+async fn upsert(app: &TestApp, sub: &str, calendar_id: &str) -> Result<(), Status> {
+    app.client
+        .clone()
+        .upsert_event(app.req(pb::UpsertEventRequest {
+            user: by_sub(sub),
+            calendar_id: calendar_id.into(),
+            event: Some(event("evt-1")),
+        }))
+        .await
+        .map(drop)
+}
+
+#[tokio::test]
+async fn each_upstream_status_maps_to_its_grpc_status() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+    let cases = [
+        (403, Code::PermissionDenied, "INSUFFICIENT_SCOPE"),
+        (404, Code::NotFound, "CALENDAR_NOT_FOUND"),
+        (402, Code::FailedPrecondition, "UPSTREAM_REFUSED"),
+        (423, Code::FailedPrecondition, "UPSTREAM_REFUSED"),
+        (500, Code::Unavailable, "UPSTREAM_UNAVAILABLE"),
+        (502, Code::Unavailable, "UPSTREAM_UNAVAILABLE"),
+        (503, Code::Unavailable, "UPSTREAM_UNAVAILABLE"),
+    ];
+    for (http, code, reason) in cases {
+        app.fake.inject(Fault::status(Endpoint::UpsertEvent, http));
+        let status = upsert(&app, &grant.sub, &calendar).await.expect_err("fault");
+        assert_status(&status, code, reason);
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_calendar_is_calendar_not_found() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    let status = upsert(&app, &grant.sub, "cal_does_not_exist").await.expect_err("404");
+    assert_status(&status, Code::NotFound, "CALENDAR_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_422_carries_cronofys_field_errors() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+    app.fake.inject(Fault::status(Endpoint::UpsertEvent, 422).body(json!({
+        "errors": {"summary": [{"key": "errors.too_long", "description": "too long"}]}
+    })));
+    let status = upsert(&app, &grant.sub, &calendar).await.expect_err("422");
+    assert_status(&status, Code::InvalidArgument, "UPSTREAM_REJECTED");
+    assert_eq!(violated_fields(&status), ["event.summary"]);
+
+    // The fake's own strictness produces the same shape: a read-only calendar.
+    let readonly = app.fake.calendar_ids(&grant.sub)[1].clone();
+    let status = upsert(&app, &grant.sub, &readonly).await.expect_err("read-only");
+    assert_status(&status, Code::InvalidArgument, "UPSTREAM_REJECTED");
+    assert_eq!(violated_fields(&status), ["calendar_id"]);
+}
+
+#[tokio::test]
+async fn a_429_is_resource_exhausted_with_retry_info() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+    app.fake
+        .inject(Fault::status(Endpoint::UpsertEvent, 429).retry_after("7"));
+    let status = upsert(&app, &grant.sub, &calendar).await.expect_err("429");
+    assert_status(&status, Code::ResourceExhausted, "UPSTREAM_RATE_LIMITED");
+    let retry = status.get_error_details().retry_info().and_then(|r| r.retry_delay);
+    assert_eq!(retry, Some(Duration::from_secs(7)));
+
+    app.fake.inject(Fault::status(Endpoint::UpsertEvent, 429));
+    let status = upsert(&app, &grant.sub, &calendar)
+        .await
+        .expect_err("429 without Retry-After");
+    assert!(
+        status.get_error_details().retry_info().is_some(),
+        "RetryInfo even without Retry-After"
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_is_unavailable() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+    // The test config sets upstream.request_timeout = 2s.
+    app.fake
+        .inject(Fault::delay(Endpoint::UpsertEvent, Duration::from_secs(4)));
+    let status = upsert(&app, &grant.sub, &calendar).await.expect_err("timeout");
+    assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn the_callers_deadline_is_respected() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+    app.fake
+        .inject(Fault::delay(Endpoint::UpsertEvent, Duration::from_secs(3)));
+    let mut request = app.req(pb::UpsertEventRequest {
+        user: by_sub(&grant.sub),
+        calendar_id: calendar,
+        event: Some(event("evt-1")),
+    });
+    // The header alone, so that the answer comes from calgate, not the client's own timer.
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "300m".parse().expect("header"));
+    let started = std::time::Instant::now();
+    let status = app.client.clone().upsert_event(request).await.expect_err("deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "returned at the deadline, not after the upstream"
+    );
+}
