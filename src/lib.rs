@@ -9,7 +9,8 @@
 //! - [`store`]: the encrypted credential store;
 //! - [`config`]: the TOML file and environment overrides;
 //! - [`server`]: start-up, health, reflection and graceful shutdown;
-//! - [`fake_cronofy`]: a faithful HTTP fake of Cronofy for tests and local work.
+//! - [`fake_cronofy`]: a faithful HTTP fake of Cronofy for tests and local work;
+//! - [`sandbox`]: calgate with the fake embedded, for offline development.
 
 pub mod auth;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod cronofy;
 pub mod domain;
 pub mod fake_cronofy;
 pub mod grpc;
+pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -27,6 +27,12 @@ enum Command {
         #[arg(long, env = "CALGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Run the service against an embedded fake Cronofy (offline development; never a real Cronofy).
+    Sandbox {
+        /// Config file (TOML); each tenant's Cronofy hosts are replaced by the fake's.
+        #[arg(long, env = "CALGATE_CONFIG")]
+        config: PathBuf,
+    },
     /// Check a config file, load its secrets, and print a summary without them.
     CheckConfig {
         /// Config file (TOML).
@@ -81,6 +87,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let app = App::build(settings).await?;
             app.serve(listener, shutdown_signal()).await?;
             Ok(())
+        }
+        Command::Sandbox { config } => {
+            let settings = Settings::load(&config)?;
+            telemetry::init(&settings.log);
+            calgate::sandbox::run(settings, shutdown_signal()).await
         }
         Command::CheckConfig { config } => {
             let settings = Settings::load(&config)?;
