@@ -341,6 +341,36 @@ async fn bad_events_name_their_fields_and_never_reach_cronofy() {
 }
 
 #[tokio::test]
+async fn a_message_over_the_transport_limit_is_refused_without_harm() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    let mut huge = event("evt-huge");
+    huge.description = Some("x".repeat(5 * 1024 * 1024));
+    let status = app
+        .client
+        .clone()
+        .upsert_event(app.req(pb::UpsertEventRequest {
+            user: by_sub(&grant.sub),
+            calendar_id: app.fake.calendar_ids(&grant.sub)[0].clone(),
+            event: Some(huge),
+        }))
+        .await
+        .expect_err("over 4 MiB");
+    // tonic's codec refuses it before calgate sees it; every field below the cap has
+    // its own limit, answered with INVALID_ARGUMENT naming the field.
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(app.fake.count(Endpoint::UpsertEvent), 0);
+    // The server is unharmed.
+    app.client
+        .clone()
+        .get_grant(app.req(pb::GetGrantRequest {
+            user: Some(pb::get_grant_request::User::Sub(grant.sub.clone())),
+        }))
+        .await
+        .expect("still serving");
+}
+
+#[tokio::test]
 async fn delete_removes_the_event_and_is_idempotent() {
     let app = spawn_app().await;
     let grant = app.connect(None).await;

@@ -123,6 +123,7 @@ app_base_url = "{app}"
 
 /// A running calgate and its fake Cronofy.
 pub struct TestApp {
+    pub addr: SocketAddr,
     pub fake: FakeCronofy,
     pub clock: Clock,
     pub client: CalendarWriteServiceClient<Channel>,
@@ -133,18 +134,34 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
-    let fake = FakeCronofy::start().await.expect("fake Cronofy");
-    fake.register_client("acme-client", ACME_SECRET);
-    fake.register_client("globex-client", GLOBEX_SECRET);
+    let fake = start_fake().await;
     let work = Workdir::new();
     let keys = work.key("k1");
     spawn_app_on(fake, work, &keys).await
 }
 
+/// A fresh fake Cronofy with both test tenants' OAuth clients registered.
+pub async fn start_fake() -> FakeCronofy {
+    let fake = FakeCronofy::start().await.expect("fake Cronofy");
+    fake.register_client("acme-client", ACME_SECRET);
+    fake.register_client("globex-client", GLOBEX_SECRET);
+    fake
+}
+
 /// Starts calgate with an existing fake and work directory (restarts, key rotation).
 pub async fn spawn_app_on(fake: FakeCronofy, work: Workdir, keys: &str) -> TestApp {
+    spawn_app_with(fake, work, keys, "").await
+}
+
+/// Starts calgate with `extra` TOML appended to the test config (e.g. a `[tls]` table).
+pub async fn spawn_app_with(fake: FakeCronofy, work: Workdir, keys: &str, extra: &str) -> TestApp {
     init_logs();
-    let settings = Settings::from_toml_str(&work.config(&fake, keys), &SecretSource::Process).expect("test config");
+    let config = format!(
+        "{}
+{extra}",
+        work.config(&fake, keys)
+    );
+    let settings = Settings::from_toml_str(&config, &SecretSource::Process).expect("test config");
     let app = App::build(settings).await.expect("build app");
     let clock = app.clock();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -161,6 +178,7 @@ pub async fn spawn_app_on(fake: FakeCronofy, work: Workdir, keys: &str) -> TestA
         .expect("uri")
         .connect_lazy();
     TestApp {
+        addr,
         fake,
         clock,
         client: CalendarWriteServiceClient::new(channel.clone()),

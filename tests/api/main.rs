@@ -9,5 +9,6 @@ mod persistence;
 mod process;
 mod standard;
 mod tenancy;
+mod tls;
 mod tokens;
 mod upstream;

@@ -162,16 +162,9 @@ impl Binary {
     }
 }
 
-async fn fake() -> FakeCronofy {
-    let fake = FakeCronofy::start().await.expect("fake");
-    fake.register_client("acme-client", ACME_SECRET);
-    fake.register_client("globex-client", GLOBEX_SECRET);
-    fake
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_calls_then_exits_zero() {
-    let fake = fake().await;
+    let fake = start_fake().await;
     let work = Workdir::new();
     let mut binary = start_binary(&fake, &work).await;
     let grant = binary.connect("ada").await;
@@ -215,7 +208,7 @@ impl Binary {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_logs_at_debug_level() {
-    let fake = fake().await;
+    let fake = start_fake().await;
     let work = Workdir::new();
     let mut binary = start_binary(&fake, &work).await;
 
