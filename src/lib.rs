@@ -6,6 +6,7 @@
 //! - [`auth`]: API-key caller authentication;
 //! - [`domain`]: tenants, grants, states, events, and the operations on them;
 //! - [`cronofy`]: the Cronofy REST client;
+//! - [`resilience`]: retries, per-tenant request budgets and circuit breakers around it;
 //! - [`store`]: the encrypted credential store;
 //! - [`config`]: the TOML file and environment overrides;
 //! - [`server`]: start-up, health, reflection and graceful shutdown;
@@ -18,6 +19,7 @@ pub mod cronofy;
 pub mod domain;
 pub mod fake_cronofy;
 pub mod grpc;
+pub mod resilience;
 pub mod sandbox;
 pub mod server;
 pub mod store;

@@ -15,12 +15,13 @@ use crate::{
     auth::Authenticator,
     config::{Settings, TlsSettings},
     cronofy::{CronofyClient, CronofyError},
-    domain::{CalendarService, Clock, Tenant, state::StateCodec},
+    domain::{CalendarService, Clock, ServiceParts, Tenant, state::StateCodec},
     grpc::{
         CalendarWriteApi,
         interceptor::AuthInterceptor,
         pb::{self, calendar_write_service_server::CalendarWriteServiceServer},
     },
+    resilience::{Resilience, TenantLimits},
     store::{Store, StoreError},
 };
 
@@ -80,15 +81,25 @@ impl App {
                 .iter()
                 .map(|tenant| (Arc::new(Tenant::from_settings(tenant)), tenant.api_key_sha256.clone())),
         );
+        let resilience = Resilience::new(
+            settings.upstream.retry,
+            settings.upstream.breaker,
+            settings.tenants.iter().map(|tenant| TenantLimits {
+                tenant: tenant.id.clone(),
+                data_center: tenant.data_center.to_string(),
+                rate_limit: tenant.rate_limit,
+            }),
+        );
         let clock = Clock::default();
-        let service = CalendarService::new(
+        let service = CalendarService::new(ServiceParts {
             store,
             cronofy,
-            StateCodec::new(&settings.state_key),
-            settings.state_ttl,
-            settings.refresh_margin,
-            clock.clone(),
-        );
+            resilience: Arc::new(resilience),
+            states: StateCodec::new(&settings.state_key),
+            state_ttl: settings.state_ttl,
+            refresh_margin: settings.refresh_margin,
+            clock: clock.clone(),
+        });
         Ok(App {
             service: Arc::new(service),
             authenticator,
@@ -113,11 +124,7 @@ impl App {
         let (reporter, health) = tonic_health::server::health_reporter();
         let (stopping_tx, stopping) = watch::channel(false);
         set_health(&reporter, ServingStatus::Serving).await;
-        tokio::spawn(watch_store(
-            self.service.store().clone(),
-            reporter.clone(),
-            stopping.clone(),
-        ));
+        tokio::spawn(watch_store(self.service.clone(), reporter.clone(), stopping.clone()));
 
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -180,8 +187,9 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status(SERVICE_NAME, status).await;
 }
 
-/// Reports NOT_SERVING while the store cannot be reached, SERVING again when it can.
-async fn watch_store(store: Store, reporter: HealthReporter, mut stopping: watch::Receiver<bool>) {
+/// Reports NOT_SERVING while the store cannot be reached, SERVING again when it
+/// can; when it is reachable, writes refreshed tokens it refused earlier.
+async fn watch_store(service: Arc<CalendarService>, reporter: HealthReporter, mut stopping: watch::Receiver<bool>) {
     let mut healthy = true;
     loop {
         tokio::select! {
@@ -189,9 +197,12 @@ async fn watch_store(store: Store, reporter: HealthReporter, mut stopping: watch
             () = tokio::time::sleep(STORE_PROBE_INTERVAL) => {}
         }
         let reachable = matches!(
-            tokio::time::timeout(STORE_PROBE_INTERVAL, store.ping()).await,
+            tokio::time::timeout(STORE_PROBE_INTERVAL, service.store().ping()).await,
             Ok(Ok(()))
         );
+        if reachable {
+            service.flush_pending_tokens().await;
+        }
         if reachable != healthy && !*stopping.borrow() {
             healthy = reachable;
             if healthy {

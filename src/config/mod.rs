@@ -20,7 +20,10 @@ pub use raw::RawConfig;
 use raw::{RawEncryptionKey, RawTenant};
 pub use secrets::SecretSource;
 
-use crate::cronofy::DataCenter;
+use crate::{
+    cronofy::DataCenter,
+    resilience::{BreakerPolicy, RateLimit, RetryPolicy},
+};
 
 /// Top-level keys that environment variables may override. Other `CALGATE_…`
 /// variables (such as `CALGATE_CONFIG` or a secret named `CALGATE_KEY_K1`) are not config keys.
@@ -131,6 +134,8 @@ pub struct TenantSettings {
     pub api_base_url: Option<Url>,
     /// Override of the data centre's browser host.
     pub app_base_url: Option<Url>,
+    /// Requests allowed to the tenant's Cronofy application.
+    pub rate_limit: RateLimit,
 }
 
 /// TLS material for the gRPC listener.
@@ -160,6 +165,10 @@ pub struct UpstreamSettings {
     pub request_timeout: Duration,
     /// TCP + TLS connect timeout.
     pub connect_timeout: Duration,
+    /// Retries of transient failures.
+    pub retry: RetryPolicy,
+    /// Circuit breaker per (tenant, data centre).
+    pub breaker: BreakerPolicy,
 }
 
 impl Settings {
@@ -226,6 +235,23 @@ impl Settings {
         positive(raw.shutdown_grace, "shutdown_grace")?;
         positive(raw.upstream.request_timeout, "upstream.request_timeout")?;
         positive(raw.upstream.connect_timeout, "upstream.connect_timeout")?;
+        positive(raw.upstream.retry_ceiling, "upstream.retry_ceiling")?;
+        positive(raw.upstream.breaker.cool_down, "upstream.breaker.cool_down")?;
+        if raw.upstream.max_attempts == 0 {
+            return Err(ConfigError::invalid("upstream.max_attempts", "must be at least 1"));
+        }
+        if raw.upstream.breaker.failure_threshold == 0 {
+            return Err(ConfigError::invalid(
+                "upstream.breaker.failure_threshold",
+                "must be at least 1",
+            ));
+        }
+        if raw.upstream.backoff_base > raw.upstream.backoff_max {
+            return Err(ConfigError::invalid(
+                "upstream.backoff_base",
+                "must not exceed upstream.backoff_max",
+            ));
+        }
         Ok(Settings {
             listen: raw.listen,
             metrics_listen: raw.metrics_listen,
@@ -244,6 +270,16 @@ impl Settings {
             upstream: UpstreamSettings {
                 request_timeout: raw.upstream.request_timeout,
                 connect_timeout: raw.upstream.connect_timeout,
+                retry: RetryPolicy {
+                    max_attempts: raw.upstream.max_attempts,
+                    base_delay: raw.upstream.backoff_base,
+                    max_delay: raw.upstream.backoff_max,
+                    ceiling: raw.upstream.retry_ceiling,
+                },
+                breaker: BreakerPolicy {
+                    failure_threshold: raw.upstream.breaker.failure_threshold,
+                    cool_down: raw.upstream.breaker.cool_down,
+                },
             },
         })
     }
@@ -372,6 +408,16 @@ fn resolve_tenants(raw: &[RawTenant], secrets: &SecretSource) -> Result<Vec<Tena
         }
         let api_base_url = base_url(tenant.api_base_url.as_deref(), &format!("{path}.api_base_url"))?;
         let app_base_url = base_url(tenant.app_base_url.as_deref(), &format!("{path}.app_base_url"))?;
+        let rate_limit = RateLimit {
+            per_second: tenant.rate_limit.per_second,
+            per_minute: tenant.rate_limit.per_minute,
+        };
+        if rate_limit.per_second == 0 || rate_limit.per_minute == 0 {
+            return Err(ConfigError::invalid(
+                format!("{path}.rate_limit"),
+                "per_second and per_minute must be at least 1",
+            ));
+        }
         if client_secret.expose_secret().is_empty() {
             return Err(ConfigError::invalid(format!("{path}.client_secret"), "is empty"));
         }
@@ -384,6 +430,7 @@ fn resolve_tenants(raw: &[RawTenant], secrets: &SecretSource) -> Result<Vec<Tena
             redirect_uris: tenant.redirect_uris.clone(),
             api_base_url,
             app_base_url,
+            rate_limit,
         });
     }
     Ok(tenants)

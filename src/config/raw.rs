@@ -77,6 +77,26 @@ pub(super) struct RawTenant {
     pub(super) redirect_uris: Vec<String>,
     pub(super) api_base_url: Option<String>,
     pub(super) app_base_url: Option<String>,
+    #[serde(default)]
+    pub(super) rate_limit: RawRateLimit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    #[serde(default = "default_per_second")]
+    pub(super) per_second: u32,
+    #[serde(default = "default_per_minute")]
+    pub(super) per_minute: u32,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        RawRateLimit {
+            per_second: default_per_second(),
+            per_minute: default_per_minute(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +141,16 @@ pub(super) struct RawUpstream {
     pub(super) request_timeout: Duration,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub(super) connect_timeout: Duration,
+    #[serde(default = "default_max_attempts")]
+    pub(super) max_attempts: u32,
+    #[serde(default = "default_backoff_base", with = "humantime_serde")]
+    pub(super) backoff_base: Duration,
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub(super) backoff_max: Duration,
+    #[serde(default = "default_retry_ceiling", with = "humantime_serde")]
+    pub(super) retry_ceiling: Duration,
+    #[serde(default)]
+    pub(super) breaker: RawBreaker,
 }
 
 impl Default for RawUpstream {
@@ -128,6 +158,29 @@ impl Default for RawUpstream {
         RawUpstream {
             request_timeout: default_request_timeout(),
             connect_timeout: default_connect_timeout(),
+            max_attempts: default_max_attempts(),
+            backoff_base: default_backoff_base(),
+            backoff_max: default_backoff_max(),
+            retry_ceiling: default_retry_ceiling(),
+            breaker: RawBreaker::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBreaker {
+    #[serde(default = "default_failure_threshold")]
+    pub(super) failure_threshold: u32,
+    #[serde(default = "default_cool_down", with = "humantime_serde")]
+    pub(super) cool_down: Duration,
+}
+
+impl Default for RawBreaker {
+    fn default() -> Self {
+        RawBreaker {
+            failure_threshold: default_failure_threshold(),
+            cool_down: default_cool_down(),
         }
     }
 }
@@ -164,4 +217,29 @@ fn default_request_timeout() -> Duration {
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
+}
+fn default_max_attempts() -> u32 {
+    4
+}
+fn default_backoff_base() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_retry_ceiling() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_failure_threshold() -> u32 {
+    5
+}
+fn default_cool_down() -> Duration {
+    Duration::from_secs(30)
+}
+// Cronofy's documented default per application.
+fn default_per_second() -> u32 {
+    50
+}
+fn default_per_minute() -> u32 {
+    500
 }

@@ -47,6 +47,13 @@ struct TokenRequest<'a> {
 }
 
 #[derive(Serialize)]
+struct RevokeRequest<'a> {
+    client_id: &'a str,
+    client_secret: &'a str,
+    sub: &'a str,
+}
+
+#[derive(Serialize)]
 struct DeleteEventBody<'a> {
     event_id: &'a str,
 }
@@ -106,6 +113,21 @@ impl CronofyClient {
         .await
     }
 
+    /// `POST /oauth/token/revoke` by `sub` (RFC 7009); Cronofy answers 200.
+    pub async fn revoke_by_sub(&self, app: &OAuthApp, sub: &str) -> Result<(), CronofyError> {
+        let url = app.endpoints.url(Host::Api, &["oauth", "token", "revoke"]);
+        let body = RevokeRequest {
+            client_id: &app.client_id,
+            client_secret: app.client_secret.expose_secret(),
+            sub,
+        };
+        let response = send(self.http.post(url).json(&body)).await?;
+        if response.status() == StatusCode::BAD_REQUEST {
+            return Err(oauth_error(response).await);
+        }
+        expect_success(response).await
+    }
+
     /// `POST /v1/calendars/{calendar_id}/events`; Cronofy answers 202.
     pub async fn upsert_event(
         &self,
@@ -157,27 +179,32 @@ impl CronofyClient {
         let url = app.endpoints.url(Host::Api, &["oauth", "token"]);
         let response = send(self.http.post(url).json(&body)).await?;
         if response.status() == StatusCode::BAD_REQUEST {
-            // Only the RFC 6749 error code is read; the rest of the body is never kept.
-            let error = response
-                .json::<OAuthErrorBody>()
-                .await
-                .map(|body| body.error)
-                .unwrap_or_default();
-            return Err(match error.as_str() {
-                "invalid_grant" => CronofyError::InvalidGrant,
-                known @ ("invalid_request"
-                | "invalid_client"
-                | "unauthorized_client"
-                | "unsupported_grant_type"
-                | "invalid_scope") => CronofyError::TokenRequestRefused {
-                    error: known.to_owned(),
-                },
-                _ => CronofyError::TokenRequestRefused {
-                    error: "unknown".to_owned(),
-                },
-            });
+            return Err(oauth_error(response).await);
         }
         decode(check_status(response).await?, "oauth/token").await
+    }
+}
+
+/// A token endpoint's 400: only the RFC 6749 error code is read; the rest of
+/// the body is never kept.
+async fn oauth_error(response: Response) -> CronofyError {
+    let error = response
+        .json::<OAuthErrorBody>()
+        .await
+        .map(|body| body.error)
+        .unwrap_or_default();
+    match error.as_str() {
+        "invalid_grant" => CronofyError::InvalidGrant,
+        known @ ("invalid_request"
+        | "invalid_client"
+        | "unauthorized_client"
+        | "unsupported_grant_type"
+        | "invalid_scope") => CronofyError::TokenRequestRefused {
+            error: known.to_owned(),
+        },
+        _ => CronofyError::TokenRequestRefused {
+            error: "unknown".to_owned(),
+        },
     }
 }
 

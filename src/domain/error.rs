@@ -11,8 +11,9 @@ pub struct FieldViolation {
     pub description: String,
 }
 
-/// Everything a domain operation can fail with.
-#[derive(Debug, thiserror::Error)]
+/// Everything a domain operation can fail with. Clone, so that callers sharing
+/// one refresh all receive its outcome.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// One or more request fields are invalid.
     #[error("invalid request: {}", describe(.0))]
@@ -53,9 +54,19 @@ pub enum Error {
         /// When to try again, if Cronofy said.
         retry_after: Option<Duration>,
     },
-    /// Cronofy answered 5xx or could not be reached.
+    /// Cronofy answered 5xx or could not be reached (after retries), or the
+    /// circuit breaker is open.
     #[error("Cronofy is unavailable")]
-    UpstreamUnavailable,
+    UpstreamUnavailable {
+        /// When trying again makes sense, if known (an open breaker's cool-down).
+        retry_after: Option<Duration>,
+    },
+    /// The tenant's own request budget towards Cronofy is spent for now.
+    #[error("the tenant's Cronofy request budget is spent for now")]
+    RateBudgetExhausted {
+        /// How long until there is room.
+        retry_after: Duration,
+    },
     /// Cronofy refused the access token even after a refresh.
     #[error("Cronofy does not accept the grant's credentials")]
     UpstreamUnauthorized,

@@ -14,7 +14,7 @@ mod upstream;
 
 pub use clock::Clock;
 pub use error::{Error, FieldViolation, Violations};
-pub use service::{AuthorizeRequest, AuthorizeUrl, CalendarService, ExchangeRequest};
+pub use service::{AuthorizeRequest, AuthorizeUrl, CalendarService, Deadline, ExchangeRequest, ServiceParts};
 
 use crate::{
     config::TenantSettings,

@@ -1,15 +1,27 @@
-//! Keeping access tokens fresh. One refresh per grant at a time in this
-//! process: callers that need the same grant refreshed queue on its lock and,
-//! once inside, re-read the grant — whoever went first has usually refreshed it.
+//! Keeping access tokens fresh without ever losing a refresh token.
+//!
+//! - One refresh per grant at a time in this process: the first caller starts
+//!   a *flight* — a spawned task — and every caller needing the same grant
+//!   awaits its shared result. The task, not the caller, owns the refresh: a
+//!   caller that gives up (deadline, cancellation) cannot abort a refresh whose
+//!   rotated refresh token Cronofy has already issued.
+//! - Inside the flight the grant is re-read first: another path may already
+//!   have refreshed it.
+//! - The new pair is written with a compare-and-swap on the grant's version
+//!   before the new access token is used. If the store refuses the write, the
+//!   pair stays in memory (`pending`) and is written before Cronofy is ever
+//!   asked again for that grant — the old refresh token may already be dead.
 
 use std::{
     collections::HashMap,
+    hash::{DefaultHasher, Hash, Hasher},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use futures::future::{BoxFuture, FutureExt, Shared};
 use secrecy::SecretString;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{
     Error, Tenant,
@@ -19,50 +31,29 @@ use super::{
 };
 use crate::{
     cronofy::{CronofyClient, CronofyError},
+    resilience::{GuardError, Resilience},
     store::Store,
 };
 
-/// How many times a refreshed token pair is offered to the store before giving up.
+/// How many times a refreshed pair is offered to the store before it is parked in memory.
 const STORE_ATTEMPTS: u32 = 3;
 
 /// (tenant, sub).
 type GrantKey = (String, String);
 
-/// Per-grant async locks, dropped from the map when nobody holds or waits for them.
-#[derive(Debug, Default)]
-pub(super) struct RefreshLocks {
-    locks: Mutex<HashMap<GrantKey, Arc<tokio::sync::Mutex<()>>>>,
+/// An access token and the grant version it belongs to.
+#[derive(Debug, Clone)]
+pub(super) struct Fresh {
+    pub(super) token: SecretString,
+    pub(super) version: i64,
 }
 
-impl RefreshLocks {
-    fn lock_for(&self, tenant: &str, sub: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        locks.entry((tenant.to_owned(), sub.to_owned())).or_default().clone()
-    }
-
-    fn release(&self, tenant: &str, sub: &str, lock: Arc<tokio::sync::Mutex<()>>) {
-        let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Two references left (the map's and ours): nobody else holds or awaits it.
-        if Arc::strong_count(&lock) == 2 {
-            locks.remove(&(tenant.to_owned(), sub.to_owned()));
-        }
-    }
-}
-
-/// Refreshes grants through Cronofy and records the result durably.
-#[derive(Debug)]
-pub(super) struct Refresher {
-    pub(super) store: Store,
-    pub(super) cronofy: CronofyClient,
-    pub(super) clock: Clock,
-    pub(super) margin: Duration,
-    pub(super) locks: RefreshLocks,
-}
+type Flight = Shared<BoxFuture<'static, Result<Fresh, Error>>>;
 
 /// Why a refresh is wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Need {
-    /// The stored access token expires within the margin.
+    /// The stored access token expires within the (jittered) margin.
     Expiring,
     /// Cronofy answered 401 to the token of this version.
     Rejected {
@@ -71,43 +62,108 @@ pub(super) enum Need {
     },
 }
 
+/// Refreshes grants through Cronofy and records the result durably.
+#[derive(Debug)]
+pub(super) struct Refresher {
+    pub(super) store: Store,
+    pub(super) cronofy: CronofyClient,
+    pub(super) resilience: Arc<Resilience>,
+    pub(super) clock: Clock,
+    pub(super) margin: Duration,
+    flights: Mutex<HashMap<GrantKey, Flight>>,
+    pending: Mutex<HashMap<GrantKey, (i64, Tokens)>>,
+}
+
 impl Refresher {
-    /// Whether the stored access token should be refreshed before use.
-    pub(super) fn is_expiring(&self, tokens: &Tokens) -> bool {
-        tokens.access_expires_at - self.clock.now() <= self.margin
+    pub(super) fn new(
+        store: Store,
+        cronofy: CronofyClient,
+        resilience: Arc<Resilience>,
+        clock: Clock,
+        margin: Duration,
+    ) -> Self {
+        Refresher {
+            store,
+            cronofy,
+            resilience,
+            clock,
+            margin,
+            flights: Mutex::default(),
+            pending: Mutex::default(),
+        }
     }
 
-    /// Returns a usable access token for `sub`, refreshing it if `need` still holds
-    /// once this caller has the grant's lock.
-    pub(super) async fn refresh(&self, tenant: &Tenant, sub: &str, need: Need) -> Result<(SecretString, i64), Error> {
-        let lock = self.locks.lock_for(&tenant.id, sub);
-        let result = {
-            let _guard = lock.lock().await;
-            self.refresh_locked(tenant, sub, need).await
-        };
-        self.locks.release(&tenant.id, sub, lock);
-        result
+    /// Whether the access token should be refreshed before use: it expires within
+    /// the margin plus a per-grant jitter of up to one more margin, so grants
+    /// connected together do not all refresh in the same second.
+    pub(super) fn needs_refresh(&self, tenant: &str, sub: &str, tokens: &Tokens) -> bool {
+        let mut hasher = DefaultHasher::new();
+        (tenant, sub, tokens.access_expires_at.unix_timestamp()).hash(&mut hasher);
+        let fraction = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+        let window = self.margin + self.margin.mul_f64(fraction);
+        tokens.access_expires_at - self.clock.now() <= window
     }
 
-    async fn refresh_locked(&self, tenant: &Tenant, sub: &str, need: Need) -> Result<(SecretString, i64), Error> {
-        // Re-read: another caller may have refreshed while we waited.
-        let stored = self
-            .store
-            .find_grant(&tenant.id, &GrantSelector::Sub(sub.to_owned()))
-            .await
-            .map_err(|_| Error::StoreUnavailable)?
-            .ok_or(Error::GrantNotFound)?;
+    /// A usable access token for `sub`, refreshed if `need` still holds once the
+    /// grant is re-read. Concurrent callers share one refresh.
+    pub(super) async fn refresh(self: &Arc<Self>, tenant: &Arc<Tenant>, sub: &str, need: Need) -> Result<Fresh, Error> {
+        let fresh = self.join_or_start(tenant, sub, need).await?;
+        match need {
+            // We joined a flight that found nothing to do for the token Cronofy refused: refresh for real.
+            Need::Rejected { version } if fresh.version == version => self.join_or_start(tenant, sub, need).await,
+            _ => Ok(fresh),
+        }
+    }
+
+    fn join_or_start(self: &Arc<Self>, tenant: &Arc<Tenant>, sub: &str, need: Need) -> Flight {
+        let key = (tenant.id.clone(), sub.to_owned());
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(flight) = flights.get(&key) {
+            return flight.clone();
+        }
+        let this = self.clone();
+        let tenant = tenant.clone();
+        let task_key = key.clone();
+        let task = tokio::spawn(async move {
+            let result = this.run(&tenant, &task_key.1, need).await;
+            this.flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_key);
+            result
+        });
+        let flight = async move {
+            task.await
+                .unwrap_or(Err(Error::UpstreamUnavailable { retry_after: None }))
+        }
+        .boxed()
+        .shared();
+        flights.insert(key, flight.clone());
+        flight
+    }
+
+    async fn run(&self, tenant: &Tenant, sub: &str, need: Need) -> Result<Fresh, Error> {
+        if let Some(fresh) = self.flush_pending(&tenant.id, sub).await? {
+            return Ok(fresh);
+        }
+        let stored = self.read(tenant, sub).await?;
         let tokens = usable_tokens(&stored)?;
         let still_needed = match need {
-            Need::Expiring => self.is_expiring(tokens),
+            Need::Expiring => self.needs_refresh(&tenant.id, sub, tokens),
             Need::Rejected { version } => stored.version == version,
         };
         if !still_needed {
-            return Ok((tokens.access_token.clone(), stored.version));
+            return Ok(Fresh {
+                token: tokens.access_token.clone(),
+                version: stored.version,
+            });
         }
-        let response = match self.cronofy.refresh(&tenant.app, &tokens.refresh_token).await {
+        let answer = self
+            .resilience
+            .call(&tenant.id, None, || {
+                self.cronofy.refresh(&tenant.app, &tokens.refresh_token)
+            })
+            .await;
+        let response = match answer {
             Ok(response) => response,
-            Err(CronofyError::InvalidGrant) => {
+            Err(GuardError::Upstream(CronofyError::InvalidGrant)) => {
                 warn!(tenant = %tenant.id, sub, "Cronofy refused the refresh token; grant needs re-authorization");
                 self.store
                     .mark_needs_reauth(&tenant.id, sub, stored.version)
@@ -115,9 +171,9 @@ impl Refresher {
                     .map_err(|_| Error::StoreUnavailable)?;
                 return Err(Error::GrantNeedsReauth);
             }
-            Err(error) => {
-                warn!(tenant = %tenant.id, sub, %error, "token refresh failed");
-                return Err(upstream::shared(error));
+            Err(failure) => {
+                warn!(tenant = %tenant.id, sub, ?failure, "token refresh failed; the grant stays active");
+                return Err(upstream::guard_error(failure, ""));
             }
         };
         let fresh = Tokens {
@@ -126,50 +182,91 @@ impl Refresher {
             refresh_token: response.refresh_token.unwrap_or_else(|| tokens.refresh_token.clone()),
             access_expires_at: self.clock.now() + time::Duration::seconds(i64::from(response.expires_in)),
         };
-        // The new pair must be stored before the access token is used: a rotated
-        // refresh token that is not stored is lost for good.
-        match self.store_refreshed(tenant, sub, stored.version, &fresh).await? {
-            Some(version) => {
-                info!(tenant = %tenant.id, sub, "access token refreshed");
-                Ok((fresh.access_token, version))
+        self.store_refreshed(tenant, sub, stored.version, fresh).await
+    }
+
+    async fn read(&self, tenant: &Tenant, sub: &str) -> Result<StoredGrant, Error> {
+        self.store
+            .find_grant(&tenant.id, &GrantSelector::Sub(sub.to_owned()))
+            .await
+            .map_err(|_| Error::StoreUnavailable)?
+            .ok_or(Error::GrantNotFound)
+    }
+
+    /// Writes the refreshed pair (compare-and-swap), retrying a little; if the
+    /// store keeps refusing, parks the pair in memory and reports the store down.
+    async fn store_refreshed(&self, tenant: &Tenant, sub: &str, version: i64, fresh: Tokens) -> Result<Fresh, Error> {
+        for attempt in 1..=STORE_ATTEMPTS {
+            match self.store.update_tokens(&tenant.id, sub, version, &fresh).await {
+                Ok(Some(new_version)) => {
+                    info!(tenant = %tenant.id, sub, "access token refreshed");
+                    return Ok(Fresh {
+                        token: fresh.access_token,
+                        version: new_version,
+                    });
+                }
+                Ok(None) => {
+                    // Reconnected (or revoked) meanwhile: the stored state is newer than ours.
+                    warn!(tenant = %tenant.id, sub, "grant changed during refresh; using the stored tokens");
+                    let newer = self.read(tenant, sub).await?;
+                    let tokens = usable_tokens(&newer)?;
+                    return Ok(Fresh {
+                        token: tokens.access_token.clone(),
+                        version: newer.version,
+                    });
+                }
+                Err(error) => {
+                    warn!(tenant = %tenant.id, sub, %error, attempt, "storing refreshed tokens failed");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
             }
-            None => {
-                // The grant was reconnected meanwhile: its newer tokens win.
-                warn!(tenant = %tenant.id, sub, "grant changed during refresh; using the newer tokens");
-                let newer = self
-                    .store
-                    .find_grant(&tenant.id, &GrantSelector::Sub(sub.to_owned()))
-                    .await
-                    .map_err(|_| Error::StoreUnavailable)?
-                    .ok_or(Error::GrantNotFound)?;
-                let tokens = usable_tokens(&newer)?;
-                Ok((tokens.access_token.clone(), newer.version))
+        }
+        error!(tenant = %tenant.id, sub, "refreshed tokens kept in memory until the store takes them");
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((tenant.id.clone(), sub.to_owned()), (version, fresh));
+        Err(Error::StoreUnavailable)
+    }
+
+    /// Writes a parked pair for this grant, if any. Ok(None): nothing parked.
+    async fn flush_pending(&self, tenant: &str, sub: &str) -> Result<Option<Fresh>, Error> {
+        let key = (tenant.to_owned(), sub.to_owned());
+        let parked = self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        let Some((version, tokens)) = parked else {
+            return Ok(None);
+        };
+        match self.store.update_tokens(tenant, sub, version, &tokens).await {
+            Ok(Some(new_version)) => {
+                info!(tenant, sub, "parked refreshed tokens stored");
+                Ok(Some(Fresh {
+                    token: tokens.access_token,
+                    version: new_version,
+                }))
+            }
+            // The grant moved on (reconnected or revoked): the parked pair is obsolete.
+            Ok(None) => Ok(None),
+            Err(_) => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, (version, tokens));
+                Err(Error::StoreUnavailable)
             }
         }
     }
 
-    /// Compare-and-swap write with a few retries; None when the grant moved on.
-    async fn store_refreshed(
-        &self,
-        tenant: &Tenant,
-        sub: &str,
-        version: i64,
-        fresh: &Tokens,
-    ) -> Result<Option<i64>, Error> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.store.update_tokens(&tenant.id, sub, version, fresh).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(error) if attempt < STORE_ATTEMPTS => {
-                    warn!(tenant = %tenant.id, sub, %error, attempt, "storing refreshed tokens failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                }
-                Err(error) => {
-                    tracing::error!(tenant = %tenant.id, sub, %error, "refreshed tokens could not be stored");
-                    return Err(Error::StoreUnavailable);
-                }
-            }
+    /// Writes every parked pair the store will take now (called when the store is back).
+    pub(super) async fn flush_all_pending(&self) {
+        let keys: Vec<GrantKey> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for (tenant, sub) in keys {
+            let _ = self.flush_pending(&tenant, &sub).await;
         }
     }
 }

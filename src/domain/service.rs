@@ -1,22 +1,24 @@
 //! The operations behind the RPCs.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use secrecy::SecretString;
 use time::OffsetDateTime;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{
     Error, Tenant, Violations,
     clock::Clock,
     event::Event,
-    grant::{ConnectMode, Grant, GrantKind, GrantSelector, StoredGrant, Tokens},
-    refresh::{Need, RefreshLocks, Refresher, usable_tokens},
+    grant::{ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus, StoredGrant, Tokens},
+    refresh::{Fresh, Need, Refresher, usable_tokens},
     state::{StateClaims, StateCodec},
     upstream,
 };
 use crate::{
     cronofy::{CalendarEntry, CronofyClient, CronofyError, Host},
+    resilience::{GuardError, Resilience},
     store::{NewGrant, Store},
 };
 
@@ -25,24 +27,27 @@ const INDIVIDUAL_SCOPE: &str = "free_busy_write";
 /// Default scope of Enterprise Connect's admin consent.
 const ENTERPRISE_SCOPE: &str = "service_account/accounts/manage";
 
-/// Makes a Cronofy API call with a lease's token; on 401, refreshes once and
-/// repeats it. Maps the final failure with `upstream::api_error`.
+/// The caller's deadline, when it gave one (`grpc-timeout`).
+pub type Deadline = Option<Instant>;
+
+/// Makes a guarded Cronofy API call with a lease's token; on 401, refreshes
+/// once and repeats it. Maps the final failure to a domain error.
 macro_rules! call_with_refresh {
-    ($self:ident, $tenant:expr, $lease:expr, $prefix:expr, |$token:ident| $call:expr) => {{
+    ($self:ident, $tenant:expr, $deadline:expr, $lease:expr, $prefix:expr, |$token:ident| $call:expr) => {{
         let lease = $lease;
         let first = {
             let $token = &lease.token;
-            $call.await
+            $self.resilience.call(&$tenant.id, $deadline, || $call).await
         };
         let result = match first {
-            Err(CronofyError::Unauthorized) => {
+            Err(GuardError::Upstream(CronofyError::Unauthorized)) => {
                 let fresh = $self.after_unauthorized($tenant, &lease).await?;
-                let $token = &fresh;
-                $call.await
+                let $token = &fresh.token;
+                $self.resilience.call(&$tenant.id, $deadline, || $call).await
             }
             other => other,
         };
-        result.map_err(|error| upstream::api_error(error, $prefix))
+        result.map_err(|error| upstream::guard_error(error, $prefix))
     }};
 }
 
@@ -96,42 +101,61 @@ pub struct ExchangeRequest {
 pub struct CalendarService {
     store: Store,
     cronofy: CronofyClient,
+    resilience: Arc<Resilience>,
     states: StateCodec,
     state_ttl: Duration,
     clock: Clock,
-    refresher: Refresher,
+    refresher: Arc<Refresher>,
+}
+
+/// Everything [`CalendarService::new`] is built from.
+#[derive(Debug)]
+pub struct ServiceParts {
+    /// The credential store.
+    pub store: Store,
+    /// The Cronofy client.
+    pub cronofy: CronofyClient,
+    /// Retries, budgets, breakers.
+    pub resilience: Arc<Resilience>,
+    /// Seals states.
+    pub states: StateCodec,
+    /// State lifetime.
+    pub state_ttl: Duration,
+    /// Refresh margin.
+    pub refresh_margin: Duration,
+    /// Wall clock.
+    pub clock: Clock,
 }
 
 impl CalendarService {
     /// Assembles the service.
-    pub fn new(
-        store: Store,
-        cronofy: CronofyClient,
-        states: StateCodec,
-        state_ttl: Duration,
-        refresh_margin: Duration,
-        clock: Clock,
-    ) -> Self {
-        let refresher = Refresher {
-            store: store.clone(),
-            cronofy: cronofy.clone(),
-            clock: clock.clone(),
-            margin: refresh_margin,
-            locks: RefreshLocks::default(),
-        };
+    pub fn new(parts: ServiceParts) -> Self {
+        let refresher = Refresher::new(
+            parts.store.clone(),
+            parts.cronofy.clone(),
+            parts.resilience.clone(),
+            parts.clock.clone(),
+            parts.refresh_margin,
+        );
         CalendarService {
-            store,
-            cronofy,
-            states,
-            state_ttl,
-            clock,
-            refresher,
+            store: parts.store,
+            cronofy: parts.cronofy,
+            resilience: parts.resilience,
+            states: parts.states,
+            state_ttl: parts.state_ttl,
+            clock: parts.clock,
+            refresher: Arc::new(refresher),
         }
     }
 
     /// The store, for health checks.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Writes refreshed tokens the store refused earlier (called when it is back).
+    pub async fn flush_pending_tokens(&self) {
+        self.refresher.flush_all_pending().await;
     }
 
     /// Builds the consent URL and its sealed, single-use state. Calls nobody.
@@ -206,7 +230,12 @@ impl CalendarService {
     }
 
     /// Checks the state, redeems the code at Cronofy and stores the grant.
-    pub async fn exchange_code(&self, tenant: &Tenant, request: ExchangeRequest) -> Result<Grant, Error> {
+    pub async fn exchange_code(
+        &self,
+        tenant: &Tenant,
+        request: ExchangeRequest,
+        deadline: Deadline,
+    ) -> Result<Grant, Error> {
         let claims = self
             .states
             .open(&request.state)
@@ -237,21 +266,26 @@ impl CalendarService {
             return Err(Error::StateInvalid("already used"));
         }
 
-        let response = match self
-            .cronofy
-            .exchange_code(&tenant.app, &request.code, &request.redirect_uri)
-            .await
-        {
+        let answer = self
+            .resilience
+            .call(&tenant.id, deadline, || {
+                self.cronofy
+                    .exchange_code(&tenant.app, &request.code, &request.redirect_uri)
+            })
+            .await;
+        let response = match answer {
             Ok(response) => response,
-            Err(error) => {
-                warn!(tenant = %tenant.id, %error, "code exchange failed");
-                if error.is_transient() {
-                    // Cronofy did not take the code: let the caller retry with the same state.
+            Err(failure) => {
+                warn!(tenant = %tenant.id, ?failure, "code exchange failed");
+                let code_spent = matches!(failure, GuardError::Upstream(CronofyError::InvalidGrant));
+                if !code_spent {
+                    // Cronofy did not (knowingly) take the code: let the caller retry with the same state.
                     let _ = self.store.release_state_nonce(&tenant.id, &claims.nonce).await;
                 }
-                return Err(upstream::exchange_error(error));
+                return Err(upstream::exchange_error(failure));
             }
         };
+        let unexpected = || Error::UpstreamRefused("Cronofy's token response lacks an account or refresh token");
         let kind = if response.service_account_id.is_some() {
             GrantKind::ServiceAccount
         } else {
@@ -262,16 +296,8 @@ impl CalendarService {
             .clone()
             .or_else(|| response.service_account_id.clone())
             .or_else(|| response.account_id.clone())
-            .ok_or_else(|| {
-                upstream::shared(CronofyError::Decode {
-                    endpoint: "oauth/token",
-                })
-            })?;
-        let refresh_token = response.refresh_token.ok_or_else(|| {
-            upstream::shared(CronofyError::Decode {
-                endpoint: "oauth/token",
-            })
-        })?;
+            .ok_or_else(unexpected)?;
+        let refresh_token = response.refresh_token.ok_or_else(unexpected)?;
         let profile = response.linking_profile.unwrap_or_default();
         let new = NewGrant {
             account_id: response.account_id.unwrap_or_else(|| sub.clone()),
@@ -322,16 +348,53 @@ impl CalendarService {
         Ok(self.find(tenant, selector).await?.grant)
     }
 
-    /// Creates or updates one of the application's events.
-    pub async fn upsert_event(
+    /// Revokes the grant at Cronofy (by sub), then erases its tokens; the grant
+    /// stays visible as revoked. Revoking a revoked grant changes nothing.
+    pub async fn revoke_grant(
         &self,
         tenant: &Tenant,
         selector: &GrantSelector,
+        deadline: Deadline,
+    ) -> Result<Grant, Error> {
+        let stored = self.find(tenant, selector).await?;
+        if stored.grant.status == GrantStatus::Revoked {
+            return Ok(stored.grant);
+        }
+        let sub = stored.grant.sub.clone();
+        let revoked = self
+            .resilience
+            .call(&tenant.id, deadline, || self.cronofy.revoke_by_sub(&tenant.app, &sub))
+            .await;
+        match revoked {
+            // Cronofy no longer knows the authorization: it is revoked either way.
+            Ok(()) | Err(GuardError::Upstream(CronofyError::InvalidGrant)) => {}
+            Err(failure) => return Err(upstream::guard_error(failure, "")),
+        }
+        let mut grant = self
+            .store
+            .revoke_grant(&tenant.id, &sub)
+            .await
+            .map_err(|_| Error::StoreUnavailable)?
+            .ok_or(Error::GrantNotFound)?
+            .grant;
+        if let GrantSelector::UserRef(user_ref) = selector {
+            grant.user_ref = Some(user_ref.clone());
+        }
+        info!(tenant = %tenant.id, sub, "grant revoked");
+        Ok(grant)
+    }
+
+    /// Creates or updates one of the application's events.
+    pub async fn upsert_event(
+        &self,
+        tenant: &Arc<Tenant>,
+        selector: &GrantSelector,
         calendar_id: &str,
         event: &Event,
+        deadline: Deadline,
     ) -> Result<(), Error> {
         let lease = self.access_token(tenant, selector, true).await?;
-        call_with_refresh!(self, tenant, lease, "event.", |token| {
+        call_with_refresh!(self, tenant, deadline, lease, "event.", |token| {
             self.cronofy
                 .upsert_event(&tenant.app.endpoints, token, calendar_id, event)
         })
@@ -340,24 +403,30 @@ impl CalendarService {
     /// Deletes one of the application's events; an event already gone is fine.
     pub async fn delete_event(
         &self,
-        tenant: &Tenant,
+        tenant: &Arc<Tenant>,
         selector: &GrantSelector,
         calendar_id: &str,
         event_id: &str,
+        deadline: Deadline,
     ) -> Result<(), Error> {
         let lease = self.access_token(tenant, selector, true).await?;
-        call_with_refresh!(self, tenant, lease, "", |token| {
+        call_with_refresh!(self, tenant, deadline, lease, "", |token| {
             self.cronofy
                 .delete_event(&tenant.app.endpoints, token, calendar_id, event_id)
         })
     }
 
     /// Lists the user's calendars.
-    pub async fn list_calendars(&self, tenant: &Tenant, selector: &GrantSelector) -> Result<Vec<CalendarEntry>, Error> {
+    pub async fn list_calendars(
+        &self,
+        tenant: &Arc<Tenant>,
+        selector: &GrantSelector,
+        deadline: Deadline,
+    ) -> Result<Vec<CalendarEntry>, Error> {
         let lease = self.access_token(tenant, selector, false).await?;
-        call_with_refresh!(self, tenant, lease, "", |token| self
-            .cronofy
-            .list_calendars(&tenant.app.endpoints, token))
+        call_with_refresh!(self, tenant, deadline, lease, "", |token| {
+            self.cronofy.list_calendars(&tenant.app.endpoints, token)
+        })
     }
 
     async fn find(&self, tenant: &Tenant, selector: &GrantSelector) -> Result<StoredGrant, Error> {
@@ -375,7 +444,7 @@ impl CalendarService {
     /// expires within the margin. Event writes refuse service accounts.
     async fn access_token(
         &self,
-        tenant: &Tenant,
+        tenant: &Arc<Tenant>,
         selector: &GrantSelector,
         writes_events: bool,
     ) -> Result<TokenLease, Error> {
@@ -384,28 +453,29 @@ impl CalendarService {
             return Err(Error::GrantIsServiceAccount);
         }
         let tokens = usable_tokens(&stored)?;
-        let (token, version) = if self.refresher.is_expiring(tokens) {
+        let fresh = if self.refresher.needs_refresh(&tenant.id, &stored.grant.sub, tokens) {
             self.refresher
                 .refresh(tenant, &stored.grant.sub, Need::Expiring)
                 .await?
         } else {
-            (tokens.access_token.clone(), stored.version)
+            Fresh {
+                token: tokens.access_token.clone(),
+                version: stored.version,
+            }
         };
         Ok(TokenLease {
             sub: stored.grant.sub,
-            token,
-            version,
+            token: fresh.token,
+            version: fresh.version,
         })
     }
 
     /// Cronofy refused `lease`'s token: refresh once (unless someone already did).
-    async fn after_unauthorized(&self, tenant: &Tenant, lease: &TokenLease) -> Result<SecretString, Error> {
+    async fn after_unauthorized(&self, tenant: &Arc<Tenant>, lease: &TokenLease) -> Result<Fresh, Error> {
         info!(tenant = %tenant.id, sub = %lease.sub, "Cronofy refused the access token; refreshing once");
-        let (token, _) = self
-            .refresher
+        self.refresher
             .refresh(tenant, &lease.sub, Need::Rejected { version: lease.version })
-            .await?;
-        Ok(token)
+            .await
     }
 }
 

@@ -1,12 +1,31 @@
-//! How Cronofy's failures become domain errors, per kind of call.
+//! How failures of guarded Cronofy calls become domain errors, per kind of call.
 
-use crate::cronofy::CronofyError;
+use crate::{cronofy::CronofyError, resilience::GuardError};
 
 use super::{Error, FieldViolation};
 
-/// Maps a failed API call (events, calendars). `field_prefix` turns Cronofy's
-/// field names into request paths (e.g. `event.` + `summary`).
-pub(super) fn api_error(error: CronofyError, field_prefix: &str) -> Error {
+/// Maps a failed guarded call. `field_prefix` turns Cronofy's field names into
+/// request paths (e.g. `event.` + `summary`).
+pub(super) fn guard_error(error: GuardError, field_prefix: &str) -> Error {
+    match error {
+        GuardError::Upstream(error) => api_error(error, field_prefix),
+        GuardError::BudgetExhausted { retry_after } => Error::RateBudgetExhausted { retry_after },
+        GuardError::CircuitOpen { retry_after } => Error::UpstreamUnavailable {
+            retry_after: Some(retry_after),
+        },
+    }
+}
+
+/// Maps a failed token-endpoint call made to exchange an authorization code.
+pub(super) fn exchange_error(error: GuardError) -> Error {
+    match error {
+        GuardError::Upstream(CronofyError::InvalidGrant) => Error::CodeInvalid,
+        other => guard_error(other, ""),
+    }
+}
+
+/// Maps Cronofy's answer to an API call.
+fn api_error(error: CronofyError, field_prefix: &str) -> Error {
     match error {
         CronofyError::Forbidden => Error::InsufficientScope,
         CronofyError::NotFound => Error::CalendarNotFound,
@@ -28,33 +47,17 @@ pub(super) fn api_error(error: CronofyError, field_prefix: &str) -> Error {
                 .collect(),
         ),
         CronofyError::Unauthorized => Error::UpstreamUnauthorized,
-        other => shared(other),
-    }
-}
-
-/// Maps a failed token-endpoint call made to exchange an authorization code.
-pub(super) fn exchange_error(error: CronofyError) -> Error {
-    match error {
-        CronofyError::InvalidGrant => Error::CodeInvalid,
-        other => shared(other),
-    }
-}
-
-/// Failures that mean the same whatever the call.
-pub(super) fn shared(error: CronofyError) -> Error {
-    match error {
         CronofyError::RateLimited { retry_after } => Error::UpstreamRateLimited { retry_after },
-        CronofyError::Server { .. } | CronofyError::Transport { .. } => Error::UpstreamUnavailable,
+        CronofyError::Server { .. } | CronofyError::Transport { .. } => {
+            Error::UpstreamUnavailable { retry_after: None }
+        }
         CronofyError::InvalidGrant => Error::GrantNeedsReauth,
         CronofyError::TokenRequestRefused { .. } => {
             Error::UpstreamRefused("Cronofy refused the tenant's OAuth client credentials")
         }
         CronofyError::PaymentRequired => Error::UpstreamRefused("the Cronofy plan does not include this feature"),
         CronofyError::Locked => Error::UpstreamRefused("the calendar profile is locked (disconnected at the provider)"),
-        CronofyError::Unauthorized => Error::UpstreamUnauthorized,
-        CronofyError::Forbidden => Error::InsufficientScope,
-        CronofyError::NotFound => Error::CalendarNotFound,
-        CronofyError::Unprocessable { .. } | CronofyError::UnexpectedStatus { .. } | CronofyError::Decode { .. } => {
+        CronofyError::UnexpectedStatus { .. } | CronofyError::Decode { .. } => {
             Error::UpstreamRefused("Cronofy gave an unexpected answer")
         }
     }

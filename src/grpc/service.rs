@@ -53,7 +53,7 @@ impl CalendarWriteService for CalendarWriteApi {
         let parsed = convert::exchange_request(request.into_inner()).map_err(from_domain)?;
         let grant = deadline::within(deadline, async {
             self.service
-                .exchange_code(&caller.tenant, parsed)
+                .exchange_code(&caller.tenant, parsed, deadline)
                 .await
                 .map_err(from_domain)
         })
@@ -69,9 +69,10 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::UpsertEventResponse>, Status> {
         let caller = caller(&request)?;
         let (selector, calendar_id, event) = convert::upsert_request(request.get_ref()).map_err(from_domain)?;
-        deadline::within(deadline::deadline(request.metadata()), async {
+        let deadline = deadline::deadline(request.metadata());
+        deadline::within(deadline, async {
             self.service
-                .upsert_event(&caller.tenant, &selector, &calendar_id, &event)
+                .upsert_event(&caller.tenant, &selector, &calendar_id, &event, deadline)
                 .await
                 .map_err(from_domain)
         })
@@ -85,9 +86,10 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::DeleteEventResponse>, Status> {
         let caller = caller(&request)?;
         let (selector, calendar_id, event_id) = convert::delete_request(request.get_ref()).map_err(from_domain)?;
-        deadline::within(deadline::deadline(request.metadata()), async {
+        let deadline = deadline::deadline(request.metadata());
+        deadline::within(deadline, async {
             self.service
-                .delete_event(&caller.tenant, &selector, &calendar_id, &event_id)
+                .delete_event(&caller.tenant, &selector, &calendar_id, &event_id, deadline)
                 .await
                 .map_err(from_domain)
         })
@@ -101,9 +103,10 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::ListCalendarsResponse>, Status> {
         let caller = caller(&request)?;
         let selector = convert::grant_selector(request.get_ref()).map_err(from_domain)?;
-        let calendars = deadline::within(deadline::deadline(request.metadata()), async {
+        let deadline = deadline::deadline(request.metadata());
+        let calendars = deadline::within(deadline, async {
             self.service
-                .list_calendars(&caller.tenant, &selector)
+                .list_calendars(&caller.tenant, &selector, deadline)
                 .await
                 .map_err(from_domain)
         })
@@ -130,9 +133,18 @@ impl CalendarWriteService for CalendarWriteApi {
         &self,
         request: Request<pb::RevokeGrantRequest>,
     ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
-        // Authenticate and validate first, so callers see the same errors they will once it exists.
-        let _caller = caller(&request)?;
-        convert::grant_selector(request.get_ref()).map_err(from_domain)?;
-        Err(Status::unimplemented("RevokeGrant is declared but not implemented yet"))
+        let caller = caller(&request)?;
+        let selector = convert::grant_selector(request.get_ref()).map_err(from_domain)?;
+        let deadline = deadline::deadline(request.metadata());
+        let grant = deadline::within(deadline, async {
+            self.service
+                .revoke_grant(&caller.tenant, &selector, deadline)
+                .await
+                .map_err(from_domain)
+        })
+        .await?;
+        Ok(Response::new(pb::RevokeGrantResponse {
+            grant: Some(convert::grant(grant)),
+        }))
     }
 }

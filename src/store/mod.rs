@@ -273,6 +273,21 @@ impl Store {
         Ok((updated.rows_affected() == 1).then_some(expected_version + 1))
     }
 
+    /// Erases a grant's tokens and marks it revoked; None when there is no such grant.
+    pub async fn revoke_grant(&self, tenant: &str, sub: &str) -> Result<Option<StoredGrant>, StoreError> {
+        sqlx::query(
+            "UPDATE grants SET status = ?, key_id = NULL, access_token = NULL, refresh_token = NULL, \
+             access_expires_at = NULL, version = version + 1, updated_at = ? WHERE tenant_id = ? AND sub = ?",
+        )
+        .bind(GrantStatus::Revoked.as_str())
+        .bind(OffsetDateTime::now_utc().unix_timestamp())
+        .bind(tenant)
+        .bind(sub)
+        .execute(&self.pool)
+        .await?;
+        self.find_grant(tenant, &GrantSelector::Sub(sub.to_owned())).await
+    }
+
     /// Marks a grant as needing re-authorization if it is still at `expected_version`.
     pub async fn mark_needs_reauth(&self, tenant: &str, sub: &str, expected_version: i64) -> Result<bool, StoreError> {
         let updated = sqlx::query(

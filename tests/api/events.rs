@@ -438,17 +438,3 @@ async fn list_calendars_maps_cronofys_fields() {
     assert_eq!(primary.permission_level, "sandbox");
     assert!(calendars[1].readonly && !calendars[1].primary);
 }
-
-#[tokio::test]
-async fn revoke_grant_is_declared_but_unimplemented() {
-    let app = spawn_app().await;
-    let status = app
-        .client
-        .clone()
-        .revoke_grant(app.req(pb::RevokeGrantRequest {
-            user: Some(pb::revoke_grant_request::User::Sub("acc_x".into())),
-        }))
-        .await
-        .expect_err("unimplemented");
-    assert_eq!(status.code(), Code::Unimplemented);
-}

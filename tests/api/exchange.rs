@@ -183,7 +183,8 @@ async fn a_used_code_is_code_invalid_and_leaves_the_stored_grant_alone() {
 async fn a_transient_failure_lets_the_caller_retry_with_the_same_state() {
     let app = spawn_app().await;
     let (code, state) = app.consent(ACME_KEY, ACME_REDIRECT, None).await;
-    app.fake.inject(Fault::status(Endpoint::Token, 503));
+    // Both attempts the test config allows fail.
+    app.fake.inject(Fault::status(Endpoint::Token, 503).times(2));
     let status = app
         .client
         .clone()

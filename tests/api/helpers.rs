@@ -80,7 +80,15 @@ signing_key_file = "{state}"
 keys = [{keys}]
 
 [upstream]
-request_timeout = "2s"
+request_timeout = "1s"
+max_attempts = 2
+backoff_base = "10ms"
+backoff_max = "50ms"
+retry_ceiling = "3s"
+
+[upstream.breaker]
+failure_threshold = 1000
+cool_down = "1s"
 
 [[tenants]]
 id = "acme"
@@ -91,6 +99,7 @@ data_center = "uk"
 redirect_uris = ["{ACME_REDIRECT}", "{ACME_REDIRECT_2}"]
 api_base_url = "{api}"
 app_base_url = "{app}"
+rate_limit = {{ per_second = 10000, per_minute = 100000 }}
 
 [[tenants]]
 id = "globex"
@@ -101,6 +110,7 @@ data_center = "uk"
 redirect_uris = ["{GLOBEX_REDIRECT}"]
 api_base_url = "{api}"
 app_base_url = "{app}"
+rate_limit = {{ per_second = 10000, per_minute = 100000 }}
 "#,
             db = p("calgate.db"),
             state = p("state.key"),
@@ -155,12 +165,20 @@ pub async fn spawn_app_on(fake: FakeCronofy, work: Workdir, keys: &str) -> TestA
 
 /// Starts calgate with `extra` TOML appended to the test config (e.g. a `[tls]` table).
 pub async fn spawn_app_with(fake: FakeCronofy, work: Workdir, keys: &str, extra: &str) -> TestApp {
+    let config = format!("{}\n{extra}", work.config(&fake, keys));
+    spawn_app_from(fake, work, config).await
+}
+
+/// Starts calgate with the test config edited by `edit` (e.g. a smaller rate limit).
+pub async fn spawn_app_edited(edit: impl FnOnce(String) -> String) -> TestApp {
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let config = edit(work.config(&fake, &work.key("k1")));
+    spawn_app_from(fake, work, config).await
+}
+
+async fn spawn_app_from(fake: FakeCronofy, work: Workdir, config: String) -> TestApp {
     init_logs();
-    let config = format!(
-        "{}
-{extra}",
-        work.config(&fake, keys)
-    );
     let settings = Settings::from_toml_str(&config, &SecretSource::Process).expect("test config");
     let app = App::build(settings).await.expect("build app");
     let clock = app.clock();

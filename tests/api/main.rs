@@ -7,6 +7,8 @@ mod exchange;
 mod helpers;
 mod persistence;
 mod process;
+mod resilience;
+mod revoke;
 mod standard;
 mod tenancy;
 mod tls;

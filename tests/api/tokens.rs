@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use calgate::{
-    fake_cronofy::{Endpoint, NextAuthorization},
+    fake_cronofy::{Endpoint, Fault, NextAuthorization},
     grpc::pb,
 };
 use tonic::Code;
@@ -106,8 +106,7 @@ async fn a_transient_refresh_failure_keeps_the_grant_active() {
     let app = spawn_app().await;
     let grant = app.connect(None).await;
     app.clock.advance(Duration::from_secs(3600));
-    app.fake
-        .inject(calgate::fake_cronofy::Fault::status(Endpoint::Token, 502));
+    app.fake.inject(Fault::status(Endpoint::Token, 502).times(2));
     let status = upsert(&app, &grant.sub).await.expect_err("502 on refresh");
     assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
     assert_eq!(status_of(&app, &grant.sub).await, pb::GrantStatus::Active as i32);
@@ -119,9 +118,36 @@ async fn concurrent_calls_on_an_expiring_grant_refresh_once() {
     let app = spawn_app().await;
     let grant = app.connect(None).await;
     app.clock.advance(Duration::from_secs(3600));
-    let calls: Vec<_> = (0..20).map(|_| upsert(&app, &grant.sub)).collect();
+    app.fake
+        .inject(Fault::delay(Endpoint::Token, Duration::from_millis(200)));
+    let calls: Vec<_> = (0..50).map(|_| upsert(&app, &grant.sub)).collect();
     for result in futures::future::join_all(calls).await {
         result.expect("upsert");
     }
+    assert_eq!(app.fake.count(Endpoint::Token), 2, "one exchange, one refresh");
+}
+
+#[tokio::test]
+async fn a_caller_giving_up_mid_refresh_leaves_nothing_wedged() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    app.clock.advance(Duration::from_secs(3600));
+    app.fake
+        .inject(Fault::delay(Endpoint::Token, Duration::from_millis(600)));
+    let mut impatient = app.req(pb::UpsertEventRequest {
+        user: by_sub(&grant.sub),
+        calendar_id: app.fake.calendar_ids(&grant.sub)[0].clone(),
+        event: Some(event("evt-1")),
+    });
+    impatient
+        .metadata_mut()
+        .insert("grpc-timeout", "100m".parse().expect("header"));
+    let status = app.client.clone().upsert_event(impatient).await.expect_err("gave up");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+
+    // The refresh the caller started carries on without it and is stored; the
+    // next caller uses its result instead of refreshing again.
+    upsert(&app, &grant.sub).await.expect("next caller");
+    upsert(&app, &grant.sub).await.expect("and the one after");
     assert_eq!(app.fake.count(Endpoint::Token), 2, "one exchange, one refresh");
 }

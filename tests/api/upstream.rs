@@ -39,7 +39,9 @@ async fn each_upstream_status_maps_to_its_grpc_status() {
         (503, Code::Unavailable, "UPSTREAM_UNAVAILABLE"),
     ];
     for (http, code, reason) in cases {
-        app.fake.inject(Fault::status(Endpoint::UpsertEvent, http));
+        // 5xx are retried once by the test config: fail both attempts.
+        let times = if http >= 500 { 2 } else { 1 };
+        app.fake.inject(Fault::status(Endpoint::UpsertEvent, http).times(times));
         let status = upsert(&app, &grant.sub, &calendar).await.expect_err("fault");
         assert_status(&status, code, reason);
     }
@@ -77,6 +79,7 @@ async fn a_429_is_resource_exhausted_with_retry_info() {
     let app = spawn_app().await;
     let grant = app.connect(None).await;
     let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+    // Retry-After 7 s exceeds the test config's 3 s retry ceiling: no retry, answered at once.
     app.fake
         .inject(Fault::status(Endpoint::UpsertEvent, 429).retry_after("7"));
     let status = upsert(&app, &grant.sub, &calendar).await.expect_err("429");
@@ -84,7 +87,7 @@ async fn a_429_is_resource_exhausted_with_retry_info() {
     let retry = status.get_error_details().retry_info().and_then(|r| r.retry_delay);
     assert_eq!(retry, Some(Duration::from_secs(7)));
 
-    app.fake.inject(Fault::status(Endpoint::UpsertEvent, 429));
+    app.fake.inject(Fault::status(Endpoint::UpsertEvent, 429).times(2));
     let status = upsert(&app, &grant.sub, &calendar)
         .await
         .expect_err("429 without Retry-After");
@@ -99,9 +102,9 @@ async fn a_timeout_is_unavailable() {
     let app = spawn_app().await;
     let grant = app.connect(None).await;
     let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
-    // The test config sets upstream.request_timeout = 2s.
+    // The test config sets upstream.request_timeout = 1s and two attempts.
     app.fake
-        .inject(Fault::delay(Endpoint::UpsertEvent, Duration::from_secs(4)));
+        .inject(Fault::delay(Endpoint::UpsertEvent, Duration::from_secs(2)).times(2));
     let status = upsert(&app, &grant.sub, &calendar).await.expect_err("timeout");
     assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
 }

@@ -1,0 +1,159 @@
+//! A tenant application's request budget: Cronofy allows each application 50
+//! requests a second and 500 a minute by default; going over earns 429s for
+//! every tenant user at once. Two token buckets, both of which a request must
+//! pass. Token calls count too. Time is tokio's, so tests pause it.
+
+use std::{sync::Mutex, time::Duration};
+
+use tokio::time::Instant;
+
+/// Requests allowed per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests per second.
+    pub per_second: u32,
+    /// Requests per minute.
+    pub per_minute: u32,
+}
+
+impl Default for RateLimit {
+    /// Cronofy's documented default per application.
+    fn default() -> Self {
+        RateLimit {
+            per_second: 50,
+            per_minute: 500,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    capacity: f64,
+    refill_per_sec: f64,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn new(capacity: u32, window: Duration, now: Instant) -> Bucket {
+        let capacity = f64::from(capacity.max(1));
+        Bucket {
+            capacity,
+            refill_per_sec: capacity / window.as_secs_f64(),
+            tokens: capacity,
+            updated: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.refill_per_sec).min(self.capacity);
+        self.updated = now;
+    }
+
+    /// How long until one token is available (zero when one is).
+    fn wait(&self) -> Duration {
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / self.refill_per_sec)
+        }
+    }
+}
+
+/// One application's budget.
+#[derive(Debug)]
+pub struct RateBudget {
+    buckets: Mutex<[Bucket; 2]>,
+}
+
+impl RateBudget {
+    /// A full budget for `limit`.
+    pub fn new(limit: RateLimit) -> RateBudget {
+        let now = Instant::now();
+        RateBudget {
+            buckets: Mutex::new([
+                Bucket::new(limit.per_second, Duration::from_secs(1), now),
+                Bucket::new(limit.per_minute, Duration::from_secs(60), now),
+            ]),
+        }
+    }
+
+    /// Takes one request from both buckets, or says how long until it could.
+    pub fn try_acquire(&self) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        for bucket in buckets.iter_mut() {
+            bucket.refill(now);
+        }
+        let wait = buckets.iter().map(Bucket::wait).max().unwrap_or_default();
+        if !wait.is_zero() {
+            return Err(wait);
+        }
+        for bucket in buckets.iter_mut() {
+            bucket.tokens -= 1.0;
+        }
+        Ok(())
+    }
+
+    /// Waits for budget until `give_up_at`; past it, returns how long the caller
+    /// would have had to wait (for RetryInfo).
+    pub async fn acquire(&self, give_up_at: Instant) -> Result<(), Duration> {
+        loop {
+            match self.try_acquire() {
+                Ok(()) => return Ok(()),
+                Err(wait) if Instant::now() + wait <= give_up_at => tokio::time::sleep(wait).await,
+                Err(wait) => return Err(wait),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(per_second: u32, per_minute: u32) -> RateLimit {
+        RateLimit { per_second, per_minute }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn allows_a_burst_then_refills_per_second() {
+        let budget = RateBudget::new(limit(5, 500));
+        for _ in 0..5 {
+            assert!(budget.try_acquire().is_ok());
+        }
+        let wait = budget.try_acquire().expect_err("burst spent");
+        assert_eq!(wait, Duration::from_millis(200));
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(budget.try_acquire().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_minute_bucket_binds_too() {
+        let budget = RateBudget::new(limit(50, 60));
+        let mut granted = 0;
+        for _ in 0..10 {
+            while budget.try_acquire().is_ok() {
+                granted += 1;
+            }
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        // 60 at once, then one a second for the ten seconds that passed.
+        assert_eq!(granted, 60 + 9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_waits_within_the_limit_and_refuses_beyond_it() {
+        let budget = RateBudget::new(limit(1, 500));
+        budget.try_acquire().expect("first");
+        let started = Instant::now();
+        budget
+            .acquire(started + Duration::from_secs(2))
+            .await
+            .expect("waits one second");
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        let refused = budget.acquire(Instant::now() + Duration::from_millis(100)).await;
+        assert_eq!(refused, Err(Duration::from_secs(1)));
+    }
+}

@@ -1,0 +1,273 @@
+//! What stands between calgate and a bad day at Cronofy: retries with backoff
+//! for transient failures, a request budget per tenant application, and a
+//! circuit breaker per (tenant, data centre). Every Cronofy call goes through
+//! [`Resilience::call`], token calls included.
+
+mod breaker;
+mod budget;
+mod retry;
+
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+
+use tokio::time::Instant;
+use tracing::warn;
+
+pub use breaker::{Breaker, BreakerPolicy, BreakerState};
+pub use budget::{RateBudget, RateLimit};
+pub use retry::RetryPolicy;
+
+use crate::cronofy::CronofyError;
+
+/// Why a guarded call failed.
+#[derive(Debug)]
+pub enum GuardError {
+    /// Cronofy's own answer (after retries, for transient ones).
+    Upstream(CronofyError),
+    /// The tenant's request budget had no room before the caller's deadline.
+    BudgetExhausted {
+        /// How long until there would have been room.
+        retry_after: Duration,
+    },
+    /// The breaker is open: Cronofy has been failing; calls fail fast.
+    CircuitOpen {
+        /// How long until a probe is let through.
+        retry_after: Duration,
+    },
+}
+
+/// The guards of one tenant.
+#[derive(Debug)]
+struct TenantGuards {
+    budget: RateBudget,
+    breaker: Breaker,
+}
+
+/// Retries, budgets and breakers for every tenant.
+#[derive(Debug)]
+pub struct Resilience {
+    policy: RetryPolicy,
+    tenants: HashMap<String, Arc<TenantGuards>>,
+}
+
+/// What [`Resilience::new`] needs to know of a tenant.
+#[derive(Debug, Clone)]
+pub struct TenantLimits {
+    /// Tenant id.
+    pub tenant: String,
+    /// Data centre id, for the breaker's name.
+    pub data_center: String,
+    /// Requests allowed to its Cronofy application.
+    pub rate_limit: RateLimit,
+}
+
+impl Resilience {
+    /// Guards for the given tenants.
+    pub fn new(policy: RetryPolicy, breaker: BreakerPolicy, tenants: impl IntoIterator<Item = TenantLimits>) -> Self {
+        let tenants = tenants
+            .into_iter()
+            .map(|limits| {
+                let guards = TenantGuards {
+                    budget: RateBudget::new(limits.rate_limit),
+                    breaker: Breaker::new(format!("{}/{}", limits.tenant, limits.data_center), breaker),
+                };
+                (limits.tenant, Arc::new(guards))
+            })
+            .collect();
+        Resilience { policy, tenants }
+    }
+
+    /// The breaker state of a tenant's data centre (for logs and tests).
+    pub fn breaker_state(&self, tenant: &str) -> Option<BreakerState> {
+        self.tenants.get(tenant).map(|guards| guards.breaker.state())
+    }
+
+    /// Runs `attempt` for `tenant`: breaker first, then budget, then the call;
+    /// transient failures (429, 5xx, transport) are retried with jittered
+    /// backoff while the deadline and the retry ceiling allow. Other failures
+    /// return at once.
+    pub async fn call<T, F, Fut>(
+        &self,
+        tenant: &str,
+        deadline: Option<Instant>,
+        mut attempt: F,
+    ) -> Result<T, GuardError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CronofyError>>,
+    {
+        let Some(guards) = self.tenants.get(tenant) else {
+            // Tenants are fixed at start-up; an unknown one is a programming error, not the caller's.
+            return Err(GuardError::Upstream(CronofyError::Transport { kind: "unknown tenant" }));
+        };
+        let ceiling = Instant::now() + self.policy.ceiling;
+        let give_up_at = deadline.map_or(ceiling, |deadline| deadline.min(ceiling));
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            guards
+                .breaker
+                .allow()
+                .map_err(|retry_after| GuardError::CircuitOpen { retry_after })?;
+            guards
+                .budget
+                .acquire(give_up_at)
+                .await
+                .map_err(|retry_after| GuardError::BudgetExhausted { retry_after })?;
+            let error = match attempt().await {
+                Ok(value) => {
+                    guards.breaker.record(true);
+                    return Ok(value);
+                }
+                Err(error) => error,
+            };
+            // 4xx and 429 mean Cronofy is up; only 5xx and silence count against it.
+            guards.breaker.record(!matches!(
+                error,
+                CronofyError::Server { .. } | CronofyError::Transport { .. }
+            ));
+            if !error.is_transient() || tries >= self.policy.max_attempts {
+                return Err(GuardError::Upstream(error));
+            }
+            let retry_after = match &error {
+                CronofyError::RateLimited { retry_after } => *retry_after,
+                _ => None,
+            };
+            let delay = self.policy.delay(tries, retry_after, &mut rand::rng());
+            if Instant::now() + delay > give_up_at {
+                return Err(GuardError::Upstream(error));
+            }
+            warn!(tenant, attempt = tries, ?delay, %error, "Cronofy call failed; retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn resilience(max_attempts: u32) -> Resilience {
+        Resilience::new(
+            RetryPolicy {
+                max_attempts,
+                base_delay: Duration::from_millis(100),
+                max_delay: Duration::from_secs(2),
+                ceiling: Duration::from_secs(30),
+            },
+            BreakerPolicy {
+                failure_threshold: 3,
+                cool_down: Duration::from_secs(30),
+            },
+            [TenantLimits {
+                tenant: "acme".into(),
+                data_center: "us".into(),
+                rate_limit: RateLimit::default(),
+            }],
+        )
+    }
+
+    async fn failing(calls: &AtomicU32, error: fn() -> CronofyError, succeed_on: u32) -> Result<u32, CronofyError> {
+        let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if n >= succeed_on { Ok(n) } else { Err(error()) }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_until_success() {
+        let r = resilience(4);
+        let calls = AtomicU32::new(0);
+        let result = r
+            .call("acme", None, || {
+                failing(&calls, || CronofyError::Server { status: 503 }, 3)
+            })
+            .await;
+        assert!(matches!(result, Ok(3)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_4xx_are_never_retried() {
+        let r = resilience(4);
+        let calls = AtomicU32::new(0);
+        let result = r
+            .call("acme", None, || failing(&calls, || CronofyError::Forbidden, 9))
+            .await;
+        assert!(matches!(result, Err(GuardError::Upstream(CronofyError::Forbidden))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured() {
+        let r = resilience(4);
+        let calls = AtomicU32::new(0);
+        let started = Instant::now();
+        let result = r
+            .call("acme", None, || {
+                failing(
+                    &calls,
+                    || CronofyError::RateLimited {
+                        retry_after: Some(Duration::from_secs(5)),
+                    },
+                    2,
+                )
+            })
+            .await;
+        assert!(matches!(result, Ok(2)));
+        assert!(started.elapsed() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_retry_outlives_the_deadline() {
+        let r = resilience(10);
+        let calls = AtomicU32::new(0);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(3);
+        let result = r
+            .call("acme", Some(deadline), || {
+                failing(
+                    &calls,
+                    || CronofyError::RateLimited {
+                        retry_after: Some(Duration::from_secs(5)),
+                    },
+                    9,
+                )
+            })
+            .await;
+        assert!(matches!(
+            result,
+            Err(GuardError::Upstream(CronofyError::RateLimited { .. }))
+        ));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "a 5 s Retry-After does not fit a 3 s deadline"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_and_then_fails_fast_without_calling() {
+        let r = resilience(1);
+        let calls = AtomicU32::new(0);
+        for _ in 0..3 {
+            let _ = r
+                .call("acme", None, || {
+                    failing(&calls, || CronofyError::Transport { kind: "connect" }, 99)
+                })
+                .await;
+        }
+        assert_eq!(r.breaker_state("acme"), Some(BreakerState::Open));
+        let result = r
+            .call("acme", None, || failing(&calls, || CronofyError::Forbidden, 1))
+            .await;
+        assert!(matches!(result, Err(GuardError::CircuitOpen { .. })));
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "no call while open");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(
+            r.call("acme", None, || failing(&calls, || CronofyError::Forbidden, 1))
+                .await
+                .is_ok()
+        );
+        assert_eq!(r.breaker_state("acme"), Some(BreakerState::Closed));
+    }
+}

@@ -1,0 +1,135 @@
+//! Retries, the per-tenant request budget and the circuit breaker, end to end.
+
+use std::time::{Duration, Instant};
+
+use calgate::{
+    fake_cronofy::{Endpoint, Fault},
+    grpc::pb,
+};
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+use crate::helpers::*;
+
+async fn upsert(app: &TestApp, sub: &str, timeout: Option<&str>) -> Result<(), Status> {
+    let mut request = app.req(pb::UpsertEventRequest {
+        user: by_sub(sub),
+        calendar_id: app.fake.calendar_ids(sub)[0].clone(),
+        event: Some(event("evt-1")),
+    });
+    if let Some(timeout) = timeout {
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", timeout.parse().expect("header"));
+    }
+    app.client.clone().upsert_event(request).await.map(drop)
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_and_never_seen_by_the_caller() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    for status in [503, 500, 429] {
+        app.fake.inject(Fault::status(Endpoint::UpsertEvent, status));
+        upsert(&app, &grant.sub, None).await.expect("retried to success");
+    }
+    assert_eq!(app.fake.count(Endpoint::UpsertEvent), 6);
+    // A 4xx other than 429 is never retried.
+    app.fake.inject(Fault::status(Endpoint::UpsertEvent, 403));
+    upsert(&app, &grant.sub, None).await.expect_err("403");
+    assert_eq!(app.fake.count(Endpoint::UpsertEvent), 7);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    app.fake
+        .inject(Fault::status(Endpoint::UpsertEvent, 429).retry_after("1"));
+    let started = Instant::now();
+    upsert(&app, &grant.sub, None).await.expect("succeeds after waiting");
+    assert!(started.elapsed() >= Duration::from_secs(1), "waited for Retry-After");
+    assert_eq!(app.fake.count(Endpoint::UpsertEvent), 2);
+}
+
+#[tokio::test]
+async fn a_retry_that_would_outlive_the_deadline_is_not_made() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    app.fake
+        .inject(Fault::status(Endpoint::UpsertEvent, 429).retry_after("2"));
+    let started = Instant::now();
+    let status = upsert(&app, &grant.sub, Some("500m"))
+        .await
+        .expect_err("no time to retry");
+    assert_status(&status, Code::ResourceExhausted, "UPSTREAM_RATE_LIMITED");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "answered at once, not at the deadline"
+    );
+    assert_eq!(app.fake.count(Endpoint::UpsertEvent), 1);
+}
+
+#[tokio::test]
+async fn the_breaker_opens_fails_fast_and_recovers() {
+    let app = spawn_app_edited(|c| {
+        c.replace("failure_threshold = 1000", "failure_threshold = 2")
+            .replace("cool_down = \"1s\"", "cool_down = \"400ms\"")
+    })
+    .await;
+    let grant = app.connect(None).await;
+    app.fake.inject(Fault::status(Endpoint::UpsertEvent, 503).times(2));
+    let status = upsert(&app, &grant.sub, None).await.expect_err("two 503s");
+    assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+
+    let calls = app.fake.count(Endpoint::UpsertEvent);
+    let status = upsert(&app, &grant.sub, None).await.expect_err("open: fails fast");
+    assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+    assert!(
+        status.get_error_details().retry_info().is_some(),
+        "says when to come back"
+    );
+    assert_eq!(app.fake.count(Endpoint::UpsertEvent), calls, "no call while open");
+
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    upsert(&app, &grant.sub, None)
+        .await
+        .expect("the probe succeeds and closes it");
+    upsert(&app, &grant.sub, None).await.expect("closed");
+}
+
+#[tokio::test]
+async fn the_tenant_budget_makes_callers_wait_or_refuses_within_their_deadline() {
+    let app = spawn_app_edited(|c| {
+        c.replacen(
+            "rate_limit = { per_second = 10000, per_minute = 100000 }",
+            "rate_limit = { per_second = 1, per_minute = 100 }",
+            1,
+        )
+    })
+    .await;
+    let grant = app.connect(None).await; // spends the second's only request (the token call)
+    let status = upsert(&app, &grant.sub, Some("200m"))
+        .await
+        .expect_err("no budget in time");
+    assert_status(&status, Code::ResourceExhausted, "RATE_BUDGET_EXHAUSTED");
+    let wait = status.get_error_details().retry_info().and_then(|r| r.retry_delay);
+    assert!(
+        wait.is_some_and(|w| w > Duration::ZERO && w <= Duration::from_secs(1)),
+        "{wait:?}"
+    );
+    assert_eq!(app.fake.count(Endpoint::UpsertEvent), 0, "nothing sent over budget");
+
+    let started = Instant::now();
+    upsert(&app, &grant.sub, None).await.expect("waits for budget");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "it waited for the budget"
+    );
+    // The other tenant's budget is its own.
+    let globex = app
+        .connect_as(GLOBEX_KEY, GLOBEX_REDIRECT, None)
+        .await
+        .expect("globex is not throttled by acme");
+    assert!(!globex.sub.is_empty());
+}
