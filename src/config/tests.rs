@@ -52,6 +52,16 @@ fn a_minimal_config_gets_the_contract_defaults() {
     assert_eq!(settings.refresh_margin, Duration::from_secs(300));
     assert_eq!(settings.shutdown_grace, Duration::from_secs(20));
     assert_eq!(settings.tenants[0].data_center, DataCenter::Us);
+    assert_eq!(
+        settings.tenants[0].rate_limit,
+        RateLimit {
+            per_second: 50,
+            per_minute: 500
+        }
+    );
+    assert_eq!(settings.upstream.retry.max_attempts, 4);
+    assert_eq!(settings.upstream.retry.ceiling, Duration::from_secs(30));
+    assert_eq!(settings.upstream.breaker.failure_threshold, 5);
     assert_eq!(settings.tenants[0].client_secret.expose_secret(), "s3cret");
     assert!(settings.tls.is_none());
 }
@@ -66,6 +76,16 @@ fn errors_name_the_key() {
         (config("", "[tls]\ncert_file = \"/x.pem\""), "tls.key_file"),
         (config("", "unknown_key = 1"), "unknown_key"),
         (config("", r#"listen = "nowhere""#), "listen"),
+        (config("rate_limit = { per_second = 0 }", ""), "tenants[0].rate_limit"),
+        (config("", "[upstream]\nmax_attempts = 0"), "upstream.max_attempts"),
+        (
+            config("", "[upstream]\nbackoff_base = \"10s\"\nbackoff_max = \"1s\""),
+            "upstream.backoff_base",
+        ),
+        (
+            config("", "[upstream.breaker]\nfailure_threshold = 0"),
+            "upstream.breaker.failure_threshold",
+        ),
     ];
     for (text, key) in cases {
         let error = error_of(&text);

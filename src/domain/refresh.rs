@@ -97,10 +97,7 @@ impl Refresher {
     /// the margin plus a per-grant jitter of up to one more margin, so grants
     /// connected together do not all refresh in the same second.
     pub(super) fn needs_refresh(&self, tenant: &str, sub: &str, tokens: &Tokens) -> bool {
-        let mut hasher = DefaultHasher::new();
-        (tenant, sub, tokens.access_expires_at.unix_timestamp()).hash(&mut hasher);
-        let fraction = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
-        let window = self.margin + self.margin.mul_f64(fraction);
+        let window = refresh_window(self.margin, tenant, sub, tokens.access_expires_at.unix_timestamp());
         tokens.access_expires_at - self.clock.now() <= window
     }
 
@@ -271,11 +268,44 @@ impl Refresher {
     }
 }
 
+/// How long before expiry a grant's token is refreshed: the margin plus a
+/// jitter of up to one more margin, fixed per (grant, token) so that one
+/// grant's decision does not flap between calls.
+fn refresh_window(margin: Duration, tenant: &str, sub: &str, expires_at: i64) -> Duration {
+    let mut hasher = DefaultHasher::new();
+    (tenant, sub, expires_at).hash(&mut hasher);
+    let fraction = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    margin + margin.mul_f64(fraction)
+}
+
 /// The tokens of a grant calgate may act on, or why it may not.
 pub(super) fn usable_tokens(stored: &StoredGrant) -> Result<&Tokens, Error> {
     match stored.grant.status {
         GrantStatus::Active => stored.tokens.as_ref().ok_or(Error::GrantNeedsReauth),
         GrantStatus::NeedsReauth => Err(Error::GrantNeedsReauth),
         GrantStatus::Revoked => Err(Error::GrantRevoked),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_windows_spread_over_one_margin_and_are_stable() {
+        let margin = Duration::from_secs(300);
+        let windows: Vec<Duration> = (0..1000)
+            .map(|n| refresh_window(margin, "acme", &format!("acc_{n}"), 1_800_000_000))
+            .collect();
+        assert!(windows.iter().all(|w| *w >= margin && *w < margin * 2));
+        let early = windows.iter().filter(|w| **w < margin + margin / 2).count();
+        assert!(
+            (350..650).contains(&early),
+            "about half in each half of the window: {early}"
+        );
+        assert_eq!(
+            refresh_window(margin, "acme", "acc_1", 1_800_000_000),
+            refresh_window(margin, "acme", "acc_1", 1_800_000_000)
+        );
     }
 }

@@ -205,3 +205,91 @@ async fn arrive(shared: &Shared, endpoint: Endpoint, path: &str) -> Option<axum:
     }
     fault.response()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// reqwest is built without a default TLS provider: calgate installs ring.
+    fn http() -> reqwest::ClientBuilder {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+    }
+
+    async fn token(fake: &FakeCronofy, body: Value) -> (u16, Value) {
+        let response = http()
+            .build()
+            .expect("client")
+            .post(format!("{}oauth/token", fake.api_base_url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("token endpoint");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn code(fake: &FakeCronofy) -> String {
+        let url = format!(
+            "{}oauth/authorize?response_type=code&client_id=c&redirect_uri=https%3A%2F%2Fx.example%2Fcb&scope=free_busy_write",
+            fake.app_base_url()
+        );
+        let response = http()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+            .get(url)
+            .send()
+            .await
+            .expect("authorize");
+        assert_eq!(response.status().as_u16(), 302);
+        let location = url::Url::parse(response.headers()["location"].to_str().unwrap_or_default()).expect("location");
+        location
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .expect("code")
+    }
+
+    #[tokio::test]
+    async fn rotation_refuses_a_reused_refresh_token_and_codes_are_single_use() {
+        let fake = FakeCronofy::start().await.expect("fake");
+        fake.register_client("c", "s");
+        let code = code(&fake).await;
+        let exchange = json!({"client_id": "c", "client_secret": "s", "grant_type": "authorization_code",
+            "code": code, "redirect_uri": "https://x.example/cb"});
+        let (status, first) = token(&fake, exchange.clone()).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            token(&fake, exchange).await,
+            (400, json!({"error": "invalid_grant"})),
+            "a used code"
+        );
+
+        let refresh = |token: &Value| {
+            json!({"client_id": "c", "client_secret": "s", "grant_type": "refresh_token",
+                "refresh_token": token["refresh_token"]})
+        };
+        let (status, second) = token(&fake, refresh(&first)).await;
+        assert_eq!(status, 200);
+        assert_ne!(second["refresh_token"], first["refresh_token"], "rotated");
+        assert_eq!(
+            token(&fake, refresh(&first)).await,
+            (400, json!({"error": "invalid_grant"})),
+            "reuse refused"
+        );
+        let (status, _) = token(&fake, refresh(&second)).await;
+        assert_eq!(status, 200, "the newest one works");
+    }
+
+    #[tokio::test]
+    async fn token_requests_need_the_client_secret() {
+        let fake = FakeCronofy::start().await.expect("fake");
+        fake.register_client("c", "s");
+        let body = json!({"client_id": "c", "client_secret": "wrong", "grant_type": "authorization_code",
+            "code": "x", "redirect_uri": "https://x.example/cb"});
+        assert_eq!(token(&fake, body).await, (400, json!({"error": "invalid_client"})));
+    }
+}

@@ -270,6 +270,8 @@ impl TestApp {
 
 /// Opens a consent URL at the fake and reads code and state from the redirect.
 pub async fn follow_consent(url: &str) -> (String, String) {
+    // reqwest is built without a default TLS provider (calgate installs ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
