@@ -39,6 +39,12 @@ enum Command {
         #[arg(long, env = "CALGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Apply pending store migrations and exit (for operators who migrate before a rollout).
+    Migrate {
+        /// Config file (TOML); only `store` and `encryption` are used.
+        #[arg(long, env = "CALGATE_CONFIG")]
+        config: PathBuf,
+    },
     /// Print the SHA-256 of an API key read from standard input, for `api_key_sha256`.
     HashKey,
     /// Run the fake Cronofy used by the tests (loopback only, never a real Cronofy).
@@ -97,7 +103,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let settings = Settings::load(&config)?;
             println!("config OK: {}", config.display());
             println!("  listen          {}", settings.listen);
-            println!("  store.url       {}", settings.store.url);
+            println!("  store.url       {}", redact_url(&settings.store.url));
             let key_ids: Vec<&str> = settings.encryption_keys.iter().map(|k| k.id.as_str()).collect();
             println!(
                 "  encryption keys {} (encrypting with `{}`)",
@@ -113,6 +119,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     tenant.redirect_uris.len()
                 );
             }
+            Ok(())
+        }
+        Command::Migrate { config } => {
+            let mut settings = Settings::load(&config)?;
+            telemetry::init(&settings.log);
+            settings.store.auto_migrate = false;
+            let store = calgate::store::Store::connect(&settings.store, &settings.encryption_keys).await?;
+            store.migrate().await?;
+            println!("store migrated: {}", redact_url(&settings.store.url));
             Ok(())
         }
         Command::HashKey => {
@@ -147,5 +162,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             shutdown_signal().await;
             Ok(())
         }
+    }
+}
+
+/// A store URL without its password, for printing.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("[redacted]"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
     }
 }

@@ -81,7 +81,7 @@ impl App {
                 .iter()
                 .map(|tenant| (Arc::new(Tenant::from_settings(tenant)), tenant.api_key_sha256.clone())),
         );
-        let resilience = Resilience::new(
+        let resilience = Resilience::for_store(
             settings.upstream.retry,
             settings.upstream.breaker,
             settings.tenants.iter().map(|tenant| TenantLimits {
@@ -89,6 +89,7 @@ impl App {
                 data_center: tenant.data_center.to_string(),
                 rate_limit: tenant.rate_limit,
             }),
+            &store,
         );
         let clock = Clock::default();
         let service = CalendarService::new(ServiceParts {
@@ -202,6 +203,7 @@ async fn watch_store(service: Arc<CalendarService>, reporter: HealthReporter, mu
         );
         if reachable {
             service.flush_pending_tokens().await;
+            let _ = service.store().prune_rate_windows().await;
         }
         if reachable != healthy && !*stopping.borrow() {
             healthy = reachable;

@@ -98,12 +98,16 @@ pub struct Settings {
 }
 
 /// Where grants live.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StoreSettings {
     /// `sqlite://path`, `sqlite::memory:`.
     pub url: String,
     /// Pool size.
     pub max_connections: u32,
+    /// Apply pending migrations at start-up (else run `calgate migrate` first).
+    pub auto_migrate: bool,
+    /// PostgreSQL password, kept out of `url` (from `password_env` / `password_file`).
+    pub password: Option<SecretString>,
 }
 
 /// One token-encryption key.
@@ -196,6 +200,11 @@ impl Settings {
             max_connections: match raw.store.max_connections {
                 0 => return Err(ConfigError::invalid("store.max_connections", "must be at least 1")),
                 n => n,
+            },
+            auto_migrate: raw.store.auto_migrate,
+            password: match (&raw.store.password_env, &raw.store.password_file) {
+                (None, None) => None,
+                (env, file) => Some(secrets.string("store.password", env.as_deref(), file.as_deref())?),
             },
         };
         let state_key = secrets.key32(
@@ -298,15 +307,13 @@ fn positive(value: Duration, key: &str) -> Result<(), ConfigError> {
 }
 
 fn check_store_url(url: &str) -> Result<String, ConfigError> {
-    if url.starts_with("sqlite:") {
+    if url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Ok(url.to_owned())
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+    } else {
         Err(ConfigError::invalid(
             "store.url",
-            "PostgreSQL is not supported by this build yet; use sqlite://PATH",
+            "must start with sqlite: (one machine) or postgres:// (several replicas)",
         ))
-    } else {
-        Err(ConfigError::invalid("store.url", "must start with sqlite:"))
     }
 }
 

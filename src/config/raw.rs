@@ -41,6 +41,10 @@ pub(super) struct RawStore {
     pub(super) url: String,
     #[serde(default = "default_max_connections")]
     pub(super) max_connections: u32,
+    #[serde(default = "default_true")]
+    pub(super) auto_migrate: bool,
+    pub(super) password_env: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +194,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_metrics_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 9090))
+}
+fn default_true() -> bool {
+    true
 }
 fn default_max_connections() -> u32 {
     8

@@ -117,9 +117,11 @@ fn a_key_may_decide_only_one_tenant() {
 }
 
 #[test]
-fn postgres_is_refused_until_supported_and_redirects_must_be_absolute() {
+fn store_urls_are_sqlite_or_postgres_and_redirects_must_be_absolute() {
     let postgres = config("", "").replace("sqlite::memory:", "postgres://localhost/calgate");
-    assert!(error_of(&postgres).contains("store.url"));
+    assert!(Settings::from_toml_str(&postgres, &secrets()).is_ok());
+    let mysql = config("", "").replace("sqlite::memory:", "mysql://localhost/calgate");
+    assert!(error_of(&mysql).contains("store.url"));
     let relative = config("", "").replace("https://acme.example/cb", "/cb");
     assert!(error_of(&relative).contains("tenants[0].redirect_uris[0]"));
 }

@@ -140,35 +140,54 @@ impl Refresher {
         if let Some(fresh) = self.flush_pending(&tenant.id, sub).await? {
             return Ok(fresh);
         }
-        let stored = self.read(tenant, sub).await?;
-        let tokens = usable_tokens(&stored)?;
+        // Across replicas, the lease serialises refreshes of this grant; the
+        // grant is re-read inside it.
+        let lease = self
+            .store
+            .lease_grant(&tenant.id, sub)
+            .await
+            .map_err(|_| Error::StoreUnavailable)?;
+        let Some(stored) = lease.grant() else {
+            lease.release().await;
+            return Err(Error::GrantNotFound);
+        };
+        let version = stored.version;
+        let tokens = match usable_tokens(stored) {
+            Ok(tokens) => tokens,
+            Err(error) => {
+                lease.release().await;
+                return Err(error);
+            }
+        };
         let still_needed = match need {
             Need::Expiring => self.needs_refresh(&tenant.id, sub, tokens),
-            Need::Rejected { version } => stored.version == version,
+            Need::Rejected { version: refused } => version == refused,
         };
         if !still_needed {
-            return Ok(Fresh {
+            let fresh = Fresh {
                 token: tokens.access_token.clone(),
-                version: stored.version,
-            });
+                version,
+            };
+            lease.release().await;
+            return Ok(fresh);
         }
+        let old_refresh = tokens.refresh_token.clone();
         let answer = self
             .resilience
-            .call(&tenant.id, None, || {
-                self.cronofy.refresh(&tenant.app, &tokens.refresh_token)
-            })
+            .call(&tenant.id, None, || self.cronofy.refresh(&tenant.app, &old_refresh))
             .await;
         let response = match answer {
             Ok(response) => response,
             Err(GuardError::Upstream(CronofyError::InvalidGrant)) => {
                 warn!(tenant = %tenant.id, sub, "Cronofy refused the refresh token; grant needs re-authorization");
-                self.store
-                    .mark_needs_reauth(&tenant.id, sub, stored.version)
+                lease
+                    .mark_needs_reauth(version)
                     .await
                     .map_err(|_| Error::StoreUnavailable)?;
                 return Err(Error::GrantNeedsReauth);
             }
             Err(failure) => {
+                lease.release().await;
                 warn!(tenant = %tenant.id, sub, ?failure, "token refresh failed; the grant stays active");
                 return Err(upstream::guard_error(failure, ""));
             }
@@ -176,10 +195,35 @@ impl Refresher {
         let fresh = Tokens {
             access_token: response.access_token,
             // Cronofy may omit the refresh token; the old one then stays valid.
-            refresh_token: response.refresh_token.unwrap_or_else(|| tokens.refresh_token.clone()),
+            refresh_token: response.refresh_token.unwrap_or(old_refresh),
             access_expires_at: self.clock.now() + time::Duration::seconds(i64::from(response.expires_in)),
         };
-        self.store_refreshed(tenant, sub, stored.version, fresh).await
+        // Committed under the lease before anyone uses the new access token.
+        match lease.store_tokens(version, &fresh).await {
+            Ok(Some(new_version)) => {
+                info!(tenant = %tenant.id, sub, "access token refreshed");
+                Ok(Fresh {
+                    token: fresh.access_token,
+                    version: new_version,
+                })
+            }
+            Ok(None) => self.use_newer(tenant, sub).await,
+            Err(error) => {
+                warn!(tenant = %tenant.id, sub, %error, "storing refreshed tokens under the lease failed");
+                self.store_refreshed(tenant, sub, version, fresh).await
+            }
+        }
+    }
+
+    /// The grant changed (reconnected or revoked) while we refreshed: the stored state wins.
+    async fn use_newer(&self, tenant: &Tenant, sub: &str) -> Result<Fresh, Error> {
+        warn!(tenant = %tenant.id, sub, "grant changed during refresh; using the stored tokens");
+        let newer = self.read(tenant, sub).await?;
+        let tokens = usable_tokens(&newer)?;
+        Ok(Fresh {
+            token: tokens.access_token.clone(),
+            version: newer.version,
+        })
     }
 
     async fn read(&self, tenant: &Tenant, sub: &str) -> Result<StoredGrant, Error> {
@@ -190,8 +234,9 @@ impl Refresher {
             .ok_or(Error::GrantNotFound)
     }
 
-    /// Writes the refreshed pair (compare-and-swap), retrying a little; if the
-    /// store keeps refusing, parks the pair in memory and reports the store down.
+    /// Writes the refreshed pair (compare-and-swap) after the lease's write
+    /// failed, retrying a little; if the store keeps refusing, parks the pair in
+    /// memory and reports the store down.
     async fn store_refreshed(&self, tenant: &Tenant, sub: &str, version: i64, fresh: Tokens) -> Result<Fresh, Error> {
         for attempt in 1..=STORE_ATTEMPTS {
             match self.store.update_tokens(&tenant.id, sub, version, &fresh).await {
@@ -202,16 +247,7 @@ impl Refresher {
                         version: new_version,
                     });
                 }
-                Ok(None) => {
-                    // Reconnected (or revoked) meanwhile: the stored state is newer than ours.
-                    warn!(tenant = %tenant.id, sub, "grant changed during refresh; using the stored tokens");
-                    let newer = self.read(tenant, sub).await?;
-                    let tokens = usable_tokens(&newer)?;
-                    return Ok(Fresh {
-                        token: tokens.access_token.clone(),
-                        version: newer.version,
-                    });
-                }
+                Ok(None) => return self.use_newer(tenant, sub).await,
                 Err(error) => {
                     warn!(tenant = %tenant.id, sub, %error, attempt, "storing refreshed tokens failed");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;

@@ -6,6 +6,7 @@
 mod breaker;
 mod budget;
 mod retry;
+mod shared;
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
@@ -16,7 +17,9 @@ pub use breaker::{Breaker, BreakerPolicy, BreakerState};
 pub use budget::{RateBudget, RateLimit};
 pub use retry::RetryPolicy;
 
-use crate::cronofy::CronofyError;
+use shared::{SharedBreaker, SharedBudget};
+
+use crate::{cronofy::CronofyError, store::Store};
 
 /// Why a guarded call failed.
 #[derive(Debug)]
@@ -35,11 +38,40 @@ pub enum GuardError {
     },
 }
 
-/// The guards of one tenant.
+/// The guards of one tenant: in this process, or shared by every replica.
 #[derive(Debug)]
-struct TenantGuards {
-    budget: RateBudget,
-    breaker: Breaker,
+enum TenantGuards {
+    Local {
+        budget: RateBudget,
+        breaker: Breaker,
+    },
+    Shared {
+        budget: SharedBudget,
+        breaker: SharedBreaker,
+    },
+}
+
+impl TenantGuards {
+    async fn allow(&self) -> Result<(), Duration> {
+        match self {
+            TenantGuards::Local { breaker, .. } => breaker.allow(),
+            TenantGuards::Shared { breaker, .. } => breaker.allow().await,
+        }
+    }
+
+    async fn acquire(&self, give_up_at: Instant) -> Result<(), Duration> {
+        match self {
+            TenantGuards::Local { budget, .. } => budget.acquire(give_up_at).await,
+            TenantGuards::Shared { budget, .. } => budget.acquire(give_up_at).await,
+        }
+    }
+
+    async fn record(&self, healthy: bool) {
+        match self {
+            TenantGuards::Local { breaker, .. } => breaker.record(healthy),
+            TenantGuards::Shared { breaker, .. } => breaker.record(healthy).await,
+        }
+    }
 }
 
 /// Retries, budgets and breakers for every tenant.
@@ -61,14 +93,46 @@ pub struct TenantLimits {
 }
 
 impl Resilience {
-    /// Guards for the given tenants.
+    /// Guards for the given tenants, kept in this process.
     pub fn new(policy: RetryPolicy, breaker: BreakerPolicy, tenants: impl IntoIterator<Item = TenantLimits>) -> Self {
+        Resilience::build(policy, breaker, tenants, None)
+    }
+
+    /// Guards for the given tenants, shared through `store` when it is shared
+    /// by replicas (PostgreSQL), kept in this process otherwise.
+    pub fn for_store(
+        policy: RetryPolicy,
+        breaker: BreakerPolicy,
+        tenants: impl IntoIterator<Item = TenantLimits>,
+        store: &Store,
+    ) -> Self {
+        Resilience::build(policy, breaker, tenants, store.is_shared().then(|| store.clone()))
+    }
+
+    fn build(
+        policy: RetryPolicy,
+        breaker: BreakerPolicy,
+        tenants: impl IntoIterator<Item = TenantLimits>,
+        shared: Option<Store>,
+    ) -> Self {
         let tenants = tenants
             .into_iter()
             .map(|limits| {
-                let guards = TenantGuards {
-                    budget: RateBudget::new(limits.rate_limit),
-                    breaker: Breaker::new(format!("{}/{}", limits.tenant, limits.data_center), breaker),
+                let name = format!("{}/{}", limits.tenant, limits.data_center);
+                let guards = match &shared {
+                    None => TenantGuards::Local {
+                        budget: RateBudget::new(limits.rate_limit),
+                        breaker: Breaker::new(name, breaker),
+                    },
+                    Some(store) => TenantGuards::Shared {
+                        budget: SharedBudget {
+                            store: store.clone(),
+                            tenant: limits.tenant.clone(),
+                            limit: limits.rate_limit,
+                            fallback: RateBudget::new(limits.rate_limit),
+                        },
+                        breaker: SharedBreaker::new(store.clone(), name, breaker),
+                    },
                 };
                 (limits.tenant, Arc::new(guards))
             })
@@ -76,9 +140,12 @@ impl Resilience {
         Resilience { policy, tenants }
     }
 
-    /// The breaker state of a tenant's data centre (for logs and tests).
+    /// The breaker state of a tenant's data centre, when kept in this process (tests).
     pub fn breaker_state(&self, tenant: &str) -> Option<BreakerState> {
-        self.tenants.get(tenant).map(|guards| guards.breaker.state())
+        match self.tenants.get(tenant).map(Arc::as_ref) {
+            Some(TenantGuards::Local { breaker, .. }) => Some(breaker.state()),
+            _ => None,
+        }
     }
 
     /// Runs `attempt` for `tenant`: breaker first, then budget, then the call;
@@ -105,26 +172,23 @@ impl Resilience {
         loop {
             tries += 1;
             guards
-                .breaker
                 .allow()
+                .await
                 .map_err(|retry_after| GuardError::CircuitOpen { retry_after })?;
             guards
-                .budget
                 .acquire(give_up_at)
                 .await
                 .map_err(|retry_after| GuardError::BudgetExhausted { retry_after })?;
             let error = match attempt().await {
                 Ok(value) => {
-                    guards.breaker.record(true);
+                    guards.record(true).await;
                     return Ok(value);
                 }
                 Err(error) => error,
             };
             // 4xx and 429 mean Cronofy is up; only 5xx and silence count against it.
-            guards.breaker.record(!matches!(
-                error,
-                CronofyError::Server { .. } | CronofyError::Transport { .. }
-            ));
+            let healthy = !matches!(error, CronofyError::Server { .. } | CronofyError::Transport { .. });
+            guards.record(healthy).await;
             if !error.is_transient() || tries >= self.policy.max_attempts {
                 return Err(GuardError::Upstream(error));
             }

@@ -21,9 +21,9 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 
 use crate::helpers::*;
 
-struct Binary {
+pub struct Binary {
     child: Child,
-    client: CalendarWriteServiceClient<Channel>,
+    pub client: CalendarWriteServiceClient<Channel>,
     channel: Channel,
     logs: Arc<Mutex<String>>,
 }
@@ -40,14 +40,18 @@ fn collect(stream: impl AsyncRead + Unpin + Send + 'static, logs: Arc<Mutex<Stri
 }
 
 async fn start_binary(fake: &FakeCronofy, work: &Workdir) -> Binary {
+    start_binary_with(fake, work, |config| config).await
+}
+
+/// Starts the real binary with the test config edited by `edit` (e.g. a PostgreSQL store).
+pub async fn start_binary_with(fake: &FakeCronofy, work: &Workdir, edit: impl FnOnce(String) -> String) -> Binary {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let config = work
-        .config(fake, &work.key("k1"))
+    let config = edit(work.config(fake, &work.key("k1")))
         .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
-    let path = work.path("calgate.toml");
+    let path = work.path(&format!("calgate-{port}.toml"));
     std::fs::write(&path, config).expect("config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_calgate"))
         .arg("serve")
@@ -92,6 +96,11 @@ async fn start_binary(fake: &FakeCronofy, work: &Workdir) -> Binary {
 }
 
 impl Binary {
+    /// Kills the process outright, as the kernel's OOM killer or a node loss would.
+    pub async fn sigkill(&mut self) {
+        self.child.kill().await.expect("SIGKILL");
+    }
+
     fn sigterm(&self) {
         let pid = self.child.id().expect("pid").to_string();
         let status = std::process::Command::new("kill")
@@ -113,7 +122,7 @@ impl Binary {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
-    async fn connect(&self, user_ref: &str) -> pb::Grant {
+    pub async fn connect(&self, user_ref: &str) -> pb::Grant {
         let built = self
             .client
             .clone()
@@ -146,7 +155,7 @@ impl Binary {
             .expect("grant")
     }
 
-    async fn upsert(&self, sub: &str, calendar_id: &str) -> Result<(), tonic::Status> {
+    pub async fn upsert(&self, sub: &str, calendar_id: &str) -> Result<(), tonic::Status> {
         self.client
             .clone()
             .upsert_event(with_key(
@@ -187,7 +196,7 @@ async fn sigterm_drains_in_flight_calls_then_exits_zero() {
 }
 
 impl Binary {
-    async fn upsert_with(
+    pub async fn upsert_with(
         mut client: CalendarWriteServiceClient<Channel>,
         sub: &str,
         calendar_id: &str,

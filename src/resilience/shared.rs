@@ -1,0 +1,159 @@
+//! Budgets and breakers shared by replicas through the PostgreSQL store, so
+//! that three replicas together stay within one Cronofy application's limits
+//! and stop hammering a sick Cronofy together.
+
+use std::{sync::Mutex, time::Duration};
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::{BreakerPolicy, RateBudget, RateLimit};
+use crate::store::{BreakerRecord, Store};
+
+/// How long a replica trusts its copy of a shared breaker's state.
+const BREAKER_CACHE: Duration = Duration::from_secs(1);
+
+fn unix_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// One tenant's request budget, counted in PostgreSQL by every replica.
+#[derive(Debug)]
+pub(super) struct SharedBudget {
+    pub(super) store: Store,
+    pub(super) tenant: String,
+    pub(super) limit: RateLimit,
+    /// Used while PostgreSQL cannot count (the replica then limits itself).
+    pub(super) fallback: RateBudget,
+}
+
+impl SharedBudget {
+    pub(super) async fn acquire(&self, give_up_at: Instant) -> Result<(), Duration> {
+        loop {
+            let taken = self
+                .store
+                .take_rate_budget(&self.tenant, self.limit.per_second, self.limit.per_minute)
+                .await;
+            match taken {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(wait)) if Instant::now() + wait <= give_up_at => tokio::time::sleep(wait).await,
+                Ok(Err(wait)) => return Err(wait),
+                Err(error) => {
+                    warn!(tenant = %self.tenant, %error, "shared request budget unreachable; limiting locally");
+                    return self.fallback.acquire(give_up_at).await;
+                }
+            }
+        }
+    }
+}
+
+/// A circuit breaker whose state lives in PostgreSQL.
+#[derive(Debug)]
+pub(super) struct SharedBreaker {
+    store: Store,
+    name: String,
+    policy: BreakerPolicy,
+    cache: Mutex<(BreakerRecord, Option<Instant>)>,
+}
+
+impl SharedBreaker {
+    pub(super) fn new(store: Store, name: String, policy: BreakerPolicy) -> Self {
+        let closed = BreakerRecord {
+            failures: 0,
+            open_until_ms: 0,
+        };
+        SharedBreaker {
+            store,
+            name,
+            policy,
+            cache: Mutex::new((closed, None)),
+        }
+    }
+
+    fn cached(&self) -> (BreakerRecord, Option<Instant>) {
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember(&self, record: BreakerRecord) {
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = (record, Some(Instant::now()));
+    }
+
+    async fn current(&self) -> BreakerRecord {
+        let (record, read_at) = self.cached();
+        if read_at.is_some_and(|at| at.elapsed() < BREAKER_CACHE) {
+            return record;
+        }
+        match self.store.read_breaker(&self.name).await {
+            Ok(record) => {
+                self.remember(record);
+                record
+            }
+            // The store being down is the store's problem; do not block calls on it.
+            Err(_) => record,
+        }
+    }
+
+    pub(super) async fn allow(&self) -> Result<(), Duration> {
+        let record = self.current().await;
+        let now = unix_ms();
+        if record.open_until_ms == 0 {
+            return Ok(());
+        }
+        if record.open_until_ms > now {
+            return Err(Duration::from_millis((record.open_until_ms - now) as u64));
+        }
+        // Cool-down over: exactly one replica gets to probe.
+        match self.store.claim_breaker_probe(&self.name, self.policy.cool_down).await {
+            Ok(true) => {
+                info!(breaker = %self.name, state = "half_open", "circuit breaker lets a probe through");
+                self.remember(BreakerRecord {
+                    failures: record.failures,
+                    open_until_ms: now + self.policy.cool_down.as_millis() as i64,
+                });
+                Ok(())
+            }
+            Ok(false) => {
+                let record = self.store.read_breaker(&self.name).await.unwrap_or(record);
+                self.remember(record);
+                Err(Duration::from_millis((record.open_until_ms - now).max(1) as u64))
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    pub(super) async fn record(&self, healthy: bool) {
+        let (cached, _) = self.cached();
+        if healthy {
+            if cached.failures > 0 || cached.open_until_ms > 0 {
+                // Reset the shared count even when it never opened; log only a real close.
+                let reset = matches!(self.store.record_breaker_success(&self.name).await, Ok(true));
+                if reset && cached.open_until_ms > 0 {
+                    info!(breaker = %self.name, state = "closed", "circuit breaker closed: Cronofy answers again");
+                }
+            }
+            self.remember(BreakerRecord {
+                failures: 0,
+                open_until_ms: 0,
+            });
+            return;
+        }
+        let threshold = self.policy.failure_threshold;
+        if let Ok(record) = self
+            .store
+            .record_breaker_failure(&self.name, threshold, self.policy.cool_down)
+            .await
+        {
+            let opened = record.open_until_ms > unix_ms() && cached.open_until_ms <= unix_ms();
+            if opened && record.failures >= i64::from(threshold) {
+                warn!(
+                    breaker = %self.name,
+                    state = "open",
+                    failures = record.failures,
+                    cool_down = ?self.policy.cool_down,
+                    "circuit breaker opened: failing fast on every replica"
+                );
+            }
+            self.remember(record);
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Grants and their user_ref bindings.
+
+use secrecy::SecretString;
+use time::OffsetDateTime;
+
+use super::{Store, StoreError, crypto::Binding, now, with_pool};
+use crate::domain::grant::{ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus, StoredGrant, Tokens};
+
+/// A grant as received from Cronofy, ready to store.
+#[derive(Debug)]
+pub struct NewGrant {
+    /// Cronofy's account identifier.
+    pub sub: String,
+    /// `acc_…`.
+    pub account_id: String,
+    /// Granted scopes.
+    pub scope: Vec<String>,
+    /// How it was connected.
+    pub connect_mode: ConnectMode,
+    /// User or service account.
+    pub kind: GrantKind,
+    /// Provider of the linked profile.
+    pub provider_name: String,
+    /// Name of the linked profile.
+    pub profile_name: String,
+    /// Free/Busy mode.
+    pub free_busy_mode: bool,
+    /// The tokens.
+    pub tokens: Tokens,
+}
+
+/// A grants row, as both backends return it.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct GrantRow {
+    sub: String,
+    account_id: String,
+    scope: String,
+    connect_mode: String,
+    kind: String,
+    status: String,
+    provider_name: String,
+    profile_name: String,
+    free_busy_mode: bool,
+    key_id: Option<String>,
+    access_token: Option<Vec<u8>>,
+    refresh_token: Option<Vec<u8>>,
+    access_expires_at: Option<i64>,
+    version: i64,
+    created_at: i64,
+    updated_at: i64,
+    bound_user_ref: Option<String>,
+}
+
+/// The grant by (tenant = $1, sub = $2), with the user_ref bound to it most recently.
+pub(super) const SELECT_BY_SUB: &str = "SELECT g.sub, g.account_id, g.scope, g.connect_mode, g.kind, g.status, \
+     g.provider_name, g.profile_name, g.free_busy_mode, g.key_id, g.access_token, g.refresh_token, \
+     g.access_expires_at, g.version, g.created_at, g.updated_at, \
+     (SELECT u.user_ref FROM user_refs u WHERE u.tenant_id = $1 AND u.sub = g.sub \
+      ORDER BY u.bound_at DESC, u.user_ref DESC LIMIT 1) AS bound_user_ref \
+     FROM grants g WHERE g.tenant_id = $1 AND g.sub = $2";
+
+/// The grant a user_ref (tenant = $1, user_ref = $2) points at.
+const SELECT_BY_USER_REF: &str = "SELECT g.sub, g.account_id, g.scope, g.connect_mode, g.kind, g.status, \
+     g.provider_name, g.profile_name, g.free_busy_mode, g.key_id, g.access_token, g.refresh_token, \
+     g.access_expires_at, g.version, g.created_at, g.updated_at, u.user_ref AS bound_user_ref \
+     FROM user_refs u JOIN grants g ON g.tenant_id = u.tenant_id AND g.sub = u.sub \
+     WHERE u.tenant_id = $1 AND u.user_ref = $2";
+
+const UPSERT_GRANT: &str = "INSERT INTO grants (tenant_id, sub, account_id, scope, connect_mode, kind, status, \
+     provider_name, profile_name, free_busy_mode, key_id, access_token, refresh_token, access_expires_at, version, \
+     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $15) \
+     ON CONFLICT (tenant_id, sub) DO UPDATE SET account_id = excluded.account_id, scope = excluded.scope, \
+     connect_mode = excluded.connect_mode, kind = excluded.kind, status = excluded.status, \
+     provider_name = excluded.provider_name, profile_name = excluded.profile_name, \
+     free_busy_mode = excluded.free_busy_mode, key_id = excluded.key_id, access_token = excluded.access_token, \
+     refresh_token = excluded.refresh_token, access_expires_at = excluded.access_expires_at, \
+     version = grants.version + 1, updated_at = excluded.updated_at";
+
+const BIND_USER_REF: &str = "INSERT INTO user_refs (tenant_id, user_ref, sub, bound_at) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (tenant_id, user_ref) DO UPDATE SET sub = excluded.sub, bound_at = excluded.bound_at";
+
+/// Compare-and-swap of a grant's tokens: ($1 key_id, $2 access, $3 refresh, $4 expiry, $5 now,
+/// $6 tenant, $7 sub, $8 expected version).
+pub(super) const UPDATE_TOKENS: &str = "UPDATE grants SET key_id = $1, access_token = $2, refresh_token = $3, \
+     access_expires_at = $4, version = version + 1, updated_at = $5 \
+     WHERE tenant_id = $6 AND sub = $7 AND version = $8";
+
+/// ($1 status, $2 now, $3 tenant, $4 sub, $5 expected version).
+pub(super) const MARK_NEEDS_REAUTH: &str = "UPDATE grants SET status = $1, version = version + 1, updated_at = $2 \
+     WHERE tenant_id = $3 AND sub = $4 AND version = $5";
+
+const ACCESS: &str = "access_token";
+const REFRESH: &str = "refresh_token";
+
+pub(super) fn binding<'a>(tenant: &'a str, sub: &'a str, purpose: &'static str) -> Binding<'a> {
+    Binding { tenant, sub, purpose }
+}
+
+/// Both tokens sealed for (tenant, sub): (key id, access, refresh).
+pub(super) fn seal(store: &Store, tenant: &str, sub: &str, tokens: &Tokens) -> (String, Vec<u8>, Vec<u8>) {
+    let cipher = store.cipher();
+    (
+        cipher.current_key_id().to_owned(),
+        cipher.seal(&tokens.access_token, &binding(tenant, sub, ACCESS)),
+        cipher.seal(&tokens.refresh_token, &binding(tenant, sub, REFRESH)),
+    )
+}
+
+impl Store {
+    /// Stores a freshly exchanged grant (new, or reconnected with the same sub)
+    /// and binds `user_ref` to it, in one transaction.
+    pub async fn save_grant(
+        &self,
+        tenant: &str,
+        new: &NewGrant,
+        user_ref: Option<&str>,
+    ) -> Result<StoredGrant, StoreError> {
+        let (now, now_ms) = now();
+        let (key_id, access, refresh) = seal(self, tenant, &new.sub, &new.tokens);
+        let scope = new.scope.join(" ");
+        let row: GrantRow = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(UPSERT_GRANT)
+                .bind(tenant)
+                .bind(&new.sub)
+                .bind(&new.account_id)
+                .bind(&scope)
+                .bind(new.connect_mode.as_str())
+                .bind(new.kind.as_str())
+                .bind(GrantStatus::Active.as_str())
+                .bind(&new.provider_name)
+                .bind(&new.profile_name)
+                .bind(new.free_busy_mode)
+                .bind(&key_id)
+                .bind(&access)
+                .bind(&refresh)
+                .bind(new.tokens.access_expires_at.unix_timestamp())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(user_ref) = user_ref {
+                sqlx::query(BIND_USER_REF)
+                    .bind(tenant)
+                    .bind(user_ref)
+                    .bind(&new.sub)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let row = sqlx::query_as::<_, GrantRow>(SELECT_BY_SUB)
+                .bind(tenant)
+                .bind(&new.sub)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            row
+        });
+        let mut stored = self.decode(tenant, row)?;
+        if let Some(user_ref) = user_ref {
+            stored.grant.user_ref = Some(user_ref.to_owned());
+        }
+        Ok(stored)
+    }
+
+    /// Finds a tenant's grant by sub or user_ref. Another tenant's grant is never found.
+    pub async fn find_grant(&self, tenant: &str, selector: &GrantSelector) -> Result<Option<StoredGrant>, StoreError> {
+        let (sql, key) = match selector {
+            GrantSelector::Sub(sub) => (SELECT_BY_SUB, sub),
+            GrantSelector::UserRef(user_ref) => (SELECT_BY_USER_REF, user_ref),
+        };
+        let row: Option<GrantRow> = with_pool!(self, pool => {
+            sqlx::query_as::<_, GrantRow>(sql).bind(tenant).bind(key).fetch_optional(pool).await?
+        });
+        row.map(|row| self.decode(tenant, row)).transpose()
+    }
+
+    /// Replaces a grant's tokens if nobody wrote since `expected_version`
+    /// (compare-and-swap). Returns the new version, or None when the grant moved on.
+    pub async fn update_tokens(
+        &self,
+        tenant: &str,
+        sub: &str,
+        expected_version: i64,
+        tokens: &Tokens,
+    ) -> Result<Option<i64>, StoreError> {
+        let (key_id, access, refresh) = seal(self, tenant, sub, tokens);
+        let (now, _) = now();
+        let updated = with_pool!(self, pool => {
+            sqlx::query(UPDATE_TOKENS)
+                .bind(&key_id)
+                .bind(&access)
+                .bind(&refresh)
+                .bind(tokens.access_expires_at.unix_timestamp())
+                .bind(now)
+                .bind(tenant)
+                .bind(sub)
+                .bind(expected_version)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok((updated == 1).then_some(expected_version + 1))
+    }
+
+    /// Marks a grant as needing re-authorization if it is still at `expected_version`.
+    pub async fn mark_needs_reauth(&self, tenant: &str, sub: &str, expected_version: i64) -> Result<bool, StoreError> {
+        let (now, _) = now();
+        let updated = with_pool!(self, pool => {
+            sqlx::query(MARK_NEEDS_REAUTH)
+                .bind(GrantStatus::NeedsReauth.as_str())
+                .bind(now)
+                .bind(tenant)
+                .bind(sub)
+                .bind(expected_version)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    /// Erases a grant's tokens and marks it revoked; None when there is no such grant.
+    pub async fn revoke_grant(&self, tenant: &str, sub: &str) -> Result<Option<StoredGrant>, StoreError> {
+        let (now, _) = now();
+        with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE grants SET status = $1, key_id = NULL, access_token = NULL, refresh_token = NULL, \
+                 access_expires_at = NULL, version = version + 1, updated_at = $2 WHERE tenant_id = $3 AND sub = $4",
+            )
+            .bind(GrantStatus::Revoked.as_str())
+            .bind(now)
+            .bind(tenant)
+            .bind(sub)
+            .execute(pool)
+            .await?;
+        });
+        self.find_grant(tenant, &GrantSelector::Sub(sub.to_owned())).await
+    }
+
+    pub(super) fn decode(&self, tenant: &str, row: GrantRow) -> Result<StoredGrant, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("grant column {what}"));
+        let open = |key_id: &str, blob: &[u8], purpose| -> Result<SecretString, StoreError> {
+            Ok(self.cipher().open(key_id, blob, &binding(tenant, &row.sub, purpose))?)
+        };
+        let tokens = match (
+            &row.key_id,
+            &row.access_token,
+            &row.refresh_token,
+            row.access_expires_at,
+        ) {
+            (Some(key_id), Some(access), Some(refresh), Some(expires)) => Some(Tokens {
+                access_token: open(key_id, access, ACCESS)?,
+                refresh_token: open(key_id, refresh, REFRESH)?,
+                access_expires_at: timestamp(expires).ok_or_else(|| corrupt("access_expires_at"))?,
+            }),
+            _ => None,
+        };
+        let grant = Grant {
+            account_id: row.account_id,
+            user_ref: row.bound_user_ref,
+            scope: row.scope.split_whitespace().map(str::to_owned).collect(),
+            connect_mode: ConnectMode::parse(&row.connect_mode).ok_or_else(|| corrupt("connect_mode"))?,
+            kind: GrantKind::parse(&row.kind).ok_or_else(|| corrupt("kind"))?,
+            status: GrantStatus::parse(&row.status).ok_or_else(|| corrupt("status"))?,
+            provider_name: row.provider_name,
+            profile_name: row.profile_name,
+            free_busy_mode: row.free_busy_mode,
+            created_at: timestamp(row.created_at).ok_or_else(|| corrupt("created_at"))?,
+            updated_at: timestamp(row.updated_at).ok_or_else(|| corrupt("updated_at"))?,
+            sub: row.sub,
+        };
+        Ok(StoredGrant {
+            grant,
+            tokens,
+            version: row.version,
+        })
+    }
+}
+
+fn timestamp(seconds: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(seconds).ok()
+}

@@ -1,0 +1,178 @@
+//! State that replicas share through PostgreSQL: request budgets (fixed
+//! one-second and one-minute windows per tenant) and circuit breakers.
+//! Only used when the store is PostgreSQL.
+
+use std::time::Duration;
+
+use super::{Backend, Store, StoreError, now};
+
+/// A breaker's shared state after a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerRecord {
+    /// Consecutive failures seen by all replicas.
+    pub failures: i64,
+    /// Open until this unix time in milliseconds (0 or past: closed or probing).
+    pub open_until_ms: i64,
+}
+
+impl Store {
+    fn shared_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.backend {
+            Backend::Postgres(pool) => Some(pool),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// Counts one request against the tenant's shared windows. Err(wait) when
+    /// a window is full: the request is not counted, and `wait` says when the
+    /// fullest window ends. Ok(Ok) on SQLite, where budgets are local.
+    pub async fn take_rate_budget(
+        &self,
+        tenant: &str,
+        per_second: u32,
+        per_minute: u32,
+    ) -> Result<Result<(), Duration>, StoreError> {
+        let Some(pool) = self.shared_pool() else {
+            return Ok(Ok(()));
+        };
+        let (_, now_ms) = now();
+        let (second, minute) = (now_ms / 1000, now_ms / 60_000);
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "INSERT INTO rate_windows (tenant_id, window_kind, window_start, used) VALUES ($1, 's', $2, 1), ($1, 'm', $3, 1) \
+             ON CONFLICT (tenant_id, window_kind, window_start) DO UPDATE SET used = rate_windows.used + 1 \
+             RETURNING window_kind, used",
+        )
+        .bind(tenant)
+        .bind(second)
+        .bind(minute)
+        .fetch_all(pool)
+        .await?;
+        let mut wait_ms = 0;
+        for (kind, used) in rows {
+            if kind == "s" && used > i64::from(per_second) {
+                wait_ms = wait_ms.max((second + 1) * 1000 - now_ms);
+            }
+            if kind == "m" && used > i64::from(per_minute) {
+                wait_ms = wait_ms.max((minute + 1) * 60_000 - now_ms);
+            }
+        }
+        if wait_ms == 0 {
+            return Ok(Ok(()));
+        }
+        // Not sent: give the slots back, so refused requests do not eat the budget.
+        sqlx::query(
+            "UPDATE rate_windows SET used = used - 1 WHERE tenant_id = $1 AND \
+             ((window_kind = 's' AND window_start = $2) OR (window_kind = 'm' AND window_start = $3))",
+        )
+        .bind(tenant)
+        .bind(second)
+        .bind(minute)
+        .execute(pool)
+        .await?;
+        Ok(Err(Duration::from_millis(wait_ms.max(1) as u64)))
+    }
+
+    /// Forgets windows that have ended (called periodically).
+    pub async fn prune_rate_windows(&self) -> Result<(), StoreError> {
+        let Some(pool) = self.shared_pool() else { return Ok(()) };
+        let (_, now_ms) = now();
+        sqlx::query(
+            "DELETE FROM rate_windows WHERE (window_kind = 's' AND window_start < $1) OR (window_kind = 'm' AND window_start < $2)",
+        )
+        .bind(now_ms / 1000 - 5)
+        .bind(now_ms / 60_000 - 2)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A breaker's shared state (closed if never written).
+    pub async fn read_breaker(&self, name: &str) -> Result<BreakerRecord, StoreError> {
+        let Some(pool) = self.shared_pool() else {
+            return Ok(BreakerRecord {
+                failures: 0,
+                open_until_ms: 0,
+            });
+        };
+        let row: Option<(i64, i64)> = sqlx::query_as("SELECT failures, open_until FROM breakers WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+        Ok(row.map_or(
+            BreakerRecord {
+                failures: 0,
+                open_until_ms: 0,
+            },
+            |(failures, open_until_ms)| BreakerRecord {
+                failures,
+                open_until_ms,
+            },
+        ))
+    }
+
+    /// Counts a failure; opens the breaker for `cool_down` when the run reaches `threshold`.
+    pub async fn record_breaker_failure(
+        &self,
+        name: &str,
+        threshold: u32,
+        cool_down: Duration,
+    ) -> Result<BreakerRecord, StoreError> {
+        let Some(pool) = self.shared_pool() else {
+            return Ok(BreakerRecord {
+                failures: 0,
+                open_until_ms: 0,
+            });
+        };
+        let (_, now_ms) = now();
+        let (failures, open_until_ms): (i64, i64) = sqlx::query_as(
+            "INSERT INTO breakers (name, failures, open_until) VALUES ($1, 1, CASE WHEN 1 >= $2 THEN $3 + $4 ELSE 0 END) \
+             ON CONFLICT (name) DO UPDATE SET failures = breakers.failures + 1, open_until = CASE \
+               WHEN breakers.failures + 1 >= $2 AND breakers.open_until <= $3 THEN $3 + $4 ELSE breakers.open_until END \
+             RETURNING failures, open_until",
+        )
+        .bind(name)
+        .bind(i64::from(threshold))
+        .bind(now_ms)
+        .bind(cool_down.as_millis() as i64)
+        .fetch_one(pool)
+        .await?;
+        Ok(BreakerRecord {
+            failures,
+            open_until_ms,
+        })
+    }
+
+    /// Closes the breaker. True when it was open or counting failures.
+    pub async fn record_breaker_success(&self, name: &str) -> Result<bool, StoreError> {
+        let Some(pool) = self.shared_pool() else {
+            return Ok(false);
+        };
+        let updated = sqlx::query(
+            "UPDATE breakers SET failures = 0, open_until = 0 WHERE name = $1 AND (failures > 0 OR open_until > 0)",
+        )
+        .bind(name)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        Ok(updated > 0)
+    }
+
+    /// Claims the half-open probe of an open breaker whose cool-down has passed:
+    /// true for exactly one replica, which then owns the probe for `cool_down`.
+    pub async fn claim_breaker_probe(&self, name: &str, cool_down: Duration) -> Result<bool, StoreError> {
+        let Some(pool) = self.shared_pool() else {
+            return Ok(true);
+        };
+        let (_, now_ms) = now();
+        let claimed = sqlx::query(
+            "UPDATE breakers SET open_until = $2 + $3 WHERE name = $1 AND open_until > 0 AND open_until <= $2",
+        )
+        .bind(name)
+        .bind(now_ms)
+        .bind(cool_down.as_millis() as i64)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+}

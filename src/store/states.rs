@@ -1,0 +1,43 @@
+//! Redeemed OAuth state nonces: single use, across every replica.
+
+use time::OffsetDateTime;
+
+use super::{Store, StoreError, now, with_pool};
+
+impl Store {
+    /// Records a state nonce as redeemed. False when it already was.
+    pub async fn claim_state_nonce(
+        &self,
+        tenant: &str,
+        nonce: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (now, _) = now();
+        let inserted = with_pool!(self, pool => {
+            // Expired nonces can never be presented again (the state's own expiry refuses them).
+            sqlx::query("DELETE FROM redeemed_states WHERE expires_at < $1").bind(now).execute(pool).await?;
+            sqlx::query(
+                "INSERT INTO redeemed_states (nonce, tenant_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(nonce)
+            .bind(tenant)
+            .bind(expires_at.unix_timestamp())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(inserted == 1)
+    }
+
+    /// Releases a claimed nonce after a failure that left the code unused, so the caller may retry.
+    pub async fn release_state_nonce(&self, tenant: &str, nonce: &str) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query("DELETE FROM redeemed_states WHERE nonce = $1 AND tenant_id = $2")
+                .bind(nonce)
+                .bind(tenant)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! Several replicas on one PostgreSQL: one refresh per expiry across the
+//! fleet, nothing lost when a replica dies or the database goes away.
+
+use std::time::Duration;
+
+use calgate::{
+    fake_cronofy::{Endpoint, Fault},
+    grpc::pb,
+};
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+use crate::{
+    helpers::*,
+    postgres::{PgTestDb, use_postgres},
+    process::{Binary, start_binary_with},
+};
+
+async fn two_replicas(db: &PgTestDb) -> (calgate::fake_cronofy::FakeCronofy, Workdir, Binary, Binary) {
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let a = start_binary_with(&fake, &work, |c| use_postgres(c, &db.url)).await;
+    let b = start_binary_with(&fake, &work, |c| use_postgres(c, &db.url)).await;
+    (fake, work, a, b)
+}
+
+/// 200 concurrent upserts spread over both replicas after Cronofy expired the token.
+async fn storm(a: &Binary, b: &Binary, sub: &str, calendar: &str) {
+    let calls = (0..200).map(|n| {
+        let client = if n % 2 == 0 { a.client.clone() } else { b.client.clone() };
+        let (sub, calendar) = (sub.to_owned(), calendar.to_owned());
+        tokio::spawn(async move { Binary::upsert_with(client, &sub, &calendar).await })
+    });
+    for result in futures::future::join_all(calls).await {
+        result.expect("task").expect("upsert");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_causes_one_refresh_across_replicas_and_rotation_stays_alive() {
+    let Some(db) = PgTestDb::create().await else { return };
+    let (fake, _work, a, b) = two_replicas(&db).await;
+    let grant = a.connect("ada").await;
+    let calendar = fake.calendar_ids(&grant.sub)[0].clone();
+    // Each round rotates the refresh token; the next round works only if the
+    // live one was stored, never a dead one.
+    for round in 1..=3 {
+        fake.expire_access_tokens();
+        fake.inject(Fault::delay(Endpoint::Token, Duration::from_millis(300)));
+        storm(&a, &b, &grant.sub, &calendar).await;
+        assert_eq!(
+            fake.count(Endpoint::Token),
+            1 + round,
+            "exactly one refresh in round {round}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_refresh_loses_nothing() {
+    let Some(db) = PgTestDb::create().await else { return };
+    let (fake, _work, mut a, b) = two_replicas(&db).await;
+    let grant = a.connect("ada").await;
+    let calendar = fake.calendar_ids(&grant.sub)[0].clone();
+    fake.expire_access_tokens();
+    fake.inject(Fault::delay(Endpoint::Token, Duration::from_millis(1500)));
+    let doomed = {
+        let (client, sub, calendar) = (a.client.clone(), grant.sub.clone(), calendar.clone());
+        tokio::spawn(async move { Binary::upsert_with(client, &sub, &calendar).await })
+    };
+    // A holds the grant's lease and waits for Cronofy when it dies.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.sigkill().await;
+    assert!(
+        doomed.await.expect("task").is_err(),
+        "the killed replica's caller sees an error"
+    );
+
+    b.upsert(&grant.sub, &calendar).await.expect("B carries on");
+    let fetched = b
+        .client
+        .clone()
+        .get_grant(with_key(
+            ACME_KEY,
+            pb::GetGrantRequest {
+                user: Some(pb::get_grant_request::User::Sub(grant.sub.clone())),
+            },
+        ))
+        .await
+        .expect("grant")
+        .into_inner()
+        .grant
+        .expect("grant");
+    assert_eq!(fetched.status, pb::GrantStatus::Active as i32);
+    // The stored refresh token is alive: one more refresh works.
+    fake.expire_access_tokens();
+    b.upsert(&grant.sub, &calendar).await.expect("refreshes again");
+    // The exchange, A's refresh (cut off by the kill), B's, and the last one.
+    assert_eq!(fake.count(Endpoint::Token), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgres_is_away_health_is_not_serving_and_nothing_is_lost() {
+    let Some(db) = PgTestDb::create().await else { return };
+    let app = spawn_app_edited(|c| use_postgres(c, &db.url)).await;
+    let grant = app.connect(Some("ada")).await;
+    let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+    let mut health = HealthClient::new(app.channel.clone());
+    let status = |health: &mut HealthClient<tonic::transport::Channel>| {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(HealthCheckRequest { service: String::new() })
+                .await
+                .map(|r| r.into_inner().status)
+                .unwrap_or(-1)
+        }
+    };
+    let wait_for = |want: ServingStatus| {
+        let mut health = health.clone();
+        async move {
+            for _ in 0..100 {
+                if status(&mut health).await == want as i32 {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+
+    db.admin(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name))
+        .await;
+    db.admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+        db.name
+    ))
+    .await;
+    assert!(
+        wait_for(ServingStatus::NotServing).await,
+        "NOT_SERVING while the store is away"
+    );
+    let status_now = app
+        .client
+        .clone()
+        .upsert_event(app.req(pb::UpsertEventRequest {
+            user: Some(pb::upsert_event_request::User::UserRef("ada".into())),
+            calendar_id: calendar.clone(),
+            event: Some(event("evt-1")),
+        }))
+        .await
+        .expect_err("store away");
+    assert_status(&status_now, Code::Unavailable, "STORE_UNAVAILABLE");
+
+    db.admin(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name))
+        .await;
+    assert!(wait_for(ServingStatus::Serving).await, "SERVING again");
+    let _ = &mut health;
+    app.client
+        .clone()
+        .upsert_event(app.req(pb::UpsertEventRequest {
+            user: Some(pb::upsert_event_request::User::UserRef("ada".into())),
+            calendar_id: calendar,
+            event: Some(event("evt-1")),
+        }))
+        .await
+        .expect("the grant survived the outage");
+}

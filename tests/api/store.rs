@@ -1,0 +1,224 @@
+//! The store's contract, run against both backends: SQLite and PostgreSQL.
+
+use std::time::Duration;
+
+use calgate::{
+    config::{EncryptionKey, StoreSettings},
+    domain::grant::{ConnectMode, GrantKind, GrantSelector, GrantStatus, Tokens},
+    store::{NewGrant, Store},
+};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use time::OffsetDateTime;
+
+use crate::postgres::PgTestDb;
+
+async fn open(url: &str) -> Store {
+    let settings = StoreSettings {
+        url: url.to_owned(),
+        max_connections: 4,
+        auto_migrate: true,
+        password: None,
+    };
+    let keys = [EncryptionKey {
+        id: "k1".into(),
+        key: SecretBox::new(Box::new([9u8; 32])),
+    }];
+    Store::connect(&settings, &keys).await.expect("store")
+}
+
+fn tokens(tag: &str, expires_in: i64) -> Tokens {
+    Tokens {
+        access_token: SecretString::from(format!("access-{tag}")),
+        refresh_token: SecretString::from(format!("refresh-{tag}")),
+        access_expires_at: OffsetDateTime::now_utc() + time::Duration::seconds(expires_in),
+    }
+}
+
+fn new_grant(sub: &str, tag: &str) -> NewGrant {
+    NewGrant {
+        sub: sub.into(),
+        account_id: sub.into(),
+        scope: vec!["free_busy_write".into()],
+        connect_mode: ConnectMode::Individual,
+        kind: GrantKind::User,
+        provider_name: "google".into(),
+        profile_name: "ada@example.com".into(),
+        free_busy_mode: true,
+        tokens: tokens(tag, 3600),
+    }
+}
+
+/// Every behaviour the domain relies on.
+async fn suite(store: Store) {
+    // Save, find by sub and by user_ref; another tenant finds nothing.
+    let saved = store
+        .save_grant("acme", &new_grant("acc_1", "a"), Some("ada"))
+        .await
+        .expect("save");
+    assert_eq!(saved.version, 1);
+    assert_eq!(saved.grant.user_ref.as_deref(), Some("ada"));
+    assert!(saved.grant.free_busy_mode);
+    let by_ref = store
+        .find_grant("acme", &GrantSelector::UserRef("ada".into()))
+        .await
+        .expect("find")
+        .expect("found");
+    assert_eq!(by_ref.grant.sub, "acc_1");
+    let stored_tokens = by_ref.tokens.as_ref().expect("tokens");
+    assert_eq!(stored_tokens.refresh_token.expose_secret(), "refresh-a");
+    assert!(
+        store
+            .find_grant("globex", &GrantSelector::Sub("acc_1".into()))
+            .await
+            .expect("find")
+            .is_none()
+    );
+    assert!(
+        store
+            .find_grant("globex", &GrantSelector::UserRef("ada".into()))
+            .await
+            .expect("find")
+            .is_none()
+    );
+
+    // A second user_ref on the same sub; by sub, the newest binding is reported.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store
+        .save_grant("acme", &new_grant("acc_1", "b"), Some("grace"))
+        .await
+        .expect("relink");
+    let by_sub = store
+        .find_grant("acme", &GrantSelector::Sub("acc_1".into()))
+        .await
+        .expect("find")
+        .expect("found");
+    assert_eq!(by_sub.grant.user_ref.as_deref(), Some("grace"));
+    assert_eq!(by_sub.version, 2);
+
+    // Compare-and-swap: the right version wins once, a stale one never.
+    assert_eq!(
+        store
+            .update_tokens("acme", "acc_1", 2, &tokens("c", 3600))
+            .await
+            .expect("cas"),
+        Some(3)
+    );
+    assert_eq!(
+        store
+            .update_tokens("acme", "acc_1", 2, &tokens("stale", 3600))
+            .await
+            .expect("cas"),
+        None
+    );
+    let current = store
+        .find_grant("acme", &GrantSelector::Sub("acc_1".into()))
+        .await
+        .expect("find")
+        .expect("found");
+    assert_eq!(
+        current
+            .tokens
+            .as_ref()
+            .map(|t| t.refresh_token.expose_secret().to_owned())
+            .as_deref(),
+        Some("refresh-c")
+    );
+
+    // Needs-reauth is fenced by version too; reconnecting restores the grant.
+    assert!(!store.mark_needs_reauth("acme", "acc_1", 2).await.expect("mark"));
+    assert!(store.mark_needs_reauth("acme", "acc_1", 3).await.expect("mark"));
+    let marked = store
+        .find_grant("acme", &GrantSelector::Sub("acc_1".into()))
+        .await
+        .expect("find")
+        .expect("found");
+    assert_eq!(marked.grant.status, GrantStatus::NeedsReauth);
+    let restored = store
+        .save_grant("acme", &new_grant("acc_1", "d"), None)
+        .await
+        .expect("reconnect");
+    assert_eq!(restored.grant.status, GrantStatus::Active);
+
+    // Revoke erases the tokens and keeps the grant.
+    let revoked = store
+        .revoke_grant("acme", "acc_1")
+        .await
+        .expect("revoke")
+        .expect("grant");
+    assert_eq!(revoked.grant.status, GrantStatus::Revoked);
+    assert!(revoked.tokens.is_none());
+
+    // State nonces are single use; a released one can be claimed again.
+    let expiry = OffsetDateTime::now_utc() + time::Duration::minutes(15);
+    assert!(store.claim_state_nonce("acme", "n1", expiry).await.expect("claim"));
+    assert!(
+        !store
+            .claim_state_nonce("acme", "n1", expiry)
+            .await
+            .expect("claim again")
+    );
+    store.release_state_nonce("acme", "n1").await.expect("release");
+    assert!(
+        store
+            .claim_state_nonce("acme", "n1", expiry)
+            .await
+            .expect("claim after release")
+    );
+
+    // A lease re-reads the grant and writes under compare-and-swap.
+    store
+        .save_grant("acme", &new_grant("acc_2", "e"), None)
+        .await
+        .expect("save");
+    let lease = store.lease_grant("acme", "acc_2").await.expect("lease");
+    let version = lease.grant().expect("grant").version;
+    assert_eq!(
+        lease.store_tokens(version, &tokens("f", 3600)).await.expect("write"),
+        Some(version + 1)
+    );
+    let lease = store.lease_grant("acme", "acc_2").await.expect("lease");
+    assert_eq!(
+        lease
+            .store_tokens(version, &tokens("stale", 3600))
+            .await
+            .expect("write"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn the_store_suite_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    suite(open(&format!("sqlite://{}", dir.path().join("s.db").display())).await).await;
+}
+
+#[tokio::test]
+async fn the_store_suite_on_postgres() {
+    let Some(db) = PgTestDb::create().await else { return };
+    suite(open(&db.url).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_lease_makes_other_replicas_wait_and_reread() {
+    let Some(db) = PgTestDb::create().await else { return };
+    let (replica_a, replica_b) = (open(&db.url).await, open(&db.url).await);
+    replica_a
+        .save_grant("acme", &new_grant("acc_1", "a"), None)
+        .await
+        .expect("save");
+    let lease_a = replica_a.lease_grant("acme", "acc_1").await.expect("lease a");
+    let version = lease_a.grant().expect("grant").version;
+    let waiting = tokio::spawn(async move {
+        let lease_b = replica_b.lease_grant("acme", "acc_1").await.expect("lease b");
+        let seen = lease_b.grant().map(|g| g.version);
+        lease_b.release().await;
+        seen
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "replica B waits while A holds the lease");
+    lease_a
+        .store_tokens(version, &tokens("rotated", 3600))
+        .await
+        .expect("write");
+    assert_eq!(waiting.await.expect("b"), Some(version + 1), "B re-reads A's write");
+}
