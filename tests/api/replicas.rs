@@ -166,3 +166,90 @@ async fn while_postgres_is_away_health_is_not_serving_and_nothing_is_lost() {
         .await
         .expect("the grant survived the outage");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_opened_by_one_replica_makes_the_other_fail_fast() {
+    let Some(db) = PgTestDb::create().await else { return };
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let edit = |c: String| {
+        use_postgres(c, &db.url)
+            .replace("failure_threshold = 1000", "failure_threshold = 2")
+            .replace("cool_down = \"1s\"", "cool_down = \"1500ms\"")
+    };
+    let a = start_binary_with(&fake, &work, edit).await;
+    let b = start_binary_with(&fake, &work, edit).await;
+    let grant = a.connect("ada").await;
+    let calendar = fake.calendar_ids(&grant.sub)[0].clone();
+
+    fake.inject(Fault::status(Endpoint::UpsertEvent, 503).times(2));
+    let status = a
+        .upsert(&grant.sub, &calendar)
+        .await
+        .expect_err("two 503s open the breaker");
+    assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+    let sent = fake.count(Endpoint::UpsertEvent);
+    let status = b.upsert(&grant.sub, &calendar).await.expect_err("B fails fast");
+    assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+    assert_eq!(
+        fake.count(Endpoint::UpsertEvent),
+        sent,
+        "B sent nothing: the breaker is shared"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    b.upsert(&grant.sub, &calendar)
+        .await
+        .expect("B's probe succeeds and closes it");
+    tokio::time::sleep(Duration::from_millis(1100)).await; // A's cached view expires
+    a.upsert(&grant.sub, &calendar).await.expect("closed for A too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_budget_is_shared_by_replicas() {
+    let Some(db) = PgTestDb::create().await else { return };
+    // A minute window of 4: the token call and three writes, whichever replica sends them.
+    let second_of_minute = time::OffsetDateTime::now_utc().second();
+    if second_of_minute > 45 {
+        // Keep the test inside one minute window.
+        tokio::time::sleep(Duration::from_secs(u64::from(61 - second_of_minute))).await;
+    }
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let edit = |c: String| {
+        use_postgres(c, &db.url).replacen(
+            "rate_limit = { per_second = 10000, per_minute = 100000 }",
+            "rate_limit = { per_second = 10000, per_minute = 4 }",
+            1,
+        )
+    };
+    let a = start_binary_with(&fake, &work, edit).await;
+    let b = start_binary_with(&fake, &work, edit).await;
+    let grant = a.connect("ada").await;
+    let calendar = fake.calendar_ids(&grant.sub)[0].clone();
+    let mut refused = 0;
+    for n in 0..6 {
+        let client = if n % 2 == 0 { a.client.clone() } else { b.client.clone() };
+        let mut request = with_key(
+            ACME_KEY,
+            pb::UpsertEventRequest {
+                user: by_sub(&grant.sub),
+                calendar_id: calendar.clone(),
+                event: Some(event("evt-1")),
+            },
+        );
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", "100m".parse().expect("header"));
+        if let Err(status) = client.clone().upsert_event(request).await {
+            assert_status(&status, Code::ResourceExhausted, "RATE_BUDGET_EXHAUSTED");
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        fake.count(Endpoint::UpsertEvent),
+        3,
+        "three writes fit the shared minute"
+    );
+    assert_eq!(refused, 3);
+}
