@@ -37,6 +37,12 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("credential store migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// `store.auto_migrate` is off and the database lacks migrations this version needs.
+    #[error("credential store is not migrated ({missing} pending): run `calgate migrate --config …` first")]
+    NotMigrated {
+        /// How many migrations are pending.
+        missing: usize,
+    },
     /// A stored value cannot be decrypted or parsed.
     #[error("stored grant is unreadable: {0}")]
     Corrupt(String),
@@ -100,8 +106,23 @@ impl Store {
         };
         if settings.auto_migrate {
             store.migrate().await?;
+        } else {
+            store.check_migrated().await?;
         }
         Ok(store)
+    }
+
+    /// Refuses a database that lacks migrations this version needs.
+    async fn check_migrated(&self) -> Result<(), StoreError> {
+        let (migrator, applied) = match &self.backend {
+            Backend::Sqlite(pool) => (sqlx::migrate!("migrations/sqlite"), applied_versions(pool).await),
+            Backend::Postgres(pool) => (sqlx::migrate!("migrations/postgres"), applied_versions(pool).await),
+        };
+        let missing = migrator.iter().filter(|m| !applied.contains(&m.version)).count();
+        if missing > 0 {
+            return Err(StoreError::NotMigrated { missing });
+        }
+        Ok(())
     }
 
     /// Applies pending migrations of the store's backend.
@@ -127,6 +148,22 @@ impl Store {
     pub(crate) fn cipher(&self) -> &TokenCipher {
         &self.cipher
     }
+}
+
+/// Versions recorded by sqlx's migrator; none when it never ran.
+async fn applied_versions<DB>(pool: &sqlx::Pool<DB>) -> Vec<i64>
+where
+    DB: sqlx::Database,
+    for<'a> &'a sqlx::Pool<DB>: sqlx::Executor<'a, Database = DB>,
+    i64: sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    sqlx::query_as::<_, (i64,)>("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+        .map(|rows| rows.into_iter().map(|(v,)| v).collect())
+        .unwrap_or_default()
 }
 
 async fn sqlite_pool(settings: &StoreSettings) -> Result<SqlitePool, StoreError> {

@@ -253,3 +253,43 @@ async fn the_request_budget_is_shared_by_replicas() {
     );
     assert_eq!(refused, 3);
 }
+
+#[tokio::test]
+async fn calgate_migrate_prepares_a_database_that_serve_otherwise_refuses() {
+    let Some(db) = PgTestDb::create().await else { return };
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let config = use_postgres(work.config(&fake, &work.key("k1")), &db.url)
+        .replace("[store]\n", "[store]\nauto_migrate = false\n");
+    let path = work.path("manual-migrations.toml");
+    std::fs::write(&path, config).expect("config");
+    let run = |command: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_calgate"))
+            .args([command, "--config"])
+            .arg(&path)
+            .output()
+            .expect("run calgate")
+    };
+    // `serve` on an unmigrated database stops at once and says what to do.
+    let refused = run("serve");
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("calgate migrate"), "{message}");
+
+    let migrated = run("migrate");
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    assert!(String::from_utf8_lossy(&migrated.stdout).contains("store migrated"));
+    assert!(!String::from_utf8_lossy(&migrated.stdout).contains("password"));
+    let again = run("migrate");
+    assert!(again.status.success(), "migrating twice is harmless");
+    let app = start_binary_with(&fake, &work, |c| {
+        use_postgres(c, &db.url).replace("[store]\n", "[store]\nauto_migrate = false\n")
+    })
+    .await;
+    let grant = app.connect("ada").await;
+    assert!(grant.sub.starts_with("acc_"));
+}
