@@ -343,3 +343,24 @@ pub fn violated_fields(status: &Status) -> Vec<String> {
         .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
         .unwrap_or_default()
 }
+
+/// GetGrant by sub with `key`'s tenant.
+pub async fn fetch_grant(
+    client: &CalendarWriteServiceClient<Channel>,
+    key: &str,
+    sub: &str,
+) -> Result<pb::Grant, Status> {
+    let request = with_key(
+        key,
+        pb::GetGrantRequest {
+            user: Some(pb::get_grant_request::User::Sub(sub.into())),
+        },
+    );
+    Ok(client
+        .clone()
+        .get_grant(request)
+        .await?
+        .into_inner()
+        .grant
+        .expect("grant"))
+}

@@ -156,18 +156,7 @@ impl Binary {
     }
 
     pub async fn upsert(&self, sub: &str, calendar_id: &str) -> Result<(), tonic::Status> {
-        self.client
-            .clone()
-            .upsert_event(with_key(
-                ACME_KEY,
-                pb::UpsertEventRequest {
-                    user: by_sub(sub),
-                    calendar_id: calendar_id.into(),
-                    event: Some(event("evt-1")),
-                },
-            ))
-            .await
-            .map(drop)
+        Binary::upsert_with(self.client.clone(), sub, calendar_id).await
     }
 }
 

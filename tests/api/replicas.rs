@@ -77,20 +77,7 @@ async fn a_replica_killed_mid_refresh_loses_nothing() {
     );
 
     b.upsert(&grant.sub, &calendar).await.expect("B carries on");
-    let fetched = b
-        .client
-        .clone()
-        .get_grant(with_key(
-            ACME_KEY,
-            pb::GetGrantRequest {
-                user: Some(pb::get_grant_request::User::Sub(grant.sub.clone())),
-            },
-        ))
-        .await
-        .expect("grant")
-        .into_inner()
-        .grant
-        .expect("grant");
+    let fetched = fetch_grant(&b.client, ACME_KEY, &grant.sub).await.expect("grant");
     assert_eq!(fetched.status, pb::GrantStatus::Active as i32);
     // The stored refresh token is alive: one more refresh works.
     fake.expire_access_tokens();

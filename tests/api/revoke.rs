@@ -83,17 +83,7 @@ async fn a_failed_upstream_revoke_keeps_the_tokens_for_a_retry() {
         .await
         .expect_err("Cronofy down");
     assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
-    let fetched = app
-        .client
-        .clone()
-        .get_grant(app.req(pb::GetGrantRequest {
-            user: Some(pb::get_grant_request::User::Sub(grant.sub.clone())),
-        }))
-        .await
-        .expect("grant")
-        .into_inner()
-        .grant
-        .expect("grant");
+    let fetched = fetch_grant(&app.client, ACME_KEY, &grant.sub).await.expect("grant");
     assert_eq!(fetched.status, pb::GrantStatus::Active as i32);
     app.client
         .clone()

@@ -24,17 +24,7 @@ async fn upsert(app: &TestApp, sub: &str) -> Result<(), tonic::Status> {
 }
 
 async fn status_of(app: &TestApp, sub: &str) -> i32 {
-    app.client
-        .clone()
-        .get_grant(app.req(pb::GetGrantRequest {
-            user: Some(pb::get_grant_request::User::Sub(sub.into())),
-        }))
-        .await
-        .expect("grant")
-        .into_inner()
-        .grant
-        .expect("grant")
-        .status
+    fetch_grant(&app.client, ACME_KEY, sub).await.expect("grant").status
 }
 
 #[tokio::test]
