@@ -87,11 +87,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve { config } => {
             let settings = Settings::load(&config)?;
             telemetry::init(&settings.log);
-            let listener = tokio::net::TcpListener::bind(settings.listen)
-                .await
-                .map_err(|error| anyhow::anyhow!("cannot listen on `listen` = {}: {error}", settings.listen))?;
+            let listener = bind(settings.listen, "listen").await?;
+            let metrics = bind(settings.metrics_listen, "metrics_listen").await?;
             let app = App::build(settings).await?;
-            app.serve(listener, shutdown_signal()).await?;
+            app.serve(listener, Some(metrics), shutdown_signal()).await?;
             Ok(())
         }
         Command::Sandbox { config } => {
@@ -124,9 +123,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate { config } => {
             let mut settings = Settings::load(&config)?;
             telemetry::init(&settings.log);
-            settings.store.auto_migrate = false;
-            let store = calgate::store::Store::connect(&settings.store, &settings.encryption_keys).await?;
-            store.migrate().await?;
+            // Connecting with auto_migrate applies what is pending, whatever the file says.
+            settings.store.auto_migrate = true;
+            calgate::store::Store::connect(&settings.store, &settings.encryption_keys).await?;
             println!("store migrated: {}", redact_url(&settings.store.url));
             Ok(())
         }
@@ -174,4 +173,11 @@ fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Binds a listener, naming the config key when it cannot.
+async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot listen on `{key}` = {addr}: {error}"))
 }

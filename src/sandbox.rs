@@ -30,7 +30,18 @@ pub async fn run(mut settings: Settings, shutdown: impl Future<Output = ()> + Se
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on `listen` = {}: {error}", settings.listen))?;
-    let served: Result<(), StartError> = App::build(settings).await?.serve(listener, shutdown).await;
+    let metrics = tokio::net::TcpListener::bind(settings.metrics_listen)
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot listen on `metrics_listen` = {}: {error}",
+                settings.metrics_listen
+            )
+        })?;
+    let served: Result<(), StartError> = App::build(settings)
+        .await?
+        .serve(listener, Some(metrics), shutdown)
+        .await;
     served?;
     Ok(())
 }

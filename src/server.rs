@@ -23,6 +23,10 @@ use crate::{
     },
     resilience::{Resilience, TenantLimits},
     store::{Store, StoreError},
+    telemetry::{
+        metrics::{METRICS, StatusLabel},
+        rpc_layer::RpcLayer,
+    },
 };
 
 /// Name under which the calendar service reports health.
@@ -115,11 +119,13 @@ impl App {
         self.clock.clone()
     }
 
-    /// Serves gRPC on `listener` until `shutdown` resolves; then reports
-    /// NOT_SERVING at once and lets in-flight calls finish within the grace period.
+    /// Serves gRPC on `listener` (and metrics on `metrics`, when given) until
+    /// `shutdown` resolves; then reports NOT_SERVING at once and lets in-flight
+    /// calls finish within the grace period.
     pub async fn serve(
         self,
         listener: TcpListener,
+        metrics: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let (reporter, health) = tonic_health::server::health_reporter();
@@ -135,7 +141,10 @@ impl App {
             AuthInterceptor::new(self.authenticator.clone()),
         );
 
-        let mut builder = Server::builder();
+        if let Some(metrics) = metrics {
+            tokio::spawn(serve_metrics(metrics, self.service.clone(), stopping.clone()));
+        }
+        let mut builder = Server::builder().layer(RpcLayer);
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls_config(tls).await?)?;
         }
@@ -172,6 +181,36 @@ impl App {
         info!("calgate stopped");
         Ok(())
     }
+}
+
+/// `GET /metrics`: Prometheus text. Grants by status are counted at scrape time.
+async fn serve_metrics(listener: TcpListener, service: Arc<CalendarService>, mut stopping: watch::Receiver<bool>) {
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let service = service.clone();
+            async move {
+                let counted =
+                    tokio::time::timeout(Duration::from_secs(2), service.store().count_grants_by_status()).await;
+                if let Ok(Ok(counts)) = counted {
+                    for (status, count) in counts {
+                        METRICS.grants.get_or_create(&StatusLabel { status }).set(count);
+                    }
+                }
+                (
+                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    METRICS.render(),
+                )
+            }
+        }),
+    );
+    let addr = listener.local_addr().ok();
+    info!(addr = ?addr, "metrics at GET /metrics");
+    let _ = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        })
+        .await;
 }
 
 /// Reflection over calgate.v1, the health service and google.rpc error details,

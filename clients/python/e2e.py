@@ -100,6 +100,7 @@ def write_config(work, port, fake, api_key):
     digest = hashlib.sha256(api_key.encode()).hexdigest()
     config = f"""
 listen = "127.0.0.1:{port}"
+metrics_listen = "127.0.0.1:0"
 shutdown_grace = "5s"
 [store]
 url = "sqlite://{work / 'calgate.db'}"

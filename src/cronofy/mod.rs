@@ -16,6 +16,8 @@ pub use hosts::{DataCenter, Endpoints, Host};
 pub use model::{CalendarEntry, LinkingProfile, TokenResponse};
 use model::{CalendarsResponse, OAuthErrorBody, UnprocessableBody};
 
+use crate::telemetry::metrics::METRICS;
+
 /// A tenant's Cronofy OAuth application.
 #[derive(Debug)]
 pub struct OAuthApp {
@@ -121,7 +123,7 @@ impl CronofyClient {
             client_secret: app.client_secret.expose_secret(),
             sub,
         };
-        let response = send(self.http.post(url).json(&body)).await?;
+        let response = send("oauth_token_revoke", self.http.post(url).json(&body)).await?;
         if response.status() == StatusCode::BAD_REQUEST {
             return Err(oauth_error(response).await);
         }
@@ -142,7 +144,7 @@ impl CronofyClient {
             .post(url)
             .bearer_auth(access_token.expose_secret())
             .json(event);
-        expect_success(send(request).await?).await
+        expect_success(send("upsert_event", request).await?).await
     }
 
     /// `DELETE /v1/calendars/{calendar_id}/events` with a JSON body; Cronofy answers 202.
@@ -159,7 +161,7 @@ impl CronofyClient {
             .request(Method::DELETE, url)
             .bearer_auth(access_token.expose_secret())
             .json(&DeleteEventBody { event_id });
-        expect_success(send(request).await?).await
+        expect_success(send("delete_event", request).await?).await
     }
 
     /// `GET /v1/calendars`.
@@ -170,14 +172,14 @@ impl CronofyClient {
     ) -> Result<Vec<CalendarEntry>, CronofyError> {
         let url = endpoints.url(Host::Api, &["v1", "calendars"]);
         let request = self.http.get(url).bearer_auth(access_token.expose_secret());
-        let response = send(request).await?;
+        let response = send("list_calendars", request).await?;
         let body: CalendarsResponse = decode(check_status(response).await?, "calendars").await?;
         Ok(body.calendars)
     }
 
     async fn token_request(&self, app: &OAuthApp, body: TokenRequest<'_>) -> Result<TokenResponse, CronofyError> {
         let url = app.endpoints.url(Host::Api, &["oauth", "token"]);
-        let response = send(self.http.post(url).json(&body)).await?;
+        let response = send("oauth_token", self.http.post(url).json(&body)).await?;
         if response.status() == StatusCode::BAD_REQUEST {
             return Err(oauth_error(response).await);
         }
@@ -208,8 +210,16 @@ async fn oauth_error(response: Response) -> CronofyError {
     }
 }
 
-async fn send(request: RequestBuilder) -> Result<Response, CronofyError> {
-    request.send().await.map_err(|error| CronofyError::from_reqwest(&error))
+/// Sends a request and counts it by endpoint and answer.
+async fn send(endpoint: &'static str, request: RequestBuilder) -> Result<Response, CronofyError> {
+    let sent = request.send().await.map_err(|error| CronofyError::from_reqwest(&error));
+    let status = match &sent {
+        Ok(response) => response.status().as_u16().to_string(),
+        Err(CronofyError::Transport { kind }) => (*kind).to_owned(),
+        Err(_) => "error".to_owned(),
+    };
+    METRICS.upstream(endpoint, &status);
+    sent
 }
 
 async fn expect_success(response: Response) -> Result<(), CronofyError> {

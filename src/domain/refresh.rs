@@ -33,6 +33,7 @@ use crate::{
     cronofy::{CronofyClient, CronofyError},
     resilience::{GuardError, Resilience},
     store::Store,
+    telemetry::metrics::METRICS,
 };
 
 /// How many times a refreshed pair is offered to the store before it is parked in memory.
@@ -164,6 +165,7 @@ impl Refresher {
             Need::Rejected { version: refused } => version == refused,
         };
         if !still_needed {
+            METRICS.refresh("not_needed");
             let fresh = Fresh {
                 token: tokens.access_token.clone(),
                 version,
@@ -188,6 +190,7 @@ impl Refresher {
             }
             Err(failure) => {
                 lease.release().await;
+                METRICS.refresh("upstream_failed");
                 warn!(tenant = %tenant.id, sub, ?failure, "token refresh failed; the grant stays active");
                 return Err(upstream::guard_error(failure, ""));
             }
@@ -202,6 +205,7 @@ impl Refresher {
         match lease.store_tokens(version, &fresh).await {
             Ok(Some(new_version)) => {
                 info!(tenant = %tenant.id, sub, "access token refreshed");
+                METRICS.refresh("refreshed");
                 Ok(Fresh {
                     token: fresh.access_token,
                     version: new_version,
@@ -255,6 +259,7 @@ impl Refresher {
             }
         }
         error!(tenant = %tenant.id, sub, "refreshed tokens kept in memory until the store takes them");
+        METRICS.refresh("parked");
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())

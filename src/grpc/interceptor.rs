@@ -26,6 +26,8 @@ impl Interceptor for AuthInterceptor {
             .get("authorization")
             .and_then(|value| value.to_str().ok());
         let caller = self.authenticator.authenticate(header).map_err(status::from_auth)?;
+        // The RPC span (telemetry::rpc_layer) is current here: name the tenant in every log line.
+        tracing::Span::current().record("tenant", tracing::field::display(&caller.tenant.id));
         request.extensions_mut().insert(caller);
         Ok(request)
     }

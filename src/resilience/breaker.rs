@@ -7,6 +7,8 @@ use std::{sync::Mutex, time::Duration};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::telemetry::metrics::METRICS;
+
 /// When the breaker opens and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerPolicy {
@@ -45,6 +47,7 @@ pub struct Breaker {
 impl Breaker {
     /// A closed breaker; `name` identifies it in logs.
     pub fn new(name: String, policy: BreakerPolicy) -> Breaker {
+        METRICS.breaker(&name, 0);
         Breaker {
             name,
             policy,
@@ -73,6 +76,7 @@ impl Breaker {
             BreakerState::Closed => Ok(()),
             BreakerState::Open if now >= inner.open_until => {
                 inner.state = BreakerState::HalfOpen;
+                METRICS.breaker(&self.name, 2);
                 info!(breaker = %self.name, state = "half_open", "circuit breaker lets a probe through");
                 Ok(())
             }
@@ -88,6 +92,7 @@ impl Breaker {
         if healthy {
             if inner.state != BreakerState::Closed {
                 info!(breaker = %self.name, state = "closed", "circuit breaker closed: Cronofy answers again");
+                METRICS.breaker(&self.name, 0);
             }
             inner.state = BreakerState::Closed;
             inner.failures = 0;
@@ -98,6 +103,7 @@ impl Breaker {
         if trips && inner.state != BreakerState::Open {
             inner.state = BreakerState::Open;
             inner.open_until = Instant::now() + self.policy.cool_down;
+            METRICS.breaker(&self.name, 1);
             warn!(
                 breaker = %self.name,
                 state = "open",

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use super::{BreakerPolicy, RateBudget, RateLimit};
 use crate::store::{BreakerRecord, Store};
+use crate::telemetry::metrics::METRICS;
 
 /// How long a replica trusts its copy of a shared breaker's state.
 const BREAKER_CACHE: Duration = Duration::from_secs(1);
@@ -76,6 +77,7 @@ impl SharedBreaker {
 
     fn remember(&self, record: BreakerRecord) {
         *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = (record, Some(Instant::now()));
+        METRICS.breaker(&self.name, i64::from(record.open_until_ms > unix_ms()));
     }
 
     async fn current(&self) -> BreakerRecord {

@@ -237,6 +237,15 @@ impl Store {
         self.find_grant(tenant, &GrantSelector::Sub(sub.to_owned())).await
     }
 
+    /// How many grants there are of each status.
+    pub async fn count_grants_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, (String, i64)>("SELECT status, COUNT(*) FROM grants GROUP BY status")
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
     pub(super) fn decode(&self, tenant: &str, row: GrantRow) -> Result<StoredGrant, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("grant column {what}"));
         let open = |key_id: &str, blob: &[u8], purpose| -> Result<SecretString, StoreError> {

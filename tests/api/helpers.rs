@@ -68,6 +68,7 @@ impl Workdir {
         format!(
             r#"
 listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
 shutdown_grace = "5s"
 
 [store]
@@ -134,6 +135,7 @@ rate_limit = {{ per_second = 10000, per_minute = 100000 }}
 /// A running calgate and its fake Cronofy.
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     pub fake: FakeCronofy,
     pub clock: Clock,
     pub client: CalendarWriteServiceClient<Channel>,
@@ -184,9 +186,13 @@ async fn spawn_app_from(fake: FakeCronofy, work: Workdir, config: String) -> Tes
     let clock = app.clock();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind metrics");
+    let metrics_addr: SocketAddr = metrics_listener.local_addr().expect("metrics addr");
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        app.serve(listener, async move {
+        app.serve(listener, Some(metrics_listener), async move {
             let _ = stop.await;
         })
         .await
@@ -197,6 +203,7 @@ async fn spawn_app_from(fake: FakeCronofy, work: Workdir, config: String) -> Tes
         .connect_lazy();
     TestApp {
         addr,
+        metrics_addr,
         fake,
         clock,
         client: CalendarWriteServiceClient::new(channel.clone()),

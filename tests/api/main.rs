@@ -5,6 +5,7 @@ mod authorize;
 mod events;
 mod exchange;
 mod helpers;
+mod observability;
 mod persistence;
 mod postgres;
 mod process;

@@ -49,8 +49,11 @@ pub async fn start_binary_with(fake: &FakeCronofy, work: &Workdir, edit: impl Fn
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let config = edit(work.config(fake, &work.key("k1")))
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let config = edit(work.config(fake, &work.key("k1"))).replacen(
+        "\nlisten = \"127.0.0.1:0\"",
+        &format!("\nlisten = \"127.0.0.1:{port}\""),
+        1,
+    );
     let path = work.path(&format!("calgate-{port}.toml"));
     std::fs::write(&path, config).expect("config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_calgate"))
@@ -259,7 +262,18 @@ async fn no_secret_reaches_the_logs_at_debug_level() {
         ))
         .await
         .expect_err("used code");
-    binary.upsert(&grant.sub, &calendar).await.ok();
+    let mut traced = with_key(
+        ACME_KEY,
+        pb::UpsertEventRequest {
+            user: by_sub(&grant.sub),
+            calendar_id: calendar.clone(),
+            event: Some(event("evt-traced")),
+        },
+    );
+    traced
+        .metadata_mut()
+        .insert("x-request-id", "trace-me-42".parse().expect("header"));
+    binary.client.clone().upsert_event(traced).await.expect("traced upsert");
     let _ = binary
         .client
         .clone()
@@ -276,6 +290,12 @@ async fn no_secret_reaches_the_logs_at_debug_level() {
     let logs = binary.logs();
     assert!(logs.contains("DEBUG"), "debug logs were captured");
     assert!(logs.contains("access token refreshed"), "{logs}");
+    // Every line of a call carries its request id and tenant.
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("trace-me-42") && l.contains("tenant=acme") && l.contains("UpsertEvent")),
+        "{logs}"
+    );
     let mut secrets = fake.issued_secrets();
     assert!(secrets.len() >= 5, "codes, access and refresh tokens were issued");
     secrets.extend(

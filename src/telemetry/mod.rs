@@ -1,5 +1,8 @@
-//! Log output: human-readable text locally, JSON in containers. `RUST_LOG`
-//! overrides the configured level.
+//! Logs, metrics and per-call context. Logs are human-readable text locally
+//! and JSON in containers; `RUST_LOG` overrides the configured level.
+
+pub mod metrics;
+pub mod rpc_layer;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -12,6 +15,10 @@ pub fn init(settings: &LogSettings) {
     if settings.json {
         registry.with(fmt::layer().json().with_current_span(true)).init();
     } else {
-        registry.with(fmt::layer().with_writer(std::io::stderr)).init();
+        // Colours only for a person at a terminal, never into a log collector.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        registry
+            .with(fmt::layer().with_writer(std::io::stderr).with_ansi(ansi))
+            .init();
     }
 }

@@ -1,0 +1,161 @@
+//! Prometheus metrics, served as text at `GET /metrics` on `metrics_listen`.
+//! One process-wide registry: metrics describe the process.
+
+use std::sync::LazyLock;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// An RPC's method and final gRPC code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// e.g. `UpsertEvent` (or the full path for services other than calgate's).
+    pub method: String,
+    /// e.g. `OK`, `INVALID_ARGUMENT`.
+    pub code: String,
+}
+
+/// A Cronofy endpoint and the answer it gave.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// e.g. `upsert_event`, `oauth_token`.
+    pub endpoint: String,
+    /// HTTP status, or `timeout` / `connect` / `io` when there was none.
+    pub status: String,
+}
+
+/// One label: `outcome`, `status` or `breaker`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// The outcome.
+    pub outcome: String,
+}
+
+/// A grant status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// `active`, `needs_reauth`, `revoked`.
+    pub status: String,
+}
+
+/// A breaker's name, `tenant/data_centre`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabel {
+    /// The breaker.
+    pub breaker: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms … ~16 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0005, 2.0, 16,
+    ))
+}
+
+/// Every metric calgate exports.
+pub struct Metrics {
+    registry: Registry,
+    /// RPCs by method and code.
+    pub rpc_requests: Family<RpcLabels, Counter>,
+    /// RPC latency by method and code, in seconds.
+    pub rpc_duration: Family<RpcLabels, Histogram, fn() -> Histogram>,
+    /// Cronofy requests by endpoint and answer.
+    pub upstream_requests: Family<UpstreamLabels, Counter>,
+    /// Token refreshes by outcome.
+    pub refreshes: Family<OutcomeLabel, Counter>,
+    /// Stored grants by status (counted at scrape time).
+    pub grants: Family<StatusLabel, Gauge>,
+    /// Circuit breaker state: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: Family<BreakerLabel, Gauge>,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("calgate");
+        let rpc_requests = Family::<RpcLabels, Counter>::default();
+        let rpc_duration = Family::<RpcLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let upstream_requests = Family::<UpstreamLabels, Counter>::default();
+        let refreshes = Family::<OutcomeLabel, Counter>::default();
+        let grants = Family::<StatusLabel, Gauge>::default();
+        let breaker_state = Family::<BreakerLabel, Gauge>::default();
+        registry.register(
+            "rpc_requests",
+            "gRPC calls by method and status code",
+            rpc_requests.clone(),
+        );
+        registry.register(
+            "rpc_duration_seconds",
+            "gRPC call latency by method and status code",
+            rpc_duration.clone(),
+        );
+        registry.register(
+            "upstream_requests",
+            "Requests to Cronofy by endpoint and HTTP status",
+            upstream_requests.clone(),
+        );
+        registry.register(
+            "token_refreshes",
+            "Access-token refreshes by outcome",
+            refreshes.clone(),
+        );
+        registry.register("grants", "Stored grants by status", grants.clone());
+        registry.register(
+            "breaker_state",
+            "Circuit breaker per tenant/data centre: 0 closed, 1 open, 2 half-open",
+            breaker_state.clone(),
+        );
+        Metrics {
+            registry,
+            rpc_requests,
+            rpc_duration,
+            upstream_requests,
+            refreshes,
+            grants,
+            breaker_state,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Counts a Cronofy request.
+    pub fn upstream(&self, endpoint: &str, status: &str) {
+        self.upstream_requests
+            .get_or_create(&UpstreamLabels {
+                endpoint: endpoint.to_owned(),
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a refresh outcome.
+    pub fn refresh(&self, outcome: &str) {
+        self.refreshes
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets a breaker's state gauge.
+    pub fn breaker(&self, name: &str, state: i64) {
+        self.breaker_state
+            .get_or_create(&BreakerLabel {
+                breaker: name.to_owned(),
+            })
+            .set(state);
+    }
+}
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
