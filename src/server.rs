@@ -29,8 +29,12 @@ use crate::{
     },
 };
 
-/// Name under which the calendar service reports health.
+/// Name under which the calendar service reports health (readiness).
 pub const SERVICE_NAME: &str = "calgate.v1.CalendarWriteService";
+/// Health name that stays SERVING while the process runs, store or no store:
+/// for liveness probes, so an outage of PostgreSQL takes replicas out of
+/// rotation instead of restarting them.
+pub const LIVENESS_NAME: &str = "calgate.liveness";
 /// Largest request accepted; far above any valid request (an event with every
 /// list full is well under 1 MiB).
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -131,6 +135,7 @@ impl App {
         let (reporter, health) = tonic_health::server::health_reporter();
         let (stopping_tx, stopping) = watch::channel(false);
         set_health(&reporter, ServingStatus::Serving).await;
+        reporter.set_service_status(LIVENESS_NAME, ServingStatus::Serving).await;
         tokio::spawn(watch_store(self.service.clone(), reporter.clone(), stopping.clone()));
 
         let reflection_v1 = reflection().build_v1()?;

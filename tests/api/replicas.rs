@@ -127,6 +127,18 @@ async fn while_postgres_is_away_health_is_not_serving_and_nothing_is_lost() {
         wait_for(ServingStatus::NotServing).await,
         "NOT_SERVING while the store is away"
     );
+    let liveness = health
+        .clone()
+        .check(HealthCheckRequest {
+            service: "calgate.liveness".into(),
+        })
+        .await
+        .map(|r| r.into_inner().status);
+    assert_eq!(
+        liveness.ok(),
+        Some(ServingStatus::Serving as i32),
+        "alive: no restart for a store outage"
+    );
     let status_now = app
         .client
         .clone()

@@ -11,7 +11,7 @@ use crate::helpers::*;
 async fn health_reports_serving_for_the_server_and_the_service() {
     let app = spawn_app().await;
     let mut health = HealthClient::new(app.channel.clone());
-    for service in ["", "calgate.v1.CalendarWriteService"] {
+    for service in ["", "calgate.v1.CalendarWriteService", "calgate.liveness"] {
         let status = health
             .check(HealthCheckRequest {
                 service: service.into(),
