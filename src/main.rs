@@ -30,8 +30,9 @@ enum Command {
     /// Run the service against an embedded fake Cronofy (offline development; never a real Cronofy).
     Sandbox {
         /// Config file (TOML); each tenant's Cronofy hosts are replaced by the fake's.
+        /// Without one: a `demo` tenant with a fresh API key (printed), in memory.
         #[arg(long, env = "CALGATE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Check a config file, load its secrets, and print a summary without them.
     CheckConfig {
@@ -94,7 +95,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sandbox { config } => {
-            let settings = Settings::load(&config)?;
+            let settings = match config {
+                Some(config) => Settings::load(&config)?,
+                None => {
+                    let (settings, api_key) = calgate::sandbox::demo_settings()?;
+                    println!(
+                        "calgate sandbox on {} (offline: an embedded fake Cronofy consents at once)",
+                        settings.listen
+                    );
+                    println!("  tenant        demo");
+                    println!("  API key       {api_key}");
+                    println!("  redirect_uri  {}", calgate::sandbox::DEMO_REDIRECT_URI);
+                    println!("  try           grpcurl -plaintext -H 'authorization: Bearer {api_key}' \\");
+                    println!(
+                        "                  -d '{{\"redirect_uri\":\"{}\"}}' {} calgate.v1.CalendarWriteService/BuildAuthorizeUrl",
+                        calgate::sandbox::DEMO_REDIRECT_URI,
+                        settings.listen
+                    );
+                    settings
+                }
+            };
             telemetry::init(&settings.log);
             calgate::sandbox::run(settings, shutdown_signal()).await
         }

@@ -3,17 +3,55 @@
 //! replaced by the fake's, and its OAuth client is registered there; nothing
 //! ever reaches a real Cronofy host.
 
-use std::future::Future;
+use std::{collections::HashMap, future::Future};
 
+use base64::{Engine, engine::general_purpose::STANDARD};
 use secrecy::ExposeSecret;
 use tracing::info;
 use url::Url;
 
 use crate::{
-    config::Settings,
+    auth::hash_api_key,
+    config::{ConfigError, SecretSource, Settings},
     fake_cronofy::FakeCronofy,
     server::{App, StartError},
 };
+
+/// The redirect URI of the built-in demo tenant.
+pub const DEMO_REDIRECT_URI: &str = "http://localhost:3000/cronofy/callback";
+
+/// Settings for a sandbox without a config file: one `demo` tenant whose API
+/// key is made now (and returned, to be printed), fresh keys, an in-memory store.
+pub fn demo_settings() -> Result<(Settings, String), ConfigError> {
+    let api_key = format!("sandbox-{}", hex::encode(rand::random::<[u8; 16]>()));
+    let toml = format!(
+        r#"
+listen = "127.0.0.1:50051"
+metrics_listen = "127.0.0.1:9090"
+[store]
+url = "sqlite::memory:"
+[state]
+signing_key_env = "STATE_KEY"
+[encryption]
+keys = [{{ id = "k1", key_env = "K1" }}]
+[log]
+format = "text"
+[[tenants]]
+id = "demo"
+api_key_sha256 = ["{digest}"]
+client_id = "demo-client"
+client_secret_env = "DEMO_SECRET"
+redirect_uris = ["{DEMO_REDIRECT_URI}"]
+"#,
+        digest = hex::encode(hash_api_key(&api_key)),
+    );
+    let secrets = SecretSource::Map(HashMap::from([
+        ("STATE_KEY".to_owned(), STANDARD.encode(rand::random::<[u8; 32]>())),
+        ("K1".to_owned(), STANDARD.encode(rand::random::<[u8; 32]>())),
+        ("DEMO_SECRET".to_owned(), hex::encode(rand::random::<[u8; 16]>())),
+    ]));
+    Ok((Settings::from_toml_str(&toml, &secrets)?, api_key))
+}
 
 /// Serves `settings` against an embedded fake Cronofy until `shutdown` resolves.
 pub async fn run(mut settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {

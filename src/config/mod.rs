@@ -180,8 +180,8 @@ impl Settings {
     pub fn load(path: &std::path::Path) -> Result<Settings, ConfigError> {
         let figment = Figment::from(Toml::file_exact(path)).merge(
             Env::prefixed("CALGATE_")
-                .split("__")
-                .filter(|key| ENV_KEYS.contains(&key.as_str().split('.').next().unwrap_or(""))),
+                .filter(|key| is_config_env_key(key.as_str()))
+                .split("__"),
         );
         let raw: RawConfig = figment.extract().map_err(figment_error)?;
         Settings::resolve(raw, &SecretSource::Process)
@@ -292,6 +292,14 @@ impl Settings {
             },
         })
     }
+}
+
+/// Whether `CALGATE_{key}` overrides a config key (as opposed to naming a
+/// secret such as `CALGATE_KEY_K1`): its first `__`-separated part must be a
+/// top-level key. figment hands the key over with its original case.
+fn is_config_env_key(key: &str) -> bool {
+    let first = key.split("__").next().unwrap_or_default().to_ascii_lowercase();
+    ENV_KEYS.contains(&first.as_str())
 }
 
 fn figment_error(error: figment::Error) -> ConfigError {

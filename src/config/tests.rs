@@ -127,6 +127,23 @@ fn store_urls_are_sqlite_or_postgres_and_redirects_must_be_absolute() {
 }
 
 #[test]
+fn environment_overrides_only_config_keys() {
+    for key in [
+        "LISTEN",
+        "STORE__URL",
+        "store__max_connections",
+        "UPSTREAM__BREAKER__COOL_DOWN",
+        "STATE_TTL",
+    ] {
+        assert!(is_config_env_key(key), "{key}");
+    }
+    // Secrets and the config path share the prefix but are not config keys.
+    for key in ["CONFIG", "STATE_KEY", "KEY_K1", "TENANT_ACME_SECRET", "DB_PASSWORD"] {
+        assert!(!is_config_env_key(key), "{key}");
+    }
+}
+
+#[test]
 fn secrets_never_print() {
     let settings = Settings::from_toml_str(&config("", ""), &secrets()).expect("valid");
     let printed = format!("{settings:?}");
