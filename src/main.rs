@@ -87,7 +87,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => {
             let settings = Settings::load(&config)?;
-            telemetry::init(&settings.log);
+            let _telemetry = telemetry::init(&settings.log);
             let listener = bind(settings.listen, "listen").await?;
             let metrics = bind(settings.metrics_listen, "metrics_listen").await?;
             let app = App::build(settings).await?;
@@ -115,7 +115,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     settings
                 }
             };
-            telemetry::init(&settings.log);
+            let _telemetry = telemetry::init(&settings.log);
             calgate::sandbox::run(settings, shutdown_signal()).await
         }
         Command::CheckConfig { config } => {
@@ -142,7 +142,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Migrate { config } => {
             let mut settings = Settings::load(&config)?;
-            telemetry::init(&settings.log);
+            let _telemetry = telemetry::init(&settings.log);
             // Connecting with auto_migrate applies what is pending, whatever the file says.
             settings.store.auto_migrate = true;
             calgate::store::Store::connect(&settings.store, &settings.encryption_keys).await?;
@@ -163,7 +163,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             client_id,
             client_secret_env,
         } => {
-            telemetry::init(&LogSettings {
+            let _telemetry = telemetry::init(&LogSettings {
                 json: false,
                 level: "info".into(),
             });

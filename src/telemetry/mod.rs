@@ -1,17 +1,35 @@
-//! Logs, metrics and per-call context. Logs are human-readable text locally
-//! and JSON in containers; `RUST_LOG` overrides the configured level.
+//! Logs, metrics, traces and per-call context. Logs are human-readable text
+//! locally and JSON in containers; `RUST_LOG` overrides the configured level.
+//! Built with `--features otel`, spans are also exported over OTLP/gRPC when
+//! the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variable is set.
 
 pub mod metrics;
+#[cfg(feature = "otel")]
+mod otel;
 pub mod rpc_layer;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogSettings;
 
-/// Installs the global subscriber. Call once, from `main`.
-pub fn init(settings: &LogSettings) {
+/// Keeps trace export alive; dropping it flushes pending spans.
+#[derive(Debug, Default)]
+pub struct TelemetryGuard {
+    #[cfg(feature = "otel")]
+    _otel: Option<otel::Exporter>,
+}
+
+/// Installs the global subscriber. Call once, from `main`, inside the runtime.
+pub fn init(settings: &LogSettings) -> TelemetryGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
-    let registry = tracing_subscriber::registry().with(filter);
+    #[cfg(feature = "otel")]
+    let (otel_layer, otel) = match otel::Exporter::from_env() {
+        Some(exporter) => (Some(exporter.layer()), Some(exporter)),
+        None => (None, None),
+    };
+    #[cfg(not(feature = "otel"))]
+    let otel_layer: Option<tracing_subscriber::layer::Identity> = None;
+    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     if settings.json {
         registry.with(fmt::layer().json().with_current_span(true)).init();
     } else {
@@ -20,5 +38,9 @@ pub fn init(settings: &LogSettings) {
         registry
             .with(fmt::layer().with_writer(std::io::stderr).with_ansi(ansi))
             .init();
+    }
+    TelemetryGuard {
+        #[cfg(feature = "otel")]
+        _otel: otel,
     }
 }

@@ -6,6 +6,7 @@ mod events;
 mod exchange;
 mod helpers;
 mod observability;
+mod otel;
 mod persistence;
 mod postgres;
 mod process;

@@ -45,6 +45,16 @@ async fn start_binary(fake: &FakeCronofy, work: &Workdir) -> Binary {
 
 /// Starts the real binary with the test config edited by `edit` (e.g. a PostgreSQL store).
 pub async fn start_binary_with(fake: &FakeCronofy, work: &Workdir, edit: impl FnOnce(String) -> String) -> Binary {
+    start_binary_env(fake, work, edit, &[]).await
+}
+
+/// Starts the real binary with an edited config and extra environment variables.
+pub async fn start_binary_env(
+    fake: &FakeCronofy,
+    work: &Workdir,
+    edit: impl FnOnce(String) -> String,
+    env: &[(&str, &str)],
+) -> Binary {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -61,6 +71,7 @@ pub async fn start_binary_with(fake: &FakeCronofy, work: &Workdir, edit: impl Fn
         .arg("--config")
         .arg(&path)
         .env("RUST_LOG", "debug")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -102,6 +113,12 @@ impl Binary {
     /// Kills the process outright, as the kernel's OOM killer or a node loss would.
     pub async fn sigkill(&mut self) {
         self.child.kill().await.expect("SIGKILL");
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn stop(&mut self) {
+        self.sigterm();
+        assert_eq!(self.exit_code().await, Some(0));
     }
 
     fn sigterm(&self) {
@@ -284,8 +301,7 @@ async fn no_secret_reaches_the_logs_at_debug_level() {
             },
         ))
         .await;
-    binary.sigterm();
-    assert_eq!(binary.exit_code().await, Some(0));
+    binary.stop().await;
 
     let logs = binary.logs();
     assert!(logs.contains("DEBUG"), "debug logs were captured");
