@@ -77,6 +77,10 @@ pub enum Error {
     /// The credential store cannot be reached.
     #[error("credential store unavailable")]
     StoreUnavailable,
+    /// The stored grant cannot be decrypted: its encryption key is no longer
+    /// configured (or the row was tampered with). An operator must act.
+    #[error("the stored grant cannot be read; an operator has been alerted in the logs")]
+    GrantUnreadable,
 }
 
 fn describe(violations: &[FieldViolation]) -> String {

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     cronofy::{CalendarEntry, CronofyClient, CronofyError, Host},
     resilience::{GuardError, Resilience},
-    store::{NewGrant, Store},
+    store::{NewGrant, Store, StoreError},
 };
 
 /// Default scope of Individual Connect: Read-Write access mode.
@@ -433,9 +433,15 @@ impl CalendarService {
         self.store
             .find_grant(&tenant.id, selector)
             .await
-            .map_err(|error| {
-                warn!(tenant = %tenant.id, %error, "grant lookup failed");
-                Error::StoreUnavailable
+            .map_err(|error| match error {
+                StoreError::Corrupt(detail) => {
+                    tracing::error!(tenant = %tenant.id, %detail, "a stored grant cannot be decrypted: is an encryption key missing from encryption.keys?");
+                    Error::GrantUnreadable
+                }
+                other => {
+                    warn!(tenant = %tenant.id, error = %other, "grant lookup failed");
+                    Error::StoreUnavailable
+                }
             })?
             .ok_or(Error::GrantNotFound)
     }

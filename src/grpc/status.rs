@@ -67,6 +67,7 @@ pub fn from_domain(error: Error) -> Status {
         Error::UpstreamUnauthorized => status(Code::FailedPrecondition, "UPSTREAM_UNAUTHORIZED", message, plain()),
         Error::UpstreamRefused(_) => status(Code::FailedPrecondition, "UPSTREAM_REFUSED", message, plain()),
         Error::StoreUnavailable => status(Code::Unavailable, "STORE_UNAVAILABLE", message, plain()),
+        Error::GrantUnreadable => status(Code::Internal, "GRANT_UNREADABLE", message, plain()),
     }
 }
 

@@ -35,6 +35,21 @@ async fn a_grant_survives_a_restart_and_a_key_rotation() {
 }
 
 #[tokio::test]
+async fn a_grant_whose_key_was_removed_is_reported_unreadable_not_unavailable() {
+    let app = spawn_app().await;
+    let grant = app.connect(Some("ada")).await;
+    let (fake, work) = app.stop().await;
+    // k1 sealed the grant; configure only k2.
+    let keys = work.key("k2");
+    let app = spawn_app_on(fake, work, &keys).await;
+    let status = fetch_grant(&app.client, ACME_KEY, &grant.sub)
+        .await
+        .expect_err("unreadable");
+    assert_status(&status, tonic::Code::Internal, "GRANT_UNREADABLE");
+    assert!(!status.message().contains("k1"), "no key material or ids for callers");
+}
+
+#[tokio::test]
 async fn the_database_holds_no_plaintext_token() {
     let app = spawn_app().await;
     let grant = app.connect(Some("ada")).await;
