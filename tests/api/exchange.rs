@@ -253,3 +253,63 @@ async fn reconnecting_moves_a_user_ref_and_linked_accounts_share_a_grant() {
         "both user_refs point at one grant"
     );
 }
+
+#[tokio::test]
+async fn an_enterprise_admin_grant_is_a_service_account_that_cannot_hold_events() {
+    let app = spawn_app().await;
+    let built = app
+        .client
+        .clone()
+        .build_authorize_url(app.req(pb::BuildAuthorizeUrlRequest {
+            redirect_uri: ACME_REDIRECT.into(),
+            connect_mode: pb::ConnectMode::Enterprise as i32,
+            user_ref: Some("org-42".into()),
+            ..Default::default()
+        }))
+        .await
+        .expect("url")
+        .into_inner();
+    let (code, state) = follow_consent(&built.url).await;
+    let grant = app
+        .client
+        .clone()
+        .exchange_code(app.req(exchange(&code, ACME_REDIRECT, &state)))
+        .await
+        .expect("exchange")
+        .into_inner()
+        .grant
+        .expect("grant");
+    assert_eq!(grant.kind, pb::GrantKind::ServiceAccount as i32);
+    assert_eq!(grant.connect_mode, pb::ConnectMode::Enterprise as i32);
+    assert!(
+        grant.sub.starts_with("ser_"),
+        "the sub is the service_account_id: {}",
+        grant.sub
+    );
+    assert_eq!(grant.user_ref, "org-42");
+
+    let upserts = app.fake.count(Endpoint::UpsertEvent);
+    let status = app
+        .client
+        .clone()
+        .upsert_event(app.req(pb::UpsertEventRequest {
+            user: Some(pb::upsert_event_request::User::UserRef("org-42".into())),
+            calendar_id: "cal_any".into(),
+            event: Some(event("evt-1")),
+        }))
+        .await
+        .expect_err("a service account holds no events");
+    assert_status(&status, Code::FailedPrecondition, "GRANT_IS_SERVICE_ACCOUNT");
+    let status = app
+        .client
+        .clone()
+        .delete_event(app.req(pb::DeleteEventRequest {
+            user: Some(pb::delete_event_request::User::UserRef("org-42".into())),
+            calendar_id: "cal_any".into(),
+            event_id: "evt-1".into(),
+        }))
+        .await
+        .expect_err("nor deletes them");
+    assert_status(&status, Code::FailedPrecondition, "GRANT_IS_SERVICE_ACCOUNT");
+    assert_eq!(app.fake.count(Endpoint::UpsertEvent), upserts);
+}
