@@ -5,19 +5,20 @@
 //! [`RawConfig`] mirrors the file, [`Settings::resolve`] checks it and loads the secrets.
 
 mod raw;
+mod resolve;
 mod secrets;
 
-use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use figment::{
     Figment,
     providers::{Env, Format, Toml},
 };
-use secrecy::{ExposeSecret, SecretBox, SecretString};
+use secrecy::{SecretBox, SecretString};
 use url::Url;
 
 pub use raw::RawConfig;
-use raw::{RawEncryptionKey, RawTenant};
+use resolve::{resolve_encryption_keys, resolve_tenants};
 pub use secrets::SecretSource;
 
 use crate::{
@@ -323,161 +324,6 @@ fn check_store_url(url: &str) -> Result<String, ConfigError> {
             "must start with sqlite: (one machine) or postgres:// (several replicas)",
         ))
     }
-}
-
-fn resolve_encryption_keys(
-    raw: &[RawEncryptionKey],
-    secrets: &SecretSource,
-) -> Result<Vec<EncryptionKey>, ConfigError> {
-    if raw.is_empty() {
-        return Err(ConfigError::invalid("encryption.keys", "at least one key is required"));
-    }
-    let mut seen = HashSet::new();
-    raw.iter()
-        .enumerate()
-        .map(|(index, key)| {
-            let path = format!("encryption.keys[{index}]");
-            if !is_identifier(&key.id, 32) {
-                return Err(ConfigError::invalid(
-                    format!("{path}.id"),
-                    "must be 1-32 characters of a-z, 0-9, '-' or '_'",
-                ));
-            }
-            if !seen.insert(key.id.as_str()) {
-                return Err(ConfigError::invalid(
-                    format!("{path}.id"),
-                    format!("duplicate key id `{}`", key.id),
-                ));
-            }
-            Ok(EncryptionKey {
-                id: key.id.clone(),
-                key: secrets.key32(&path, key.key_env.as_deref(), key.key_file.as_deref())?,
-            })
-        })
-        .collect()
-}
-
-fn resolve_tenants(raw: &[RawTenant], secrets: &SecretSource) -> Result<Vec<TenantSettings>, ConfigError> {
-    if raw.is_empty() {
-        return Err(ConfigError::invalid("tenants", "at least one tenant is required"));
-    }
-    let mut ids = HashSet::new();
-    let mut digests = HashSet::new();
-    let mut tenants = Vec::with_capacity(raw.len());
-    for (index, tenant) in raw.iter().enumerate() {
-        let path = format!("tenants[{index}]");
-        if !is_identifier(&tenant.id, 64) {
-            return Err(ConfigError::invalid(
-                format!("{path}.id"),
-                "must be 1-64 characters of a-z, 0-9, '-' or '_'",
-            ));
-        }
-        if !ids.insert(tenant.id.clone()) {
-            return Err(ConfigError::invalid(
-                format!("{path}.id"),
-                format!("duplicate tenant id `{}`", tenant.id),
-            ));
-        }
-        if tenant.api_key_sha256.is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{path}.api_key_sha256"),
-                "at least one digest is required",
-            ));
-        }
-        let mut api_key_sha256 = Vec::with_capacity(tenant.api_key_sha256.len());
-        for (n, digest) in tenant.api_key_sha256.iter().enumerate() {
-            let key = format!("{path}.api_key_sha256[{n}]");
-            let bytes: [u8; 32] = hex::decode(digest.trim())
-                .ok()
-                .and_then(|bytes| bytes.try_into().ok())
-                .ok_or_else(|| ConfigError::invalid(&key, "must be 64 hex digits (see `calgate hash-key`)"))?;
-            if !digests.insert(bytes) {
-                return Err(ConfigError::invalid(
-                    key,
-                    "this API key is configured twice; a key must decide one tenant",
-                ));
-            }
-            api_key_sha256.push(bytes);
-        }
-        if tenant.client_id.trim().is_empty() {
-            return Err(ConfigError::invalid(format!("{path}.client_id"), "must not be empty"));
-        }
-        let client_secret = secrets.string(
-            &format!("{path}.client_secret"),
-            tenant.client_secret_env.as_deref(),
-            tenant.client_secret_file.as_deref(),
-        )?;
-        let data_center = tenant
-            .data_center
-            .parse::<DataCenter>()
-            .map_err(|problem| ConfigError::invalid(format!("{path}.data_center"), problem))?;
-        if tenant.redirect_uris.is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{path}.redirect_uris"),
-                "at least one URI is required",
-            ));
-        }
-        for (n, uri) in tenant.redirect_uris.iter().enumerate() {
-            check_redirect_uri(uri)
-                .map_err(|problem| ConfigError::invalid(format!("{path}.redirect_uris[{n}]"), problem))?;
-        }
-        let api_base_url = base_url(tenant.api_base_url.as_deref(), &format!("{path}.api_base_url"))?;
-        let app_base_url = base_url(tenant.app_base_url.as_deref(), &format!("{path}.app_base_url"))?;
-        let rate_limit = RateLimit {
-            per_second: tenant.rate_limit.per_second,
-            per_minute: tenant.rate_limit.per_minute,
-        };
-        if rate_limit.per_second == 0 || rate_limit.per_minute == 0 {
-            return Err(ConfigError::invalid(
-                format!("{path}.rate_limit"),
-                "per_second and per_minute must be at least 1",
-            ));
-        }
-        if client_secret.expose_secret().is_empty() {
-            return Err(ConfigError::invalid(format!("{path}.client_secret"), "is empty"));
-        }
-        tenants.push(TenantSettings {
-            id: tenant.id.clone(),
-            api_key_sha256,
-            client_id: tenant.client_id.clone(),
-            client_secret,
-            data_center,
-            redirect_uris: tenant.redirect_uris.clone(),
-            api_base_url,
-            app_base_url,
-            rate_limit,
-        });
-    }
-    Ok(tenants)
-}
-
-/// A redirect URI must be an absolute http(s) URL without a fragment (RFC 6749 §3.1.2).
-fn check_redirect_uri(uri: &str) -> Result<(), String> {
-    let parsed = Url::parse(uri).map_err(|error| format!("not an absolute URL: {error}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err("must be http or https".into());
-    }
-    if parsed.fragment().is_some() {
-        return Err("must not have a fragment".into());
-    }
-    Ok(())
-}
-
-fn base_url(value: Option<&str>, key: &str) -> Result<Option<Url>, ConfigError> {
-    let Some(value) = value else { return Ok(None) };
-    let url = Url::parse(value).map_err(|error| ConfigError::invalid(key, format!("not a URL: {error}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-        return Err(ConfigError::invalid(key, "must be an http(s) base URL"));
-    }
-    Ok(Some(url))
-}
-
-fn is_identifier(value: &str, max: usize) -> bool {
-    !value.is_empty()
-        && value.len() <= max
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]

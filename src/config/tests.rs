@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use secrecy::ExposeSecret;
+
 use super::*;
 
 const KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="; // 32 × 0x01

@@ -1,55 +1,28 @@
-//! The operations behind the RPCs.
+//! Connecting users: consent URLs, code exchange, grants, revocation.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use secrecy::SecretString;
 use time::OffsetDateTime;
-use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{
-    Error, Tenant, Violations,
-    clock::Clock,
-    event::Event,
-    grant::{ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus, StoredGrant, Tokens},
-    refresh::{Fresh, Need, Refresher, usable_tokens},
-    state::{StateClaims, StateCodec},
-    upstream,
-};
+use super::{CalendarService, Deadline};
 use crate::{
-    cronofy::{CalendarEntry, CronofyClient, CronofyError, Host},
-    resilience::{GuardError, Resilience},
-    store::{NewGrant, Store, StoreError},
+    cronofy::{CronofyError, Host},
+    domain::{
+        Error, Tenant, Violations,
+        grant::{ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus, StoredGrant, Tokens},
+        state::{StateClaims, StateCodec},
+        upstream,
+    },
+    resilience::GuardError,
+    store::NewGrant,
 };
 
 /// Default scope of Individual Connect: Read-Write access mode.
 const INDIVIDUAL_SCOPE: &str = "free_busy_write";
 /// Default scope of Enterprise Connect's admin consent.
 const ENTERPRISE_SCOPE: &str = "service_account/accounts/manage";
-
-/// The caller's deadline, when it gave one (`grpc-timeout`).
-pub type Deadline = Option<Instant>;
-
-/// Makes a guarded Cronofy API call with a lease's token; on 401, refreshes
-/// once and repeats it. Maps the final failure to a domain error.
-macro_rules! call_with_refresh {
-    ($self:ident, $tenant:expr, $deadline:expr, $lease:expr, $prefix:expr, |$token:ident| $call:expr) => {{
-        let lease = $lease;
-        let first = {
-            let $token = &lease.token;
-            $self.resilience.call(&$tenant.id, $deadline, || $call).await
-        };
-        let result = match first {
-            Err(GuardError::Upstream(CronofyError::Unauthorized)) => {
-                let fresh = $self.after_unauthorized($tenant, &lease).await?;
-                let $token = &fresh.token;
-                $self.resilience.call(&$tenant.id, $deadline, || $call).await
-            }
-            other => other,
-        };
-        result.map_err(|error| upstream::guard_error(error, $prefix))
-    }};
-}
 
 /// A checked BuildAuthorizeUrl request.
 #[derive(Debug, Clone)]
@@ -96,68 +69,7 @@ pub struct ExchangeRequest {
     pub state: String,
 }
 
-/// calgate's operations, shared by every tenant.
-#[derive(Debug)]
-pub struct CalendarService {
-    store: Store,
-    cronofy: CronofyClient,
-    resilience: Arc<Resilience>,
-    states: StateCodec,
-    state_ttl: Duration,
-    clock: Clock,
-    refresher: Arc<Refresher>,
-}
-
-/// Everything [`CalendarService::new`] is built from.
-#[derive(Debug)]
-pub struct ServiceParts {
-    /// The credential store.
-    pub store: Store,
-    /// The Cronofy client.
-    pub cronofy: CronofyClient,
-    /// Retries, budgets, breakers.
-    pub resilience: Arc<Resilience>,
-    /// Seals states.
-    pub states: StateCodec,
-    /// State lifetime.
-    pub state_ttl: Duration,
-    /// Refresh margin.
-    pub refresh_margin: Duration,
-    /// Wall clock.
-    pub clock: Clock,
-}
-
 impl CalendarService {
-    /// Assembles the service.
-    pub fn new(parts: ServiceParts) -> Self {
-        let refresher = Refresher::new(
-            parts.store.clone(),
-            parts.cronofy.clone(),
-            parts.resilience.clone(),
-            parts.clock.clone(),
-            parts.refresh_margin,
-        );
-        CalendarService {
-            store: parts.store,
-            cronofy: parts.cronofy,
-            resilience: parts.resilience,
-            states: parts.states,
-            state_ttl: parts.state_ttl,
-            clock: parts.clock,
-            refresher: Arc::new(refresher),
-        }
-    }
-
-    /// The store, for health checks.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// Writes refreshed tokens the store refused earlier (called when it is back).
-    pub async fn flush_pending_tokens(&self) {
-        self.refresher.flush_all_pending().await;
-    }
-
     /// Builds the consent URL and its sealed, single-use state. Calls nobody.
     pub fn build_authorize_url(&self, tenant: &Tenant, request: AuthorizeRequest) -> Result<AuthorizeUrl, Error> {
         let mut violations = Violations::default();
@@ -383,111 +295,4 @@ impl CalendarService {
         info!(tenant = %tenant.id, sub, "grant revoked");
         Ok(grant)
     }
-
-    /// Creates or updates one of the application's events.
-    pub async fn upsert_event(
-        &self,
-        tenant: &Arc<Tenant>,
-        selector: &GrantSelector,
-        calendar_id: &str,
-        event: &Event,
-        deadline: Deadline,
-    ) -> Result<(), Error> {
-        let lease = self.access_token(tenant, selector, true).await?;
-        call_with_refresh!(self, tenant, deadline, lease, "event.", |token| {
-            self.cronofy
-                .upsert_event(&tenant.app.endpoints, token, calendar_id, event)
-        })
-    }
-
-    /// Deletes one of the application's events; an event already gone is fine.
-    pub async fn delete_event(
-        &self,
-        tenant: &Arc<Tenant>,
-        selector: &GrantSelector,
-        calendar_id: &str,
-        event_id: &str,
-        deadline: Deadline,
-    ) -> Result<(), Error> {
-        let lease = self.access_token(tenant, selector, true).await?;
-        call_with_refresh!(self, tenant, deadline, lease, "", |token| {
-            self.cronofy
-                .delete_event(&tenant.app.endpoints, token, calendar_id, event_id)
-        })
-    }
-
-    /// Lists the user's calendars.
-    pub async fn list_calendars(
-        &self,
-        tenant: &Arc<Tenant>,
-        selector: &GrantSelector,
-        deadline: Deadline,
-    ) -> Result<Vec<CalendarEntry>, Error> {
-        let lease = self.access_token(tenant, selector, false).await?;
-        call_with_refresh!(self, tenant, deadline, lease, "", |token| {
-            self.cronofy.list_calendars(&tenant.app.endpoints, token)
-        })
-    }
-
-    async fn find(&self, tenant: &Tenant, selector: &GrantSelector) -> Result<StoredGrant, Error> {
-        self.store
-            .find_grant(&tenant.id, selector)
-            .await
-            .map_err(|error| match error {
-                StoreError::Corrupt(detail) => {
-                    tracing::error!(tenant = %tenant.id, %detail, "a stored grant cannot be decrypted: is an encryption key missing from encryption.keys?");
-                    Error::GrantUnreadable
-                }
-                other => {
-                    warn!(tenant = %tenant.id, error = %other, "grant lookup failed");
-                    Error::StoreUnavailable
-                }
-            })?
-            .ok_or(Error::GrantNotFound)
-    }
-
-    /// A usable access token for the selected grant, refreshed first when it
-    /// expires within the margin. Event writes refuse service accounts.
-    async fn access_token(
-        &self,
-        tenant: &Arc<Tenant>,
-        selector: &GrantSelector,
-        writes_events: bool,
-    ) -> Result<TokenLease, Error> {
-        let stored = self.find(tenant, selector).await?;
-        if writes_events && stored.grant.kind == GrantKind::ServiceAccount {
-            return Err(Error::GrantIsServiceAccount);
-        }
-        let tokens = usable_tokens(&stored)?;
-        let fresh = if self.refresher.needs_refresh(&tenant.id, &stored.grant.sub, tokens) {
-            self.refresher
-                .refresh(tenant, &stored.grant.sub, Need::Expiring)
-                .await?
-        } else {
-            Fresh {
-                token: tokens.access_token.clone(),
-                version: stored.version,
-            }
-        };
-        Ok(TokenLease {
-            sub: stored.grant.sub,
-            token: fresh.token,
-            version: fresh.version,
-        })
-    }
-
-    /// Cronofy refused `lease`'s token: refresh once (unless someone already did).
-    async fn after_unauthorized(&self, tenant: &Arc<Tenant>, lease: &TokenLease) -> Result<Fresh, Error> {
-        info!(tenant = %tenant.id, sub = %lease.sub, "Cronofy refused the access token; refreshing once");
-        self.refresher
-            .refresh(tenant, &lease.sub, Need::Rejected { version: lease.version })
-            .await
-    }
-}
-
-/// An access token and the grant version it was read at.
-struct TokenLease {
-    sub: String,
-    token: SecretString,
-    version: i64,
 }

@@ -1,0 +1,176 @@
+//! The operations behind the RPCs: `connect` (authorize, exchange, revoke,
+//! describe grants) and `events` (writes and calendar reads); this module
+//! holds the service and the token handling both share.
+
+use std::{sync::Arc, time::Duration};
+
+use secrecy::SecretString;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::{
+    Error, Tenant,
+    clock::Clock,
+    grant::{GrantKind, GrantSelector, StoredGrant},
+    refresh::{Fresh, Need, Refresher, usable_tokens},
+    state::StateCodec,
+};
+use crate::{
+    cronofy::CronofyClient,
+    resilience::Resilience,
+    store::{Store, StoreError},
+};
+
+/// The caller's deadline, when it gave one (`grpc-timeout`).
+pub type Deadline = Option<Instant>;
+
+/// Makes a guarded Cronofy API call with a lease's token; on 401, refreshes
+/// once and repeats it. Maps the final failure to a domain error.
+macro_rules! call_with_refresh {
+    ($self:ident, $tenant:expr, $deadline:expr, $lease:expr, $prefix:expr, |$token:ident| $call:expr) => {{
+        let lease = $lease;
+        let first = {
+            let $token = &lease.token;
+            $self.resilience.call(&$tenant.id, $deadline, || $call).await
+        };
+        let result = match first {
+            Err(GuardError::Upstream(CronofyError::Unauthorized)) => {
+                let fresh = $self.after_unauthorized($tenant, &lease).await?;
+                let $token = &fresh.token;
+                $self.resilience.call(&$tenant.id, $deadline, || $call).await
+            }
+            other => other,
+        };
+        result.map_err(|error| upstream::guard_error(error, $prefix))
+    }};
+}
+
+mod connect;
+mod events;
+
+pub use connect::{AuthorizeRequest, AuthorizeUrl, ExchangeRequest};
+
+/// calgate's operations, shared by every tenant.
+#[derive(Debug)]
+pub struct CalendarService {
+    store: Store,
+    cronofy: CronofyClient,
+    resilience: Arc<Resilience>,
+    states: StateCodec,
+    state_ttl: Duration,
+    clock: Clock,
+    refresher: Arc<Refresher>,
+}
+
+/// Everything [`CalendarService::new`] is built from.
+#[derive(Debug)]
+pub struct ServiceParts {
+    /// The credential store.
+    pub store: Store,
+    /// The Cronofy client.
+    pub cronofy: CronofyClient,
+    /// Retries, budgets, breakers.
+    pub resilience: Arc<Resilience>,
+    /// Seals states.
+    pub states: StateCodec,
+    /// State lifetime.
+    pub state_ttl: Duration,
+    /// Refresh margin.
+    pub refresh_margin: Duration,
+    /// Wall clock.
+    pub clock: Clock,
+}
+
+impl CalendarService {
+    /// Assembles the service.
+    pub fn new(parts: ServiceParts) -> Self {
+        let refresher = Refresher::new(
+            parts.store.clone(),
+            parts.cronofy.clone(),
+            parts.resilience.clone(),
+            parts.clock.clone(),
+            parts.refresh_margin,
+        );
+        CalendarService {
+            store: parts.store,
+            cronofy: parts.cronofy,
+            resilience: parts.resilience,
+            states: parts.states,
+            state_ttl: parts.state_ttl,
+            clock: parts.clock,
+            refresher: Arc::new(refresher),
+        }
+    }
+
+    /// The store, for health checks.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Writes refreshed tokens the store refused earlier (called when it is back).
+    pub async fn flush_pending_tokens(&self) {
+        self.refresher.flush_all_pending().await;
+    }
+
+    async fn find(&self, tenant: &Tenant, selector: &GrantSelector) -> Result<StoredGrant, Error> {
+        self.store
+            .find_grant(&tenant.id, selector)
+            .await
+            .map_err(|error| match error {
+                StoreError::Corrupt(detail) => {
+                    tracing::error!(tenant = %tenant.id, %detail, "a stored grant cannot be decrypted: is an encryption key missing from encryption.keys?");
+                    Error::GrantUnreadable
+                }
+                other => {
+                    warn!(tenant = %tenant.id, error = %other, "grant lookup failed");
+                    Error::StoreUnavailable
+                }
+            })?
+            .ok_or(Error::GrantNotFound)
+    }
+
+    /// A usable access token for the selected grant, refreshed first when it
+    /// expires within the margin. Event writes refuse service accounts.
+    async fn access_token(
+        &self,
+        tenant: &Arc<Tenant>,
+        selector: &GrantSelector,
+        writes_events: bool,
+    ) -> Result<TokenLease, Error> {
+        let stored = self.find(tenant, selector).await?;
+        if writes_events && stored.grant.kind == GrantKind::ServiceAccount {
+            return Err(Error::GrantIsServiceAccount);
+        }
+        let tokens = usable_tokens(&stored)?;
+        let fresh = if self.refresher.needs_refresh(&tenant.id, &stored.grant.sub, tokens) {
+            self.refresher
+                .refresh(tenant, &stored.grant.sub, Need::Expiring)
+                .await?
+        } else {
+            Fresh {
+                token: tokens.access_token.clone(),
+                version: stored.version,
+            }
+        };
+        Ok(TokenLease {
+            sub: stored.grant.sub,
+            token: fresh.token,
+            version: fresh.version,
+        })
+    }
+
+    /// Cronofy refused `lease`'s token: refresh once (unless someone already did).
+    async fn after_unauthorized(&self, tenant: &Arc<Tenant>, lease: &TokenLease) -> Result<Fresh, Error> {
+        info!(tenant = %tenant.id, sub = %lease.sub, "Cronofy refused the access token; refreshing once");
+        self.refresher
+            .refresh(tenant, &lease.sub, Need::Rejected { version: lease.version })
+            .await
+    }
+}
+
+/// An access token and the grant version it was read at.
+struct TokenLease {
+    sub: String,
+    token: SecretString,
+    version: i64,
+}

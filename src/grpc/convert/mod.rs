@@ -1,0 +1,231 @@
+//! Conversions between calgate.v1 messages and domain types. Requests are
+//! parsed here, every bad field recorded with its path, before the domain runs.
+
+mod event_fields;
+
+use prost_types::Timestamp;
+use secrecy::SecretString;
+use time::OffsetDateTime;
+
+use super::pb;
+use crate::{
+    cronofy::CalendarEntry,
+    domain::{
+        AuthorizeRequest, Error, ExchangeRequest, Violations,
+        event::{Event, limits},
+        grant::{ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus},
+        rules,
+        state::MAX_STATE_LEN,
+    },
+};
+
+/// Longest authorization code accepted (Cronofy's are 32 characters).
+const MAX_CODE_LEN: usize = 512;
+/// Most scopes in one request.
+const MAX_SCOPES: usize = 20;
+
+/// A request's `oneof user` as a selector.
+pub trait UserSelector {
+    /// `(is_sub, value)` of the selector, if set.
+    fn user(&self) -> Option<(bool, &str)>;
+}
+
+macro_rules! user_selector {
+    ($($message:ident => $module:ident),+ $(,)?) => {$(
+        impl UserSelector for pb::$message {
+            fn user(&self) -> Option<(bool, &str)> {
+                match &self.user {
+                    Some(pb::$module::User::Sub(sub)) => Some((true, sub.as_str())),
+                    Some(pb::$module::User::UserRef(user_ref)) => Some((false, user_ref.as_str())),
+                    None => None,
+                }
+            }
+        }
+    )+};
+}
+
+user_selector!(
+    UpsertEventRequest => upsert_event_request,
+    DeleteEventRequest => delete_event_request,
+    ListCalendarsRequest => list_calendars_request,
+    GetGrantRequest => get_grant_request,
+    RevokeGrantRequest => revoke_grant_request,
+);
+
+fn selector(request: &impl UserSelector, violations: &mut Violations) -> Option<GrantSelector> {
+    match request.user() {
+        None => {
+            violations.add("user", "one of sub or user_ref is required");
+            None
+        }
+        Some((true, sub)) => violations
+            .check("sub", rules::identifier(sub, limits::ID))
+            .map(GrantSelector::Sub),
+        Some((false, user_ref)) => violations
+            .check("user_ref", rules::identifier(user_ref, limits::ID))
+            .map(GrantSelector::UserRef),
+    }
+}
+
+/// Parses a request that only names a grant.
+pub fn grant_selector(request: &impl UserSelector) -> Result<GrantSelector, Error> {
+    let mut violations = Violations::default();
+    let selector = selector(request, &mut violations);
+    violations.finish()?;
+    selector.ok_or_else(|| unreachable!("violations recorded when the selector is missing"))
+}
+
+/// Parses BuildAuthorizeUrl.
+pub fn authorize_request(request: pb::BuildAuthorizeUrlRequest) -> Result<AuthorizeRequest, Error> {
+    let mut v = Violations::default();
+    let redirect_uri = v.check("redirect_uri", rules::identifier(&request.redirect_uri, 2048));
+    let scope = scopes(&request.scope, "scope", &mut v);
+    let delegated_scope = scopes(&request.delegated_scope, "delegated_scope", &mut v);
+    let connect_mode = match pb::ConnectMode::try_from(request.connect_mode) {
+        Ok(pb::ConnectMode::Unspecified | pb::ConnectMode::Individual) => Some(ConnectMode::Individual),
+        Ok(pb::ConnectMode::Enterprise) => Some(ConnectMode::Enterprise),
+        Err(_) => {
+            v.add("connect_mode", format!("unknown value {}", request.connect_mode));
+            None
+        }
+    };
+    let user_ref = optional(&mut v, "user_ref", request.user_ref.as_deref(), |s| {
+        rules::identifier(s, limits::ID)
+    });
+    let provider_name = optional(&mut v, "provider_name", request.provider_name.as_deref(), rules::token);
+    let link_token = optional(&mut v, "link_token", request.link_token.as_deref(), |s| {
+        rules::identifier(s, 512)
+    });
+    let locale = optional(&mut v, "locale", request.locale.as_deref(), rules::locale);
+    v.finish()?;
+    Ok(AuthorizeRequest {
+        redirect_uri: redirect_uri.unwrap_or_default(),
+        scope,
+        connect_mode: connect_mode.unwrap_or(ConnectMode::Individual),
+        delegated_scope,
+        user_ref,
+        provider_name,
+        avoid_linking: request.avoid_linking,
+        link_token,
+        locale,
+    })
+}
+
+fn scopes(values: &[String], field: &str, v: &mut Violations) -> Vec<String> {
+    if values.len() > MAX_SCOPES {
+        v.add(field, format!("at most {MAX_SCOPES} scopes"));
+        return vec![];
+    }
+    values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| v.check(format!("{field}[{i}]"), rules::scope(s)))
+        .collect()
+}
+
+fn optional<T>(
+    v: &mut Violations,
+    field: &str,
+    value: Option<&str>,
+    rule: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    value.and_then(|value| v.check(field, rule(value)))
+}
+
+/// Parses ExchangeCode.
+pub fn exchange_request(request: pb::ExchangeCodeRequest) -> Result<ExchangeRequest, Error> {
+    let mut v = Violations::default();
+    // The code is a secret: its rules never echo it.
+    v.check("code", rules::identifier(&request.code, MAX_CODE_LEN));
+    v.check("redirect_uri", rules::identifier(&request.redirect_uri, 2048));
+    v.check("state", rules::identifier(&request.state, MAX_STATE_LEN));
+    v.finish()?;
+    Ok(ExchangeRequest {
+        code: SecretString::from(request.code),
+        redirect_uri: request.redirect_uri,
+        state: request.state,
+    })
+}
+
+/// Parses UpsertEvent into (selector, calendar_id, event).
+pub fn upsert_request(request: &pb::UpsertEventRequest) -> Result<(GrantSelector, String, Event), Error> {
+    let mut v = Violations::default();
+    let selector = selector(request, &mut v);
+    let calendar_id = v.check("calendar_id", rules::identifier(&request.calendar_id, limits::ID));
+    let event = match &request.event {
+        Some(event) => event_fields::parse_event(event, &mut v),
+        None => {
+            v.add("event", "is required");
+            None
+        }
+    };
+    v.finish()?;
+    match (selector, calendar_id, event) {
+        (Some(selector), Some(calendar_id), Some(event)) => Ok((selector, calendar_id, event)),
+        _ => unreachable!("violations recorded for every missing part"),
+    }
+}
+
+/// Parses DeleteEvent into (selector, calendar_id, event_id).
+pub fn delete_request(request: &pb::DeleteEventRequest) -> Result<(GrantSelector, String, String), Error> {
+    let mut v = Violations::default();
+    let selector = selector(request, &mut v);
+    let calendar_id = v.check("calendar_id", rules::identifier(&request.calendar_id, limits::ID));
+    let event_id = v.check("event_id", rules::identifier(&request.event_id, limits::ID));
+    v.finish()?;
+    match (selector, calendar_id, event_id) {
+        (Some(selector), Some(calendar_id), Some(event_id)) => Ok((selector, calendar_id, event_id)),
+        _ => unreachable!("violations recorded for every missing part"),
+    }
+}
+
+/// A domain grant as the API shows it.
+pub fn grant(grant: Grant) -> pb::Grant {
+    pb::Grant {
+        sub: grant.sub,
+        account_id: grant.account_id,
+        user_ref: grant.user_ref.unwrap_or_default(),
+        scope: grant.scope,
+        connect_mode: match grant.connect_mode {
+            ConnectMode::Individual => pb::ConnectMode::Individual,
+            ConnectMode::Enterprise => pb::ConnectMode::Enterprise,
+        } as i32,
+        status: match grant.status {
+            GrantStatus::Active => pb::GrantStatus::Active,
+            GrantStatus::NeedsReauth => pb::GrantStatus::NeedsReauth,
+            GrantStatus::Revoked => pb::GrantStatus::Revoked,
+        } as i32,
+        provider_name: grant.provider_name,
+        profile_name: grant.profile_name,
+        free_busy_mode: grant.free_busy_mode,
+        created_at: Some(timestamp(grant.created_at)),
+        updated_at: Some(timestamp(grant.updated_at)),
+        kind: match grant.kind {
+            GrantKind::User => pb::GrantKind::User,
+            GrantKind::ServiceAccount => pb::GrantKind::ServiceAccount,
+        } as i32,
+    }
+}
+
+/// A Cronofy calendar as the API shows it.
+pub fn calendar(entry: CalendarEntry) -> pb::Calendar {
+    pb::Calendar {
+        calendar_id: entry.calendar_id,
+        calendar_name: entry.calendar_name,
+        profile_id: entry.profile_id,
+        profile_name: entry.profile_name,
+        provider_name: entry.provider_name,
+        readonly: entry.calendar_readonly,
+        primary: entry.calendar_primary,
+        deleted: entry.calendar_deleted,
+        permission_level: entry.permission_level.unwrap_or_default(),
+    }
+}
+
+/// A time as a protobuf Timestamp.
+pub fn timestamp(at: OffsetDateTime) -> Timestamp {
+    Timestamp {
+        seconds: at.unix_timestamp(),
+        nanos: 0,
+    }
+}
