@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("calgate_descriptor.bin"))
+        // The vendored google/rpc/status.proto is tonic-types' Status.
+        .extern_path(".google.rpc", "::tonic_types::pb")
         .compile_with_config(config, &["proto/calgate/v1/calgate.proto"], &["proto"])?;
     println!("cargo:rerun-if-env-changed=PROTOC");
     Ok(())

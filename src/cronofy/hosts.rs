@@ -99,6 +99,16 @@ impl Endpoints {
         }
     }
 
+    /// The API path of `segments` alone (`/v1/calendars/cal%2F1/events`), as
+    /// Cronofy's batch entries name their targets.
+    pub fn api_path(segments: &[&str]) -> String {
+        let mut url = Url::parse("https://api.cronofy.com/").unwrap_or_else(|_| unreachable!("constant URL"));
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url.path().to_owned()
+    }
+
     /// Builds `{base}/{segments…}`: each segment is percent-encoded, so ids
     /// from callers can never change the path's shape.
     pub fn url(&self, host: Host, segments: &[&str]) -> Url {

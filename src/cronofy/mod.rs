@@ -13,8 +13,8 @@ use serde::{Serialize, de::DeserializeOwned};
 
 pub use error::{CronofyError, UpstreamFieldError};
 pub use hosts::{DataCenter, Endpoints, Host};
+use model::{BatchResponse, CalendarsResponse, OAuthErrorBody, UnprocessableBody};
 pub use model::{CalendarEntry, LinkingProfile, TokenResponse};
-use model::{CalendarsResponse, OAuthErrorBody, UnprocessableBody};
 
 use crate::telemetry::metrics::METRICS;
 
@@ -53,6 +53,37 @@ struct RevokeRequest<'a> {
     client_id: &'a str,
     client_secret: &'a str,
     sub: &'a str,
+}
+
+/// One entry of a `/v1/batch` request.
+#[derive(Debug, Serialize)]
+pub struct BatchEntry {
+    /// `POST` (upsert) or `DELETE`.
+    pub method: &'static str,
+    /// The API path, e.g. `/v1/calendars/cal_1/events` (see [`Endpoints::api_path`]).
+    pub relative_url: String,
+    /// The body the single call would send.
+    pub data: serde_json::Value,
+}
+
+impl BatchEntry {
+    /// An upsert of `event` (already serialised) into `calendar_id`.
+    pub fn upsert(calendar_id: &str, event: serde_json::Value) -> BatchEntry {
+        BatchEntry {
+            method: "POST",
+            relative_url: Endpoints::api_path(&["v1", "calendars", calendar_id, "events"]),
+            data: event,
+        }
+    }
+
+    /// A delete of `event_id` from `calendar_id`.
+    pub fn delete(calendar_id: &str, event_id: &str) -> BatchEntry {
+        BatchEntry {
+            method: "DELETE",
+            relative_url: Endpoints::api_path(&["v1", "calendars", calendar_id, "events"]),
+            data: serde_json::json!({ "event_id": event_id }),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -164,6 +195,38 @@ impl CronofyClient {
         expect_success(send("delete_event", request).await?).await
     }
 
+    /// `POST /v1/batch`: up to 50 entries in one request, answered 207 with
+    /// one status per entry. An entry succeeded exactly when its status is 2xx.
+    pub async fn batch(
+        &self,
+        endpoints: &Endpoints,
+        access_token: &SecretString,
+        entries: &[BatchEntry],
+    ) -> Result<Vec<Result<(), CronofyError>>, CronofyError> {
+        let url = endpoints.url(Host::Api, &["v1", "batch"]);
+        let request = self
+            .http
+            .post(url)
+            .bearer_auth(access_token.expose_secret())
+            .json(&serde_json::json!({ "batch": entries }));
+        let response = check_status(send("batch", request).await?).await?;
+        let body: BatchResponse = decode(response, "batch").await?;
+        if body.batch.len() != entries.len() {
+            return Err(CronofyError::Decode { endpoint: "batch" });
+        }
+        Ok(body
+            .batch
+            .into_iter()
+            .map(|item| {
+                if (200..300).contains(&item.status) {
+                    Ok(())
+                } else {
+                    Err(error_for_status(item.status, item.data.as_ref(), None))
+                }
+            })
+            .collect())
+    }
+
     /// `GET /v1/calendars`.
     pub async fn list_calendars(
         &self,
@@ -232,26 +295,34 @@ async fn check_status(response: Response) -> Result<Response, CronofyError> {
     if status.is_success() {
         return Ok(response);
     }
-    Err(match status.as_u16() {
+    let retry_after = retry_after(&response);
+    // Only a 422's body is read: it carries the field errors.
+    let body = if status == StatusCode::UNPROCESSABLE_ENTITY {
+        response.json::<serde_json::Value>().await.ok()
+    } else {
+        None
+    };
+    Err(error_for_status(status.as_u16(), body.as_ref(), retry_after))
+}
+
+/// The error for a non-2xx status, from a response or from a batch item.
+fn error_for_status(status: u16, body: Option<&serde_json::Value>, retry_after: Option<Duration>) -> CronofyError {
+    match status {
         401 => CronofyError::Unauthorized,
         402 => CronofyError::PaymentRequired,
         403 => CronofyError::Forbidden,
         404 => CronofyError::NotFound,
-        422 => {
-            let errors = response
-                .json::<UnprocessableBody>()
-                .await
+        422 => CronofyError::Unprocessable {
+            errors: body
+                .and_then(|body| serde_json::from_value::<UnprocessableBody>(body.clone()).ok())
                 .map(flatten_errors)
-                .unwrap_or_default();
-            CronofyError::Unprocessable { errors }
-        }
-        423 => CronofyError::Locked,
-        429 => CronofyError::RateLimited {
-            retry_after: retry_after(&response),
+                .unwrap_or_default(),
         },
+        423 => CronofyError::Locked,
+        429 => CronofyError::RateLimited { retry_after },
         code @ 500..=599 => CronofyError::Server { status: code },
         code => CronofyError::UnexpectedStatus { status: code },
-    })
+    }
 }
 
 fn flatten_errors(body: UnprocessableBody) -> Vec<UpstreamFieldError> {

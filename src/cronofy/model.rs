@@ -93,6 +93,18 @@ pub struct CalendarEntry {
 }
 
 #[derive(Debug, Deserialize)]
+pub(super) struct BatchResponse {
+    pub(super) batch: Vec<BatchItemResponse>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct BatchItemResponse {
+    pub(super) status: u16,
+    #[serde(default)]
+    pub(super) data: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
 pub(super) struct OAuthErrorBody {
     pub(super) error: String,
 }

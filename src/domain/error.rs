@@ -115,6 +115,14 @@ impl Violations {
         }
     }
 
+    /// Records every violation of `inner` under `prefix` (e.g. `items[3].upsert.`).
+    pub fn nest(&mut self, prefix: &str, inner: Violations) {
+        self.0.extend(inner.0.into_iter().map(|v| FieldViolation {
+            field: format!("{prefix}{}", v.field),
+            description: v.description,
+        }));
+    }
+
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -14,7 +14,9 @@ mod upstream;
 
 pub use clock::Clock;
 pub use error::{Error, FieldViolation, Violations};
-pub use service::{AuthorizeRequest, AuthorizeUrl, CalendarService, Deadline, ExchangeRequest, ServiceParts};
+pub use service::{
+    AuthorizeRequest, AuthorizeUrl, BatchOp, CalendarService, Deadline, ExchangeRequest, MAX_BATCH_ITEMS, ServiceParts,
+};
 
 use crate::{
     config::TenantSettings,

@@ -8,7 +8,7 @@ use super::{Error, FieldViolation};
 /// request paths (e.g. `event.` + `summary`).
 pub(super) fn guard_error(error: GuardError, field_prefix: &str) -> Error {
     match error {
-        GuardError::Upstream(error) => api_error(error, field_prefix),
+        GuardError::Upstream(error) => api_error(error, field_prefix, "calendar_id"),
         GuardError::BudgetExhausted { retry_after } => Error::RateBudgetExhausted { retry_after },
         GuardError::CircuitOpen { retry_after } => Error::UpstreamUnavailable {
             retry_after: Some(retry_after),
@@ -24,8 +24,10 @@ pub(super) fn exchange_error(error: GuardError) -> Error {
     }
 }
 
-/// Maps Cronofy's answer to an API call.
-fn api_error(error: CronofyError, field_prefix: &str) -> Error {
+/// Maps Cronofy's answer to an API call (or to one item of a batch): its 422
+/// field names become request paths — `field_prefix` + name, and
+/// `calendar_field` for the calendar id.
+pub(super) fn api_error(error: CronofyError, field_prefix: &str, calendar_field: &str) -> Error {
     match error {
         CronofyError::Forbidden => Error::InsufficientScope,
         CronofyError::NotFound => Error::CalendarNotFound,
@@ -34,7 +36,7 @@ fn api_error(error: CronofyError, field_prefix: &str) -> Error {
                 .into_iter()
                 .map(|e| FieldViolation {
                     field: if e.field == "calendar_id" {
-                        e.field
+                        calendar_field.to_owned()
                     } else {
                         format!("{field_prefix}{}", e.field)
                     },

@@ -91,6 +91,62 @@ pub(super) async fn list_calendars(State(shared): State<Arc<Shared>>, headers: H
     Json(json!({ "sub": sub, "calendars": calendars })).into_response()
 }
 
+/// What the API answers: a status and, for 422s, the `errors` body.
+type Answer = (StatusCode, Option<Value>);
+
+fn answer(answer: Answer) -> Response {
+    match answer {
+        (status, Some(errors)) => (status, Json(json!({ "errors": errors }))).into_response(),
+        (status, None) => status.into_response(),
+    }
+}
+
+fn rejected(errors: Value) -> Answer {
+    (StatusCode::UNPROCESSABLE_ENTITY, Some(errors))
+}
+
+/// Upserts by (calendar_id, event_id) for an authenticated account; 202.
+fn upsert(state: &mut FakeState, sub: &str, scope: &str, calendar_id: &str, event: Value) -> Answer {
+    let Some(account) = state.accounts.get_mut(sub) else {
+        return (StatusCode::UNAUTHORIZED, None);
+    };
+    let Some(calendar) = account.calendars.iter().find(|c| c.calendar_id == calendar_id) else {
+        return (StatusCode::NOT_FOUND, None);
+    };
+    if !can_write(scope) {
+        return (StatusCode::FORBIDDEN, None);
+    }
+    if calendar.readonly {
+        return rejected(
+            json!({"calendar_id": [{"key": "errors.calendar_readonly", "description": "calendar is read-only"}]}),
+        );
+    }
+    if let Err(errors) = validate::upsert_body(&event) {
+        return rejected(json!(errors));
+    }
+    let event_id = event["event_id"].as_str().unwrap_or_default().to_owned();
+    account.events.insert((calendar_id.to_owned(), event_id), event);
+    (StatusCode::ACCEPTED, None)
+}
+
+/// Deletes by (calendar_id, event_id); 202, also when already gone.
+fn delete(state: &mut FakeState, sub: &str, scope: &str, calendar_id: &str, body: &Value) -> Answer {
+    let Some(event_id) = body.get("event_id").and_then(Value::as_str).filter(|id| !id.is_empty()) else {
+        return rejected(json!({"event_id": [{"key": "errors.required", "description": "required"}]}));
+    };
+    let Some(account) = state.accounts.get_mut(sub) else {
+        return (StatusCode::UNAUTHORIZED, None);
+    };
+    if !account.calendars.iter().any(|c| c.calendar_id == calendar_id) {
+        return (StatusCode::NOT_FOUND, None);
+    }
+    if !can_delete(scope) {
+        return (StatusCode::FORBIDDEN, None);
+    }
+    account.events.remove(&(calendar_id.to_owned(), event_id.to_owned()));
+    (StatusCode::ACCEPTED, None)
+}
+
 /// `POST /v1/calendars/{calendar_id}/events`: upsert by (calendar_id, event_id); 202.
 pub(super) async fn upsert_event(
     State(shared): State<Arc<Shared>>,
@@ -107,30 +163,10 @@ pub(super) async fn upsert_event(
         Ok(found) => found,
         Err(response) => return response,
     };
-    let event = match json_body(&headers, &body) {
-        Ok(event) => event,
-        Err(response) => return response,
-    };
-    let Some(account) = state.accounts.get_mut(&sub) else {
-        return StatusCode::UNAUTHORIZED.into_response();
-    };
-    let Some(calendar) = account.calendars.iter().find(|c| c.calendar_id == calendar_id) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    if !can_write(&scope) {
-        return StatusCode::FORBIDDEN.into_response();
+    match json_body(&headers, &body) {
+        Ok(event) => answer(upsert(&mut state, &sub, &scope, &calendar_id, event)),
+        Err(response) => response,
     }
-    if calendar.readonly {
-        return unprocessable(
-            json!({"calendar_id": [{"key": "errors.calendar_readonly", "description": "calendar is read-only"}]}),
-        );
-    }
-    if let Err(errors) = validate::upsert_body(&event) {
-        return unprocessable(json!(errors));
-    }
-    let event_id = event["event_id"].as_str().unwrap_or_default().to_owned();
-    account.events.insert((calendar_id, event_id), event);
-    StatusCode::ACCEPTED.into_response()
 }
 
 /// `DELETE /v1/calendars/{calendar_id}/events` with `{"event_id": …}`; 202, also when already gone.
@@ -149,22 +185,59 @@ pub(super) async fn delete_event(
         Ok(found) => found,
         Err(response) => return response,
     };
+    match json_body(&headers, &body) {
+        Ok(body) => answer(delete(&mut state, &sub, &scope, &calendar_id, &body)),
+        Err(response) => response,
+    }
+}
+
+/// The calendar id of a batch entry's `relative_url`, `/v1/calendars/{id}/events`.
+fn batch_target(relative_url: &str) -> Option<String> {
+    let id = relative_url.strip_prefix("/v1/calendars/")?.strip_suffix("/events")?;
+    let decoded = url::form_urlencoded::parse(format!("x={id}").as_bytes())
+        .next()?
+        .1
+        .into_owned();
+    (!decoded.is_empty() && !decoded.contains('/')).then_some(decoded)
+}
+
+/// `POST /v1/batch`: at most 50 entries; 207 with one `{status, data?}` per entry, in order.
+pub(super) async fn batch(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(response) = arrive(&shared, Endpoint::Batch, "/v1/batch").await {
+        return response;
+    }
+    let mut state = shared.lock();
+    let (sub, scope) = match authenticate(&state, &headers) {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
     let body = match json_body(&headers, &body) {
         Ok(body) => body,
         Err(response) => return response,
     };
-    let Some(event_id) = body.get("event_id").and_then(Value::as_str).filter(|id| !id.is_empty()) else {
-        return unprocessable(json!({"event_id": [{"key": "errors.required", "description": "required"}]}));
+    let Some(entries) = body
+        .get("batch")
+        .and_then(Value::as_array)
+        .filter(|e| !e.is_empty() && e.len() <= 50)
+    else {
+        return unprocessable(json!({"batch": [{"key": "errors.invalid", "description": "1 to 50 entries"}]}));
     };
-    let Some(account) = state.accounts.get_mut(&sub) else {
-        return StatusCode::UNAUTHORIZED.into_response();
-    };
-    if !account.calendars.iter().any(|c| c.calendar_id == calendar_id) {
-        return StatusCode::NOT_FOUND.into_response();
-    }
-    if !can_delete(&scope) {
-        return StatusCode::FORBIDDEN.into_response();
-    }
-    account.events.remove(&(calendar_id, event_id.to_owned()));
-    StatusCode::ACCEPTED.into_response()
+    let results: Vec<Value> = entries
+        .iter()
+        .map(|entry| {
+            let method = entry.get("method").and_then(Value::as_str);
+            let target = entry.get("relative_url").and_then(Value::as_str).and_then(batch_target);
+            let data = entry.get("data").cloned().unwrap_or(Value::Null);
+            let (status, errors) = match (method, target) {
+                (Some("POST"), Some(calendar)) => upsert(&mut state, &sub, &scope, &calendar, data),
+                (Some("DELETE"), Some(calendar)) => delete(&mut state, &sub, &scope, &calendar, &data),
+                _ => rejected(json!({"relative_url": [{"key": "errors.invalid", "description": "unsupported entry"}]})),
+            };
+            match errors {
+                Some(errors) => json!({"status": status.as_u16(), "data": {"errors": errors}}),
+                None => json!({"status": status.as_u16()}),
+            }
+        })
+        .collect();
+    (StatusCode::MULTI_STATUS, Json(json!({ "batch": results }))).into_response()
 }

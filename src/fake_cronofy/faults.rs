@@ -20,6 +20,8 @@ pub enum Endpoint {
     UpsertEvent,
     /// `DELETE /v1/calendars/{id}/events`.
     DeleteEvent,
+    /// `POST /v1/batch`.
+    Batch,
 }
 
 /// One injected fault.

@@ -80,6 +80,7 @@ impl FakeCronofy {
                 "/v1/calendars/{calendar_id}/events",
                 post(api::upsert_event).delete(api::delete_event),
             )
+            .route("/v1/batch", post(api::batch))
             .with_state(shared.clone());
         let tasks = vec![
             tokio::spawn(async move {

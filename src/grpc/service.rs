@@ -8,7 +8,7 @@ use super::{
     convert, deadline,
     interceptor::caller,
     pb::{self, calendar_write_service_server::CalendarWriteService},
-    status::from_domain,
+    status::{self, from_domain},
 };
 use crate::domain::CalendarService;
 
@@ -145,6 +145,25 @@ impl CalendarWriteService for CalendarWriteApi {
         .await?;
         Ok(Response::new(pb::RevokeGrantResponse {
             grant: Some(convert::grant(grant)),
+        }))
+    }
+
+    async fn batch_write_events(
+        &self,
+        request: Request<pb::BatchWriteEventsRequest>,
+    ) -> Result<Response<pb::BatchWriteEventsResponse>, Status> {
+        let caller = caller(&request)?;
+        let (selector, ops) = convert::batch_request(request.get_ref()).map_err(from_domain)?;
+        let deadline = deadline::deadline(request.metadata());
+        let outcomes = deadline::within(deadline, async {
+            self.service
+                .batch_write(&caller.tenant, &selector, &ops, deadline)
+                .await
+                .map_err(from_domain)
+        })
+        .await?;
+        Ok(Response::new(pb::BatchWriteEventsResponse {
+            results: outcomes.into_iter().map(status::item_status).collect(),
         }))
     }
 }

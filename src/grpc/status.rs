@@ -88,3 +88,24 @@ fn bad_request(violations: &[crate::domain::FieldViolation]) -> ErrorDetails {
     }
     details
 }
+
+/// One batch item's outcome as a `google.rpc.Status`: code 0 when it
+/// succeeded, else exactly the status (with details) a single call would get.
+pub fn item_status(outcome: Result<(), Error>) -> tonic_types::pb::Status {
+    match outcome {
+        Ok(()) => tonic_types::pb::Status {
+            code: Code::Ok as i32,
+            message: String::new(),
+            details: vec![],
+        },
+        Err(error) => {
+            let status = from_domain(error);
+            // tonic carries the details as an encoded google.rpc.Status.
+            prost::Message::decode(status.details()).unwrap_or_else(|_| tonic_types::pb::Status {
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+                details: vec![],
+            })
+        }
+    }
+}

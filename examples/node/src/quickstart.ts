@@ -15,7 +15,8 @@ const apiKey = process.env.CALGATE_API_KEY ?? "demo-api-key";
 const redirectUri = "http://localhost:3000/cronofy/callback";
 
 // The proto is the contract: load it from the repository, keeping field names as written.
-const definition = protoLoader.loadSync(path.join(__dirname, "../../../proto/calgate/v1/calgate.proto"), {
+const definition = protoLoader.loadSync("calgate/v1/calgate.proto", {
+  includeDirs: [path.join(__dirname, "../../../proto")],
   keepCase: true,
   longs: String,
   enums: String,

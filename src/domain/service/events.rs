@@ -4,10 +4,48 @@ use std::sync::Arc;
 
 use super::{CalendarService, Deadline};
 use crate::{
-    cronofy::{CalendarEntry, CronofyError},
+    cronofy::{BatchEntry, CalendarEntry, CronofyError},
     domain::{Error, Tenant, event::Event, grant::GrantSelector, upstream},
     resilience::GuardError,
 };
+
+/// Most writes one batch may carry (Cronofy's limit).
+pub const MAX_BATCH_ITEMS: usize = 50;
+
+/// One validated write of a batch.
+#[derive(Debug, Clone)]
+pub enum BatchOp {
+    /// Create or update an event.
+    Upsert {
+        /// Target calendar.
+        calendar_id: String,
+        /// The event (boxed: it is far larger than a delete).
+        event: Box<Event>,
+    },
+    /// Delete an event.
+    Delete {
+        /// Calendar holding it.
+        calendar_id: String,
+        /// The caller's event id.
+        event_id: String,
+    },
+}
+
+impl BatchOp {
+    /// Request paths for Cronofy's field errors on item `index`: (event prefix, calendar field).
+    fn paths(&self, index: usize) -> (String, String) {
+        match self {
+            BatchOp::Upsert { .. } => (
+                format!("items[{index}].upsert.event."),
+                format!("items[{index}].upsert.calendar_id"),
+            ),
+            BatchOp::Delete { .. } => (
+                format!("items[{index}].delete."),
+                format!("items[{index}].delete.calendar_id"),
+            ),
+        }
+    }
+}
 
 impl CalendarService {
     /// Creates or updates one of the application's events.
@@ -53,5 +91,40 @@ impl CalendarService {
         call_with_refresh!(self, tenant, deadline, lease, "", |token| {
             self.cronofy.list_calendars(&tenant.app.endpoints, token)
         })
+    }
+
+    /// Applies up to 50 writes in one Cronofy call. The outer error means
+    /// nothing was applied; otherwise one result per item, in order.
+    pub async fn batch_write(
+        &self,
+        tenant: &Arc<Tenant>,
+        selector: &GrantSelector,
+        ops: &[BatchOp],
+        deadline: Deadline,
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        let entries = ops
+            .iter()
+            .map(|op| match op {
+                BatchOp::Upsert { calendar_id, event } => serde_json::to_value(event)
+                    .map(|event| BatchEntry::upsert(calendar_id, event))
+                    .map_err(|_| Error::UpstreamRefused("an event could not be encoded")),
+                BatchOp::Delete { calendar_id, event_id } => Ok(BatchEntry::delete(calendar_id, event_id)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let lease = self.access_token(tenant, selector, true).await?;
+        let outcomes = call_with_refresh!(self, tenant, deadline, lease, "", |token| {
+            self.cronofy.batch(&tenant.app.endpoints, token, &entries)
+        })?;
+        Ok(outcomes
+            .into_iter()
+            .zip(ops)
+            .enumerate()
+            .map(|(index, (outcome, op))| {
+                outcome.map_err(|error| {
+                    let (event_prefix, calendar_field) = op.paths(index);
+                    upstream::api_error(error, &event_prefix, &calendar_field)
+                })
+            })
+            .collect())
     }
 }

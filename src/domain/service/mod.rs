@@ -49,6 +49,7 @@ mod connect;
 mod events;
 
 pub use connect::{AuthorizeRequest, AuthorizeUrl, ExchangeRequest};
+pub use events::{BatchOp, MAX_BATCH_ITEMS};
 
 /// calgate's operations, shared by every tenant.
 #[derive(Debug)]

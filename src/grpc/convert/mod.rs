@@ -11,7 +11,7 @@ use super::pb;
 use crate::{
     cronofy::CalendarEntry,
     domain::{
-        AuthorizeRequest, Error, ExchangeRequest, Violations,
+        AuthorizeRequest, BatchOp, Error, ExchangeRequest, MAX_BATCH_ITEMS, Violations,
         event::{Event, limits},
         grant::{ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus},
         rules,
@@ -45,6 +45,7 @@ macro_rules! user_selector {
 }
 
 user_selector!(
+    BatchWriteEventsRequest => batch_write_events_request,
     UpsertEventRequest => upsert_event_request,
     DeleteEventRequest => delete_event_request,
     ListCalendarsRequest => list_calendars_request,
@@ -164,6 +165,57 @@ pub fn upsert_request(request: &pb::UpsertEventRequest) -> Result<(GrantSelector
         (Some(selector), Some(calendar_id), Some(event)) => Ok((selector, calendar_id, event)),
         _ => unreachable!("violations recorded for every missing part"),
     }
+}
+
+/// Parses BatchWriteEvents into (selector, writes); item fields are named
+/// `items[N].upsert.event.summary`, `items[N].delete.event_id`, ….
+pub fn batch_request(request: &pb::BatchWriteEventsRequest) -> Result<(GrantSelector, Vec<BatchOp>), Error> {
+    let mut v = Violations::default();
+    let selector = selector(request, &mut v);
+    if request.items.is_empty() || request.items.len() > MAX_BATCH_ITEMS {
+        v.add("items", format!("must hold 1 to {MAX_BATCH_ITEMS} writes"));
+    }
+    let mut ops = Vec::with_capacity(request.items.len());
+    for (index, item) in request.items.iter().take(MAX_BATCH_ITEMS).enumerate() {
+        let path = format!("items[{index}]");
+        match &item.operation {
+            None => v.add(&path, "one of upsert or delete is required"),
+            Some(pb::batch_item::Operation::Upsert(upsert)) => {
+                let mut inner = Violations::default();
+                let calendar_id = inner.check("calendar_id", rules::identifier(&upsert.calendar_id, limits::ID));
+                let event = match &upsert.event {
+                    Some(event) => event_fields::parse_event(event, &mut inner),
+                    None => {
+                        inner.add("event", "is required");
+                        None
+                    }
+                };
+                v.nest(&format!("{path}.upsert."), inner);
+                if let (Some(calendar_id), Some(event)) = (calendar_id, event) {
+                    ops.push(BatchOp::Upsert {
+                        calendar_id,
+                        event: Box::new(event),
+                    });
+                }
+            }
+            Some(pb::batch_item::Operation::Delete(delete)) => {
+                let calendar_id = v.check(
+                    format!("{path}.delete.calendar_id"),
+                    rules::identifier(&delete.calendar_id, limits::ID),
+                );
+                let event_id = v.check(
+                    format!("{path}.delete.event_id"),
+                    rules::identifier(&delete.event_id, limits::ID),
+                );
+                if let (Some(calendar_id), Some(event_id)) = (calendar_id, event_id) {
+                    ops.push(BatchOp::Delete { calendar_id, event_id });
+                }
+            }
+        }
+    }
+    v.finish()?;
+    let selector = selector.ok_or_else(|| unreachable!("violations recorded when the selector is missing"))?;
+    Ok((selector, ops))
 }
 
 /// Parses DeleteEvent into (selector, calendar_id, event_id).
