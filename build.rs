@@ -16,6 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The vendored google/rpc/status.proto is tonic-types' Status.
         .extern_path(".google.rpc", "::tonic_types::pb")
         .compile_with_config(config, &["proto/calgate/v1/calgate.proto"], &["proto"])?;
+    // Declaring any rerun trigger replaces cargo's default (rerun on any change),
+    // so name both inputs: every file under proto/, and PROTOC.
+    println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-env-changed=PROTOC");
     Ok(())
 }

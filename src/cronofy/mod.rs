@@ -13,8 +13,8 @@ use serde::{Serialize, de::DeserializeOwned};
 
 pub use error::{CronofyError, UpstreamFieldError};
 pub use hosts::{DataCenter, Endpoints, Host};
-use model::{BatchResponse, CalendarsResponse, OAuthErrorBody, UnprocessableBody};
-pub use model::{CalendarEntry, LinkingProfile, TokenResponse};
+use model::{BatchResponse, CalendarsResponse, FreeBusyResponse, OAuthErrorBody, UnprocessableBody};
+pub use model::{CalendarEntry, FreeBusyEntry, LinkingProfile, TokenResponse};
 
 use crate::telemetry::metrics::METRICS;
 
@@ -225,6 +225,49 @@ impl CronofyClient {
                 }
             })
             .collect())
+    }
+
+    /// The first page's URL of `GET /v1/free_busy` for a date range.
+    pub fn free_busy_url(endpoints: &Endpoints, from: &str, to: &str, tzid: &str, calendar_ids: &[String]) -> url::Url {
+        let mut url = endpoints.url(Host::Api, &["v1", "free_busy"]);
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("from", from)
+                .append_pair("to", to)
+                .append_pair("tzid", tzid);
+            for calendar_id in calendar_ids {
+                query.append_pair("calendar_ids[]", calendar_id);
+            }
+        }
+        url
+    }
+
+    /// One page of `GET /v1/free_busy`, and the next page's URL. A `next_page`
+    /// on another origin is refused: following it would send the user's
+    /// bearer token elsewhere.
+    pub async fn free_busy_page(
+        &self,
+        endpoints: &Endpoints,
+        access_token: &SecretString,
+        page: &url::Url,
+    ) -> Result<(Vec<FreeBusyEntry>, Option<url::Url>), CronofyError> {
+        let request = self.http.get(page.clone()).bearer_auth(access_token.expose_secret());
+        let response = send("free_busy", request).await?;
+        let body: FreeBusyResponse = decode(check_status(response).await?, "free_busy").await?;
+        let next = match body.pages.and_then(|pages| pages.next_page) {
+            None => None,
+            Some(next) => {
+                let next = url::Url::parse(&next).map_err(|_| CronofyError::Decode { endpoint: "free_busy" })?;
+                if next.origin() != endpoints.url(Host::Api, &[]).origin() {
+                    return Err(CronofyError::Decode {
+                        endpoint: "free_busy (next_page on another host)",
+                    });
+                }
+                Some(next)
+            }
+        };
+        Ok((body.free_busy, next))
     }
 
     /// `GET /v1/calendars`.

@@ -92,6 +92,34 @@ pub struct CalendarEntry {
     pub permission_level: Option<String>,
 }
 
+/// One period of `GET /v1/free_busy`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FreeBusyEntry {
+    /// The calendar.
+    pub calendar_id: String,
+    /// A Time (`2026-03-01T09:00:00Z`) or a Date (`2026-03-01`).
+    pub start: String,
+    /// Same forms as start.
+    pub end: String,
+    /// e.g. `busy`, `tentative`, `free`.
+    #[serde(default)]
+    pub free_busy_status: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct FreeBusyResponse {
+    #[serde(default)]
+    pub(super) pages: Option<FreeBusyPages>,
+    #[serde(default)]
+    pub(super) free_busy: Vec<FreeBusyEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct FreeBusyPages {
+    #[serde(default)]
+    pub(super) next_page: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct BatchResponse {
     pub(super) batch: Vec<BatchItemResponse>,

@@ -22,6 +22,8 @@ pub enum Endpoint {
     DeleteEvent,
     /// `POST /v1/batch`.
     Batch,
+    /// `GET /v1/free_busy`.
+    FreeBusy,
 }
 
 /// One injected fault.

@@ -81,6 +81,7 @@ impl FakeCronofy {
                 post(api::upsert_event).delete(api::delete_event),
             )
             .route("/v1/batch", post(api::batch))
+            .route("/v1/free_busy", get(api::free_busy))
             .with_state(shared.clone());
         let tasks = vec![
             tokio::spawn(async move {
@@ -189,6 +190,23 @@ impl FakeCronofy {
             .get(sub)
             .map(|account| account.calendars.iter().map(|c| c.calendar_id.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// Adds a busy period (someone else's event) to an account's calendar.
+    pub fn add_busy_period(&self, sub: &str, calendar_id: &str, start: &str, end: &str, status: &str) {
+        if let Some(account) = self.shared.lock().accounts.get_mut(sub) {
+            account.busy.push(state::BusyPeriod {
+                calendar_id: calendar_id.to_owned(),
+                start: start.to_owned(),
+                end: end.to_owned(),
+                status: status.to_owned(),
+            });
+        }
+    }
+
+    /// How many periods one free/busy page holds (default 100).
+    pub fn set_free_busy_page_size(&self, size: usize) {
+        self.shared.lock().free_busy_page_size = size.max(1);
     }
 
     /// Every token value ever issued (for tests proving tokens never leak).

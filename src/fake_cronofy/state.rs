@@ -46,6 +46,17 @@ pub(super) struct Account {
     pub(super) service_account: bool,
     pub(super) calendars: Vec<Calendar>,
     pub(super) events: BTreeMap<(String, String), serde_json::Value>,
+    /// Busy periods of other people's events (what free/busy reports).
+    pub(super) busy: Vec<BusyPeriod>,
+}
+
+/// A period `GET /v1/free_busy` reports.
+#[derive(Debug, Clone)]
+pub(super) struct BusyPeriod {
+    pub(super) calendar_id: String,
+    pub(super) start: String,
+    pub(super) end: String,
+    pub(super) status: String,
 }
 
 #[derive(Debug)]
@@ -84,6 +95,7 @@ pub(crate) struct State {
     pub(super) faults: Vec<Fault>,
     pub(super) requests: Vec<RecordedRequest>,
     pub(super) issued_secrets: Vec<String>,
+    pub(super) free_busy_page_size: usize,
     next_id: u64,
 }
 
@@ -101,6 +113,7 @@ impl Default for State {
             faults: Vec::new(),
             requests: Vec::new(),
             issued_secrets: Vec::new(),
+            free_busy_page_size: 100,
             next_id: 0,
         }
     }
@@ -161,6 +174,7 @@ impl State {
                         service_account,
                         calendars,
                         events: BTreeMap::new(),
+                        busy: Vec::new(),
                     },
                 );
                 sub

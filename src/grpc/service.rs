@@ -166,4 +166,23 @@ impl CalendarWriteService for CalendarWriteApi {
             results: outcomes.into_iter().map(status::item_status).collect(),
         }))
     }
+
+    async fn read_free_busy(
+        &self,
+        request: Request<pb::ReadFreeBusyRequest>,
+    ) -> Result<Response<pb::ReadFreeBusyResponse>, Status> {
+        let caller = caller(&request)?;
+        let (selector, query) = convert::free_busy_request(request.get_ref()).map_err(from_domain)?;
+        let deadline = deadline::deadline(request.metadata());
+        let periods = deadline::within(deadline, async {
+            self.service
+                .read_free_busy(&caller.tenant, &selector, &query, deadline)
+                .await
+                .map_err(from_domain)
+        })
+        .await?;
+        Ok(Response::new(pb::ReadFreeBusyResponse {
+            periods: periods.into_iter().map(convert::free_busy_period).collect(),
+        }))
+    }
 }

@@ -5,6 +5,7 @@ mod authorize;
 mod batch;
 mod events;
 mod exchange;
+mod free_busy;
 mod helpers;
 mod observability;
 mod otel;

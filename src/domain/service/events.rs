@@ -4,10 +4,26 @@ use std::sync::Arc;
 
 use super::{CalendarService, Deadline};
 use crate::{
-    cronofy::{BatchEntry, CalendarEntry, CronofyError},
+    cronofy::{BatchEntry, CalendarEntry, CronofyClient, CronofyError, FreeBusyEntry},
     domain::{Error, Tenant, event::Event, grant::GrantSelector, upstream},
     resilience::GuardError,
 };
+
+/// Most free/busy pages followed for one read.
+const MAX_FREE_BUSY_PAGES: usize = 50;
+
+/// A checked ReadFreeBusy request.
+#[derive(Debug, Clone)]
+pub struct FreeBusyQuery {
+    /// First day, `YYYY-MM-DD`.
+    pub from: String,
+    /// Day after the last, `YYYY-MM-DD`.
+    pub to: String,
+    /// IANA zone the dates are read in.
+    pub tzid: String,
+    /// Only these calendars; empty means all.
+    pub calendar_ids: Vec<String>,
+}
 
 /// Most writes one batch may carry (Cronofy's limit).
 pub const MAX_BATCH_ITEMS: usize = 50;
@@ -126,5 +142,44 @@ impl CalendarService {
                 })
             })
             .collect())
+    }
+
+    /// The user's free/busy periods between two dates, every page followed.
+    pub async fn read_free_busy(
+        &self,
+        tenant: &Arc<Tenant>,
+        selector: &GrantSelector,
+        query: &FreeBusyQuery,
+        deadline: Deadline,
+    ) -> Result<Vec<FreeBusyEntry>, Error> {
+        let endpoints = &tenant.app.endpoints;
+        let mut page = Some(CronofyClient::free_busy_url(
+            endpoints,
+            &query.from,
+            &query.to,
+            &query.tzid,
+            &query.calendar_ids,
+        ));
+        let mut periods = Vec::new();
+        let mut pages = 0;
+        let mut lease = self.access_token(tenant, selector, false).await?;
+        while let Some(url) = page.take() {
+            pages += 1;
+            if pages > MAX_FREE_BUSY_PAGES {
+                return Err(Error::UpstreamRefused(
+                    "Cronofy returned more free/busy pages than calgate follows",
+                ));
+            }
+            let (entries, next) = call_with_refresh!(self, tenant, deadline, lease.clone(), "", |token| {
+                self.cronofy.free_busy_page(endpoints, token, &url)
+            })?;
+            periods.extend(entries);
+            page = next;
+            if page.is_some() {
+                // A refresh on this page leaves the lease stale; take the current token.
+                lease = self.access_token(tenant, selector, false).await?;
+            }
+        }
+        Ok(periods)
     }
 }

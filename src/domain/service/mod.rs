@@ -49,7 +49,7 @@ mod connect;
 mod events;
 
 pub use connect::{AuthorizeRequest, AuthorizeUrl, ExchangeRequest};
-pub use events::{BatchOp, MAX_BATCH_ITEMS};
+pub use events::{BatchOp, FreeBusyQuery, MAX_BATCH_ITEMS};
 
 /// calgate's operations, shared by every tenant.
 #[derive(Debug)]
@@ -170,6 +170,7 @@ impl CalendarService {
 }
 
 /// An access token and the grant version it was read at.
+#[derive(Clone)]
 struct TokenLease {
     sub: String,
     token: SecretString,

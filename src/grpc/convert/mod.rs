@@ -9,9 +9,9 @@ use time::OffsetDateTime;
 
 use super::pb;
 use crate::{
-    cronofy::CalendarEntry,
+    cronofy::{CalendarEntry, FreeBusyEntry},
     domain::{
-        AuthorizeRequest, BatchOp, Error, ExchangeRequest, MAX_BATCH_ITEMS, Violations,
+        AuthorizeRequest, BatchOp, Error, ExchangeRequest, FreeBusyQuery, MAX_BATCH_ITEMS, Violations,
         event::{Event, limits},
         grant::{ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus},
         rules,
@@ -46,6 +46,7 @@ macro_rules! user_selector {
 
 user_selector!(
     BatchWriteEventsRequest => batch_write_events_request,
+    ReadFreeBusyRequest => read_free_busy_request,
     UpsertEventRequest => upsert_event_request,
     DeleteEventRequest => delete_event_request,
     ListCalendarsRequest => list_calendars_request,
@@ -216,6 +217,62 @@ pub fn batch_request(request: &pb::BatchWriteEventsRequest) -> Result<(GrantSele
     v.finish()?;
     let selector = selector.ok_or_else(|| unreachable!("violations recorded when the selector is missing"))?;
     Ok((selector, ops))
+}
+
+/// Parses ReadFreeBusy into (selector, query).
+pub fn free_busy_request(request: &pb::ReadFreeBusyRequest) -> Result<(GrantSelector, FreeBusyQuery), Error> {
+    let mut v = Violations::default();
+    let selector = selector(request, &mut v);
+    let from = v.check("from", rules::date(&request.from));
+    let to = v.check("to", rules::date(&request.to));
+    if let (Some(from), Some(to)) = (from, to)
+        && to <= from
+    {
+        v.add("to", "must be a later date than from (to is exclusive)");
+    }
+    v.check("tzid", rules::tzid(&request.tzid));
+    if request.calendar_ids.len() > MAX_BATCH_ITEMS {
+        v.add("calendar_ids", format!("at most {MAX_BATCH_ITEMS} calendars"));
+    }
+    for (index, calendar_id) in request.calendar_ids.iter().enumerate() {
+        v.check(
+            format!("calendar_ids[{index}]"),
+            rules::identifier(calendar_id, limits::ID),
+        );
+    }
+    v.finish()?;
+    let selector = selector.ok_or_else(|| unreachable!("violations recorded when the selector is missing"))?;
+    Ok((
+        selector,
+        FreeBusyQuery {
+            from: request.from.clone(),
+            to: request.to.clone(),
+            tzid: request.tzid.clone(),
+            calendar_ids: request.calendar_ids.clone(),
+        },
+    ))
+}
+
+/// A Cronofy free/busy period as the API shows it.
+pub fn free_busy_period(entry: FreeBusyEntry) -> pb::FreeBusyPeriod {
+    pb::FreeBusyPeriod {
+        calendar_id: entry.calendar_id,
+        start: Some(period_time(&entry.start)),
+        end: Some(period_time(&entry.end)),
+        status: entry.free_busy_status,
+    }
+}
+
+/// Cronofy's Time (`…Z`) as a timestamp; anything else (a Date) as a date.
+fn period_time(text: &str) -> pb::EventTime {
+    let value = match OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
+        Ok(at) => pb::event_time::Value::Time(timestamp(at)),
+        Err(_) => pb::event_time::Value::Date(text.to_owned()),
+    };
+    pb::EventTime {
+        value: Some(value),
+        tzid: None,
+    }
 }
 
 /// Parses DeleteEvent into (selector, calendar_id, event_id).
