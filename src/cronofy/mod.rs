@@ -1,6 +1,7 @@
 //! The Cronofy REST client: a plain struct owning a `reqwest::Client`.
 //! It knows Cronofy's wire format and status codes, nothing of gRPC or the store.
 
+pub mod availability;
 mod error;
 mod hosts;
 mod model;
@@ -268,6 +269,24 @@ impl CronofyClient {
             }
         };
         Ok((body.free_busy, next))
+    }
+
+    /// `POST /v1/availability`, authenticated with the application's client
+    /// secret (Cronofy's current docs), not a user's token.
+    pub async fn availability(
+        &self,
+        app: &OAuthApp,
+        query: &availability::AvailabilityQuery,
+    ) -> Result<Vec<availability::AvailablePeriod>, CronofyError> {
+        let url = app.endpoints.url(Host::Api, &["v1", "availability"]);
+        let request = self
+            .http
+            .post(url)
+            .bearer_auth(app.client_secret.expose_secret())
+            .json(query);
+        let response = check_status(send("availability", request).await?).await?;
+        let body: availability::AvailabilityResponse = decode(response, "availability").await?;
+        Ok(body.available_periods)
     }
 
     /// `GET /v1/calendars`.

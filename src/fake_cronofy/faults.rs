@@ -24,6 +24,8 @@ pub enum Endpoint {
     Batch,
     /// `GET /v1/free_busy`.
     FreeBusy,
+    /// `POST /v1/availability`.
+    Availability,
 }
 
 /// One injected fault.

@@ -5,6 +5,7 @@
 //! shapes, with fault injection. Never a trait mock: calgate talks to it over HTTP.
 
 mod api;
+mod availability;
 mod faults;
 mod oauth;
 mod state;
@@ -82,6 +83,7 @@ impl FakeCronofy {
             )
             .route("/v1/batch", post(api::batch))
             .route("/v1/free_busy", get(api::free_busy))
+            .route("/v1/availability", post(availability::availability))
             .with_state(shared.clone());
         let tasks = vec![
             tokio::spawn(async move {

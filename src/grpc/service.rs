@@ -185,4 +185,23 @@ impl CalendarWriteService for CalendarWriteApi {
             periods: periods.into_iter().map(convert::free_busy_period).collect(),
         }))
     }
+
+    async fn query_availability(
+        &self,
+        request: Request<pb::QueryAvailabilityRequest>,
+    ) -> Result<Response<pb::QueryAvailabilityResponse>, Status> {
+        let caller = caller(&request)?;
+        let query = convert::availability_request(request.get_ref()).map_err(from_domain)?;
+        let deadline = deadline::deadline(request.metadata());
+        let periods = deadline::within(deadline, async {
+            self.service
+                .query_availability(&caller.tenant, &query, deadline)
+                .await
+                .map_err(from_domain)
+        })
+        .await?;
+        Ok(Response::new(pb::QueryAvailabilityResponse {
+            available_periods: periods.into_iter().map(convert::available_period).collect(),
+        }))
+    }
 }

@@ -2,6 +2,7 @@
 //! and the project's fake Cronofy over HTTP on loopback.
 
 mod authorize;
+mod availability;
 mod batch;
 mod events;
 mod exchange;

@@ -45,9 +45,11 @@ macro_rules! call_with_refresh {
     }};
 }
 
+mod availability;
 mod connect;
 mod events;
 
+pub use availability::{AvailabilityGroup, AvailabilityRequest};
 pub use connect::{AuthorizeRequest, AuthorizeUrl, ExchangeRequest};
 pub use events::{BatchOp, FreeBusyQuery, MAX_BATCH_ITEMS};
 

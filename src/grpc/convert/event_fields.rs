@@ -148,7 +148,7 @@ fn event_time(time: Option<&pb::EventTime>, field: &str, v: &mut Violations) -> 
     }
 }
 
-fn whole_second(timestamp: &Timestamp) -> Result<OffsetDateTime, String> {
+pub(super) fn whole_second(timestamp: &Timestamp) -> Result<OffsetDateTime, String> {
     if timestamp.nanos != 0 {
         return Err("must be a whole second (Cronofy rejects fractional seconds)".into());
     }

@@ -9,9 +9,10 @@ use time::OffsetDateTime;
 
 use super::pb;
 use crate::{
-    cronofy::{CalendarEntry, FreeBusyEntry},
+    cronofy::{CalendarEntry, FreeBusyEntry, availability::AvailablePeriod},
     domain::{
-        AuthorizeRequest, BatchOp, Error, ExchangeRequest, FreeBusyQuery, MAX_BATCH_ITEMS, Violations,
+        AuthorizeRequest, AvailabilityGroup, AvailabilityRequest, BatchOp, Error, ExchangeRequest, FreeBusyQuery,
+        MAX_BATCH_ITEMS, Violations,
         event::{Event, limits},
         grant::{ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus},
         rules,
@@ -251,6 +252,112 @@ pub fn free_busy_request(request: &pb::ReadFreeBusyRequest) -> Result<(GrantSele
             calendar_ids: request.calendar_ids.clone(),
         },
     ))
+}
+
+/// Parses QueryAvailability: groups, duration, periods, buffer.
+pub fn availability_request(request: &pb::QueryAvailabilityRequest) -> Result<AvailabilityRequest, Error> {
+    const MAX_GROUPS: usize = 10;
+    const MAX_MEMBERS: usize = 10;
+    const MAX_PERIODS: usize = 50;
+    const MAX_MINUTES: u32 = 1440;
+    let mut v = Violations::default();
+    if request.participants.is_empty() || request.participants.len() > MAX_GROUPS {
+        v.add("participants", format!("must hold 1 to {MAX_GROUPS} groups"));
+    }
+    let mut groups = Vec::new();
+    for (g, group) in request.participants.iter().take(MAX_GROUPS).enumerate() {
+        let path = format!("participants[{g}]");
+        if group.members.is_empty() || group.members.len() > MAX_MEMBERS {
+            v.add(format!("{path}.members"), format!("must hold 1 to {MAX_MEMBERS} users"));
+        }
+        let members: Vec<GrantSelector> = group
+            .members
+            .iter()
+            .take(MAX_MEMBERS)
+            .enumerate()
+            .filter_map(|(m, member)| {
+                let field = format!("{path}.members[{m}]");
+                match &member.user {
+                    Some(pb::grant_ref::User::Sub(sub)) => v
+                        .check(format!("{field}.sub"), rules::identifier(sub, limits::ID))
+                        .map(GrantSelector::Sub),
+                    Some(pb::grant_ref::User::UserRef(user_ref)) => v
+                        .check(format!("{field}.user_ref"), rules::identifier(user_ref, limits::ID))
+                        .map(GrantSelector::UserRef),
+                    None => {
+                        v.add(field, "one of sub or user_ref is required");
+                        None
+                    }
+                }
+            })
+            .collect();
+        let required = match group.required {
+            None | Some(pb::participant_group::Required::All(_)) => None,
+            Some(pb::participant_group::Required::Count(count)) => {
+                if count == 0 || count as usize > group.members.len() {
+                    v.add(format!("{path}.count"), "must be between 1 and the number of members");
+                }
+                Some(count)
+            }
+        };
+        groups.push(AvailabilityGroup { members, required });
+    }
+    if !(1..=MAX_MINUTES).contains(&request.required_duration_minutes) {
+        v.add(
+            "required_duration_minutes",
+            format!("must be between 1 and {MAX_MINUTES}"),
+        );
+    }
+    if request.query_periods.is_empty() || request.query_periods.len() > MAX_PERIODS {
+        v.add("query_periods", format!("must hold 1 to {MAX_PERIODS} periods"));
+    }
+    let mut periods = Vec::new();
+    for (p, period) in request.query_periods.iter().take(MAX_PERIODS).enumerate() {
+        let field = format!("query_periods[{p}]");
+        let instant = |v: &mut Violations, name: &str, at: Option<&prost_types::Timestamp>| match at {
+            Some(at) => v.check(format!("{field}.{name}"), event_fields::whole_second(at)),
+            None => {
+                v.add(format!("{field}.{name}"), "is required");
+                None
+            }
+        };
+        let start = instant(&mut v, "start", period.start.as_ref());
+        let end = instant(&mut v, "end", period.end.as_ref());
+        match (start, end) {
+            (Some(start), Some(end)) if end > start => periods.push((start, end)),
+            (Some(_), Some(_)) => v.add(format!("{field}.end"), "must be later than start"),
+            _ => {}
+        }
+    }
+    let buffer = request.buffer.as_ref().map(|b| {
+        for (name, minutes) in [("before_minutes", b.before_minutes), ("after_minutes", b.after_minutes)] {
+            if minutes > MAX_MINUTES {
+                v.add(format!("buffer.{name}"), format!("must be at most {MAX_MINUTES}"));
+            }
+        }
+        (b.before_minutes, b.after_minutes)
+    });
+    v.finish()?;
+    Ok(AvailabilityRequest {
+        groups,
+        duration_minutes: request.required_duration_minutes,
+        periods,
+        buffer,
+    })
+}
+
+/// A Cronofy available period as the API shows it.
+pub fn available_period(period: AvailablePeriod) -> pb::AvailablePeriod {
+    let parse = |text: &str| {
+        OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(timestamp)
+    };
+    pb::AvailablePeriod {
+        start: parse(&period.start),
+        end: parse(&period.end),
+        subs: period.participants.into_iter().map(|p| p.sub).collect(),
+    }
 }
 
 /// A Cronofy free/busy period as the API shows it.

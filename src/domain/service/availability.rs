@@ -1,0 +1,82 @@
+//! Availability across several users, through the tenant's Cronofy application.
+
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use super::{CalendarService, Deadline};
+use crate::{
+    cronofy::availability::{self as wire, AllMarker, AvailablePeriod, Member, Minutes, Period, Required},
+    domain::{Error, Tenant, grant::GrantSelector, refresh::usable_tokens, upstream},
+};
+
+/// One group: members and how many must be free (None: all).
+#[derive(Debug, Clone)]
+pub struct AvailabilityGroup {
+    /// The members.
+    pub members: Vec<GrantSelector>,
+    /// At least this many free; None means all.
+    pub required: Option<u32>,
+}
+
+/// A checked QueryAvailability request.
+#[derive(Debug, Clone)]
+pub struct AvailabilityRequest {
+    /// The groups.
+    pub groups: Vec<AvailabilityGroup>,
+    /// Minutes sought.
+    pub duration_minutes: u32,
+    /// Where to look.
+    pub periods: Vec<(OffsetDateTime, OffsetDateTime)>,
+    /// Minutes free before and after, if asked.
+    pub buffer: Option<(u32, u32)>,
+}
+
+fn utc(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+impl CalendarService {
+    /// Finds available periods. Every member must be a grant of this tenant
+    /// that calgate can act on; none of them is resolved for another tenant.
+    pub async fn query_availability(
+        &self,
+        tenant: &Tenant,
+        request: &AvailabilityRequest,
+        deadline: Deadline,
+    ) -> Result<Vec<AvailablePeriod>, Error> {
+        let mut participants = Vec::with_capacity(request.groups.len());
+        for group in &request.groups {
+            let mut members = Vec::with_capacity(group.members.len());
+            for selector in &group.members {
+                let stored = self.find(tenant, selector).await?;
+                usable_tokens(&stored)?;
+                members.push(Member { sub: stored.grant.sub });
+            }
+            participants.push(wire::ParticipantGroup {
+                members,
+                required: group.required.map_or(Required::All(AllMarker), Required::Count),
+            });
+        }
+        let query = wire::AvailabilityQuery {
+            participants,
+            required_duration: Minutes {
+                minutes: request.duration_minutes,
+            },
+            query_periods: request
+                .periods
+                .iter()
+                .map(|(start, end)| Period {
+                    start: utc(*start),
+                    end: utc(*end),
+                })
+                .collect(),
+            buffer: request.buffer.map(|(before, after)| wire::Buffer {
+                before: Minutes { minutes: before },
+                after: Minutes { minutes: after },
+            }),
+        };
+        self.resilience
+            .call(&tenant.id, deadline, || self.cronofy.availability(&tenant.app, &query))
+            .await
+            .map_err(|failure| upstream::guard_error(failure, ""))
+    }
+}

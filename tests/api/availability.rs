@@ -1,0 +1,174 @@
+//! QueryAvailability: several users, the tenant's client secret, Cronofy's answer.
+
+use calgate::{fake_cronofy::Endpoint, grpc::pb};
+use tonic::Code;
+
+use crate::helpers::*;
+
+const NINE: i64 = 1_796_115_600; // 2026-12-01T09:00:00Z
+
+fn by_ref(user_ref: &str) -> pb::GrantRef {
+    pb::GrantRef {
+        user: Some(pb::grant_ref::User::UserRef(user_ref.into())),
+    }
+}
+
+fn query(
+    members: Vec<pb::GrantRef>,
+    required: Option<pb::participant_group::Required>,
+    minutes: u32,
+) -> pb::QueryAvailabilityRequest {
+    pb::QueryAvailabilityRequest {
+        participants: vec![pb::ParticipantGroup { members, required }],
+        required_duration_minutes: minutes,
+        query_periods: vec![pb::TimePeriod {
+            start: Some(prost_types::Timestamp {
+                seconds: NINE,
+                nanos: 0,
+            }),
+            end: Some(prost_types::Timestamp {
+                seconds: NINE + 3 * 3600,
+                nanos: 0,
+            }),
+        }],
+        buffer: None,
+    }
+}
+
+/// (minutes after nine of start, of end, number of subs) for each period.
+fn shape(periods: &[pb::AvailablePeriod]) -> Vec<(i64, i64, usize)> {
+    periods
+        .iter()
+        .map(|p| {
+            let minutes = |t: &Option<prost_types::Timestamp>| (t.as_ref().map_or(0, |t| t.seconds) - NINE) / 60;
+            (minutes(&p.start), minutes(&p.end), p.subs.len())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn availability_combines_users_busy_time_as_required() {
+    let app = spawn_app().await;
+    let ada = app.connect(Some("ada")).await;
+    let grace = app.connect(Some("grace")).await;
+    let ada_cal = app.fake.calendar_ids(&ada.sub)[0].clone();
+    let grace_cal = app.fake.calendar_ids(&grace.sub)[0].clone();
+    app.fake.add_busy_period(
+        &ada.sub,
+        &ada_cal,
+        "2026-12-01T09:30:00Z",
+        "2026-12-01T10:00:00Z",
+        "busy",
+    );
+    app.fake.add_busy_period(
+        &grace.sub,
+        &grace_cal,
+        "2026-12-01T11:00:00Z",
+        "2026-12-01T11:30:00Z",
+        "busy",
+    );
+    let members = || vec![by_ref("ada"), by_ref("grace")];
+
+    let all = app
+        .client
+        .clone()
+        .query_availability(app.req(query(members(), None, 30)))
+        .await
+        .expect("all")
+        .into_inner()
+        .available_periods;
+    assert_eq!(shape(&all), [(0, 30, 2), (60, 120, 2), (150, 180, 2)]);
+    let mut subs = all[1].subs.clone();
+    subs.sort();
+    let mut expected = vec![ada.sub.clone(), grace.sub.clone()];
+    expected.sort();
+    assert_eq!(subs, expected);
+
+    let hour = app
+        .client
+        .clone()
+        .query_availability(app.req(query(members(), Some(pb::participant_group::Required::All(true)), 60)))
+        .await
+        .expect("an hour")
+        .into_inner()
+        .available_periods;
+    assert_eq!(shape(&hour), [(60, 120, 2)]);
+
+    let anyone = app
+        .client
+        .clone()
+        .query_availability(app.req(query(members(), Some(pb::participant_group::Required::Count(1)), 30)))
+        .await
+        .expect("one of them")
+        .into_inner()
+        .available_periods;
+    assert_eq!(
+        shape(&anyone),
+        [(0, 30, 2), (30, 60, 1), (60, 120, 2), (120, 150, 1), (150, 180, 2)]
+    );
+    // The fake accepts only the tenant's client secret here, never a user's token.
+    assert_eq!(app.fake.count(Endpoint::Availability), 3);
+}
+
+#[tokio::test]
+async fn another_tenants_user_is_not_found_and_nothing_is_sent() {
+    let app = spawn_app().await;
+    app.connect(Some("ada")).await;
+    app.connect_as(GLOBEX_KEY, GLOBEX_REDIRECT, Some("globex-user"))
+        .await
+        .expect("globex user");
+    let status = app
+        .client
+        .clone()
+        .query_availability(app.req(query(vec![by_ref("ada"), by_ref("globex-user")], None, 30)))
+        .await
+        .expect_err("cross-tenant member");
+    assert_status(&status, Code::NotFound, "GRANT_NOT_FOUND");
+    assert_eq!(app.fake.count(Endpoint::Availability), 0);
+}
+
+#[tokio::test]
+async fn bad_queries_name_their_fields() {
+    let app = spawn_app().await;
+    let mut bad = query(
+        vec![by_ref("ada"), pb::GrantRef { user: None }],
+        Some(pb::participant_group::Required::Count(3)),
+        0,
+    );
+    bad.query_periods[0].end = Some(prost_types::Timestamp {
+        seconds: NINE - 60,
+        nanos: 0,
+    });
+    bad.buffer = Some(pb::AvailabilityBuffer {
+        before_minutes: 5000,
+        after_minutes: 0,
+    });
+    let status = app
+        .client
+        .clone()
+        .query_availability(app.req(bad))
+        .await
+        .expect_err("invalid");
+    assert_status(&status, Code::InvalidArgument, "FIELD_INVALID");
+    assert_eq!(
+        violated_fields(&status),
+        [
+            "participants[0].members[1]",
+            "participants[0].count",
+            "required_duration_minutes",
+            "query_periods[0].end",
+            "buffer.before_minutes"
+        ]
+    );
+    let empty = pb::QueryAvailabilityRequest::default();
+    let status = app
+        .client
+        .clone()
+        .query_availability(app.req(empty))
+        .await
+        .expect_err("empty");
+    assert_eq!(
+        violated_fields(&status),
+        ["participants", "required_duration_minutes", "query_periods"]
+    );
+}
