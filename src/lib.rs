@@ -9,11 +9,13 @@
 //! - [`resilience`]: retries, per-tenant request budgets and circuit breakers around it;
 //! - [`store`]: the encrypted credential store;
 //! - [`config`]: the TOML file and environment overrides;
+//! - [`callbacks`]: the HTTP listener for Cronofy's Enterprise Connect callbacks;
 //! - [`server`]: start-up, health, reflection and graceful shutdown;
 //! - [`fake_cronofy`]: a faithful HTTP fake of Cronofy for tests and local work;
 //! - [`sandbox`]: calgate with the fake embedded, for offline development.
 
 pub mod auth;
+pub mod callbacks;
 pub mod config;
 pub mod cronofy;
 pub mod domain;

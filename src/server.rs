@@ -1,7 +1,7 @@
 //! Start-up and serving: assembles calgate from [`Settings`] and serves it on
 //! a bound listener until a shutdown future resolves, then drains.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch};
 use tonic::{
@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::{
     auth::Authenticator,
-    config::{Settings, TlsSettings},
+    config::{CallbackSettings, Settings, TlsSettings},
     cronofy::{CronofyClient, CronofyError},
     domain::{CalendarService, Clock, ServiceParts, Tenant, state::StateCodec},
     grpc::{
@@ -60,6 +60,14 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// A listener could not be bound.
+    #[error("cannot listen on `{key}`: {source}")]
+    Listen {
+        /// Config key.
+        key: &'static str,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -72,6 +80,8 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct App {
     service: Arc<CalendarService>,
+    tenants: Arc<HashMap<String, Arc<Tenant>>>,
+    callbacks: Option<CallbackSettings>,
     authenticator: Authenticator,
     clock: Clock,
     tls: Option<TlsSettings>,
@@ -83,12 +93,16 @@ impl App {
     pub async fn build(settings: Settings) -> Result<App, StartError> {
         let store = Store::connect(&settings.store, &settings.encryption_keys).await?;
         let cronofy = CronofyClient::new(settings.upstream.request_timeout, settings.upstream.connect_timeout)?;
-        let authenticator = Authenticator::new(
-            settings
-                .tenants
-                .iter()
-                .map(|tenant| (Arc::new(Tenant::from_settings(tenant)), tenant.api_key_sha256.clone())),
-        );
+        let tenants: Vec<(Arc<Tenant>, Vec<[u8; 32]>)> = settings
+            .tenants
+            .iter()
+            .map(|tenant| (Arc::new(Tenant::from_settings(tenant)), tenant.api_key_sha256.clone()))
+            .collect();
+        let by_id = tenants
+            .iter()
+            .map(|(tenant, _)| (tenant.id.clone(), tenant.clone()))
+            .collect();
+        let authenticator = Authenticator::new(tenants);
         let resilience = Resilience::for_store(
             settings.upstream.retry,
             settings.upstream.breaker,
@@ -108,9 +122,12 @@ impl App {
             state_ttl: settings.state_ttl,
             refresh_margin: settings.refresh_margin,
             clock: clock.clone(),
+            callback_base: settings.callbacks.as_ref().map(|c| c.public_url.clone()),
         });
         Ok(App {
             service: Arc::new(service),
+            tenants: Arc::new(by_id),
+            callbacks: settings.callbacks,
             authenticator,
             clock,
             tls: settings.tls,
@@ -148,6 +165,20 @@ impl App {
 
         if let Some(metrics) = metrics {
             tokio::spawn(serve_metrics(metrics, self.service.clone(), stopping.clone()));
+        }
+        if let Some(callbacks) = &self.callbacks {
+            let listener = TcpListener::bind(callbacks.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    key: "callbacks.listen",
+                    source,
+                })?;
+            tokio::spawn(crate::callbacks::serve(
+                listener,
+                self.service.clone(),
+                self.tenants.clone(),
+                stopping.clone(),
+            ));
         }
         let mut builder = Server::builder().layer(RpcLayer);
         if let Some(tls) = &self.tls {

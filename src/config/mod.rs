@@ -96,6 +96,17 @@ pub struct Settings {
     pub log: LogSettings,
     /// Outbound HTTP to Cronofy.
     pub upstream: UpstreamSettings,
+    /// The Enterprise Connect callback listener, when configured.
+    pub callbacks: Option<CallbackSettings>,
+}
+
+/// Where Cronofy's Enterprise Connect callbacks arrive.
+#[derive(Debug, Clone)]
+pub struct CallbackSettings {
+    /// Plain HTTP listener, separate from gRPC.
+    pub listen: SocketAddr,
+    /// How Cronofy reaches that listener (e.g. `https://calgate.example.com`).
+    pub public_url: Url,
 }
 
 /// Where grants live.
@@ -241,6 +252,24 @@ impl Settings {
                 ));
             }
         };
+        let callbacks = match raw.callbacks {
+            None => None,
+            Some(callbacks) => {
+                let listen = callbacks
+                    .listen
+                    .ok_or_else(|| ConfigError::invalid("callbacks.listen", "is required in [callbacks]"))?;
+                let public_url = callbacks
+                    .public_url
+                    .ok_or_else(|| ConfigError::invalid("callbacks.public_url", "is required in [callbacks]"))?;
+                let public_url = Url::parse(&public_url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.query().is_none() && u.fragment().is_none())
+                    .ok_or_else(|| {
+                        ConfigError::invalid("callbacks.public_url", "must be an http(s) URL without query")
+                    })?;
+                Some(CallbackSettings { listen, public_url })
+            }
+        };
         positive(raw.state_ttl, "state_ttl")?;
         positive(raw.shutdown_grace, "shutdown_grace")?;
         positive(raw.upstream.request_timeout, "upstream.request_timeout")?;
@@ -291,6 +320,7 @@ impl Settings {
                     cool_down: raw.upstream.breaker.cool_down,
                 },
             },
+            callbacks,
         })
     }
 }

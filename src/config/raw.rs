@@ -17,9 +17,7 @@ pub struct RawConfig {
     pub(super) encryption: RawEncryption,
     #[serde(default)]
     pub(super) tenants: Vec<RawTenant>,
-    /// Accepted now so one file serves later versions; used by Enterprise Connect members.
     #[serde(default)]
-    #[allow(dead_code)]
     pub(super) callbacks: Option<RawCallbacks>,
     #[serde(default)]
     pub(super) tls: RawTls,
@@ -106,9 +104,7 @@ impl Default for RawRateLimit {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCallbacks {
-    #[allow(dead_code)]
     pub(super) listen: Option<SocketAddr>,
-    #[allow(dead_code)]
     pub(super) public_url: Option<String>,
 }
 

@@ -2,6 +2,7 @@
 //! It knows Cronofy's wire format and status codes, nothing of gRPC or the store.
 
 pub mod availability;
+pub mod enterprise;
 mod error;
 mod hosts;
 mod model;
@@ -287,6 +288,23 @@ impl CronofyClient {
         let response = check_status(send("availability", request).await?).await?;
         let body: availability::AvailabilityResponse = decode(response, "availability").await?;
         Ok(body.available_periods)
+    }
+
+    /// `POST /v1/service_account_authorizations` with the service account's
+    /// token; Cronofy answers 202 and calls the callback URL later.
+    pub async fn authorize_member(
+        &self,
+        endpoints: &Endpoints,
+        service_account_token: &SecretString,
+        request: &enterprise::MemberAuthorizationRequest<'_>,
+    ) -> Result<(), CronofyError> {
+        let url = endpoints.url(Host::Api, &["v1", "service_account_authorizations"]);
+        let http = self
+            .http
+            .post(url)
+            .bearer_auth(service_account_token.expose_secret())
+            .json(request);
+        expect_success(send("service_account_authorizations", http).await?).await
     }
 
     /// `GET /v1/calendars`.

@@ -77,6 +77,15 @@ pub enum Error {
     /// The credential store cannot be reached.
     #[error("credential store unavailable")]
     StoreUnavailable,
+    /// Enterprise Connect member authorization needs `[callbacks]` configured.
+    #[error("Enterprise Connect callbacks are not configured ([callbacks] listen and public_url)")]
+    CallbacksNotConfigured,
+    /// The named grant is not an Enterprise Connect service account.
+    #[error("the grant is not an Enterprise Connect service account")]
+    GrantNotServiceAccount,
+    /// No such member authorization for this tenant.
+    #[error("enterprise user authorization not found")]
+    AuthorizationNotFound,
     /// The stored grant cannot be decrypted: its encryption key is no longer
     /// configured (or the row was tampered with). An operator must act.
     #[error("the stored grant cannot be read; an operator has been alerted in the logs")]

@@ -15,8 +15,9 @@ mod upstream;
 pub use clock::Clock;
 pub use error::{Error, FieldViolation, Violations};
 pub use service::{
-    AuthorizeRequest, AuthorizeUrl, AvailabilityGroup, AvailabilityRequest, BatchOp, CalendarService, Deadline,
-    ExchangeRequest, FreeBusyQuery, MAX_BATCH_ITEMS, ServiceParts,
+    AuthorizeRequest, AuthorizeUrl, AvailabilityGroup, AvailabilityRequest, BatchOp, CALLBACK_PATH, CalendarService,
+    CallbackError, CallbackOutcome, Deadline, EnterpriseAuthorization, EnterpriseUserRequest, ExchangeRequest,
+    FreeBusyQuery, MAX_BATCH_ITEMS, ServiceParts,
 };
 
 use crate::{

@@ -26,6 +26,8 @@ pub enum Endpoint {
     FreeBusy,
     /// `POST /v1/availability`.
     Availability,
+    /// `POST /v1/service_account_authorizations`.
+    ServiceAccountAuthorizations,
 }
 
 /// One injected fault.

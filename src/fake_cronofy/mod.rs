@@ -6,6 +6,7 @@
 
 mod api;
 mod availability;
+mod enterprise;
 mod faults;
 mod oauth;
 mod state;
@@ -84,6 +85,7 @@ impl FakeCronofy {
             .route("/v1/batch", post(api::batch))
             .route("/v1/free_busy", get(api::free_busy))
             .route("/v1/availability", post(availability::availability))
+            .route("/v1/service_account_authorizations", post(enterprise::authorize_member))
             .with_state(shared.clone());
         let tasks = vec![
             tokio::spawn(async move {
@@ -209,6 +211,16 @@ impl FakeCronofy {
     /// How many periods one free/busy page holds (default 100).
     pub fn set_free_busy_page_size(&self, size: usize) {
         self.shared.lock().free_busy_page_size = size.max(1);
+    }
+
+    /// Whether member authorizations call back on their own (default true).
+    pub fn set_member_callbacks(&self, enabled: bool) {
+        self.shared.lock().member_callbacks = enabled;
+    }
+
+    /// Callbacks delivered so far: (URL, HTTP status calgate answered).
+    pub fn callbacks_sent(&self) -> Vec<(String, u16)> {
+        self.shared.lock().callbacks_sent.clone()
     }
 
     /// Every token value ever issued (for tests proving tokens never leak).

@@ -69,6 +69,7 @@ pub(super) struct PendingCode {
 
 #[derive(Debug)]
 pub(super) struct AccessToken {
+    pub(super) client_id: String,
     pub(super) sub: String,
     pub(super) scope: String,
     pub(super) expires_at: Instant,
@@ -96,6 +97,12 @@ pub(crate) struct State {
     pub(super) requests: Vec<RecordedRequest>,
     pub(super) issued_secrets: Vec<String>,
     pub(super) free_busy_page_size: usize,
+    /// Members' accounts by email (Enterprise Connect).
+    pub(super) members: HashMap<String, String>,
+    /// Whether member authorizations call back on their own (default true).
+    pub(super) member_callbacks: bool,
+    /// Callbacks delivered: (URL, HTTP status calgate answered).
+    pub(super) callbacks_sent: Vec<(String, u16)>,
     next_id: u64,
 }
 
@@ -114,6 +121,9 @@ impl Default for State {
             requests: Vec::new(),
             issued_secrets: Vec::new(),
             free_busy_page_size: 100,
+            members: HashMap::new(),
+            member_callbacks: true,
+            callbacks_sent: Vec::new(),
             next_id: 0,
         }
     }
@@ -194,6 +204,35 @@ impl State {
         code
     }
 
+    /// A code for a member of an organisation, redeemable with `redirect_uri`.
+    pub(super) fn member_code(&mut self, client_id: &str, redirect_uri: &str, scope: &str, email: &str) -> String {
+        let sub = match self.members.get(email) {
+            Some(sub) => sub.clone(),
+            None => {
+                self.next_authorization = None;
+                let code = self.authorize(client_id, redirect_uri, scope, false);
+                let sub = self.codes.remove(&code).map(|pending| pending.sub).unwrap_or_default();
+                if let Some(account) = self.accounts.get_mut(&sub) {
+                    account.profile_name = email.to_owned();
+                }
+                self.members.insert(email.to_owned(), sub.clone());
+                sub
+            }
+        };
+        let code = random_token();
+        self.issued_secrets.push(code.clone());
+        self.codes.insert(
+            code.clone(),
+            PendingCode {
+                client_id: client_id.to_owned(),
+                redirect_uri: redirect_uri.to_owned(),
+                sub,
+                scope: scope.to_owned(),
+            },
+        );
+        code
+    }
+
     /// Issues an access token (and, when asked, a refresh token).
     pub(super) fn issue(
         &mut self,
@@ -206,6 +245,7 @@ impl State {
         self.access_tokens.insert(
             access.clone(),
             AccessToken {
+                client_id: client_id.to_owned(),
                 sub: sub.to_owned(),
                 scope: scope.to_owned(),
                 expires_at: Instant::now() + self.access_token_ttl,

@@ -204,4 +204,39 @@ impl CalendarWriteService for CalendarWriteApi {
             available_periods: periods.into_iter().map(convert::available_period).collect(),
         }))
     }
+
+    async fn authorize_enterprise_user(
+        &self,
+        request: Request<pb::AuthorizeEnterpriseUserRequest>,
+    ) -> Result<Response<pb::AuthorizeEnterpriseUserResponse>, Status> {
+        let caller = caller(&request)?;
+        let parsed = convert::enterprise_user_request(request.get_ref()).map_err(from_domain)?;
+        let deadline = deadline::deadline(request.metadata());
+        let authorization = deadline::within(deadline, async {
+            self.service
+                .authorize_enterprise_user(&caller.tenant, &parsed, deadline)
+                .await
+                .map_err(from_domain)
+        })
+        .await?;
+        Ok(Response::new(pb::AuthorizeEnterpriseUserResponse {
+            authorization: Some(convert::enterprise_authorization(authorization)),
+        }))
+    }
+
+    async fn get_enterprise_user_authorization(
+        &self,
+        request: Request<pb::GetEnterpriseUserAuthorizationRequest>,
+    ) -> Result<Response<pb::GetEnterpriseUserAuthorizationResponse>, Status> {
+        let caller = caller(&request)?;
+        let id = convert::authorization_id(request.get_ref()).map_err(from_domain)?;
+        let authorization = self
+            .service
+            .get_enterprise_authorization(&caller.tenant, &id)
+            .await
+            .map_err(from_domain)?;
+        Ok(Response::new(pb::GetEnterpriseUserAuthorizationResponse {
+            authorization: Some(convert::enterprise_authorization(authorization)),
+        }))
+    }
 }

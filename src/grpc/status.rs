@@ -68,6 +68,11 @@ pub fn from_domain(error: Error) -> Status {
         Error::UpstreamRefused(_) => status(Code::FailedPrecondition, "UPSTREAM_REFUSED", message, plain()),
         Error::StoreUnavailable => status(Code::Unavailable, "STORE_UNAVAILABLE", message, plain()),
         Error::GrantUnreadable => status(Code::Internal, "GRANT_UNREADABLE", message, plain()),
+        Error::CallbacksNotConfigured => status(Code::FailedPrecondition, "CALLBACKS_NOT_CONFIGURED", message, plain()),
+        Error::GrantNotServiceAccount => {
+            status(Code::FailedPrecondition, "GRANT_NOT_SERVICE_ACCOUNT", message, plain())
+        }
+        Error::AuthorizationNotFound => status(Code::NotFound, "AUTHORIZATION_NOT_FOUND", message, plain()),
     }
 }
 

@@ -5,6 +5,7 @@
 //! database and decrypted after they leave it; nothing else in calgate sees a
 //! ciphertext.
 
+mod authorizations;
 mod crypto;
 mod grants;
 mod lease;
@@ -20,6 +21,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub use authorizations::AuthorizationRecord;
 pub use crypto::CryptoError;
 use crypto::TokenCipher;
 pub use grants::NewGrant;

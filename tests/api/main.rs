@@ -4,6 +4,7 @@
 mod authorize;
 mod availability;
 mod batch;
+mod enterprise;
 mod events;
 mod exchange;
 mod free_busy;

@@ -165,6 +165,49 @@ async fn suite(store: Store) {
             .expect("claim after release")
     );
 
+    // Member authorizations: found by id alone, finished once.
+    let record = calgate::store::AuthorizationRecord {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        tenant_id: "acme".into(),
+        service_account_sub: "ser_1".into(),
+        email: "ada@org.example".into(),
+        user_ref: "ada".into(),
+        scope: "free_busy_write".into(),
+        callback_url: "https://calgate.example/cb?authorization=0123".into(),
+        status: "pending".into(),
+        error_key: None,
+        grant_sub: None,
+        created_at: 1,
+        updated_at: 1,
+    };
+    store.create_authorization(&record).await.expect("create");
+    assert_eq!(
+        store.find_authorization(&record.id).await.expect("find"),
+        Some(record.clone())
+    );
+    assert!(
+        store
+            .finish_authorization(&record.id, "completed", None, Some("acc_9"))
+            .await
+            .expect("finish")
+    );
+    assert!(
+        !store
+            .finish_authorization(&record.id, "failed", Some("late"), None)
+            .await
+            .expect("replay"),
+        "finished once"
+    );
+    let finished = store
+        .find_authorization(&record.id)
+        .await
+        .expect("find")
+        .expect("found");
+    assert_eq!(
+        (finished.status.as_str(), finished.grant_sub.as_deref()),
+        ("completed", Some("acc_9"))
+    );
+
     // A lease re-reads the grant and writes under compare-and-swap.
     store
         .save_grant("acme", &new_grant("acc_2", "e"), None)

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use super::{CalendarService, Deadline};
 use crate::{
-    cronofy::{CronofyError, Host},
+    cronofy::{CronofyError, Host, TokenResponse},
     domain::{
         Error, Tenant, Violations,
         grant::{ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus, StoredGrant, Tokens},
@@ -197,6 +197,14 @@ impl CalendarService {
                 return Err(upstream::exchange_error(failure));
             }
         };
+        let new = self.new_grant(response, connect_mode)?;
+        let stored = self.save_with_retries(tenant, &new, claims.user_ref.as_deref()).await?;
+        info!(tenant = %tenant.id, sub = %stored.grant.sub, kind = %stored.grant.kind, "grant connected");
+        Ok(stored.grant)
+    }
+
+    /// The grant a token response describes, ready to store.
+    pub(super) fn new_grant(&self, response: TokenResponse, connect_mode: ConnectMode) -> Result<NewGrant, Error> {
         let unexpected = || Error::UpstreamRefused("Cronofy's token response lacks an account or refresh token");
         let kind = if response.service_account_id.is_some() {
             GrantKind::ServiceAccount
@@ -211,7 +219,7 @@ impl CalendarService {
             .ok_or_else(unexpected)?;
         let refresh_token = response.refresh_token.ok_or_else(unexpected)?;
         let profile = response.linking_profile.unwrap_or_default();
-        let new = NewGrant {
+        Ok(NewGrant {
             account_id: response.account_id.unwrap_or_else(|| sub.clone()),
             sub,
             scope: response.scope.split_whitespace().map(str::to_owned).collect(),
@@ -225,13 +233,10 @@ impl CalendarService {
                 refresh_token,
                 access_expires_at: self.clock.now() + time::Duration::seconds(i64::from(response.expires_in)),
             },
-        };
-        let stored = self.save_with_retries(tenant, &new, claims.user_ref.as_deref()).await?;
-        info!(tenant = %tenant.id, sub = %stored.grant.sub, kind = %stored.grant.kind, "grant connected");
-        Ok(stored.grant)
+        })
     }
 
-    async fn save_with_retries(
+    pub(super) async fn save_with_retries(
         &self,
         tenant: &Tenant,
         new: &NewGrant,

@@ -47,10 +47,12 @@ macro_rules! call_with_refresh {
 
 mod availability;
 mod connect;
+mod enterprise;
 mod events;
 
 pub use availability::{AvailabilityGroup, AvailabilityRequest};
 pub use connect::{AuthorizeRequest, AuthorizeUrl, ExchangeRequest};
+pub use enterprise::{CALLBACK_PATH, CallbackError, CallbackOutcome, EnterpriseAuthorization, EnterpriseUserRequest};
 pub use events::{BatchOp, FreeBusyQuery, MAX_BATCH_ITEMS};
 
 /// calgate's operations, shared by every tenant.
@@ -63,6 +65,8 @@ pub struct CalendarService {
     state_ttl: Duration,
     clock: Clock,
     refresher: Arc<Refresher>,
+    /// `callbacks.public_url`, when Enterprise Connect callbacks are configured.
+    callback_base: Option<url::Url>,
 }
 
 /// Everything [`CalendarService::new`] is built from.
@@ -82,6 +86,8 @@ pub struct ServiceParts {
     pub refresh_margin: Duration,
     /// Wall clock.
     pub clock: Clock,
+    /// `callbacks.public_url`, when configured.
+    pub callback_base: Option<url::Url>,
 }
 
 impl CalendarService {
@@ -102,6 +108,7 @@ impl CalendarService {
             state_ttl: parts.state_ttl,
             clock: parts.clock,
             refresher: Arc::new(refresher),
+            callback_base: parts.callback_base,
         }
     }
 

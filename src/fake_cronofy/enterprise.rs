@@ -1,0 +1,97 @@
+//! Enterprise Connect: `POST /v1/service_account_authorizations` answers 202,
+//! then the fake posts the outcome to the callback URL, as Cronofy does:
+//! `{"authorization": {"code", "state"}}`, or for a mailbox starting with
+//! `fail` the error form, which carries no state.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+use super::{Endpoint, Shared, arrive};
+
+pub(super) async fn authorize_member(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(response) = arrive(
+        &shared,
+        Endpoint::ServiceAccountAuthorizations,
+        "/v1/service_account_authorizations",
+    )
+    .await
+    {
+        return response;
+    }
+    let (client_id, callback_url, body) = {
+        let state = shared.lock();
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let Some(access) = token.and_then(|t| state.bearer(t)) else {
+            return StatusCode::UNAUTHORIZED.into_response();
+        };
+        let is_service_account = state.accounts.get(&access.sub).is_some_and(|a| a.service_account);
+        if !is_service_account
+            || !access
+                .scope
+                .split_whitespace()
+                .any(|s| s == "service_account/accounts/manage")
+        {
+            return StatusCode::FORBIDDEN.into_response();
+        }
+        let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        let field = |name: &str| {
+            body.get(name)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let (Some(_email), Some(callback_url), Some(_scope)) = (field("email"), field("callback_url"), field("scope"))
+        else {
+            let errors = json!({"email": [{"key": "errors.required", "description": "email, callback_url and scope are required"}]});
+            return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "errors": errors }))).into_response();
+        };
+        if !state.member_callbacks {
+            return StatusCode::ACCEPTED.into_response();
+        }
+        (access.client_id.clone(), callback_url, body)
+    };
+    // Cronofy calls back asynchronously, after answering.
+    tokio::spawn(call_back(shared, client_id, callback_url, body));
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn call_back(shared: Arc<Shared>, client_id: String, callback_url: String, request: Value) {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let text = |name: &str| request.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let email = text("email");
+    let payload = if email.starts_with("fail") {
+        json!({"authorization": {
+            "error": "access_denied",
+            "error_key": "unable_to_grant_scope",
+            "error_description": "the service account cannot grant the requested scope",
+        }})
+    } else {
+        let code = shared
+            .lock()
+            .member_code(&client_id, &callback_url, &text("scope"), &email);
+        let mut authorization = json!({ "code": code });
+        if let Some(state) = request.get("state") {
+            authorization["state"] = state.clone();
+        }
+        json!({ "authorization": authorization })
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let status = match reqwest::Client::new().post(&callback_url).json(&payload).send().await {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    };
+    shared.lock().callbacks_sent.push((callback_url, status));
+}
