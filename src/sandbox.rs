@@ -36,6 +36,9 @@ signing_key_env = "STATE_KEY"
 keys = [{{ id = "k1", key_env = "K1" }}]
 [log]
 format = "text"
+[callbacks]
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"
 [[tenants]]
 id = "demo"
 api_key_sha256 = ["{digest}"]

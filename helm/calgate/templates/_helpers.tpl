@@ -63,6 +63,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and $sqlite .Values.podDisruptionBudget.enabled }}
 {{- fail "podDisruptionBudget needs calgate.store.type=postgres: one SQLite replica cannot stay available during a drain" }}
 {{- end }}
+{{- if and .Values.callbacks.enabled (not .Values.callbacks.publicUrl) }}
+{{- fail "callbacks.publicUrl is required with callbacks.enabled: it is how Cronofy reaches calgate" }}
+{{- end }}
 {{- if and (not $sqlite) (not .Values.calgate.store.postgres.url) }}
 {{- fail "calgate.store.postgres.url is required with calgate.store.type=postgres" }}
 {{- end }}
