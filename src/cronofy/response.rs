@@ -1,0 +1,132 @@
+//! Reading Cronofy's answers: statuses to typed errors, bodies to types,
+//! and counting every request.
+
+use std::time::Duration;
+
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::{
+    CronofyError, UpstreamFieldError,
+    model::{OAuthErrorBody, UnprocessableBody},
+};
+use crate::telemetry::metrics::METRICS;
+
+/// A token endpoint's 400: only the RFC 6749 error code is read; the rest of
+/// the body is never kept.
+pub(super) async fn oauth_error(response: Response) -> CronofyError {
+    let error = response
+        .json::<OAuthErrorBody>()
+        .await
+        .map(|body| body.error)
+        .unwrap_or_default();
+    match error.as_str() {
+        "invalid_grant" => CronofyError::InvalidGrant,
+        known @ ("invalid_request"
+        | "invalid_client"
+        | "unauthorized_client"
+        | "unsupported_grant_type"
+        | "invalid_scope") => CronofyError::TokenRequestRefused {
+            error: known.to_owned(),
+        },
+        _ => CronofyError::TokenRequestRefused {
+            error: "unknown".to_owned(),
+        },
+    }
+}
+
+/// Sends a request and counts it by endpoint and answer.
+pub(super) async fn send(endpoint: &'static str, request: RequestBuilder) -> Result<Response, CronofyError> {
+    let sent = request.send().await.map_err(|error| CronofyError::from_reqwest(&error));
+    let status = match &sent {
+        Ok(response) => response.status().as_u16().to_string(),
+        Err(CronofyError::Transport { kind }) => (*kind).to_owned(),
+        Err(_) => "error".to_owned(),
+    };
+    METRICS.upstream(endpoint, &status);
+    sent
+}
+
+pub(super) async fn expect_success(response: Response) -> Result<(), CronofyError> {
+    check_status(response).await.map(drop)
+}
+
+/// Maps every non-2xx status onto a typed error (cronofy-api §8).
+pub(super) async fn check_status(response: Response) -> Result<Response, CronofyError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = retry_after(&response);
+    // Only a 422's body is read: it carries the field errors.
+    let body = if status == StatusCode::UNPROCESSABLE_ENTITY {
+        response.json::<serde_json::Value>().await.ok()
+    } else {
+        None
+    };
+    Err(error_for_status(status.as_u16(), body.as_ref(), retry_after))
+}
+
+/// The error for a non-2xx status, from a response or from a batch item.
+pub(super) fn error_for_status(
+    status: u16,
+    body: Option<&serde_json::Value>,
+    retry_after: Option<Duration>,
+) -> CronofyError {
+    match status {
+        401 => CronofyError::Unauthorized,
+        402 => CronofyError::PaymentRequired,
+        403 => CronofyError::Forbidden,
+        404 => CronofyError::NotFound,
+        422 => CronofyError::Unprocessable {
+            errors: body
+                .and_then(|body| serde_json::from_value::<UnprocessableBody>(body.clone()).ok())
+                .map(flatten_errors)
+                .unwrap_or_default(),
+        },
+        423 => CronofyError::Locked,
+        429 => CronofyError::RateLimited { retry_after },
+        code @ 500..=599 => CronofyError::Server { status: code },
+        code => CronofyError::UnexpectedStatus { status: code },
+    }
+}
+
+fn flatten_errors(body: UnprocessableBody) -> Vec<UpstreamFieldError> {
+    body.errors
+        .into_iter()
+        .flat_map(|(field, entries)| {
+            entries.into_iter().map(move |entry| UpstreamFieldError {
+                field: field.clone(),
+                key: entry.key,
+                description: entry.description,
+            })
+        })
+        .collect()
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3).
+fn retry_after(response: &Response) -> Option<Duration> {
+    let value = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+pub(super) async fn decode<T: DeserializeOwned>(response: Response, endpoint: &'static str) -> Result<T, CronofyError> {
+    // The body may hold tokens: on failure only the endpoint is named.
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|error| CronofyError::from_reqwest(&error))?;
+    serde_json::from_slice(&bytes).map_err(|_| CronofyError::Decode { endpoint })
+}

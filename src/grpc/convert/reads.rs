@@ -1,0 +1,225 @@
+//! Parsing batches, free/busy and availability requests; showing their answers.
+
+use time::OffsetDateTime;
+
+use super::{event_fields, pb, selector, timestamp};
+use crate::{
+    cronofy::{FreeBusyEntry, availability::AvailablePeriod},
+    domain::{
+        AvailabilityGroup, AvailabilityRequest, BatchOp, Error, FreeBusyQuery, MAX_BATCH_ITEMS, Violations,
+        event::limits, grant::GrantSelector, rules,
+    },
+};
+
+/// Parses BatchWriteEvents into (selector, writes); item fields are named
+/// `items[N].upsert.event.summary`, `items[N].delete.event_id`, ….
+pub fn batch_request(request: &pb::BatchWriteEventsRequest) -> Result<(GrantSelector, Vec<BatchOp>), Error> {
+    let mut v = Violations::default();
+    let selector = selector(request, &mut v);
+    if request.items.is_empty() || request.items.len() > MAX_BATCH_ITEMS {
+        v.add("items", format!("must hold 1 to {MAX_BATCH_ITEMS} writes"));
+    }
+    let mut ops = Vec::with_capacity(request.items.len());
+    for (index, item) in request.items.iter().take(MAX_BATCH_ITEMS).enumerate() {
+        let path = format!("items[{index}]");
+        match &item.operation {
+            None => v.add(&path, "one of upsert or delete is required"),
+            Some(pb::batch_item::Operation::Upsert(upsert)) => {
+                let mut inner = Violations::default();
+                let calendar_id = inner.check("calendar_id", rules::identifier(&upsert.calendar_id, limits::ID));
+                let event = match &upsert.event {
+                    Some(event) => event_fields::parse_event(event, &mut inner),
+                    None => {
+                        inner.add("event", "is required");
+                        None
+                    }
+                };
+                v.nest(&format!("{path}.upsert."), inner);
+                if let (Some(calendar_id), Some(event)) = (calendar_id, event) {
+                    ops.push(BatchOp::Upsert {
+                        calendar_id,
+                        event: Box::new(event),
+                    });
+                }
+            }
+            Some(pb::batch_item::Operation::Delete(delete)) => {
+                let calendar_id = v.check(
+                    format!("{path}.delete.calendar_id"),
+                    rules::identifier(&delete.calendar_id, limits::ID),
+                );
+                let event_id = v.check(
+                    format!("{path}.delete.event_id"),
+                    rules::identifier(&delete.event_id, limits::ID),
+                );
+                if let (Some(calendar_id), Some(event_id)) = (calendar_id, event_id) {
+                    ops.push(BatchOp::Delete { calendar_id, event_id });
+                }
+            }
+        }
+    }
+    v.finish()?;
+    let selector = selector.ok_or_else(|| unreachable!("violations recorded when the selector is missing"))?;
+    Ok((selector, ops))
+}
+
+/// Parses ReadFreeBusy into (selector, query).
+pub fn free_busy_request(request: &pb::ReadFreeBusyRequest) -> Result<(GrantSelector, FreeBusyQuery), Error> {
+    let mut v = Violations::default();
+    let selector = selector(request, &mut v);
+    let from = v.check("from", rules::date(&request.from));
+    let to = v.check("to", rules::date(&request.to));
+    if let (Some(from), Some(to)) = (from, to)
+        && to <= from
+    {
+        v.add("to", "must be a later date than from (to is exclusive)");
+    }
+    v.check("tzid", rules::tzid(&request.tzid));
+    if request.calendar_ids.len() > MAX_BATCH_ITEMS {
+        v.add("calendar_ids", format!("at most {MAX_BATCH_ITEMS} calendars"));
+    }
+    for (index, calendar_id) in request.calendar_ids.iter().enumerate() {
+        v.check(
+            format!("calendar_ids[{index}]"),
+            rules::identifier(calendar_id, limits::ID),
+        );
+    }
+    v.finish()?;
+    let selector = selector.ok_or_else(|| unreachable!("violations recorded when the selector is missing"))?;
+    Ok((
+        selector,
+        FreeBusyQuery {
+            from: request.from.clone(),
+            to: request.to.clone(),
+            tzid: request.tzid.clone(),
+            calendar_ids: request.calendar_ids.clone(),
+        },
+    ))
+}
+
+/// Parses QueryAvailability: groups, duration, periods, buffer.
+pub fn availability_request(request: &pb::QueryAvailabilityRequest) -> Result<AvailabilityRequest, Error> {
+    const MAX_GROUPS: usize = 10;
+    const MAX_MEMBERS: usize = 10;
+    const MAX_PERIODS: usize = 50;
+    const MAX_MINUTES: u32 = 1440;
+    let mut v = Violations::default();
+    if request.participants.is_empty() || request.participants.len() > MAX_GROUPS {
+        v.add("participants", format!("must hold 1 to {MAX_GROUPS} groups"));
+    }
+    let mut groups = Vec::new();
+    for (g, group) in request.participants.iter().take(MAX_GROUPS).enumerate() {
+        let path = format!("participants[{g}]");
+        if group.members.is_empty() || group.members.len() > MAX_MEMBERS {
+            v.add(format!("{path}.members"), format!("must hold 1 to {MAX_MEMBERS} users"));
+        }
+        let members: Vec<GrantSelector> = group
+            .members
+            .iter()
+            .take(MAX_MEMBERS)
+            .enumerate()
+            .filter_map(|(m, member)| {
+                let field = format!("{path}.members[{m}]");
+                match &member.user {
+                    Some(pb::grant_ref::User::Sub(sub)) => v
+                        .check(format!("{field}.sub"), rules::identifier(sub, limits::ID))
+                        .map(GrantSelector::Sub),
+                    Some(pb::grant_ref::User::UserRef(user_ref)) => v
+                        .check(format!("{field}.user_ref"), rules::identifier(user_ref, limits::ID))
+                        .map(GrantSelector::UserRef),
+                    None => {
+                        v.add(field, "one of sub or user_ref is required");
+                        None
+                    }
+                }
+            })
+            .collect();
+        let required = match group.required {
+            None | Some(pb::participant_group::Required::All(_)) => None,
+            Some(pb::participant_group::Required::Count(count)) => {
+                if count == 0 || count as usize > group.members.len() {
+                    v.add(format!("{path}.count"), "must be between 1 and the number of members");
+                }
+                Some(count)
+            }
+        };
+        groups.push(AvailabilityGroup { members, required });
+    }
+    if !(1..=MAX_MINUTES).contains(&request.required_duration_minutes) {
+        v.add(
+            "required_duration_minutes",
+            format!("must be between 1 and {MAX_MINUTES}"),
+        );
+    }
+    if request.query_periods.is_empty() || request.query_periods.len() > MAX_PERIODS {
+        v.add("query_periods", format!("must hold 1 to {MAX_PERIODS} periods"));
+    }
+    let mut periods = Vec::new();
+    for (p, period) in request.query_periods.iter().take(MAX_PERIODS).enumerate() {
+        let field = format!("query_periods[{p}]");
+        let instant = |v: &mut Violations, name: &str, at: Option<&prost_types::Timestamp>| match at {
+            Some(at) => v.check(format!("{field}.{name}"), event_fields::whole_second(at)),
+            None => {
+                v.add(format!("{field}.{name}"), "is required");
+                None
+            }
+        };
+        let start = instant(&mut v, "start", period.start.as_ref());
+        let end = instant(&mut v, "end", period.end.as_ref());
+        match (start, end) {
+            (Some(start), Some(end)) if end > start => periods.push((start, end)),
+            (Some(_), Some(_)) => v.add(format!("{field}.end"), "must be later than start"),
+            _ => {}
+        }
+    }
+    let buffer = request.buffer.as_ref().map(|b| {
+        for (name, minutes) in [("before_minutes", b.before_minutes), ("after_minutes", b.after_minutes)] {
+            if minutes > MAX_MINUTES {
+                v.add(format!("buffer.{name}"), format!("must be at most {MAX_MINUTES}"));
+            }
+        }
+        (b.before_minutes, b.after_minutes)
+    });
+    v.finish()?;
+    Ok(AvailabilityRequest {
+        groups,
+        duration_minutes: request.required_duration_minutes,
+        periods,
+        buffer,
+    })
+}
+
+/// A Cronofy available period as the API shows it.
+pub fn available_period(period: AvailablePeriod) -> pb::AvailablePeriod {
+    let parse = |text: &str| {
+        OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(timestamp)
+    };
+    pb::AvailablePeriod {
+        start: parse(&period.start),
+        end: parse(&period.end),
+        subs: period.participants.into_iter().map(|p| p.sub).collect(),
+    }
+}
+
+/// A Cronofy free/busy period as the API shows it.
+pub fn free_busy_period(entry: FreeBusyEntry) -> pb::FreeBusyPeriod {
+    pb::FreeBusyPeriod {
+        calendar_id: entry.calendar_id,
+        start: Some(period_time(&entry.start)),
+        end: Some(period_time(&entry.end)),
+        status: entry.free_busy_status,
+    }
+}
+
+/// Cronofy's Time (`…Z`) as a timestamp; anything else (a Date) as a date.
+fn period_time(text: &str) -> pb::EventTime {
+    let value = match OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
+        Ok(at) => pb::event_time::Value::Time(timestamp(at)),
+        Err(_) => pb::event_time::Value::Date(text.to_owned()),
+    };
+    pb::EventTime {
+        value: Some(value),
+        tzid: None,
+    }
+}
