@@ -131,7 +131,8 @@ impl FakeCronofy {
         self.shared.lock().access_token_ttl = ttl;
     }
 
-    /// Whether each refresh issues a new refresh token and retires the old one (default true).
+    /// Whether each refresh issues a new refresh token and retires the old one
+    /// (default true); without rotation the answer omits `refresh_token`.
     pub fn set_rotate_refresh_tokens(&self, rotate: bool) {
         self.shared.lock().rotate_refresh_tokens = rotate;
     }

@@ -52,6 +52,20 @@ async fn tokens_are_refreshed_before_they_expire_and_rotation_is_stored() {
 }
 
 #[tokio::test]
+async fn a_refresh_answer_without_a_refresh_token_keeps_the_old_one() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    app.fake.set_rotate_refresh_tokens(false);
+    for round in 1..=2 {
+        app.clock.advance(Duration::from_secs(3600 - 120));
+        upsert(&app, &grant.sub)
+            .await
+            .expect("the kept refresh token still works");
+        assert_eq!(app.fake.count(Endpoint::Token), 1 + round);
+    }
+}
+
+#[tokio::test]
 async fn a_401_refreshes_once_and_retries() {
     let app = spawn_app().await;
     let grant = app.connect(None).await;
