@@ -23,31 +23,7 @@ async fn spawn_with_callbacks() -> (TestApp, String) {
 
 /// The organisation's admin connects through Enterprise Connect as `org-42`.
 async fn connect_admin(app: &TestApp) -> pb::Grant {
-    let built = app
-        .client
-        .clone()
-        .build_authorize_url(app.req(pb::BuildAuthorizeUrlRequest {
-            redirect_uri: ACME_REDIRECT.into(),
-            connect_mode: pb::ConnectMode::Enterprise as i32,
-            user_ref: Some("org-42".into()),
-            ..Default::default()
-        }))
-        .await
-        .expect("url")
-        .into_inner();
-    let (code, state) = follow_consent(&built.url).await;
-    app.client
-        .clone()
-        .exchange_code(app.req(pb::ExchangeCodeRequest {
-            code,
-            redirect_uri: ACME_REDIRECT.into(),
-            state,
-        }))
-        .await
-        .expect("exchange")
-        .into_inner()
-        .grant
-        .expect("grant")
+    app.connect_enterprise_admin("org-42").await
 }
 
 async fn authorize(app: &TestApp, email: &str, user_ref: &str) -> pb::EnterpriseUserAuthorization {

@@ -257,28 +257,7 @@ async fn reconnecting_moves_a_user_ref_and_linked_accounts_share_a_grant() {
 #[tokio::test]
 async fn an_enterprise_admin_grant_is_a_service_account_that_cannot_hold_events() {
     let app = spawn_app().await;
-    let built = app
-        .client
-        .clone()
-        .build_authorize_url(app.req(pb::BuildAuthorizeUrlRequest {
-            redirect_uri: ACME_REDIRECT.into(),
-            connect_mode: pb::ConnectMode::Enterprise as i32,
-            user_ref: Some("org-42".into()),
-            ..Default::default()
-        }))
-        .await
-        .expect("url")
-        .into_inner();
-    let (code, state) = follow_consent(&built.url).await;
-    let grant = app
-        .client
-        .clone()
-        .exchange_code(app.req(exchange(&code, ACME_REDIRECT, &state)))
-        .await
-        .expect("exchange")
-        .into_inner()
-        .grant
-        .expect("grant");
+    let grant = app.connect_enterprise_admin("org-42").await;
     assert_eq!(grant.kind, pb::GrantKind::ServiceAccount as i32);
     assert_eq!(grant.connect_mode, pb::ConnectMode::Enterprise as i32);
     assert!(

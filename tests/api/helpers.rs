@@ -253,21 +253,50 @@ impl TestApp {
 
     /// Builds an authorize URL and lets the fake consent: returns (code, state).
     pub async fn consent(&self, key: &str, redirect_uri: &str, user_ref: Option<&str>) -> (String, String) {
+        self.consent_to(
+            key,
+            pb::BuildAuthorizeUrlRequest {
+                redirect_uri: redirect_uri.into(),
+                user_ref: user_ref.map(str::to_owned),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Consent to any authorize request: returns (code, state).
+    pub async fn consent_to(&self, key: &str, request: pb::BuildAuthorizeUrlRequest) -> (String, String) {
         let built = self
             .client
             .clone()
-            .build_authorize_url(with_key(
-                key,
-                pb::BuildAuthorizeUrlRequest {
-                    redirect_uri: redirect_uri.into(),
-                    user_ref: user_ref.map(str::to_owned),
-                    ..Default::default()
-                },
-            ))
+            .build_authorize_url(with_key(key, request))
             .await
             .expect("authorize url")
             .into_inner();
         follow_consent(&built.url).await
+    }
+
+    /// An organisation's admin connects acme through Enterprise Connect as `org_ref`.
+    pub async fn connect_enterprise_admin(&self, org_ref: &str) -> pb::Grant {
+        let request = pb::BuildAuthorizeUrlRequest {
+            redirect_uri: ACME_REDIRECT.into(),
+            connect_mode: pb::ConnectMode::Enterprise as i32,
+            user_ref: Some(org_ref.into()),
+            ..Default::default()
+        };
+        let (code, state) = self.consent_to(ACME_KEY, request).await;
+        let exchange = pb::ExchangeCodeRequest {
+            code,
+            redirect_uri: ACME_REDIRECT.into(),
+            state,
+        };
+        let response = self
+            .client
+            .clone()
+            .exchange_code(self.req(exchange))
+            .await
+            .expect("exchange");
+        response.into_inner().grant.expect("grant")
     }
 
     pub fn req<T>(&self, message: T) -> Request<T> {
