@@ -149,59 +149,10 @@ impl State {
         let next = self.next_authorization.take().unwrap_or_default();
         let sub = match next.sub.filter(|sub| self.accounts.contains_key(sub)) {
             Some(sub) => sub,
-            None => {
-                let n = self.next_id();
-                let (sub, service_account) = if enterprise {
-                    (format!("ser_{n:024}"), true)
-                } else {
-                    (format!("acc_{n:024}"), false)
-                };
-                let calendars = if service_account {
-                    vec![]
-                } else {
-                    vec![
-                        Calendar {
-                            calendar_id: format!("cal_{n}_primary"),
-                            name: "Work".into(),
-                            readonly: false,
-                            primary: true,
-                        },
-                        Calendar {
-                            calendar_id: format!("cal_{n}_holidays"),
-                            name: "Holidays".into(),
-                            readonly: true,
-                            primary: false,
-                        },
-                    ]
-                };
-                self.accounts.insert(
-                    sub.clone(),
-                    Account {
-                        account_id: sub.clone(),
-                        profile_id: format!("pro_{n}"),
-                        profile_name: format!("user{n}@example.com"),
-                        provider_name: next.provider_name.unwrap_or_else(|| "google".into()),
-                        service_account,
-                        calendars,
-                        events: BTreeMap::new(),
-                        busy: Vec::new(),
-                    },
-                );
-                sub
-            }
+            None => self.new_account(enterprise, next.provider_name),
         };
-        let code = random_token();
-        self.issued_secrets.push(code.clone());
-        self.codes.insert(
-            code.clone(),
-            PendingCode {
-                client_id: client_id.to_owned(),
-                redirect_uri: redirect_uri.to_owned(),
-                sub,
-                scope: next.scope.unwrap_or_else(|| scope.to_owned()),
-            },
-        );
-        code
+        let scope = next.scope.unwrap_or_else(|| scope.to_owned());
+        self.issue_code(client_id, redirect_uri, sub, scope)
     }
 
     /// A code for a member of an organisation, redeemable with `redirect_uri`.
@@ -209,9 +160,7 @@ impl State {
         let sub = match self.members.get(email) {
             Some(sub) => sub.clone(),
             None => {
-                self.next_authorization = None;
-                let code = self.authorize(client_id, redirect_uri, scope, false);
-                let sub = self.codes.remove(&code).map(|pending| pending.sub).unwrap_or_default();
+                let sub = self.new_account(false, None);
                 if let Some(account) = self.accounts.get_mut(&sub) {
                     account.profile_name = email.to_owned();
                 }
@@ -219,6 +168,53 @@ impl State {
                 sub
             }
         };
+        self.issue_code(client_id, redirect_uri, sub, scope.to_owned())
+    }
+
+    /// A new account (a service account for Enterprise Connect admins) with its calendars.
+    fn new_account(&mut self, enterprise: bool, provider_name: Option<String>) -> String {
+        let n = self.next_id();
+        let (sub, service_account) = if enterprise {
+            (format!("ser_{n:024}"), true)
+        } else {
+            (format!("acc_{n:024}"), false)
+        };
+        let calendars = if service_account {
+            vec![]
+        } else {
+            vec![
+                Calendar {
+                    calendar_id: format!("cal_{n}_primary"),
+                    name: "Work".into(),
+                    readonly: false,
+                    primary: true,
+                },
+                Calendar {
+                    calendar_id: format!("cal_{n}_holidays"),
+                    name: "Holidays".into(),
+                    readonly: true,
+                    primary: false,
+                },
+            ]
+        };
+        self.accounts.insert(
+            sub.clone(),
+            Account {
+                account_id: sub.clone(),
+                profile_id: format!("pro_{n}"),
+                profile_name: format!("user{n}@example.com"),
+                provider_name: provider_name.unwrap_or_else(|| "google".into()),
+                service_account,
+                calendars,
+                events: BTreeMap::new(),
+                busy: Vec::new(),
+            },
+        );
+        sub
+    }
+
+    /// A single-use authorization code for `sub`.
+    fn issue_code(&mut self, client_id: &str, redirect_uri: &str, sub: String, scope: String) -> String {
         let code = random_token();
         self.issued_secrets.push(code.clone());
         self.codes.insert(
@@ -227,7 +223,7 @@ impl State {
                 client_id: client_id.to_owned(),
                 redirect_uri: redirect_uri.to_owned(),
                 sub,
-                scope: scope.to_owned(),
+                scope,
             },
         );
         code
