@@ -40,6 +40,21 @@ impl Shared {
     }
 }
 
+/// An account made by [`FakeCronofy::connect_account`].
+#[derive(Debug, Clone)]
+pub struct ConnectedAccount {
+    /// Cronofy's account identifier.
+    pub sub: String,
+    /// Its writable primary calendar.
+    pub calendar_id: String,
+    /// A valid access token.
+    pub access_token: String,
+    /// The refresh token issued with it.
+    pub refresh_token: String,
+    /// How long the access token lives.
+    pub expires_in: Duration,
+}
+
 /// A running fake. Dropping it stops both listeners.
 #[derive(Debug)]
 pub struct FakeCronofy {
@@ -155,6 +170,31 @@ impl FakeCronofy {
     /// Every request the api host received, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
+    }
+
+    /// Forgets the requests recorded so far (long benchmark runs).
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+
+    /// Connects a new user account without the browser round trip, for bulk
+    /// set-ups such as benchmarks: its tokens are as the code exchange issues them.
+    pub fn connect_account(&self, client_id: &str, scope: &str) -> ConnectedAccount {
+        let mut state = self.shared.lock();
+        let (sub, access_token, refresh_token) = state.connect(client_id, scope);
+        let calendar_id = state
+            .accounts
+            .get(&sub)
+            .and_then(|account| account.calendars.iter().find(|c| !c.readonly))
+            .map(|c| c.calendar_id.clone())
+            .unwrap_or_default();
+        ConnectedAccount {
+            sub,
+            calendar_id,
+            access_token,
+            refresh_token,
+            expires_in: state.access_token_ttl,
+        }
     }
 
     /// How many requests reached `endpoint`.

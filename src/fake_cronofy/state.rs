@@ -27,6 +27,8 @@ pub struct RecordedRequest {
     pub endpoint: Endpoint,
     /// The path as received.
     pub path: String,
+    /// When it arrived (benchmarks check request rates against a budget).
+    pub at: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -213,6 +215,14 @@ impl State {
         sub
     }
 
+    /// A new user account connected at once, as if its user had consented and
+    /// the code had been redeemed: (sub, access token, refresh token).
+    pub(super) fn connect(&mut self, client_id: &str, scope: &str) -> (String, String, String) {
+        let sub = self.new_account(false, None);
+        let (access, refresh) = self.issue(client_id, &sub, scope, true);
+        (sub, access, refresh.unwrap_or_default())
+    }
+
     /// A single-use authorization code for `sub`.
     fn issue_code(&mut self, client_id: &str, redirect_uri: &str, sub: String, scope: String) -> String {
         let code = random_token();
@@ -286,6 +296,7 @@ impl State {
         self.requests.push(RecordedRequest {
             endpoint,
             path: path.to_owned(),
+            at: Instant::now(),
         });
         let index = self.faults.iter().position(|f| f.endpoint == endpoint && f.times > 0)?;
         let fault = &mut self.faults[index];
