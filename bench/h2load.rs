@@ -19,6 +19,8 @@ pub struct Load {
     pub p50: Duration,
     /// 99th percentile latency.
     pub p99: Duration,
+    /// CPU time the server used per call.
+    pub cpu_per_call: Duration,
 }
 
 /// Writes a gRPC message frame (uncompressed flag, big-endian length, body) to `path`.
@@ -41,6 +43,8 @@ fn shape(in_flight: u32) -> (u32, u32) {
 /// Sends `requests` POSTs of the frame in `body` to `url`, `in_flight` at a time.
 pub async fn run(url: &str, body: &Path, in_flight: u32, requests: u64, log: &Path) -> anyhow::Result<Load> {
     let (connections, streams) = shape(in_flight);
+    // h2load appends to its log: start each run with an empty one.
+    let _ = std::fs::remove_file(log);
     let output = Command::new("h2load")
         .args(["-t", "1", "-c", &connections.to_string(), "-m", &streams.to_string()])
         .args(["-n", &requests.to_string()])
@@ -62,6 +66,7 @@ pub async fn run(url: &str, body: &Path, in_flight: u32, requests: u64, log: &Pa
     let mut latencies = read_latencies(log)?;
     latencies.sort_unstable();
     Ok(Load {
+        cpu_per_call: Duration::ZERO,
         succeeded: summary.1,
         rps: summary.0,
         p50: percentile(&latencies, 0.50),

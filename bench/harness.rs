@@ -251,6 +251,22 @@ impl Server {
         })
     }
 
+    /// CPU time the process has used so far (user + system).
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let pid = self.child.id().context("process gone")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("odd /proc stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        // The kernel reports clock ticks of 1/100 s (USER_HZ on Linux).
+        Ok(Duration::from_millis(ticks * 10))
+    }
+
     /// The sum of a Prometheus counter over the series whose labels contain all of `labels`.
     pub async fn counter(&self, name: &str, labels: &[&str]) -> anyhow::Result<f64> {
         let addr = self.metrics_addr.context("no metrics listener")?;

@@ -204,7 +204,9 @@ async fn load(
 ) -> anyhow::Result<Load> {
     bench.fake.clear_requests();
     let log = bench.dir.join(format!("h2load-{}.log", server.name));
-    let result = h2load::run(&server.url("UpsertEvent"), body, in_flight, n, &log).await?;
+    let cpu_before = server.cpu_time()?;
+    let mut result = h2load::run(&server.url("UpsertEvent"), body, in_flight, n, &log).await?;
+    result.cpu_per_call = (server.cpu_time()? - cpu_before) / u32::try_from(n)?;
     let upstream = bench.fake.count(Endpoint::UpsertEvent) as u64;
     report.check(
         result.succeeded == n && upstream == n,
@@ -286,6 +288,7 @@ async fn throughput(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyho
         "p50 µs",
         "p99 µs",
         "p50 overhead µs",
+        "server CPU µs/call",
     ]);
     for (i, &in_flight) in IN_FLIGHT.iter().enumerate() {
         for (s, server) in servers.iter().enumerate() {
@@ -303,6 +306,7 @@ async fn throughput(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyho
                     .map(|(l, b)| us(l.p50) - us(b.p50))
                     .collect::<Vec<_>>(),
             );
+            let cpu = median(&runs.iter().map(|l| us(l.cpu_per_call)).collect::<Vec<_>>());
             table.row(&[
                 server.name.clone(),
                 in_flight.to_string(),
@@ -315,6 +319,7 @@ async fn throughput(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyho
                 } else {
                     format!("{overhead:+.0}")
                 },
+                format!("{cpu:.1}"),
             ]);
         }
     }

@@ -11,6 +11,12 @@ use calgate::{
 };
 use clap::{Parser, Subcommand};
 
+/// mimalloc: per-thread heaps without glibc's arena locks, which the two
+/// runtime workers contended for when one freed what the other allocated
+/// (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// calgate: write events into users' calendars through Cronofy's Read-Write access mode.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -121,6 +121,8 @@ impl App {
             states: StateCodec::new(&settings.state_key),
             state_ttl: settings.state_ttl,
             refresh_margin: settings.refresh_margin,
+            token_cache_ttl: settings.store.token_cache_ttl,
+            token_cache_entries: settings.store.token_cache_entries,
             clock: clock.clone(),
             callback_base: settings.callbacks.as_ref().map(|c| c.public_url.clone()),
         });

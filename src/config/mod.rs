@@ -120,6 +120,11 @@ pub struct StoreSettings {
     pub auto_migrate: bool,
     /// PostgreSQL password, kept out of `url` (from `password_env` / `password_file`).
     pub password: Option<SecretString>,
+    /// How long a replica reuses a grant's decrypted access token without
+    /// reading the store again; zero turns the cache off.
+    pub token_cache_ttl: Duration,
+    /// Most grants whose access tokens are cached.
+    pub token_cache_entries: u64,
 }
 
 /// One token-encryption key.
@@ -218,6 +223,8 @@ impl Settings {
                 (None, None) => None,
                 (env, file) => Some(secrets.string("store.password", env.as_deref(), file.as_deref())?),
             },
+            token_cache_ttl: raw.store.token_cache_ttl,
+            token_cache_entries: raw.store.token_cache_entries,
         };
         let state_key = secrets.key32(
             "state",

@@ -43,6 +43,18 @@ pub(super) struct RawStore {
     pub(super) auto_migrate: bool,
     pub(super) password_env: Option<String>,
     pub(super) password_file: Option<PathBuf>,
+    #[serde(default = "default_token_cache_ttl", with = "humantime_serde")]
+    pub(super) token_cache_ttl: Duration,
+    #[serde(default = "default_token_cache_entries")]
+    pub(super) token_cache_entries: u64,
+}
+
+fn default_token_cache_ttl() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_token_cache_entries() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,6 +10,7 @@ mod refresh;
 pub mod rules;
 mod service;
 pub mod state;
+mod token_cache;
 mod upstream;
 
 pub use clock::Clock;

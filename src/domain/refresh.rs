@@ -97,9 +97,9 @@ impl Refresher {
     /// Whether the access token should be refreshed before use: it expires within
     /// the margin plus a per-grant jitter of up to one more margin, so grants
     /// connected together do not all refresh in the same second.
-    pub(super) fn needs_refresh(&self, tenant: &str, sub: &str, tokens: &Tokens) -> bool {
-        let window = refresh_window(self.margin, tenant, sub, tokens.access_expires_at.unix_timestamp());
-        tokens.access_expires_at - self.clock.now() <= window
+    pub(super) fn needs_refresh(&self, tenant: &str, sub: &str, access_expires_at: time::OffsetDateTime) -> bool {
+        let window = refresh_window(self.margin, tenant, sub, access_expires_at.unix_timestamp());
+        access_expires_at - self.clock.now() <= window
     }
 
     /// A usable access token for `sub`, refreshed if `need` still holds once the
@@ -161,7 +161,7 @@ impl Refresher {
             }
         };
         let still_needed = match need {
-            Need::Expiring => self.needs_refresh(&tenant.id, sub, tokens),
+            Need::Expiring => self.needs_refresh(&tenant.id, sub, tokens.access_expires_at),
             Need::Rejected { version: refused } => version == refused,
         };
         if !still_needed {

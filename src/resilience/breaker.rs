@@ -2,7 +2,13 @@
 //! failures, calls fail fast for a cool-down instead of piling onto a sick
 //! Cronofy; then one probe is let through, whose outcome closes or re-opens it.
 
-use std::{sync::Mutex, time::Duration};
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -42,6 +48,8 @@ pub struct Breaker {
     name: String,
     policy: BreakerPolicy,
     inner: Mutex<Inner>,
+    /// Closed with no failures counted: the common case, answered without the lock.
+    quiet: AtomicBool,
 }
 
 impl Breaker {
@@ -56,6 +64,7 @@ impl Breaker {
                 failures: 0,
                 open_until: Instant::now(),
             }),
+            quiet: AtomicBool::new(true),
         }
     }
 
@@ -70,6 +79,9 @@ impl Breaker {
 
     /// May a call go out now? Err carries how long until the breaker will let one through.
     pub fn allow(&self) -> Result<(), Duration> {
+        if self.quiet.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut inner = self.lock();
         let now = Instant::now();
         match inner.state {
@@ -88,7 +100,11 @@ impl Breaker {
 
     /// Records a call's outcome: `true` when Cronofy answered (even with a 4xx).
     pub fn record(&self, healthy: bool) {
+        if healthy && self.quiet.load(Ordering::Acquire) {
+            return;
+        }
         let mut inner = self.lock();
+        self.quiet.store(healthy, Ordering::Release);
         if healthy {
             if inner.state != BreakerState::Closed {
                 info!(breaker = %self.name, state = "closed", "circuit breaker closed: Cronofy answers again");

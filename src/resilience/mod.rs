@@ -125,12 +125,7 @@ impl Resilience {
                         breaker: Breaker::new(name, breaker),
                     },
                     Some(store) => TenantGuards::Shared {
-                        budget: SharedBudget {
-                            store: store.clone(),
-                            tenant: limits.tenant.clone(),
-                            limit: limits.rate_limit,
-                            fallback: RateBudget::new(limits.rate_limit),
-                        },
+                        budget: SharedBudget::new(store.clone(), limits.tenant.clone(), limits.rate_limit),
                         breaker: SharedBreaker::new(store.clone(), name, breaker),
                     },
                 };

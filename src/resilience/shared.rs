@@ -19,24 +19,81 @@ fn unix_ms() -> i64 {
 }
 
 /// One tenant's request budget, counted in PostgreSQL by every replica.
+///
+/// A replica claims requests a few at a time — at most 1 % of either window,
+/// so with Cronofy's default 50/s and 500/min exactly one — and spends them
+/// within the second they were counted in. A busy replica thus writes to
+/// PostgreSQL once per claim rather than once per request; what an idle
+/// replica leaves unspent (under 1 % of a window) lapses with its second.
 #[derive(Debug)]
 pub(super) struct SharedBudget {
-    pub(super) store: Store,
-    pub(super) tenant: String,
-    pub(super) limit: RateLimit,
+    store: Store,
+    tenant: String,
+    limit: RateLimit,
+    claim_size: u32,
+    /// Requests claimed and not yet sent: (unix second, how many).
+    claimed: Mutex<(i64, u32)>,
+    /// Held while claiming, so concurrent callers share one claim instead of each making one.
+    claiming: tokio::sync::Mutex<()>,
     /// Used while PostgreSQL cannot count (the replica then limits itself).
-    pub(super) fallback: RateBudget,
+    fallback: RateBudget,
 }
 
 impl SharedBudget {
+    pub(super) fn new(store: Store, tenant: String, limit: RateLimit) -> Self {
+        SharedBudget {
+            store,
+            tenant,
+            claim_size: claim_size(limit),
+            claimed: Mutex::new((0, 0)),
+            claiming: tokio::sync::Mutex::new(()),
+            fallback: RateBudget::new(limit),
+            limit,
+        }
+    }
+
+    /// Takes one claimed request of the current second, if there is one.
+    fn spend_claimed(&self) -> bool {
+        let second = unix_ms() / 1000;
+        let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+        if claimed.0 == second && claimed.1 > 0 {
+            claimed.1 -= 1;
+            return true;
+        }
+        false
+    }
+
     pub(super) async fn acquire(&self, give_up_at: Instant) -> Result<(), Duration> {
         loop {
+            if self.spend_claimed() {
+                return Ok(());
+            }
+            let claiming = self.claiming.lock().await;
+            // Someone else's claim may have landed while we waited.
+            if self.spend_claimed() {
+                return Ok(());
+            }
             let taken = self
                 .store
-                .take_rate_budget(&self.tenant, self.limit.per_second, self.limit.per_minute)
+                .take_rate_budget(
+                    &self.tenant,
+                    self.limit.per_second,
+                    self.limit.per_minute,
+                    self.claim_size,
+                )
                 .await;
+            drop(claiming);
             match taken {
-                Ok(Ok(())) => return Ok(()),
+                Ok(Ok(claim)) => {
+                    // One of the claim is this request; the rest wait for the next callers.
+                    let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+                    if claimed.0 == claim.second {
+                        claimed.1 += claim.granted - 1;
+                    } else {
+                        *claimed = (claim.second, claim.granted - 1);
+                    }
+                    return Ok(());
+                }
                 Ok(Err(wait)) if Instant::now() + wait <= give_up_at => tokio::time::sleep(wait).await,
                 Ok(Err(wait)) => return Err(wait),
                 Err(error) => {
@@ -46,6 +103,12 @@ impl SharedBudget {
             }
         }
     }
+}
+
+/// Requests claimed at once: 1 % of the smaller window (per second), at least 1.
+/// A replica thus asks PostgreSQL at most about 100 times a second.
+fn claim_size(limit: RateLimit) -> u32 {
+    (limit.per_second / 100).min(limit.per_minute / 6000).max(1)
 }
 
 /// A circuit breaker whose state lives in PostgreSQL.
@@ -157,5 +220,19 @@ impl SharedBreaker {
             }
             self.remember(record);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_stay_within_one_percent_of_either_window() {
+        let claim = |per_second, per_minute| claim_size(RateLimit { per_second, per_minute });
+        assert_eq!(claim(50, 500), 1, "Cronofy's default: one request at a time");
+        assert_eq!(claim(1000, 60_000), 10);
+        assert_eq!(claim(1000, 6000), 1, "a tight minute window keeps claims small");
+        assert_eq!(claim(1_000_000, 60_000_000), 10_000);
     }
 }

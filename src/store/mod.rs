@@ -26,7 +26,7 @@ pub use crypto::CryptoError;
 use crypto::TokenCipher;
 pub use grants::NewGrant;
 pub use lease::GrantLease;
-pub use shared::BreakerRecord;
+pub use shared::{BreakerRecord, RateClaim};
 
 use crate::config::{EncryptionKey, StoreSettings};
 

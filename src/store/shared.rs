@@ -15,6 +15,15 @@ pub struct BreakerRecord {
     pub open_until_ms: i64,
 }
 
+/// Requests a replica may send without asking the shared budget again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateClaim {
+    /// How many.
+    pub granted: u32,
+    /// The unix second they were counted in; they lapse when it ends.
+    pub second: i64,
+}
+
 impl Store {
     fn shared_pool(&self) -> Option<&sqlx::PgPool> {
         match &self.backend {
@@ -23,53 +32,69 @@ impl Store {
         }
     }
 
-    /// Counts one request against the tenant's shared windows. Err(wait) when
-    /// a window is full: the request is not counted, and `wait` says when the
-    /// fullest window ends. Ok(Ok) on SQLite, where budgets are local.
+    /// Claims up to `want` requests from the tenant's shared windows (this
+    /// second and this minute), counted for every replica. Ok(Ok(claim)) says
+    /// how many were granted (at least one) and in which second they must be
+    /// spent; Ok(Err(wait)) when a window is full: nothing is counted, and
+    /// `wait` says when the fullest window ends. On SQLite, where budgets are
+    /// local, everything asked for is granted.
     pub async fn take_rate_budget(
         &self,
         tenant: &str,
         per_second: u32,
         per_minute: u32,
-    ) -> Result<Result<(), Duration>, StoreError> {
-        let Some(pool) = self.shared_pool() else {
-            return Ok(Ok(()));
-        };
+        want: u32,
+    ) -> Result<Result<RateClaim, Duration>, StoreError> {
         let (_, now_ms) = now();
         let (second, minute) = (now_ms / 1000, now_ms / 60_000);
+        let Some(pool) = self.shared_pool() else {
+            return Ok(Ok(RateClaim { granted: want, second }));
+        };
+        let want = i64::from(want.max(1));
         let rows: Vec<(String, i64)> = sqlx::query_as(
-            "INSERT INTO rate_windows (tenant_id, window_kind, window_start, used) VALUES ($1, 's', $2, 1), ($1, 'm', $3, 1) \
-             ON CONFLICT (tenant_id, window_kind, window_start) DO UPDATE SET used = rate_windows.used + 1 \
+            "INSERT INTO rate_windows (tenant_id, window_kind, window_start, used) VALUES ($1, 's', $2, $4), ($1, 'm', $3, $4) \
+             ON CONFLICT (tenant_id, window_kind, window_start) DO UPDATE SET used = rate_windows.used + $4 \
              RETURNING window_kind, used",
         )
         .bind(tenant)
         .bind(second)
         .bind(minute)
+        .bind(want)
         .fetch_all(pool)
         .await?;
-        let mut wait_ms = 0;
+        let (mut excess, mut wait_ms) = (0, 0);
         for (kind, used) in rows {
-            if kind == "s" && used > i64::from(per_second) {
-                wait_ms = wait_ms.max((second + 1) * 1000 - now_ms);
-            }
-            if kind == "m" && used > i64::from(per_minute) {
-                wait_ms = wait_ms.max((minute + 1) * 60_000 - now_ms);
+            let (limit, window_end) = match kind.as_str() {
+                "s" => (i64::from(per_second), (second + 1) * 1000),
+                _ => (i64::from(per_minute), (minute + 1) * 60_000),
+            };
+            if used > limit {
+                excess = excess.max((used - limit).min(want));
+                if used - want >= limit {
+                    wait_ms = wait_ms.max(window_end - now_ms);
+                }
             }
         }
-        if wait_ms == 0 {
-            return Ok(Ok(()));
+        if excess > 0 {
+            // Not to be sent: give those slots back, so refused requests do not eat the budget.
+            sqlx::query(
+                "UPDATE rate_windows SET used = used - $4 WHERE tenant_id = $1 AND \
+                 ((window_kind = 's' AND window_start = $2) OR (window_kind = 'm' AND window_start = $3))",
+            )
+            .bind(tenant)
+            .bind(second)
+            .bind(minute)
+            .bind(excess)
+            .execute(pool)
+            .await?;
         }
-        // Not sent: give the slots back, so refused requests do not eat the budget.
-        sqlx::query(
-            "UPDATE rate_windows SET used = used - 1 WHERE tenant_id = $1 AND \
-             ((window_kind = 's' AND window_start = $2) OR (window_kind = 'm' AND window_start = $3))",
-        )
-        .bind(tenant)
-        .bind(second)
-        .bind(minute)
-        .execute(pool)
-        .await?;
-        Ok(Err(Duration::from_millis(wait_ms.max(1) as u64)))
+        if excess == want {
+            return Ok(Err(Duration::from_millis(wait_ms.max(1) as u64)));
+        }
+        Ok(Ok(RateClaim {
+            granted: (want - excess) as u32,
+            second,
+        }))
     }
 
     /// Forgets windows that have ended (called periodically).

@@ -6,6 +6,10 @@
 
 use std::{
     pin::Pin,
+    sync::{
+        LazyLock,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::Instant,
 };
@@ -45,7 +49,15 @@ fn request_id(headers: &HeaderMap) -> String {
         .get(REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| hex::encode(rand::random::<[u8; 16]>()), str::to_owned)
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+/// A request id unique across replicas: a random per-process prefix and a
+/// counter (a random draw per call cost more than the rest of the layer).
+fn new_request_id() -> String {
+    static PREFIX: LazyLock<u64> = LazyLock::new(rand::random);
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{:016x}{:016x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// `UpsertEvent` for calgate's own service, the full path for the standard ones.
@@ -208,6 +220,7 @@ mod tests {
         headers.insert(REQUEST_ID, HeaderValue::from_static("has space"));
         assert_eq!(request_id(&headers).len(), 32);
         assert_eq!(request_id(&HeaderMap::new()).len(), 32);
+        assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
     }
 
     #[test]

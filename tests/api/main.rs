@@ -21,5 +21,6 @@ mod standard;
 mod store;
 mod tenancy;
 mod tls;
+mod token_cache;
 mod tokens;
 mod upstream;

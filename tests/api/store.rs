@@ -18,6 +18,8 @@ async fn open(url: &str) -> Store {
         max_connections: 4,
         auto_migrate: true,
         password: None,
+        token_cache_ttl: Duration::ZERO,
+        token_cache_entries: 0,
     };
     let keys = [EncryptionKey {
         id: "k1".into(),

@@ -247,7 +247,13 @@ impl CalendarService {
         loop {
             attempt += 1;
             match self.store.save_grant(&tenant.id, new, user_ref).await {
-                Ok(stored) => return Ok(stored),
+                Ok(stored) => {
+                    self.tokens.forget_grant(&tenant.id, &new.sub);
+                    if let Some(user_ref) = user_ref {
+                        self.tokens.forget_user_ref(&tenant.id, user_ref);
+                    }
+                    return Ok(stored);
+                }
                 Err(error) if attempt < 3 => {
                     warn!(tenant = %tenant.id, %error, attempt, "storing a new grant failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
@@ -294,6 +300,7 @@ impl CalendarService {
             .map_err(|_| Error::StoreUnavailable)?
             .ok_or(Error::GrantNotFound)?
             .grant;
+        self.tokens.forget_grant(&tenant.id, &sub);
         if let GrantSelector::UserRef(user_ref) = selector {
             grant.user_ref = Some(user_ref.clone());
         }

@@ -14,6 +14,7 @@ use super::{
     grant::{GrantKind, GrantSelector, StoredGrant},
     refresh::{Fresh, Need, Refresher, usable_tokens},
     state::StateCodec,
+    token_cache::{CachedToken, TokenCache},
 };
 use crate::{
     cronofy::CronofyClient,
@@ -65,6 +66,8 @@ pub struct CalendarService {
     state_ttl: Duration,
     clock: Clock,
     refresher: Arc<Refresher>,
+    /// Access tokens of recently used grants.
+    tokens: TokenCache,
     /// `callbacks.public_url`, when Enterprise Connect callbacks are configured.
     callback_base: Option<url::Url>,
 }
@@ -84,6 +87,10 @@ pub struct ServiceParts {
     pub state_ttl: Duration,
     /// Refresh margin.
     pub refresh_margin: Duration,
+    /// How long a decrypted access token is reused without a store read (zero: never).
+    pub token_cache_ttl: Duration,
+    /// Most grants whose access tokens are cached.
+    pub token_cache_entries: u64,
     /// Wall clock.
     pub clock: Clock,
     /// `callbacks.public_url`, when configured.
@@ -108,6 +115,7 @@ impl CalendarService {
             state_ttl: parts.state_ttl,
             clock: parts.clock,
             refresher: Arc::new(refresher),
+            tokens: TokenCache::new(parts.token_cache_ttl, parts.token_cache_entries),
             callback_base: parts.callback_base,
         }
     }
@@ -140,38 +148,64 @@ impl CalendarService {
     }
 
     /// A usable access token for the selected grant, refreshed first when it
-    /// expires within the margin. Event writes refuse service accounts.
+    /// expires within the margin. Event writes refuse service accounts. A
+    /// cached token is used while it is outside the refresh window.
     async fn access_token(
         &self,
         tenant: &Arc<Tenant>,
         selector: &GrantSelector,
         writes_events: bool,
     ) -> Result<TokenLease, Error> {
+        let refuse_kind = |kind: GrantKind| writes_events && kind == GrantKind::ServiceAccount;
+        if let Some(cached) = self.tokens.get(&tenant.id, selector)
+            && !self
+                .refresher
+                .needs_refresh(&tenant.id, &cached.sub, cached.access_expires_at)
+        {
+            if refuse_kind(cached.kind) {
+                return Err(Error::GrantIsServiceAccount);
+            }
+            return Ok(TokenLease {
+                sub: cached.sub.clone(),
+                token: cached.token.clone(),
+                version: cached.version,
+            });
+        }
         let stored = self.find(tenant, selector).await?;
-        if writes_events && stored.grant.kind == GrantKind::ServiceAccount {
+        if refuse_kind(stored.grant.kind) {
             return Err(Error::GrantIsServiceAccount);
         }
         let tokens = usable_tokens(&stored)?;
-        let fresh = if self.refresher.needs_refresh(&tenant.id, &stored.grant.sub, tokens) {
-            self.refresher
-                .refresh(tenant, &stored.grant.sub, Need::Expiring)
-                .await?
-        } else {
-            Fresh {
-                token: tokens.access_token.clone(),
-                version: stored.version,
-            }
+        let sub = stored.grant.sub.clone();
+        if self.refresher.needs_refresh(&tenant.id, &sub, tokens.access_expires_at) {
+            // The refreshed token is cached by the next call's store read.
+            let fresh = self.refresher.refresh(tenant, &sub, Need::Expiring).await?;
+            return Ok(TokenLease {
+                sub,
+                token: fresh.token,
+                version: fresh.version,
+            });
+        }
+        let lease = TokenLease {
+            sub: sub.clone(),
+            token: tokens.access_token.clone(),
+            version: stored.version,
         };
-        Ok(TokenLease {
-            sub: stored.grant.sub,
-            token: fresh.token,
-            version: fresh.version,
-        })
+        let cached = CachedToken {
+            sub,
+            token: tokens.access_token.clone(),
+            version: stored.version,
+            access_expires_at: tokens.access_expires_at,
+            kind: stored.grant.kind,
+        };
+        self.tokens.put(&tenant.id, selector, cached);
+        Ok(lease)
     }
 
     /// Cronofy refused `lease`'s token: refresh once (unless someone already did).
     async fn after_unauthorized(&self, tenant: &Arc<Tenant>, lease: &TokenLease) -> Result<Fresh, Error> {
         info!(tenant = %tenant.id, sub = %lease.sub, "Cronofy refused the access token; refreshing once");
+        self.tokens.forget_grant(&tenant.id, &lease.sub);
         self.refresher
             .refresh(tenant, &lease.sub, Need::Rejected { version: lease.version })
             .await
