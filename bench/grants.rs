@@ -97,7 +97,10 @@ pub async fn add_copies(store_url: &str, template_ref: &str, count: u64) -> anyh
         tx.execute(format!("{seq}{grants}").as_str()).await?;
         tx.execute(format!("{seq}{user_refs}").as_str()).await?;
         tx.commit().await?;
-        conn.execute("ANALYZE").await?;
+        // As after any bulk import: fold the write-ahead log into the database,
+        // or every later read must search a log of a million rows first.
+        // (No ANALYZE: calgate never runs it on SQLite; docs/benchmarks.md.)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").await?;
     } else {
         let seq = format!("WITH seq(n) AS (SELECT generate_series(1, {count})) ");
         let mut conn = sqlx::PgConnection::connect(store_url).await?;

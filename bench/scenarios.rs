@@ -407,6 +407,7 @@ async fn large_store(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyh
         "lookup p99 µs",
         "UpsertEvent req/s, cache off",
         "UpsertEvent req/s, cache on",
+        "metrics scrape ms",
     ]);
     let mut slowdowns = Table::new(&["backend", "cache", "req/s with 10", "req/s with many", "change"]);
     for backend in Backend::all(args, bench, "grants").await? {
@@ -427,6 +428,7 @@ async fn large_store(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyh
                 grants::add_copies(&backend.url, &seeded[0].user_ref, total - real as u64).await?;
             }
             let stored = if stage == 0 { 10 } else { total };
+            let mut scrapes = Vec::new();
             let (p50, p99) = lookup_latency(&store, &seeded, lookups).await?;
             let mut rps = Vec::new();
             for ttl in ["0s", "5s"] {
@@ -437,7 +439,9 @@ async fn large_store(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyh
                 for _ in 0..runs {
                     per_run.push(load(bench, report, &server, &body, 16, n).await?.rps);
                 }
+                let scrape = Instant::now();
                 check_all_ok(report, &server, n * runs as u64).await?;
+                scrapes.push(scrape.elapsed());
                 server.stop().await?;
                 rps.push(median(&per_run));
             }
@@ -448,6 +452,10 @@ async fn large_store(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyh
                 format!("{p99:.0}"),
                 format!("{:.0}", rps[0]),
                 format!("{:.0}", rps[1]),
+                format!(
+                    "{:.0}",
+                    scrapes.iter().max().copied().unwrap_or_default().as_secs_f64() * 1000.0
+                ),
             ]);
             figures.push(rps);
         }
@@ -500,8 +508,9 @@ async fn expiry(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::R
         "failed",
         "refreshes",
         "seconds",
-        "peak requests in 1 s",
-        "peak in 60 s",
+        "peak in any 1 s",
+        "peak in any 60 s",
+        "peak in a clock second",
         "budget",
     ]);
     for backend in Backend::all(args, bench, "expiry").await? {
@@ -523,6 +532,7 @@ async fn expiry(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::R
             .connect()
             .await?;
         let started = Instant::now();
+        let started_wall = OffsetDateTime::now_utc();
         let outcomes: Vec<Result<(), Code>> = stream::iter(calls.iter().copied())
             .map(|grant| upsert(channel.clone(), grant))
             .buffer_unordered(64)
@@ -530,6 +540,13 @@ async fn expiry(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::R
             .await;
         let elapsed = started.elapsed();
         let failed = outcomes.iter().filter(|o| o.is_err()).count();
+        let mut codes: Vec<String> = outcomes
+            .iter()
+            .filter_map(|o| o.err())
+            .map(|c| format!("{c:?}"))
+            .collect();
+        codes.sort();
+        codes.dedup();
         let requests = bench.fake.requests();
         let refreshes = requests.iter().filter(|r| r.endpoint == Endpoint::Token).count();
         let writes = requests.iter().filter(|r| r.endpoint == Endpoint::UpsertEvent).count();
@@ -537,9 +554,10 @@ async fn expiry(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::R
             peak_in_window(&requests, Duration::from_secs(1)),
             peak_in_window(&requests, Duration::from_secs(60)),
         );
+        let peak_clock_second = peak_in_clock_seconds(&requests, started, started_wall);
         report.check(
             failed == 0,
-            format!("expiry on {}: {failed} calls failed", backend.label),
+            format!("expiry on {}: {failed} calls failed ({codes:?})", backend.label),
         );
         report.check(
             refreshes == count && writes == calls.len(),
@@ -549,10 +567,17 @@ async fn expiry(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::R
                 calls.len()
             ),
         );
+        // In one process the budget holds for any window; shared by replicas
+        // through PostgreSQL it counts fixed clock windows (docs/postgres.md).
+        let within = if backend.admin.is_none() {
+            peak_second <= budget as usize && peak_minute <= budget as usize * 60
+        } else {
+            peak_clock_second <= budget as usize
+        };
         report.check(
-            peak_second <= budget as usize && peak_minute <= budget as usize * 60,
+            within,
             format!(
-                "expiry on {}: {peak_second} requests in one second, budget {budget}",
+                "expiry on {}: {peak_second} requests in one second ({peak_clock_second} in a clock second), budget {budget}",
                 backend.label
             ),
         );
@@ -565,6 +590,7 @@ async fn expiry(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::R
             format!("{:.1}", elapsed.as_secs_f64()),
             peak_second.to_string(),
             peak_minute.to_string(),
+            peak_clock_second.to_string(),
             format!("{budget}/s, {}/min", budget * 60),
         ]);
         server.stop().await?;
@@ -604,6 +630,22 @@ async fn upsert(channel: Channel, grant: &Seeded) -> Result<(), Code> {
         .await
         .map(drop)
         .map_err(|status| status.code())
+}
+
+/// The most upstream requests that arrived within one wall-clock second
+/// (`started` and `started_wall` are the same moment on both clocks).
+fn peak_in_clock_seconds(requests: &[RecordedRequest], started: Instant, started_wall: OffsetDateTime) -> usize {
+    let started = started.into_std();
+    let mut per_second = std::collections::HashMap::<i64, usize>::new();
+    for request in requests {
+        let offset = if request.at >= started {
+            time::Duration::try_from(request.at - started).unwrap_or_default()
+        } else {
+            -time::Duration::try_from(started - request.at).unwrap_or_default()
+        };
+        *per_second.entry((started_wall + offset).unix_timestamp()).or_default() += 1;
+    }
+    per_second.into_values().max().unwrap_or_default()
 }
 
 /// The most upstream requests that arrived within any `window`.

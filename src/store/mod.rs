@@ -77,10 +77,20 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Connections of the PostgreSQL counters pool ([`Store`]).
+const COUNTER_CONNECTIONS: u32 = 2;
+
 /// The credential store.
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) backend: Backend,
+    /// PostgreSQL only: a small pool of its own for the counters replicas share
+    /// (request budgets, breakers). Refreshes hold a grant's lease — a pooled
+    /// connection — while they ask Cronofy, and asking Cronofy takes budget: with
+    /// one pool, a storm of refreshes could hold every connection and wait for
+    /// budget forever. Losing a counter's last write in a crash costs nothing,
+    /// so these commits do not wait for the disk.
+    counters: Option<PgPool>,
     cipher: Arc<TokenCipher>,
 }
 
@@ -88,8 +98,8 @@ impl Store {
     /// Connects to `store.url`. Pending migrations are applied when
     /// `store.auto_migrate` is on (the default); otherwise run `calgate migrate` first.
     pub async fn connect(settings: &StoreSettings, keys: &[EncryptionKey]) -> Result<Store, StoreError> {
-        let backend = if settings.url.starts_with("sqlite:") {
-            Backend::Sqlite(sqlite_pool(settings).await?)
+        let (backend, counters) = if settings.url.starts_with("sqlite:") {
+            (Backend::Sqlite(sqlite_pool(settings).await?), None)
         } else {
             let mut options = PgConnectOptions::from_str(&settings.url)?;
             if let Some(password) = &settings.password {
@@ -98,12 +108,17 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(settings.max_connections)
                 .acquire_timeout(Duration::from_secs(5))
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await?;
-            Backend::Postgres(pool)
+            let counters = PgPoolOptions::new()
+                .max_connections(COUNTER_CONNECTIONS)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy_with(options.options([("synchronous_commit", "off")]));
+            (Backend::Postgres(pool), Some(counters))
         };
         let store = Store {
             backend,
+            counters,
             cipher: Arc::new(TokenCipher::new(keys)),
         };
         if settings.auto_migrate {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Backend, Store, StoreError, now};
+use super::{Store, StoreError, now};
 
 /// A breaker's shared state after a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,11 +25,9 @@ pub struct RateClaim {
 }
 
 impl Store {
+    /// The counters pool (PostgreSQL only).
     fn shared_pool(&self) -> Option<&sqlx::PgPool> {
-        match &self.backend {
-            Backend::Postgres(pool) => Some(pool),
-            Backend::Sqlite(_) => None,
-        }
+        self.counters.as_ref()
     }
 
     /// Claims up to `want` requests from the tenant's shared windows (this
