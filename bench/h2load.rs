@@ -21,6 +21,8 @@ pub struct Load {
     pub p99: Duration,
     /// CPU time the server used per call.
     pub cpu_per_call: Duration,
+    /// The server's context switches per call.
+    pub switches_per_call: f64,
 }
 
 /// Writes a gRPC message frame (uncompressed flag, big-endian length, body) to `path`.
@@ -67,6 +69,7 @@ pub async fn run(url: &str, body: &Path, in_flight: u32, requests: u64, log: &Pa
     latencies.sort_unstable();
     Ok(Load {
         cpu_per_call: Duration::ZERO,
+        switches_per_call: 0.0,
         succeeded: summary.1,
         rps: summary.0,
         p50: percentile(&latencies, 0.50),

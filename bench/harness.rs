@@ -267,6 +267,21 @@ impl Server {
         Ok(Duration::from_millis(ticks * 10))
     }
 
+    /// Context switches of all the process's threads so far (voluntary and not).
+    pub fn context_switches(&self) -> anyhow::Result<u64> {
+        let pid = self.child.id().context("process gone")?;
+        let mut total = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let status = std::fs::read_to_string(task?.path().join("status")).unwrap_or_default();
+            total += status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches:"))
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        Ok(total)
+    }
+
     /// The sum of a Prometheus counter over the series whose labels contain all of `labels`.
     pub async fn counter(&self, name: &str, labels: &[&str]) -> anyhow::Result<f64> {
         let addr = self.metrics_addr.context("no metrics listener")?;

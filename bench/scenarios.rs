@@ -205,8 +205,10 @@ async fn load(
     bench.fake.clear_requests();
     let log = bench.dir.join(format!("h2load-{}.log", server.name));
     let cpu_before = server.cpu_time()?;
+    let switches_before = server.context_switches()?;
     let mut result = h2load::run(&server.url("UpsertEvent"), body, in_flight, n, &log).await?;
     result.cpu_per_call = (server.cpu_time()? - cpu_before) / u32::try_from(n)?;
+    result.switches_per_call = (server.context_switches()? - switches_before) as f64 / n as f64;
     let upstream = bench.fake.count(Endpoint::UpsertEvent) as u64;
     report.check(
         result.succeeded == n && upstream == n,
@@ -289,6 +291,7 @@ async fn throughput(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyho
         "p99 µs",
         "p50 overhead µs",
         "server CPU µs/call",
+        "context switches/call",
     ]);
     for (i, &in_flight) in IN_FLIGHT.iter().enumerate() {
         for (s, server) in servers.iter().enumerate() {
@@ -307,6 +310,7 @@ async fn throughput(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyho
                     .collect::<Vec<_>>(),
             );
             let cpu = median(&runs.iter().map(|l| us(l.cpu_per_call)).collect::<Vec<_>>());
+            let switches = median(&runs.iter().map(|l| l.switches_per_call).collect::<Vec<_>>());
             table.row(&[
                 server.name.clone(),
                 in_flight.to_string(),
@@ -320,6 +324,7 @@ async fn throughput(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyho
                     format!("{overhead:+.0}")
                 },
                 format!("{cpu:.1}"),
+                format!("{switches:.2}"),
             ]);
         }
     }

@@ -188,6 +188,11 @@ impl SharedBreaker {
 
     pub(super) async fn record(&self, healthy: bool) {
         let (cached, _) = self.cached();
+        if healthy && cached.failures == 0 && cached.open_until_ms == 0 {
+            // Quiet: nothing to reset. Not refreshing the cached view also keeps its
+            // age honest, so another replica's opening is still seen within BREAKER_CACHE.
+            return;
+        }
         if healthy {
             if cached.failures > 0 || cached.open_until_ms > 0 {
                 // Reset the shared count even when it never opened; log only a real close.
