@@ -167,8 +167,8 @@ async fn print_machine(report: &mut Report, args: &RunArgs) {
     );
 }
 
-/// The UpsertEvent request every load run sends, as a gRPC frame file.
-fn upsert_frame(bench: &Bench, user_ref: &str, calendar_id: &str) -> anyhow::Result<PathBuf> {
+/// An UpsertEvent for `user_ref`: a 30-minute event tomorrow on the hour.
+fn upsert_request(user_ref: &str, calendar_id: &str, event_id: String) -> pb::UpsertEventRequest {
     let start = OffsetDateTime::now_utc().unix_timestamp() / 3600 * 3600 + 86_400;
     let at = |seconds| pb::EventTime {
         value: Some(pb::event_time::Value::Time(prost_types::Timestamp {
@@ -177,19 +177,23 @@ fn upsert_frame(bench: &Bench, user_ref: &str, calendar_id: &str) -> anyhow::Res
         })),
         tzid: None,
     };
-    let request = pb::UpsertEventRequest {
+    pb::UpsertEventRequest {
         user: Some(pb::upsert_event_request::User::UserRef(user_ref.to_owned())),
         calendar_id: calendar_id.to_owned(),
         event: Some(pb::Event {
-            event_id: "bench-event-1".into(),
+            event_id,
             summary: "Benchmark".into(),
             start: Some(at(start)),
             end: Some(at(start + 1800)),
             ..Default::default()
         }),
-    };
+    }
+}
+
+/// The UpsertEvent request every load run sends, as a gRPC frame file.
+fn upsert_frame(bench: &Bench, user_ref: &str, calendar_id: &str) -> anyhow::Result<PathBuf> {
     let path = bench.dir.join(format!("upsert-{user_ref}.bin"));
-    h2load::write_frame(&path, &request)?;
+    h2load::write_frame(&path, &upsert_request(user_ref, calendar_id, "bench-event-1".into()))?;
     Ok(path)
 }
 
@@ -573,11 +577,13 @@ async fn expiry(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::R
             ),
         );
         // In one process the budget holds for any window; shared by replicas
-        // through PostgreSQL it counts fixed clock windows (docs/postgres.md).
+        // through PostgreSQL it counts fixed clock windows (docs/postgres.md), on
+        // the replica's clock when the request is claimed: one claimed in a
+        // second's last milliseconds may arrive in the next, so allow 1 %.
         let within = if backend.admin.is_none() {
             peak_second <= budget as usize && peak_minute <= budget as usize * 60
         } else {
-            peak_clock_second <= budget as usize
+            peak_clock_second <= budget as usize + budget as usize / 100
         };
         report.check(
             within,
@@ -608,25 +614,8 @@ async fn expiry(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::R
 /// One UpsertEvent for `grant`, with a 60 s deadline as a patient caller would set.
 async fn upsert(channel: Channel, grant: &Seeded) -> Result<(), Code> {
     let mut client = CalendarWriteServiceClient::new(channel);
-    let start = OffsetDateTime::now_utc().unix_timestamp() / 3600 * 3600 + 86_400;
-    let at = |seconds| pb::EventTime {
-        value: Some(pb::event_time::Value::Time(prost_types::Timestamp {
-            seconds,
-            nanos: 0,
-        })),
-        tzid: None,
-    };
-    let mut request = Request::new(pb::UpsertEventRequest {
-        user: Some(pb::upsert_event_request::User::UserRef(grant.user_ref.clone())),
-        calendar_id: grant.calendar_id.clone(),
-        event: Some(pb::Event {
-            event_id: format!("expiry-{}", rand::random::<u32>()),
-            summary: "Benchmark".into(),
-            start: Some(at(start)),
-            end: Some(at(start + 1800)),
-            ..Default::default()
-        }),
-    });
+    let event_id = format!("expiry-{}", rand::random::<u32>());
+    let mut request = Request::new(upsert_request(&grant.user_ref, &grant.calendar_id, event_id));
     request.set_timeout(Duration::from_secs(60));
     let bearer = format!("Bearer {API_KEY}").parse().map_err(|_| Code::Internal)?;
     request.metadata_mut().insert("authorization", bearer);

@@ -124,6 +124,18 @@ impl Violations {
         }
     }
 
+    /// As [`Violations::check`], naming the field only when the rule failed
+    /// (field paths are built per call on the hot path; most calls pass).
+    pub fn check_with<T>(&mut self, field: impl FnOnce() -> String, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(description) => {
+                self.add(field(), description);
+                None
+            }
+        }
+    }
+
     /// Records every violation of `inner` under `prefix` (e.g. `items[3].upsert.`).
     pub fn nest(&mut self, prefix: &str, inner: Violations) {
         self.0.extend(inner.0.into_iter().map(|v| FieldViolation {

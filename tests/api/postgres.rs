@@ -41,6 +41,23 @@ impl PgTestDb {
         })
     }
 
+    /// Cuts calgate off: no new connections, and the open ones are closed.
+    pub async fn refuse_connections(&self) {
+        self.admin(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", self.name))
+            .await;
+        self.admin(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            self.name
+        ))
+        .await;
+    }
+
+    /// Lets calgate connect again.
+    pub async fn allow_connections(&self) {
+        self.admin(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", self.name))
+            .await;
+    }
+
     /// Runs SQL as the admin (e.g. to cut the test database off).
     pub async fn admin(&self, sql: &str) {
         let mut conn = PgConnection::connect(&self.admin).await.expect("admin connection");

@@ -116,13 +116,7 @@ async fn while_postgres_is_away_health_is_not_serving_and_nothing_is_lost() {
         }
     };
 
-    db.admin(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name))
-        .await;
-    db.admin(&format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
-        db.name
-    ))
-    .await;
+    db.refuse_connections().await;
     assert!(
         wait_for(ServingStatus::NotServing).await,
         "NOT_SERVING while the store is away"
@@ -151,8 +145,7 @@ async fn while_postgres_is_away_health_is_not_serving_and_nothing_is_lost() {
         .expect_err("store away");
     assert_status(&status_now, Code::Unavailable, "STORE_UNAVAILABLE");
 
-    db.admin(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name))
-        .await;
+    db.allow_connections().await;
     assert!(wait_for(ServingStatus::Serving).await, "SERVING again");
     let _ = &mut health;
     app.client

@@ -76,13 +76,7 @@ async fn a_busy_grant_keeps_writing_through_a_short_store_outage_until_its_entry
         .await
         .expect("read from the store, then cached");
 
-    db.admin(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name))
-        .await;
-    db.admin(&format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
-        db.name
-    ))
-    .await;
+    db.refuse_connections().await;
     upsert(&app, "ada", &calendar)
         .await
         .expect("the cached token needs no store");
@@ -91,6 +85,5 @@ async fn a_busy_grant_keeps_writing_through_a_short_store_outage_until_its_entry
     assert_status(&status, Code::Unavailable, "STORE_UNAVAILABLE");
     assert_eq!(app.fake.count(Endpoint::UpsertEvent), 2);
 
-    db.admin(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name))
-        .await;
+    db.allow_connections().await;
 }

@@ -126,14 +126,17 @@ fn event_time(time: Option<&pb::EventTime>, field: &str, v: &mut Violations) -> 
         v.add(field, "is required");
         return None;
     };
-    let tzid = optional(v, &format!("{field}.tzid"), time.tzid.as_deref(), rules::tzid);
+    let tzid = time
+        .tzid
+        .as_deref()
+        .and_then(|tzid| v.check_with(|| format!("{field}.tzid"), rules::tzid(tzid)));
     match &time.value {
         None => {
             v.add(field, "one of time or date is required");
             None
         }
         Some(pb::event_time::Value::Time(timestamp)) => {
-            let instant = v.check(format!("{field}.time"), whole_second(timestamp))?;
+            let instant = v.check_with(|| format!("{field}.time"), whole_second(timestamp))?;
             Some(match tzid {
                 Some(tzid) => EventTime::Zoned { time: instant, tzid },
                 None => EventTime::Time(instant),
@@ -143,7 +146,8 @@ fn event_time(time: Option<&pb::EventTime>, field: &str, v: &mut Violations) -> 
             if time.tzid.is_some() {
                 v.add(format!("{field}.tzid"), "only applies to a time, not an all-day date");
             }
-            v.check(format!("{field}.date"), rules::date(date)).map(EventTime::Date)
+            v.check_with(|| format!("{field}.date"), rules::date(date))
+                .map(EventTime::Date)
         }
     }
 }
@@ -184,7 +188,7 @@ fn attendee_list(list: &[pb::Attendee], field: &str, v: &mut Violations) -> Vec<
     list.iter()
         .enumerate()
         .filter_map(|(i, a)| {
-            let email = v.check(format!("{field}[{i}].email"), rules::email(&a.email));
+            let email = v.check_with(|| format!("{field}[{i}].email"), rules::email(&a.email));
             let display_name = optional(
                 v,
                 &format!("{field}[{i}].display_name"),
