@@ -161,7 +161,7 @@ async fn print_machine(report: &mut Report, args: &RunArgs) {
         "Machine",
         &format!(
             "{cores} cores ({cpu}); {h2load}; runs per figure: {}; date {}\n",
-            args.runs,
+            if args.quick { 1 } else { args.runs },
             OffsetDateTime::now_utc().date()
         ),
     );
