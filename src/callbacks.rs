@@ -10,7 +10,8 @@ use axum::{
     http::StatusCode,
     routing::post,
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::domain::{CALLBACK_PATH, CalendarService, CallbackError, Tenant};
@@ -49,21 +50,19 @@ async fn callback(
     }
 }
 
-/// Serves the callback until `stopping` turns true.
+/// Serves the callback until `shutdown` is signalled.
 pub async fn serve(
     listener: TcpListener,
     service: Arc<CalendarService>,
     tenants: Arc<HashMap<String, Arc<Tenant>>>,
-    mut stopping: watch::Receiver<bool>,
-) {
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let router = Router::new()
         .route(CALLBACK_PATH, post(callback))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(Callbacks { service, tenants });
     info!(addr = ?listener.local_addr().ok(), "Enterprise Connect callbacks at POST {CALLBACK_PATH}");
-    let _ = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = stopping.wait_for(|stopping| *stopping).await;
-        })
-        .await;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }

@@ -13,6 +13,7 @@
 //! - [`server`]: start-up, health, reflection and graceful shutdown;
 //! - [`fake_cronofy`]: a faithful HTTP fake of Cronofy for tests and local work;
 //! - [`sandbox`]: calgate with the fake embedded, for offline development.
+//! - [`tasks`]: the owner of every spawned task and the shutdown signal.
 
 pub mod auth;
 pub mod callbacks;
@@ -25,4 +26,5 @@ pub mod resilience;
 pub mod sandbox;
 pub mod server;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;

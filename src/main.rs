@@ -6,7 +6,7 @@ use calgate::{
     auth::hash_api_key,
     config::{LogSettings, Settings},
     fake_cronofy::FakeCronofy,
-    server::{App, shutdown_signal},
+    server::{App, Listeners, shutdown_signal},
     telemetry,
 };
 use clap::{Parser, Subcommand};
@@ -94,10 +94,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve { config } => {
             let settings = Settings::load(&config)?;
             let _telemetry = telemetry::init(&settings.log);
-            let listener = bind(settings.listen, "listen").await?;
-            let metrics = bind(settings.metrics_listen, "metrics_listen").await?;
+            let listeners = Listeners::bind(&settings).await?;
             let app = App::build(settings).await?;
-            app.serve(listener, Some(metrics), shutdown_signal()).await?;
+            app.serve(listeners, shutdown_signal()).await?;
             Ok(())
         }
         Command::Sandbox { config } => {
@@ -199,11 +198,4 @@ fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
-}
-
-/// Binds a listener, naming the config key when it cannot.
-async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot listen on `{key}` = {addr}: {error}"))
 }

@@ -14,7 +14,7 @@ use crate::{
     auth::hash_api_key,
     config::{ConfigError, SecretSource, Settings},
     fake_cronofy::FakeCronofy,
-    server::{App, StartError},
+    server::{App, Listeners},
 };
 
 /// The redirect URI of the built-in demo tenant.
@@ -68,21 +68,7 @@ pub async fn run(mut settings: Settings, shutdown: impl Future<Output = ()> + Se
         info!(tenant = %tenant.id, "sandbox tenant uses the embedded fake Cronofy");
     }
     info!(api = %api, app = %app, "embedded fake Cronofy listening");
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot listen on `listen` = {}: {error}", settings.listen))?;
-    let metrics = tokio::net::TcpListener::bind(settings.metrics_listen)
-        .await
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "cannot listen on `metrics_listen` = {}: {error}",
-                settings.metrics_listen
-            )
-        })?;
-    let served: Result<(), StartError> = App::build(settings)
-        .await?
-        .serve(listener, Some(metrics), shutdown)
-        .await;
-    served?;
+    let listeners = Listeners::bind(&settings).await?;
+    App::build(settings).await?.serve(listeners, shutdown).await?;
     Ok(())
 }

@@ -1,15 +1,16 @@
 //! Start-up and serving: assembles calgate from [`Settings`] and serves it on
 //! a bound listener until a shutdown future resolves, then drains.
 
-use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, sync::watch};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::{
     service::interceptor::InterceptedService,
     transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     auth::Authenticator,
@@ -23,6 +24,7 @@ use crate::{
     },
     resilience::{Resilience, TenantLimits},
     store::{Store, StoreError},
+    tasks::Tasks,
     telemetry::{
         metrics::{METRICS, StatusLabel},
         rpc_layer::RpcLayer,
@@ -61,12 +63,20 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// A listener could not be bound.
-    #[error("cannot listen on `{key}`: {source}")]
+    #[error("cannot listen on `{key}` = {addr}: {source}")]
     Listen {
         /// Config key.
         key: &'static str,
+        /// The address.
+        addr: SocketAddr,
         /// Cause.
         source: std::io::Error,
+    },
+    /// The config asks for a listener that was not handed to [`App::serve`].
+    #[error("no listener given for `{key}`")]
+    NoListener {
+        /// Config key.
+        key: &'static str,
     },
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
@@ -74,6 +84,39 @@ pub enum StartError {
     /// Reflection could not load the descriptors.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// The sockets calgate serves on, bound before [`App::serve`] so that start-up
+/// binds in one place and tests hand in port-0 listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC (`listen`).
+    pub grpc: TcpListener,
+    /// Prometheus metrics (`metrics_listen`), when served.
+    pub metrics: Option<TcpListener>,
+    /// Cronofy's callbacks (`callbacks.listen`); required when `[callbacks]` is configured.
+    pub callbacks: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every address `settings` names, naming the key of one that cannot be bound.
+    pub async fn bind(settings: &Settings) -> Result<Listeners, StartError> {
+        let callbacks = match &settings.callbacks {
+            Some(callbacks) => Some(bind(callbacks.listen, "callbacks.listen").await?),
+            None => None,
+        };
+        Ok(Listeners {
+            grpc: bind(settings.listen, "listen").await?,
+            metrics: Some(bind(settings.metrics_listen, "metrics_listen").await?),
+            callbacks,
+        })
+    }
+}
+
+async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { key, addr, source })
 }
 
 /// A ready-to-serve calgate.
@@ -86,6 +129,7 @@ pub struct App {
     clock: Clock,
     tls: Option<TlsSettings>,
     shutdown_grace: Duration,
+    tasks: Tasks,
 }
 
 impl App {
@@ -114,6 +158,7 @@ impl App {
             &store,
         );
         let clock = Clock::default();
+        let tasks = Tasks::new();
         let service = CalendarService::new(ServiceParts {
             store,
             cronofy,
@@ -125,6 +170,7 @@ impl App {
             token_cache_entries: settings.store.token_cache_entries,
             clock: clock.clone(),
             callback_base: settings.callbacks.as_ref().map(|c| c.public_url.clone()),
+            tasks: tasks.clone(),
         });
         Ok(App {
             service: Arc::new(service),
@@ -134,6 +180,7 @@ impl App {
             clock,
             tls: settings.tls,
             shutdown_grace: settings.shutdown_grace,
+            tasks,
         })
     }
 
@@ -142,20 +189,19 @@ impl App {
         self.clock.clone()
     }
 
-    /// Serves gRPC on `listener` (and metrics on `metrics`, when given) until
-    /// `shutdown` resolves; then reports NOT_SERVING at once and lets in-flight
-    /// calls finish within the grace period.
+    /// Serves gRPC, metrics and callbacks on `listeners` until `shutdown`
+    /// resolves; then reports NOT_SERVING at once, lets in-flight calls and
+    /// every tracked task finish within `shutdown_grace`, and writes refreshed
+    /// token pairs the store refused earlier a last time.
     pub async fn serve(
         self,
-        listener: TcpListener,
-        metrics: Option<TcpListener>,
+        listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
+        let tasks = self.tasks.clone();
         let (reporter, health) = tonic_health::server::health_reporter();
-        let (stopping_tx, stopping) = watch::channel(false);
         set_health(&reporter, ServingStatus::Serving).await;
         reporter.set_service_status(LIVENESS_NAME, ServingStatus::Serving).await;
-        tokio::spawn(watch_store(self.service.clone(), reporter.clone(), stopping.clone()));
 
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -164,65 +210,89 @@ impl App {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             AuthInterceptor::new(self.authenticator.clone()),
         );
-
-        if let Some(metrics) = metrics {
-            tokio::spawn(serve_metrics(metrics, self.service.clone(), stopping.clone()));
-        }
-        if let Some(callbacks) = &self.callbacks {
-            let listener = TcpListener::bind(callbacks.listen)
-                .await
-                .map_err(|source| StartError::Listen {
-                    key: "callbacks.listen",
-                    source,
-                })?;
-            tokio::spawn(crate::callbacks::serve(
-                listener,
-                self.service.clone(),
-                self.tenants.clone(),
-                stopping.clone(),
-            ));
-        }
         let mut builder = Server::builder().layer(RpcLayer);
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls_config(tls).await?)?;
         }
-        let local_addr = listener.local_addr().ok();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let callbacks = match (&self.callbacks, listeners.callbacks) {
+            (Some(_), Some(listener)) => Some(listener),
+            (Some(_), None) => {
+                return Err(StartError::NoListener {
+                    key: "callbacks.listen",
+                });
+            }
+            (None, _) => None,
+        };
+
+        tasks.spawn_worker(
+            "store watcher",
+            watch_store(self.service.clone(), reporter.clone(), tasks.shutdown()),
+        );
+        if let Some(metrics) = listeners.metrics {
+            tasks.spawn_worker(
+                "metrics server",
+                serve_metrics(metrics, self.service.clone(), tasks.shutdown()),
+            );
+        }
+        if let Some(listener) = callbacks {
+            tasks.spawn_worker(
+                "callback server",
+                crate::callbacks::serve(listener, self.service.clone(), self.tenants.clone(), tasks.shutdown()),
+            );
+        }
+        let local_addr = listeners.grpc.local_addr().ok();
+        let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
         let drain_reporter = reporter.clone();
-        let mut stopping_for_server = stopping.clone();
+        let stop_serving = tasks.shutdown();
         let server = builder
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(api)
             .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stopping_for_server.wait_for(|stopping| *stopping).await;
+                stop_serving.cancelled().await;
                 set_health(&drain_reporter, ServingStatus::NotServing).await;
                 info!("shutting down: health NOT_SERVING, draining in-flight calls");
             });
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stopping_tx.send(true);
-        });
         info!(addr = ?local_addr, tls = self.tls.is_some(), "calgate serving gRPC");
 
         let grace = self.shutdown_grace;
-        let mut stopping_for_grace = stopping;
-        let grace_expired = async move {
-            let _ = stopping_for_grace.wait_for(|stopping| *stopping).await;
-            tokio::time::sleep(grace).await;
+        tokio::pin!(server, shutdown);
+        let served = tokio::select! {
+            // The server only ends on its own when it fails.
+            result = &mut server => result.map_err(StartError::from),
+            () = &mut shutdown => {
+                tasks.stop();
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(result) => result.map_err(StartError::from),
+                    Err(_) => {
+                        warn!(?grace, "shutdown grace expired; abandoning calls still in flight");
+                        Ok(())
+                    }
+                }
+            }
         };
-        tokio::select! {
-            result = server => result?,
-            () = grace_expired => warn!(?grace, "shutdown grace expired; abandoning calls still in flight"),
+        let stopping_since = tokio::time::Instant::now();
+        tasks.stop();
+        tasks.drain(grace.saturating_sub(stopping_since.elapsed())).await;
+        for (tenant, sub) in self.service.flush_pending_tokens().await {
+            error!(
+                %tenant,
+                sub,
+                "refreshed tokens the store refused could not be written before exit; the grant may need re-authorization"
+            );
         }
         info!("calgate stopped");
-        Ok(())
+        served
     }
 }
 
 /// `GET /metrics`: Prometheus text. Grants by status are counted at scrape time.
-async fn serve_metrics(listener: TcpListener, service: Arc<CalendarService>, mut stopping: watch::Receiver<bool>) {
+async fn serve_metrics(
+    listener: TcpListener,
+    service: Arc<CalendarService>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let router = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
@@ -244,11 +314,9 @@ async fn serve_metrics(listener: TcpListener, service: Arc<CalendarService>, mut
     );
     let addr = listener.local_addr().ok();
     info!(addr = ?addr, "metrics at GET /metrics");
-    let _ = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = stopping.wait_for(|stopping| *stopping).await;
-        })
-        .await;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }
 
 /// Reflection over calgate.v1, the health service and google.rpc error details,
@@ -267,11 +335,15 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 
 /// Reports NOT_SERVING while the store cannot be reached, SERVING again when it
 /// can; when it is reachable, writes refreshed tokens it refused earlier.
-async fn watch_store(service: Arc<CalendarService>, reporter: HealthReporter, mut stopping: watch::Receiver<bool>) {
+async fn watch_store(
+    service: Arc<CalendarService>,
+    reporter: HealthReporter,
+    shutdown: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
     let mut healthy = true;
     loop {
         tokio::select! {
-            _ = stopping.wait_for(|stopping| *stopping) => return,
+            () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(STORE_PROBE_INTERVAL) => {}
         }
         let reachable = matches!(
@@ -282,7 +354,7 @@ async fn watch_store(service: Arc<CalendarService>, reporter: HealthReporter, mu
             service.flush_pending_tokens().await;
             let _ = service.store().prune_rate_windows().await;
         }
-        if reachable != healthy && !*stopping.borrow() {
+        if reachable != healthy && !shutdown.is_cancelled() {
             healthy = reachable;
             if healthy {
                 info!("credential store reachable again: SERVING");

@@ -33,6 +33,7 @@ use crate::{
     cronofy::{CronofyClient, CronofyError},
     resilience::{GuardError, Resilience},
     store::Store,
+    tasks::Tasks,
     telemetry::metrics::METRICS,
 };
 
@@ -71,6 +72,7 @@ pub(super) struct Refresher {
     pub(super) resilience: Arc<Resilience>,
     pub(super) clock: Clock,
     pub(super) margin: Duration,
+    tasks: Tasks,
     flights: Mutex<HashMap<GrantKey, Flight>>,
     pending: Mutex<HashMap<GrantKey, (i64, Tokens)>>,
 }
@@ -82,6 +84,7 @@ impl Refresher {
         resilience: Arc<Resilience>,
         clock: Clock,
         margin: Duration,
+        tasks: Tasks,
     ) -> Self {
         Refresher {
             store,
@@ -89,6 +92,7 @@ impl Refresher {
             resilience,
             clock,
             margin,
+            tasks,
             flights: Mutex::default(),
             pending: Mutex::default(),
         }
@@ -122,14 +126,16 @@ impl Refresher {
         let this = self.clone();
         let tenant = tenant.clone();
         let task_key = key.clone();
-        let task = tokio::spawn(async move {
+        let task = self.tasks.spawn(async move {
             let result = this.run(&tenant, &task_key.1, need).await;
             this.flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_key);
             result
         });
         let flight = async move {
-            task.await
-                .unwrap_or(Err(Error::UpstreamUnavailable { retry_after: None }))
+            task.await.unwrap_or_else(|joined| {
+                error!(error = %joined, "a refresh flight died");
+                Err(Error::UpstreamUnavailable { retry_after: None })
+            })
         }
         .boxed()
         .shared();
@@ -294,8 +300,9 @@ impl Refresher {
         }
     }
 
-    /// Writes every parked pair the store will take now (called when the store is back).
-    pub(super) async fn flush_all_pending(&self) {
+    /// Writes every parked pair the store will take now (called when the store
+    /// is back, and at shutdown). Returns the grants whose pairs are still parked.
+    pub(super) async fn flush_all_pending(&self) -> Vec<(String, String)> {
         let keys: Vec<GrantKey> = self
             .pending
             .lock()
@@ -303,9 +310,13 @@ impl Refresher {
             .keys()
             .cloned()
             .collect();
+        let mut left = Vec::new();
         for (tenant, sub) in keys {
-            let _ = self.flush_pending(&tenant, &sub).await;
+            if self.flush_pending(&tenant, &sub).await.is_err() {
+                left.push((tenant, sub));
+            }
         }
+        left
     }
 }
 

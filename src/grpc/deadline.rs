@@ -37,12 +37,17 @@ pub fn deadline(metadata: &MetadataMap) -> Option<Instant> {
 
 /// Runs `work` until the deadline; past it the work is dropped (cancelling
 /// any upstream call) and the caller gets DEADLINE_EXCEEDED.
-pub async fn within<T>(deadline: Option<Instant>, work: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+/// Any error the work returns becomes its status through `Into<Status>`.
+pub async fn within<T, E: Into<Status>>(
+    deadline: Option<Instant>,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, Status> {
     match deadline {
-        None => work.await,
-        Some(deadline) => tokio::time::timeout_at(deadline, work)
-            .await
-            .unwrap_or_else(|_| Err(Status::deadline_exceeded("the caller's deadline passed"))),
+        None => work.await.map_err(Into::into),
+        Some(deadline) => match tokio::time::timeout_at(deadline, work).await {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => Err(Status::deadline_exceeded("the caller's deadline passed")),
+        },
     }
 }
 

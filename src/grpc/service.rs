@@ -8,7 +8,7 @@ use super::{
     convert, deadline,
     interceptor::caller,
     pb::{self, calendar_write_service_server::CalendarWriteService},
-    status::{self, from_domain},
+    status,
 };
 use crate::domain::CalendarService;
 
@@ -32,11 +32,8 @@ impl CalendarWriteService for CalendarWriteApi {
         request: Request<pb::BuildAuthorizeUrlRequest>,
     ) -> Result<Response<pb::BuildAuthorizeUrlResponse>, Status> {
         let caller = caller(&request)?;
-        let parsed = convert::authorize_request(request.into_inner()).map_err(from_domain)?;
-        let built = self
-            .service
-            .build_authorize_url(&caller.tenant, parsed)
-            .map_err(from_domain)?;
+        let parsed = convert::authorize_request(request.into_inner())?;
+        let built = self.service.build_authorize_url(&caller.tenant, parsed)?;
         Ok(Response::new(pb::BuildAuthorizeUrlResponse {
             url: built.url,
             state: built.state,
@@ -50,14 +47,8 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::ExchangeCodeResponse>, Status> {
         let caller = caller(&request)?;
         let deadline = deadline::deadline(request.metadata());
-        let parsed = convert::exchange_request(request.into_inner()).map_err(from_domain)?;
-        let grant = deadline::within(deadline, async {
-            self.service
-                .exchange_code(&caller.tenant, parsed, deadline)
-                .await
-                .map_err(from_domain)
-        })
-        .await?;
+        let parsed = convert::exchange_request(request.into_inner())?;
+        let grant = deadline::within(deadline, self.service.exchange_code(&caller.tenant, parsed, deadline)).await?;
         Ok(Response::new(pb::ExchangeCodeResponse {
             grant: Some(convert::grant(grant)),
         }))
@@ -68,14 +59,13 @@ impl CalendarWriteService for CalendarWriteApi {
         request: Request<pb::UpsertEventRequest>,
     ) -> Result<Response<pb::UpsertEventResponse>, Status> {
         let caller = caller(&request)?;
-        let (selector, calendar_id, event) = convert::upsert_request(request.get_ref()).map_err(from_domain)?;
+        let (selector, calendar_id, event) = convert::upsert_request(request.get_ref())?;
         let deadline = deadline::deadline(request.metadata());
-        deadline::within(deadline, async {
+        deadline::within(
+            deadline,
             self.service
-                .upsert_event(&caller.tenant, &selector, &calendar_id, &event, deadline)
-                .await
-                .map_err(from_domain)
-        })
+                .upsert_event(&caller.tenant, &selector, &calendar_id, &event, deadline),
+        )
         .await?;
         Ok(Response::new(pb::UpsertEventResponse {}))
     }
@@ -85,14 +75,13 @@ impl CalendarWriteService for CalendarWriteApi {
         request: Request<pb::DeleteEventRequest>,
     ) -> Result<Response<pb::DeleteEventResponse>, Status> {
         let caller = caller(&request)?;
-        let (selector, calendar_id, event_id) = convert::delete_request(request.get_ref()).map_err(from_domain)?;
+        let (selector, calendar_id, event_id) = convert::delete_request(request.get_ref())?;
         let deadline = deadline::deadline(request.metadata());
-        deadline::within(deadline, async {
+        deadline::within(
+            deadline,
             self.service
-                .delete_event(&caller.tenant, &selector, &calendar_id, &event_id, deadline)
-                .await
-                .map_err(from_domain)
-        })
+                .delete_event(&caller.tenant, &selector, &calendar_id, &event_id, deadline),
+        )
         .await?;
         Ok(Response::new(pb::DeleteEventResponse {}))
     }
@@ -102,14 +91,12 @@ impl CalendarWriteService for CalendarWriteApi {
         request: Request<pb::ListCalendarsRequest>,
     ) -> Result<Response<pb::ListCalendarsResponse>, Status> {
         let caller = caller(&request)?;
-        let selector = convert::grant_selector(request.get_ref()).map_err(from_domain)?;
+        let selector = convert::grant_selector(request.get_ref())?;
         let deadline = deadline::deadline(request.metadata());
-        let calendars = deadline::within(deadline, async {
-            self.service
-                .list_calendars(&caller.tenant, &selector, deadline)
-                .await
-                .map_err(from_domain)
-        })
+        let calendars = deadline::within(
+            deadline,
+            self.service.list_calendars(&caller.tenant, &selector, deadline),
+        )
         .await?;
         Ok(Response::new(pb::ListCalendarsResponse {
             calendars: calendars.into_iter().map(convert::calendar).collect(),
@@ -118,12 +105,8 @@ impl CalendarWriteService for CalendarWriteApi {
 
     async fn get_grant(&self, request: Request<pb::GetGrantRequest>) -> Result<Response<pb::GetGrantResponse>, Status> {
         let caller = caller(&request)?;
-        let selector = convert::grant_selector(request.get_ref()).map_err(from_domain)?;
-        let grant = self
-            .service
-            .get_grant(&caller.tenant, &selector)
-            .await
-            .map_err(from_domain)?;
+        let selector = convert::grant_selector(request.get_ref())?;
+        let grant = self.service.get_grant(&caller.tenant, &selector).await?;
         Ok(Response::new(pb::GetGrantResponse {
             grant: Some(convert::grant(grant)),
         }))
@@ -134,15 +117,9 @@ impl CalendarWriteService for CalendarWriteApi {
         request: Request<pb::RevokeGrantRequest>,
     ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
         let caller = caller(&request)?;
-        let selector = convert::grant_selector(request.get_ref()).map_err(from_domain)?;
+        let selector = convert::grant_selector(request.get_ref())?;
         let deadline = deadline::deadline(request.metadata());
-        let grant = deadline::within(deadline, async {
-            self.service
-                .revoke_grant(&caller.tenant, &selector, deadline)
-                .await
-                .map_err(from_domain)
-        })
-        .await?;
+        let grant = deadline::within(deadline, self.service.revoke_grant(&caller.tenant, &selector, deadline)).await?;
         Ok(Response::new(pb::RevokeGrantResponse {
             grant: Some(convert::grant(grant)),
         }))
@@ -153,14 +130,12 @@ impl CalendarWriteService for CalendarWriteApi {
         request: Request<pb::BatchWriteEventsRequest>,
     ) -> Result<Response<pb::BatchWriteEventsResponse>, Status> {
         let caller = caller(&request)?;
-        let (selector, ops) = convert::batch_request(request.get_ref()).map_err(from_domain)?;
+        let (selector, ops) = convert::batch_request(request.get_ref())?;
         let deadline = deadline::deadline(request.metadata());
-        let outcomes = deadline::within(deadline, async {
-            self.service
-                .batch_write(&caller.tenant, &selector, &ops, deadline)
-                .await
-                .map_err(from_domain)
-        })
+        let outcomes = deadline::within(
+            deadline,
+            self.service.batch_write(&caller.tenant, &selector, &ops, deadline),
+        )
         .await?;
         Ok(Response::new(pb::BatchWriteEventsResponse {
             results: outcomes.into_iter().map(status::item_status).collect(),
@@ -172,14 +147,12 @@ impl CalendarWriteService for CalendarWriteApi {
         request: Request<pb::ReadFreeBusyRequest>,
     ) -> Result<Response<pb::ReadFreeBusyResponse>, Status> {
         let caller = caller(&request)?;
-        let (selector, query) = convert::free_busy_request(request.get_ref()).map_err(from_domain)?;
+        let (selector, query) = convert::free_busy_request(request.get_ref())?;
         let deadline = deadline::deadline(request.metadata());
-        let periods = deadline::within(deadline, async {
-            self.service
-                .read_free_busy(&caller.tenant, &selector, &query, deadline)
-                .await
-                .map_err(from_domain)
-        })
+        let periods = deadline::within(
+            deadline,
+            self.service.read_free_busy(&caller.tenant, &selector, &query, deadline),
+        )
         .await?;
         Ok(Response::new(pb::ReadFreeBusyResponse {
             periods: periods.into_iter().map(convert::free_busy_period).collect(),
@@ -191,14 +164,12 @@ impl CalendarWriteService for CalendarWriteApi {
         request: Request<pb::QueryAvailabilityRequest>,
     ) -> Result<Response<pb::QueryAvailabilityResponse>, Status> {
         let caller = caller(&request)?;
-        let query = convert::availability_request(request.get_ref()).map_err(from_domain)?;
+        let query = convert::availability_request(request.get_ref())?;
         let deadline = deadline::deadline(request.metadata());
-        let periods = deadline::within(deadline, async {
-            self.service
-                .query_availability(&caller.tenant, &query, deadline)
-                .await
-                .map_err(from_domain)
-        })
+        let periods = deadline::within(
+            deadline,
+            self.service.query_availability(&caller.tenant, &query, deadline),
+        )
         .await?;
         Ok(Response::new(pb::QueryAvailabilityResponse {
             available_periods: periods.into_iter().map(convert::available_period).collect(),
@@ -210,14 +181,13 @@ impl CalendarWriteService for CalendarWriteApi {
         request: Request<pb::AuthorizeEnterpriseUserRequest>,
     ) -> Result<Response<pb::AuthorizeEnterpriseUserResponse>, Status> {
         let caller = caller(&request)?;
-        let parsed = convert::enterprise_user_request(request.get_ref()).map_err(from_domain)?;
+        let parsed = convert::enterprise_user_request(request.get_ref())?;
         let deadline = deadline::deadline(request.metadata());
-        let authorization = deadline::within(deadline, async {
+        let authorization = deadline::within(
+            deadline,
             self.service
-                .authorize_enterprise_user(&caller.tenant, &parsed, deadline)
-                .await
-                .map_err(from_domain)
-        })
+                .authorize_enterprise_user(&caller.tenant, &parsed, deadline),
+        )
         .await?;
         Ok(Response::new(pb::AuthorizeEnterpriseUserResponse {
             authorization: Some(convert::enterprise_authorization(authorization)),
@@ -229,12 +199,8 @@ impl CalendarWriteService for CalendarWriteApi {
         request: Request<pb::GetEnterpriseUserAuthorizationRequest>,
     ) -> Result<Response<pb::GetEnterpriseUserAuthorizationResponse>, Status> {
         let caller = caller(&request)?;
-        let id = convert::authorization_id(request.get_ref()).map_err(from_domain)?;
-        let authorization = self
-            .service
-            .get_enterprise_authorization(&caller.tenant, &id)
-            .await
-            .map_err(from_domain)?;
+        let id = convert::authorization_id(request.get_ref())?;
+        let authorization = self.service.get_enterprise_authorization(&caller.tenant, &id).await?;
         Ok(Response::new(pb::GetEnterpriseUserAuthorizationResponse {
             authorization: Some(convert::enterprise_authorization(authorization)),
         }))

@@ -20,7 +20,14 @@ fn status(code: Code, reason: &str, message: impl Into<String>, mut details: Err
     Status::with_error_details(code, message, details)
 }
 
-/// Maps a domain error to its status.
+impl From<Error> for Status {
+    /// Lets handlers use `?` on domain results.
+    fn from(error: Error) -> Status {
+        from_domain(error)
+    }
+}
+
+/// Maps a domain error to its status: the one table.
 pub fn from_domain(error: Error) -> Status {
     let message = error.to_string();
     let plain = ErrorDetails::new;

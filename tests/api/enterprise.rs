@@ -8,17 +8,9 @@ use tonic::Code;
 
 use crate::helpers::*;
 
-/// calgate with `[callbacks]` on a free loopback port; returns the app and the callback base URL.
+/// calgate with `[callbacks]` on a port-0 listener; returns the app and the callback base URL.
 async fn spawn_with_callbacks() -> (TestApp, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let app =
-        spawn_app_edited(|c| format!("{c}\n[callbacks]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{base}\"\n"))
-            .await;
-    (app, base)
+    spawn_app_with_callbacks(|_| {}).await
 }
 
 /// The organisation's admin connects through Enterprise Connect as `org-42`.

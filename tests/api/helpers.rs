@@ -5,11 +5,11 @@ use std::{net::SocketAddr, path::PathBuf, sync::Once, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use calgate::{
-    config::{SecretSource, Settings},
+    config::{CallbackSettings, SecretSource, Settings},
     domain::Clock,
     fake_cronofy::FakeCronofy,
     grpc::pb::{self, calendar_write_service_client::CalendarWriteServiceClient},
-    server::App,
+    server::{App, Listeners},
 };
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -135,7 +135,6 @@ rate_limit = {{ per_second = 10000, per_minute = 100000 }}
 /// A running calgate and its fake Cronofy.
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
     pub fake: FakeCronofy,
     pub clock: Clock,
     pub client: CalendarWriteServiceClient<Channel>,
@@ -168,31 +167,69 @@ pub async fn spawn_app_on(fake: FakeCronofy, work: Workdir, keys: &str) -> TestA
 /// Starts calgate with `extra` TOML appended to the test config (e.g. a `[tls]` table).
 pub async fn spawn_app_with(fake: FakeCronofy, work: Workdir, keys: &str, extra: &str) -> TestApp {
     let config = format!("{}\n{extra}", work.config(&fake, keys));
-    spawn_app_from(fake, work, config).await
+    spawn_app_from(fake, work, &config, |_| {}, None).await
 }
 
-/// Starts calgate with the test config edited by `edit` (e.g. a smaller rate limit).
-pub async fn spawn_app_edited(edit: impl FnOnce(String) -> String) -> TestApp {
+/// Starts calgate with the test settings changed by `edit` (typed: a renamed
+/// setting breaks the build instead of silently changing nothing).
+pub async fn spawn_app_edited(edit: impl FnOnce(&mut Settings)) -> TestApp {
     let fake = start_fake().await;
     let work = Workdir::new();
-    let config = edit(work.config(&fake, &work.key("k1")));
-    spawn_app_from(fake, work, config).await
+    let config = work.config(&fake, &work.key("k1"));
+    spawn_app_from(fake, work, &config, edit, None).await
 }
 
-async fn spawn_app_from(fake: FakeCronofy, work: Workdir, config: String) -> TestApp {
+/// calgate with `[callbacks]` on a port-0 listener it is handed; also returns
+/// the callback base URL (`callbacks.public_url`).
+pub async fn spawn_app_with_callbacks(edit: impl FnOnce(&mut Settings)) -> (TestApp, String) {
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let config = work.config(&fake, &work.key("k1"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind callbacks");
+    let listen = listener.local_addr().expect("callbacks addr");
+    let base = format!("http://{listen}");
+    let public_url = url::Url::parse(&base).expect("public url");
+    let app = spawn_app_from(
+        fake,
+        work,
+        &config,
+        |settings| {
+            settings.callbacks = Some(CallbackSettings { listen, public_url });
+            edit(settings);
+        },
+        Some(listener),
+    )
+    .await;
+    (app, base)
+}
+
+async fn spawn_app_from(
+    fake: FakeCronofy,
+    work: Workdir,
+    config: &str,
+    edit: impl FnOnce(&mut Settings),
+    callbacks: Option<tokio::net::TcpListener>,
+) -> TestApp {
     init_logs();
-    let settings = Settings::from_toml_str(&config, &SecretSource::Process).expect("test config");
+    let mut settings = Settings::from_toml_str(config, &SecretSource::Process).expect("test config");
+    edit(&mut settings);
     let app = App::build(settings).await.expect("build app");
     let clock = app.clock();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr: SocketAddr = listener.local_addr().expect("addr");
-    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind metrics");
-    let metrics_addr: SocketAddr = metrics_listener.local_addr().expect("metrics addr");
+    let listeners = Listeners {
+        grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        metrics: Some(
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind metrics"),
+        ),
+        callbacks,
+    };
+    let addr: SocketAddr = listeners.grpc.local_addr().expect("addr");
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        app.serve(listener, Some(metrics_listener), async move {
+        app.serve(listeners, async move {
             let _ = stop.await;
         })
         .await
@@ -203,7 +240,6 @@ async fn spawn_app_from(fake: FakeCronofy, work: Workdir, config: String) -> Tes
         .connect_lazy();
     TestApp {
         addr,
-        metrics_addr,
         fake,
         clock,
         client: CalendarWriteServiceClient::new(channel.clone()),

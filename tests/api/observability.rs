@@ -1,19 +1,17 @@
 //! What operators watch: Prometheus metrics and request ids.
 
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use calgate::{
     fake_cronofy::{Endpoint, Fault},
     grpc::pb,
 };
 
-use crate::helpers::*;
+use crate::{helpers::*, process::start_binary};
 
-async fn scrape(app: &TestApp) -> String {
+async fn scrape(metrics: SocketAddr) -> String {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let response = reqwest::get(format!("http://{}/metrics", app.metrics_addr))
-        .await
-        .expect("scrape");
+    let response = reqwest::get(format!("http://{metrics}/metrics")).await.expect("scrape");
     assert_eq!(response.status().as_u16(), 200);
     assert!(
         response.headers()["content-type"]
@@ -32,54 +30,86 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-#[tokio::test]
-async fn metrics_cover_rpcs_upstream_calls_refreshes_grants_and_breakers() {
-    let app = spawn_app().await;
-    let grant = app.connect(Some("ada")).await;
-    let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+/// The binary has a registry of its own, so every count below is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_exactly_the_calls_made() {
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let mut binary = start_binary(&fake, &work).await;
+    let grant = binary.connect("ada").await;
+    let calendar = fake.calendar_ids(&grant.sub)[0].clone();
     let upsert = |event_id: &str| {
-        app.req(pb::UpsertEventRequest {
-            user: by_sub(&grant.sub),
-            calendar_id: calendar.clone(),
-            event: Some(event(event_id)),
-        })
+        with_key(
+            ACME_KEY,
+            pb::UpsertEventRequest {
+                user: by_sub(&grant.sub),
+                calendar_id: calendar.clone(),
+                event: Some(event(event_id)),
+            },
+        )
     };
-    app.client.clone().upsert_event(upsert("evt-1")).await.expect("ok");
-    app.client.clone().upsert_event(upsert("")).await.expect_err("invalid");
-    app.clock.advance(Duration::from_secs(3600));
-    app.fake.inject(Fault::status(Endpoint::UpsertEvent, 503));
-    app.client
+    let client = binary.client.clone();
+    client.clone().upsert_event(upsert("evt-1")).await.expect("ok");
+    client.clone().upsert_event(upsert("")).await.expect_err("invalid");
+    fake.expire_access_tokens();
+    client
         .clone()
         .upsert_event(upsert("evt-2"))
         .await
-        .expect("refreshed and retried");
+        .expect("401, refreshed, repeated");
+    fake.inject(Fault::status(Endpoint::UpsertEvent, 503));
+    client
+        .clone()
+        .upsert_event(upsert("evt-3"))
+        .await
+        .expect("503, retried");
 
-    let text = scrape(&app).await;
-    for series in [
-        "calgate_rpc_requests_total{method=\"UpsertEvent\",code=\"OK\"}",
-        "calgate_rpc_requests_total{method=\"UpsertEvent\",code=\"INVALID_ARGUMENT\"}",
-        "calgate_rpc_requests_total{method=\"ExchangeCode\",code=\"OK\"}",
-        "calgate_rpc_duration_seconds_count{method=\"UpsertEvent\",code=\"OK\"}",
-        "calgate_upstream_requests_total{endpoint=\"upsert_event\",status=\"202\"}",
-        "calgate_upstream_requests_total{endpoint=\"upsert_event\",status=\"503\"}",
-        "calgate_upstream_requests_total{endpoint=\"oauth_token\",status=\"200\"}",
-        "calgate_token_refreshes_total{outcome=\"refreshed\"}",
-        "calgate_grants{status=\"active\"}",
-        "calgate_breaker_state{breaker=\"acme/uk\"}",
+    let text = scrape(binary.metrics).await;
+    for (series, expected) in [
+        (
+            "calgate_rpc_requests_total{method=\"BuildAuthorizeUrl\",code=\"OK\"}",
+            1.0,
+        ),
+        ("calgate_rpc_requests_total{method=\"ExchangeCode\",code=\"OK\"}", 1.0),
+        ("calgate_rpc_requests_total{method=\"UpsertEvent\",code=\"OK\"}", 3.0),
+        (
+            "calgate_rpc_requests_total{method=\"UpsertEvent\",code=\"INVALID_ARGUMENT\"}",
+            1.0,
+        ),
+        (
+            "calgate_rpc_duration_seconds_count{method=\"UpsertEvent\",code=\"OK\"}",
+            3.0,
+        ),
+        (
+            "calgate_upstream_requests_total{endpoint=\"upsert_event\",status=\"202\"}",
+            3.0,
+        ),
+        (
+            "calgate_upstream_requests_total{endpoint=\"upsert_event\",status=\"401\"}",
+            1.0,
+        ),
+        (
+            "calgate_upstream_requests_total{endpoint=\"upsert_event\",status=\"503\"}",
+            1.0,
+        ),
+        (
+            "calgate_upstream_requests_total{endpoint=\"oauth_token\",status=\"200\"}",
+            2.0,
+        ),
+        ("calgate_token_refreshes_total{outcome=\"refreshed\"}", 1.0),
+        ("calgate_grants{status=\"active\"}", 1.0),
+        ("calgate_breaker_state{breaker=\"acme/uk\"}", 0.0),
     ] {
-        assert!(
-            sample(&text, series).is_some_and(|v| v >= 0.0),
-            "missing {series} in\n{text}"
-        );
+        assert_eq!(sample(&text, series), Some(expected), "{series} in\n{text}");
     }
-    assert!(sample(&text, "calgate_grants{status=\"active\"}").is_some_and(|v| v >= 1.0));
     assert!(
         text.contains("calgate_rpc_duration_seconds_bucket{le="),
         "latency histogram"
     );
-    for secret in app.fake.issued_secrets() {
+    for secret in fake.issued_secrets() {
         assert!(!text.contains(&secret), "no token in metrics");
     }
+    binary.stop().await;
 }
 
 #[tokio::test]

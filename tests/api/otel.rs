@@ -45,7 +45,7 @@ async fn spans_reach_an_otlp_collector_with_their_request_id() {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
-    let mut binary = start_binary_env(&fake, &work, |c| c, &env).await;
+    let mut binary = start_binary_env(&fake, &work, |_| {}, &env).await;
     let mut request = with_key(
         ACME_KEY,
         pb::BuildAuthorizeUrlRequest {

@@ -89,16 +89,6 @@ impl Drop for PgTestDb {
 }
 
 /// The test config with its SQLite store swapped for `url`.
-pub fn use_postgres(config: String, url: &str) -> String {
-    config
-        .lines()
-        .map(|line| {
-            if line.starts_with("url = \"sqlite://") {
-                format!("url = \"{url}\"")
-            } else {
-                line.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+pub fn use_postgres(config: &mut toml::Table, url: &str) {
+    crate::process::set(config, "store.url", url);
 }

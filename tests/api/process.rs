@@ -25,6 +25,8 @@ pub struct Binary {
     child: Child,
     pub client: CalendarWriteServiceClient<Channel>,
     channel: Channel,
+    /// Where its `GET /metrics` listens.
+    pub metrics: std::net::SocketAddr,
     logs: Arc<Mutex<String>>,
 }
 
@@ -39,33 +41,64 @@ fn collect(stream: impl AsyncRead + Unpin + Send + 'static, logs: Arc<Mutex<Stri
     });
 }
 
-async fn start_binary(fake: &FakeCronofy, work: &Workdir) -> Binary {
-    start_binary_with(fake, work, |config| config).await
+pub async fn start_binary(fake: &FakeCronofy, work: &Workdir) -> Binary {
+    start_binary_with(fake, work, |_| {}).await
 }
 
 /// Starts the real binary with the test config edited by `edit` (e.g. a PostgreSQL store).
-pub async fn start_binary_with(fake: &FakeCronofy, work: &Workdir, edit: impl FnOnce(String) -> String) -> Binary {
+pub async fn start_binary_with(fake: &FakeCronofy, work: &Workdir, edit: impl FnOnce(&mut toml::Table)) -> Binary {
     start_binary_env(fake, work, edit, &[]).await
 }
 
-/// Starts the real binary with an edited config and extra environment variables.
+/// The test config as a TOML table, edited by `edit`, written to a new file.
+pub fn write_config(fake: &FakeCronofy, work: &Workdir, edit: impl FnOnce(&mut toml::Table)) -> std::path::PathBuf {
+    let mut config: toml::Table = work
+        .config(fake, &work.key("k1"))
+        .parse()
+        .expect("the test config is TOML");
+    edit(&mut config);
+    let path = work.path(&format!("calgate-{}.toml", rand::random::<u64>()));
+    std::fs::write(&path, config.to_string()).expect("config");
+    path
+}
+
+/// Sets the dotted `path` of a TOML config. Panics when a parent table is
+/// missing, so an edit cannot silently do nothing; calgate refuses unknown
+/// keys, so a misspelt last key fails too.
+pub fn set(config: &mut toml::Table, path: &str, value: impl Into<toml::Value>) {
+    let (parents, key) = path.rsplit_once('.').unwrap_or(("", path));
+    let mut table = config;
+    for part in parents.split('.').filter(|p| !p.is_empty()) {
+        let next = table
+            .get_mut(part)
+            .unwrap_or_else(|| panic!("no `{part}` in the test config (setting `{path}`)"));
+        table = next
+            .as_table_mut()
+            .unwrap_or_else(|| panic!("`{part}` is not a table (setting `{path}`)"));
+    }
+    table.insert(key.to_owned(), value.into());
+}
+
+/// Sets `key` (dotted below the tenant) in the first tenant's table.
+pub fn set_in_first_tenant(config: &mut toml::Table, key: &str, value: impl Into<toml::Value>) {
+    let first = config
+        .get_mut("tenants")
+        .and_then(toml::Value::as_array_mut)
+        .and_then(|tenants| tenants.first_mut())
+        .and_then(toml::Value::as_table_mut)
+        .expect("a first tenant in the test config");
+    set(first, key, value);
+}
+
+/// Starts the real binary with an edited config and extra environment
+/// variables. It listens on port 0; the addresses come from its own log.
 pub async fn start_binary_env(
     fake: &FakeCronofy,
     work: &Workdir,
-    edit: impl FnOnce(String) -> String,
+    edit: impl FnOnce(&mut toml::Table),
     env: &[(&str, &str)],
 ) -> Binary {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let config = edit(work.config(fake, &work.key("k1"))).replacen(
-        "\nlisten = \"127.0.0.1:0\"",
-        &format!("\nlisten = \"127.0.0.1:{port}\""),
-        1,
-    );
-    let path = work.path(&format!("calgate-{port}.toml"));
-    std::fs::write(&path, config).expect("config");
+    let path = write_config(fake, work, edit);
     let mut child = Command::new(env!("CARGO_BIN_EXE_calgate"))
         .arg("serve")
         .arg("--config")
@@ -80,11 +113,25 @@ pub async fn start_binary_env(
     let logs = Arc::new(Mutex::new(String::new()));
     collect(child.stdout.take().expect("stdout"), logs.clone());
     collect(child.stderr.take().expect("stderr"), logs.clone());
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (grpc, metrics) = loop {
+        let seen = logs.lock().map(|l| l.clone()).unwrap_or_default();
+        if let (Some(grpc), Some(metrics)) = (
+            logged_addr(&seen, "calgate serving gRPC"),
+            logged_addr(&seen, "metrics at GET /metrics"),
+        ) {
+            break (grpc, metrics);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "calgate did not log its addresses: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let channel = Channel::from_shared(format!("http://{grpc}"))
         .expect("uri")
         .connect_lazy();
     let mut health = HealthClient::new(channel.clone());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let request = HealthCheckRequest {
             service: "calgate.v1.CalendarWriteService".into(),
@@ -105,8 +152,16 @@ pub async fn start_binary_env(
         child,
         client: CalendarWriteServiceClient::new(channel.clone()),
         channel,
+        metrics,
         logs,
     }
+}
+
+/// The `addr=Some(…)` of the first log line carrying `message`.
+fn logged_addr(logs: &str, message: &str) -> Option<std::net::SocketAddr> {
+    let line = logs.lines().find(|line| line.contains(message))?;
+    let rest = &line[line.find("addr=Some(")? + "addr=Some(".len()..];
+    rest[..rest.find(')')?].parse().ok()
 }
 
 impl Binary {
@@ -136,6 +191,12 @@ impl Binary {
             .expect("exits after SIGTERM")
             .expect("wait")
             .code()
+    }
+
+    /// A channel to its gRPC port.
+    #[allow(dead_code)]
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     fn logs(&self) -> String {

@@ -13,7 +13,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 use crate::{
     helpers::*,
     postgres::{PgTestDb, use_postgres},
-    process::{Binary, start_binary_with},
+    process::{Binary, set, set_in_first_tenant, start_binary_with, write_config},
 };
 
 async fn two_replicas(db: &PgTestDb) -> (calgate::fake_cronofy::FakeCronofy, Workdir, Binary, Binary) {
@@ -89,7 +89,7 @@ async fn a_replica_killed_mid_refresh_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_postgres_is_away_health_is_not_serving_and_nothing_is_lost() {
     let Some(db) = PgTestDb::create().await else { return };
-    let app = spawn_app_edited(|c| use_postgres(c, &db.url)).await;
+    let app = spawn_app_edited(|s| s.store.url = db.url.clone()).await;
     let grant = app.connect(Some("ada")).await;
     let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
     let mut health = HealthClient::new(app.channel.clone());
@@ -164,10 +164,10 @@ async fn a_breaker_opened_by_one_replica_makes_the_other_fail_fast() {
     let Some(db) = PgTestDb::create().await else { return };
     let fake = start_fake().await;
     let work = Workdir::new();
-    let edit = |c: String| {
-        use_postgres(c, &db.url)
-            .replace("failure_threshold = 1000", "failure_threshold = 2")
-            .replace("cool_down = \"1s\"", "cool_down = \"1500ms\"")
+    let edit = |c: &mut toml::Table| {
+        use_postgres(c, &db.url);
+        set(c, "upstream.breaker.failure_threshold", 2);
+        set(c, "upstream.breaker.cool_down", "1500ms");
     };
     let a = start_binary_with(&fake, &work, edit).await;
     let b = start_binary_with(&fake, &work, edit).await;
@@ -208,12 +208,9 @@ async fn the_request_budget_is_shared_by_replicas() {
     }
     let fake = start_fake().await;
     let work = Workdir::new();
-    let edit = |c: String| {
-        use_postgres(c, &db.url).replacen(
-            "rate_limit = { per_second = 10000, per_minute = 100000 }",
-            "rate_limit = { per_second = 10000, per_minute = 4 }",
-            1,
-        )
+    let edit = |c: &mut toml::Table| {
+        use_postgres(c, &db.url);
+        set_in_first_tenant(c, "rate_limit.per_minute", 4);
     };
     let a = start_binary_with(&fake, &work, edit).await;
     let b = start_binary_with(&fake, &work, edit).await;
@@ -251,10 +248,11 @@ async fn calgate_migrate_prepares_a_database_that_serve_otherwise_refuses() {
     let Some(db) = PgTestDb::create().await else { return };
     let fake = start_fake().await;
     let work = Workdir::new();
-    let config = use_postgres(work.config(&fake, &work.key("k1")), &db.url)
-        .replace("[store]\n", "[store]\nauto_migrate = false\n");
-    let path = work.path("manual-migrations.toml");
-    std::fs::write(&path, config).expect("config");
+    let manual = |c: &mut toml::Table| {
+        use_postgres(c, &db.url);
+        set(c, "store.auto_migrate", false);
+    };
+    let path = write_config(&fake, &work, manual);
     let run = |command: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_calgate"))
             .args([command, "--config"])
@@ -278,10 +276,7 @@ async fn calgate_migrate_prepares_a_database_that_serve_otherwise_refuses() {
     assert!(!String::from_utf8_lossy(&migrated.stdout).contains("password"));
     let again = run("migrate");
     assert!(again.status.success(), "migrating twice is harmless");
-    let app = start_binary_with(&fake, &work, |c| {
-        use_postgres(c, &db.url).replace("[store]\n", "[store]\nauto_migrate = false\n")
-    })
-    .await;
+    let app = start_binary_with(&fake, &work, manual).await;
     let grant = app.connect("ada").await;
     assert!(grant.sub.starts_with("acc_"));
 }

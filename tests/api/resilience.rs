@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use calgate::{
     fake_cronofy::{Endpoint, Fault},
     grpc::pb,
+    resilience::RateLimit,
 };
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -72,9 +73,9 @@ async fn a_retry_that_would_outlive_the_deadline_is_not_made() {
 
 #[tokio::test]
 async fn the_breaker_opens_fails_fast_and_recovers() {
-    let app = spawn_app_edited(|c| {
-        c.replace("failure_threshold = 1000", "failure_threshold = 2")
-            .replace("cool_down = \"1s\"", "cool_down = \"400ms\"")
+    let app = spawn_app_edited(|s| {
+        s.upstream.breaker.failure_threshold = 2;
+        s.upstream.breaker.cool_down = Duration::from_millis(400);
     })
     .await;
     let grant = app.connect(None).await;
@@ -100,12 +101,11 @@ async fn the_breaker_opens_fails_fast_and_recovers() {
 
 #[tokio::test]
 async fn the_tenant_budget_makes_callers_wait_or_refuses_within_their_deadline() {
-    let app = spawn_app_edited(|c| {
-        c.replacen(
-            "rate_limit = { per_second = 10000, per_minute = 100000 }",
-            "rate_limit = { per_second = 1, per_minute = 100 }",
-            1,
-        )
+    let app = spawn_app_edited(|s| {
+        s.tenants[0].rate_limit = RateLimit {
+            per_second: 1,
+            per_minute: 100,
+        };
     })
     .await;
     let grant = app.connect(None).await; // spends the second's only request (the token call)

@@ -6,10 +6,7 @@ use std::time::Duration;
 use calgate::{fake_cronofy::Endpoint, grpc::pb};
 use tonic::Code;
 
-use crate::{
-    helpers::*,
-    postgres::{PgTestDb, use_postgres},
-};
+use crate::{helpers::*, postgres::PgTestDb};
 
 fn by_ref(user_ref: &str) -> Option<pb::upsert_event_request::User> {
     Some(pb::upsert_event_request::User::UserRef(user_ref.into()))
@@ -67,9 +64,11 @@ async fn a_refreshed_token_replaces_the_cached_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_grant_keeps_writing_through_a_short_store_outage_until_its_entry_expires() {
     let Some(db) = PgTestDb::create().await else { return };
-    let app =
-        spawn_app_edited(|c| use_postgres(c, &db.url).replacen("[store]\n", "[store]\ntoken_cache_ttl = \"1s\"\n", 1))
-            .await;
+    let app = spawn_app_edited(|s| {
+        s.store.url = db.url.clone();
+        s.store.token_cache_ttl = Duration::from_secs(1);
+    })
+    .await;
     let grant = app.connect(Some("ada")).await;
     let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
     upsert(&app, "ada", &calendar)

@@ -20,6 +20,7 @@ use crate::{
     cronofy::CronofyClient,
     resilience::Resilience,
     store::{Store, StoreError},
+    tasks::Tasks,
 };
 
 /// The caller's deadline, when it gave one (`grpc-timeout`).
@@ -95,6 +96,8 @@ pub struct ServiceParts {
     pub clock: Clock,
     /// `callbacks.public_url`, when configured.
     pub callback_base: Option<url::Url>,
+    /// Owner of the tasks the service spawns (refresh flights).
+    pub tasks: Tasks,
 }
 
 impl CalendarService {
@@ -106,6 +109,7 @@ impl CalendarService {
             parts.resilience.clone(),
             parts.clock.clone(),
             parts.refresh_margin,
+            parts.tasks,
         );
         CalendarService {
             store: parts.store,
@@ -125,9 +129,10 @@ impl CalendarService {
         &self.store
     }
 
-    /// Writes refreshed tokens the store refused earlier (called when it is back).
-    pub async fn flush_pending_tokens(&self) {
-        self.refresher.flush_all_pending().await;
+    /// Writes refreshed tokens the store refused earlier (called when it is
+    /// back, and at shutdown). Returns the (tenant, sub) of pairs still unwritten.
+    pub async fn flush_pending_tokens(&self) -> Vec<(String, String)> {
+        self.refresher.flush_all_pending().await
     }
 
     async fn find(&self, tenant: &Tenant, selector: &GrantSelector) -> Result<StoredGrant, Error> {
