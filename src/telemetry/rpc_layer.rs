@@ -60,11 +60,51 @@ fn new_request_id() -> String {
     format!("{:016x}{:016x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// `UpsertEvent` for calgate's own service, the full path for the standard ones.
-fn method_label(path: &str) -> String {
-    path.strip_prefix("/calgate.v1.CalendarWriteService/")
-        .unwrap_or(path)
-        .to_owned()
+/// calgate.v1's methods, labelled by name (a test checks the list against the proto).
+const CALGATE_METHODS: &[&str] = &[
+    "BuildAuthorizeUrl",
+    "ExchangeCode",
+    "UpsertEvent",
+    "DeleteEvent",
+    "ListCalendars",
+    "BatchWriteEvents",
+    "ReadFreeBusy",
+    "QueryAvailability",
+    "AuthorizeEnterpriseUser",
+    "GetEnterpriseUserAuthorization",
+    "GetGrant",
+    "RevokeGrant",
+];
+
+/// The standard services' methods, labelled by their full path.
+const STANDARD_METHODS: &[&str] = &[
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.health.v1.Health/List",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// Label of every path calgate does not serve.
+const UNKNOWN_METHOD: &str = "unknown";
+
+/// The metric label of a request path, from a closed set: `UpsertEvent` for
+/// calgate's own methods, the full path for the standard services, and
+/// `unknown` for anything else — any caller, authenticated or not, can send
+/// any path, and a label per path would grow without bound.
+fn method_label(path: &str) -> &'static str {
+    if let Some(name) = path.strip_prefix("/calgate.v1.CalendarWriteService/") {
+        return CALGATE_METHODS
+            .iter()
+            .find(|known| **known == name)
+            .copied()
+            .unwrap_or(UNKNOWN_METHOD);
+    }
+    STANDARD_METHODS
+        .iter()
+        .find(|known| **known == path)
+        .copied()
+        .unwrap_or(UNKNOWN_METHOD)
 }
 
 /// gRPC code number → canonical name.
@@ -93,7 +133,7 @@ fn code_name(code: &str) -> &'static str {
 
 /// Records one finished call.
 struct Observation {
-    method: String,
+    method: &'static str,
     started: Instant,
 }
 
@@ -101,7 +141,7 @@ impl Observation {
     fn finish(self, grpc_status: Option<&HeaderValue>, span: &Span) {
         let code = code_name(grpc_status.and_then(|v| v.to_str().ok()).unwrap_or("2"));
         let labels = RpcLabels {
-            method: self.method,
+            method: self.method.to_owned(),
             code: code.to_owned(),
         };
         let elapsed = self.started.elapsed();
@@ -131,7 +171,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let id = request_id(request.headers());
         let method = method_label(request.uri().path());
-        let span = info_span!("rpc", method = %method, request_id = %id, tenant = tracing::field::Empty);
+        let span = info_span!("rpc", method, request_id = %id, tenant = tracing::field::Empty);
         let observation = Observation {
             method,
             started: Instant::now(),
@@ -233,7 +273,41 @@ mod tests {
             method_label("/grpc.health.v1.Health/Check"),
             "/grpc.health.v1.Health/Check"
         );
+        for stranger in [
+            "/calgate.v1.CalendarWriteService/Nope",
+            "/calgate.v1.CalendarWriteService/",
+            "/grpc.health.v1.Health/Check/extra",
+            "/x",
+            "",
+        ] {
+            assert_eq!(method_label(stranger), UNKNOWN_METHOD, "{stranger}");
+        }
         assert_eq!(code_name("3"), "INVALID_ARGUMENT");
         assert_eq!(code_name("99"), "UNKNOWN");
+    }
+
+    /// Every method in the served descriptors has its own label, and no label names a method that is not served.
+    #[test]
+    fn the_label_lists_match_the_served_protos() {
+        use prost::Message;
+        let mut served = Vec::new();
+        for encoded in [
+            crate::grpc::pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ] {
+            let set = prost_types::FileDescriptorSet::decode(encoded).expect("descriptor set");
+            for file in set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        served.push(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
+                    }
+                }
+            }
+        }
+        for path in &served {
+            assert_ne!(method_label(path), UNKNOWN_METHOD, "{path} has no label");
+        }
+        let calgate = served.iter().filter(|p| p.starts_with("/calgate.v1.")).count();
+        assert_eq!(calgate, CALGATE_METHODS.len(), "a label for a method that is gone");
     }
 }

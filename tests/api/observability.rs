@@ -112,6 +112,46 @@ async fn metrics_count_exactly_the_calls_made() {
     binary.stop().await;
 }
 
+/// Paths nobody serves (any caller can send them, authenticated or not)
+/// count under one `method="unknown"` label: the exposition stays small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_share_one_metric_label() {
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let mut binary = start_binary(&fake, &work).await;
+    let mut grpc = tonic::client::Grpc::new(binary.channel());
+    for n in 0..300usize {
+        let filler = "x".repeat(3_000 + (n * 31) % 9_000);
+        let path = if n % 2 == 0 {
+            format!("/no.such.Service{n}/{filler}")
+        } else {
+            format!("/calgate.v1.CalendarWriteService/{filler}{n}")
+        };
+        grpc.ready().await.expect("ready");
+        let status = grpc
+            .unary(
+                with_key(ACME_KEY, ()),
+                path.parse().expect("path"),
+                tonic_prost::ProstCodec::<(), ()>::default(),
+            )
+            .await
+            .expect_err("nobody serves it");
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+    }
+    let text = scrape(binary.metrics).await;
+    assert_eq!(
+        sample(
+            &text,
+            "calgate_rpc_requests_total{method=\"unknown\",code=\"UNIMPLEMENTED\"}"
+        ),
+        Some(300.0),
+        "{text}"
+    );
+    assert!(!text.contains("xxxxxxxx"), "no path reaches a label");
+    assert!(text.len() < 64 * 1024, "exposition of {} bytes", text.len());
+    binary.stop().await;
+}
+
 #[tokio::test]
 async fn request_ids_are_echoed_or_made() {
     let app = spawn_app().await;

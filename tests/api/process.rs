@@ -194,7 +194,6 @@ impl Binary {
     }
 
     /// A channel to its gRPC port.
-    #[allow(dead_code)]
     pub fn channel(&self) -> Channel {
         self.channel.clone()
     }
