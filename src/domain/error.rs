@@ -16,8 +16,8 @@ pub struct FieldViolation {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// One or more request fields are invalid.
-    #[error("invalid request: {}", describe(.0))]
-    InvalidArgument(Vec<FieldViolation>),
+    #[error("invalid request: {0}")]
+    InvalidArgument(FieldViolations),
     /// The OAuth state is forged, tampered with, already used or for another redirect_uri.
     #[error("state is invalid: {0}")]
     StateInvalid(&'static str),
@@ -46,8 +46,8 @@ pub enum Error {
     #[error("calendar not found")]
     CalendarNotFound,
     /// Cronofy answered 422.
-    #[error("Cronofy rejected the request: {}", describe(.0))]
-    UpstreamRejected(Vec<FieldViolation>),
+    #[error("Cronofy rejected the request: {0}")]
+    UpstreamRejected(FieldViolations),
     /// Cronofy answered 429.
     #[error("Cronofy rate limit reached")]
     UpstreamRateLimited {
@@ -92,24 +92,72 @@ pub enum Error {
     GrantUnreadable,
 }
 
-fn describe(violations: &[FieldViolation]) -> String {
-    violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ")
+/// Most field violations one answer lists: enough to fix a request, small
+/// enough that a hostile one cannot make a large status (about 4 KiB at most).
+pub const MAX_FIELD_VIOLATIONS: usize = 50;
+
+/// Longest field path or description kept (Cronofy's texts included), in bytes.
+const MAX_VIOLATION_TEXT: usize = 256;
+
+/// The violations of one request: at most [`MAX_FIELD_VIOLATIONS`] listed,
+/// the rest only counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldViolations {
+    /// The violations listed in the answer, in the order found.
+    pub listed: Vec<FieldViolation>,
+    /// How many more were found but not listed.
+    pub unlisted: usize,
 }
 
-/// Collects field violations so that a caller learns of every bad field at once.
+impl std::fmt::Display for FieldViolations {
+    /// The first violation and how many others: the whole list travels in
+    /// `BadRequest`, not in the status message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(first) = self.listed.first() else {
+            return f.write_str("no details");
+        };
+        write!(f, "{}: {}", first.field, first.description)?;
+        let others = self.listed.len() - 1 + self.unlisted;
+        if others > 0 {
+            write!(f, " (and {others} more)")?;
+        }
+        Ok(())
+    }
+}
+
+/// `text` cut to at most [`MAX_VIOLATION_TEXT`] bytes on a character boundary.
+fn clip(mut text: String) -> String {
+    if text.len() > MAX_VIOLATION_TEXT {
+        let mut end = MAX_VIOLATION_TEXT - '…'.len_utf8();
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+/// Collects field violations so that a caller learns of every bad field at
+/// once — up to [`MAX_FIELD_VIOLATIONS`]; past that they are only counted.
 #[derive(Debug, Default)]
-pub struct Violations(Vec<FieldViolation>);
+pub struct Violations(FieldViolations);
 
 impl Violations {
+    /// Whether the list is full: further violations are only counted.
+    fn full(&self) -> bool {
+        self.0.listed.len() >= MAX_FIELD_VIOLATIONS
+    }
+
     /// Records a violation.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation {
-            field: field.into(),
-            description: description.into(),
+        if self.full() {
+            self.0.unlisted += 1;
+            return;
+        }
+        self.0.listed.push(FieldViolation {
+            field: clip(field.into()),
+            description: clip(description.into()),
         });
     }
 
@@ -125,10 +173,14 @@ impl Violations {
     }
 
     /// As [`Violations::check`], naming the field only when the rule failed
-    /// (field paths are built per call on the hot path; most calls pass).
+    /// and the list has room (field paths are built per call on the hot path).
     pub fn check_with<T>(&mut self, field: impl FnOnce() -> String, result: Result<T, String>) -> Option<T> {
         match result {
             Ok(value) => Some(value),
+            Err(_) if self.full() => {
+                self.0.unlisted += 1;
+                None
+            }
             Err(description) => {
                 self.add(field(), description);
                 None
@@ -136,25 +188,87 @@ impl Violations {
         }
     }
 
+    /// The items of a repeated field to walk: all of them when there are at
+    /// most `max`; none when there are more — the list is reported once, as a
+    /// whole, and its items are not checked one by one.
+    pub fn bounded<'a, T>(&mut self, field: &str, items: &'a [T], max: usize, noun: &str) -> &'a [T] {
+        if items.len() > max {
+            self.add(field, format!("at most {max} {noun} (got {})", items.len()));
+            return &[];
+        }
+        items
+    }
+
     /// Records every violation of `inner` under `prefix` (e.g. `items[3].upsert.`).
     pub fn nest(&mut self, prefix: &str, inner: Violations) {
-        self.0.extend(inner.0.into_iter().map(|v| FieldViolation {
-            field: format!("{prefix}{}", v.field),
-            description: v.description,
-        }));
+        for violation in inner.0.listed {
+            self.add(format!("{prefix}{}", violation.field), violation.description);
+        }
+        self.0.unlisted += inner.0.unlisted;
     }
 
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.listed.is_empty() && self.0.unlisted == 0
+    }
+
+    /// The collected violations, bounded.
+    pub fn into_inner(self) -> FieldViolations {
+        self.0
     }
 
     /// Ok when nothing was recorded, else the collected InvalidArgument.
     pub fn finish(self) -> Result<(), Error> {
-        if self.0.is_empty() {
+        if self.is_empty() {
             Ok(())
         } else {
             Err(Error::InvalidArgument(self.0))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_list_fifty_and_count_the_rest() {
+        let mut v = Violations::default();
+        for n in 0..10_000 {
+            v.add(format!("items[{n}]"), "is wrong");
+        }
+        let mut built = 0;
+        v.check_with::<()>(
+            || {
+                built += 1;
+                "never".into()
+            },
+            Err("bad".into()),
+        );
+        assert_eq!(built, 0, "no path is built once the list is full");
+        let all = v.into_inner();
+        assert_eq!(all.listed.len(), MAX_FIELD_VIOLATIONS);
+        assert_eq!(all.unlisted, 10_001 - MAX_FIELD_VIOLATIONS);
+        assert_eq!(all.to_string(), "items[0]: is wrong (and 10000 more)");
+    }
+
+    #[test]
+    fn long_texts_are_clipped_on_a_character_boundary() {
+        let mut v = Violations::default();
+        v.add("é".repeat(1000), "x".repeat(100_000));
+        let all = v.into_inner();
+        assert!(all.listed[0].field.len() <= MAX_VIOLATION_TEXT);
+        assert!(all.listed[0].description.len() <= MAX_VIOLATION_TEXT);
+        assert!(all.listed[0].field.ends_with('…'));
+    }
+
+    #[test]
+    fn an_oversized_list_is_reported_once_and_not_walked() {
+        let mut v = Violations::default();
+        let items = vec![0u8; 1_000_000];
+        assert!(v.bounded("event.reminders", &items, 5, "reminders").is_empty());
+        let all = v.into_inner();
+        assert_eq!(all.listed.len(), 1);
+        assert_eq!(all.listed[0].description, "at most 5 reminders (got 1000000)");
     }
 }

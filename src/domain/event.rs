@@ -21,8 +21,10 @@ pub mod limits {
     pub const ATTENDEES: usize = 500;
     /// calgate: location description, display names.
     pub const SHORT_TEXT: usize = 1024;
-    /// calgate: subscriptions, attachments, recurrence rules.
+    /// calgate: subscriptions, attachments, recurrence rules, interaction types.
     pub const SMALL_LIST: usize = 20;
+    /// The days of a week: a weekly rule's `by_day`.
+    pub const WEEKDAYS: usize = 7;
 }
 
 /// When an event starts or ends.

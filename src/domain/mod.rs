@@ -14,7 +14,7 @@ mod token_cache;
 mod upstream;
 
 pub use clock::Clock;
-pub use error::{Error, FieldViolation, Violations};
+pub use error::{Error, FieldViolation, FieldViolations, MAX_FIELD_VIOLATIONS, Violations};
 pub use service::{
     AuthorizeRequest, AuthorizeUrl, AvailabilityGroup, AvailabilityRequest, BatchOp, CALLBACK_PATH, CalendarService,
     CallbackError, CallbackOutcome, Deadline, EnterpriseAuthorization, EnterpriseUserRequest, ExchangeRequest,

@@ -2,7 +2,7 @@
 
 use crate::{cronofy::CronofyError, resilience::GuardError};
 
-use super::{Error, FieldViolation};
+use super::{Error, Violations};
 
 /// Maps a failed guarded call. `field_prefix` turns Cronofy's field names into
 /// request paths (e.g. `event.` + `summary`).
@@ -31,23 +31,24 @@ pub(super) fn api_error(error: CronofyError, field_prefix: &str, calendar_field:
     match error {
         CronofyError::Forbidden => Error::InsufficientScope,
         CronofyError::NotFound => Error::CalendarNotFound,
-        CronofyError::Unprocessable { errors } => Error::UpstreamRejected(
-            errors
-                .into_iter()
-                .map(|e| FieldViolation {
-                    field: if e.field == "calendar_id" {
-                        calendar_field.to_owned()
-                    } else {
-                        format!("{field_prefix}{}", e.field)
-                    },
-                    description: if e.description.is_empty() {
-                        e.key
-                    } else {
-                        format!("{} ({})", e.description, e.key)
-                    },
-                })
-                .collect(),
-        ),
+        CronofyError::Unprocessable { errors } => {
+            // Bounded like calgate's own validation: Cronofy's answer is not ours to trust in size.
+            let mut violations = Violations::default();
+            for e in errors {
+                let field = if e.field == "calendar_id" {
+                    calendar_field.to_owned()
+                } else {
+                    format!("{field_prefix}{}", e.field)
+                };
+                let description = if e.description.is_empty() {
+                    e.key
+                } else {
+                    format!("{} ({})", e.description, e.key)
+                };
+                violations.add(field, description);
+            }
+            Error::UpstreamRejected(violations.into_inner())
+        }
         CronofyError::Unauthorized => Error::UpstreamUnauthorized,
         CronofyError::RateLimited { retry_after } => Error::UpstreamRateLimited { retry_after },
         CronofyError::Server { .. } | CronofyError::Transport { .. } => {

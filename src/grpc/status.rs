@@ -7,7 +7,10 @@ use std::{collections::HashMap, time::Duration};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{auth::AuthError, domain::Error};
+use crate::{
+    auth::AuthError,
+    domain::{Error, FieldViolations},
+};
 
 /// ErrorInfo domain of every calgate status.
 pub const DOMAIN: &str = "calgate";
@@ -93,9 +96,9 @@ pub fn from_auth(error: AuthError) -> Status {
     )
 }
 
-fn bad_request(violations: &[crate::domain::FieldViolation]) -> ErrorDetails {
+fn bad_request(violations: &FieldViolations) -> ErrorDetails {
     let mut details = ErrorDetails::new();
-    for violation in violations {
+    for violation in &violations.listed {
         details.add_bad_request_violation(&violation.field, &violation.description);
     }
     details

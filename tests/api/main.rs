@@ -9,6 +9,7 @@ mod events;
 mod exchange;
 mod free_busy;
 mod helpers;
+mod hostile;
 mod observability;
 mod otel;
 mod persistence;

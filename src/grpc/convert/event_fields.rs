@@ -55,17 +55,14 @@ pub(super) fn parse_event(e: &pb::Event, v: &mut Violations) -> Option<Event> {
         invite: attendee_list(&a.invite, "event.attendees.invite", v),
         remove: attendee_list(&a.remove, "event.attendees.remove", v),
     });
-    if e.reminders.len() > limits::REMINDERS {
-        v.add("event.reminders", format!("at most {} reminders", limits::REMINDERS));
-    }
-    let reminders = e
-        .reminders
+    let reminders = v
+        .bounded("event.reminders", &e.reminders, limits::REMINDERS, "reminders")
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
             let ok = (0..=limits::REMINDER_MINUTES).contains(&r.minutes);
-            v.check(
-                format!("event.reminders[{i}].minutes"),
+            v.check_with(
+                || format!("event.reminders[{i}].minutes"),
                 if ok {
                     Ok(event::Reminder { minutes: r.minutes })
                 } else {
@@ -78,17 +75,21 @@ pub(super) fn parse_event(e: &pb::Event, v: &mut Violations) -> Option<Event> {
     let conferencing = e.conferencing.as_ref().and_then(|c| conferencing(c, v));
     let recurrence = e.recurrence.as_ref().map(|r| recurrence(r, v));
     let subscriptions = subscriptions(&e.subscriptions, v);
-    if e.attachment_ids.len() > limits::SMALL_LIST {
-        v.add(
+    let attachments = v
+        .bounded(
             "event.attachment_ids",
-            format!("at most {} attachments", limits::SMALL_LIST),
-        );
-    }
-    let attachments = e
-        .attachment_ids
+            &e.attachment_ids,
+            limits::SMALL_LIST,
+            "attachments",
+        )
         .iter()
         .enumerate()
-        .filter_map(|(i, id)| v.check(format!("event.attachment_ids[{i}]"), rules::identifier(id, limits::ID)))
+        .filter_map(|(i, id)| {
+            v.check_with(
+                || format!("event.attachment_ids[{i}]"),
+                rules::identifier(id, limits::ID),
+            )
+        })
         .map(|attachment_id| event::Attachment { attachment_id })
         .collect();
     let locale = optional(v, "event.locale", e.locale.as_deref(), rules::locale);
@@ -181,11 +182,8 @@ fn location(l: &pb::Location, v: &mut Violations) -> Option<event::Location> {
 }
 
 fn attendee_list(list: &[pb::Attendee], field: &str, v: &mut Violations) -> Vec<event::Attendee> {
-    if list.len() > limits::ATTENDEES {
-        v.add(field, format!("at most {} attendees", limits::ATTENDEES));
-        return vec![];
-    }
-    list.iter()
+    v.bounded(field, list, limits::ATTENDEES, "attendees")
+        .iter()
         .enumerate()
         .filter_map(|(i, a)| {
             let email = v.check_with(|| format!("{field}[{i}].email"), rules::email(&a.email));
@@ -237,14 +235,8 @@ fn conferencing(c: &pb::Conferencing, v: &mut Violations) -> Option<event::Confe
 }
 
 fn recurrence(r: &pb::Recurrence, v: &mut Violations) -> event::Recurrence {
-    if r.rules.len() > limits::SMALL_LIST {
-        v.add(
-            "event.recurrence.rules",
-            format!("at most {} rules", limits::SMALL_LIST),
-        );
-    }
-    let rules = r
-        .rules
+    let rules = v
+        .bounded("event.recurrence.rules", &r.rules, limits::SMALL_LIST, "rules")
         .iter()
         .enumerate()
         .filter_map(|(i, rule)| {
@@ -263,8 +255,8 @@ fn recurrence(r: &pb::Recurrence, v: &mut Violations) -> event::Recurrence {
             if rule.interval > 1000 {
                 v.add(format!("{path}.interval"), "must be at most 1000");
             }
-            let by_day: Vec<event::Weekday> = rule
-                .by_day
+            let by_day: Vec<event::Weekday> = v
+                .bounded(&format!("{path}.by_day"), &rule.by_day, limits::WEEKDAYS, "days")
                 .iter()
                 .enumerate()
                 .filter_map(|(n, day)| weekday(*day).or_else(|| unknown_enum(v, &format!("{path}.by_day[{n}]"), *day)))
@@ -297,24 +289,23 @@ fn weekday(value: i32) -> Option<event::Weekday> {
 }
 
 fn subscriptions(list: &[pb::Subscription], v: &mut Violations) -> Vec<event::Subscription> {
-    if list.len() > limits::SMALL_LIST {
-        v.add(
-            "event.subscriptions",
-            format!("at most {} subscriptions", limits::SMALL_LIST),
-        );
-        return vec![];
-    }
-    list.iter()
+    v.bounded("event.subscriptions", list, limits::SMALL_LIST, "subscriptions")
+        .iter()
         .enumerate()
         .filter_map(|(i, s)| {
             let uri = v.check(format!("event.subscriptions[{i}].uri"), rules::http_url(&s.uri));
-            let interaction_types = s
-                .interaction_types
+            let interaction_types = v
+                .bounded(
+                    &format!("event.subscriptions[{i}].interaction_types"),
+                    &s.interaction_types,
+                    limits::SMALL_LIST,
+                    "interaction types",
+                )
                 .iter()
                 .enumerate()
                 .filter_map(|(n, t)| {
-                    v.check(
-                        format!("event.subscriptions[{i}].interaction_types[{n}]"),
+                    v.check_with(
+                        || format!("event.subscriptions[{i}].interaction_types[{n}]"),
                         rules::token(t),
                     )
                 })

@@ -119,11 +119,7 @@ pub fn authorize_request(request: pb::BuildAuthorizeUrlRequest) -> Result<Author
 }
 
 fn scopes(values: &[String], field: &str, v: &mut Violations) -> Vec<String> {
-    if values.len() > MAX_SCOPES {
-        v.add(field, format!("at most {MAX_SCOPES} scopes"));
-        return vec![];
-    }
-    values
+    v.bounded(field, values, MAX_SCOPES, "scopes")
         .iter()
         .enumerate()
         .filter_map(|(i, s)| v.check(format!("{field}[{i}]"), rules::scope(s)))

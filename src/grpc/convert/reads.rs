@@ -16,11 +16,12 @@ use crate::{
 pub fn batch_request(request: &pb::BatchWriteEventsRequest) -> Result<(GrantSelector, Vec<BatchOp>), Error> {
     let mut v = Violations::default();
     let selector = selector(request, &mut v);
-    if request.items.is_empty() || request.items.len() > MAX_BATCH_ITEMS {
+    if request.items.is_empty() {
         v.add("items", format!("must hold 1 to {MAX_BATCH_ITEMS} writes"));
     }
-    let mut ops = Vec::with_capacity(request.items.len());
-    for (index, item) in request.items.iter().take(MAX_BATCH_ITEMS).enumerate() {
+    let items = v.bounded("items", &request.items, MAX_BATCH_ITEMS, "writes");
+    let mut ops = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
         let path = format!("items[{index}]");
         match &item.operation {
             None => v.add(&path, "one of upsert or delete is required"),
@@ -74,10 +75,11 @@ pub fn free_busy_request(request: &pb::ReadFreeBusyRequest) -> Result<(GrantSele
         v.add("to", "must be a later date than from (to is exclusive)");
     }
     v.check("tzid", rules::tzid(&request.tzid));
-    if request.calendar_ids.len() > MAX_BATCH_ITEMS {
-        v.add("calendar_ids", format!("at most {MAX_BATCH_ITEMS} calendars"));
-    }
-    for (index, calendar_id) in request.calendar_ids.iter().enumerate() {
+    for (index, calendar_id) in v
+        .bounded("calendar_ids", &request.calendar_ids, MAX_BATCH_ITEMS, "calendars")
+        .iter()
+        .enumerate()
+    {
         v.check(
             format!("calendar_ids[{index}]"),
             rules::identifier(calendar_id, limits::ID),
@@ -103,19 +105,19 @@ pub fn availability_request(request: &pb::QueryAvailabilityRequest) -> Result<Av
     const MAX_PERIODS: usize = 50;
     const MAX_MINUTES: u32 = 1440;
     let mut v = Violations::default();
-    if request.participants.is_empty() || request.participants.len() > MAX_GROUPS {
+    if request.participants.is_empty() {
         v.add("participants", format!("must hold 1 to {MAX_GROUPS} groups"));
     }
     let mut groups = Vec::new();
-    for (g, group) in request.participants.iter().take(MAX_GROUPS).enumerate() {
+    let participants = v.bounded("participants", &request.participants, MAX_GROUPS, "groups");
+    for (g, group) in participants.iter().enumerate() {
         let path = format!("participants[{g}]");
-        if group.members.is_empty() || group.members.len() > MAX_MEMBERS {
+        if group.members.is_empty() {
             v.add(format!("{path}.members"), format!("must hold 1 to {MAX_MEMBERS} users"));
         }
-        let members: Vec<GrantSelector> = group
-            .members
+        let members: Vec<GrantSelector> = v
+            .bounded(&format!("{path}.members"), &group.members, MAX_MEMBERS, "users")
             .iter()
-            .take(MAX_MEMBERS)
             .enumerate()
             .filter_map(|(m, member)| {
                 let field = format!("{path}.members[{m}]");
@@ -150,11 +152,12 @@ pub fn availability_request(request: &pb::QueryAvailabilityRequest) -> Result<Av
             format!("must be between 1 and {MAX_MINUTES}"),
         );
     }
-    if request.query_periods.is_empty() || request.query_periods.len() > MAX_PERIODS {
+    if request.query_periods.is_empty() {
         v.add("query_periods", format!("must hold 1 to {MAX_PERIODS} periods"));
     }
     let mut periods = Vec::new();
-    for (p, period) in request.query_periods.iter().take(MAX_PERIODS).enumerate() {
+    let query_periods = v.bounded("query_periods", &request.query_periods, MAX_PERIODS, "periods");
+    for (p, period) in query_periods.iter().enumerate() {
         let field = format!("query_periods[{p}]");
         let instant = |v: &mut Violations, name: &str, at: Option<&prost_types::Timestamp>| match at {
             Some(at) => v.check(format!("{field}.{name}"), event_fields::whole_second(at)),
