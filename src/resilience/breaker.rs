@@ -1,6 +1,11 @@
 //! A circuit breaker per (tenant, data centre): after a run of upstream
 //! failures, calls fail fast for a cool-down instead of piling onto a sick
 //! Cronofy; then one probe is let through, whose outcome closes or re-opens it.
+//!
+//! The probe holds a lease of one cool-down: a probe that never reports
+//! (its caller gave up, the budget refused it) cannot keep the breaker
+//! half-open for ever. Its [`Resilience`](super::Resilience) call also hands
+//! the probe back at once when it is dropped without an outcome.
 
 use std::{
     sync::{
@@ -35,11 +40,23 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+/// What [`Breaker::allow`] let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// An ordinary call: the breaker is closed.
+    Call,
+    /// The one probe of a half-open breaker: its outcome must be recorded, or
+    /// the probe released with [`Breaker::release_probe`].
+    Probe,
+}
+
 #[derive(Debug)]
 struct Inner {
     state: BreakerState,
     failures: u32,
     open_until: Instant,
+    /// While half-open: when the probe's lease runs out and another may probe.
+    probe_until: Instant,
 }
 
 /// One breaker.
@@ -63,6 +80,7 @@ impl Breaker {
                 state: BreakerState::Closed,
                 failures: 0,
                 open_until: Instant::now(),
+                probe_until: Instant::now(),
             }),
             quiet: AtomicBool::new(true),
         }
@@ -78,23 +96,41 @@ impl Breaker {
     }
 
     /// May a call go out now? Err carries how long until the breaker will let one through.
-    pub fn allow(&self) -> Result<(), Duration> {
+    pub fn allow(&self) -> Result<Admission, Duration> {
         if self.quiet.load(Ordering::Acquire) {
-            return Ok(());
+            return Ok(Admission::Call);
         }
         let mut inner = self.lock();
         let now = Instant::now();
         match inner.state {
-            BreakerState::Closed => Ok(()),
+            BreakerState::Closed => Ok(Admission::Call),
             BreakerState::Open if now >= inner.open_until => {
                 inner.state = BreakerState::HalfOpen;
+                inner.probe_until = now + self.policy.cool_down;
                 METRICS.breaker(&self.name, 2);
                 info!(breaker = %self.name, state = "half_open", "circuit breaker lets a probe through");
-                Ok(())
+                Ok(Admission::Probe)
             }
             BreakerState::Open => Err(inner.open_until - now),
+            // The last probe never reported within its lease: this call probes instead.
+            BreakerState::HalfOpen if now >= inner.probe_until => {
+                inner.probe_until = now + self.policy.cool_down;
+                warn!(breaker = %self.name, "the last probe never reported; letting another through");
+                Ok(Admission::Probe)
+            }
             // The probe is out; the others wait for its verdict.
-            BreakerState::HalfOpen => Err(self.policy.cool_down.min(Duration::from_secs(1))),
+            BreakerState::HalfOpen => Err((inner.probe_until - now).min(Duration::from_secs(1))),
+        }
+    }
+
+    /// The probe ended without an outcome (its caller gave up, or the budget
+    /// refused it): the next call may probe at once.
+    pub fn release_probe(&self) {
+        let mut inner = self.lock();
+        if inner.state == BreakerState::HalfOpen {
+            let now = Instant::now();
+            inner.probe_until = now;
+            info!(breaker = %self.name, "the probe ended without an answer; the next call probes");
         }
     }
 
@@ -174,16 +210,44 @@ mod tests {
             b.record(false);
         }
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(b.allow(), Ok(()), "the probe");
+        assert_eq!(b.allow(), Ok(Admission::Probe), "the probe");
         assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(b.allow().is_err(), "only one probe at a time");
         b.record(false);
         assert_eq!(b.state(), BreakerState::Open, "a failed probe re-opens it");
 
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(b.allow(), Ok(()));
+        assert_eq!(b.allow(), Ok(Admission::Probe));
         b.record(true);
         assert_eq!(b.state(), BreakerState::Closed);
-        assert_eq!(b.allow(), Ok(()));
+        assert_eq!(b.allow(), Ok(Admission::Call));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_never_reports_loses_its_lease_after_one_cool_down() {
+        let b = breaker();
+        for _ in 0..3 {
+            b.record(false);
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(b.allow(), Ok(Admission::Probe), "a probe that will never report");
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(b.allow(), Err(Duration::from_secs(1)), "its lease still holds");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(b.allow(), Ok(Admission::Probe), "the lease ran out: another probes");
+        b.record(true);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_probe_lets_the_next_call_probe_at_once() {
+        let b = breaker();
+        for _ in 0..3 {
+            b.record(false);
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(b.allow(), Ok(Admission::Probe));
+        b.release_probe();
+        assert_eq!(b.allow(), Ok(Admission::Probe));
     }
 }

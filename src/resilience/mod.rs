@@ -13,7 +13,7 @@ use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 use tokio::time::Instant;
 use tracing::warn;
 
-pub use breaker::{Breaker, BreakerPolicy, BreakerState};
+pub use breaker::{Admission, Breaker, BreakerPolicy, BreakerState};
 pub use budget::{RateBudget, RateLimit};
 pub use retry::RetryPolicy;
 
@@ -52,10 +52,17 @@ enum TenantGuards {
 }
 
 impl TenantGuards {
-    async fn allow(&self) -> Result<(), Duration> {
+    async fn allow(&self) -> Result<Admission, Duration> {
         match self {
             TenantGuards::Local { breaker, .. } => breaker.allow(),
-            TenantGuards::Shared { breaker, .. } => breaker.allow().await,
+            // The shared breaker's probe is a row lease in the store that expires after one cool-down.
+            TenantGuards::Shared { breaker, .. } => breaker.allow().await.map(|()| Admission::Call),
+        }
+    }
+
+    fn release_probe(&self) {
+        if let TenantGuards::Local { breaker, .. } = self {
+            breaker.release_probe();
         }
     }
 
@@ -166,15 +173,23 @@ impl Resilience {
         let mut tries = 0;
         loop {
             tries += 1;
-            guards
+            let admission = guards
                 .allow()
                 .await
                 .map_err(|retry_after| GuardError::CircuitOpen { retry_after })?;
+            // Until the outcome is recorded, dropping this call (deadline, reset,
+            // refused budget) hands a probe back instead of wedging the breaker.
+            let probe = ProbeGuard {
+                guards,
+                armed: admission == Admission::Probe,
+            };
             guards
                 .acquire(give_up_at)
                 .await
                 .map_err(|retry_after| GuardError::BudgetExhausted { retry_after })?;
-            let error = match attempt().await {
+            let outcome = attempt().await;
+            probe.disarm();
+            let error = match outcome {
                 Ok(value) => {
                     guards.record(true).await;
                     return Ok(value);
@@ -197,6 +212,27 @@ impl Resilience {
             }
             warn!(tenant, attempt = tries, ?delay, %error, "Cronofy call failed; retrying");
             tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Releases a half-open breaker's probe when its call ends without an outcome.
+struct ProbeGuard<'a> {
+    guards: &'a TenantGuards,
+    armed: bool,
+}
+
+impl ProbeGuard<'_> {
+    /// The call has an outcome, which will be recorded.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.guards.release_probe();
         }
     }
 }
@@ -326,6 +362,34 @@ mod tests {
             r.call("acme", None, || failing(&calls, || CronofyError::Forbidden, 1))
                 .await
                 .is_ok()
+        );
+        assert_eq!(r.breaker_state("acme"), Some(BreakerState::Closed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_whose_caller_gives_up_does_not_wedge_the_breaker() {
+        let r = resilience(1);
+        let calls = AtomicU32::new(0);
+        for _ in 0..3 {
+            let _ = r
+                .call("acme", None, || {
+                    failing(&calls, || CronofyError::Transport { kind: "connect" }, 99)
+                })
+                .await;
+        }
+        tokio::time::advance(Duration::from_secs(30)).await;
+        // The probe's caller gives up while Cronofy is silent.
+        let gave_up = tokio::time::timeout(
+            Duration::from_secs(1),
+            r.call("acme", None, std::future::pending::<Result<u32, CronofyError>>),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        assert!(
+            r.call("acme", None, || failing(&calls, || CronofyError::Forbidden, 1))
+                .await
+                .is_ok(),
+            "the next call probes at once"
         );
         assert_eq!(r.breaker_state("acme"), Some(BreakerState::Closed));
     }

@@ -71,32 +71,82 @@ async fn a_retry_that_would_outlive_the_deadline_is_not_made() {
     assert_eq!(app.fake.count(Endpoint::UpsertEvent), 1);
 }
 
-#[tokio::test]
-async fn the_breaker_opens_fails_fast_and_recovers() {
-    let app = spawn_app_edited(|s| {
-        s.upstream.breaker.failure_threshold = 2;
-        s.upstream.breaker.cool_down = Duration::from_millis(400);
-    })
-    .await;
-    let grant = app.connect(None).await;
-    app.fake.inject(Fault::status(Endpoint::UpsertEvent, 503).times(2));
-    let status = upsert(&app, &grant.sub, None).await.expect_err("two 503s");
-    assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+/// The breaker's cool-down in these tests: long enough that a loaded machine
+/// cannot see it end between two steps that expect it open.
+const COOL_DOWN: Duration = Duration::from_secs(2);
 
-    let calls = app.fake.count(Endpoint::UpsertEvent);
-    let status = upsert(&app, &grant.sub, None).await.expect_err("open: fails fast");
+async fn spawn_with_breaker() -> TestApp {
+    spawn_app_edited(|s| {
+        s.upstream.breaker.failure_threshold = 2;
+        s.upstream.breaker.cool_down = COOL_DOWN;
+    })
+    .await
+}
+
+/// Two 503s open the breaker; the next call fails fast without reaching Cronofy.
+async fn open_breaker(app: &TestApp, sub: &str) {
+    app.fake.inject(Fault::status(Endpoint::UpsertEvent, 503).times(2));
+    let status = upsert(app, sub, None).await.expect_err("two 503s");
     assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+    let calls = app.fake.count(Endpoint::UpsertEvent);
+    let status = upsert(app, sub, None).await.expect_err("open: fails fast");
+    assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+    let retry_delay = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("says when to come back");
     assert!(
-        status.get_error_details().retry_info().is_some(),
-        "says when to come back"
+        retry_delay > Duration::ZERO && retry_delay <= COOL_DOWN,
+        "come back within the cool-down: {retry_delay:?}"
     );
     assert_eq!(app.fake.count(Endpoint::UpsertEvent), calls, "no call while open");
+}
 
-    tokio::time::sleep(Duration::from_millis(450)).await;
+#[tokio::test]
+async fn the_breaker_opens_fails_fast_and_recovers() {
+    let app = spawn_with_breaker().await;
+    let grant = app.connect(None).await;
+    open_breaker(&app, &grant.sub).await;
+    // Waiting past the cool-down is safe however slow the machine: it only ends.
+    tokio::time::sleep(COOL_DOWN).await;
     upsert(&app, &grant.sub, None)
         .await
         .expect("the probe succeeds and closes it");
     upsert(&app, &grant.sub, None).await.expect("closed");
+}
+
+/// The probe's caller gives up (its deadline passes while Cronofy is slow):
+/// the breaker does not stay half-open; once Cronofy is healthy, calls succeed
+/// again within the cool-down and a few seconds.
+#[tokio::test]
+async fn a_probe_whose_caller_gives_up_does_not_wedge_the_breaker() {
+    let app = spawn_with_breaker().await;
+    let grant = app.connect(None).await;
+    open_breaker(&app, &grant.sub).await;
+    tokio::time::sleep(COOL_DOWN).await;
+    app.fake
+        .inject(Fault::delay(Endpoint::UpsertEvent, Duration::from_secs(3)));
+    let status = upsert(&app, &grant.sub, Some("300m"))
+        .await
+        .expect_err("the probe's caller gives up");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+
+    // Cronofy is healthy again (the delay fault was for one request).
+    let recovered_by = tokio::time::Instant::now() + COOL_DOWN + Duration::from_secs(3);
+    loop {
+        match upsert(&app, &grant.sub, None).await {
+            Ok(()) => break,
+            Err(status) => {
+                assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+                assert!(
+                    tokio::time::Instant::now() < recovered_by,
+                    "the breaker stayed shut with Cronofy healthy"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 #[tokio::test]
