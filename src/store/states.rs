@@ -40,4 +40,47 @@ impl Store {
         });
         Ok(())
     }
+
+    /// Records what a redeemed state led to: the grant its code was exchanged
+    /// for, and the SHA-256 (hex) of that code.
+    pub async fn record_state_outcome(
+        &self,
+        tenant: &str,
+        nonce: &str,
+        code_sha256: &str,
+        sub: &str,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE redeemed_states SET grant_sub = $1, code_sha256 = $2 WHERE nonce = $3 AND tenant_id = $4",
+            )
+            .bind(sub)
+            .bind(code_sha256)
+            .bind(nonce)
+            .bind(tenant)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The grant a redeemed state led to, when its code had this SHA-256 (hex).
+    pub async fn state_outcome(
+        &self,
+        tenant: &str,
+        nonce: &str,
+        code_sha256: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let sub: Option<Option<String>> = with_pool!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT grant_sub FROM redeemed_states WHERE nonce = $1 AND tenant_id = $2 AND code_sha256 = $3",
+            )
+            .bind(nonce)
+            .bind(tenant)
+            .bind(code_sha256)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(sub.flatten())
+    }
 }

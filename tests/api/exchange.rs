@@ -113,23 +113,41 @@ async fn another_tenants_state_is_not_found() {
     assert_eq!(app.fake.count(Endpoint::Token), 0);
 }
 
+/// A state is redeemed once: the same code and state again are answered with
+/// the grant they already made (a caller's retry), without asking Cronofy; any
+/// other code with that state is refused.
 #[tokio::test]
 async fn a_state_is_single_use() {
     let app = spawn_app().await;
     let (code, state) = app.consent(ACME_KEY, ACME_REDIRECT, None).await;
-    app.client
-        .clone()
-        .exchange_code(app.req(exchange(&code, ACME_REDIRECT, &state)))
-        .await
-        .expect("first use");
-    let status = app
+    let first = app
         .client
         .clone()
         .exchange_code(app.req(exchange(&code, ACME_REDIRECT, &state)))
         .await
-        .expect_err("replay refused");
+        .expect("first use")
+        .into_inner()
+        .grant
+        .expect("grant");
+    let replay = app
+        .client
+        .clone()
+        .exchange_code(app.req(exchange(&code, ACME_REDIRECT, &state)))
+        .await
+        .expect("a retry of the same exchange")
+        .into_inner()
+        .grant
+        .expect("grant");
+    assert_eq!(replay.sub, first.sub);
+    let (other_code, _) = app.consent(ACME_KEY, ACME_REDIRECT, None).await;
+    let status = app
+        .client
+        .clone()
+        .exchange_code(app.req(exchange(&other_code, ACME_REDIRECT, &state)))
+        .await
+        .expect_err("another code with a spent state");
     assert_status(&status, Code::InvalidArgument, "STATE_INVALID");
-    assert_eq!(app.fake.count(Endpoint::Token), 1, "the replay never reached Cronofy");
+    assert_eq!(app.fake.count(Endpoint::Token), 1, "no replay reached Cronofy");
 }
 
 #[tokio::test]
@@ -291,4 +309,99 @@ async fn an_enterprise_admin_grant_is_a_service_account_that_cannot_hold_events(
         .expect_err("nor deletes them");
     assert_status(&status, Code::FailedPrecondition, "GRANT_IS_SERVICE_ACCOUNT");
     assert_eq!(app.fake.count(Endpoint::UpsertEvent), upserts);
+}
+
+/// calgate waiting up to 30 s for each Cronofy answer: a slow token endpoint
+/// outlasts the caller's deadline, never calgate's own timeout (no retry).
+async fn spawn_patient_app() -> TestApp {
+    spawn_app_edited(|s| {
+        s.upstream.request_timeout = Duration::from_secs(30);
+        s.upstream.retry.ceiling = Duration::from_secs(60);
+    })
+    .await
+}
+
+/// ExchangeCode whose caller gives up after `timeout`.
+async fn exchange_within(app: &TestApp, code: &str, state: &str, timeout: &str) -> tonic::Status {
+    let mut request = app.req(exchange(code, ACME_REDIRECT, state));
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", timeout.parse().expect("header"));
+    app.client
+        .clone()
+        .exchange_code(request)
+        .await
+        .expect_err("the caller gives up first")
+}
+
+/// The token endpoint answers after the caller's deadline: the caller gets
+/// DEADLINE_EXCEEDED, the grant is stored anyway, and a retry with the same
+/// code and state returns it instead of STATE_INVALID.
+#[tokio::test]
+async fn a_caller_that_gives_up_mid_exchange_loses_nothing() {
+    let app = spawn_patient_app().await;
+    let (code, state) = app.consent(ACME_KEY, ACME_REDIRECT, Some("ada")).await;
+    app.fake.inject(Fault::delay(Endpoint::Token, Duration::from_secs(2)));
+    let status = exchange_within(&app, &code, &state, "300m").await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+
+    // The exchange goes on without its caller; poll until the grant is stored.
+    let by_ref = pb::GetGrantRequest {
+        user: Some(pb::get_grant_request::User::UserRef("ada".into())),
+    };
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(15);
+    let stored = loop {
+        match app.client.clone().get_grant(app.req(by_ref.clone())).await {
+            Ok(found) => break found.into_inner().grant.expect("grant"),
+            Err(status) => {
+                assert_status(&status, Code::NotFound, "GRANT_NOT_FOUND");
+                assert!(tokio::time::Instant::now() < give_up, "the grant was never stored");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(stored.status, pb::GrantStatus::Active as i32);
+
+    let retried = app
+        .client
+        .clone()
+        .exchange_code(app.req(exchange(&code, ACME_REDIRECT, &state)))
+        .await
+        .expect("the retry is given the stored grant")
+        .into_inner()
+        .grant
+        .expect("grant");
+    assert_eq!(retried.sub, stored.sub);
+    assert_eq!(app.fake.count(Endpoint::Token), 1, "the code was exchanged once");
+
+    // Another code with that state is still refused.
+    let status = app
+        .client
+        .clone()
+        .exchange_code(app.req(exchange("another-code", ACME_REDIRECT, &state)))
+        .await
+        .expect_err("a spent state");
+    assert_status(&status, Code::InvalidArgument, "STATE_INVALID");
+}
+
+/// A retry that arrives while the abandoned exchange is still at Cronofy
+/// joins it: one token call, both answers name the same grant.
+#[tokio::test]
+async fn a_retry_joins_the_exchange_in_flight() {
+    let app = spawn_patient_app().await;
+    let (code, state) = app.consent(ACME_KEY, ACME_REDIRECT, Some("ada")).await;
+    app.fake.inject(Fault::delay(Endpoint::Token, Duration::from_secs(2)));
+    let status = exchange_within(&app, &code, &state, "300m").await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    let grant = app
+        .client
+        .clone()
+        .exchange_code(app.req(exchange(&code, ACME_REDIRECT, &state)))
+        .await
+        .expect("joined the exchange in flight")
+        .into_inner()
+        .grant
+        .expect("grant");
+    assert_eq!(grant.user_ref, "ada");
+    assert_eq!(app.fake.count(Endpoint::Token), 1, "the code was exchanged once");
 }

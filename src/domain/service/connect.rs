@@ -1,12 +1,14 @@
 //! Connecting users: consent URLs, code exchange, grants, revocation.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use secrecy::SecretString;
+use futures::FutureExt;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-use super::{CalendarService, Deadline};
+use super::{CalendarService, Deadline, store_failure};
 use crate::{
     cronofy::{CronofyError, Host, TokenResponse},
     domain::{
@@ -142,12 +144,57 @@ impl CalendarService {
     }
 
     /// Checks the state, redeems the code at Cronofy and stores the grant.
+    ///
+    /// Once the state is accepted, the redemption runs as a task of its own
+    /// (claim → Cronofy's token call → save): a caller that gives up half-way
+    /// cannot lose the grant Cronofy issued. Retrying with the same code and
+    /// state joins the redemption in flight, or is given the grant it stored.
     pub async fn exchange_code(
-        &self,
-        tenant: &Tenant,
+        self: &Arc<Self>,
+        tenant: &Arc<Tenant>,
         request: ExchangeRequest,
-        deadline: Deadline,
+        _deadline: Deadline,
     ) -> Result<Grant, Error> {
+        let claims = self.check_state(tenant, &request)?;
+        let code_sha256 = hex::encode(Sha256::digest(request.code.expose_secret().as_bytes()));
+        let key = (tenant.id.clone(), claims.nonce.clone());
+        let flight = {
+            let mut flights = self.exchanges.lock().unwrap_or_else(|p| p.into_inner());
+            match flights.get(&key) {
+                Some((digest, flight)) if *digest == code_sha256 => flight.clone(),
+                Some(_) => return Err(Error::StateInvalid("already used")),
+                None => {
+                    let this = self.clone();
+                    let tenant = tenant.clone();
+                    let digest = code_sha256.clone();
+                    let task_key = key.clone();
+                    let task = self.tasks.spawn(async move {
+                        let redeemed = this.redeem(&tenant, claims, request, &digest).await;
+                        this.exchanges
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&task_key);
+                        redeemed
+                    });
+                    let flight = async move {
+                        task.await.unwrap_or_else(|joined| {
+                            tracing::error!(error = %joined, "a code exchange died");
+                            Err(Error::UpstreamUnavailable { retry_after: None })
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    flights.insert(key, (code_sha256, flight.clone()));
+                    flight
+                }
+            }
+        };
+        flight.await
+    }
+
+    /// The state's claims, when it is calgate's, this tenant's, unexpired and
+    /// for this redirect URI. Calls nobody.
+    fn check_state(&self, tenant: &Tenant, request: &ExchangeRequest) -> Result<StateClaims, Error> {
         let claims = self
             .states
             .open(&request.state)
@@ -165,6 +212,19 @@ impl CalendarService {
         if claims.data_center != tenant.data_center.as_str() {
             return Err(Error::StateInvalid("issued for another data centre"));
         }
+        Ok(claims)
+    }
+
+    /// Claims the state's nonce, exchanges the code and stores the grant. Runs
+    /// as its own task; Cronofy's answer is bounded by the retry ceiling, not
+    /// by a caller who may already have gone.
+    async fn redeem(
+        &self,
+        tenant: &Tenant,
+        claims: StateClaims,
+        request: ExchangeRequest,
+        code_sha256: &str,
+    ) -> Result<Grant, Error> {
         let connect_mode =
             ConnectMode::parse(&claims.connect_mode).ok_or(Error::StateInvalid("unknown connect mode"))?;
         let expires_at =
@@ -173,14 +233,23 @@ impl CalendarService {
             .store
             .claim_state_nonce(&tenant.id, &claims.nonce, expires_at)
             .await
-            .map_err(|_| Error::StoreUnavailable)?;
+            .map_err(|error| store_failure(&tenant.id, "claiming a state", &error))?;
         if !claimed {
-            return Err(Error::StateInvalid("already used"));
+            // Redeemed before: by this very code (a caller retrying after giving up) or not.
+            let earlier = self
+                .store
+                .state_outcome(&tenant.id, &claims.nonce, code_sha256)
+                .await
+                .map_err(|error| store_failure(&tenant.id, "reading a state's outcome", &error))?;
+            return match earlier {
+                Some(sub) => Ok(self.find(tenant, &GrantSelector::Sub(sub)).await?.grant),
+                None => Err(Error::StateInvalid("already used")),
+            };
         }
 
         let answer = self
             .resilience
-            .call(&tenant.id, deadline, || {
+            .call(&tenant.id, None, || {
                 self.cronofy
                     .exchange_code(&tenant.app, &request.code, &request.redirect_uri)
             })
@@ -199,6 +268,14 @@ impl CalendarService {
         };
         let new = self.new_grant(response, connect_mode)?;
         let stored = self.save_with_retries(tenant, &new, claims.user_ref.as_deref()).await?;
+        if let Err(error) = self
+            .store
+            .record_state_outcome(&tenant.id, &claims.nonce, code_sha256, &stored.grant.sub)
+            .await
+        {
+            // The grant is stored; only a retry of this exchange would now see STATE_INVALID.
+            warn!(tenant = %tenant.id, %error, "recording a state's outcome failed");
+        }
         info!(tenant = %tenant.id, sub = %stored.grant.sub, kind = %stored.grant.kind, "grant connected");
         Ok(stored.grant)
     }

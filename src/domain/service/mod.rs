@@ -2,7 +2,13 @@
 //! describe grants) and `events` (writes and calendar reads); this module
 //! holds the service and the token handling both share.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::future::{BoxFuture, Shared};
 
 use secrecy::SecretString;
 use tokio::time::Instant;
@@ -11,7 +17,7 @@ use tracing::{info, warn};
 use super::{
     Error, Tenant,
     clock::Clock,
-    grant::{GrantKind, GrantSelector, StoredGrant},
+    grant::{Grant, GrantKind, GrantSelector, StoredGrant},
     refresh::{Fresh, Need, Refresher, usable_tokens},
     state::StateCodec,
     token_cache::{CachedToken, TokenCache},
@@ -71,6 +77,20 @@ pub struct CalendarService {
     tokens: TokenCache,
     /// `callbacks.public_url`, when Enterprise Connect callbacks are configured.
     callback_base: Option<url::Url>,
+    /// Owner of the tasks the service spawns.
+    tasks: Tasks,
+    /// Code exchanges in flight, by (tenant, state nonce): the code's SHA-256
+    /// and the shared outcome.
+    exchanges: Mutex<HashMap<(String, String), (String, Exchange)>>,
+}
+
+/// The shared outcome of one code exchange.
+type Exchange = Shared<BoxFuture<'static, Result<Grant, Error>>>;
+
+/// Logs why the store failed (once, here) and reports it unavailable.
+pub(super) fn store_failure(tenant: &str, doing: &str, error: &StoreError) -> Error {
+    warn!(tenant, %error, "{doing} failed: the store is unavailable");
+    Error::StoreUnavailable
 }
 
 /// Everything [`CalendarService::new`] is built from.
@@ -109,7 +129,7 @@ impl CalendarService {
             parts.resilience.clone(),
             parts.clock.clone(),
             parts.refresh_margin,
-            parts.tasks,
+            parts.tasks.clone(),
         );
         CalendarService {
             store: parts.store,
@@ -121,6 +141,8 @@ impl CalendarService {
             refresher: Arc::new(refresher),
             tokens: TokenCache::new(parts.token_cache_ttl, parts.token_cache_entries),
             callback_base: parts.callback_base,
+            tasks: parts.tasks,
+            exchanges: Mutex::default(),
         }
     }
 
