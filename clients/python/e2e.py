@@ -143,8 +143,23 @@ def run_flow(stub, metadata):
     )
     check("BuildAuthorizeUrl returns a consent URL", "/oauth/authorize?" in built.url and built.state)
     code, state = follow_consent(built.url)
+    try:
+        stub.ExchangeCode(
+            pb.ExchangeCodeRequest(
+                code=code, redirect_uri=REDIRECT_URI, state=state, expected_user_ref="someone-else"
+            ),
+            metadata=metadata,
+        )
+        check("a state for another user is refused", False)
+    except grpc.RpcError as error:
+        check(
+            "a state for another user is refused (STATE_USER_MISMATCH)",
+            error.code() == grpc.StatusCode.FAILED_PRECONDITION and error_details(error)[0] == "STATE_USER_MISMATCH",
+            str(error),
+        )
     grant = stub.ExchangeCode(
-        pb.ExchangeCodeRequest(code=code, redirect_uri=REDIRECT_URI, state=state), metadata=metadata
+        pb.ExchangeCodeRequest(code=code, redirect_uri=REDIRECT_URI, state=state, expected_user_ref="py-user-1"),
+        metadata=metadata,
     ).grant
     check("ExchangeCode returns an active grant", grant.status == pb.GRANT_STATUS_ACTIVE and grant.sub, str(grant))
     check("the grant is bound to user_ref", grant.user_ref == "py-user-1")

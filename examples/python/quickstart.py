@@ -43,8 +43,12 @@ def main():
         pb.BuildAuthorizeUrlRequest(redirect_uri=REDIRECT_URI, user_ref="py-quickstart"), metadata=AUTH
     )
     code, state = consent(built.url)
+    # expected_user_ref: the user of the browser session the redirect reached (OAuth CSRF protection).
     grant = stub.ExchangeCode(
-        pb.ExchangeCodeRequest(code=code, redirect_uri=REDIRECT_URI, state=state), metadata=AUTH
+        pb.ExchangeCodeRequest(
+            code=code, redirect_uri=REDIRECT_URI, state=state, expected_user_ref="py-quickstart"
+        ),
+        metadata=AUTH,
     ).grant
     print(f"connected {grant.sub} ({pb.GrantStatus.Name(grant.status)})")
 

@@ -21,6 +21,9 @@ pub enum Error {
     /// The OAuth state is forged, tampered with, already used or for another redirect_uri.
     #[error("state is invalid: {0}")]
     StateInvalid(&'static str),
+    /// The state was issued for another user_ref than the caller expected.
+    #[error("the state was issued for another user than expected_user_ref")]
+    StateUserMismatch,
     /// The OAuth state is past its expiry.
     #[error("state has expired")]
     StateExpired,

@@ -43,6 +43,7 @@ pub fn from_domain(error: Error) -> Status {
         ),
         Error::StateInvalid(_) => status(Code::InvalidArgument, "STATE_INVALID", message, plain()),
         Error::StateExpired => status(Code::InvalidArgument, "STATE_EXPIRED", message, plain()),
+        Error::StateUserMismatch => status(Code::FailedPrecondition, "STATE_USER_MISMATCH", message, plain()),
         Error::GrantNotFound => status(Code::NotFound, "GRANT_NOT_FOUND", message, plain()),
         Error::GrantNeedsReauth => status(Code::FailedPrecondition, "GRANT_NEEDS_REAUTH", message, plain()),
         Error::GrantRevoked => status(Code::FailedPrecondition, "GRANT_REVOKED", message, plain()),

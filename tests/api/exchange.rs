@@ -16,6 +16,7 @@ fn exchange(code: &str, redirect_uri: &str, state: &str) -> pb::ExchangeCodeRequ
         code: code.into(),
         redirect_uri: redirect_uri.into(),
         state: state.into(),
+        expected_user_ref: None,
     }
 }
 
@@ -404,4 +405,48 @@ async fn a_retry_joins_the_exchange_in_flight() {
         .expect("grant");
     assert_eq!(grant.user_ref, "ada");
     assert_eq!(app.fake.count(Endpoint::Token), 1, "the code was exchanged once");
+}
+
+/// `expected_user_ref` binds the redirect to the browser session's user: a
+/// state issued for someone else (or for nobody) is refused before Cronofy is
+/// asked, and stays usable by the session it was issued for.
+#[tokio::test]
+async fn a_state_for_another_user_is_refused_and_stays_usable() {
+    let app = spawn_app().await;
+    let (code, state) = app.consent(ACME_KEY, ACME_REDIRECT, Some("ada")).await;
+    for expected in ["grace", "ad", "ada "] {
+        let mut request = exchange(&code, ACME_REDIRECT, &state);
+        request.expected_user_ref = Some(expected.into());
+        let status = app
+            .client
+            .clone()
+            .exchange_code(app.req(request))
+            .await
+            .expect_err("another user's state");
+        assert_status(&status, Code::FailedPrecondition, "STATE_USER_MISMATCH");
+    }
+    let (anonymous_code, anonymous_state) = app.consent(ACME_KEY, ACME_REDIRECT, None).await;
+    let mut request = exchange(&anonymous_code, ACME_REDIRECT, &anonymous_state);
+    request.expected_user_ref = Some("ada".into());
+    let status = app
+        .client
+        .clone()
+        .exchange_code(app.req(request))
+        .await
+        .expect_err("a state issued for nobody");
+    assert_status(&status, Code::FailedPrecondition, "STATE_USER_MISMATCH");
+    assert_eq!(app.fake.count(Endpoint::Token), 0, "Cronofy was never asked");
+
+    let mut request = exchange(&code, ACME_REDIRECT, &state);
+    request.expected_user_ref = Some("ada".into());
+    let grant = app
+        .client
+        .clone()
+        .exchange_code(app.req(request))
+        .await
+        .expect("the state still works for its own user")
+        .into_inner()
+        .grant
+        .expect("grant");
+    assert_eq!(grant.user_ref, "ada");
 }

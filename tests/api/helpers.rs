@@ -281,6 +281,8 @@ impl TestApp {
                     code,
                     redirect_uri: redirect_uri.into(),
                     state,
+                    // As the README asks of tenants: bind the redirect to the session's user.
+                    expected_user_ref: user_ref.map(str::to_owned),
                 },
             ))
             .await?;
@@ -325,6 +327,7 @@ impl TestApp {
             code,
             redirect_uri: ACME_REDIRECT.into(),
             state,
+            expected_user_ref: None,
         };
         let response = self
             .client

@@ -237,6 +237,7 @@ impl Binary {
                     code,
                     redirect_uri: ACME_REDIRECT.into(),
                     state,
+                    expected_user_ref: Some(user_ref.into()),
                 },
             ))
             .await
@@ -346,6 +347,7 @@ async fn no_secret_reaches_the_logs_at_debug_level() {
                 code: used_code,
                 redirect_uri: ACME_REDIRECT.into(),
                 state: built.state,
+                expected_user_ref: None,
             },
         ))
         .await

@@ -60,6 +60,8 @@ async function main(): Promise<void> {
     code,
     redirect_uri: redirectUri,
     state,
+    // The user of the browser session the redirect reached (OAuth CSRF protection).
+    expected_user_ref: "ts-quickstart",
   });
   console.log(`connected ${grant.sub} (${grant.status})`);
 

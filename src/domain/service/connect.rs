@@ -69,6 +69,8 @@ pub struct ExchangeRequest {
     pub redirect_uri: String,
     /// The state returned with the code.
     pub state: String,
+    /// The user_ref of the browser session the redirect came to, when the caller says.
+    pub expected_user_ref: Option<String>,
 }
 
 impl CalendarService {
@@ -211,6 +213,12 @@ impl CalendarService {
         }
         if claims.data_center != tenant.data_center.as_str() {
             return Err(Error::StateInvalid("issued for another data centre"));
+        }
+        // Checked before the nonce is claimed: a mismatch leaves the state usable by its own user.
+        if let Some(expected) = &request.expected_user_ref
+            && claims.user_ref.as_ref() != Some(expected)
+        {
+            return Err(Error::StateUserMismatch);
         }
         Ok(claims)
     }

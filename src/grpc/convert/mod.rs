@@ -142,11 +142,15 @@ pub fn exchange_request(request: pb::ExchangeCodeRequest) -> Result<ExchangeRequ
     v.check("code", rules::identifier(&request.code, MAX_CODE_LEN));
     v.check("redirect_uri", rules::identifier(&request.redirect_uri, 2048));
     v.check("state", rules::identifier(&request.state, MAX_STATE_LEN));
+    let expected_user_ref = optional(&mut v, "expected_user_ref", request.expected_user_ref.as_deref(), |s| {
+        rules::identifier(s, limits::ID)
+    });
     v.finish()?;
     Ok(ExchangeRequest {
         code: SecretString::from(request.code),
         redirect_uri: request.redirect_uri,
         state: request.state,
+        expected_user_ref,
     })
 }
 
