@@ -40,6 +40,8 @@ pub const LIVENESS_NAME: &str = "calgate.liveness";
 /// Largest request accepted; far above any valid request (an event with every
 /// list full is well under 1 MiB).
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// `callbacks.authorization_ttl` when there are no callbacks (nothing can be pending then).
+const DEFAULT_AUTHORIZATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the store is probed for the health status.
 const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -170,6 +172,10 @@ impl App {
             token_cache_entries: settings.store.token_cache_entries,
             clock: clock.clone(),
             callback_base: settings.callbacks.as_ref().map(|c| c.public_url.clone()),
+            authorization_ttl: settings
+                .callbacks
+                .as_ref()
+                .map_or(DEFAULT_AUTHORIZATION_TTL, |c| c.authorization_ttl),
             tasks: tasks.clone(),
         });
         Ok(App {

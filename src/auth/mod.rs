@@ -83,6 +83,7 @@ mod tests {
                 endpoints: Endpoints::new(DataCenter::Us, None, None),
             },
             redirect_uris: vec![],
+            callback_secrets: vec![],
         })
     }
 

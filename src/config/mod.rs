@@ -107,6 +107,9 @@ pub struct CallbackSettings {
     pub listen: SocketAddr,
     /// How Cronofy reaches that listener (e.g. `https://calgate.example.com`).
     pub public_url: Url,
+    /// How long an Enterprise Connect member authorization waits for its
+    /// callback before it is EXPIRED.
+    pub authorization_ttl: Duration,
 }
 
 /// Where grants live.
@@ -147,6 +150,8 @@ pub struct TenantSettings {
     pub client_id: String,
     /// Cronofy OAuth client secret.
     pub client_secret: SecretString,
+    /// A secret being rotated out: still accepted on signed callbacks, never sent.
+    pub previous_client_secret: Option<SecretString>,
     /// Cronofy data centre.
     pub data_center: DataCenter,
     /// Allowed redirect URIs, compared exactly.
@@ -274,7 +279,12 @@ impl Settings {
                     .ok_or_else(|| {
                         ConfigError::invalid("callbacks.public_url", "must be an http(s) URL without query")
                     })?;
-                Some(CallbackSettings { listen, public_url })
+                positive(callbacks.authorization_ttl, "callbacks.authorization_ttl")?;
+                Some(CallbackSettings {
+                    listen,
+                    public_url,
+                    authorization_ttl: callbacks.authorization_ttl,
+                })
             }
         };
         positive(raw.state_ttl, "state_ttl")?;

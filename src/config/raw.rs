@@ -86,6 +86,8 @@ pub(super) struct RawTenant {
     pub(super) client_id: String,
     pub(super) client_secret_env: Option<String>,
     pub(super) client_secret_file: Option<PathBuf>,
+    pub(super) previous_client_secret_env: Option<String>,
+    pub(super) previous_client_secret_file: Option<PathBuf>,
     #[serde(default = "default_data_center")]
     pub(super) data_center: String,
     pub(super) redirect_uris: Vec<String>,
@@ -118,6 +120,12 @@ impl Default for RawRateLimit {
 pub(super) struct RawCallbacks {
     pub(super) listen: Option<SocketAddr>,
     pub(super) public_url: Option<String>,
+    #[serde(default = "default_authorization_ttl", with = "humantime_serde")]
+    pub(super) authorization_ttl: Duration,
+}
+
+fn default_authorization_ttl() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -93,6 +93,27 @@ pub(super) fn resolve_tenants(raw: &[RawTenant], secrets: &SecretSource) -> Resu
             tenant.client_secret_env.as_deref(),
             tenant.client_secret_file.as_deref(),
         )?;
+        // During a rotation Cronofy signs callbacks once per active secret; a
+        // replica still configured with the old one keeps accepting them.
+        let previous_client_secret =
+            if tenant.previous_client_secret_env.is_some() || tenant.previous_client_secret_file.is_some() {
+                Some(secrets.string(
+                    &format!("{path}.previous_client_secret"),
+                    tenant.previous_client_secret_env.as_deref(),
+                    tenant.previous_client_secret_file.as_deref(),
+                )?)
+            } else {
+                None
+            };
+        if previous_client_secret
+            .as_ref()
+            .is_some_and(|secret| secret.expose_secret().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                format!("{path}.previous_client_secret"),
+                "is empty",
+            ));
+        }
         let data_center = tenant
             .data_center
             .parse::<DataCenter>()
@@ -127,6 +148,7 @@ pub(super) fn resolve_tenants(raw: &[RawTenant], secrets: &SecretSource) -> Resu
             api_key_sha256,
             client_id: tenant.client_id.clone(),
             client_secret,
+            previous_client_secret,
             data_center,
             redirect_uris: tenant.redirect_uris.clone(),
             api_base_url,

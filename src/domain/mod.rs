@@ -18,8 +18,13 @@ pub use error::{Error, FieldViolation, FieldViolations, MAX_FIELD_VIOLATIONS, Vi
 pub use service::{
     AuthorizeRequest, AuthorizeUrl, AvailabilityGroup, AvailabilityRequest, BatchOp, CALLBACK_PATH, CalendarService,
     CallbackError, CallbackOutcome, Deadline, EnterpriseAuthorization, EnterpriseUserRequest, ExchangeRequest,
-    FreeBusyQuery, MAX_BATCH_ITEMS, ServiceParts,
+    FreeBusyQuery, MAX_BATCH_ITEMS, ServiceParts, authorization_fingerprint, is_authorization_id,
 };
+
+use secrecy::SecretString;
+
+/// Where an Enterprise Connect member authorization stands (as stored).
+pub use crate::store::AuthorizationStatus;
 
 use crate::{
     config::TenantSettings,
@@ -37,6 +42,9 @@ pub struct Tenant {
     pub app: OAuthApp,
     /// Allowed redirect URIs.
     pub redirect_uris: Vec<String>,
+    /// The secrets Cronofy may sign this application's callbacks with: the
+    /// client secret, then a previous one being rotated out.
+    pub callback_secrets: Vec<SecretString>,
 }
 
 impl Tenant {
@@ -55,6 +63,9 @@ impl Tenant {
                 ),
             },
             redirect_uris: settings.redirect_uris.clone(),
+            callback_secrets: std::iter::once(settings.client_secret.clone())
+                .chain(settings.previous_client_secret.clone())
+                .collect(),
         }
     }
 }

@@ -1,7 +1,10 @@
 //! Enterprise Connect: `POST /v1/service_account_authorizations` answers 202,
 //! then the fake posts the outcome to the callback URL, as Cronofy does:
 //! `{"authorization": {"code", "state"}}`, or for a mailbox starting with
-//! `fail` the error form, which carries no state.
+//! `fail` the error form, which carries no state. Every callback carries
+//! `Cronofy-HMAC-SHA256`, the base64 HMAC-SHA256 of its body keyed with the
+//! application's client secret, as Cronofy signs all callbacks
+//! (docs.cronofy.com/developers/push-notifications/authentication).
 
 use std::{sync::Arc, time::Duration};
 
@@ -58,11 +61,17 @@ pub(super) async fn authorize_member(State(shared): State<Arc<Shared>>, headers:
             let errors = json!({"email": [{"key": "errors.required", "description": "email, callback_url and scope are required"}]});
             return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "errors": errors }))).into_response();
         };
-        if !state.member_callbacks {
-            return StatusCode::ACCEPTED.into_response();
-        }
         (access.client_id.clone(), callback_url, body)
     };
+    {
+        let mut state = shared.lock();
+        if !state.member_callbacks {
+            let text = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let held = (client_id, callback_url, text("scope"), text("email"));
+            state.held_callbacks.push(held);
+            return StatusCode::ACCEPTED.into_response();
+        }
+    }
     // Cronofy calls back asynchronously, after answering.
     tokio::spawn(call_back(shared, client_id, callback_url, body));
     StatusCode::ACCEPTED.into_response()
@@ -88,10 +97,28 @@ async fn call_back(shared: Arc<Shared>, client_id: String, callback_url: String,
         }
         json!({ "authorization": authorization })
     };
+    let body = payload.to_string();
+    let secret = shared.lock().clients.get(&client_id).cloned().unwrap_or_default();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let status = match reqwest::Client::new().post(&callback_url).json(&payload).send().await {
+    let sent = reqwest::Client::new()
+        .post(&callback_url)
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .header("Cronofy-HMAC-SHA256", sign(&secret, body.as_bytes()))
+        .body(body)
+        .send()
+        .await;
+    let status = match sent {
         Ok(response) => response.status().as_u16(),
         Err(_) => 0,
     };
     shared.lock().callbacks_sent.push((callback_url, status));
+}
+
+/// `Cronofy-HMAC-SHA256` of `body` for an application whose secret is `secret`.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }

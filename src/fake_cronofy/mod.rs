@@ -24,6 +24,7 @@ use axum::{
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 
+pub use enterprise::sign as sign_callback;
 pub use faults::{Endpoint, Fault};
 use state::State;
 pub use state::{NextAuthorization, RecordedRequest};
@@ -257,6 +258,21 @@ impl FakeCronofy {
     /// Whether member authorizations call back on their own (default true).
     pub fn set_member_callbacks(&self, enabled: bool) {
         self.shared.lock().member_callbacks = enabled;
+    }
+
+    /// A code for the member authorization whose callback URL names
+    /// `authorization_id`, asked for while callbacks were off: what Cronofy's
+    /// callback would have carried.
+    pub fn member_code_for(&self, authorization_id: &str) -> String {
+        let mut state = self.shared.lock();
+        let needle = format!("authorization={authorization_id}");
+        let (client_id, callback_url, scope, email) = state
+            .held_callbacks
+            .iter()
+            .find(|(_, url, _, _)| url.contains(&needle))
+            .cloned()
+            .expect("a held member authorization with that id");
+        state.member_code(&client_id, &callback_url, &scope, &email)
     }
 
     /// Callbacks delivered so far: (URL, HTTP status calgate answered).

@@ -105,6 +105,9 @@ pub(crate) struct State {
     pub(super) member_callbacks: bool,
     /// Callbacks delivered: (URL, HTTP status calgate answered).
     pub(super) callbacks_sent: Vec<(String, u16)>,
+    /// Member authorizations asked for while callbacks were off:
+    /// (client_id, callback_url, scope, email).
+    pub(super) held_callbacks: Vec<(String, String, String, String)>,
     next_id: u64,
 }
 
@@ -126,6 +129,7 @@ impl Default for State {
             members: HashMap::new(),
             member_callbacks: true,
             callbacks_sent: Vec::new(),
+            held_callbacks: Vec::new(),
             next_id: 0,
         }
     }

@@ -2,6 +2,54 @@
 
 use super::{Store, StoreError, now, with_pool};
 
+/// Where a member authorization stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationStatus {
+    /// Waiting for Cronofy's callback.
+    Pending,
+    /// A callback's code is being exchanged (claimed by one replica).
+    Exchanging,
+    /// The member's grant is stored.
+    Completed,
+    /// Cronofy reported a failure, or refused the code.
+    Failed,
+    /// No callback came within `callbacks.authorization_ttl`.
+    Expired,
+}
+
+impl AuthorizationStatus {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorizationStatus::Pending => "pending",
+            AuthorizationStatus::Exchanging => "exchanging",
+            AuthorizationStatus::Completed => "completed",
+            AuthorizationStatus::Failed => "failed",
+            AuthorizationStatus::Expired => "expired",
+        }
+    }
+}
+
+/// A status column holding something calgate never wrote.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown authorization status `{0}`")]
+pub struct UnknownStatus(String);
+
+impl TryFrom<String> for AuthorizationStatus {
+    type Error = UnknownStatus;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Ok(match value.as_str() {
+            "pending" => AuthorizationStatus::Pending,
+            "exchanging" => AuthorizationStatus::Exchanging,
+            "completed" => AuthorizationStatus::Completed,
+            "failed" => AuthorizationStatus::Failed,
+            "expired" => AuthorizationStatus::Expired,
+            _ => return Err(UnknownStatus(value)),
+        })
+    }
+}
+
 /// One authorization as stored.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuthorizationRecord {
@@ -19,8 +67,9 @@ pub struct AuthorizationRecord {
     pub scope: String,
     /// The exact callback URL sent to Cronofy (the code's redirect_uri).
     pub callback_url: String,
-    /// `pending`, `completed` or `failed`.
-    pub status: String,
+    /// Where it stands.
+    #[sqlx(try_from = "String")]
+    pub status: AuthorizationStatus,
     /// Cronofy's error_key when failed.
     pub error_key: Option<String>,
     /// The member's grant when completed.
@@ -48,7 +97,7 @@ impl Store {
             .bind(&record.user_ref)
             .bind(&record.scope)
             .bind(&record.callback_url)
-            .bind(&record.status)
+            .bind(record.status.as_str())
             .bind(&record.error_key)
             .bind(&record.grant_sub)
             .bind(record.created_at)
@@ -69,11 +118,68 @@ impl Store {
         }))
     }
 
-    /// Completes or fails a pending authorization. False when it was no longer pending.
+    /// Claims a pending authorization for one callback's code exchange, or
+    /// takes over a claim made before `stale_before` (unix seconds) by a
+    /// replica that died mid-exchange. False when another callback holds it
+    /// or it has finished.
+    pub async fn claim_authorization(&self, id: &str, stale_before: i64) -> Result<bool, StoreError> {
+        let (now, _) = now();
+        let updated = with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE enterprise_authorizations SET status = 'exchanging', updated_at = $1 \
+                 WHERE id = $2 AND (status = 'pending' OR (status = 'exchanging' AND updated_at < $3))",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(stale_before)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    /// Hands a claimed authorization back (the exchange failed transiently):
+    /// Cronofy's next callback, or a new request, may complete it.
+    pub async fn release_authorization(&self, id: &str) -> Result<(), StoreError> {
+        let (now, _) = now();
+        with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE enterprise_authorizations SET status = 'pending', updated_at = $1 \
+                 WHERE id = $2 AND status = 'exchanging'",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Marks a pending authorization created before `created_before` (unix
+    /// seconds) EXPIRED. False when it was not pending or is younger.
+    pub async fn expire_authorization(&self, id: &str, created_before: i64) -> Result<bool, StoreError> {
+        let (now, _) = now();
+        let updated = with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE enterprise_authorizations SET status = 'expired', updated_at = $1 \
+                 WHERE id = $2 AND status = 'pending' AND created_at < $3",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(created_before)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    /// Completes or fails a pending or claimed authorization. False when it had already finished.
     pub async fn finish_authorization(
         &self,
         id: &str,
-        status: &str,
+        status: AuthorizationStatus,
         error_key: Option<&str>,
         grant_sub: Option<&str>,
     ) -> Result<bool, StoreError> {
@@ -81,9 +187,9 @@ impl Store {
         let updated = with_pool!(self, pool => {
             sqlx::query(
                 "UPDATE enterprise_authorizations SET status = $1, error_key = $2, grant_sub = $3, updated_at = $4 \
-                 WHERE id = $5 AND status = 'pending'",
+                 WHERE id = $5 AND status IN ('pending', 'exchanging')",
             )
-            .bind(status)
+            .bind(status.as_str())
             .bind(error_key)
             .bind(grant_sub)
             .bind(now)

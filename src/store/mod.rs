@@ -21,7 +21,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-pub use authorizations::AuthorizationRecord;
+pub use authorizations::{AuthorizationRecord, AuthorizationStatus};
 pub use crypto::CryptoError;
 use crypto::TokenCipher;
 pub use grants::NewGrant;

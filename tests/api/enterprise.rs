@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use calgate::grpc::pb;
+use calgate::{
+    fake_cronofy::{Endpoint, Fault, sign_callback},
+    grpc::pb,
+};
 use tonic::Code;
 
 use crate::helpers::*;
@@ -116,37 +119,105 @@ async fn a_refused_member_fails_with_cronofys_error_key() {
     assert!(done.grant.is_none());
 }
 
-#[tokio::test]
-async fn forged_and_replayed_callbacks_change_nothing() {
-    let (app, base) = spawn_with_callbacks().await;
-    connect_admin(&app).await;
-    app.fake.set_member_callbacks(false);
-    let pending = authorize(&app, "ada@org.example", "ada").await;
-    let id = pending.authorization_id.clone();
+/// Posts a callback body for `id`, signed with `secret` when given.
+async fn post_callback(base: &str, id: &str, body: &serde_json::Value, signature: Option<String>) -> u16 {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let post = |id: &str, body: serde_json::Value| {
-        http.post(format!("{base}/cronofy/enterprise-connect/callback?authorization={id}"))
-            .json(&body)
-            .send()
-    };
-    let status = |r: reqwest::Result<reqwest::Response>| r.map(|r| r.status().as_u16()).unwrap_or(0);
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/cronofy/enterprise-connect/callback?authorization={id}"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(signature) = signature {
+        request = request.header("Cronofy-HMAC-SHA256", signature);
+    }
+    request.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+}
 
+/// Posts `body` signed with acme's client secret, as Cronofy would.
+async fn post_signed(base: &str, id: &str, body: &serde_json::Value) -> u16 {
+    let signature = sign_callback(ACME_SECRET, body.to_string().as_bytes());
+    post_callback(base, id, body, Some(signature)).await
+}
+
+async fn status_of(app: &TestApp, id: &str) -> i32 {
+    get(app, ACME_KEY, id).await.expect("get").status
+}
+
+/// A pending authorization whose callback the fake does not send.
+async fn pending_without_callback(app: &TestApp) -> String {
+    connect_admin(app).await;
+    app.fake.set_member_callbacks(false);
+    authorize(app, "ada@org.example", "ada").await.authorization_id
+}
+
+#[tokio::test]
+async fn unsigned_or_missigned_callbacks_are_refused_and_change_nothing() {
+    let (app, base) = spawn_with_callbacks().await;
+    let id = pending_without_callback(&app).await;
+    let refusal =
+        serde_json::json!({"authorization": {"error": "access_denied", "error_key": "unable_to_grant_scope"}});
+    let body = refusal.to_string();
+    for signature in [
+        None,
+        Some(String::new()),
+        Some("not base64".into()),
+        Some(sign_callback("a guessed secret", body.as_bytes())),
+        // Another tenant's application: valid for globex, not for acme's authorization.
+        Some(sign_callback(GLOBEX_SECRET, body.as_bytes())),
+        // Signed over another body.
+        Some(sign_callback(ACME_SECRET, b"{}")),
+    ] {
+        assert_eq!(
+            post_callback(&base, &id, &refusal, signature.clone()).await,
+            401,
+            "{signature:?}"
+        );
+    }
     assert_eq!(
-        status(
-            post(
-                "0123456789abcdef0123456789abcdef",
-                serde_json::json!({"authorization": {"code": "x"}})
-            )
-            .await
-        ),
+        status_of(&app, &id).await,
+        pb::EnterpriseUserAuthorizationStatus::Pending as i32,
+        "refused callbacks change nothing"
+    );
+    // An id calgate never makes is refused before anything else.
+    for malformed in [
+        "",
+        "x",
+        "0123456789ABCDEF0123456789ABCDEF",
+        &"a".repeat(33),
+        "../../etc",
+    ] {
+        assert_eq!(post_signed(&base, malformed, &refusal).await, 404, "{malformed}");
+    }
+    // One valid value among several (Cronofy sends one per active secret) is enough.
+    let several = format!(
+        "{},{}",
+        sign_callback("an old secret", body.as_bytes()),
+        sign_callback(ACME_SECRET, body.as_bytes())
+    );
+    assert_eq!(post_callback(&base, &id, &refusal, Some(several)).await, 200);
+    assert_eq!(
+        status_of(&app, &id).await,
+        pb::EnterpriseUserAuthorizationStatus::Failed as i32
+    );
+}
+
+#[tokio::test]
+async fn forged_and_replayed_signed_callbacks_change_nothing() {
+    let (app, base) = spawn_with_callbacks().await;
+    let id = pending_without_callback(&app).await;
+
+    let code_only = serde_json::json!({"authorization": {"code": "x"}});
+    assert_eq!(
+        post_signed(&base, "0123456789abcdef0123456789abcdef", &code_only).await,
         404
     );
     let forged = serde_json::json!({"authorization": {"code": "stolen-code", "state": "forged-state"}});
-    assert_eq!(status(post(&id, forged).await), 400);
-    assert_eq!(status(post(&id, serde_json::json!({"not": "cronofy"})).await), 400);
+    assert_eq!(post_signed(&base, &id, &forged).await, 400);
     assert_eq!(
-        get(&app, ACME_KEY, &id).await.expect("get").status,
+        post_signed(&base, &id, &serde_json::json!({"not": "cronofy"})).await,
+        400
+    );
+    assert_eq!(
+        status_of(&app, &id).await,
         pb::EnterpriseUserAuthorizationStatus::Pending as i32,
         "refused callbacks change nothing"
     );
@@ -154,11 +225,82 @@ async fn forged_and_replayed_callbacks_change_nothing() {
     // The error form carries no state: the id alone finds the authorization.
     let refusal =
         serde_json::json!({"authorization": {"error": "access_denied", "error_key": "unable_to_grant_scope"}});
-    assert_eq!(status(post(&id, refusal.clone()).await), 200);
-    assert_eq!(status(post(&id, refusal).await), 200, "a replay is harmless");
+    assert_eq!(post_signed(&base, &id, &refusal).await, 200);
+    assert_eq!(post_signed(&base, &id, &refusal).await, 200, "a replay is harmless");
     let done = get(&app, ACME_KEY, &id).await.expect("get");
     assert_eq!(done.status, pb::EnterpriseUserAuthorizationStatus::Failed as i32);
     assert_eq!(done.error_key, "unable_to_grant_scope");
+}
+
+/// While the application's secret is rotated, callbacks signed with the
+/// previous one are still accepted.
+#[tokio::test]
+async fn a_previous_client_secret_still_verifies_callbacks() {
+    let (app, base) = spawn_app_with_callbacks(|s| {
+        s.tenants[0].previous_client_secret = Some("acme-old-secret".to_owned().into());
+    })
+    .await;
+    let id = pending_without_callback(&app).await;
+    let refusal = serde_json::json!({"authorization": {"error": "access_denied", "error_key": "x"}});
+    let signature = sign_callback("acme-old-secret", refusal.to_string().as_bytes());
+    assert_eq!(post_callback(&base, &id, &refusal, Some(signature)).await, 200);
+    assert_eq!(
+        status_of(&app, &id).await,
+        pb::EnterpriseUserAuthorizationStatus::Failed as i32
+    );
+}
+
+/// No callback within `callbacks.authorization_ttl`: EXPIRED, and a late
+/// callback is refused (410) without exchanging its code.
+#[tokio::test]
+async fn an_authorization_without_a_callback_expires() {
+    let (app, base) = spawn_app_with_callbacks(|s| {
+        if let Some(callbacks) = &mut s.callbacks {
+            callbacks.authorization_ttl = Duration::from_secs(3600);
+        }
+    })
+    .await;
+    let id = pending_without_callback(&app).await;
+    app.clock.advance(Duration::from_secs(3601));
+    assert_eq!(
+        status_of(&app, &id).await,
+        pb::EnterpriseUserAuthorizationStatus::Expired as i32
+    );
+    let tokens = app.fake.count(Endpoint::Token);
+    let late = serde_json::json!({"authorization": {"code": "late-code"}});
+    assert_eq!(post_signed(&base, &id, &late).await, 410);
+    assert_eq!(
+        app.fake.count(Endpoint::Token),
+        tokens,
+        "a late code is never exchanged"
+    );
+    assert_eq!(
+        status_of(&app, &id).await,
+        pb::EnterpriseUserAuthorizationStatus::Expired as i32
+    );
+}
+
+/// Cronofy's callback arriving twice at once (a retry, two replicas): the
+/// code is exchanged once, and both answers are 200.
+#[tokio::test]
+async fn concurrent_callbacks_exchange_the_code_once() {
+    let (app, base) = spawn_with_callbacks().await;
+    connect_admin(&app).await;
+    app.fake.set_member_callbacks(false);
+    let pending = authorize(&app, "ada@org.example", "ada").await;
+    let id = pending.authorization_id;
+    let code = app.fake.member_code_for(&id);
+    let callback = serde_json::json!({"authorization": {"code": code}});
+    app.fake
+        .inject(Fault::delay(Endpoint::Token, Duration::from_millis(500)));
+    let tokens = app.fake.count(Endpoint::Token);
+    let (first, second) = tokio::join!(post_signed(&base, &id, &callback), post_signed(&base, &id, &callback));
+    assert_eq!((first, second), (200, 200));
+    assert_eq!(app.fake.count(Endpoint::Token) - tokens, 1, "one exchange of the code");
+    assert_eq!(
+        settled(&app, &id).await.status,
+        pb::EnterpriseUserAuthorizationStatus::Completed as i32
+    );
 }
 
 #[tokio::test]

@@ -196,7 +196,11 @@ pub async fn spawn_app_with_callbacks(edit: impl FnOnce(&mut Settings)) -> (Test
         work,
         &config,
         |settings| {
-            settings.callbacks = Some(CallbackSettings { listen, public_url });
+            settings.callbacks = Some(CallbackSettings {
+                listen,
+                public_url,
+                authorization_ttl: Duration::from_secs(7 * 24 * 3600),
+            });
             edit(settings);
         },
         Some(listener),

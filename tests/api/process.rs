@@ -214,17 +214,32 @@ impl Binary {
     }
 
     pub async fn connect(&self, user_ref: &str) -> pb::Grant {
+        self.connect_to(pb::BuildAuthorizeUrlRequest {
+            redirect_uri: ACME_REDIRECT.into(),
+            user_ref: Some(user_ref.into()),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// An organisation's admin connects through Enterprise Connect as `org_ref`.
+    pub async fn connect_enterprise_admin(&self, org_ref: &str) -> pb::Grant {
+        self.connect_to(pb::BuildAuthorizeUrlRequest {
+            redirect_uri: ACME_REDIRECT.into(),
+            connect_mode: pb::ConnectMode::Enterprise as i32,
+            user_ref: Some(org_ref.into()),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Consent to `request` (acme, ACME_REDIRECT) and exchange the code.
+    async fn connect_to(&self, request: pb::BuildAuthorizeUrlRequest) -> pb::Grant {
+        let expected_user_ref = request.user_ref.clone();
         let built = self
             .client
             .clone()
-            .build_authorize_url(with_key(
-                ACME_KEY,
-                pb::BuildAuthorizeUrlRequest {
-                    redirect_uri: ACME_REDIRECT.into(),
-                    user_ref: Some(user_ref.into()),
-                    ..Default::default()
-                },
-            ))
+            .build_authorize_url(with_key(ACME_KEY, request))
             .await
             .expect("url")
             .into_inner();
@@ -237,7 +252,7 @@ impl Binary {
                     code,
                     redirect_uri: ACME_REDIRECT.into(),
                     state,
-                    expected_user_ref: Some(user_ref.into()),
+                    expected_user_ref,
                 },
             ))
             .await
@@ -400,5 +415,58 @@ async fn no_secret_reaches_the_logs_at_debug_level() {
     );
     for secret in &secrets {
         assert!(!logs.contains(secret.as_str()), "a secret reached the logs");
+    }
+}
+
+/// The Enterprise Connect flow at debug level: neither the authorization id
+/// (half of what posting a callback takes) nor the member's code is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enterprise_callbacks_log_neither_the_authorization_id_nor_the_code() {
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    // The binary binds what its config names; public_url must name the same port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut binary = start_binary_with(&fake, &work, |c| {
+        let mut callbacks = toml::Table::new();
+        callbacks.insert("listen".into(), format!("127.0.0.1:{port}").into());
+        callbacks.insert("public_url".into(), format!("http://127.0.0.1:{port}").into());
+        c.insert("callbacks".into(), callbacks.into());
+    })
+    .await;
+    let admin = binary.connect_enterprise_admin("org-42").await;
+    assert_eq!(admin.kind, pb::GrantKind::ServiceAccount as i32);
+    let pending = binary
+        .client
+        .clone()
+        .authorize_enterprise_user(with_key(
+            ACME_KEY,
+            pb::AuthorizeEnterpriseUserRequest {
+                service_account: Some(
+                    pb::authorize_enterprise_user_request::ServiceAccount::ServiceAccountRef("org-42".into()),
+                ),
+                email: "ada@org.example".into(),
+                user_ref: "ada".into(),
+                scope: vec![],
+            },
+        ))
+        .await
+        .expect("authorize member")
+        .into_inner()
+        .authorization
+        .expect("authorization");
+    let id = pending.authorization_id;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !binary.logs().contains("enterprise member connected") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", binary.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    binary.stop().await;
+    let logs = binary.logs();
+    assert!(!logs.contains(&id), "the authorization id reached the logs");
+    for secret in fake.issued_secrets() {
+        assert!(!logs.contains(&secret), "a code or token reached the logs");
     }
 }

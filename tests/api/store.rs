@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use calgate::store::AuthorizationStatus;
 use calgate::{
     config::{EncryptionKey, StoreSettings},
     domain::grant::{ConnectMode, GrantKind, GrantSelector, GrantStatus, Tokens},
@@ -176,7 +177,7 @@ async fn suite(store: Store) {
         user_ref: "ada".into(),
         scope: "free_busy_write".into(),
         callback_url: "https://calgate.example/cb?authorization=0123".into(),
-        status: "pending".into(),
+        status: AuthorizationStatus::Pending,
         error_key: None,
         grant_sub: None,
         created_at: 1,
@@ -187,18 +188,45 @@ async fn suite(store: Store) {
         store.find_authorization(&record.id).await.expect("find"),
         Some(record.clone())
     );
+    // One callback claims the exchange; a second cannot until the claim is stale or handed back.
+    assert!(store.claim_authorization(&record.id, 0).await.expect("claim"));
+    assert!(!store.claim_authorization(&record.id, 0).await.expect("claim again"));
+    store.release_authorization(&record.id).await.expect("release");
     assert!(
         store
-            .finish_authorization(&record.id, "completed", None, Some("acc_9"))
+            .claim_authorization(&record.id, 0)
+            .await
+            .expect("claim after release")
+    );
+    assert!(
+        store
+            .claim_authorization(&record.id, i64::MAX)
+            .await
+            .expect("take over"),
+        "a stale claim is taken over"
+    );
+    assert!(
+        !store.expire_authorization(&record.id, i64::MAX).await.expect("expire"),
+        "only a pending authorization expires"
+    );
+    assert!(
+        store
+            .finish_authorization(&record.id, AuthorizationStatus::Completed, None, Some("acc_9"))
             .await
             .expect("finish")
     );
     assert!(
         !store
-            .finish_authorization(&record.id, "failed", Some("late"), None)
+            .finish_authorization(&record.id, AuthorizationStatus::Failed, Some("late"), None)
             .await
             .expect("replay"),
         "finished once"
+    );
+    assert!(
+        !store
+            .claim_authorization(&record.id, i64::MAX)
+            .await
+            .expect("claim a finished one")
     );
     let finished = store
         .find_authorization(&record.id)
@@ -206,8 +234,24 @@ async fn suite(store: Store) {
         .expect("find")
         .expect("found");
     assert_eq!(
-        (finished.status.as_str(), finished.grant_sub.as_deref()),
-        ("completed", Some("acc_9"))
+        (finished.status, finished.grant_sub.as_deref()),
+        (AuthorizationStatus::Completed, Some("acc_9"))
+    );
+    let young = calgate::store::AuthorizationRecord {
+        id: "fedcba9876543210fedcba9876543210".into(),
+        created_at: 100,
+        ..record.clone()
+    };
+    store.create_authorization(&young).await.expect("create");
+    assert!(!store.expire_authorization(&young.id, 100).await.expect("not yet"));
+    assert!(store.expire_authorization(&young.id, 101).await.expect("expire"));
+    assert_eq!(
+        store
+            .find_authorization(&young.id)
+            .await
+            .expect("find")
+            .map(|r| r.status),
+        Some(AuthorizationStatus::Expired)
     );
 
     // A lease re-reads the grant and writes under compare-and-swap.

@@ -4,15 +4,23 @@
 //! The authorization is recorded (pending) before Cronofy is asked, so a fast
 //! callback always finds it. Cronofy's error callbacks carry no state: the
 //! unguessable id in the callback URL is what finds the authorization, and a
-//! state, when present, must be the one sealed for that id. Completing is a
-//! compare-and-set on `pending`, so a replayed callback changes nothing.
+//! state, when present, must be the one sealed for that id. The HTTP listener
+//! admits only callbacks signed with the tenant application's client secret
+//! (`Cronofy-HMAC-SHA256`). Exchanging the code is claimed with a
+//! compare-and-set (`pending` → `exchanging`), so two callbacks for one
+//! authorization exchange its code once, and a replay changes nothing. The
+//! completion runs as a task of its own: a dropped connection cannot stop it
+//! half-way. An authorization without a callback within
+//! `callbacks.authorization_ttl` is EXPIRED. The id is never logged: knowing
+//! it is half of what posting a callback takes.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
+use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use url::Url;
 
-use super::{CalendarService, Deadline};
+use super::{CalendarService, Deadline, store_failure};
 use crate::{
     cronofy::{
         CronofyError,
@@ -25,13 +33,26 @@ use crate::{
         upstream,
     },
     resilience::GuardError,
-    store::AuthorizationRecord,
+    store::{AuthorizationRecord, AuthorizationStatus},
 };
 
 /// The callback's path on `callbacks.listen`.
 pub const CALLBACK_PATH: &str = "/cronofy/enterprise-connect/callback";
-/// How long a member authorization's state is honoured.
-const AUTHORIZATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A claim on an authorization's exchange older than this belonged to a
+/// replica that died mid-exchange; another callback may take it over.
+const STALE_CLAIM: Duration = Duration::from_secs(300);
+
+/// Whether `id` has the shape of the ids calgate makes (32 lowercase hex
+/// digits): anything else is refused before the store is asked.
+pub fn is_authorization_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// How logs name an authorization: a digest of its id, never the id, which
+/// is what lets a callback find it.
+pub fn authorization_fingerprint(id: &str) -> String {
+    hex::encode(&Sha256::digest(id.as_bytes())[..6])
+}
 
 /// A checked AuthorizeEnterpriseUser request.
 #[derive(Debug, Clone)]
@@ -62,7 +83,8 @@ pub enum CallbackOutcome {
     Completed,
     /// Cronofy reported a failure, or the code was refused.
     Failed,
-    /// The authorization had already finished: a replay, harmless.
+    /// The authorization had already finished, or another callback is
+    /// exchanging its code: a replay, harmless.
     AlreadyFinished,
 }
 
@@ -72,6 +94,12 @@ pub enum CallbackError {
     /// No such authorization (404).
     #[error("unknown authorization")]
     Unknown,
+    /// Not signed with the authorization's application secret (401).
+    #[error("not signed by the authorization's Cronofy application")]
+    Unsigned,
+    /// The authorization waited longer than `callbacks.authorization_ttl` (410).
+    #[error("the authorization expired")]
+    Expired,
     /// Not a Cronofy callback, or a state that is not this authorization's (400).
     #[error("invalid callback: {0}")]
     Invalid(&'static str),
@@ -103,7 +131,7 @@ impl CalendarService {
             connect_mode: ConnectMode::Enterprise.to_string(),
             user_ref: Some(request.user_ref.clone()),
             nonce: id.clone(),
-            expires_at: (now + AUTHORIZATION_TTL).unix_timestamp(),
+            expires_at: (now + self.authorization_ttl).unix_timestamp(),
         });
         let scope = if request.scope.is_empty() {
             "free_busy_write".to_owned()
@@ -118,7 +146,7 @@ impl CalendarService {
             user_ref: request.user_ref.clone(),
             scope: scope.clone(),
             callback_url: callback_url.clone(),
-            status: "pending".into(),
+            status: AuthorizationStatus::Pending,
             error_key: None,
             grant_sub: None,
             created_at: now.unix_timestamp(),
@@ -145,11 +173,11 @@ impl CalendarService {
         if let Err(error) = asked {
             let _ = self
                 .store
-                .finish_authorization(&id, "failed", Some("request_failed"), None)
+                .finish_authorization(&id, AuthorizationStatus::Failed, Some("request_failed"), None)
                 .await;
             return Err(error);
         }
-        info!(tenant = %tenant.id, authorization = %id, "enterprise member authorization requested");
+        info!(tenant = %tenant.id, authorization = %authorization_fingerprint(&id), "enterprise member authorization requested");
         Ok(EnterpriseAuthorization { record, grant: None })
     }
 
@@ -159,13 +187,20 @@ impl CalendarService {
         tenant: &Tenant,
         id: &str,
     ) -> Result<EnterpriseAuthorization, Error> {
-        let record = self
+        let mut record = self
             .store
             .find_authorization(id)
             .await
-            .map_err(|_| Error::StoreUnavailable)?
+            .map_err(|error| store_failure(&tenant.id, "reading an authorization", &error))?
             .filter(|record| record.tenant_id == tenant.id)
             .ok_or(Error::AuthorizationNotFound)?;
+        if self.outlived_its_ttl(&record) {
+            // Reported as it is; recorded when the store will take it.
+            record.status = AuthorizationStatus::Expired;
+            if let Err(error) = self.store.expire_authorization(id, self.expired_before()).await {
+                warn!(tenant = %tenant.id, %error, "recording an expired authorization failed");
+            }
+        }
         let grant = match &record.grant_sub {
             Some(sub) => {
                 let mut grant = self.find(tenant, &GrantSelector::Sub(sub.clone())).await?.grant;
@@ -177,10 +212,28 @@ impl CalendarService {
         Ok(EnterpriseAuthorization { record, grant })
     }
 
-    /// Handles Cronofy's callback for authorization `id`.
+    /// Handles Cronofy's callback for authorization `id`, already found to be
+    /// signed by the applications of `signed_by`. Runs as a task of its own, so
+    /// a dropped connection cannot stop an exchange half-way.
     pub async fn complete_enterprise_callback(
+        self: &Arc<Self>,
+        signed_by: Vec<Arc<Tenant>>,
+        id: String,
+        body: Vec<u8>,
+    ) -> Result<CallbackOutcome, CallbackError> {
+        let this = self.clone();
+        self.tasks
+            .spawn(async move { this.complete_callback(&signed_by, &id, &body).await })
+            .await
+            .unwrap_or_else(|joined| {
+                tracing::error!(error = %joined, "an Enterprise Connect callback died");
+                Err(CallbackError::Unavailable)
+            })
+    }
+
+    async fn complete_callback(
         &self,
-        tenants: &HashMap<String, Arc<Tenant>>,
+        signed_by: &[Arc<Tenant>],
         id: &str,
         body: &[u8],
     ) -> Result<CallbackOutcome, CallbackError> {
@@ -188,8 +241,15 @@ impl CalendarService {
             .store
             .find_authorization(id)
             .await
-            .map_err(|_| CallbackError::Unavailable)?
+            .map_err(|error| {
+                warn!(%error, "reading an authorization for its callback failed");
+                CallbackError::Unavailable
+            })?
             .ok_or(CallbackError::Unknown)?;
+        let tenant = signed_by
+            .iter()
+            .find(|tenant| tenant.id == record.tenant_id)
+            .ok_or(CallbackError::Unsigned)?;
         let body: CallbackBody =
             serde_json::from_slice(body).map_err(|_| CallbackError::Invalid("not a Cronofy callback"))?;
         if let Some(state) = &body.authorization.state {
@@ -198,20 +258,44 @@ impl CalendarService {
                 return Err(CallbackError::Invalid("state"));
             }
         }
-        if record.status != "pending" {
-            return Ok(CallbackOutcome::AlreadyFinished);
+        let fingerprint = authorization_fingerprint(id);
+        match record.status {
+            AuthorizationStatus::Pending | AuthorizationStatus::Exchanging => {}
+            AuthorizationStatus::Completed | AuthorizationStatus::Failed => {
+                return Ok(CallbackOutcome::AlreadyFinished);
+            }
+            AuthorizationStatus::Expired => return Err(CallbackError::Expired),
         }
-        let tenant = tenants.get(&record.tenant_id).ok_or(CallbackError::Unknown)?;
+        if self.outlived_its_ttl(&record) {
+            let _ = self.store.expire_authorization(id, self.expired_before()).await;
+            warn!(tenant = %tenant.id, authorization = %fingerprint, "a callback came after the authorization expired");
+            return Err(CallbackError::Expired);
+        }
         let Some(code) = body.authorization.code else {
             let error_key = body
                 .authorization
                 .error_key
                 .or(body.authorization.error)
+                .map(|key| printable_key(&key))
                 .unwrap_or_else(|| "unknown".into());
-            warn!(tenant = %tenant.id, authorization = %id, %error_key, "Cronofy could not authorize the member");
-            self.finish(id, "failed", Some(&error_key), None).await?;
+            warn!(tenant = %tenant.id, authorization = %fingerprint, %error_key, "Cronofy could not authorize the member");
+            self.finish(id, AuthorizationStatus::Failed, Some(&error_key), None)
+                .await?;
             return Ok(CallbackOutcome::Failed);
         };
+        let stale_before = (self.clock.now() - STALE_CLAIM).unix_timestamp();
+        let claimed = self
+            .store
+            .claim_authorization(id, stale_before)
+            .await
+            .map_err(|error| {
+                warn!(tenant = %tenant.id, %error, "claiming an authorization failed");
+                CallbackError::Unavailable
+            })?;
+        if !claimed {
+            // Another callback is exchanging this code, or has finished.
+            return Ok(CallbackOutcome::AlreadyFinished);
+        }
         let exchanged = self
             .resilience
             .call(&tenant.id, None, || {
@@ -221,30 +305,46 @@ impl CalendarService {
         let response = match exchanged {
             Ok(response) => response,
             Err(GuardError::Upstream(CronofyError::InvalidGrant)) => {
-                self.finish(id, "failed", Some("invalid_grant"), None).await?;
+                self.finish(id, AuthorizationStatus::Failed, Some("invalid_grant"), None)
+                    .await?;
                 return Ok(CallbackOutcome::Failed);
             }
             Err(failure) => {
-                warn!(tenant = %tenant.id, authorization = %id, error = %upstream::guard_error(failure, ""), "member code exchange failed");
+                warn!(tenant = %tenant.id, authorization = %fingerprint, error = %upstream::guard_error(failure, ""), "member code exchange failed");
+                let _ = self.store.release_authorization(id).await;
                 return Err(CallbackError::Unavailable);
             }
         };
         let new = self
             .new_grant(response, ConnectMode::Enterprise)
             .map_err(|_| CallbackError::Unavailable)?;
-        let stored = self
-            .save_with_retries(tenant, &new, Some(&record.user_ref))
-            .await
-            .map_err(|_| CallbackError::Unavailable)?;
-        self.finish(id, "completed", None, Some(&stored.grant.sub)).await?;
-        info!(tenant = %tenant.id, authorization = %id, sub = %stored.grant.sub, "enterprise member connected");
+        let stored = match self.save_with_retries(tenant, &new, Some(&record.user_ref)).await {
+            Ok(stored) => stored,
+            Err(_) => {
+                let _ = self.store.release_authorization(id).await;
+                return Err(CallbackError::Unavailable);
+            }
+        };
+        self.finish(id, AuthorizationStatus::Completed, None, Some(&stored.grant.sub))
+            .await?;
+        info!(tenant = %tenant.id, authorization = %fingerprint, sub = %stored.grant.sub, "enterprise member connected");
         Ok(CallbackOutcome::Completed)
+    }
+
+    /// Whether a pending authorization waited longer than `callbacks.authorization_ttl`.
+    fn outlived_its_ttl(&self, record: &AuthorizationRecord) -> bool {
+        record.status == AuthorizationStatus::Pending && record.created_at < self.expired_before()
+    }
+
+    /// Authorizations created before this instant (unix seconds) have expired.
+    fn expired_before(&self) -> i64 {
+        (self.clock.now() - self.authorization_ttl).unix_timestamp()
     }
 
     async fn finish(
         &self,
         id: &str,
-        status: &str,
+        status: AuthorizationStatus,
         error_key: Option<&str>,
         sub: Option<&str>,
     ) -> Result<(), CallbackError> {
@@ -252,8 +352,27 @@ impl CalendarService {
             .finish_authorization(id, status, error_key, sub)
             .await
             .map(drop)
-            .map_err(|_| CallbackError::Unavailable)
+            .map_err(|error| {
+                warn!(%error, "finishing an authorization failed");
+                CallbackError::Unavailable
+            })
     }
+}
+
+/// Cronofy's error key as calgate keeps and logs it: at most 64 characters
+/// of `[A-Za-z0-9_.-]`, anything else replaced, so a hostile callback cannot
+/// write control characters into a log line or an answer.
+fn printable_key(key: &str) -> String {
+    key.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 /// `{public_url}/cronofy/enterprise-connect/callback?authorization=<id>`.

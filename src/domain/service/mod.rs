@@ -60,7 +60,10 @@ mod events;
 
 pub use availability::{AvailabilityGroup, AvailabilityRequest};
 pub use connect::{AuthorizeRequest, AuthorizeUrl, ExchangeRequest};
-pub use enterprise::{CALLBACK_PATH, CallbackError, CallbackOutcome, EnterpriseAuthorization, EnterpriseUserRequest};
+pub use enterprise::{
+    CALLBACK_PATH, CallbackError, CallbackOutcome, EnterpriseAuthorization, EnterpriseUserRequest,
+    authorization_fingerprint, is_authorization_id,
+};
 pub use events::{BatchOp, FreeBusyQuery, MAX_BATCH_ITEMS};
 
 /// calgate's operations, shared by every tenant.
@@ -77,6 +80,8 @@ pub struct CalendarService {
     tokens: TokenCache,
     /// `callbacks.public_url`, when Enterprise Connect callbacks are configured.
     callback_base: Option<url::Url>,
+    /// How long a member authorization waits for its callback.
+    authorization_ttl: Duration,
     /// Owner of the tasks the service spawns.
     tasks: Tasks,
     /// Code exchanges in flight, by (tenant, state nonce): the code's SHA-256
@@ -116,6 +121,8 @@ pub struct ServiceParts {
     pub clock: Clock,
     /// `callbacks.public_url`, when configured.
     pub callback_base: Option<url::Url>,
+    /// `callbacks.authorization_ttl`.
+    pub authorization_ttl: Duration,
     /// Owner of the tasks the service spawns (refresh flights).
     pub tasks: Tasks,
 }
@@ -141,6 +148,7 @@ impl CalendarService {
             refresher: Arc::new(refresher),
             tokens: TokenCache::new(parts.token_cache_ttl, parts.token_cache_entries),
             callback_base: parts.callback_base,
+            authorization_ttl: parts.authorization_ttl,
             tasks: parts.tasks,
             exchanges: Mutex::default(),
         }

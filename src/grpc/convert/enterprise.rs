@@ -2,7 +2,8 @@
 
 use super::{grant, pb, scopes};
 use crate::domain::{
-    EnterpriseAuthorization, EnterpriseUserRequest, Error, Violations, event::limits, grant::GrantSelector, rules,
+    AuthorizationStatus, EnterpriseAuthorization, EnterpriseUserRequest, Error, Violations, event::limits,
+    grant::GrantSelector, rules,
 };
 
 /// Parses AuthorizeEnterpriseUser.
@@ -49,11 +50,14 @@ pub fn authorization_id(request: &pb::GetEnterpriseUserAuthorizationRequest) -> 
 /// A member authorization as the API shows it.
 pub fn enterprise_authorization(authorization: EnterpriseAuthorization) -> pb::EnterpriseUserAuthorization {
     let record = authorization.record;
-    let status = match record.status.as_str() {
-        "pending" => pb::EnterpriseUserAuthorizationStatus::Pending,
-        "completed" => pb::EnterpriseUserAuthorizationStatus::Completed,
-        "failed" => pb::EnterpriseUserAuthorizationStatus::Failed,
-        _ => pb::EnterpriseUserAuthorizationStatus::Unspecified,
+    let status = match record.status {
+        // A callback's code being exchanged is still pending to the caller.
+        AuthorizationStatus::Pending | AuthorizationStatus::Exchanging => {
+            pb::EnterpriseUserAuthorizationStatus::Pending
+        }
+        AuthorizationStatus::Completed => pb::EnterpriseUserAuthorizationStatus::Completed,
+        AuthorizationStatus::Failed => pb::EnterpriseUserAuthorizationStatus::Failed,
+        AuthorizationStatus::Expired => pb::EnterpriseUserAuthorizationStatus::Expired,
     };
     let at = |seconds: i64| prost_types::Timestamp { seconds, nanos: 0 };
     pb::EnterpriseUserAuthorization {
