@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     auth::Authenticator,
-    config::{CallbackSettings, Settings, TlsSettings},
+    config::{CallbackSettings, GrpcSettings, Settings, TlsSettings},
     cronofy::{CronofyClient, CronofyError},
     domain::{CalendarService, Clock, ServiceParts, Tenant, state::StateCodec},
     grpc::{
@@ -42,6 +42,9 @@ pub const LIVENESS_NAME: &str = "calgate.liveness";
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// `callbacks.authorization_ttl` when there are no callbacks (nothing can be pending then).
 const DEFAULT_AUTHORIZATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// TCP keep-alive on gRPC connections: a peer that vanished without a FIN is
+/// found even when HTTP/2 PINGs cannot be sent.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// How often the store is probed for the health status.
 const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -131,6 +134,7 @@ pub struct App {
     clock: Clock,
     tls: Option<TlsSettings>,
     shutdown_grace: Duration,
+    grpc: GrpcSettings,
     tasks: Tasks,
 }
 
@@ -186,6 +190,7 @@ impl App {
             clock,
             tls: settings.tls,
             shutdown_grace: settings.shutdown_grace,
+            grpc: settings.grpc,
             tasks,
         })
     }
@@ -214,14 +219,21 @@ impl App {
         let api = InterceptedService::new(
             CalendarWriteServiceServer::new(CalendarWriteApi::new(self.service.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            AuthInterceptor::new(self.authenticator.clone()),
+            AuthInterceptor::new(self.authenticator.clone(), self.grpc.tenant_calls_in_flight),
         );
-        let mut builder = Server::builder().layer(RpcLayer);
+        let grpc = self.grpc;
+        let mut builder = Server::builder()
+            .max_concurrent_streams(grpc.max_concurrent_streams)
+            .http2_keepalive_interval(Some(grpc.keepalive_interval))
+            .http2_keepalive_timeout(Some(grpc.keepalive_timeout))
+            .http2_max_pending_accept_reset_streams(Some(grpc.max_pending_accept_reset_streams))
+            .http2_max_local_error_reset_streams(Some(grpc.max_local_error_reset_streams))
+            .layer(RpcLayer);
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls_config(tls).await?)?;
         }
         let callbacks = match (&self.callbacks, listeners.callbacks) {
-            (Some(_), Some(listener)) => Some(listener),
+            (Some(settings), Some(listener)) => Some((listener, settings.limits)),
             (Some(_), None) => {
                 return Err(StartError::NoListener {
                     key: "callbacks.listen",
@@ -240,14 +252,22 @@ impl App {
                 serve_metrics(metrics, self.service.clone(), tasks.shutdown()),
             );
         }
-        if let Some(listener) = callbacks {
+        if let Some((listener, limits)) = callbacks {
             tasks.spawn_worker(
                 "callback server",
-                crate::callbacks::serve(listener, self.service.clone(), self.tenants.clone(), tasks.shutdown()),
+                crate::callbacks::serve(
+                    listener,
+                    self.service.clone(),
+                    self.tenants.clone(),
+                    limits,
+                    tasks.shutdown(),
+                ),
             );
         }
         let local_addr = listeners.grpc.local_addr().ok();
-        let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+        let incoming = TcpIncoming::from(listeners.grpc)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(TCP_KEEPALIVE));
         let drain_reporter = reporter.clone();
         let stop_serving = tasks.shutdown();
         let server = builder

@@ -47,6 +47,17 @@ impl Authenticator {
         Authenticator { keys: Arc::new(keys) }
     }
 
+    /// Every tenant some key decides, once each.
+    pub fn tenants(&self) -> Vec<Arc<Tenant>> {
+        let mut tenants: Vec<Arc<Tenant>> = Vec::new();
+        for (_, tenant) in self.keys.iter() {
+            if !tenants.iter().any(|known| known.id == tenant.id) {
+                tenants.push(tenant.clone());
+            }
+        }
+        tenants
+    }
+
     /// Authenticates the value of an `authorization` header.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
         let value = authorization.ok_or(AuthError::Missing)?;

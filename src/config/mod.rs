@@ -4,6 +4,7 @@
 //! Loading happens in two steps so that every error names the key at fault:
 //! [`RawConfig`] mirrors the file, [`Settings::resolve`] checks it and loads the secrets.
 
+mod limits;
 mod raw;
 mod resolve;
 mod secrets;
@@ -17,6 +18,7 @@ use figment::{
 use secrecy::{SecretBox, SecretString};
 use url::Url;
 
+pub use limits::{CallbackLimits, GrpcSettings};
 pub use raw::RawConfig;
 use resolve::{resolve_encryption_keys, resolve_tenants};
 pub use secrets::SecretSource;
@@ -42,6 +44,7 @@ const ENV_KEYS: &[&str] = &[
     "state_ttl",
     "refresh_margin",
     "shutdown_grace",
+    "grpc",
 ];
 
 /// A configuration problem, always naming the key at fault.
@@ -98,6 +101,8 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     /// The Enterprise Connect callback listener, when configured.
     pub callbacks: Option<CallbackSettings>,
+    /// Limits of the gRPC listener.
+    pub grpc: GrpcSettings,
 }
 
 /// Where Cronofy's Enterprise Connect callbacks arrive.
@@ -110,6 +115,8 @@ pub struct CallbackSettings {
     /// How long an Enterprise Connect member authorization waits for its
     /// callback before it is EXPIRED.
     pub authorization_ttl: Duration,
+    /// What the listener holds at most.
+    pub limits: CallbackLimits,
 }
 
 /// Where grants live.
@@ -280,13 +287,24 @@ impl Settings {
                         ConfigError::invalid("callbacks.public_url", "must be an http(s) URL without query")
                     })?;
                 positive(callbacks.authorization_ttl, "callbacks.authorization_ttl")?;
+                let defaults = CallbackLimits::default();
+                let limits = CallbackLimits {
+                    max_connections: callbacks.max_connections.unwrap_or(defaults.max_connections),
+                    max_in_flight: callbacks.max_in_flight.unwrap_or(defaults.max_in_flight),
+                    header_timeout: callbacks.header_timeout.unwrap_or(defaults.header_timeout),
+                    body_timeout: callbacks.body_timeout.unwrap_or(defaults.body_timeout),
+                    max_body_bytes: callbacks.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+                };
+                limits.check()?;
                 Some(CallbackSettings {
                     listen,
                     public_url,
                     authorization_ttl: callbacks.authorization_ttl,
+                    limits,
                 })
             }
         };
+        raw.grpc.check()?;
         positive(raw.state_ttl, "state_ttl")?;
         positive(raw.shutdown_grace, "shutdown_grace")?;
         positive(raw.upstream.request_timeout, "upstream.request_timeout")?;
@@ -338,6 +356,7 @@ impl Settings {
                 },
             },
             callbacks,
+            grpc: raw.grpc,
         })
     }
 }

@@ -25,6 +25,8 @@ pub struct RawConfig {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) upstream: RawUpstream,
+    #[serde(default)]
+    pub(super) grpc: super::GrpcSettings,
     #[serde(default = "default_state_ttl", with = "humantime_serde")]
     pub(super) state_ttl: Duration,
     #[serde(default = "default_refresh_margin", with = "humantime_serde")]
@@ -122,6 +124,13 @@ pub(super) struct RawCallbacks {
     pub(super) public_url: Option<String>,
     #[serde(default = "default_authorization_ttl", with = "humantime_serde")]
     pub(super) authorization_ttl: Duration,
+    pub(super) max_connections: Option<u32>,
+    pub(super) max_in_flight: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) header_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) body_timeout: Option<Duration>,
+    pub(super) max_body_bytes: Option<usize>,
 }
 
 fn default_authorization_ttl() -> Duration {

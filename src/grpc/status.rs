@@ -87,6 +87,16 @@ pub fn from_domain(error: Error) -> Status {
     }
 }
 
+/// The caller's tenant has `limit` calls in flight on this replica already.
+pub fn tenant_concurrency_exhausted(limit: u32) -> Status {
+    status(
+        Code::ResourceExhausted,
+        "TENANT_CONCURRENCY_EXHAUSTED",
+        format!("this tenant already has {limit} calls in flight (grpc.tenant_calls_in_flight)"),
+        ErrorDetails::with_retry_info(Some(DEFAULT_RETRY_DELAY)),
+    )
+}
+
 /// Maps an authentication failure.
 pub fn from_auth(error: AuthError) -> Status {
     status(

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Once, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use calgate::{
-    config::{CallbackSettings, SecretSource, Settings},
+    config::{CallbackLimits, CallbackSettings, SecretSource, Settings},
     domain::Clock,
     fake_cronofy::FakeCronofy,
     grpc::pb::{self, calendar_write_service_client::CalendarWriteServiceClient},
@@ -200,6 +200,7 @@ pub async fn spawn_app_with_callbacks(edit: impl FnOnce(&mut Settings)) -> (Test
                 listen,
                 public_url,
                 authorization_ttl: Duration::from_secs(7 * 24 * 3600),
+                limits: CallbackLimits::default(),
             });
             edit(settings);
         },

@@ -1,11 +1,21 @@
 //! Hostile input: requests built to exhaust memory or make huge answers are
 //! refused cheaply, with small statuses (issue: survive hostile input).
 
+use std::time::Duration;
+
 use prost::Message;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use calgate::grpc::pb;
+use calgate::{
+    config::CallbackLimits,
+    fake_cronofy::{Endpoint, Fault},
+    grpc::pb,
+};
 
 use crate::{helpers::*, process::start_binary};
 
@@ -132,4 +142,196 @@ async fn an_answer_lists_at_most_fifty_violations_and_counts_the_rest() {
         "the message counts what is not listed: {}",
         status.message()
     );
+}
+
+/// calgate with callbacks whose listener limits are small enough to test.
+async fn spawn_with_tight_callbacks(limits: CallbackLimits) -> (TestApp, std::net::SocketAddr) {
+    let (app, base) = spawn_app_with_callbacks(move |s| {
+        if let Some(callbacks) = &mut s.callbacks {
+            callbacks.limits = limits;
+        }
+    })
+    .await;
+    let addr = base.trim_start_matches("http://").parse().expect("callback address");
+    (app, addr)
+}
+
+/// Waits until the server closes `stream` (EOF or reset); false after `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let read = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // an error answer before closing is fine
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.is_ok()
+}
+
+#[tokio::test]
+async fn the_callback_listener_closes_connections_that_never_finish_their_head() {
+    let (_app, addr) = spawn_with_tight_callbacks(CallbackLimits {
+        header_timeout: Duration::from_secs(1),
+        ..CallbackLimits::default()
+    })
+    .await;
+    let mut silent = TcpStream::connect(addr).await.expect("connect");
+    let mut partial = TcpStream::connect(addr).await.expect("connect");
+    partial
+        .write_all(b"POST /cronofy/enterprise-connect/callback HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("half a head");
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(10)).await,
+        "a silent connection is closed"
+    );
+    assert!(
+        closed_within(&mut partial, Duration::from_secs(10)).await,
+        "half a head is closed"
+    );
+}
+
+#[tokio::test]
+async fn callback_bodies_are_bounded_in_size_and_time() {
+    let (_app, addr) = spawn_with_tight_callbacks(CallbackLimits {
+        body_timeout: Duration::from_secs(1),
+        ..CallbackLimits::default()
+    })
+    .await;
+    let id = "0123456789abcdef0123456789abcdef";
+    let huge = vec![b'x'; 65 * 1024];
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /cronofy/enterprise-connect/callback?authorization={id} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        huge.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let _ = stream.write_all(&huge).await;
+    assert_eq!(status_line(&mut stream).await, "413");
+
+    let mut slow = TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /cronofy/enterprise-connect/callback?authorization={id} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{\"auth"
+    );
+    slow.write_all(head.as_bytes()).await.expect("head");
+    assert_eq!(status_line(&mut slow).await, "408", "a body that never arrives");
+}
+
+/// The status code of the HTTP answer on `stream`.
+async fn status_line(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 256];
+    let read = async {
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer");
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_callback_listener_holds_at_most_max_connections() {
+    let (_app, addr) = spawn_with_tight_callbacks(CallbackLimits {
+        max_connections: 2,
+        header_timeout: Duration::from_secs(30),
+        ..CallbackLimits::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(b"POST / HTTP/1.1\r\n").await.expect("half a head");
+        held.push(stream);
+    }
+    // Accepted in arrival order: the third is the one past the limit.
+    let mut third = TcpStream::connect(addr).await.expect("connect");
+    assert!(
+        closed_within(&mut third, Duration::from_secs(5)).await,
+        "a connection past the limit is closed at once"
+    );
+    assert!(
+        !closed_within(&mut held[0], Duration::from_millis(200)).await,
+        "the held ones stay (their head timeout is 30 s)"
+    );
+}
+
+/// The gRPC port advertises SETTINGS_MAX_CONCURRENT_STREAMS (unlimited before).
+#[tokio::test]
+async fn the_grpc_port_limits_concurrent_streams() {
+    let app = spawn_app_edited(|s| s.grpc.max_concurrent_streams = 7).await;
+    let tcp = TcpStream::connect(app.addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    // One round trip: by its answer the server's SETTINGS have been applied.
+    let request = http::Request::post(format!("http://{}/grpc.health.v1.Health/Check", app.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(request, false).expect("send");
+    body.send_data(axum::body::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .expect("empty HealthCheckRequest");
+    response.await.expect("answer");
+    assert_eq!(client.current_max_send_streams(), 7);
+}
+
+/// One tenant's calls in flight are bounded; other tenants are still served.
+#[tokio::test]
+async fn one_tenant_cannot_take_every_place() {
+    let app = spawn_app_edited(|s| s.grpc.tenant_calls_in_flight = 2).await;
+    let grant = app.connect(Some("ada")).await;
+    let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+    app.fake
+        .inject(Fault::delay(Endpoint::UpsertEvent, Duration::from_secs(2)).times(2));
+    let slow = |event_id: &str| {
+        let client = app.client.clone();
+        let request = app.req(pb::UpsertEventRequest {
+            user: by_sub(&grant.sub),
+            calendar_id: calendar.clone(),
+            event: Some(event(event_id)),
+        });
+        tokio::spawn(async move { client.clone().upsert_event(request).await.map(drop) })
+    };
+    let first = slow("evt-1");
+    let second = slow("evt-2");
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.fake.count(Endpoint::UpsertEvent) < 2 {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "the two calls never reached Cronofy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = app
+        .client
+        .clone()
+        .get_grant(app.req(pb::GetGrantRequest {
+            user: Some(pb::get_grant_request::User::Sub(grant.sub.clone())),
+        }))
+        .await
+        .expect_err("acme's places are taken");
+    assert_status(&status, Code::ResourceExhausted, "TENANT_CONCURRENCY_EXHAUSTED");
+    assert!(status.get_error_details().retry_info().is_some());
+    let other = fetch_grant(&app.client, GLOBEX_KEY, &grant.sub)
+        .await
+        .expect_err("globex is served: not its grant");
+    assert_status(&other, Code::NotFound, "GRANT_NOT_FOUND");
+    first.await.expect("task").expect("first");
+    second.await.expect("task").expect("second");
+    fetch_grant(&app.client, ACME_KEY, &grant.sub)
+        .await
+        .expect("places are given back");
 }

@@ -1,0 +1,125 @@
+//! Limits on what callers and Cronofy can make calgate hold: gRPC streams and
+//! calls in flight, and the callback listener's connections, heads and bodies.
+//! Every limit has a documented default (README, configuration).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// `[grpc]`: limits of the gRPC listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcSettings {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: calls one HTTP/2 connection may have open.
+    pub max_concurrent_streams: u32,
+    /// Calls one tenant may have in flight on this replica; more are refused
+    /// RESOURCE_EXHAUSTED `TENANT_CONCURRENCY_EXHAUSTED`, so no tenant can
+    /// starve the store or Cronofy budget of the others.
+    pub tenant_calls_in_flight: u32,
+    /// HTTP/2 PING interval on idle connections (dead peers are found).
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long a PING may go unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Streams a client may reset before they are accepted, before GOAWAY
+    /// (the rapid-reset class, CVE-2023-44487).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams calgate may reset for protocol errors, before GOAWAY.
+    pub max_local_error_reset_streams: usize,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        GrpcSettings {
+            max_concurrent_streams: 1000,
+            tenant_calls_in_flight: 256,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            // h2's and hyper's own defaults, made explicit.
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+        }
+    }
+}
+
+impl GrpcSettings {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams as usize),
+            ("grpc.tenant_calls_in_flight", self.tenant_calls_in_flight as usize),
+            (
+                "grpc.max_pending_accept_reset_streams",
+                self.max_pending_accept_reset_streams,
+            ),
+            ("grpc.max_local_error_reset_streams", self.max_local_error_reset_streams),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        for (key, value) in [
+            ("grpc.keepalive_interval", self.keepalive_interval),
+            ("grpc.keepalive_timeout", self.keepalive_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(key, "must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Limits of the callback listener (keys of `[callbacks]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallbackLimits {
+    /// Connections held at once; more are closed on accept.
+    pub max_connections: u32,
+    /// Callbacks processed at once; more are answered 503 (Cronofy retries).
+    pub max_in_flight: u32,
+    /// A connection must send a whole request head within this (or is closed);
+    /// an idle one is closed after it.
+    pub header_timeout: Duration,
+    /// A request body must arrive within this (else 408).
+    pub body_timeout: Duration,
+    /// Largest body accepted (else 413).
+    pub max_body_bytes: usize,
+}
+
+impl Default for CallbackLimits {
+    fn default() -> Self {
+        CallbackLimits {
+            max_connections: 256,
+            max_in_flight: 32,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl CallbackLimits {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(ConfigError::invalid("callbacks.max_connections", "must be at least 1"));
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::invalid("callbacks.max_in_flight", "must be at least 1"));
+        }
+        if self.header_timeout.is_zero() {
+            return Err(ConfigError::invalid("callbacks.header_timeout", "must be positive"));
+        }
+        if self.body_timeout.is_zero() {
+            return Err(ConfigError::invalid("callbacks.body_timeout", "must be positive"));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(ConfigError::invalid(
+                "callbacks.max_body_bytes",
+                "must be between 1 KiB and 16 MiB",
+            ));
+        }
+        Ok(())
+    }
+}
