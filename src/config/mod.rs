@@ -135,6 +135,10 @@ pub struct StoreSettings {
     pub token_cache_ttl: Duration,
     /// Most grants whose access tokens are cached.
     pub token_cache_entries: u64,
+    /// `upstream.request_timeout`, copied: a refresh lease holds its
+    /// transaction through one Cronofy attempt at most, and PostgreSQL ends a
+    /// transaction idle for longer than that plus 5 s (freeing its row locks).
+    pub upstream_request_timeout: Duration,
 }
 
 /// One token-encryption key.
@@ -237,6 +241,7 @@ impl Settings {
             },
             token_cache_ttl: raw.store.token_cache_ttl,
             token_cache_entries: raw.store.token_cache_entries,
+            upstream_request_timeout: raw.upstream.request_timeout,
         };
         let state_key = secrets.key32(
             "state",

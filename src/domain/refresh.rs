@@ -27,6 +27,7 @@ use super::{
     Error, Tenant,
     clock::Clock,
     grant::{GrantSelector, GrantStatus, StoredGrant, Tokens},
+    service::store_failure,
     upstream,
 };
 use crate::{
@@ -147,81 +148,96 @@ impl Refresher {
         if let Some(fresh) = self.flush_pending(&tenant.id, sub).await? {
             return Ok(fresh);
         }
-        // Across replicas, the lease serialises refreshes of this grant; the
-        // grant is re-read inside it.
-        let lease = self
-            .store
-            .lease_grant(&tenant.id, sub)
-            .await
-            .map_err(|_| Error::StoreUnavailable)?;
-        let Some(stored) = lease.grant() else {
-            lease.release().await;
-            return Err(Error::GrantNotFound);
-        };
-        let version = stored.version;
-        let tokens = match usable_tokens(stored) {
-            Ok(tokens) => tokens,
-            Err(error) => {
+        let give_up_at = self.resilience.give_up_at(None);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            // Breaker and budget first: a lease — a pooled connection and, on
+            // PostgreSQL, a row lock — is never held while waiting for them.
+            let ticket = self
+                .resilience
+                .admit(&tenant.id, give_up_at)
+                .await
+                .map_err(|failure| upstream::guard_error(failure, ""))?;
+            // Across replicas, the lease serialises refreshes of this grant; the
+            // grant is re-read inside it. It is held for one attempt only.
+            let lease = self
+                .store
+                .lease_grant(&tenant.id, sub)
+                .await
+                .map_err(|error| store_failure(&tenant.id, "taking a refresh lease", &error))?;
+            let Some(stored) = lease.grant() else {
                 lease.release().await;
-                return Err(error);
-            }
-        };
-        let still_needed = match need {
-            Need::Expiring => self.needs_refresh(&tenant.id, sub, tokens.access_expires_at),
-            Need::Rejected { version: refused } => version == refused,
-        };
-        if !still_needed {
-            METRICS.refresh("not_needed");
-            let fresh = Fresh {
-                token: tokens.access_token.clone(),
-                version,
+                return Err(Error::GrantNotFound);
             };
-            lease.release().await;
-            return Ok(fresh);
-        }
-        let old_refresh = tokens.refresh_token.clone();
-        let answer = self
-            .resilience
-            .call(&tenant.id, None, || self.cronofy.refresh(&tenant.app, &old_refresh))
-            .await;
-        let response = match answer {
-            Ok(response) => response,
-            Err(GuardError::Upstream(CronofyError::InvalidGrant)) => {
-                warn!(tenant = %tenant.id, sub, "Cronofy refused the refresh token; grant needs re-authorization");
-                lease
-                    .mark_needs_reauth(version)
-                    .await
-                    .map_err(|_| Error::StoreUnavailable)?;
-                return Err(Error::GrantNeedsReauth);
-            }
-            Err(failure) => {
+            let version = stored.version;
+            let tokens = match usable_tokens(stored) {
+                Ok(tokens) => tokens,
+                Err(error) => {
+                    lease.release().await;
+                    return Err(error);
+                }
+            };
+            let still_needed = match need {
+                Need::Expiring => self.needs_refresh(&tenant.id, sub, tokens.access_expires_at),
+                Need::Rejected { version: refused } => version == refused,
+            };
+            if !still_needed {
+                METRICS.refresh("not_needed");
+                let fresh = Fresh {
+                    token: tokens.access_token.clone(),
+                    version,
+                };
                 lease.release().await;
-                METRICS.refresh("upstream_failed");
-                warn!(tenant = %tenant.id, sub, ?failure, "token refresh failed; the grant stays active");
-                return Err(upstream::guard_error(failure, ""));
+                return Ok(fresh);
             }
-        };
-        let fresh = Tokens {
-            access_token: response.access_token,
-            // Cronofy may omit the refresh token; the old one then stays valid.
-            refresh_token: response.refresh_token.unwrap_or(old_refresh),
-            access_expires_at: self.clock.now() + time::Duration::seconds(i64::from(response.expires_in)),
-        };
-        // Committed under the lease before anyone uses the new access token.
-        match lease.store_tokens(version, &fresh).await {
-            Ok(Some(new_version)) => {
-                info!(tenant = %tenant.id, sub, "access token refreshed");
-                METRICS.refresh("refreshed");
-                Ok(Fresh {
-                    token: fresh.access_token,
-                    version: new_version,
-                })
-            }
-            Ok(None) => self.use_newer(tenant, sub).await,
-            Err(error) => {
-                warn!(tenant = %tenant.id, sub, %error, "storing refreshed tokens under the lease failed");
-                self.store_refreshed(tenant, sub, version, fresh).await
-            }
+            let old_refresh = tokens.refresh_token.clone();
+            let answer = self.cronofy.refresh(&tenant.app, &old_refresh).await;
+            ticket.record(&answer).await;
+            let response = match answer {
+                Ok(response) => response,
+                Err(CronofyError::InvalidGrant) => {
+                    warn!(tenant = %tenant.id, sub, "Cronofy refused the refresh token; grant needs re-authorization");
+                    lease
+                        .mark_needs_reauth(version)
+                        .await
+                        .map_err(|error| store_failure(&tenant.id, "marking a grant for re-authorization", &error))?;
+                    return Err(Error::GrantNeedsReauth);
+                }
+                Err(error) => {
+                    lease.release().await;
+                    if let Some(delay) = self.resilience.retry_delay(tries, &error, give_up_at) {
+                        warn!(tenant = %tenant.id, sub, attempt = tries, ?delay, %error, "token refresh failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    METRICS.refresh("upstream_failed");
+                    warn!(tenant = %tenant.id, sub, %error, "token refresh failed; the grant stays active");
+                    return Err(upstream::guard_error(GuardError::Upstream(error), ""));
+                }
+            };
+            let fresh = Tokens {
+                access_token: response.access_token,
+                // Cronofy may omit the refresh token; the old one then stays valid.
+                refresh_token: response.refresh_token.unwrap_or(old_refresh),
+                access_expires_at: self.clock.now() + time::Duration::seconds(i64::from(response.expires_in)),
+            };
+            // Committed under the lease before anyone uses the new access token.
+            return match lease.store_tokens(version, &fresh).await {
+                Ok(Some(new_version)) => {
+                    info!(tenant = %tenant.id, sub, "access token refreshed");
+                    METRICS.refresh("refreshed");
+                    Ok(Fresh {
+                        token: fresh.access_token,
+                        version: new_version,
+                    })
+                }
+                Ok(None) => self.use_newer(tenant, sub).await,
+                Err(error) => {
+                    warn!(tenant = %tenant.id, sub, %error, "storing refreshed tokens under the lease failed");
+                    self.store_refreshed(tenant, sub, version, fresh).await
+                }
+            };
         }
     }
 

@@ -150,6 +150,53 @@ impl Resilience {
         }
     }
 
+    /// When a call for `deadline` stops trying: the deadline or the retry
+    /// ceiling, whichever comes first.
+    pub fn give_up_at(&self, deadline: Option<Instant>) -> Instant {
+        let ceiling = Instant::now() + self.policy.ceiling;
+        deadline.map_or(ceiling, |deadline| deadline.min(ceiling))
+    }
+
+    /// Permission for one attempt: the breaker lets it through and the budget
+    /// pays for it, waiting for budget until `give_up_at`. The attempt's
+    /// outcome goes to [`Ticket::record`].
+    pub async fn admit(&self, tenant: &str, give_up_at: Instant) -> Result<Ticket<'_>, GuardError> {
+        let Some(guards) = self.tenants.get(tenant) else {
+            // Tenants are fixed at start-up; an unknown one is a programming error, not the caller's.
+            return Err(GuardError::Upstream(CronofyError::Transport { kind: "unknown tenant" }));
+        };
+        let admission = guards
+            .allow()
+            .await
+            .map_err(|retry_after| GuardError::CircuitOpen { retry_after })?;
+        // Until the outcome is recorded, dropping this ticket (deadline, reset,
+        // refused budget) hands a probe back instead of wedging the breaker.
+        let probe = ProbeGuard {
+            guards,
+            armed: admission == Admission::Probe,
+        };
+        guards
+            .acquire(give_up_at)
+            .await
+            .map_err(|retry_after| GuardError::BudgetExhausted { retry_after })?;
+        Ok(Ticket { guards, probe })
+    }
+
+    /// The pause before trying again after attempt number `tries` failed with
+    /// `error`; None when it must not be retried (not transient, out of
+    /// attempts, or the pause would end after `give_up_at`).
+    pub fn retry_delay(&self, tries: u32, error: &CronofyError, give_up_at: Instant) -> Option<Duration> {
+        if !error.is_transient() || tries >= self.policy.max_attempts {
+            return None;
+        }
+        let retry_after = match error {
+            CronofyError::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        };
+        let delay = self.policy.delay(tries, retry_after, &mut rand::rng());
+        (Instant::now() + delay <= give_up_at).then_some(delay)
+    }
+
     /// Runs `attempt` for `tenant`: breaker first, then budget, then the call;
     /// transient failures (429, 5xx, transport) are retried with jittered
     /// backoff while the deadline and the retry ceiling allow. Other failures
@@ -164,55 +211,42 @@ impl Resilience {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CronofyError>>,
     {
-        let Some(guards) = self.tenants.get(tenant) else {
-            // Tenants are fixed at start-up; an unknown one is a programming error, not the caller's.
-            return Err(GuardError::Upstream(CronofyError::Transport { kind: "unknown tenant" }));
-        };
-        let ceiling = Instant::now() + self.policy.ceiling;
-        let give_up_at = deadline.map_or(ceiling, |deadline| deadline.min(ceiling));
+        let give_up_at = self.give_up_at(deadline);
         let mut tries = 0;
         loop {
             tries += 1;
-            let admission = guards
-                .allow()
-                .await
-                .map_err(|retry_after| GuardError::CircuitOpen { retry_after })?;
-            // Until the outcome is recorded, dropping this call (deadline, reset,
-            // refused budget) hands a probe back instead of wedging the breaker.
-            let probe = ProbeGuard {
-                guards,
-                armed: admission == Admission::Probe,
-            };
-            guards
-                .acquire(give_up_at)
-                .await
-                .map_err(|retry_after| GuardError::BudgetExhausted { retry_after })?;
+            let ticket = self.admit(tenant, give_up_at).await?;
             let outcome = attempt().await;
-            probe.disarm();
+            ticket.record(&outcome).await;
             let error = match outcome {
-                Ok(value) => {
-                    guards.record(true).await;
-                    return Ok(value);
-                }
+                Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            // 4xx and 429 mean Cronofy is up; only 5xx and silence count against it.
-            let healthy = !matches!(error, CronofyError::Server { .. } | CronofyError::Transport { .. });
-            guards.record(healthy).await;
-            if !error.is_transient() || tries >= self.policy.max_attempts {
+            let Some(delay) = self.retry_delay(tries, &error, give_up_at) else {
                 return Err(GuardError::Upstream(error));
-            }
-            let retry_after = match &error {
-                CronofyError::RateLimited { retry_after } => *retry_after,
-                _ => None,
             };
-            let delay = self.policy.delay(tries, retry_after, &mut rand::rng());
-            if Instant::now() + delay > give_up_at {
-                return Err(GuardError::Upstream(error));
-            }
             warn!(tenant, attempt = tries, ?delay, %error, "Cronofy call failed; retrying");
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+/// One admitted attempt (see [`Resilience::admit`]).
+pub struct Ticket<'a> {
+    guards: &'a TenantGuards,
+    probe: ProbeGuard<'a>,
+}
+
+impl Ticket<'_> {
+    /// Records the attempt's outcome with the breaker: 4xx and 429 mean
+    /// Cronofy is up; only 5xx and silence count against it.
+    pub async fn record<T>(self, outcome: &Result<T, CronofyError>) {
+        let healthy = !matches!(
+            outcome,
+            Err(CronofyError::Server { .. } | CronofyError::Transport { .. })
+        );
+        self.probe.disarm();
+        self.guards.record(healthy).await;
     }
 }
 

@@ -7,6 +7,7 @@
 //! is the lease; writes are compare-and-swap either way.
 
 use sqlx::{Postgres, Transaction};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::{
     Backend, Store, StoreError,
@@ -27,11 +28,21 @@ pub struct GrantLease {
     sub: String,
     grant: Option<StoredGrant>,
     transaction: Option<Transaction<'static, Postgres>>,
+    /// One of the store's lease places, held until the lease ends.
+    _place: OwnedSemaphorePermit,
 }
 
 impl Store {
-    /// Takes the grant's lease and re-reads it inside.
+    /// Takes the grant's lease and re-reads it inside. Waits for one of the
+    /// store's lease places first (half the main pool), so leases never hold
+    /// every connection.
     pub async fn lease_grant(&self, tenant: &str, sub: &str) -> Result<GrantLease, StoreError> {
+        let place = self
+            .leases
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the lease semaphore is never closed");
         let (grant, transaction) = match &self.backend {
             Backend::Sqlite(_) => (
                 self.find_grant(tenant, &GrantSelector::Sub(sub.to_owned())).await?,
@@ -54,6 +65,7 @@ impl Store {
             sub: sub.to_owned(),
             grant,
             transaction,
+            _place: place,
         })
     }
 }

@@ -14,6 +14,8 @@ mod states;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
+use tokio::sync::Semaphore;
+
 use secrecy::ExposeSecret;
 use sqlx::{
     PgPool, SqlitePool,
@@ -80,6 +82,24 @@ pub(crate) use with_pool;
 /// Connections of the PostgreSQL counters pool ([`Store`]).
 const COUNTER_CONNECTIONS: u32 = 2;
 
+/// PostgreSQL session settings of every calgate connection:
+/// - a transaction left idle this long (a lease whose replica was partitioned
+///   away, or hung) is ended by the server, and its row locks with it;
+/// - the server probes a silent client after 5 s, every 2 s, 3 times: a dead
+///   replica's connection (and locks) are gone in about 11 s.
+///
+/// A lease is idle in its transaction only while one Cronofy attempt runs
+/// (`upstream.request_timeout`), so the timeout is that plus a margin.
+fn session_settings(request_timeout: Duration) -> Vec<(&'static str, String)> {
+    let idle = request_timeout + Duration::from_secs(5);
+    vec![
+        ("idle_in_transaction_session_timeout", format!("{}", idle.as_millis())),
+        ("tcp_keepalives_idle", "5".into()),
+        ("tcp_keepalives_interval", "2".into()),
+        ("tcp_keepalives_count", "3".into()),
+    ]
+}
+
 /// The credential store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -91,6 +111,12 @@ pub struct Store {
     /// budget forever. Losing a counter's last write in a crash costs nothing,
     /// so these commits do not wait for the disk.
     counters: Option<PgPool>,
+    /// PostgreSQL only: one connection of its own for readiness probes, so a
+    /// busy main pool never turns a replica NOT_SERVING.
+    probe: Option<PgPool>,
+    /// Refresh leases held at once: well under the main pool's size, so
+    /// refreshes waiting on Cronofy never take every connection.
+    leases: Arc<Semaphore>,
     cipher: Arc<TokenCipher>,
 }
 
@@ -98,10 +124,11 @@ impl Store {
     /// Connects to `store.url`. Pending migrations are applied when
     /// `store.auto_migrate` is on (the default); otherwise run `calgate migrate` first.
     pub async fn connect(settings: &StoreSettings, keys: &[EncryptionKey]) -> Result<Store, StoreError> {
-        let (backend, counters) = if settings.url.starts_with("sqlite:") {
-            (Backend::Sqlite(sqlite_pool(settings).await?), None)
+        let (backend, counters, probe) = if settings.url.starts_with("sqlite:") {
+            (Backend::Sqlite(sqlite_pool(settings).await?), None, None)
         } else {
-            let mut options = PgConnectOptions::from_str(&settings.url)?;
+            let mut options =
+                PgConnectOptions::from_str(&settings.url)?.options(session_settings(settings.upstream_request_timeout));
             if let Some(password) = &settings.password {
                 options = options.password(password.expose_secret());
             }
@@ -113,12 +140,18 @@ impl Store {
             let counters = PgPoolOptions::new()
                 .max_connections(COUNTER_CONNECTIONS)
                 .acquire_timeout(Duration::from_secs(5))
-                .connect_lazy_with(options.options([("synchronous_commit", "off")]));
-            (Backend::Postgres(pool), Some(counters))
+                .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
+            let probe = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(2))
+                .connect_lazy_with(options);
+            (Backend::Postgres(pool), Some(counters), Some(probe))
         };
         let store = Store {
             backend,
             counters,
+            probe,
+            leases: Arc::new(Semaphore::new(max_leases(settings.max_connections))),
             cipher: Arc::new(TokenCipher::new(keys)),
         };
         if settings.auto_migrate {
@@ -156,9 +189,13 @@ impl Store {
         matches!(self.backend, Backend::Postgres(_))
     }
 
-    /// Cheap liveness check used by the health reporter.
+    /// Cheap liveness check used by the health reporter (on its own
+    /// connection with PostgreSQL).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
+        match &self.probe {
+            Some(probe) => sqlx::query("SELECT 1").execute(probe).await.map(drop)?,
+            None => with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?,
+        }
         Ok(())
     }
 
@@ -206,6 +243,12 @@ async fn sqlite_pool(settings: &StoreSettings) -> Result<SqlitePool, StoreError>
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await?)
+}
+
+/// Refresh leases allowed at once for a main pool of `connections`: half of
+/// it, at least one.
+fn max_leases(connections: u32) -> usize {
+    (connections as usize / 2).max(1)
 }
 
 /// Now, in unix seconds and milliseconds.

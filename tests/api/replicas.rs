@@ -280,3 +280,74 @@ async fn calgate_migrate_prepares_a_database_that_serve_otherwise_refuses() {
     let grant = app.connect("ada").await;
     assert!(grant.sub.starts_with("acc_"));
 }
+
+/// Twenty grants expire at once while Cronofy's token endpoint takes 2 s: the
+/// refreshes must not take every pooled connection, so another tenant's
+/// GetGrant stays fast and readiness stays SERVING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_storm_leaves_connections_for_everyone_else() {
+    let Some(db) = PgTestDb::create().await else { return };
+    let app = spawn_app_edited(|s| {
+        s.store.url = db.url.clone();
+        s.upstream.request_timeout = Duration::from_secs(30);
+        s.upstream.retry.ceiling = Duration::from_secs(60);
+    })
+    .await;
+    let mut grants = Vec::new();
+    for n in 0..20 {
+        grants.push(app.connect(Some(&format!("user-{n}"))).await);
+    }
+    let other = app
+        .connect_as(GLOBEX_KEY, GLOBEX_REDIRECT, Some("globex-user"))
+        .await
+        .expect("globex connects");
+    app.fake
+        .inject(Fault::delay(Endpoint::Token, Duration::from_secs(2)).times(20));
+    app.clock.advance(Duration::from_secs(3 * 3600));
+    let tokens = app.fake.count(Endpoint::Token);
+    let writes: Vec<_> = grants
+        .iter()
+        .map(|grant| {
+            let client = app.client.clone();
+            let request = app.req(pb::UpsertEventRequest {
+                user: by_sub(&grant.sub),
+                calendar_id: app.fake.calendar_ids(&grant.sub)[0].clone(),
+                event: Some(event("evt-1")),
+            });
+            tokio::spawn(async move { client.clone().upsert_event(request).await.map(drop) })
+        })
+        .collect();
+    // Refreshes are at Cronofy, holding their leases.
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.fake.count(Endpoint::Token) == tokens {
+        assert!(tokio::time::Instant::now() < give_up, "no refresh reached Cronofy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut health = HealthClient::new(app.channel.clone());
+    for _ in 0..3 {
+        let mut get = with_key(
+            GLOBEX_KEY,
+            pb::GetGrantRequest {
+                user: Some(pb::get_grant_request::User::Sub(other.sub.clone())),
+            },
+        );
+        get.metadata_mut().insert("grpc-timeout", "1S".parse().expect("header"));
+        app.client
+            .clone()
+            .get_grant(get)
+            .await
+            .expect("another tenant's read is not starved");
+        let mut check = tonic::Request::new(HealthCheckRequest {
+            service: "calgate.v1.CalendarWriteService".into(),
+        });
+        check
+            .metadata_mut()
+            .insert("grpc-timeout", "1S".parse().expect("header"));
+        let status = health.check(check).await.expect("health").into_inner().status;
+        assert_eq!(status, ServingStatus::Serving as i32, "readiness stays SERVING");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for write in writes {
+        write.await.expect("task").expect("every write completes");
+    }
+}

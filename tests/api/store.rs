@@ -21,6 +21,7 @@ async fn open(url: &str) -> Store {
         password: None,
         token_cache_ttl: Duration::ZERO,
         token_cache_entries: 0,
+        upstream_request_timeout: Duration::from_secs(10),
     };
     let keys = [EncryptionKey {
         id: "k1".into(),
