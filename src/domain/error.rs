@@ -95,6 +95,17 @@ pub enum Error {
     GrantUnreadable,
 }
 
+impl Error {
+    /// Whether Cronofy (or the budget in front of it) failed in a way that
+    /// may pass: unavailable, rate limited, or no budget left right now.
+    pub fn is_upstream_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::UpstreamUnavailable { .. } | Error::UpstreamRateLimited { .. } | Error::RateBudgetExhausted { .. }
+        )
+    }
+}
+
 /// Most field violations one answer lists: enough to fix a request, small
 /// enough that a hostile one cannot make a large status (about 4 KiB at most).
 pub const MAX_FIELD_VIOLATIONS: usize = 50;

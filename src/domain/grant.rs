@@ -96,6 +96,38 @@ pub struct Grant {
     pub created_at: OffsetDateTime,
     /// Last changed.
     pub updated_at: OffsetDateTime,
+    /// Why the grant is in its status, when calgate knows.
+    pub status_reason: Option<StatusReason>,
+}
+
+/// Why a grant is in its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusReason {
+    /// Cronofy refused the refresh token: the user revoked access, or it lapsed.
+    InvalidGrant,
+    /// Cronofy refused the refresh token after a refresh whose answer never
+    /// arrived (a timeout or 5xx after sending): that refresh may have rotated
+    /// the token. Not the user's doing.
+    RefreshAnswerLost,
+}
+
+impl StatusReason {
+    /// As stored and shown: `INVALID_GRANT`, `REFRESH_ANSWER_LOST`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusReason::InvalidGrant => "INVALID_GRANT",
+            StatusReason::RefreshAnswerLost => "REFRESH_ANSWER_LOST",
+        }
+    }
+
+    /// The stored form back.
+    pub fn parse(value: &str) -> Option<StatusReason> {
+        match value {
+            "INVALID_GRANT" => Some(StatusReason::InvalidGrant),
+            "REFRESH_ANSWER_LOST" => Some(StatusReason::RefreshAnswerLost),
+            _ => None,
+        }
+    }
 }
 
 /// A grant's OAuth tokens, decrypted.

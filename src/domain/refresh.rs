@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 use super::{
     Error, Tenant,
     clock::Clock,
-    grant::{GrantSelector, GrantStatus, StoredGrant, Tokens},
+    grant::{GrantSelector, GrantStatus, StatusReason, StoredGrant, Tokens},
     service::store_failure,
     upstream,
 };
@@ -197,15 +197,28 @@ impl Refresher {
             let response = match answer {
                 Ok(response) => response,
                 Err(CronofyError::InvalidGrant) => {
-                    warn!(tenant = %tenant.id, sub, "Cronofy refused the refresh token; grant needs re-authorization");
-                    lease
+                    let reason = lease
                         .mark_needs_reauth(version)
                         .await
                         .map_err(|error| store_failure(&tenant.id, "marking a grant for re-authorization", &error))?;
+                    if let Some(reason) = reason {
+                        warn!(tenant = %tenant.id, sub, reason = reason.as_str(), "Cronofy refused the refresh token; grant needs re-authorization");
+                        METRICS.refresh(match reason {
+                            StatusReason::InvalidGrant => "needs_reauth",
+                            StatusReason::RefreshAnswerLost => "needs_reauth_answer_lost",
+                        });
+                    }
                     return Err(Error::GrantNeedsReauth);
                 }
                 Err(error) => {
                     lease.release().await;
+                    if answer_may_be_lost(&error) {
+                        // Cronofy may have rotated the refresh token and we never heard:
+                        // a later invalid_grant is then not the user's doing.
+                        if let Err(store_error) = self.store.mark_refresh_unsure(&tenant.id, sub).await {
+                            warn!(tenant = %tenant.id, sub, error = %store_error, "recording a lost refresh answer failed");
+                        }
+                    }
                     if let Some(delay) = self.resilience.retry_delay(tries, &error, give_up_at) {
                         warn!(tenant = %tenant.id, sub, attempt = tries, ?delay, %error, "token refresh failed; retrying");
                         tokio::time::sleep(delay).await;
@@ -333,6 +346,17 @@ impl Refresher {
             }
         }
         left
+    }
+}
+
+/// Whether Cronofy may have acted on a request whose answer calgate did not
+/// get: it timed out or broke after sending, or Cronofy answered 5xx. A
+/// connection that was never made, or a 429, sent nothing that took effect.
+fn answer_may_be_lost(error: &CronofyError) -> bool {
+    match error {
+        CronofyError::Server { .. } => true,
+        CronofyError::Transport { kind } => *kind != "connect",
+        _ => false,
     }
 }
 

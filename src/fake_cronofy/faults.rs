@@ -45,6 +45,9 @@ pub struct Fault {
     pub times: usize,
     /// Wait this long before answering.
     pub delay: Option<Duration>,
+    /// Process the request first (a token rotates, an event is written), then
+    /// answer late or with `status`: the answer is lost, not the request.
+    pub after_processing: bool,
 }
 
 impl Fault {
@@ -57,6 +60,7 @@ impl Fault {
             retry_after: None,
             times: 1,
             delay: None,
+            after_processing: false,
         }
     }
 
@@ -67,6 +71,13 @@ impl Fault {
             delay: Some(delay),
             ..Fault::status(endpoint, 200)
         }
+    }
+
+    /// Let the request take effect, then delay or replace its answer — the
+    /// dangerous case where Cronofy acted but calgate never hears it did.
+    pub fn after_processing(mut self) -> Fault {
+        self.after_processing = true;
+        self
     }
 
     /// Apply to `times` calls.

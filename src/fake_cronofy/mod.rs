@@ -102,6 +102,7 @@ impl FakeCronofy {
             .route("/v1/free_busy", get(api::free_busy))
             .route("/v1/availability", post(availability::availability))
             .route("/v1/service_account_authorizations", post(enterprise::authorize_member))
+            .layer(axum::middleware::from_fn(answer_late))
             .with_state(shared.clone());
         let tasks = vec![
             tokio::spawn(async move {
@@ -286,14 +287,41 @@ impl FakeCronofy {
     }
 }
 
+tokio::task_local! {
+    /// A fault to apply once the handler has answered (see [`Fault::after_processing`]).
+    static LATE_FAULT: std::cell::RefCell<Option<Fault>>;
+}
+
 /// Records the request and applies a pending fault: Some(response) when the
-/// fault answers instead of the handler.
+/// fault answers instead of the handler. A fault that comes after processing
+/// is left for [`answer_late`].
 async fn arrive(shared: &Shared, endpoint: Endpoint, path: &str) -> Option<axum::response::Response> {
     let fault = shared.lock().arrive(endpoint, path)?;
+    if fault.after_processing {
+        let _ = LATE_FAULT.try_with(|late| *late.borrow_mut() = Some(fault));
+        return None;
+    }
     if let Some(delay) = fault.delay {
         tokio::time::sleep(delay).await;
     }
     fault.response()
+}
+
+/// Middleware of the API host: runs the handler, then applies a fault left
+/// for after processing — a delayed answer, or another answer entirely.
+async fn answer_late(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    LATE_FAULT
+        .scope(std::cell::RefCell::new(None), async move {
+            let answered = next.run(request).await;
+            let Some(fault) = LATE_FAULT.with(|late| late.borrow_mut().take()) else {
+                return answered;
+            };
+            if let Some(delay) = fault.delay {
+                tokio::time::sleep(delay).await;
+            }
+            fault.response().unwrap_or(answered)
+        })
+        .await
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use super::{Store, StoreError, crypto::Binding, now, with_pool};
-use crate::domain::grant::{ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus, StoredGrant, Tokens};
+use crate::domain::grant::{
+    ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus, StatusReason, StoredGrant, Tokens,
+};
 
 /// A grant as received from Cronofy, ready to store.
 #[derive(Debug)]
@@ -48,13 +50,14 @@ pub(super) struct GrantRow {
     version: i64,
     created_at: i64,
     updated_at: i64,
+    status_reason: Option<String>,
     bound_user_ref: Option<String>,
 }
 
 /// The grant by (tenant = $1, sub = $2), with the user_ref bound to it most recently.
 pub(super) const SELECT_BY_SUB: &str = "SELECT g.sub, g.account_id, g.scope, g.connect_mode, g.kind, g.status, \
      g.provider_name, g.profile_name, g.free_busy_mode, g.key_id, g.access_token, g.refresh_token, \
-     g.access_expires_at, g.version, g.created_at, g.updated_at, \
+     g.access_expires_at, g.version, g.created_at, g.updated_at, g.status_reason, \
      (SELECT u.user_ref FROM user_refs u WHERE u.tenant_id = $1 AND u.sub = g.sub \
       ORDER BY u.bound_at DESC, u.user_ref DESC LIMIT 1) AS bound_user_ref \
      FROM grants g WHERE g.tenant_id = $1 AND g.sub = $2";
@@ -62,7 +65,7 @@ pub(super) const SELECT_BY_SUB: &str = "SELECT g.sub, g.account_id, g.scope, g.c
 /// The grant a user_ref (tenant = $1, user_ref = $2) points at.
 const SELECT_BY_USER_REF: &str = "SELECT g.sub, g.account_id, g.scope, g.connect_mode, g.kind, g.status, \
      g.provider_name, g.profile_name, g.free_busy_mode, g.key_id, g.access_token, g.refresh_token, \
-     g.access_expires_at, g.version, g.created_at, g.updated_at, u.user_ref AS bound_user_ref \
+     g.access_expires_at, g.version, g.created_at, g.updated_at, g.status_reason, u.user_ref AS bound_user_ref \
      FROM user_refs u JOIN grants g ON g.tenant_id = u.tenant_id AND g.sub = u.sub \
      WHERE u.tenant_id = $1 AND u.user_ref = $2";
 
@@ -74,7 +77,8 @@ const UPSERT_GRANT: &str = "INSERT INTO grants (tenant_id, sub, account_id, scop
      provider_name = excluded.provider_name, profile_name = excluded.profile_name, \
      free_busy_mode = excluded.free_busy_mode, key_id = excluded.key_id, access_token = excluded.access_token, \
      refresh_token = excluded.refresh_token, access_expires_at = excluded.access_expires_at, \
-     version = grants.version + 1, updated_at = excluded.updated_at";
+     version = grants.version + 1, updated_at = excluded.updated_at, refresh_unsure_since = NULL, \
+     status_reason = NULL";
 
 const BIND_USER_REF: &str = "INSERT INTO user_refs (tenant_id, user_ref, sub, bound_at) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (tenant_id, user_ref) DO UPDATE SET sub = excluded.sub, bound_at = excluded.bound_at";
@@ -82,12 +86,14 @@ const BIND_USER_REF: &str = "INSERT INTO user_refs (tenant_id, user_ref, sub, bo
 /// Compare-and-swap of a grant's tokens: ($1 key_id, $2 access, $3 refresh, $4 expiry, $5 now,
 /// $6 tenant, $7 sub, $8 expected version).
 pub(super) const UPDATE_TOKENS: &str = "UPDATE grants SET key_id = $1, access_token = $2, refresh_token = $3, \
-     access_expires_at = $4, version = version + 1, updated_at = $5 \
+     access_expires_at = $4, version = version + 1, updated_at = $5, refresh_unsure_since = NULL \
      WHERE tenant_id = $6 AND sub = $7 AND version = $8";
 
-/// ($1 status, $2 now, $3 tenant, $4 sub, $5 expected version).
-pub(super) const MARK_NEEDS_REAUTH: &str = "UPDATE grants SET status = $1, version = version + 1, updated_at = $2 \
-     WHERE tenant_id = $3 AND sub = $4 AND version = $5";
+/// ($1 status, $2 now, $3 tenant, $4 sub, $5 expected version). The reason is
+/// REFRESH_ANSWER_LOST when a refresh answer was lost since the last good one.
+pub(super) const MARK_NEEDS_REAUTH: &str = "UPDATE grants SET status = $1, version = version + 1, updated_at = $2, \
+     status_reason = CASE WHEN refresh_unsure_since IS NULL THEN 'INVALID_GRANT' ELSE 'REFRESH_ANSWER_LOST' END \
+     WHERE tenant_id = $3 AND sub = $4 AND version = $5 RETURNING status_reason";
 
 const ACCESS: &str = "access_token";
 const REFRESH: &str = "refresh_token";
@@ -203,20 +209,47 @@ impl Store {
     }
 
     /// Marks a grant as needing re-authorization if it is still at `expected_version`.
-    pub async fn mark_needs_reauth(&self, tenant: &str, sub: &str, expected_version: i64) -> Result<bool, StoreError> {
+    pub async fn mark_needs_reauth(
+        &self,
+        tenant: &str,
+        sub: &str,
+        expected_version: i64,
+    ) -> Result<Option<StatusReason>, StoreError> {
         let (now, _) = now();
-        let updated = with_pool!(self, pool => {
-            sqlx::query(MARK_NEEDS_REAUTH)
+        let reason: Option<Option<String>> = with_pool!(self, pool => {
+            sqlx::query_scalar(MARK_NEEDS_REAUTH)
                 .bind(GrantStatus::NeedsReauth.as_str())
                 .bind(now)
                 .bind(tenant)
                 .bind(sub)
                 .bind(expected_version)
-                .execute(pool)
+                .fetch_optional(pool)
                 .await?
-                .rows_affected()
         });
-        Ok(updated == 1)
+        Ok(reason.map(|reason| {
+            reason
+                .as_deref()
+                .and_then(StatusReason::parse)
+                .unwrap_or(StatusReason::InvalidGrant)
+        }))
+    }
+
+    /// Records that a refresh of this grant may have rotated its refresh
+    /// token without calgate hearing the answer (kept until a refresh succeeds).
+    pub async fn mark_refresh_unsure(&self, tenant: &str, sub: &str) -> Result<(), StoreError> {
+        let (now, _) = now();
+        with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE grants SET refresh_unsure_since = COALESCE(refresh_unsure_since, $1) \
+                 WHERE tenant_id = $2 AND sub = $3",
+            )
+            .bind(now)
+            .bind(tenant)
+            .bind(sub)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
     }
 
     /// Erases a grant's tokens and marks it revoked; None when there is no such grant.
@@ -276,6 +309,7 @@ impl Store {
             free_busy_mode: row.free_busy_mode,
             created_at: timestamp(row.created_at).ok_or_else(|| corrupt("created_at"))?,
             updated_at: timestamp(row.updated_at).ok_or_else(|| corrupt("updated_at"))?,
+            status_reason: row.status_reason.as_deref().and_then(StatusReason::parse),
             sub: row.sub,
         };
         Ok(StoredGrant {

@@ -14,7 +14,7 @@ use super::{
     grants::{GrantRow, MARK_NEEDS_REAUTH, SELECT_BY_SUB, UPDATE_TOKENS, seal},
     now,
 };
-use crate::domain::grant::{GrantSelector, GrantStatus, StoredGrant, Tokens};
+use crate::domain::grant::{GrantSelector, GrantStatus, StatusReason, StoredGrant, Tokens};
 
 /// Longest a replica waits for another's refresh of the same grant; above the
 /// retry ceiling of a refresh call.
@@ -100,23 +100,28 @@ impl GrantLease {
         Ok((updated == 1).then_some(version + 1))
     }
 
-    /// Marks the grant as needing re-authorization if still at `version`, and ends the lease.
-    pub async fn mark_needs_reauth(self, version: i64) -> Result<bool, StoreError> {
+    /// Marks the grant as needing re-authorization if still at `version`, and
+    /// ends the lease. Returns why (None when the grant moved on).
+    pub async fn mark_needs_reauth(self, version: i64) -> Result<Option<StatusReason>, StoreError> {
         let Some(mut transaction) = self.transaction else {
             return self.store.mark_needs_reauth(&self.tenant, &self.sub, version).await;
         };
         let (now, _) = now();
-        let updated = sqlx::query(MARK_NEEDS_REAUTH)
+        let reason: Option<Option<String>> = sqlx::query_scalar(MARK_NEEDS_REAUTH)
             .bind(GrantStatus::NeedsReauth.as_str())
             .bind(now)
             .bind(&self.tenant)
             .bind(&self.sub)
             .bind(version)
-            .execute(&mut *transaction)
-            .await?
-            .rows_affected();
+            .fetch_optional(&mut *transaction)
+            .await?;
         transaction.commit().await?;
-        Ok(updated == 1)
+        Ok(reason.map(|reason| {
+            reason
+                .as_deref()
+                .and_then(StatusReason::parse)
+                .unwrap_or(StatusReason::InvalidGrant)
+        }))
     }
 
     /// Ends the lease without writing.

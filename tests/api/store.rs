@@ -5,7 +5,7 @@ use std::time::Duration;
 use calgate::store::AuthorizationStatus;
 use calgate::{
     config::{EncryptionKey, StoreSettings},
-    domain::grant::{ConnectMode, GrantKind, GrantSelector, GrantStatus, Tokens},
+    domain::grant::{ConnectMode, GrantKind, GrantSelector, GrantStatus, StatusReason, Tokens},
     store::{NewGrant, Store},
 };
 use secrecy::{ExposeSecret, SecretBox, SecretString};
@@ -129,19 +129,26 @@ async fn suite(store: Store) {
     );
 
     // Needs-reauth is fenced by version too; reconnecting restores the grant.
-    assert!(!store.mark_needs_reauth("acme", "acc_1", 2).await.expect("mark"));
-    assert!(store.mark_needs_reauth("acme", "acc_1", 3).await.expect("mark"));
+    // A lost refresh answer since the last good refresh names the reason.
+    assert_eq!(store.mark_needs_reauth("acme", "acc_1", 2).await.expect("mark"), None);
+    store.mark_refresh_unsure("acme", "acc_1").await.expect("unsure");
+    assert_eq!(
+        store.mark_needs_reauth("acme", "acc_1", 3).await.expect("mark"),
+        Some(StatusReason::RefreshAnswerLost)
+    );
     let marked = store
         .find_grant("acme", &GrantSelector::Sub("acc_1".into()))
         .await
         .expect("find")
         .expect("found");
     assert_eq!(marked.grant.status, GrantStatus::NeedsReauth);
+    assert_eq!(marked.grant.status_reason, Some(StatusReason::RefreshAnswerLost));
     let restored = store
         .save_grant("acme", &new_grant("acc_1", "d"), None)
         .await
         .expect("reconnect");
     assert_eq!(restored.grant.status, GrantStatus::Active);
+    assert_eq!(restored.grant.status_reason, None, "reconnecting clears the reason");
 
     // Revoke erases the tokens and keeps the grant.
     let revoked = store

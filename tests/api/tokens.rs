@@ -87,7 +87,9 @@ async fn invalid_grant_marks_the_grant_and_later_calls_fail_fast() {
     app.clock.advance(Duration::from_secs(3600));
     let status = upsert(&app, &grant.sub).await.expect_err("needs reauth");
     assert_status(&status, Code::FailedPrecondition, "GRANT_NEEDS_REAUTH");
-    assert_eq!(status_of(&app, &grant.sub).await, pb::GrantStatus::NeedsReauth as i32);
+    let marked = fetch_grant(&app.client, ACME_KEY, &grant.sub).await.expect("grant");
+    assert_eq!(marked.status, pb::GrantStatus::NeedsReauth as i32);
+    assert_eq!(marked.status_reason, "INVALID_GRANT", "the user revoked access");
 
     let calls = app.fake.requests().len();
     let status = upsert(&app, &grant.sub).await.expect_err("still needs reauth");
@@ -103,6 +105,58 @@ async fn invalid_grant_marks_the_grant_and_later_calls_fail_fast() {
     assert_eq!(again.sub, grant.sub);
     assert_eq!(status_of(&app, &grant.sub).await, pb::GrantStatus::Active as i32);
     upsert(&app, &grant.sub).await.expect("works again");
+}
+
+/// Cronofy rotates the refresh token but its answer is lost (a 503 after
+/// processing); the retry with the stored, now dead, token gets invalid_grant.
+/// The grant needs re-authorization either way, but says it was not the user.
+#[tokio::test]
+async fn a_lost_refresh_answer_is_named_when_cronofy_then_refuses_the_token() {
+    let app = spawn_app().await;
+    let grant = app.connect(Some("ada")).await;
+    app.clock.advance(Duration::from_secs(3600));
+    app.fake.inject(Fault::status(Endpoint::Token, 503).after_processing());
+    let status = upsert(&app, &grant.sub).await.expect_err("the rotated token is lost");
+    assert_status(&status, Code::FailedPrecondition, "GRANT_NEEDS_REAUTH");
+    assert_eq!(
+        app.fake.count(Endpoint::Token),
+        3,
+        "exchange, lost refresh, refused retry"
+    );
+    let marked = fetch_grant(&app.client, ACME_KEY, &grant.sub).await.expect("grant");
+    assert_eq!(marked.status, pb::GrantStatus::NeedsReauth as i32);
+    assert_eq!(marked.status_reason, "REFRESH_ANSWER_LOST");
+    // Reconnecting clears the reason with the status.
+    app.fake.set_next_authorization(NextAuthorization {
+        sub: Some(grant.sub.clone()),
+        ..Default::default()
+    });
+    let again = app.connect(Some("ada")).await;
+    assert_eq!(
+        (again.status, again.status_reason.as_str()),
+        (pb::GrantStatus::Active as i32, "")
+    );
+}
+
+/// A refresh that fails transiently while the access token is still valid
+/// does not fail the call: the token is used until it expires.
+#[tokio::test]
+async fn a_failing_refresh_leaves_the_still_valid_token_in_use() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    // Inside the refresh margin (5 min), two minutes before expiry.
+    app.clock.advance(Duration::from_secs(3600 - 120));
+    app.fake.inject(Fault::status(Endpoint::Token, 502).times(2));
+    upsert(&app, &grant.sub)
+        .await
+        .expect("written with the token that still works");
+    assert_eq!(app.fake.count(Endpoint::Token), 3, "the refresh was tried (twice)");
+    assert_eq!(app.fake.event_count(&grant.sub), 1);
+    assert_eq!(status_of(&app, &grant.sub).await, pb::GrantStatus::Active as i32);
+    upsert(&app, &grant.sub)
+        .await
+        .expect("refreshed now that Cronofy answers");
+    assert_eq!(app.fake.count(Endpoint::Token), 4);
 }
 
 #[tokio::test]

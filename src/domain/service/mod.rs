@@ -214,12 +214,20 @@ impl CalendarService {
         let sub = stored.grant.sub.clone();
         if self.refresher.needs_refresh(&tenant.id, &sub, tokens.access_expires_at) {
             // The refreshed token is cached by the next call's store read.
-            let fresh = self.refresher.refresh(tenant, &sub, Need::Expiring).await?;
-            return Ok(TokenLease {
-                sub,
-                token: fresh.token,
-                version: fresh.version,
-            });
+            match self.refresher.refresh(tenant, &sub, Need::Expiring).await {
+                Ok(fresh) => {
+                    return Ok(TokenLease {
+                        sub,
+                        token: fresh.token,
+                        version: fresh.version,
+                    });
+                }
+                // Cronofy is having a bad moment but the token still works: use it.
+                Err(error) if error.is_upstream_transient() && tokens.access_expires_at > self.clock.now() => {
+                    warn!(tenant = %tenant.id, sub, %error, "refresh failed; using the access token while it is still valid");
+                }
+                Err(error) => return Err(error),
+            }
         }
         let lease = TokenLease {
             sub: sub.clone(),

@@ -211,6 +211,10 @@ pub fn grant(grant: Grant) -> pb::Grant {
             GrantKind::User => pb::GrantKind::User,
             GrantKind::ServiceAccount => pb::GrantKind::ServiceAccount,
         } as i32,
+        status_reason: grant
+            .status_reason
+            .map(|reason| reason.as_str().to_owned())
+            .unwrap_or_default(),
     }
 }
 
