@@ -305,7 +305,8 @@ impl App {
             error!(
                 %tenant,
                 sub,
-                "refreshed tokens the store refused could not be written before exit; the grant may need re-authorization"
+                "refreshed tokens the store refused could not be written before exit: kept in store.spill_dir \
+                 when set (written at the next start), else lost and the grant may need re-authorization"
             );
         }
         info!("calgate stopped");

@@ -139,6 +139,9 @@ pub struct StoreSettings {
     /// transaction through one Cronofy attempt at most, and PostgreSQL ends a
     /// transaction idle for longer than that plus 5 s (freeing its row locks).
     pub upstream_request_timeout: Duration,
+    /// Where refreshed token pairs the store refused are kept, encrypted,
+    /// until it takes them (survives a restart). None: memory only.
+    pub spill_dir: Option<PathBuf>,
 }
 
 /// One token-encryption key.
@@ -242,6 +245,7 @@ impl Settings {
             token_cache_ttl: raw.store.token_cache_ttl,
             token_cache_entries: raw.store.token_cache_entries,
             upstream_request_timeout: raw.upstream.request_timeout,
+            spill_dir: raw.store.spill_dir,
         };
         let state_key = secrets.key32(
             "state",

@@ -49,6 +49,7 @@ pub(super) struct RawStore {
     pub(super) token_cache_ttl: Duration,
     #[serde(default = "default_token_cache_entries")]
     pub(super) token_cache_entries: u64,
+    pub(super) spill_dir: Option<PathBuf>,
 }
 
 fn default_token_cache_ttl() -> Duration {

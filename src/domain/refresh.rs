@@ -9,8 +9,11 @@
 //!   have refreshed it.
 //! - The new pair is written with a compare-and-swap on the grant's version
 //!   before the new access token is used. If the store refuses the write, the
-//!   pair stays in memory (`pending`) and is written before Cronofy is ever
-//!   asked again for that grant — the old refresh token may already be dead.
+//!   pair is parked (`pending`, and spilled to `store.spill_dir`, encrypted,
+//!   so a restart loses nothing) and is written before Cronofy is ever asked
+//!   again for that grant — the old refresh token may already be dead. A
+//!   parked pair is written only inside the grant's own flight, so no refresh
+//!   can read the old token while it is being written.
 
 use std::{
     collections::HashMap,
@@ -87,6 +90,15 @@ impl Refresher {
         margin: Duration,
         tasks: Tasks,
     ) -> Self {
+        // Pairs a previous run of this replica could not store.
+        let spilled: HashMap<GrantKey, (i64, Tokens)> = store
+            .spilled_pairs()
+            .into_iter()
+            .map(|pair| ((pair.tenant, pair.sub), (pair.version, pair.tokens)))
+            .collect();
+        for (tenant, sub) in spilled.keys() {
+            warn!(%tenant, sub, "refreshed tokens spilled by an earlier run will be written to the store first");
+        }
         Refresher {
             store,
             cronofy,
@@ -95,7 +107,7 @@ impl Refresher {
             margin,
             tasks,
             flights: Mutex::default(),
-            pending: Mutex::default(),
+            pending: Mutex::new(spilled),
         }
     }
 
@@ -293,8 +305,9 @@ impl Refresher {
                 }
             }
         }
-        error!(tenant = %tenant.id, sub, "refreshed tokens kept in memory until the store takes them");
+        error!(tenant = %tenant.id, sub, "refreshed tokens kept (memory and spill) until the store takes them");
         METRICS.refresh("parked");
+        self.store.spill_pair(&tenant.id, sub, version, &fresh);
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -312,13 +325,21 @@ impl Refresher {
         match self.store.update_tokens(tenant, sub, version, &tokens).await {
             Ok(Some(new_version)) => {
                 info!(tenant, sub, "parked refreshed tokens stored");
+                self.store.remove_spilled(tenant, sub);
                 Ok(Some(Fresh {
                     token: tokens.access_token,
                     version: new_version,
                 }))
             }
             // The grant moved on (reconnected or revoked): the parked pair is obsolete.
-            Ok(None) => Ok(None),
+            Ok(None) => {
+                warn!(
+                    tenant,
+                    sub, "parked refreshed tokens are obsolete: the grant changed meanwhile"
+                );
+                self.store.remove_spilled(tenant, sub);
+                Ok(None)
+            }
             Err(_) => {
                 self.pending
                     .lock()
@@ -330,8 +351,9 @@ impl Refresher {
     }
 
     /// Writes every parked pair the store will take now (called when the store
-    /// is back, and at shutdown). Returns the grants whose pairs are still parked.
-    pub(super) async fn flush_all_pending(&self) -> Vec<(String, String)> {
+    /// is back, and at shutdown), each inside its grant's flight. Returns the
+    /// grants whose pairs are still parked.
+    pub(super) async fn flush_all_pending(self: &Arc<Self>) -> Vec<(String, String)> {
         let keys: Vec<GrantKey> = self
             .pending
             .lock()
@@ -339,13 +361,61 @@ impl Refresher {
             .keys()
             .cloned()
             .collect();
-        let mut left = Vec::new();
-        for (tenant, sub) in keys {
-            if self.flush_pending(&tenant, &sub).await.is_err() {
-                left.push((tenant, sub));
-            }
+        for key in keys {
+            let _ = self.flush_in_flight(key).await;
         }
-        left
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Writes a grant's parked pair as the grant's flight: joins the flight
+    /// under way (which writes it first), or starts one that only writes it.
+    fn flush_in_flight(self: &Arc<Self>, key: GrantKey) -> Flight {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(flight) = flights.get(&key) {
+            return flight.clone();
+        }
+        let this = self.clone();
+        let task_key = key.clone();
+        let task = self.tasks.spawn(async move {
+            let (tenant, sub) = (&task_key.0, &task_key.1);
+            let result = match this.flush_pending(tenant, sub).await {
+                Ok(Some(fresh)) => Ok(fresh),
+                // Nothing (left) to write: whoever joined gets the stored token.
+                Ok(None) => this.stored_token(tenant, sub).await,
+                Err(error) => Err(error),
+            };
+            this.flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_key);
+            result
+        });
+        let flight = async move {
+            task.await.unwrap_or_else(|joined| {
+                error!(error = %joined, "a flush of parked tokens died");
+                Err(Error::StoreUnavailable)
+            })
+        }
+        .boxed()
+        .shared();
+        flights.insert(key, flight.clone());
+        flight
+    }
+
+    async fn stored_token(&self, tenant: &str, sub: &str) -> Result<Fresh, Error> {
+        let stored = self
+            .store
+            .find_grant(tenant, &GrantSelector::Sub(sub.to_owned()))
+            .await
+            .map_err(|error| store_failure(tenant, "reading a grant", &error))?
+            .ok_or(Error::GrantNotFound)?;
+        let tokens = usable_tokens(&stored)?;
+        Ok(Fresh {
+            token: tokens.access_token.clone(),
+            version: stored.version,
+        })
     }
 }
 

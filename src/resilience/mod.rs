@@ -45,9 +45,10 @@ enum TenantGuards {
         budget: RateBudget,
         breaker: Breaker,
     },
+    // Boxed: each holds a store handle, several times the local guards' size.
     Shared {
-        budget: SharedBudget,
-        breaker: SharedBreaker,
+        budget: Box<SharedBudget>,
+        breaker: Box<SharedBreaker>,
     },
 }
 
@@ -132,8 +133,12 @@ impl Resilience {
                         breaker: Breaker::new(name, breaker),
                     },
                     Some(store) => TenantGuards::Shared {
-                        budget: SharedBudget::new(store.clone(), limits.tenant.clone(), limits.rate_limit),
-                        breaker: SharedBreaker::new(store.clone(), name, breaker),
+                        budget: Box::new(SharedBudget::new(
+                            store.clone(),
+                            limits.tenant.clone(),
+                            limits.rate_limit,
+                        )),
+                        breaker: Box::new(SharedBreaker::new(store.clone(), name, breaker)),
                     },
                 };
                 (limits.tenant, Arc::new(guards))

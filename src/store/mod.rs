@@ -10,6 +10,7 @@ mod crypto;
 mod grants;
 mod lease;
 mod shared;
+mod spill;
 mod states;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
@@ -29,6 +30,7 @@ use crypto::TokenCipher;
 pub use grants::NewGrant;
 pub use lease::GrantLease;
 pub use shared::{BreakerRecord, RateClaim};
+pub use spill::SpilledPair;
 
 use crate::config::{EncryptionKey, StoreSettings};
 
@@ -117,6 +119,8 @@ pub struct Store {
     /// Refresh leases held at once: well under the main pool's size, so
     /// refreshes waiting on Cronofy never take every connection.
     leases: Arc<Semaphore>,
+    /// `store.spill_dir`: where refreshed pairs the store refused are kept.
+    spill_dir: Option<std::path::PathBuf>,
     cipher: Arc<TokenCipher>,
 }
 
@@ -152,6 +156,7 @@ impl Store {
             counters,
             probe,
             leases: Arc::new(Semaphore::new(max_leases(settings.max_connections))),
+            spill_dir: settings.spill_dir.clone(),
             cipher: Arc::new(TokenCipher::new(keys)),
         };
         if settings.auto_migrate {

@@ -179,6 +179,12 @@ pub async fn spawn_app_edited(edit: impl FnOnce(&mut Settings)) -> TestApp {
     spawn_app_from(fake, work, &config, edit, None).await
 }
 
+/// Starts calgate with an existing fake and work directory, settings changed by `edit` (restarts).
+pub async fn spawn_app_on_edited(fake: FakeCronofy, work: Workdir, edit: impl FnOnce(&mut Settings)) -> TestApp {
+    let config = work.config(&fake, &work.key("k1"));
+    spawn_app_from(fake, work, &config, edit, None).await
+}
+
 /// calgate with `[callbacks]` on a port-0 listener it is handed; also returns
 /// the callback base URL (`callbacks.public_url`).
 pub async fn spawn_app_with_callbacks(edit: impl FnOnce(&mut Settings)) -> (TestApp, String) {

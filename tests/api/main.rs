@@ -4,6 +4,7 @@
 mod authorize;
 mod availability;
 mod batch;
+mod durability;
 mod enterprise;
 mod events;
 mod exchange;

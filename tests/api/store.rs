@@ -22,6 +22,7 @@ async fn open(url: &str) -> Store {
         token_cache_ttl: Duration::ZERO,
         token_cache_entries: 0,
         upstream_request_timeout: Duration::from_secs(10),
+        spill_dir: None,
     };
     let keys = [EncryptionKey {
         id: "k1".into(),
