@@ -19,6 +19,7 @@ use crate::{
     domain::{CalendarService, Clock, ServiceParts, Tenant, state::StateCodec},
     grpc::{
         CalendarWriteApi,
+        deadline::DeadlineLayer,
         interceptor::AuthInterceptor,
         pb::{self, calendar_write_service_server::CalendarWriteServiceServer},
     },
@@ -228,7 +229,8 @@ impl App {
             .http2_keepalive_timeout(Some(grpc.keepalive_timeout))
             .http2_max_pending_accept_reset_streams(Some(grpc.max_pending_accept_reset_streams))
             .http2_max_local_error_reset_streams(Some(grpc.max_local_error_reset_streams))
-            .layer(RpcLayer);
+            .layer(RpcLayer)
+            .layer(DeadlineLayer);
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls_config(tls).await?)?;
         }

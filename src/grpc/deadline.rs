@@ -1,11 +1,21 @@
 //! The caller's deadline (`grpc-timeout`). tonic's own timeout answers
 //! CANCELLED; calgate answers DEADLINE_EXCEEDED as the gRPC spec and the
 //! contract say, by running the handler against the deadline itself.
+//!
+//! tonic arms its timer when the request arrives, outside every layer of
+//! calgate's; [`DeadlineLayer`] stamps calgate's deadline at the same moment,
+//! a little earlier, so it fires first however late a loaded machine gets to
+//! run the handler.
 
-use std::{future::Future, time::Duration};
+use std::{
+    future::Future,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use tokio::time::Instant;
-use tonic::{Status, metadata::MetadataMap};
+use tonic::{Request, Status};
+use tower::{Layer, Service};
 
 /// Fire this much before tonic's transport timeout, which was armed a moment
 /// earlier for the same deadline, so the caller gets our status, not CANCELLED.
@@ -29,10 +39,60 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// When the caller stops waiting, if it said.
-pub fn deadline(metadata: &MetadataMap) -> Option<Instant> {
-    let timeout = parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)?;
-    Some(Instant::now() + timeout.saturating_sub(AHEAD_OF_TRANSPORT))
+/// The deadline stamped on a request when it arrived.
+#[derive(Debug, Clone, Copy)]
+struct CallDeadline(Instant);
+
+/// When the caller stops waiting, if it said: as stamped at arrival by
+/// [`DeadlineLayer`] (or, without it, from now).
+pub fn deadline<T>(request: &Request<T>) -> Option<Instant> {
+    if let Some(CallDeadline(at)) = request.extensions().get::<CallDeadline>() {
+        return Some(*at);
+    }
+    from_headers(request.metadata().as_ref(), Instant::now())
+}
+
+fn from_headers(headers: &http::HeaderMap, arrived: Instant) -> Option<Instant> {
+    let timeout = parse_grpc_timeout(headers.get("grpc-timeout")?.to_str().ok()?)?;
+    Some(arrived + timeout.saturating_sub(AHEAD_OF_TRANSPORT))
+}
+
+/// Stamps each request's deadline on arrival (see the module documentation).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeadlineLayer;
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = StampDeadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StampDeadline { inner }
+    }
+}
+
+/// See [`DeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct StampDeadline<S> {
+    inner: S,
+}
+
+impl<S, B> Service<http::Request<B>> for StampDeadline<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if let Some(at) = from_headers(request.headers(), Instant::now()) {
+            request.extensions_mut().insert(CallDeadline(at));
+        }
+        self.inner.call(request)
+    }
 }
 
 /// Runs `work` until the deadline; past it the work is dropped (cancelling

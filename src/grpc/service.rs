@@ -46,7 +46,7 @@ impl CalendarWriteService for CalendarWriteApi {
         request: Request<pb::ExchangeCodeRequest>,
     ) -> Result<Response<pb::ExchangeCodeResponse>, Status> {
         let caller = caller(&request)?;
-        let deadline = deadline::deadline(request.metadata());
+        let deadline = deadline::deadline(&request);
         let parsed = convert::exchange_request(request.into_inner())?;
         let grant = deadline::within(deadline, self.service.exchange_code(&caller.tenant, parsed, deadline)).await?;
         Ok(Response::new(pb::ExchangeCodeResponse {
@@ -60,7 +60,7 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::UpsertEventResponse>, Status> {
         let caller = caller(&request)?;
         let (selector, calendar_id, event) = convert::upsert_request(request.get_ref())?;
-        let deadline = deadline::deadline(request.metadata());
+        let deadline = deadline::deadline(&request);
         deadline::within(
             deadline,
             self.service
@@ -76,7 +76,7 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::DeleteEventResponse>, Status> {
         let caller = caller(&request)?;
         let (selector, calendar_id, event_id) = convert::delete_request(request.get_ref())?;
-        let deadline = deadline::deadline(request.metadata());
+        let deadline = deadline::deadline(&request);
         deadline::within(
             deadline,
             self.service
@@ -92,7 +92,7 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::ListCalendarsResponse>, Status> {
         let caller = caller(&request)?;
         let selector = convert::grant_selector(request.get_ref())?;
-        let deadline = deadline::deadline(request.metadata());
+        let deadline = deadline::deadline(&request);
         let calendars = deadline::within(
             deadline,
             self.service.list_calendars(&caller.tenant, &selector, deadline),
@@ -118,7 +118,7 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
         let caller = caller(&request)?;
         let selector = convert::grant_selector(request.get_ref())?;
-        let deadline = deadline::deadline(request.metadata());
+        let deadline = deadline::deadline(&request);
         let grant = deadline::within(deadline, self.service.revoke_grant(&caller.tenant, &selector, deadline)).await?;
         Ok(Response::new(pb::RevokeGrantResponse {
             grant: Some(convert::grant(grant)),
@@ -131,7 +131,7 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::BatchWriteEventsResponse>, Status> {
         let caller = caller(&request)?;
         let (selector, ops) = convert::batch_request(request.get_ref())?;
-        let deadline = deadline::deadline(request.metadata());
+        let deadline = deadline::deadline(&request);
         let outcomes = deadline::within(
             deadline,
             self.service.batch_write(&caller.tenant, &selector, &ops, deadline),
@@ -148,7 +148,7 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::ReadFreeBusyResponse>, Status> {
         let caller = caller(&request)?;
         let (selector, query) = convert::free_busy_request(request.get_ref())?;
-        let deadline = deadline::deadline(request.metadata());
+        let deadline = deadline::deadline(&request);
         let periods = deadline::within(
             deadline,
             self.service.read_free_busy(&caller.tenant, &selector, &query, deadline),
@@ -165,7 +165,7 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::QueryAvailabilityResponse>, Status> {
         let caller = caller(&request)?;
         let query = convert::availability_request(request.get_ref())?;
-        let deadline = deadline::deadline(request.metadata());
+        let deadline = deadline::deadline(&request);
         let periods = deadline::within(
             deadline,
             self.service.query_availability(&caller.tenant, &query, deadline),
@@ -182,7 +182,7 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::AuthorizeEnterpriseUserResponse>, Status> {
         let caller = caller(&request)?;
         let parsed = convert::enterprise_user_request(request.get_ref())?;
-        let deadline = deadline::deadline(request.metadata());
+        let deadline = deadline::deadline(&request);
         let authorization = deadline::within(
             deadline,
             self.service

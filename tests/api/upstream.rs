@@ -125,11 +125,9 @@ async fn the_callers_deadline_is_respected() {
     request
         .metadata_mut()
         .insert("grpc-timeout", "300m".parse().expect("header"));
-    let started = std::time::Instant::now();
     let status = app.client.clone().upsert_event(request).await.expect_err("deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "returned at the deadline, not after the upstream"
-    );
+    // Answered at the deadline, not after the upstream: the fake, still
+    // stalling, never got to write the event (calgate dropped the request).
+    assert_eq!(app.fake.event_count(&grant.sub), 0);
 }
