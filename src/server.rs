@@ -136,6 +136,7 @@ pub struct App {
     tls: Option<TlsSettings>,
     shutdown_grace: Duration,
     grpc: GrpcSettings,
+    revoke_retry_interval: Duration,
     tasks: Tasks,
 }
 
@@ -192,6 +193,7 @@ impl App {
             tls: settings.tls,
             shutdown_grace: settings.shutdown_grace,
             grpc: settings.grpc,
+            revoke_retry_interval: settings.upstream.revoke_retry_interval,
             tasks,
         })
     }
@@ -247,6 +249,15 @@ impl App {
         tasks.spawn_worker(
             "store watcher",
             watch_store(self.service.clone(), reporter.clone(), tasks.shutdown()),
+        );
+        tasks.spawn_worker(
+            "revocation worker",
+            retry_revocations(
+                self.service.clone(),
+                self.tenants.clone(),
+                self.revoke_retry_interval,
+                tasks.shutdown(),
+            ),
         );
         if let Some(metrics) = listeners.metrics {
             tasks.spawn_worker(
@@ -393,6 +404,22 @@ async fn watch_store(
                 set_health(&reporter, ServingStatus::NotServing).await;
             }
         }
+    }
+}
+
+/// Retries, every `interval`, the revokes Cronofy has not taken yet.
+async fn retry_revocations(
+    service: Arc<CalendarService>,
+    tenants: Arc<HashMap<String, Arc<Tenant>>>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(interval) => {}
+        }
+        service.retry_revocations(&tenants, interval).await;
     }
 }
 

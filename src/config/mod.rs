@@ -209,6 +209,9 @@ pub struct UpstreamSettings {
     pub retry: RetryPolicy,
     /// Circuit breaker per (tenant, data centre).
     pub breaker: BreakerPolicy,
+    /// How often revokes Cronofy did not take are retried (the first pause;
+    /// each further failure doubles it, up to an hour).
+    pub revoke_retry_interval: Duration,
 }
 
 impl Settings {
@@ -319,6 +322,7 @@ impl Settings {
         positive(raw.upstream.request_timeout, "upstream.request_timeout")?;
         positive(raw.upstream.connect_timeout, "upstream.connect_timeout")?;
         positive(raw.upstream.retry_ceiling, "upstream.retry_ceiling")?;
+        positive(raw.upstream.revoke_retry_interval, "upstream.revoke_retry_interval")?;
         positive(raw.upstream.breaker.cool_down, "upstream.breaker.cool_down")?;
         if raw.upstream.max_attempts == 0 {
             return Err(ConfigError::invalid("upstream.max_attempts", "must be at least 1"));
@@ -363,6 +367,7 @@ impl Settings {
                     failure_threshold: raw.upstream.breaker.failure_threshold,
                     cool_down: raw.upstream.breaker.cool_down,
                 },
+                revoke_retry_interval: raw.upstream.revoke_retry_interval,
             },
             callbacks,
             grpc: raw.grpc,

@@ -181,11 +181,18 @@ pub(super) struct RawUpstream {
     pub(super) retry_ceiling: Duration,
     #[serde(default)]
     pub(super) breaker: RawBreaker,
+    #[serde(default = "default_revoke_retry_interval", with = "humantime_serde")]
+    pub(super) revoke_retry_interval: Duration,
+}
+
+fn default_revoke_retry_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Default for RawUpstream {
     fn default() -> Self {
         RawUpstream {
+            revoke_retry_interval: default_revoke_retry_interval(),
             request_timeout: default_request_timeout(),
             connect_timeout: default_connect_timeout(),
             max_attempts: default_max_attempts(),

@@ -104,14 +104,18 @@ fn flatten_errors(body: UnprocessableBody) -> Vec<UpstreamFieldError> {
         .collect()
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3).
+/// Longest Retry-After believed; the retry policy bounds it further.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3), at
+/// most [`MAX_RETRY_AFTER`].
 fn retry_after(response: &Response) -> Option<Duration> {
-    let value = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
+    parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
+        .map(|after| after.min(MAX_RETRY_AFTER))
+}
+
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }

@@ -139,8 +139,14 @@ impl std::fmt::Display for FieldViolations {
     }
 }
 
-/// `text` cut to at most [`MAX_VIOLATION_TEXT`] bytes on a character boundary.
-fn clip(mut text: String) -> String {
+/// `text` cut to at most [`MAX_VIOLATION_TEXT`] bytes on a character
+/// boundary, control characters replaced (Cronofy's texts reach logs too).
+fn clip(text: String) -> String {
+    let mut text: String = if text.chars().any(char::is_control) {
+        text.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    } else {
+        text
+    };
     if text.len() > MAX_VIOLATION_TEXT {
         let mut end = MAX_VIOLATION_TEXT - '…'.len_utf8();
         while !text.is_char_boundary(end) {
@@ -270,10 +276,12 @@ mod tests {
     fn long_texts_are_clipped_on_a_character_boundary() {
         let mut v = Violations::default();
         v.add("é".repeat(1000), "x".repeat(100_000));
+        v.add("event.summary", "line\nbreak\u{1b}[31m");
         let all = v.into_inner();
         assert!(all.listed[0].field.len() <= MAX_VIOLATION_TEXT);
         assert!(all.listed[0].description.len() <= MAX_VIOLATION_TEXT);
         assert!(all.listed[0].field.ends_with('…'));
+        assert_eq!(all.listed[1].description, "line?break?[31m");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub use error::{Error, FieldViolation, FieldViolations, MAX_FIELD_VIOLATIONS, Vi
 pub use service::{
     AuthorizeRequest, AuthorizeUrl, AvailabilityGroup, AvailabilityRequest, BatchOp, CALLBACK_PATH, CalendarService,
     CallbackError, CallbackOutcome, Deadline, EnterpriseAuthorization, EnterpriseUserRequest, ExchangeRequest,
-    FreeBusyQuery, MAX_BATCH_ITEMS, ServiceParts, authorization_fingerprint, is_authorization_id,
+    FreeBusyQuery, MAX_BATCH_ITEMS, Revoked, ServiceParts, authorization_fingerprint, is_authorization_id,
 };
 
 use secrecy::SecretString;

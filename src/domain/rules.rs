@@ -6,10 +6,18 @@ use url::Url;
 
 type Rule<T> = Result<T, String>;
 
-/// A required identifier: 1..=max characters, no control characters, not blank.
+/// A required identifier: 1..=max characters, no control characters, not
+/// blank, and not `.` or `..` (in a URL path they would change the path).
 pub fn identifier(value: &str, max: usize) -> Rule<String> {
     if value.trim().is_empty() {
         return Err("is required".into());
+    }
+    if matches!(value, "." | "..") {
+        return Err("must not be . or ..".into());
+    }
+    // Identifiers reach log lines: not even the newlines free text may hold.
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
     }
     bounded_text(value, max)
 }
@@ -154,6 +162,11 @@ mod tests {
             "limits count characters, not bytes"
         );
         assert!(identifier("a\u{0}b", 256).is_err());
+        assert!(identifier("a\nb", 256).is_err(), "no newline in an identifier");
+        for path_changer in [".", ".."] {
+            assert!(identifier(path_changer, 256).is_err(), "{path_changer}");
+        }
+        assert!(identifier("...", 256).is_ok() && identifier("a.b", 256).is_ok());
     }
 
     #[test]

@@ -159,6 +159,17 @@ impl FakeCronofy {
         self.shared.lock().expire_access_tokens();
     }
 
+    /// The subs revoked through `/oauth/token/revoke` by `client_id`, in order.
+    pub fn revoked_subs(&self, client_id: &str) -> Vec<String> {
+        self.shared
+            .lock()
+            .revoked
+            .iter()
+            .filter(|(client, _)| client == client_id)
+            .map(|(_, sub)| sub.clone())
+            .collect()
+    }
+
     /// Revokes every token of an account, as a user disconnecting calgate would.
     pub fn revoke_account(&self, sub: &str) {
         self.shared.lock().revoke_account(sub);

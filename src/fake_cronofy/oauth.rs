@@ -191,19 +191,36 @@ pub(super) async fn revoke(State(shared): State<Arc<Shared>>, headers: HeaderMap
     if !client_ok {
         return oauth_error("invalid_client");
     }
+    let client_id = form.get("client_id").cloned().unwrap_or_default();
     let sub = if let Some(token) = form.get("token") {
         state
             .refresh_tokens
             .get(token)
+            .filter(|t| t.client_id == client_id)
             .map(|t| t.sub.clone())
-            .or_else(|| state.access_tokens.get(token).map(|t| t.sub.clone()))
+            .or_else(|| {
+                state
+                    .access_tokens
+                    .get(token)
+                    .filter(|t| t.client_id == client_id)
+                    .map(|t| t.sub.clone())
+            })
     } else if let Some(sub) = form.get("sub") {
+        // Strict (an assumption): a client revokes only authorizations it holds.
+        let held = state
+            .refresh_tokens
+            .values()
+            .any(|t| t.client_id == client_id && &t.sub == sub);
+        if !held {
+            return oauth_error("invalid_grant");
+        }
         Some(sub.clone())
     } else {
         return oauth_error("invalid_request");
     };
     if let Some(sub) = sub {
         state.revoke_account(&sub);
+        state.revoked.push((client_id, sub));
     }
     StatusCode::OK.into_response()
 }

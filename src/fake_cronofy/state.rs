@@ -92,6 +92,8 @@ pub(crate) struct State {
     pub(super) accounts: HashMap<String, Account>,
     pub(super) access_tokens: HashMap<String, AccessToken>,
     pub(super) refresh_tokens: HashMap<String, RefreshToken>,
+    /// Revocations made through `/oauth/token/revoke`: (client_id, sub).
+    pub(super) revoked: Vec<(String, String)>,
     pub(super) next_authorization: Option<NextAuthorization>,
     pub(super) access_token_ttl: Duration,
     pub(super) rotate_refresh_tokens: bool,
@@ -119,6 +121,7 @@ impl Default for State {
             accounts: HashMap::new(),
             access_tokens: HashMap::new(),
             refresh_tokens: HashMap::new(),
+            revoked: Vec::new(),
             next_authorization: None,
             access_token_ttl: Duration::from_secs(3600),
             rotate_refresh_tokens: true,

@@ -119,9 +119,11 @@ impl CalendarWriteService for CalendarWriteApi {
         let caller = caller(&request)?;
         let selector = convert::grant_selector(request.get_ref())?;
         let deadline = deadline::deadline(&request);
-        let grant = deadline::within(deadline, self.service.revoke_grant(&caller.tenant, &selector, deadline)).await?;
+        let revoked =
+            deadline::within(deadline, self.service.revoke_grant(&caller.tenant, &selector, deadline)).await?;
         Ok(Response::new(pb::RevokeGrantResponse {
-            grant: Some(convert::grant(grant)),
+            grant: Some(convert::grant(revoked.grant)),
+            upstream_revoke_pending: revoked.upstream_pending,
         }))
     }
 

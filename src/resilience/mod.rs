@@ -199,7 +199,8 @@ impl Resilience {
             _ => None,
         };
         let delay = self.policy.delay(tries, retry_after, &mut rand::rng());
-        (Instant::now() + delay <= give_up_at).then_some(delay)
+        // No clock arithmetic on a delay from outside: compare what is left.
+        (delay <= give_up_at.saturating_duration_since(Instant::now())).then_some(delay)
     }
 
     /// Runs `attempt` for `tenant`: breaker first, then budget, then the call;

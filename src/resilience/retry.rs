@@ -26,8 +26,10 @@ impl RetryPolicy {
     }
 
     /// The wait before the next attempt: full jitter over the capped backoff
-    /// (AWS's "full jitter"), but never shorter than Cronofy's Retry-After.
+    /// (AWS's "full jitter"), but never shorter than Cronofy's Retry-After —
+    /// itself taken as at most the retry ceiling, whatever Cronofy sent.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, rng: &mut impl Rng) -> Duration {
+        let retry_after = retry_after.map(|after| after.min(self.ceiling));
         let cap = self.backoff_cap(attempt);
         let jittered = if cap.is_zero() {
             cap

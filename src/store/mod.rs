@@ -9,6 +9,7 @@ mod authorizations;
 mod crypto;
 mod grants;
 mod lease;
+mod revocations;
 mod shared;
 mod spill;
 mod states;
@@ -29,6 +30,7 @@ pub use crypto::CryptoError;
 use crypto::TokenCipher;
 pub use grants::NewGrant;
 pub use lease::GrantLease;
+pub use revocations::PendingRevocation;
 pub use shared::{BreakerRecord, RateClaim};
 pub use spill::SpilledPair;
 

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub grants: Family<StatusLabel, Gauge>,
     /// Circuit breaker state: 0 closed, 1 open, 2 half-open.
     pub breaker_state: Family<BreakerLabel, Gauge>,
+    /// Background revokes at Cronofy by outcome (`revoked`, `failed`).
+    pub revocations: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -83,6 +85,7 @@ impl Metrics {
         let refreshes = Family::<OutcomeLabel, Counter>::default();
         let grants = Family::<StatusLabel, Gauge>::default();
         let breaker_state = Family::<BreakerLabel, Gauge>::default();
+        let revocations = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "rpc_requests",
             "gRPC calls by method and status code",
@@ -109,8 +112,14 @@ impl Metrics {
             "Circuit breaker per tenant/data centre: 0 closed, 1 open, 2 half-open",
             breaker_state.clone(),
         );
+        registry.register(
+            "background_revocations",
+            "Revokes at Cronofy retried in the background, by outcome",
+            revocations.clone(),
+        );
         Metrics {
             registry,
+            revocations,
             rpc_requests,
             rpc_duration,
             upstream_requests,
@@ -141,6 +150,15 @@ impl Metrics {
     /// Counts a refresh outcome.
     pub fn refresh(&self, outcome: &str) {
         self.refreshes
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a background revoke's outcome.
+    pub fn revocation(&self, outcome: &str) {
+        self.revocations
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
             })

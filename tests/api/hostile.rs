@@ -335,3 +335,40 @@ async fn one_tenant_cannot_take_every_place() {
         .await
         .expect("places are given back");
 }
+
+/// A hostile or broken Retry-After (u64::MAX seconds) is clamped before any
+/// clock arithmetic: no panic, no retry past the ceiling, and the caller is
+/// told a bounded delay (at most an hour).
+#[tokio::test]
+async fn an_absurd_retry_after_is_clamped() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    app.fake
+        .inject(Fault::status(Endpoint::UpsertEvent, 429).retry_after("18446744073709551615"));
+    let status = app
+        .client
+        .clone()
+        .upsert_event(app.req(pb::UpsertEventRequest {
+            user: by_sub(&grant.sub),
+            calendar_id: app.fake.calendar_ids(&grant.sub)[0].clone(),
+            event: Some(event("evt-1")),
+        }))
+        .await
+        .expect_err("rate limited");
+    assert_status(&status, Code::ResourceExhausted, "UPSTREAM_RATE_LIMITED");
+    let delay = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("RetryInfo");
+    assert_eq!(delay, Duration::from_secs(3600), "Cronofy's wait, at most an hour");
+    assert_eq!(
+        app.fake.count(Endpoint::UpsertEvent),
+        1,
+        "no retry: the wait exceeds the retry ceiling"
+    );
+    // The server survived it.
+    fetch_grant(&app.client, ACME_KEY, &grant.sub)
+        .await
+        .expect("still serving");
+}

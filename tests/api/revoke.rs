@@ -1,5 +1,7 @@
 //! RevokeGrant: revoke at Cronofy by sub, erase the tokens, keep the grant visible.
 
+use std::time::Duration;
+
 use calgate::{
     fake_cronofy::{Endpoint, Fault, NextAuthorization},
     grpc::pb,
@@ -71,25 +73,47 @@ async fn revoking_erases_the_tokens_and_keeps_the_grant_visible() {
     assert_eq!((back.sub, back.status), (grant.sub, pb::GrantStatus::Active as i32));
 }
 
+/// Cronofy's revoke fails: the grant is revoked here anyway (tokens erased,
+/// nothing more is written with them), and Cronofy's revoke is retried in
+/// the background until it is taken.
 #[tokio::test]
-async fn a_failed_upstream_revoke_keeps_the_tokens_for_a_retry() {
-    let app = spawn_app().await;
+async fn a_failed_upstream_revoke_revokes_here_and_is_retried_in_the_background() {
+    let app = spawn_app_edited(|s| s.upstream.revoke_retry_interval = Duration::from_millis(200)).await;
     let grant = app.connect(Some("ada")).await;
-    app.fake.inject(Fault::status(Endpoint::Revoke, 503).times(2));
-    let status = app
+    let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+    // The call's two attempts and the worker's first round fail.
+    app.fake.inject(Fault::status(Endpoint::Revoke, 503).times(3));
+    let answer = app
         .client
         .clone()
         .revoke_grant(app.req(revoke_by_ref("ada")))
         .await
-        .expect_err("Cronofy down");
-    assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
-    let fetched = fetch_grant(&app.client, ACME_KEY, &grant.sub).await.expect("grant");
-    assert_eq!(fetched.status, pb::GrantStatus::Active as i32);
-    app.client
+        .expect("revoked here although Cronofy is down")
+        .into_inner();
+    assert!(answer.upstream_revoke_pending);
+    assert_eq!(answer.grant.expect("grant").status, pb::GrantStatus::Revoked as i32);
+    let status = app
+        .client
         .clone()
-        .revoke_grant(app.req(revoke_by_ref("ada")))
+        .upsert_event(app.req(pb::UpsertEventRequest {
+            user: by_sub(&grant.sub),
+            calendar_id: calendar,
+            event: Some(event("evt-1")),
+        }))
         .await
-        .expect("the retry revokes");
+        .expect_err("no write with a revoked grant");
+    assert_status(&status, Code::FailedPrecondition, "GRANT_REVOKED");
+    assert!(app.fake.revoked_subs("acme-client").is_empty());
+
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(15);
+    while app.fake.revoked_subs("acme-client").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "the worker never revoked at Cronofy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.fake.revoked_subs("acme-client"), vec![grant.sub.clone()]);
 }
 
 #[tokio::test]

@@ -177,6 +177,24 @@ async fn suite(store: Store) {
             .expect("claim after release")
     );
 
+    // Revocations Cronofy did not take: queued once, due at once, postponed, finished.
+    store.queue_revocation("acme", "acc_1").await.expect("queue");
+    store.queue_revocation("acme", "acc_1").await.expect("queue twice");
+    let due = store.due_revocations(10).await.expect("due");
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].sub.as_str(), due[0].attempts), ("acc_1", 0));
+    store
+        .postpone_revocation("acme", "acc_1", 3600)
+        .await
+        .expect("postpone");
+    assert!(
+        store.due_revocations(10).await.expect("due").is_empty(),
+        "not due for an hour"
+    );
+    assert_eq!(store.count_pending_revocations().await.expect("count"), 1);
+    store.finish_revocation("acme", "acc_1").await.expect("finish");
+    assert_eq!(store.count_pending_revocations().await.expect("count"), 0);
+
     // Member authorizations: found by id alone, finished once.
     let record = calgate::store::AuthorizationRecord {
         id: "0123456789abcdef0123456789abcdef".into(),

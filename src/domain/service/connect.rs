@@ -13,7 +13,7 @@ use crate::{
     cronofy::{CronofyError, Host, TokenResponse},
     domain::{
         Error, Tenant, Violations,
-        grant::{ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus, StoredGrant, Tokens},
+        grant::{ConnectMode, Grant, GrantKind, GrantSelector, StoredGrant, Tokens},
         state::{StateClaims, StateCodec},
         upstream,
     },
@@ -354,42 +354,5 @@ impl CalendarService {
     /// Describes a grant.
     pub async fn get_grant(&self, tenant: &Tenant, selector: &GrantSelector) -> Result<Grant, Error> {
         Ok(self.find(tenant, selector).await?.grant)
-    }
-
-    /// Revokes the grant at Cronofy (by sub), then erases its tokens; the grant
-    /// stays visible as revoked. Revoking a revoked grant changes nothing.
-    pub async fn revoke_grant(
-        &self,
-        tenant: &Tenant,
-        selector: &GrantSelector,
-        deadline: Deadline,
-    ) -> Result<Grant, Error> {
-        let stored = self.find(tenant, selector).await?;
-        if stored.grant.status == GrantStatus::Revoked {
-            return Ok(stored.grant);
-        }
-        let sub = stored.grant.sub.clone();
-        let revoked = self
-            .resilience
-            .call(&tenant.id, deadline, || self.cronofy.revoke_by_sub(&tenant.app, &sub))
-            .await;
-        match revoked {
-            // Cronofy no longer knows the authorization: it is revoked either way.
-            Ok(()) | Err(GuardError::Upstream(CronofyError::InvalidGrant)) => {}
-            Err(failure) => return Err(upstream::guard_error(failure, "")),
-        }
-        let mut grant = self
-            .store
-            .revoke_grant(&tenant.id, &sub)
-            .await
-            .map_err(|_| Error::StoreUnavailable)?
-            .ok_or(Error::GrantNotFound)?
-            .grant;
-        self.tokens.forget_grant(&tenant.id, &sub);
-        if let GrantSelector::UserRef(user_ref) = selector {
-            grant.user_ref = Some(user_ref.clone());
-        }
-        info!(tenant = %tenant.id, sub, "grant revoked");
-        Ok(grant)
     }
 }

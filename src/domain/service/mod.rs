@@ -57,6 +57,7 @@ mod availability;
 mod connect;
 mod enterprise;
 mod events;
+mod revoke;
 
 pub use availability::{AvailabilityGroup, AvailabilityRequest};
 pub use connect::{AuthorizeRequest, AuthorizeUrl, ExchangeRequest};
@@ -65,6 +66,7 @@ pub use enterprise::{
     authorization_fingerprint, is_authorization_id,
 };
 pub use events::{BatchOp, FreeBusyQuery, MAX_BATCH_ITEMS};
+pub use revoke::Revoked;
 
 /// calgate's operations, shared by every tenant.
 #[derive(Debug)]

@@ -1,0 +1,137 @@
+//! Revoking grants, fail-safe: the grant is REVOKED and its tokens erased
+//! here whatever Cronofy answers; a revoke Cronofy did not take is queued in
+//! the store and retried by a background worker ([`CalendarService::retry_revocations`]).
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use tracing::{info, warn};
+
+use super::{CalendarService, Deadline, store_failure};
+use crate::{
+    cronofy::CronofyError,
+    domain::{
+        Error, Tenant,
+        grant::{Grant, GrantSelector, GrantStatus},
+        upstream,
+    },
+    resilience::GuardError,
+    telemetry::metrics::METRICS,
+};
+
+/// Revocations retried per worker round.
+const BATCH: i64 = 50;
+/// Longest pause between two attempts at one revocation.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// A revoked grant, and whether Cronofy's side is still to be done.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    /// The grant, now revoked.
+    pub grant: Grant,
+    /// Cronofy's revoke failed and is retried in the background.
+    pub upstream_pending: bool,
+}
+
+impl CalendarService {
+    /// Revokes the grant at Cronofy (by sub) and erases its tokens; the grant
+    /// stays visible as revoked. When Cronofy's revoke fails, the local revoke
+    /// happens anyway and Cronofy's is retried in the background. Revoking a
+    /// revoked grant changes nothing.
+    pub async fn revoke_grant(
+        &self,
+        tenant: &Tenant,
+        selector: &GrantSelector,
+        deadline: Deadline,
+    ) -> Result<Revoked, Error> {
+        let stored = self.find(tenant, selector).await?;
+        if stored.grant.status == GrantStatus::Revoked {
+            return Ok(Revoked {
+                grant: stored.grant,
+                upstream_pending: false,
+            });
+        }
+        let sub = stored.grant.sub.clone();
+        let revoked = self
+            .resilience
+            .call(&tenant.id, deadline, || self.cronofy.revoke_by_sub(&tenant.app, &sub))
+            .await;
+        let upstream_pending = match revoked {
+            // Cronofy no longer knows the authorization: it is revoked either way.
+            Ok(()) | Err(GuardError::Upstream(CronofyError::InvalidGrant)) => false,
+            Err(failure) => {
+                let error = upstream::guard_error(failure, "");
+                warn!(tenant = %tenant.id, sub, %error, "Cronofy's revoke failed; revoking here and retrying Cronofy's in the background");
+                // Queued before the tokens go: a crash in between still revokes at Cronofy.
+                self.store
+                    .queue_revocation(&tenant.id, &sub)
+                    .await
+                    .map_err(|error| store_failure(&tenant.id, "queueing a revocation", &error))?;
+                true
+            }
+        };
+        let mut grant = self
+            .store
+            .revoke_grant(&tenant.id, &sub)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "revoking a grant", &error))?
+            .ok_or(Error::GrantNotFound)?
+            .grant;
+        self.tokens.forget_grant(&tenant.id, &sub);
+        if let GrantSelector::UserRef(user_ref) = selector {
+            grant.user_ref = Some(user_ref.clone());
+        }
+        info!(tenant = %tenant.id, sub, upstream_pending, "grant revoked");
+        Ok(Revoked {
+            grant,
+            upstream_pending,
+        })
+    }
+
+    /// One round of the revocation worker: retries the revokes Cronofy has not
+    /// taken yet, with exponential backoff (`base` doubling, at most an hour).
+    /// Returns how many were completed.
+    pub async fn retry_revocations(&self, tenants: &HashMap<String, Arc<Tenant>>, base: Duration) -> usize {
+        let due = match self.store.due_revocations(BATCH).await {
+            Ok(due) => due,
+            Err(error) => {
+                warn!(%error, "reading pending revocations failed");
+                return 0;
+            }
+        };
+        let mut done = 0;
+        for pending in due {
+            let Some(tenant) = tenants.get(&pending.tenant_id) else {
+                // A tenant removed from the config: nobody can revoke for it any more.
+                warn!(tenant = %pending.tenant_id, sub = %pending.sub, "a pending revocation's tenant is not configured; dropped");
+                let _ = self.store.finish_revocation(&pending.tenant_id, &pending.sub).await;
+                continue;
+            };
+            let sub = pending.sub.as_str();
+            let outcome = self
+                .resilience
+                .call(&tenant.id, None, || self.cronofy.revoke_by_sub(&tenant.app, sub))
+                .await;
+            match outcome {
+                Ok(()) | Err(GuardError::Upstream(CronofyError::InvalidGrant)) => {
+                    info!(tenant = %tenant.id, sub, attempts = pending.attempts + 1, "revoked at Cronofy");
+                    METRICS.revocation("revoked");
+                    if self.store.finish_revocation(&tenant.id, sub).await.is_ok() {
+                        done += 1;
+                    }
+                }
+                Err(failure) => {
+                    let backoff = base
+                        .saturating_mul(2u32.saturating_pow(pending.attempts.clamp(0, 20) as u32))
+                        .min(MAX_BACKOFF);
+                    warn!(tenant = %tenant.id, sub, attempts = pending.attempts + 1, ?backoff, error = %upstream::guard_error(failure, ""), "revoking at Cronofy failed again");
+                    METRICS.revocation("failed");
+                    let _ = self
+                        .store
+                        .postpone_revocation(&tenant.id, sub, backoff.as_secs().max(1) as i64)
+                        .await;
+                }
+            }
+        }
+        done
+    }
+}
