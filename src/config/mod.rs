@@ -396,13 +396,64 @@ fn positive(value: Duration, key: &str) -> Result<(), ConfigError> {
 }
 
 fn check_store_url(url: &str) -> Result<String, ConfigError> {
-    if url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(url.to_owned())
-    } else {
-        Err(ConfigError::invalid(
+    if url.starts_with("sqlite:") {
+        return Ok(url.to_owned());
+    }
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        check_postgres_tls(url)?;
+        return Ok(url.to_owned());
+    }
+    Err(ConfigError::invalid(
+        "store.url",
+        "must start with sqlite: (one machine) or postgres:// (several replicas)",
+    ))
+}
+
+/// Refuses a PostgreSQL URL that would fall back to plaintext silently:
+/// `sslmode` absent (the driver's default is `prefer`), `prefer` or `allow`,
+/// to a host other than this machine. `verify-full` is what production wants;
+/// `require` encrypts without checking the server; `disable` is plaintext on
+/// purpose.
+fn check_postgres_tls(url: &str) -> Result<(), ConfigError> {
+    let parsed = Url::parse(url).map_err(|error| ConfigError::invalid("store.url", format!("not a URL: {error}")))?;
+    let sslmode = parsed
+        .query_pairs()
+        .find(|(key, _)| key == "sslmode")
+        .map(|(_, value)| value.into_owned());
+    // A Unix socket (`host=/run/postgresql`) or loopback never crosses a network.
+    let socket = parsed
+        .query_pairs()
+        .any(|(key, value)| key == "host" && value.starts_with('/'));
+    let local = socket
+        || match parsed.host() {
+            // postgres: is not a special scheme: its hosts, IPv4 too, come as names.
+            Some(url::Host::Domain(domain)) => {
+                domain == "localhost" || domain.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
+            Some(url::Host::Ipv4(address)) => address.is_loopback(),
+            Some(url::Host::Ipv6(address)) => address.is_loopback(),
+            None => true,
+        };
+    match sslmode.as_deref() {
+        Some("disable" | "require" | "verify-ca" | "verify-full") => Ok(()),
+        None if local => Ok(()),
+        Some(other @ ("prefer" | "allow")) if !local => Err(ConfigError::invalid(
             "store.url",
-            "must start with sqlite: (one machine) or postgres:// (several replicas)",
-        ))
+            format!(
+                "sslmode={other} falls back to plaintext silently; use sslmode=verify-full (or require), \
+                 or sslmode=disable for plaintext on purpose"
+            ),
+        )),
+        Some("prefer" | "allow") => Ok(()),
+        None => Err(ConfigError::invalid(
+            "store.url",
+            "has no sslmode: the default (prefer) falls back to plaintext silently; add sslmode=verify-full \
+             (or require), or sslmode=disable for plaintext on purpose",
+        )),
+        Some(other) => Err(ConfigError::invalid(
+            "store.url",
+            format!("sslmode={other} is not one of disable, allow, prefer, require, verify-ca, verify-full"),
+        )),
     }
 }
 

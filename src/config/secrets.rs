@@ -5,6 +5,7 @@ use std::{collections::HashMap, path::Path};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
+use zeroize::Zeroizing;
 
 use super::ConfigError;
 
@@ -76,12 +77,20 @@ impl SecretSource {
             format!("{key}.key")
         };
         let text = self.string(&prefix, env, file)?;
-        let decoded = STANDARD
-            .decode(text.expose_secret().trim())
-            .map_err(|_| ConfigError::invalid(&prefix, "is not valid base64"))?;
-        let bytes: [u8; 32] = decoded
-            .try_into()
-            .map_err(|_| ConfigError::invalid(&prefix, "must decode to exactly 32 bytes (openssl rand -base64 32)"))?;
-        Ok(SecretBox::new(Box::new(bytes)))
+        // Decoded key material is wiped from memory when dropped: only the SecretBox keeps it.
+        let decoded = Zeroizing::new(
+            STANDARD
+                .decode(text.expose_secret().trim())
+                .map_err(|_| ConfigError::invalid(&prefix, "is not valid base64"))?,
+        );
+        if decoded.len() != 32 {
+            return Err(ConfigError::invalid(
+                &prefix,
+                "must decode to exactly 32 bytes (openssl rand -base64 32)",
+            ));
+        }
+        let mut key = Box::new([0u8; 32]);
+        key.copy_from_slice(&decoded);
+        Ok(SecretBox::new(key))
     }
 }

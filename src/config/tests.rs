@@ -152,3 +152,28 @@ fn secrets_never_print() {
     assert!(!printed.contains("s3cret"));
     assert!(!printed.contains(KEY));
 }
+
+#[test]
+fn postgres_urls_never_fall_back_to_plaintext_silently() {
+    for refused in [
+        "postgres://calgate@db.internal/calgate",
+        "postgres://calgate@db.internal/calgate?sslmode=prefer",
+        "postgres://calgate@10.0.0.5/calgate?sslmode=allow",
+        "postgres://calgate@db.internal/calgate?sslmode=sometimes",
+    ] {
+        let error = super::check_store_url(refused).expect_err(refused).to_string();
+        assert!(error.contains("store.url") && error.contains("sslmode"), "{error}");
+    }
+    for accepted in [
+        "postgres://calgate@db.internal/calgate?sslmode=verify-full",
+        "postgres://calgate@db.internal/calgate?sslmode=require",
+        "postgres://calgate@db.internal/calgate?sslmode=disable",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+        "postgres://postgres@localhost/postgres?sslmode=prefer",
+        "postgres://calgate@[::1]/calgate",
+        "postgres:///calgate?host=/run/postgresql",
+        "sqlite://calgate.db",
+    ] {
+        super::check_store_url(accepted).expect(accepted);
+    }
+}
