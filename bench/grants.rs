@@ -21,6 +21,8 @@ pub struct Seeded {
     pub user_ref: String,
     /// Its writable calendar.
     pub calendar_id: String,
+    /// Its account's sub.
+    pub sub: String,
 }
 
 /// Connects an account in the fake for each n in `range` and stores its
@@ -62,6 +64,7 @@ pub async fn seed_accounts(
             anyhow::Ok(Seeded {
                 user_ref,
                 calendar_id: account.calendar_id,
+                sub: account.sub,
             })
         })
         .buffer_unordered(16)

@@ -234,7 +234,12 @@ impl Server {
         bail!("{} did not report SERVING within 30 s", self.name)
     }
 
-    /// Current and peak resident memory of the process.
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Resident and peak memory, from /proc.
     pub fn memory(&self) -> anyhow::Result<Memory> {
         let pid = self.child.id().context("process gone")?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

@@ -11,6 +11,7 @@ mod harness;
 mod passthrough;
 mod report;
 mod scenarios;
+mod soak;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the benchmark scenarios and print the report.
     Run(scenarios::RunArgs),
+    /// Steady load with injected Cronofy faults and a PostgreSQL restart (docs/security.md).
+    Soak(soak::SoakArgs),
     /// Serve the bare passthrough: UpsertEvent → one reqwest POST, nothing else.
     Passthrough {
         /// gRPC listen address.
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Run(args) => runtime.block_on(scenarios::run(args)),
+        Command::Soak(args) => runtime.block_on(soak::run(args)),
         Command::Passthrough {
             listen,
             api_base_url,

@@ -6,6 +6,7 @@ pub mod enterprise;
 mod error;
 mod hosts;
 mod model;
+pub mod parse;
 mod response;
 
 use std::time::Duration;
@@ -16,10 +17,10 @@ use serde::Serialize;
 
 pub use error::{CronofyError, UpstreamFieldError};
 pub use hosts::{DataCenter, Endpoints, Host};
-use model::{BatchResponse, CalendarsResponse, FreeBusyResponse};
+use model::CalendarsResponse;
 pub use model::{CalendarEntry, FreeBusyEntry, LinkingProfile, TokenResponse};
 
-use response::{check_status, decode, error_for_status, expect_success, oauth_error, send};
+use response::{body_bytes, check_status, decode, expect_success, oauth_error, send};
 
 /// A tenant's Cronofy OAuth application.
 #[derive(Debug)]
@@ -213,21 +214,7 @@ impl CronofyClient {
             .bearer_auth(access_token.expose_secret())
             .json(&serde_json::json!({ "batch": entries }));
         let response = check_status(send("batch", request).await?).await?;
-        let body: BatchResponse = decode(response, "batch").await?;
-        if body.batch.len() != entries.len() {
-            return Err(CronofyError::Decode { endpoint: "batch" });
-        }
-        Ok(body
-            .batch
-            .into_iter()
-            .map(|item| {
-                if (200..300).contains(&item.status) {
-                    Ok(())
-                } else {
-                    Err(error_for_status(item.status, item.data.as_ref(), None))
-                }
-            })
-            .collect())
+        parse::batch(&body_bytes(response).await?, entries.len())
     }
 
     /// The first page's URL of `GET /v1/free_busy` for a date range.
@@ -257,20 +244,7 @@ impl CronofyClient {
     ) -> Result<(Vec<FreeBusyEntry>, Option<url::Url>), CronofyError> {
         let request = self.http.get(page.clone()).bearer_auth(access_token.expose_secret());
         let response = send("free_busy", request).await?;
-        let body: FreeBusyResponse = decode(check_status(response).await?, "free_busy").await?;
-        let next = match body.pages.and_then(|pages| pages.next_page) {
-            None => None,
-            Some(next) => {
-                let next = url::Url::parse(&next).map_err(|_| CronofyError::Decode { endpoint: "free_busy" })?;
-                if next.origin() != endpoints.url(Host::Api, &[]).origin() {
-                    return Err(CronofyError::Decode {
-                        endpoint: "free_busy (next_page on another host)",
-                    });
-                }
-                Some(next)
-            }
-        };
-        Ok((body.free_busy, next))
+        parse::free_busy_page(&body_bytes(check_status(response).await?).await?, endpoints)
     }
 
     /// `POST /v1/availability`, authenticated with the application's client

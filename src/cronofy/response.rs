@@ -68,7 +68,7 @@ pub(super) async fn check_status(response: Response) -> Result<Response, Cronofy
 }
 
 /// The error for a non-2xx status, from a response or from a batch item.
-pub(super) fn error_for_status(
+pub(crate) fn error_for_status(
     status: u16,
     body: Option<&serde_json::Value>,
     retry_after: Option<Duration>,
@@ -127,10 +127,13 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 pub(super) async fn decode<T: DeserializeOwned>(response: Response, endpoint: &'static str) -> Result<T, CronofyError> {
-    // The body may hold tokens: on failure only the endpoint is named.
-    let bytes = response
+    super::parse::json(&body_bytes(response).await?, endpoint)
+}
+
+/// A whole answer's body.
+pub(super) async fn body_bytes(response: Response) -> Result<bytes::Bytes, CronofyError> {
+    response
         .bytes()
         .await
-        .map_err(|error| CronofyError::from_reqwest(&error))?;
-    serde_json::from_slice(&bytes).map_err(|_| CronofyError::Decode { endpoint })
+        .map_err(|error| CronofyError::from_reqwest(&error))
 }

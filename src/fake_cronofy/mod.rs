@@ -159,6 +159,12 @@ impl FakeCronofy {
         self.shared.lock().expire_access_tokens();
     }
 
+    /// Makes a share `rate` (0..=1) of all requests meet a random fault (a 503,
+    /// a 429 with Retry-After 1, or a 1.5 s stall) — for soak runs.
+    pub fn set_chaos(&self, rate: f64) {
+        self.shared.lock().chaos = rate.clamp(0.0, 1.0);
+    }
+
     /// The subs revoked through `/oauth/token/revoke` by `client_id`, in order.
     pub fn revoked_subs(&self, client_id: &str) -> Vec<String> {
         self.shared

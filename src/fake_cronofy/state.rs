@@ -92,6 +92,9 @@ pub(crate) struct State {
     pub(super) accounts: HashMap<String, Account>,
     pub(super) access_tokens: HashMap<String, AccessToken>,
     pub(super) refresh_tokens: HashMap<String, RefreshToken>,
+    /// The share of requests (0..=1) that meet a random fault: a 503, a 429
+    /// with Retry-After 1, or a 1.5 s stall (soak runs).
+    pub(super) chaos: f64,
     /// Revocations made through `/oauth/token/revoke`: (client_id, sub).
     pub(super) revoked: Vec<(String, String)>,
     pub(super) next_authorization: Option<NextAuthorization>,
@@ -122,6 +125,7 @@ impl Default for State {
             access_tokens: HashMap::new(),
             refresh_tokens: HashMap::new(),
             revoked: Vec::new(),
+            chaos: 0.0,
             next_authorization: None,
             access_token_ttl: Duration::from_secs(3600),
             rotate_refresh_tokens: true,
@@ -305,7 +309,9 @@ impl State {
             path: path.to_owned(),
             at: Instant::now(),
         });
-        let index = self.faults.iter().position(|f| f.endpoint == endpoint && f.times > 0)?;
+        let Some(index) = self.faults.iter().position(|f| f.endpoint == endpoint && f.times > 0) else {
+            return self.chaos_fault(endpoint);
+        };
         let fault = &mut self.faults[index];
         fault.times -= 1;
         let taken = fault.clone();
@@ -313,5 +319,17 @@ impl State {
             self.faults.remove(index);
         }
         Some(taken)
+    }
+
+    /// A random fault, for a share `chaos` of requests.
+    fn chaos_fault(&self, endpoint: Endpoint) -> Option<Fault> {
+        if self.chaos <= 0.0 || rand::random::<f64>() >= self.chaos {
+            return None;
+        }
+        Some(match rand::random::<u8>() % 3 {
+            0 => Fault::status(endpoint, 503),
+            1 => Fault::status(endpoint, 429).retry_after("1"),
+            _ => Fault::delay(endpoint, std::time::Duration::from_millis(1500)),
+        })
     }
 }
