@@ -6,7 +6,8 @@
 //! application's secrets; else 404 or 401 and nothing changes.
 
 mod listener;
-mod signature;
+/// `Cronofy-HMAC-SHA256` verification (public for the fuzz targets).
+pub mod signature;
 
 use std::{collections::HashMap, sync::Arc};
 

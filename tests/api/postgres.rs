@@ -3,9 +3,13 @@
 //! postgres://postgres@127.0.0.1:5432/postgres); .ci/run always sets it, and
 //! under CI a missing variable fails the test instead of skipping it.
 
+use std::io::Write;
+
 use sqlx::{Connection, Executor, PgConnection};
 
 pub const ENV: &str = "CALGATE_TEST_POSTGRES_URL";
+/// Set: a missing PostgreSQL fails the tests instead of skipping them.
+const REQUIRE: &str = "CALGATE_REQUIRE_POSTGRES";
 
 /// A database created for one test and dropped (WITH FORCE) when it ends.
 pub struct PgTestDb {
@@ -15,14 +19,18 @@ pub struct PgTestDb {
 }
 
 impl PgTestDb {
-    /// A fresh database, or None (skip) outside CI when no server is configured.
+    /// A fresh database, or None (skip) when no server is configured — which
+    /// fails instead under CI or `CALGATE_REQUIRE_POSTGRES` (set by .ci/run).
+    #[track_caller]
     pub async fn create() -> Option<PgTestDb> {
         let Ok(admin) = std::env::var(ENV) else {
             assert!(
-                std::env::var_os("CI").is_none(),
-                "{ENV} must be set in CI: PostgreSQL tests never skip there"
+                std::env::var_os("CI").is_none() && std::env::var_os(REQUIRE).is_none(),
+                "{ENV} must be set: PostgreSQL tests never skip under CI or {REQUIRE}"
             );
-            eprintln!("skipped: set {ENV} to run the PostgreSQL tests");
+            // Straight to the terminal: libtest captures eprintln!, and a skip must be seen.
+            let test = std::thread::current().name().unwrap_or("a test").to_owned();
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: no PostgreSQL (set {ENV} to run it)");
             return None;
         };
         let name = format!("calgate_test_{}", hex::encode(rand::random::<[u8; 6]>()));
