@@ -21,7 +21,6 @@ pub struct PgTestDb {
 impl PgTestDb {
     /// A fresh database, or None (skip) when no server is configured — which
     /// fails instead under CI or `CALGATE_REQUIRE_POSTGRES` (set by .ci/run).
-    #[track_caller]
     pub async fn create() -> Option<PgTestDb> {
         let Ok(admin) = std::env::var(ENV) else {
             assert!(
