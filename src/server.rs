@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use crate::{
     auth::Authenticator,
     config::{CallbackSettings, GrpcSettings, Settings, TlsSettings},
-    cronofy::{CronofyClient, CronofyError},
+    cronofy::CronofyClient,
     domain::{CalendarService, Clock, ServiceParts, Tenant, state::StateCodec},
     grpc::{
         CalendarWriteApi,
@@ -55,9 +55,9 @@ pub enum StartError {
     /// The credential store could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The HTTP client could not be built.
-    #[error(transparent)]
-    Cronofy(#[from] CronofyError),
+    /// The HTTPS client for Cronofy could not be built (TLS roots, resolver).
+    #[error("cannot build the HTTPS client for Cronofy: {0}")]
+    HttpClient(#[from] reqwest::Error),
     /// A TLS file could not be read.
     #[error("cannot read {key} `{path}`: {source}")]
     TlsFile {

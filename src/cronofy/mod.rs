@@ -97,7 +97,7 @@ struct DeleteEventBody<'a> {
 
 impl CronofyClient {
     /// Builds the client with the given timeouts. TLS uses rustls with the ring provider.
-    pub fn new(request_timeout: Duration, connect_timeout: Duration) -> Result<CronofyClient, CronofyError> {
+    pub fn new(request_timeout: Duration, connect_timeout: Duration) -> Result<CronofyClient, reqwest::Error> {
         // Installing twice is harmless; the first provider stays.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -108,8 +108,7 @@ impl CronofyClient {
             // Never replay a bearer token to wherever a redirect points.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("calgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|_| CronofyError::Transport { kind: "client" })?;
+            .build()?;
         Ok(CronofyClient { http })
     }
 

@@ -237,6 +237,22 @@ impl Violations {
         self.0
     }
 
+    /// `value` when nothing was recorded, else the collected InvalidArgument.
+    /// A missing value with nothing recorded (a parser's own mistake) is
+    /// reported as a bad `request`, never a panic on a request path.
+    pub fn finish_with<T>(mut self, value: Option<T>) -> Result<T, Error> {
+        match value {
+            Some(value) if self.is_empty() => Ok(value),
+            Some(_) => Err(Error::InvalidArgument(self.0)),
+            None => {
+                if self.is_empty() {
+                    self.add("request", "is incomplete");
+                }
+                Err(Error::InvalidArgument(self.0))
+            }
+        }
+    }
+
     /// Ok when nothing was recorded, else the collected InvalidArgument.
     pub fn finish(self) -> Result<(), Error> {
         if self.is_empty() {

@@ -71,7 +71,7 @@ fn utc_text(time: &OffsetDateTime) -> String {
     // Cronofy rejects fractional seconds; validation guarantees whole seconds.
     time.to_offset(time::UtcOffset::UTC)
         .format(&Rfc3339)
-        .unwrap_or_else(|_| unreachable!("validated years are four digits"))
+        .expect("validated years are four digits")
 }
 
 impl Serialize for EventTime {

@@ -281,7 +281,7 @@ impl Refresher {
         self.store
             .find_grant(&tenant.id, &GrantSelector::Sub(sub.to_owned()))
             .await
-            .map_err(|_| Error::StoreUnavailable)?
+            .map_err(|error| store_failure(&tenant.id, "re-reading a grant", &error))?
             .ok_or(Error::GrantNotFound)
     }
 

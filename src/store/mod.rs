@@ -172,8 +172,8 @@ impl Store {
     /// Refuses a database that lacks migrations this version needs.
     async fn check_migrated(&self) -> Result<(), StoreError> {
         let (migrator, applied) = match &self.backend {
-            Backend::Sqlite(pool) => (sqlx::migrate!("migrations/sqlite"), applied_versions(pool).await),
-            Backend::Postgres(pool) => (sqlx::migrate!("migrations/postgres"), applied_versions(pool).await),
+            Backend::Sqlite(pool) => (sqlx::migrate!("migrations/sqlite"), applied_versions(pool).await?),
+            Backend::Postgres(pool) => (sqlx::migrate!("migrations/postgres"), applied_versions(pool).await?),
         };
         let missing = migrator.iter().filter(|m| !applied.contains(&m.version)).count();
         if missing > 0 {
@@ -211,8 +211,9 @@ impl Store {
     }
 }
 
-/// Versions recorded by sqlx's migrator; none when it never ran.
-async fn applied_versions<DB>(pool: &sqlx::Pool<DB>) -> Vec<i64>
+/// Versions recorded by sqlx's migrator; none when it never ran (no table).
+/// Any other failure is the store's, not "not migrated".
+async fn applied_versions<DB>(pool: &sqlx::Pool<DB>) -> Result<Vec<i64>, StoreError>
 where
     DB: sqlx::Database,
     for<'a> &'a sqlx::Pool<DB>: sqlx::Executor<'a, Database = DB>,
@@ -220,11 +221,19 @@ where
     (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
     for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
 {
-    sqlx::query_as::<_, (i64,)>("SELECT version FROM _sqlx_migrations WHERE success")
+    match sqlx::query_as::<_, (i64,)>("SELECT version FROM _sqlx_migrations WHERE success")
         .fetch_all(pool)
         .await
-        .map(|rows| rows.into_iter().map(|(v,)| v).collect())
-        .unwrap_or_default()
+    {
+        Ok(rows) => Ok(rows.into_iter().map(|(v,)| v).collect()),
+        // SQLite: "no such table"; PostgreSQL: undefined_table (42P01).
+        Err(sqlx::Error::Database(error))
+            if error.code().as_deref() == Some("42P01") || error.message().contains("no such table") =>
+        {
+            Ok(Vec::new())
+        }
+        Err(error) => Err(StoreError::Unavailable(error)),
+    }
 }
 
 async fn sqlite_pool(settings: &StoreSettings) -> Result<SqlitePool, StoreError> {

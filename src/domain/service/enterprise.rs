@@ -155,7 +155,7 @@ impl CalendarService {
         self.store
             .create_authorization(&record)
             .await
-            .map_err(|_| Error::StoreUnavailable)?;
+            .map_err(|error| store_failure(&tenant.id, "recording an authorization", &error))?;
         let body = MemberAuthorizationRequest {
             email: &request.email,
             callback_url: &callback_url,
@@ -315,9 +315,14 @@ impl CalendarService {
                 return Err(CallbackError::Unavailable);
             }
         };
-        let new = self
-            .new_grant(response, ConnectMode::Enterprise)
-            .map_err(|_| CallbackError::Unavailable)?;
+        let new = match self.new_grant(response, ConnectMode::Enterprise) {
+            Ok(new) => new,
+            Err(error) => {
+                warn!(tenant = %tenant.id, authorization = %fingerprint, %error, "Cronofy's answer to a member's code is unusable");
+                let _ = self.store.release_authorization(id).await;
+                return Err(CallbackError::Unavailable);
+            }
+        };
         let stored = match self.save_with_retries(tenant, &new, Some(&record.user_ref)).await {
             Ok(stored) => stored,
             Err(_) => {

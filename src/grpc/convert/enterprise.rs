@@ -27,16 +27,16 @@ pub fn enterprise_user_request(request: &pb::AuthorizeEnterpriseUserRequest) -> 
     let email = v.check("email", rules::email(&request.email));
     let user_ref = v.check("user_ref", rules::identifier(&request.user_ref, limits::ID));
     let scope = scopes(&request.scope, "scope", &mut v);
-    v.finish()?;
-    match (service_account, email, user_ref) {
-        (Some(service_account), Some(email), Some(user_ref)) => Ok(EnterpriseUserRequest {
+    let parsed = match (service_account, email, user_ref) {
+        (Some(service_account), Some(email), Some(user_ref)) => Some(EnterpriseUserRequest {
             service_account,
             email,
             user_ref,
             scope,
         }),
-        _ => unreachable!("violations recorded for every missing part"),
-    }
+        _ => None,
+    };
+    v.finish_with(parsed)
 }
 
 /// Parses GetEnterpriseUserAuthorization.

@@ -78,8 +78,7 @@ fn selector(request: &impl UserSelector, violations: &mut Violations) -> Option<
 pub fn grant_selector(request: &impl UserSelector) -> Result<GrantSelector, Error> {
     let mut violations = Violations::default();
     let selector = selector(request, &mut violations);
-    violations.finish()?;
-    selector.ok_or_else(|| unreachable!("violations recorded when the selector is missing"))
+    violations.finish_with(selector)
 }
 
 /// Parses BuildAuthorizeUrl.
@@ -166,11 +165,11 @@ pub fn upsert_request(request: &pb::UpsertEventRequest) -> Result<(GrantSelector
             None
         }
     };
-    v.finish()?;
-    match (selector, calendar_id, event) {
-        (Some(selector), Some(calendar_id), Some(event)) => Ok((selector, calendar_id, event)),
-        _ => unreachable!("violations recorded for every missing part"),
-    }
+    let parts = match (selector, calendar_id, event) {
+        (Some(selector), Some(calendar_id), Some(event)) => Some((selector, calendar_id, event)),
+        _ => None,
+    };
+    v.finish_with(parts)
 }
 
 /// Parses DeleteEvent into (selector, calendar_id, event_id).
@@ -179,11 +178,11 @@ pub fn delete_request(request: &pb::DeleteEventRequest) -> Result<(GrantSelector
     let selector = selector(request, &mut v);
     let calendar_id = v.check("calendar_id", rules::identifier(&request.calendar_id, limits::ID));
     let event_id = v.check("event_id", rules::identifier(&request.event_id, limits::ID));
-    v.finish()?;
-    match (selector, calendar_id, event_id) {
-        (Some(selector), Some(calendar_id), Some(event_id)) => Ok((selector, calendar_id, event_id)),
-        _ => unreachable!("violations recorded for every missing part"),
-    }
+    let parts = match (selector, calendar_id, event_id) {
+        (Some(selector), Some(calendar_id), Some(event_id)) => Some((selector, calendar_id, event_id)),
+        _ => None,
+    };
+    v.finish_with(parts)
 }
 
 /// A domain grant as the API shows it.

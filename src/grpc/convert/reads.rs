@@ -58,8 +58,7 @@ pub fn batch_request(request: &pb::BatchWriteEventsRequest) -> Result<(GrantSele
             }
         }
     }
-    v.finish()?;
-    let selector = selector.ok_or_else(|| unreachable!("violations recorded when the selector is missing"))?;
+    let selector = v.finish_with(selector)?;
     Ok((selector, ops))
 }
 
@@ -85,8 +84,7 @@ pub fn free_busy_request(request: &pb::ReadFreeBusyRequest) -> Result<(GrantSele
             rules::identifier(calendar_id, limits::ID),
         );
     }
-    v.finish()?;
-    let selector = selector.ok_or_else(|| unreachable!("violations recorded when the selector is missing"))?;
+    let selector = v.finish_with(selector)?;
     Ok((
         selector,
         FreeBusyQuery {
