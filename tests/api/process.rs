@@ -281,7 +281,12 @@ async fn sigterm_drains_in_flight_calls_then_exits_zero() {
         let calendar = calendar.clone();
         tokio::spawn(async move { Binary::upsert_with(client, &sub, &calendar).await })
     };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The call is in flight (at the fake, which stalls) when SIGTERM comes.
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(15);
+    while fake.count(Endpoint::UpsertEvent) == 0 {
+        assert!(tokio::time::Instant::now() < give_up, "the call never reached the fake");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     binary.sigterm();
     in_flight.await.expect("task").expect("the in-flight call finishes");
     assert_eq!(binary.exit_code().await, Some(0));

@@ -47,10 +47,20 @@ async fn retry_after_is_honoured() {
     let grant = app.connect(None).await;
     app.fake
         .inject(Fault::status(Endpoint::UpsertEvent, 429).retry_after("1"));
-    let started = Instant::now();
     upsert(&app, &grant.sub, None).await.expect("succeeds after waiting");
-    assert!(started.elapsed() >= Duration::from_secs(1), "waited for Retry-After");
-    assert_eq!(app.fake.count(Endpoint::UpsertEvent), 2);
+    // What Cronofy saw, not how long the test took: the retry came a second later.
+    let arrivals: Vec<_> = app
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::UpsertEvent)
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(arrivals.len(), 2);
+    assert!(
+        arrivals[1] - arrivals[0] >= Duration::from_secs(1),
+        "waited for Retry-After"
+    );
 }
 
 #[tokio::test]
@@ -58,16 +68,12 @@ async fn a_retry_that_would_outlive_the_deadline_is_not_made() {
     let app = spawn_app().await;
     let grant = app.connect(None).await;
     app.fake
-        .inject(Fault::status(Endpoint::UpsertEvent, 429).retry_after("2"));
-    let started = Instant::now();
-    let status = upsert(&app, &grant.sub, Some("500m"))
+        .inject(Fault::status(Endpoint::UpsertEvent, 429).retry_after("20"));
+    let status = upsert(&app, &grant.sub, Some("5S"))
         .await
         .expect_err("no time to retry");
+    // Answered at once with Cronofy's refusal: waiting for the deadline would be DEADLINE_EXCEEDED.
     assert_status(&status, Code::ResourceExhausted, "UPSTREAM_RATE_LIMITED");
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "answered at once, not at the deadline"
-    );
     assert_eq!(app.fake.count(Endpoint::UpsertEvent), 1);
 }
 
