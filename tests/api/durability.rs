@@ -14,15 +14,10 @@ use tonic::Code;
 use crate::{helpers::*, postgres::PgTestDb};
 
 async fn upsert(app: &TestApp, sub: &str, event_id: &str) -> Result<(), tonic::Status> {
-    app.client
-        .clone()
-        .upsert_event(app.req(pb::UpsertEventRequest {
-            user: by_sub(sub),
-            calendar_id: app.fake.calendar_ids(sub)[0].clone(),
-            event: Some(event(event_id)),
-        }))
+    Upsert::first_calendar(&app.fake, sub)
+        .event_id(event_id)
+        .send(&app.client)
         .await
-        .map(drop)
 }
 
 /// Polls the fake until `endpoint` has been called `count` times.

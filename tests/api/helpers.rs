@@ -14,6 +14,7 @@ use calgate::{
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Request, Status, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 use tonic_types::StatusExt;
 
 pub const ACME_KEY: &str = "acme-test-api-key-0123456789";
@@ -384,6 +385,68 @@ pub fn with_key<T>(key: &str, message: T) -> Request<T> {
     request
 }
 
+/// One UpsertEvent as the tests send it: `event(event_id)` (default
+/// `evt-1`) for a user on a calendar, as acme, with an optional deadline. The
+/// one place such a request is built.
+pub struct Upsert {
+    user: Option<pb::upsert_event_request::User>,
+    calendar_id: String,
+    event_id: String,
+    timeout: Option<String>,
+}
+
+impl Upsert {
+    /// `event("evt-1")` for `user` on `calendar_id`.
+    pub fn new(user: Option<pb::upsert_event_request::User>, calendar_id: impl Into<String>) -> Upsert {
+        Upsert {
+            user,
+            calendar_id: calendar_id.into(),
+            event_id: "evt-1".into(),
+            timeout: None,
+        }
+    }
+
+    /// For the grant `sub`, on its first calendar at the fake.
+    pub fn first_calendar(fake: &FakeCronofy, sub: &str) -> Upsert {
+        Upsert::new(by_sub(sub), fake.calendar_ids(sub)[0].clone())
+    }
+
+    /// Another event id.
+    pub fn event_id(mut self, event_id: &str) -> Upsert {
+        self.event_id = event_id.into();
+        self
+    }
+
+    /// A `grpc-timeout` (e.g. `300m`), when given.
+    pub fn timeout(mut self, timeout: Option<&str>) -> Upsert {
+        self.timeout = timeout.map(str::to_owned);
+        self
+    }
+
+    /// The request, with acme's key.
+    pub fn request(&self) -> Request<pb::UpsertEventRequest> {
+        let mut request = with_key(
+            ACME_KEY,
+            pb::UpsertEventRequest {
+                user: self.user.clone(),
+                calendar_id: self.calendar_id.clone(),
+                event: Some(event(&self.event_id)),
+            },
+        );
+        if let Some(timeout) = &self.timeout {
+            request
+                .metadata_mut()
+                .insert("grpc-timeout", timeout.parse().expect("grpc-timeout"));
+        }
+        request
+    }
+
+    /// Sends it.
+    pub async fn send(&self, client: &CalendarWriteServiceClient<Channel>) -> Result<(), Status> {
+        client.clone().upsert_event(self.request()).await.map(drop)
+    }
+}
+
 pub fn by_sub(sub: &str) -> Option<pb::upsert_event_request::User> {
     Some(pb::upsert_event_request::User::Sub(sub.into()))
 }
@@ -428,6 +491,34 @@ pub fn violated_fields(status: &Status) -> Vec<String> {
         .bad_request()
         .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
         .unwrap_or_default()
+}
+
+/// The health status of `service` (`""` for the server) over `channel`, within 2 s.
+pub async fn health(channel: &Channel, service: &str) -> Result<ServingStatus, Status> {
+    let mut request = Request::new(HealthCheckRequest {
+        service: service.into(),
+    });
+    request.set_timeout(Duration::from_secs(2));
+    let status = HealthClient::new(channel.clone())
+        .check(request)
+        .await?
+        .into_inner()
+        .status;
+    Ok(ServingStatus::try_from(status).unwrap_or(ServingStatus::Unknown))
+}
+
+/// Polls `service`'s health until it is `want`; false after `within`.
+pub async fn health_becomes(channel: &Channel, service: &str, want: ServingStatus, within: Duration) -> bool {
+    let give_up = tokio::time::Instant::now() + within;
+    loop {
+        if health(channel, service).await.ok() == Some(want) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= give_up {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// GetGrant by sub with `key`'s tenant.

@@ -298,21 +298,11 @@ async fn sigterm_drains_in_flight_calls_then_exits_zero() {
 
 impl Binary {
     pub async fn upsert_with(
-        mut client: CalendarWriteServiceClient<Channel>,
+        client: CalendarWriteServiceClient<Channel>,
         sub: &str,
         calendar_id: &str,
     ) -> Result<(), tonic::Status> {
-        client
-            .upsert_event(with_key(
-                ACME_KEY,
-                pb::UpsertEventRequest {
-                    user: by_sub(sub),
-                    calendar_id: calendar_id.into(),
-                    event: Some(event("evt-1")),
-                },
-            ))
-            .await
-            .map(drop)
+        Upsert::new(by_sub(sub), calendar_id).send(&client).await
     }
 }
 

@@ -8,7 +8,7 @@ use calgate::{
     grpc::pb,
 };
 use tonic::Code;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{
     helpers::*,
@@ -134,45 +134,16 @@ async fn while_postgres_is_away_readiness_is_not_serving_liveness_stays_and_gran
     let app = spawn_app_edited(|s| s.store.url = db.url.clone()).await;
     let grant = app.connect(Some("ada")).await;
     let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
-    let mut health = HealthClient::new(app.channel.clone());
-    let status = |health: &mut HealthClient<tonic::transport::Channel>| {
-        let mut health = health.clone();
-        async move {
-            health
-                .check(HealthCheckRequest { service: String::new() })
-                .await
-                .map(|r| r.into_inner().status)
-                .unwrap_or(-1)
-        }
-    };
-    let wait_for = |want: ServingStatus| {
-        let mut health = health.clone();
-        async move {
-            for _ in 0..100 {
-                if status(&mut health).await == want as i32 {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            false
-        }
-    };
+    let wait_for = |want: ServingStatus| health_becomes(&app.channel, "", want, Duration::from_secs(15));
 
     db.refuse_connections().await;
     assert!(
         wait_for(ServingStatus::NotServing).await,
         "NOT_SERVING while the store is away"
     );
-    let liveness = health
-        .clone()
-        .check(HealthCheckRequest {
-            service: "calgate.liveness".into(),
-        })
-        .await
-        .map(|r| r.into_inner().status);
     assert_eq!(
-        liveness.ok(),
-        Some(ServingStatus::Serving as i32),
+        health(&app.channel, "calgate.liveness").await.ok(),
+        Some(ServingStatus::Serving),
         "alive: no restart for a store outage"
     );
     let status_now = app
@@ -189,7 +160,6 @@ async fn while_postgres_is_away_readiness_is_not_serving_liveness_stays_and_gran
 
     db.allow_connections().await;
     assert!(wait_for(ServingStatus::Serving).await, "SERVING again");
-    let _ = &mut health;
     app.client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
@@ -366,7 +336,6 @@ async fn a_refresh_storm_leaves_connections_for_everyone_else() {
         assert!(tokio::time::Instant::now() < give_up, "no refresh reached Cronofy");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut health = HealthClient::new(app.channel.clone());
     for _ in 0..3 {
         let mut get = with_key(
             GLOBEX_KEY,
@@ -380,14 +349,8 @@ async fn a_refresh_storm_leaves_connections_for_everyone_else() {
             .get_grant(get)
             .await
             .expect("another tenant's read is not starved");
-        let mut check = tonic::Request::new(HealthCheckRequest {
-            service: "calgate.v1.CalendarWriteService".into(),
-        });
-        check
-            .metadata_mut()
-            .insert("grpc-timeout", "1S".parse().expect("header"));
-        let status = health.check(check).await.expect("health").into_inner().status;
-        assert_eq!(status, ServingStatus::Serving as i32, "readiness stays SERVING");
+        let status = health(&app.channel, "calgate.v1.CalendarWriteService").await;
+        assert_eq!(status.ok(), Some(ServingStatus::Serving), "readiness stays SERVING");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     for write in writes {

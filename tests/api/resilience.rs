@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use calgate::{
     fake_cronofy::{Endpoint, Fault},
-    grpc::pb,
     resilience::RateLimit,
 };
 use tonic::{Code, Status};
@@ -13,17 +12,10 @@ use tonic_types::StatusExt;
 use crate::helpers::*;
 
 async fn upsert(app: &TestApp, sub: &str, timeout: Option<&str>) -> Result<(), Status> {
-    let mut request = app.req(pb::UpsertEventRequest {
-        user: by_sub(sub),
-        calendar_id: app.fake.calendar_ids(sub)[0].clone(),
-        event: Some(event("evt-1")),
-    });
-    if let Some(timeout) = timeout {
-        request
-            .metadata_mut()
-            .insert("grpc-timeout", timeout.parse().expect("header"));
-    }
-    app.client.clone().upsert_event(request).await.map(drop)
+    Upsert::first_calendar(&app.fake, sub)
+        .timeout(timeout)
+        .send(&app.client)
+        .await
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! (v1 and v1alpha) on the same port, without authentication.
 
 use tonic::Code;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_reflection::pb::{v1, v1alpha};
 
 use crate::helpers::*;
@@ -10,22 +10,11 @@ use crate::helpers::*;
 #[tokio::test]
 async fn health_reports_serving_for_the_server_and_the_service() {
     let app = spawn_app().await;
-    let mut health = HealthClient::new(app.channel.clone());
     for service in ["", "calgate.v1.CalendarWriteService", "calgate.liveness"] {
-        let status = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .expect("health")
-            .into_inner()
-            .status;
-        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+        let status = health(&app.channel, service).await.expect("health");
+        assert_eq!(status, ServingStatus::Serving, "{service:?}");
     }
-    let unknown = health
-        .check(HealthCheckRequest {
-            service: "no.such.Service".into(),
-        })
+    let unknown = health(&app.channel, "no.such.Service")
         .await
         .expect_err("unknown service");
     assert_eq!(unknown.code(), Code::NotFound);

@@ -2,7 +2,7 @@
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::helpers::*;
 
@@ -52,11 +52,8 @@ fn tls_table(work: &Workdir, mutual: bool) -> String {
     table
 }
 
-async fn health_over(channel: Channel) -> Result<i32, tonic::Status> {
-    HealthClient::new(channel)
-        .check(HealthCheckRequest { service: String::new() })
-        .await
-        .map(|r| r.into_inner().status)
+async fn health_over(channel: Channel) -> Result<ServingStatus, tonic::Status> {
+    health(&channel, "").await
 }
 
 async fn tls_channel(app: &TestApp, pki: &Pki, with_identity: bool) -> Result<Channel, tonic::transport::Error> {
@@ -84,7 +81,7 @@ async fn tls_serves_only_tls_clients() {
     let channel = tls_channel(&app, &pki, false).await.expect("TLS handshake");
     assert_eq!(
         health_over(channel).await.expect("health over TLS"),
-        ServingStatus::Serving as i32
+        ServingStatus::Serving
     );
     // A plaintext HTTP/2 client never gets a gRPC answer from the TLS port: the
     // connection fails in the transport, not with a status calgate chose.
@@ -109,7 +106,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let channel = tls_channel(&app, &pki, true).await.expect("mTLS handshake");
     assert_eq!(
         health_over(channel).await.expect("health over mTLS"),
-        ServingStatus::Serving as i32
+        ServingStatus::Serving
     );
     // The server demands a certificate: TLS 1.3 clients learn it at their first call.
     // The Debug forms carry the whole cause chain, down to the TLS alert.

@@ -13,15 +13,7 @@ fn by_ref(user_ref: &str) -> Option<pb::upsert_event_request::User> {
 }
 
 async fn upsert(app: &TestApp, user_ref: &str, calendar: &str) -> Result<(), tonic::Status> {
-    app.client
-        .clone()
-        .upsert_event(app.req(pb::UpsertEventRequest {
-            user: by_ref(user_ref),
-            calendar_id: calendar.into(),
-            event: Some(event("evt-1")),
-        }))
-        .await
-        .map(drop)
+    Upsert::new(by_ref(user_ref), calendar).send(&app.client).await
 }
 
 #[tokio::test]

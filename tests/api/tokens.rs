@@ -11,16 +11,7 @@ use tonic::Code;
 use crate::helpers::*;
 
 async fn upsert(app: &TestApp, sub: &str) -> Result<(), tonic::Status> {
-    let calendar = app.fake.calendar_ids(sub)[0].clone();
-    app.client
-        .clone()
-        .upsert_event(app.req(pb::UpsertEventRequest {
-            user: by_sub(sub),
-            calendar_id: calendar,
-            event: Some(event("evt-1")),
-        }))
-        .await
-        .map(drop)
+    Upsert::first_calendar(&app.fake, sub).send(&app.client).await
 }
 
 async fn status_of(app: &TestApp, sub: &str) -> i32 {

@@ -13,15 +13,7 @@ use tonic_types::StatusExt;
 use crate::helpers::*;
 
 async fn upsert(app: &TestApp, sub: &str, calendar_id: &str) -> Result<(), Status> {
-    app.client
-        .clone()
-        .upsert_event(app.req(pb::UpsertEventRequest {
-            user: by_sub(sub),
-            calendar_id: calendar_id.into(),
-            event: Some(event("evt-1")),
-        }))
-        .await
-        .map(drop)
+    Upsert::new(by_sub(sub), calendar_id).send(&app.client).await
 }
 
 #[tokio::test]
