@@ -93,7 +93,7 @@ pub async fn add_copies(store_url: &str, template_ref: &str, count: u64) -> anyh
         "INSERT INTO user_refs (tenant_id, user_ref, sub, bound_at) \
          SELECT '{TENANT}', 'copy-' || seq.n, 'copy_' || seq.n, 0 FROM seq"
     );
-    if store_url.starts_with("sqlite:") {
+    if calgate::config::StoreBackend::of(store_url) == Some(calgate::config::StoreBackend::Sqlite) {
         let seq = format!("WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < {count}) ");
         let mut conn = sqlx::SqliteConnection::connect(store_url).await?;
         let mut tx = conn.begin().await?;

@@ -122,7 +122,7 @@ pub struct CallbackSettings {
 /// Where grants live.
 #[derive(Debug)]
 pub struct StoreSettings {
-    /// `sqlite://path`, `sqlite::memory:`.
+    /// `sqlite://path`, `sqlite::memory:`, `postgres://…` (checked at load).
     pub url: String,
     /// Pool size.
     pub max_connections: u32,
@@ -142,6 +142,14 @@ pub struct StoreSettings {
     /// Where refreshed token pairs the store refused are kept, encrypted,
     /// until it takes them (survives a restart). None: memory only.
     pub spill_dir: Option<PathBuf>,
+}
+
+impl StoreSettings {
+    /// The database `url` names (checked when the config was loaded; an
+    /// unknown scheme counts as PostgreSQL, whose driver then refuses it).
+    pub fn backend(&self) -> StoreBackend {
+        StoreBackend::of(&self.url).unwrap_or(StoreBackend::Postgres)
+    }
 }
 
 /// One token-encryption key.
@@ -235,7 +243,10 @@ impl Settings {
     /// Checks every key and loads every secret.
     pub fn resolve(raw: RawConfig, secrets: &SecretSource) -> Result<Settings, ConfigError> {
         let store = StoreSettings {
-            url: check_store_url(&raw.store.url)?,
+            url: {
+                check_store_url(&raw.store.url)?;
+                raw.store.url.clone()
+            },
             max_connections: match raw.store.max_connections {
                 0 => return Err(ConfigError::invalid("store.max_connections", "must be at least 1")),
                 n => n,
@@ -395,13 +406,36 @@ fn positive(value: Duration, key: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_store_url(url: &str) -> Result<String, ConfigError> {
-    if url.starts_with("sqlite:") {
-        return Ok(url.to_owned());
+/// Which database a `store.url` names, decided once, here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// `sqlite:…`: one machine.
+    Sqlite,
+    /// `postgres://…`: several replicas.
+    Postgres,
+}
+
+impl StoreBackend {
+    /// The backend `url` names, if any.
+    pub fn of(url: &str) -> Option<StoreBackend> {
+        if url.starts_with("sqlite:") {
+            Some(StoreBackend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(StoreBackend::Postgres)
+        } else {
+            None
+        }
     }
-    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        check_postgres_tls(url)?;
-        return Ok(url.to_owned());
+}
+
+fn check_store_url(url: &str) -> Result<StoreBackend, ConfigError> {
+    match StoreBackend::of(url) {
+        Some(StoreBackend::Sqlite) => return Ok(StoreBackend::Sqlite),
+        Some(StoreBackend::Postgres) => {
+            check_postgres_tls(url)?;
+            return Ok(StoreBackend::Postgres);
+        }
+        None => {}
     }
     Err(ConfigError::invalid(
         "store.url",

@@ -34,7 +34,7 @@ pub use revocations::PendingRevocation;
 pub use shared::{BreakerRecord, RateClaim};
 pub use spill::SpilledPair;
 
-use crate::config::{EncryptionKey, StoreSettings};
+use crate::config::{EncryptionKey, StoreBackend, StoreSettings};
 
 /// Failures of the store.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +130,7 @@ impl Store {
     /// Connects to `store.url`. Pending migrations are applied when
     /// `store.auto_migrate` is on (the default); otherwise run `calgate migrate` first.
     pub async fn connect(settings: &StoreSettings, keys: &[EncryptionKey]) -> Result<Store, StoreError> {
-        let (backend, counters, probe) = if settings.url.starts_with("sqlite:") {
+        let (backend, counters, probe) = if settings.backend() == StoreBackend::Sqlite {
             (Backend::Sqlite(sqlite_pool(settings).await?), None, None)
         } else {
             let mut options =

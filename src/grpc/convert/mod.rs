@@ -29,19 +29,28 @@ const MAX_CODE_LEN: usize = 512;
 /// Most scopes in one request.
 const MAX_SCOPES: usize = 20;
 
-/// A request's `oneof user` as a selector.
+/// A request's `oneof user`, not yet checked.
+#[derive(Debug, Clone, Copy)]
+pub enum UserField<'a> {
+    /// `sub`: Cronofy's account id.
+    Sub(&'a str),
+    /// `user_ref`: the caller's own id.
+    UserRef(&'a str),
+}
+
+/// A request with a `oneof user`.
 pub trait UserSelector {
-    /// `(is_sub, value)` of the selector, if set.
-    fn user(&self) -> Option<(bool, &str)>;
+    /// The selector, if set.
+    fn user(&self) -> Option<UserField<'_>>;
 }
 
 macro_rules! user_selector {
     ($($message:ident => $module:ident),+ $(,)?) => {$(
         impl UserSelector for pb::$message {
-            fn user(&self) -> Option<(bool, &str)> {
+            fn user(&self) -> Option<UserField<'_>> {
                 match &self.user {
-                    Some(pb::$module::User::Sub(sub)) => Some((true, sub.as_str())),
-                    Some(pb::$module::User::UserRef(user_ref)) => Some((false, user_ref.as_str())),
+                    Some(pb::$module::User::Sub(sub)) => Some(UserField::Sub(sub)),
+                    Some(pb::$module::User::UserRef(user_ref)) => Some(UserField::UserRef(user_ref)),
                     None => None,
                 }
             }
@@ -65,10 +74,10 @@ fn selector(request: &impl UserSelector, violations: &mut Violations) -> Option<
             violations.add("user", "one of sub or user_ref is required");
             None
         }
-        Some((true, sub)) => violations
+        Some(UserField::Sub(sub)) => violations
             .check("sub", rules::identifier(sub, limits::ID))
             .map(GrantSelector::Sub),
-        Some((false, user_ref)) => violations
+        Some(UserField::UserRef(user_ref)) => violations
             .check("user_ref", rules::identifier(user_ref, limits::ID))
             .map(GrantSelector::UserRef),
     }
