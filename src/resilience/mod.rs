@@ -380,17 +380,22 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(3));
     }
 
+    /// Three unreachable answers: the threshold of `resilience(…)`'s breaker.
+    async fn open_breaker(r: &Resilience, calls: &AtomicU32) {
+        for _ in 0..3 {
+            let _ = r
+                .call("acme", None, || {
+                    failing(calls, || CronofyError::Transport { kind: "connect" }, 99)
+                })
+                .await;
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_breaker_opens_and_then_fails_fast_without_calling() {
         let r = resilience(1);
         let calls = AtomicU32::new(0);
-        for _ in 0..3 {
-            let _ = r
-                .call("acme", None, || {
-                    failing(&calls, || CronofyError::Transport { kind: "connect" }, 99)
-                })
-                .await;
-        }
+        open_breaker(&r, &calls).await;
         assert_eq!(r.breaker_state("acme"), Some(BreakerState::Open));
         let result = r
             .call("acme", None, || failing(&calls, || CronofyError::Forbidden, 1))
@@ -410,13 +415,7 @@ mod tests {
     async fn a_probe_whose_caller_gives_up_does_not_wedge_the_breaker() {
         let r = resilience(1);
         let calls = AtomicU32::new(0);
-        for _ in 0..3 {
-            let _ = r
-                .call("acme", None, || {
-                    failing(&calls, || CronofyError::Transport { kind: "connect" }, 99)
-                })
-                .await;
-        }
+        open_breaker(&r, &calls).await;
         tokio::time::advance(Duration::from_secs(30)).await;
         // The probe's caller gives up while Cronofy is silent.
         let gave_up = tokio::time::timeout(
