@@ -504,12 +504,16 @@ async fn lookup_latency(store: &calgate::store::Store, seeded: &[Seeded], count:
     Ok((us(percentile(&times, 0.5)), us(percentile(&times, 0.99))))
 }
 
+/// Calls in flight in the expiry scenario.
+const EXPIRY_IN_FLIGHT: usize = 64;
+
 /// `args.expiring` grants whose access tokens all expire now, each written to
 /// twice by callers 64 at a time: every grant refreshed once, no call failed,
 /// the tenant's budget never exceeded.
 async fn expiry(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let count = if args.quick { 300 } else { args.expiring };
-    let budget = args.refresh_budget;
+    // The smoke run's 900 requests must press on the budget, or its check proves nothing.
+    let budget = if args.quick { 200 } else { args.refresh_budget };
     let mut table = Table::new(&[
         "backend",
         "grants",
@@ -544,7 +548,7 @@ async fn expiry(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::R
         let started_wall = OffsetDateTime::now_utc();
         let outcomes: Vec<Result<(), Code>> = stream::iter(calls.iter().copied())
             .map(|grant| upsert(channel.clone(), grant))
-            .buffer_unordered(64)
+            .buffer_unordered(EXPIRY_IN_FLIGHT)
             .collect()
             .await;
         let elapsed = started.elapsed();
@@ -576,19 +580,32 @@ async fn expiry(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::R
                 calls.len()
             ),
         );
-        // In one process the budget holds for any window; shared by replicas
-        // through PostgreSQL it counts fixed clock windows (docs/postgres.md), on
-        // the replica's clock when the request is claimed: one claimed in a
-        // second's last milliseconds may arrive in the next, so allow 1 %.
+        // The budget holds for the requests calgate *claims*: in one process for
+        // any window, shared through PostgreSQL for fixed clock windows
+        // (docs/postgres.md). The fake sees *arrivals*: a request claimed in a
+        // window's last moments may arrive in the next one, so a window of
+        // arrivals may hold up to the calls in flight more (measured: 203 and
+        // 213 for a budget of 200). A limiter that did not limit would show the
+        // whole load (~900 in the smoke run).
+        let in_flight = EXPIRY_IN_FLIGHT;
         let within = if backend.admin.is_none() {
-            peak_second <= budget as usize && peak_minute <= budget as usize * 60
+            peak_second <= budget as usize + in_flight && peak_minute <= budget as usize * 60 + in_flight
         } else {
-            peak_clock_second <= budget as usize + budget as usize / 100
+            peak_clock_second <= budget as usize + in_flight
         };
         report.check(
             within,
             format!(
                 "expiry on {}: {peak_second} requests in one second ({peak_clock_second} in a clock second), budget {budget}",
+                backend.label
+            ),
+        );
+        // The load reached the budget: a broken limiter would have shown.
+        let pressed = peak_second.max(peak_clock_second) >= budget as usize * 8 / 10;
+        report.check(
+            pressed,
+            format!(
+                "expiry on {}: the load reached {peak_second} requests in a second, under 80 % of the budget {budget}",
                 backend.label
             ),
         );
