@@ -298,12 +298,8 @@ async fn one_tenant_cannot_take_every_place() {
         .inject(Fault::delay(Endpoint::UpsertEvent, Duration::from_secs(2)).times(2));
     let slow = |event_id: &str| {
         let client = app.client.clone();
-        let request = app.req(pb::UpsertEventRequest {
-            user: by_sub(&grant.sub),
-            calendar_id: calendar.clone(),
-            event: Some(event(event_id)),
-        });
-        tokio::spawn(async move { client.clone().upsert_event(request).await.map(drop) })
+        let upsert = Upsert::new(by_sub(&grant.sub), calendar.clone()).event_id(event_id);
+        tokio::spawn(async move { upsert.send(&client).await })
     };
     let first = slow("evt-1");
     let second = slow("evt-2");
@@ -345,14 +341,8 @@ async fn an_absurd_retry_after_is_clamped() {
     let grant = app.connect(None).await;
     app.fake
         .inject(Fault::status(Endpoint::UpsertEvent, 429).retry_after("18446744073709551615"));
-    let status = app
-        .client
-        .clone()
-        .upsert_event(app.req(pb::UpsertEventRequest {
-            user: by_sub(&grant.sub),
-            calendar_id: app.fake.calendar_ids(&grant.sub)[0].clone(),
-            event: Some(event("evt-1")),
-        }))
+    let status = Upsert::first_calendar(&app.fake, &grant.sub)
+        .send(&app.client)
         .await
         .expect_err("rate limited");
     assert_status(&status, Code::ResourceExhausted, "UPSTREAM_RATE_LIMITED");
