@@ -66,9 +66,16 @@ pub(super) async fn availability(State(shared): State<Arc<Shared>>, headers: Hea
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if !key.is_some_and(|key| state.clients.values().any(|secret| secret == key)) {
+    // The application whose secret this is: it may ask about its own users only.
+    let Some(client_id) = key.and_then(|key| {
+        state
+            .clients
+            .iter()
+            .find(|(_, secret)| secret.as_str() == key)
+            .map(|(id, _)| id.clone())
+    }) else {
         return StatusCode::UNAUTHORIZED.into_response();
-    }
+    };
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return reject("body", "invalid JSON");
     };
@@ -83,6 +90,9 @@ pub(super) async fn availability(State(shared): State<Arc<Shared>>, headers: Hea
             .collect();
         if members.is_empty() || members.iter().any(|sub| !state.accounts.contains_key(sub)) {
             return reject("participants", "members must be known subs");
+        }
+        if members.iter().any(|sub| !state.client_holds(&client_id, sub)) {
+            return reject("participants", "members must be the application's own users");
         }
         let required = match group.get("required") {
             Some(Value::String(all)) if all == "all" => members.len(),

@@ -427,4 +427,61 @@ mod tests {
             "code": "x", "redirect_uri": "https://x.example/cb"});
         assert_eq!(token(&fake, body).await, (400, json!({"error": "invalid_client"})));
     }
+
+    /// An application asks about, and revokes, only its own users.
+    #[tokio::test]
+    async fn an_application_reaches_only_its_own_users() {
+        let fake = FakeCronofy::start().await.expect("fake");
+        fake.register_client("a", "secret-a");
+        fake.register_client("b", "secret-b");
+        let ada = fake.connect_account("a", "free_busy_write");
+        let bob = fake.connect_account("b", "free_busy_write");
+        let availability = |secret: &'static str, sub: String| {
+            let url = format!("{}v1/availability", fake.api_base_url());
+            async move {
+                http()
+                    .build()
+                    .expect("client")
+                    .post(url)
+                    .bearer_auth(secret)
+                    .json(&json!({
+                        "participants": [{"members": [{"sub": sub}], "required": "all"}],
+                        "required_duration": {"minutes": 30},
+                        "query_periods": [{"start": "2026-12-01T09:00:00Z", "end": "2026-12-01T17:00:00Z"}],
+                    }))
+                    .send()
+                    .await
+                    .expect("availability")
+                    .status()
+                    .as_u16()
+            }
+        };
+        assert_eq!(availability("secret-a", ada.sub.clone()).await, 200);
+        assert_eq!(
+            availability("secret-a", bob.sub.clone()).await,
+            422,
+            "another application's user"
+        );
+        assert_eq!(availability("nobody's", ada.sub.clone()).await, 401);
+
+        let revoke = |client: &'static str, secret: &'static str, sub: String| {
+            let url = format!("{}oauth/token/revoke", fake.api_base_url());
+            async move {
+                http()
+                    .build()
+                    .expect("client")
+                    .post(url)
+                    .json(&json!({"client_id": client, "client_secret": secret, "sub": sub}))
+                    .send()
+                    .await
+                    .expect("revoke")
+                    .status()
+                    .as_u16()
+            }
+        };
+        assert_eq!(revoke("a", "secret-a", bob.sub.clone()).await, 400, "not a's to revoke");
+        assert!(fake.revoked_subs("a").is_empty());
+        assert_eq!(revoke("a", "secret-a", ada.sub.clone()).await, 200);
+        assert_eq!(fake.revoked_subs("a"), vec![ada.sub]);
+    }
 }

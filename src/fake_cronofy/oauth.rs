@@ -207,11 +207,7 @@ pub(super) async fn revoke(State(shared): State<Arc<Shared>>, headers: HeaderMap
             })
     } else if let Some(sub) = form.get("sub") {
         // Strict (an assumption): a client revokes only authorizations it holds.
-        let held = state
-            .refresh_tokens
-            .values()
-            .any(|t| t.client_id == client_id && &t.sub == sub);
-        if !held {
+        if !state.client_holds(&client_id, sub) {
             return oauth_error("invalid_grant");
         }
         Some(sub.clone())

@@ -332,4 +332,11 @@ impl State {
             _ => Fault::delay(endpoint, std::time::Duration::from_millis(1500)),
         })
     }
+
+    /// Whether `client_id` holds an authorization for `sub` (a refresh token it was issued).
+    pub(super) fn client_holds(&self, client_id: &str, sub: &str) -> bool {
+        self.refresh_tokens
+            .values()
+            .any(|token| token.client_id == client_id && token.sub == sub)
+    }
 }
