@@ -20,6 +20,24 @@ use super::{
     validate,
 };
 
+/// Records the request and applies a pending fault — only to a request with
+/// a valid bearer token: Cronofy authenticates before anything else can go
+/// wrong, so a request it would refuse with 401 meets no injected fault (the
+/// handler answers the 401).
+async fn arrive_authenticated(
+    shared: &Shared,
+    endpoint: Endpoint,
+    path: &str,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let authenticated = authenticate(&shared.lock(), headers).is_ok();
+    if !authenticated {
+        shared.lock().record(endpoint, path);
+        return None;
+    }
+    arrive(shared, endpoint, path).await
+}
+
 /// The bearer token's account, or the 401 Cronofy answers.
 fn authenticate(state: &FakeState, headers: &HeaderMap) -> Result<(String, String), Response> {
     let token = headers
@@ -62,7 +80,7 @@ fn unprocessable(errors: Value) -> Response {
 
 /// `GET /v1/calendars`.
 pub(super) async fn list_calendars(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Some(response) = arrive(&shared, Endpoint::ListCalendars, "/v1/calendars").await {
+    if let Some(response) = arrive_authenticated(&shared, Endpoint::ListCalendars, "/v1/calendars", &headers).await {
         return response;
     }
     let state = shared.lock();
@@ -159,7 +177,7 @@ pub(super) async fn upsert_event(
     body: Bytes,
 ) -> Response {
     let path = format!("/v1/calendars/{calendar_id}/events");
-    if let Some(response) = arrive(&shared, Endpoint::UpsertEvent, &path).await {
+    if let Some(response) = arrive_authenticated(&shared, Endpoint::UpsertEvent, &path, &headers).await {
         return response;
     }
     let mut state = shared.lock();
@@ -181,7 +199,7 @@ pub(super) async fn delete_event(
     body: Bytes,
 ) -> Response {
     let path = format!("/v1/calendars/{calendar_id}/events");
-    if let Some(response) = arrive(&shared, Endpoint::DeleteEvent, &path).await {
+    if let Some(response) = arrive_authenticated(&shared, Endpoint::DeleteEvent, &path, &headers).await {
         return response;
     }
     let mut state = shared.lock();
@@ -207,7 +225,7 @@ fn batch_target(relative_url: &str) -> Option<String> {
 
 /// `POST /v1/batch`: at most 50 entries; 207 with one `{status, data?}` per entry, in order.
 pub(super) async fn batch(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(response) = arrive(&shared, Endpoint::Batch, "/v1/batch").await {
+    if let Some(response) = arrive_authenticated(&shared, Endpoint::Batch, "/v1/batch", &headers).await {
         return response;
     }
     let mut state = shared.lock();
@@ -262,7 +280,7 @@ pub(super) async fn free_busy(
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    if let Some(response) = arrive(&shared, Endpoint::FreeBusy, "/v1/free_busy").await {
+    if let Some(response) = arrive_authenticated(&shared, Endpoint::FreeBusy, "/v1/free_busy", &headers).await {
         return response;
     }
     let state = shared.lock();

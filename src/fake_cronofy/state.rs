@@ -304,11 +304,7 @@ impl State {
 
     /// Records a request and takes the first pending fault for its endpoint.
     pub(super) fn arrive(&mut self, endpoint: Endpoint, path: &str) -> Option<Fault> {
-        self.requests.push(RecordedRequest {
-            endpoint,
-            path: path.to_owned(),
-            at: Instant::now(),
-        });
+        self.record(endpoint, path);
         let Some(index) = self.faults.iter().position(|f| f.endpoint == endpoint && f.times > 0) else {
             return self.chaos_fault(endpoint);
         };
@@ -331,6 +327,15 @@ impl State {
             1 => Fault::status(endpoint, 429).retry_after("1"),
             _ => Fault::delay(endpoint, std::time::Duration::from_millis(1500)),
         })
+    }
+
+    /// Records a request without applying any fault.
+    pub(super) fn record(&mut self, endpoint: Endpoint, path: &str) {
+        self.requests.push(RecordedRequest {
+            endpoint,
+            path: path.to_owned(),
+            at: Instant::now(),
+        });
     }
 
     /// Whether `client_id` holds an authorization for `sub` (a refresh token it was issued).

@@ -17,9 +17,12 @@ use tokio::time::Instant;
 use tonic::{Request, Status};
 use tower::{Layer, Service};
 
-/// Fire this much before tonic's transport timeout, which was armed a moment
-/// earlier for the same deadline, so the caller gets our status, not CANCELLED.
-const AHEAD_OF_TRANSPORT: Duration = Duration::from_millis(5);
+/// Answer this much before the caller's deadline. Two timers race ours: the
+/// server's own (tonic, armed a moment earlier, answering CANCELLED) and the
+/// caller's (its gRPC stack enforces the deadline too, armed before the request
+/// left). Our DEADLINE_EXCEEDED — with its details — must reach the caller
+/// first, across a network and a loaded machine: 5 ms lost that race in tests.
+const AHEAD_OF_TRANSPORT: Duration = Duration::from_millis(20);
 
 /// Parses `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {

@@ -484,6 +484,18 @@ pub fn assert_status(status: &Status, code: Code, reason: &str) {
     assert_eq!(info.domain, "calgate");
 }
 
+/// A caller whose deadline passed has given up: it heard calgate's
+/// DEADLINE_EXCEEDED or, on a loaded machine, its own gRPC stack's timer first
+/// (tonic: CANCELLED "Timeout expired"). For tests whose point is what happens
+/// after the caller left; `upstream::the_callers_deadline_is_respected` asserts
+/// DEADLINE_EXCEEDED itself.
+#[track_caller]
+pub fn assert_gave_up(status: &Status) {
+    let gave_up = status.code() == Code::DeadlineExceeded
+        || (status.code() == Code::Cancelled && status.message() == "Timeout expired");
+    assert!(gave_up, "{status:?}");
+}
+
 /// The BadRequest field paths of an INVALID_ARGUMENT status.
 pub fn violated_fields(status: &Status) -> Vec<String> {
     status
