@@ -48,7 +48,7 @@ impl CalendarWriteService for CalendarWriteApi {
         let caller = caller(&request)?;
         let deadline = deadline::deadline(&request);
         let parsed = convert::exchange_request(request.into_inner())?;
-        let grant = deadline::within(deadline, self.service.exchange_code(&caller.tenant, parsed, deadline)).await?;
+        let grant = deadline::within(deadline, self.service.exchange_code(&caller.tenant, parsed)).await?;
         Ok(Response::new(pb::ExchangeCodeResponse {
             grant: Some(convert::grant(grant)),
         }))

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-use super::{CalendarService, Deadline, store_failure};
+use super::{CalendarService, store_failure};
 use crate::{
     cronofy::{CronofyError, Host, TokenResponse},
     domain::{
@@ -155,7 +155,6 @@ impl CalendarService {
         self: &Arc<Self>,
         tenant: &Arc<Tenant>,
         request: ExchangeRequest,
-        _deadline: Deadline,
     ) -> Result<Grant, Error> {
         let claims = self.check_state(tenant, &request)?;
         let code_sha256 = hex::encode(Sha256::digest(request.code.expose_secret().as_bytes()));
