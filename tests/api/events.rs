@@ -44,6 +44,13 @@ async fn upsert_maps_every_field_onto_cronofys_body() {
         profile_id: "default".into(),
         ..Default::default()
     });
+    full.extended_transparency = pb::ExtendedTransparency::WorkingElsewhere as i32;
+    full.subscriptions = vec![pb::Subscription {
+        uri: "https://acme.example/hooks/conferencing".into(),
+        interaction_types: vec!["conferencing_assigned".into(), "conferencing_failing".into()],
+    }];
+    full.attachment_ids = vec!["att_123".into()];
+    full.locale = Some("en-GB".into());
     app.client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
@@ -78,6 +85,14 @@ async fn upsert_maps_every_field_onto_cronofys_body() {
             "event_private": true,
             "color": "#c6040f",
             "conferencing": {"profile_id": "default"},
+            "extended_transparency": "working_elsewhere",
+            "subscriptions": [{
+                "type": "webhook",
+                "uri": "https://acme.example/hooks/conferencing",
+                "interactions": [{"type": "conferencing_assigned"}, {"type": "conferencing_failing"}],
+            }],
+            "attachments": [{"attachment_id": "att_123"}],
+            "locale": "en-GB",
         })
     );
 }
