@@ -24,14 +24,7 @@ async fn connect_admin(app: &TestApp) -> pb::Grant {
 async fn authorize(app: &TestApp, email: &str, user_ref: &str) -> pb::EnterpriseUserAuthorization {
     app.client
         .clone()
-        .authorize_enterprise_user(app.req(pb::AuthorizeEnterpriseUserRequest {
-            service_account: Some(
-                pb::authorize_enterprise_user_request::ServiceAccount::ServiceAccountRef("org-42".into()),
-            ),
-            email: email.into(),
-            user_ref: user_ref.into(),
-            scope: vec![],
-        }))
+        .authorize_enterprise_user(app.req(member_request("org-42", email, user_ref)))
         .await
         .expect("authorize member")
         .into_inner()
@@ -311,14 +304,7 @@ async fn only_service_accounts_authorize_members_and_only_their_tenant_sees_them
     let status = app
         .client
         .clone()
-        .authorize_enterprise_user(app.req(pb::AuthorizeEnterpriseUserRequest {
-            service_account: Some(
-                pb::authorize_enterprise_user_request::ServiceAccount::ServiceAccountRef("plain-user".into()),
-            ),
-            email: "ada@org.example".into(),
-            user_ref: "ada".into(),
-            scope: vec![],
-        }))
+        .authorize_enterprise_user(app.req(member_request("plain-user", "ada@org.example", "ada")))
         .await
         .expect_err("not a service account");
     assert_status(&status, Code::FailedPrecondition, "GRANT_NOT_SERVICE_ACCOUNT");

@@ -447,6 +447,17 @@ impl Upsert {
     }
 }
 
+/// AuthorizeEnterpriseUser for `email` as `user_ref`, through the service
+/// account bound to `org_ref`, with the default scope.
+pub fn member_request(org_ref: &str, email: &str, user_ref: &str) -> pb::AuthorizeEnterpriseUserRequest {
+    pb::AuthorizeEnterpriseUserRequest {
+        service_account: Some(pb::authorize_enterprise_user_request::ServiceAccount::ServiceAccountRef(org_ref.into())),
+        email: email.into(),
+        user_ref: user_ref.into(),
+        scope: vec![],
+    }
+}
+
 pub fn by_sub(sub: &str) -> Option<pb::upsert_event_request::User> {
     Some(pb::upsert_event_request::User::Sub(sub.into()))
 }

@@ -436,17 +436,7 @@ async fn enterprise_callbacks_log_neither_the_authorization_id_nor_the_code() {
     let pending = binary
         .client
         .clone()
-        .authorize_enterprise_user(with_key(
-            ACME_KEY,
-            pb::AuthorizeEnterpriseUserRequest {
-                service_account: Some(
-                    pb::authorize_enterprise_user_request::ServiceAccount::ServiceAccountRef("org-42".into()),
-                ),
-                email: "ada@org.example".into(),
-                user_ref: "ada".into(),
-                scope: vec![],
-            },
-        ))
+        .authorize_enterprise_user(with_key(ACME_KEY, member_request("org-42", "ada@org.example", "ada")))
         .await
         .expect("authorize member")
         .into_inner()
