@@ -176,8 +176,9 @@ pub struct Attendees {
     /// Invite.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub invite: Vec<Attendee>,
-    /// Remove (the .NET SDK's key; see docs/cronofy-mapping.md).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// Remove: sent as Cronofy's `reject` list (cronofy-ruby and cronofy-php;
+    /// only the 2017 .NET SDK says `remove`, see docs/cronofy-mapping.md).
+    #[serde(rename = "reject", skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<Attendee>,
 }
 

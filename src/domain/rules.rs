@@ -121,6 +121,16 @@ pub fn locale(value: &str) -> Rule<String> {
     }
 }
 
+/// A language for an event's content: the 2-letter code Cronofy takes, such as
+/// `en` (cronofy-php `src/Cronofy.php`, upsert docblock).
+pub fn language(value: &str) -> Rule<String> {
+    if value.len() == 2 && value.bytes().all(|b| b.is_ascii_lowercase()) {
+        Ok(value.to_owned())
+    } else {
+        Err("must be a 2-letter language code such as en".into())
+    }
+}
+
 /// A lower-case token such as a provider name or interaction type: `[a-z0-9_]{1,64}`.
 pub fn token(value: &str) -> Rule<String> {
     let ok = !value.is_empty()

@@ -20,6 +20,7 @@ use std::{
 
 use axum::{
     Router,
+    response::IntoResponse,
     routing::{get, post},
 };
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -136,6 +137,17 @@ impl FakeCronofy {
             .lock()
             .clients
             .insert(client_id.to_owned(), client_secret.to_owned());
+    }
+
+    /// Puts a client in production mode: consent redirects only to these URIs
+    /// (a `https://*.example.com/...` entry allows any subdomain). A client
+    /// without registered URIs is in development mode and accepts any
+    /// (docs: /developers/faqs/verify-application).
+    pub fn register_redirect_uris(&self, client_id: &str, uris: &[&str]) {
+        self.shared
+            .lock()
+            .redirect_uris
+            .insert(client_id.to_owned(), uris.iter().map(|u| (*u).to_owned()).collect());
     }
 
     /// Shapes the next authorization (reuse an account, choose the provider…).
@@ -307,6 +319,17 @@ impl FakeCronofy {
 tokio::task_local! {
     /// A fault to apply once the handler has answered (see [`Fault::after_processing`]).
     static LATE_FAULT: std::cell::RefCell<Option<Fault>>;
+    /// The query and body of the request being handled, for the record.
+    static SEEN: (Option<String>, String);
+}
+
+/// The largest body the fake reads; Cronofy's own limit is not documented,
+/// and calgate's largest request (a 50-entry batch) is far below it.
+const MAX_BODY: usize = 4 << 20;
+
+/// The query and body of the request being handled (empty outside one).
+fn seen_request() -> (Option<String>, String) {
+    SEEN.try_with(Clone::clone).unwrap_or_default()
 }
 
 /// Records the request and applies a pending fault: Some(response) when the
@@ -324,21 +347,30 @@ async fn arrive(shared: &Shared, endpoint: Endpoint, path: &str) -> Option<axum:
     fault.response()
 }
 
-/// Middleware of the API host: runs the handler, then applies a fault left
-/// for after processing — a delayed answer, or another answer entirely.
+/// Middleware of the API host: keeps the query and body for the record, runs
+/// the handler, then applies a fault left for after processing — a delayed
+/// answer, or another answer entirely.
 async fn answer_late(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    LATE_FAULT
-        .scope(std::cell::RefCell::new(None), async move {
-            let answered = next.run(request).await;
-            let Some(fault) = LATE_FAULT.with(|late| late.borrow_mut().take()) else {
-                return answered;
-            };
-            if let Some(delay) = fault.delay {
-                tokio::time::sleep(delay).await;
-            }
-            fault.response().unwrap_or(answered)
-        })
-        .await
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return axum::http::StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let seen = (
+        parts.uri.query().map(str::to_owned),
+        String::from_utf8_lossy(&bytes).into_owned(),
+    );
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+    let handled = LATE_FAULT.scope(std::cell::RefCell::new(None), async move {
+        let answered = next.run(request).await;
+        let Some(fault) = LATE_FAULT.with(|late| late.borrow_mut().take()) else {
+            return answered;
+        };
+        if let Some(delay) = fault.delay {
+            tokio::time::sleep(delay).await;
+        }
+        fault.response().unwrap_or(answered)
+    });
+    SEEN.scope(seen, handled).await
 }
 
 #[cfg(test)]
@@ -417,6 +449,51 @@ mod tests {
         );
         let (status, _) = token(&fake, refresh(&second)).await;
         assert_eq!(status, 200, "the newest one works");
+    }
+
+    async fn consent_status(fake: &FakeCronofy, redirect_uri: &str) -> u16 {
+        let mut url = url::Url::parse(&format!("{}oauth/authorize", fake.app_base_url())).expect("url");
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", "c")
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", "free_busy_write");
+        http()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+            .get(url)
+            .send()
+            .await
+            .expect("authorize")
+            .status()
+            .as_u16()
+    }
+
+    /// In production mode Cronofy redirects codes only to registered URIs
+    /// (docs: /developers/faqs/verify-application), wildcards for subdomains.
+    #[tokio::test]
+    async fn consent_redirects_only_to_registered_uris() {
+        let fake = FakeCronofy::start().await.expect("fake");
+        fake.register_client("c", "s");
+        assert_eq!(
+            consent_status(&fake, "https://anything.example/cb").await,
+            302,
+            "development mode"
+        );
+        fake.register_redirect_uris("c", &["https://x.example/cb", "https://*.tenant.example/cb"]);
+        assert_eq!(consent_status(&fake, "https://x.example/cb").await, 302);
+        assert_eq!(consent_status(&fake, "https://eu.tenant.example/cb").await, 302);
+        for refused in [
+            "https://x.example/cb2",
+            "https://x.example/cb?next=evil",
+            "http://x.example/cb",
+            "https://tenant.example/cb",
+            "https://evil.example/cb",
+            "https://eu.tenant.example.evil/cb",
+        ] {
+            assert_eq!(consent_status(&fake, refused).await, 400, "{refused}");
+        }
     }
 
     #[tokio::test]

@@ -58,6 +58,14 @@ fn consent(shared: &Shared, query: &HashMap<String, String>, enterprise: bool) -
     if !state.clients.contains_key(client_id) {
         return (StatusCode::BAD_REQUEST, "unknown client_id").into_response();
     }
+    // Never redirect a code to an unregistered URI: the error is shown to the user.
+    if !state.redirect_allowed(client_id, redirect_uri) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "redirect_uri is not registered for this client",
+        )
+            .into_response();
+    }
     let code = state.authorize(client_id, redirect_uri, scope, enterprise);
     target.query_pairs_mut().append_pair("code", &code);
     if let Some(s) = param("state") {

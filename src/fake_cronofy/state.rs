@@ -27,8 +27,29 @@ pub struct RecordedRequest {
     pub endpoint: Endpoint,
     /// The path as received.
     pub path: String,
+    /// The raw query string, if any.
+    pub query: Option<String>,
+    /// The body as received (lossy UTF-8): what calgate sent, for tests to assert on.
+    pub body: String,
     /// When it arrived (benchmarks check request rates against a budget).
     pub at: Instant,
+}
+
+impl RecordedRequest {
+    /// The body parsed as JSON, if it is JSON.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+
+    /// The body or query parsed as form pairs (`application/x-www-form-urlencoded`).
+    pub fn form(&self) -> Vec<(String, String)> {
+        let source = if self.body.is_empty() {
+            self.query.as_deref().unwrap_or_default()
+        } else {
+            &self.body
+        };
+        url::form_urlencoded::parse(source.as_bytes()).into_owned().collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +109,8 @@ pub(super) struct RefreshToken {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(super) clients: HashMap<String, String>,
+    /// Registered redirect URIs of clients in production mode.
+    pub(super) redirect_uris: HashMap<String, Vec<String>>,
     pub(super) codes: HashMap<String, PendingCode>,
     pub(super) accounts: HashMap<String, Account>,
     pub(super) access_tokens: HashMap<String, AccessToken>,
@@ -120,6 +143,7 @@ impl Default for State {
     fn default() -> Self {
         State {
             clients: HashMap::new(),
+            redirect_uris: HashMap::new(),
             codes: HashMap::new(),
             accounts: HashMap::new(),
             access_tokens: HashMap::new(),
@@ -331,11 +355,44 @@ impl State {
 
     /// Records a request without applying any fault.
     pub(super) fn record(&mut self, endpoint: Endpoint, path: &str) {
+        let (query, body) = super::seen_request();
         self.requests.push(RecordedRequest {
             endpoint,
             path: path.to_owned(),
+            query,
+            body,
             at: Instant::now(),
         });
+    }
+
+    /// Whether Cronofy would redirect to `redirect_uri` for `client_id`: any
+    /// URI in development mode, else a registered one, where `*.` in a host
+    /// stands for one or more subdomains.
+    pub(super) fn redirect_allowed(&self, client_id: &str, redirect_uri: &str) -> bool {
+        let Some(registered) = self.redirect_uris.get(client_id) else {
+            return true;
+        };
+        registered.iter().any(|pattern| {
+            if pattern == redirect_uri {
+                return true;
+            }
+            let (Ok(pattern), Ok(uri)) = (url::Url::parse(pattern), url::Url::parse(redirect_uri)) else {
+                return false;
+            };
+            let (Some(wild), Some(host)) = (pattern.host_str(), uri.host_str()) else {
+                return false;
+            };
+            let Some(domain) = wild.strip_prefix("*.") else {
+                return false;
+            };
+            pattern.scheme() == uri.scheme()
+                && pattern.port() == uri.port()
+                && pattern.path() == uri.path()
+                && pattern.query() == uri.query()
+                && host
+                    .strip_suffix(domain)
+                    .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.'))
+        })
     }
 
     /// Whether `client_id` holds an authorization for `sub` (a refresh token it was issued).

@@ -50,7 +50,7 @@ async fn upsert_maps_every_field_onto_cronofys_body() {
         interaction_types: vec!["conferencing_assigned".into(), "conferencing_failing".into()],
     }];
     full.attachment_ids = vec!["att_123".into()];
-    full.locale = Some("en-GB".into());
+    full.locale = Some("en".into());
     app.client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
@@ -64,6 +64,15 @@ async fn upsert_maps_every_field_onto_cronofys_body() {
         .fake
         .event(&grant.sub, &calendar_id, "evt-full")
         .expect("stored at the fake");
+    let sent = app
+        .fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.endpoint == Endpoint::UpsertEvent)
+        .expect("the upsert request");
+    assert_eq!(sent.path, format!("/v1/calendars/{calendar_id}/events"));
+    assert_eq!(sent.query, None);
+    assert_eq!(sent.json().as_ref(), Some(&stored), "stored exactly as sent");
     assert_eq!(
         stored,
         json!({
@@ -78,7 +87,7 @@ async fn upsert_maps_every_field_onto_cronofys_body() {
             "transparency": "opaque",
             "attendees": {
                 "invite": [{"email": "grace@example.com", "display_name": "Grace"}],
-                "remove": [{"email": "old@example.com"}],
+                "reject": [{"email": "old@example.com"}],
             },
             "reminders": [{"minutes": 10}, {"minutes": 0}],
             "reminders_create_only": true,
@@ -92,7 +101,7 @@ async fn upsert_maps_every_field_onto_cronofys_body() {
                 "interactions": [{"type": "conferencing_assigned"}, {"type": "conferencing_failing"}],
             }],
             "attachments": [{"attachment_id": "att_123"}],
-            "locale": "en-GB",
+            "locale": "en",
         })
     );
 }
@@ -410,6 +419,13 @@ async fn delete_removes_the_event_and_is_idempotent() {
         .await
         .expect("delete");
     assert_eq!(app.fake.event_count(&grant.sub), 0);
+    let sent = app.fake.requests().pop().expect("the delete request");
+    assert_eq!(sent.endpoint, Endpoint::DeleteEvent);
+    assert_eq!(
+        sent.json(),
+        Some(json!({"event_id": "evt-1"})),
+        "Cronofy's documented JSON body"
+    );
     app.client
         .clone()
         .delete_event(app.req(delete()))

@@ -37,6 +37,19 @@ async fn exchange_stores_the_grant_and_returns_it_without_tokens() {
     assert!(grant.created_at.is_some() && grant.updated_at.is_some());
     // The token request carried the tenant's credentials and the same redirect_uri.
     assert_eq!(app.fake.count(Endpoint::Token), 1);
+    let sent = app
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r.endpoint == Endpoint::Token)
+        .expect("token request");
+    assert_eq!(sent.query, None, "credentials never travel in the URL");
+    let body = sent.json().expect("a JSON body");
+    assert_eq!(body["grant_type"], "authorization_code");
+    assert_eq!(body["client_id"], "acme-client");
+    assert_eq!(body["client_secret"], ACME_SECRET);
+    assert_eq!(body["redirect_uri"], ACME_REDIRECT);
+    assert!(body["code"].as_str().is_some_and(|code| !code.is_empty()));
 
     let fetched = app
         .client

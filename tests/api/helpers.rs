@@ -157,6 +157,9 @@ pub async fn start_fake() -> FakeCronofy {
     let fake = FakeCronofy::start().await.expect("fake Cronofy");
     fake.register_client("acme-client", ACME_SECRET);
     fake.register_client("globex-client", GLOBEX_SECRET);
+    // Production mode: Cronofy redirects only to the URIs registered for the client.
+    fake.register_redirect_uris("acme-client", &[ACME_REDIRECT, ACME_REDIRECT_2]);
+    fake.register_redirect_uris("globex-client", &[GLOBEX_REDIRECT]);
     fake
 }
 

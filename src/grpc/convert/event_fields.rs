@@ -92,7 +92,7 @@ pub(super) fn parse_event(e: &pb::Event, v: &mut Violations) -> Option<Event> {
         })
         .map(|attachment_id| event::Attachment { attachment_id })
         .collect();
-    let locale = optional(v, "event.locale", e.locale.as_deref(), rules::locale);
+    let locale = optional(v, "event.locale", e.locale.as_deref(), rules::language);
     Some(Event {
         event_id: event_id?,
         summary: summary?,
