@@ -95,6 +95,21 @@ struct DeleteEventBody<'a> {
     event_id: &'a str,
 }
 
+/// The query of `GET /v1/free_busy`; unset dates take Cronofy's defaults.
+#[derive(Debug, Clone)]
+pub struct FreeBusyParams<'a> {
+    /// First day, `YYYY-MM-DD`.
+    pub from: Option<String>,
+    /// Day after the last, `YYYY-MM-DD`.
+    pub to: Option<String>,
+    /// The zone the dates are read in.
+    pub tzid: &'a str,
+    /// Only these calendars; empty means all.
+    pub calendar_ids: &'a [String],
+    /// Count the application's own events.
+    pub include_managed: bool,
+}
+
 impl CronofyClient {
     /// Builds the client with the given timeouts. TLS uses rustls with the ring provider.
     pub fn new(request_timeout: Duration, connect_timeout: Duration) -> Result<CronofyClient, reqwest::Error> {
@@ -216,17 +231,24 @@ impl CronofyClient {
         parse::batch(&body_bytes(response).await?, entries.len())
     }
 
-    /// The first page's URL of `GET /v1/free_busy` for a date range.
-    pub fn free_busy_url(endpoints: &Endpoints, from: &str, to: &str, tzid: &str, calendar_ids: &[String]) -> url::Url {
+    /// The first page's URL of `GET /v1/free_busy` [docs: /developers/api/events/free-busy].
+    pub fn free_busy_url(endpoints: &Endpoints, params: &FreeBusyParams<'_>) -> url::Url {
         let mut url = endpoints.url(Host::Api, &["v1", "free_busy"]);
         {
             let mut query = url.query_pairs_mut();
-            query
-                .append_pair("from", from)
-                .append_pair("to", to)
-                .append_pair("tzid", tzid);
-            for calendar_id in calendar_ids {
+            if let Some(from) = &params.from {
+                query.append_pair("from", from);
+            }
+            if let Some(to) = &params.to {
+                query.append_pair("to", to);
+            }
+            query.append_pair("tzid", params.tzid);
+            for calendar_id in params.calendar_ids {
                 query.append_pair("calendar_ids[]", calendar_id);
+            }
+            // Cronofy leaves the application's own events out unless asked.
+            if params.include_managed {
+                query.append_pair("include_managed", "true");
             }
         }
         url

@@ -6,6 +6,7 @@ mod clock;
 pub mod error;
 pub mod event;
 pub mod grant;
+pub mod reads;
 mod refresh;
 pub mod rules;
 mod service;

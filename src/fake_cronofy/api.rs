@@ -14,17 +14,13 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{
-    Endpoint, Shared, arrive,
-    state::{self as state_busy, State as FakeState},
-    validate,
-};
+use super::{Endpoint, Shared, arrive, state::State as FakeState, validate};
 
 /// Records the request and applies a pending fault — only to a request with
 /// a valid bearer token: Cronofy authenticates before anything else can go
 /// wrong, so a request it would refuse with 401 meets no injected fault (the
 /// handler answers the 401).
-async fn arrive_authenticated(
+pub(super) async fn arrive_authenticated(
     shared: &Shared,
     endpoint: Endpoint,
     path: &str,
@@ -39,7 +35,7 @@ async fn arrive_authenticated(
 }
 
 /// The bearer token's account, or the 401 Cronofy answers.
-fn authenticate(state: &FakeState, headers: &HeaderMap) -> Result<(String, String), Response> {
+pub(super) fn authenticate(state: &FakeState, headers: &HeaderMap) -> Result<(String, String), Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -74,7 +70,7 @@ fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, Response> {
         .map_err(|_| unprocessable(json!({"body": [{"key": "errors.invalid", "description": "invalid JSON"}]})))
 }
 
-fn unprocessable(errors: Value) -> Response {
+pub(super) fn unprocessable(errors: Value) -> Response {
     (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "errors": errors }))).into_response()
 }
 
@@ -262,84 +258,4 @@ pub(super) async fn batch(State(shared): State<Arc<Shared>>, headers: HeaderMap,
         })
         .collect();
     (StatusCode::MULTI_STATUS, Json(json!({ "batch": results }))).into_response()
-}
-
-fn can_read_free_busy(scope: &str) -> bool {
-    scope.split_whitespace().any(|s| {
-        matches!(
-            s,
-            "free_busy_write" | "free_busy" | "read_free_busy" | "read_events" | "read_only" | "read_write"
-        )
-    })
-}
-
-/// `GET /v1/free_busy?from&to&tzid[&calendar_ids[]][&page]`: the account's busy periods
-/// starting in [from, to), paginated; `next_page` is a full URL on the same host.
-pub(super) async fn free_busy(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> Response {
-    if let Some(response) = arrive_authenticated(&shared, Endpoint::FreeBusy, "/v1/free_busy", &headers).await {
-        return response;
-    }
-    let state = shared.lock();
-    let (sub, scope) = match authenticate(&state, &headers) {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    let query = query.unwrap_or_default();
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
-    let param = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let calendars: Vec<&String> = pairs
-        .iter()
-        .filter(|(k, _)| k == "calendar_ids[]")
-        .map(|(_, v)| v)
-        .collect();
-    let (Some(from), Some(to), Some(_tzid)) = (param("from"), param("to"), param("tzid")) else {
-        return unprocessable(
-            json!({"tzid": [{"key": "errors.required", "description": "from, to and tzid are required"}]}),
-        );
-    };
-    if !can_read_free_busy(&scope) {
-        return StatusCode::FORBIDDEN.into_response();
-    }
-    let Some(account) = state.accounts.get(&sub) else {
-        return StatusCode::UNAUTHORIZED.into_response();
-    };
-    let matching: Vec<&state_busy::BusyPeriod> = account
-        .busy
-        .iter()
-        .filter(|p| calendars.is_empty() || calendars.contains(&&p.calendar_id))
-        .filter(|p| {
-            p.start
-                .get(..10)
-                .is_some_and(|day| day >= from.as_str() && day < to.as_str())
-        })
-        .collect();
-    let size = state.free_busy_page_size;
-    let total = matching.len().div_ceil(size).max(1);
-    let page: usize = param("page").and_then(|p| p.parse().ok()).unwrap_or(1).clamp(1, total);
-    let periods: Vec<Value> = matching
-        .iter()
-        .skip((page - 1) * size)
-        .take(size)
-        .map(|p| json!({"calendar_id": p.calendar_id, "start": p.start, "end": p.end, "free_busy_status": p.status}))
-        .collect();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    let base: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k != "page").cloned().collect();
-    let next_page = (page < total).then(|| {
-        let mut next = url::form_urlencoded::Serializer::new(String::new());
-        next.extend_pairs(base.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        next.append_pair("page", &(page + 1).to_string());
-        format!("http://{host}/v1/free_busy?{}", next.finish())
-    });
-    let mut pages = json!({"current": page, "total": total});
-    if let Some(next_page) = next_page {
-        pages["next_page"] = json!(next_page);
-    }
-    Json(json!({ "pages": pages, "free_busy": periods })).into_response()
 }

@@ -8,6 +8,7 @@ mod api;
 mod availability;
 mod enterprise;
 mod faults;
+mod free_busy;
 mod oauth;
 mod state;
 mod validate;
@@ -100,7 +101,8 @@ impl FakeCronofy {
                 post(api::upsert_event).delete(api::delete_event),
             )
             .route("/v1/batch", post(api::batch))
-            .route("/v1/free_busy", get(api::free_busy))
+            .route("/v1/free_busy", get(free_busy::free_busy))
+            .route("/v1/free_busy/pages/{token}", get(free_busy::free_busy_page))
             .route("/v1/availability", post(availability::availability))
             .route("/v1/service_account_authorizations", post(enterprise::authorize_member))
             .layer(axum::middleware::from_fn(answer_late))

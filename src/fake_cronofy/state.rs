@@ -61,7 +61,7 @@ pub(super) struct Calendar {
 }
 
 #[derive(Debug)]
-pub(super) struct Account {
+pub(crate) struct Account {
     pub(super) account_id: String,
     pub(super) profile_id: String,
     pub(super) profile_name: String,
@@ -105,6 +105,17 @@ pub(super) struct RefreshToken {
     pub(super) scope: String,
 }
 
+/// What a free/busy `next_page` token stands for.
+#[derive(Debug)]
+pub(super) struct PageToken {
+    /// The account that read the first page; no other may follow.
+    pub(super) sub: String,
+    /// The first page's query.
+    pub(super) query: Vec<(String, String)>,
+    /// The page the token reads.
+    pub(super) page: usize,
+}
+
 /// Everything the fake remembers.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -127,6 +138,8 @@ pub(crate) struct State {
     pub(super) requests: Vec<RecordedRequest>,
     pub(super) issued_secrets: Vec<String>,
     pub(super) free_busy_page_size: usize,
+    /// Free/busy page tokens.
+    pub(super) free_busy_pages: HashMap<String, PageToken>,
     /// Members' accounts by email (Enterprise Connect).
     pub(super) members: HashMap<String, String>,
     /// Whether member authorizations call back on their own (default true).
@@ -157,6 +170,7 @@ impl Default for State {
             requests: Vec::new(),
             issued_secrets: Vec::new(),
             free_busy_page_size: 100,
+            free_busy_pages: HashMap::new(),
             members: HashMap::new(),
             member_callbacks: true,
             callbacks_sent: Vec::new(),

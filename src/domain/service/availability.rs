@@ -4,7 +4,8 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use super::{CalendarService, Deadline};
 use crate::{
-    cronofy::availability::{self as wire, AllMarker, AvailablePeriod, Member, Minutes, Period, Required},
+    cronofy::availability::{self as wire, AllMarker, Member, Minutes, Period, Required},
+    domain::reads::AvailablePeriod,
     domain::{Error, Tenant, grant::GrantSelector, refresh::usable_tokens, upstream},
 };
 
@@ -77,6 +78,7 @@ impl CalendarService {
         self.resilience
             .call(&tenant.id, deadline, || self.cronofy.availability(&tenant.app, &query))
             .await
+            .map(|periods| periods.into_iter().map(AvailablePeriod::from).collect())
             .map_err(|failure| upstream::guard_error(failure, ""))
     }
 }

@@ -4,8 +4,14 @@ use std::sync::Arc;
 
 use super::{CalendarService, Deadline};
 use crate::{
-    cronofy::{BatchEntry, CalendarEntry, CronofyClient, CronofyError, FreeBusyEntry},
-    domain::{Error, Tenant, event::Event, grant::GrantSelector, upstream},
+    cronofy::{BatchEntry, CalendarEntry, CronofyClient, CronofyError, FreeBusyParams},
+    domain::{
+        Error, Tenant, Violations,
+        event::Event,
+        grant::GrantSelector,
+        reads::{self, FreeBusyPeriod},
+        upstream,
+    },
     resilience::GuardError,
 };
 
@@ -15,14 +21,39 @@ const MAX_FREE_BUSY_PAGES: usize = 50;
 /// A checked ReadFreeBusy request.
 #[derive(Debug, Clone)]
 pub struct FreeBusyQuery {
-    /// First day, `YYYY-MM-DD`.
-    pub from: String,
-    /// Day after the last, `YYYY-MM-DD`.
-    pub to: String,
+    /// First day; unset means Cronofy's default, 42 days back.
+    pub from: Option<time::Date>,
+    /// Day after the last; unset means Cronofy's default, 201 days ahead.
+    pub to: Option<time::Date>,
     /// IANA zone the dates are read in.
     pub tzid: String,
     /// Only these calendars; empty means all.
     pub calendar_ids: Vec<String>,
+    /// Whether the application's own (managed) events count as busy.
+    pub include_managed: bool,
+}
+
+impl FreeBusyQuery {
+    /// Refuses dates outside Cronofy's documented window before asking it.
+    fn check_window(&self, today: time::Date) -> Result<(), Error> {
+        let (earliest, latest) = reads::free_busy_window(today);
+        let mut v = Violations::default();
+        if let Some(from) = self.from {
+            if from < earliest {
+                v.add("from", "must be at most 42 days in the past (Cronofy's limit)");
+            } else if from >= latest {
+                v.add("from", "must be before the end of Cronofy's window, 201 days ahead");
+            }
+        }
+        if let Some(to) = self.to {
+            if to > latest {
+                v.add("to", "must be at most 201 days ahead (Cronofy's limit)");
+            } else if to <= earliest {
+                v.add("to", "must be after the start of Cronofy's window, 42 days back");
+            }
+        }
+        v.finish()
+    }
 }
 
 /// Most writes one batch may carry (Cronofy's limit).
@@ -151,14 +182,19 @@ impl CalendarService {
         selector: &GrantSelector,
         query: &FreeBusyQuery,
         deadline: Deadline,
-    ) -> Result<Vec<FreeBusyEntry>, Error> {
+    ) -> Result<Vec<FreeBusyPeriod>, Error> {
+        query.check_window(self.clock.now().date())?;
         let endpoints = &tenant.app.endpoints;
+        let date = |d: Option<time::Date>| d.map(|d| d.to_string());
         let mut page = Some(CronofyClient::free_busy_url(
             endpoints,
-            &query.from,
-            &query.to,
-            &query.tzid,
-            &query.calendar_ids,
+            &FreeBusyParams {
+                from: date(query.from),
+                to: date(query.to),
+                tzid: &query.tzid,
+                calendar_ids: &query.calendar_ids,
+                include_managed: query.include_managed,
+            },
         ));
         let mut periods = Vec::new();
         let mut pages = 0;
@@ -173,7 +209,7 @@ impl CalendarService {
             let (entries, next) = call_with_refresh!(self, tenant, deadline, lease.clone(), "", |token| {
                 self.cronofy.free_busy_page(endpoints, token, &url)
             })?;
-            periods.extend(entries);
+            periods.extend(entries.into_iter().map(FreeBusyPeriod::from));
             page = next;
             if page.is_some() {
                 // A refresh on this page leaves the lease stale; take the current token.

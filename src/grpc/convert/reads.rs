@@ -1,14 +1,12 @@
 //! Parsing batches, free/busy and availability requests; showing their answers.
 
-use time::OffsetDateTime;
-
 use super::{event_fields, pb, selector, timestamp};
-use crate::{
-    cronofy::{FreeBusyEntry, availability::AvailablePeriod},
-    domain::{
-        AvailabilityGroup, AvailabilityRequest, BatchOp, Error, FreeBusyQuery, MAX_BATCH_ITEMS, Violations,
-        event::limits, grant::GrantSelector, rules,
-    },
+use crate::domain::{
+    AvailabilityGroup, AvailabilityRequest, BatchOp, Error, FreeBusyQuery, MAX_BATCH_ITEMS, Violations,
+    event::limits,
+    grant::GrantSelector,
+    reads::{AvailablePeriod, FreeBusyPeriod, PeriodTime},
+    rules,
 };
 
 /// Parses BatchWriteEvents into (selector, writes); item fields are named
@@ -66,8 +64,16 @@ pub fn batch_request(request: &pb::BatchWriteEventsRequest) -> Result<(GrantSele
 pub fn free_busy_request(request: &pb::ReadFreeBusyRequest) -> Result<(GrantSelector, FreeBusyQuery), Error> {
     let mut v = Violations::default();
     let selector = selector(request, &mut v);
-    let from = v.check("from", rules::date(&request.from));
-    let to = v.check("to", rules::date(&request.to));
+    // Empty means Cronofy's default (42 days back, 201 days ahead).
+    let date = |v: &mut Violations, field: &str, text: &str| {
+        if text.is_empty() {
+            None
+        } else {
+            v.check(field, rules::date(text))
+        }
+    };
+    let from = date(&mut v, "from", &request.from);
+    let to = date(&mut v, "to", &request.to);
     if let (Some(from), Some(to)) = (from, to)
         && to <= from
     {
@@ -88,10 +94,13 @@ pub fn free_busy_request(request: &pb::ReadFreeBusyRequest) -> Result<(GrantSele
     Ok((
         selector,
         FreeBusyQuery {
-            from: request.from.clone(),
-            to: request.to.clone(),
+            from,
+            to,
             tzid: request.tzid.clone(),
             calendar_ids: request.calendar_ids.clone(),
+            // calgate's default differs from Cronofy's: a product placing
+            // meetings must see the ones it placed itself.
+            include_managed: request.include_managed.unwrap_or(true),
         },
     ))
 }
@@ -189,35 +198,29 @@ pub fn availability_request(request: &pb::QueryAvailabilityRequest) -> Result<Av
     })
 }
 
-/// A Cronofy available period as the API shows it.
+/// An available period as the API shows it.
 pub fn available_period(period: AvailablePeriod) -> pb::AvailablePeriod {
-    let parse = |text: &str| {
-        OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-            .ok()
-            .map(timestamp)
-    };
     pb::AvailablePeriod {
-        start: parse(&period.start),
-        end: parse(&period.end),
-        subs: period.participants.into_iter().map(|p| p.sub).collect(),
+        start: period.start.map(timestamp),
+        end: period.end.map(timestamp),
+        subs: period.subs,
     }
 }
 
-/// A Cronofy free/busy period as the API shows it.
-pub fn free_busy_period(entry: FreeBusyEntry) -> pb::FreeBusyPeriod {
+/// A free/busy period as the API shows it.
+pub fn free_busy_period(period: FreeBusyPeriod) -> pb::FreeBusyPeriod {
     pb::FreeBusyPeriod {
-        calendar_id: entry.calendar_id,
-        start: Some(period_time(&entry.start)),
-        end: Some(period_time(&entry.end)),
-        status: entry.free_busy_status,
+        calendar_id: period.calendar_id,
+        start: Some(period_time(period.start)),
+        end: Some(period_time(period.end)),
+        status: period.status,
     }
 }
 
-/// Cronofy's Time (`…Z`) as a timestamp; anything else (a Date) as a date.
-fn period_time(text: &str) -> pb::EventTime {
-    let value = match OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
-        Ok(at) => pb::event_time::Value::Time(timestamp(at)),
-        Err(_) => pb::event_time::Value::Date(text.to_owned()),
+fn period_time(time: PeriodTime) -> pb::EventTime {
+    let value = match time {
+        PeriodTime::Time(at) => pb::event_time::Value::Time(timestamp(at)),
+        PeriodTime::Date(date) => pb::event_time::Value::Date(date),
     };
     pb::EventTime {
         value: Some(value),

@@ -1,0 +1,87 @@
+//! What calgate reads from a user's calendars, in the domain's own terms:
+//! the gRPC layer sees these, never the REST client's wire types.
+
+use time::{Date, OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::cronofy::{FreeBusyEntry, availability};
+
+/// When a period starts or ends: an instant, or a date for all-day periods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeriodTime {
+    /// A UTC instant.
+    Time(OffsetDateTime),
+    /// An all-day boundary, `YYYY-MM-DD` as Cronofy gave it.
+    Date(String),
+}
+
+impl PeriodTime {
+    /// Cronofy's Time (`…Z`) as an instant; anything else (a Date) kept as text.
+    fn parse(text: &str) -> PeriodTime {
+        match OffsetDateTime::parse(text, &Rfc3339) {
+            Ok(at) => PeriodTime::Time(at),
+            Err(_) => PeriodTime::Date(text.to_owned()),
+        }
+    }
+}
+
+/// One free/busy period of one calendar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreeBusyPeriod {
+    /// The calendar.
+    pub calendar_id: String,
+    /// Start.
+    pub start: PeriodTime,
+    /// End.
+    pub end: PeriodTime,
+    /// Cronofy's `free_busy_status`, e.g. `busy`, `tentative`, `free`.
+    pub status: String,
+}
+
+impl From<FreeBusyEntry> for FreeBusyPeriod {
+    fn from(entry: FreeBusyEntry) -> Self {
+        FreeBusyPeriod {
+            calendar_id: entry.calendar_id,
+            start: PeriodTime::parse(&entry.start),
+            end: PeriodTime::parse(&entry.end),
+            status: entry.free_busy_status,
+        }
+    }
+}
+
+/// A period when enough participants are available.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvailablePeriod {
+    /// Start, when Cronofy's answer held a valid instant.
+    pub start: Option<OffsetDateTime>,
+    /// End, likewise.
+    pub end: Option<OffsetDateTime>,
+    /// The subs available throughout.
+    pub subs: Vec<String>,
+}
+
+impl From<availability::AvailablePeriod> for AvailablePeriod {
+    fn from(period: availability::AvailablePeriod) -> Self {
+        let parse = |text: &str| OffsetDateTime::parse(text, &Rfc3339).ok();
+        AvailablePeriod {
+            start: parse(&period.start),
+            end: parse(&period.end),
+            subs: period.participants.into_iter().map(|p| p.sub).collect(),
+        }
+    }
+}
+
+/// How far back free/busy reaches: Cronofy's documented minimum of `from`.
+pub const FREE_BUSY_DAYS_BACK: i64 = 42;
+/// How far ahead free/busy reaches: Cronofy's documented maximum of `to` (exclusive).
+pub const FREE_BUSY_DAYS_AHEAD: i64 = 201;
+
+/// The window a free/busy read may ask for, seen from `today` (UTC). One day
+/// of slack each way: the caller's dates are in its `tzid`, up to a day from
+/// UTC, and Cronofy itself decides the last day.
+pub fn free_busy_window(today: Date) -> (Date, Date) {
+    let slack = time::Duration::days(1);
+    (
+        today - time::Duration::days(FREE_BUSY_DAYS_BACK) - slack,
+        today + time::Duration::days(FREE_BUSY_DAYS_AHEAD) + slack,
+    )
+}
