@@ -9,6 +9,9 @@ pub struct FieldViolation {
     pub field: String,
     /// What is wrong with it.
     pub description: String,
+    /// Machine-readable reason: Cronofy's error key (e.g. `errors.required`)
+    /// for fields Cronofy refused; empty for calgate's own checks.
+    pub reason: String,
 }
 
 /// Everything a domain operation can fail with. Clone, so that callers sharing
@@ -48,6 +51,9 @@ pub enum Error {
     /// Cronofy answered 404 for the calendar.
     #[error("calendar not found")]
     CalendarNotFound,
+    /// Cronofy answered 404 for something other than a calendar (named).
+    #[error("Cronofy found no {0}")]
+    UpstreamNotFound(&'static str),
     /// Cronofy answered 422.
     #[error("Cronofy rejected the request: {0}")]
     UpstreamRejected(FieldViolations),
@@ -178,6 +184,20 @@ impl Violations {
         self.0.listed.push(FieldViolation {
             field: clip(field.into()),
             description: clip(description.into()),
+            reason: String::new(),
+        });
+    }
+
+    /// Records a violation Cronofy reported, with its error key as the reason.
+    pub fn add_upstream(&mut self, field: String, description: String, key: String) {
+        if self.full() {
+            self.0.unlisted += 1;
+            return;
+        }
+        self.0.listed.push(FieldViolation {
+            field: clip(field),
+            description: clip(description),
+            reason: clip(key),
         });
     }
 

@@ -170,7 +170,7 @@ impl Refresher {
                 .resilience
                 .admit(&tenant.id, give_up_at)
                 .await
-                .map_err(|failure| upstream::guard_error(failure, ""))?;
+                .map_err(|failure| upstream::guard_error(failure, upstream::Call::other("authorization")))?;
             // Across replicas, the lease serialises refreshes of this grant; the
             // grant is re-read inside it. It is held for one attempt only.
             let lease = self
@@ -238,7 +238,10 @@ impl Refresher {
                     }
                     METRICS.refresh("upstream_failed");
                     warn!(tenant = %tenant.id, sub, %error, "token refresh failed; the grant stays active");
-                    return Err(upstream::guard_error(GuardError::Upstream(error), ""));
+                    return Err(upstream::guard_error(
+                        GuardError::Upstream(error),
+                        upstream::Call::other("authorization"),
+                    ));
                 }
             };
             let fresh = Tokens {

@@ -4,11 +4,51 @@ use crate::{cronofy::CronofyError, resilience::GuardError};
 
 use super::{Error, Violations};
 
-/// Maps a failed guarded call. `field_prefix` turns Cronofy's field names into
-/// request paths (e.g. `event.` + `summary`).
-pub(super) fn guard_error(error: GuardError, field_prefix: &str) -> Error {
+/// What Cronofy's answers to one kind of call mean: where its 422 field names
+/// point in the request, and what its 404 says is missing.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Call<'a> {
+    /// Turns Cronofy's field names into request paths (e.g. `event.` + `summary`).
+    field_prefix: &'a str,
+    /// The request path of the calendar id, for Cronofy's `calendar_id` errors.
+    calendar_field: &'a str,
+    /// What a 404 means for this endpoint.
+    missing: Missing,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Missing {
+    /// Event calls: the calendar is unknown or not granted (docs: delete-event, upsert-event).
+    Calendar,
+    /// Any other endpoint: the named resource.
+    Resource(&'static str),
+}
+
+impl<'a> Call<'a> {
+    /// An event call on one calendar: 404 is `CALENDAR_NOT_FOUND`.
+    pub(super) const fn event(field_prefix: &'a str, calendar_field: &'a str) -> Call<'a> {
+        Call {
+            field_prefix,
+            calendar_field,
+            missing: Missing::Calendar,
+        }
+    }
+
+    /// A call on something else (batch, free/busy, availability, Enterprise
+    /// Connect, tokens): 404 is `UPSTREAM_NOT_FOUND` naming `what`.
+    pub(super) const fn other(what: &'static str) -> Call<'static> {
+        Call {
+            field_prefix: "",
+            calendar_field: "calendar_id",
+            missing: Missing::Resource(what),
+        }
+    }
+}
+
+/// Maps a failed guarded call.
+pub(super) fn guard_error(error: GuardError, call: Call<'_>) -> Error {
     match error {
-        GuardError::Upstream(error) => api_error(error, field_prefix, "calendar_id"),
+        GuardError::Upstream(error) => api_error(error, call),
         GuardError::BudgetExhausted { retry_after } => Error::RateBudgetExhausted { retry_after },
         GuardError::CircuitOpen { retry_after } => Error::UpstreamUnavailable {
             retry_after: Some(retry_after),
@@ -20,32 +60,35 @@ pub(super) fn guard_error(error: GuardError, field_prefix: &str) -> Error {
 pub(super) fn exchange_error(error: GuardError) -> Error {
     match error {
         GuardError::Upstream(CronofyError::InvalidGrant) => Error::CodeInvalid,
-        other => guard_error(other, ""),
+        other => guard_error(other, Call::other("authorization")),
     }
 }
 
-/// Maps Cronofy's answer to an API call (or to one item of a batch): its 422
-/// field names become request paths — `field_prefix` + name, and
-/// `calendar_field` for the calendar id.
-pub(super) fn api_error(error: CronofyError, field_prefix: &str, calendar_field: &str) -> Error {
+/// Maps Cronofy's answer to an API call (or to one item of a batch). A 422's
+/// fields become request paths, each keeping Cronofy's key as its reason and
+/// Cronofy's description as its text (docs: /developers/api/error-codes).
+pub(super) fn api_error(error: CronofyError, call: Call<'_>) -> Error {
     match error {
         CronofyError::Forbidden => Error::InsufficientScope,
-        CronofyError::NotFound => Error::CalendarNotFound,
+        CronofyError::NotFound => match call.missing {
+            Missing::Calendar => Error::CalendarNotFound,
+            Missing::Resource(what) => Error::UpstreamNotFound(what),
+        },
         CronofyError::Unprocessable { errors } => {
             // Bounded like calgate's own validation: Cronofy's answer is not ours to trust in size.
             let mut violations = Violations::default();
             for e in errors {
                 let field = if e.field == "calendar_id" {
-                    calendar_field.to_owned()
+                    call.calendar_field.to_owned()
                 } else {
-                    format!("{field_prefix}{}", e.field)
+                    format!("{}{}", call.field_prefix, e.field)
                 };
                 let description = if e.description.is_empty() {
-                    e.key
+                    e.key.clone()
                 } else {
-                    format!("{} ({})", e.description, e.key)
+                    e.description
                 };
-                violations.add(field, description);
+                violations.add_upstream(field, description, e.key);
             }
             Error::UpstreamRejected(violations.into_inner())
         }

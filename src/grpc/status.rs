@@ -51,6 +51,7 @@ pub fn from_domain(error: Error) -> Status {
         Error::CodeInvalid => status(Code::FailedPrecondition, "CODE_INVALID", message, plain()),
         Error::InsufficientScope => status(Code::PermissionDenied, "INSUFFICIENT_SCOPE", message, plain()),
         Error::CalendarNotFound => status(Code::NotFound, "CALENDAR_NOT_FOUND", message, plain()),
+        Error::UpstreamNotFound(_) => status(Code::NotFound, "UPSTREAM_NOT_FOUND", message, plain()),
         Error::UpstreamRejected(violations) => status(
             Code::InvalidArgument,
             "UPSTREAM_REJECTED",
@@ -108,11 +109,20 @@ pub fn from_auth(error: AuthError) -> Status {
 }
 
 fn bad_request(violations: &FieldViolations) -> ErrorDetails {
-    let mut details = ErrorDetails::new();
-    for violation in &violations.listed {
-        details.add_bad_request_violation(&violation.field, &violation.description);
+    let violations: Vec<tonic_types::FieldViolation> = violations
+        .listed
+        .iter()
+        .map(|violation| {
+            let mut field = tonic_types::FieldViolation::new(&violation.field, &violation.description);
+            // Cronofy's key (e.g. `errors.required`) for fields Cronofy refused.
+            field.reason.clone_from(&violation.reason);
+            field
+        })
+        .collect();
+    if violations.is_empty() {
+        return ErrorDetails::new();
     }
-    details
+    ErrorDetails::with_bad_request(violations)
 }
 
 /// One batch item's outcome as a `google.rpc.Status`: code 0 when it

@@ -58,12 +58,96 @@ async fn a_422_carries_cronofys_field_errors() {
     let status = upsert(&app, &grant.sub, &calendar).await.expect_err("422");
     assert_status(&status, Code::InvalidArgument, "UPSTREAM_REJECTED");
     assert_eq!(violated_fields(&status), ["event.summary"]);
+    // Cronofy's key is the reason callers branch on; its description the text.
+    let violation = status
+        .get_error_details()
+        .bad_request()
+        .expect("BadRequest")
+        .field_violations[0]
+        .clone();
+    assert_eq!(
+        (violation.reason.as_str(), violation.description.as_str()),
+        ("errors.too_long", "too long")
+    );
 
     // The fake's own strictness produces the same shape: a read-only calendar.
     let readonly = app.fake.calendar_ids(&grant.sub)[1].clone();
     let status = upsert(&app, &grant.sub, &readonly).await.expect_err("read-only");
     assert_status(&status, Code::InvalidArgument, "UPSTREAM_REJECTED");
     assert_eq!(violated_fields(&status), ["calendar_id"]);
+    let reasons: Vec<String> = status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.reason.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(reasons, ["errors.calendar_readonly"]);
+}
+
+/// calgate's own checks carry no reason: only Cronofy's refusals do.
+#[tokio::test]
+async fn calgates_own_violations_carry_no_cronofy_key() {
+    let app = spawn_app().await;
+    let status = Upsert::new(by_sub("acc_x"), "")
+        .send(&app.client)
+        .await
+        .expect_err("invalid");
+    assert_status(&status, Code::InvalidArgument, "FIELD_INVALID");
+    let details = status.get_error_details();
+    let violations = &details.bad_request().expect("BadRequest").field_violations;
+    assert!(violations.iter().all(|v| v.reason.is_empty()), "{violations:?}");
+}
+
+/// A 404 means what the endpoint says is missing: the calendar for event
+/// calls, never the calendar for batch, free/busy, availability or
+/// Enterprise Connect calls.
+#[tokio::test]
+async fn a_404_names_what_the_endpoint_found_missing() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+    app.fake.inject(Fault::status(Endpoint::DeleteEvent, 404));
+    let status = app
+        .client
+        .clone()
+        .delete_event(app.req(pb::DeleteEventRequest {
+            user: Some(pb::delete_event_request::User::Sub(grant.sub.clone())),
+            calendar_id: calendar.clone(),
+            event_id: "evt-1".into(),
+        }))
+        .await
+        .expect_err("404");
+    assert_status(&status, Code::NotFound, "CALENDAR_NOT_FOUND");
+
+    app.fake.inject(Fault::status(Endpoint::Batch, 404));
+    let status = app
+        .client
+        .clone()
+        .batch_write_events(app.req(pb::BatchWriteEventsRequest {
+            user: Some(pb::batch_write_events_request::User::Sub(grant.sub.clone())),
+            items: vec![pb::BatchItem {
+                operation: Some(pb::batch_item::Operation::Delete(pb::BatchDelete {
+                    calendar_id: calendar.clone(),
+                    event_id: "evt-1".into(),
+                })),
+            }],
+        }))
+        .await
+        .expect_err("404");
+    assert_status(&status, Code::NotFound, "UPSTREAM_NOT_FOUND");
+
+    app.fake.inject(Fault::status(Endpoint::FreeBusy, 404));
+    let status = app
+        .client
+        .clone()
+        .read_free_busy(app.req(pb::ReadFreeBusyRequest {
+            user: Some(pb::read_free_busy_request::User::Sub(grant.sub.clone())),
+            tzid: "Etc/UTC".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect_err("404");
+    assert_status(&status, Code::NotFound, "UPSTREAM_NOT_FOUND");
+    assert!(status.message().contains("free/busy"), "{}", status.message());
 }
 
 #[tokio::test]

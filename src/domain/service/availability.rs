@@ -79,6 +79,6 @@ impl CalendarService {
             .call(&tenant.id, deadline, || self.cronofy.availability(&tenant.app, &query))
             .await
             .map(|periods| periods.into_iter().map(AvailablePeriod::from).collect())
-            .map_err(|failure| upstream::guard_error(failure, ""))
+            .map_err(|failure| upstream::guard_error(failure, upstream::Call::other("availability participant")))
     }
 }

@@ -165,9 +165,14 @@ impl CalendarService {
         let selector = GrantSelector::Sub(service_account.grant.sub.clone());
         let asked: Result<(), Error> = async {
             let lease = self.access_token(tenant, &selector, false).await?;
-            call_with_refresh!(self, tenant, deadline, lease, "", |token| {
-                self.cronofy.authorize_member(&tenant.app.endpoints, token, &body)
-            })
+            call_with_refresh!(
+                self,
+                tenant,
+                deadline,
+                lease,
+                upstream::Call::other("service account"),
+                |token| { self.cronofy.authorize_member(&tenant.app.endpoints, token, &body) }
+            )
         }
         .await;
         if let Err(error) = asked {
@@ -310,7 +315,7 @@ impl CalendarService {
                 return Ok(CallbackOutcome::Failed);
             }
             Err(failure) => {
-                warn!(tenant = %tenant.id, authorization = %fingerprint, error = %upstream::guard_error(failure, ""), "member code exchange failed");
+                warn!(tenant = %tenant.id, authorization = %fingerprint, error = %upstream::guard_error(failure, upstream::Call::other("authorization")), "member code exchange failed");
                 let _ = self.store.release_authorization(id).await;
                 return Err(CallbackError::Unavailable);
             }

@@ -10,7 +10,7 @@ use crate::{
         event::Event,
         grant::GrantSelector,
         reads::{self, FreeBusyPeriod},
-        upstream,
+        upstream::{self, Call},
     },
     resilience::GuardError,
 };
@@ -105,10 +105,17 @@ impl CalendarService {
         deadline: Deadline,
     ) -> Result<(), Error> {
         let lease = self.access_token(tenant, selector, true).await?;
-        call_with_refresh!(self, tenant, deadline, lease, "event.", |token| {
-            self.cronofy
-                .upsert_event(&tenant.app.endpoints, token, calendar_id, event)
-        })
+        call_with_refresh!(
+            self,
+            tenant,
+            deadline,
+            lease,
+            Call::event("event.", "calendar_id"),
+            |token| {
+                self.cronofy
+                    .upsert_event(&tenant.app.endpoints, token, calendar_id, event)
+            }
+        )
     }
 
     /// Deletes one of the application's events; an event already gone is fine.
@@ -121,7 +128,7 @@ impl CalendarService {
         deadline: Deadline,
     ) -> Result<(), Error> {
         let lease = self.access_token(tenant, selector, true).await?;
-        call_with_refresh!(self, tenant, deadline, lease, "", |token| {
+        call_with_refresh!(self, tenant, deadline, lease, Call::event("", "calendar_id"), |token| {
             self.cronofy
                 .delete_event(&tenant.app.endpoints, token, calendar_id, event_id)
         })
@@ -135,7 +142,7 @@ impl CalendarService {
         deadline: Deadline,
     ) -> Result<Vec<CalendarEntry>, Error> {
         let lease = self.access_token(tenant, selector, false).await?;
-        call_with_refresh!(self, tenant, deadline, lease, "", |token| {
+        call_with_refresh!(self, tenant, deadline, lease, Call::other("calendar list"), |token| {
             self.cronofy.list_calendars(&tenant.app.endpoints, token)
         })
     }
@@ -159,7 +166,7 @@ impl CalendarService {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let lease = self.access_token(tenant, selector, true).await?;
-        let outcomes = call_with_refresh!(self, tenant, deadline, lease, "", |token| {
+        let outcomes = call_with_refresh!(self, tenant, deadline, lease, Call::other("batch endpoint"), |token| {
             self.cronofy.batch(&tenant.app.endpoints, token, &entries)
         })?;
         Ok(outcomes
@@ -169,7 +176,7 @@ impl CalendarService {
             .map(|(index, (outcome, op))| {
                 outcome.map_err(|error| {
                     let (event_prefix, calendar_field) = op.paths(index);
-                    upstream::api_error(error, &event_prefix, &calendar_field)
+                    upstream::api_error(error, Call::event(&event_prefix, &calendar_field))
                 })
             })
             .collect())
@@ -206,9 +213,14 @@ impl CalendarService {
                     "Cronofy returned more free/busy pages than calgate follows",
                 ));
             }
-            let (entries, next) = call_with_refresh!(self, tenant, deadline, lease.clone(), "", |token| {
-                self.cronofy.free_busy_page(endpoints, token, &url)
-            })?;
+            let (entries, next) = call_with_refresh!(
+                self,
+                tenant,
+                deadline,
+                lease.clone(),
+                Call::other("free/busy page"),
+                |token| { self.cronofy.free_busy_page(endpoints, token, &url) }
+            )?;
             periods.extend(entries.into_iter().map(FreeBusyPeriod::from));
             page = next;
             if page.is_some() {

@@ -35,7 +35,7 @@ pub type Deadline = Option<Instant>;
 /// Makes a guarded Cronofy API call with a lease's token; on 401, refreshes
 /// once and repeats it. Maps the final failure to a domain error.
 macro_rules! call_with_refresh {
-    ($self:ident, $tenant:expr, $deadline:expr, $lease:expr, $prefix:expr, |$token:ident| $call:expr) => {{
+    ($self:ident, $tenant:expr, $deadline:expr, $lease:expr, $meaning:expr, |$token:ident| $call:expr) => {{
         let lease = $lease;
         let first = {
             let $token = &lease.token;
@@ -49,7 +49,7 @@ macro_rules! call_with_refresh {
             }
             other => other,
         };
-        result.map_err(|error| upstream::guard_error(error, $prefix))
+        result.map_err(|error| upstream::guard_error(error, $meaning))
     }};
 }
 

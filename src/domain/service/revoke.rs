@@ -59,7 +59,7 @@ impl CalendarService {
             // Cronofy no longer knows the authorization: it is revoked either way.
             Ok(()) | Err(GuardError::Upstream(CronofyError::InvalidGrant)) => false,
             Err(failure) => {
-                let error = upstream::guard_error(failure, "");
+                let error = upstream::guard_error(failure, upstream::Call::other("authorization"));
                 warn!(tenant = %tenant.id, sub, %error, "Cronofy's revoke failed; revoking here and retrying Cronofy's in the background");
                 // Queued before the tokens go: a crash in between still revokes at Cronofy.
                 self.store
@@ -123,7 +123,7 @@ impl CalendarService {
                     let backoff = base
                         .saturating_mul(2u32.saturating_pow(pending.attempts.clamp(0, 20) as u32))
                         .min(MAX_BACKOFF);
-                    warn!(tenant = %tenant.id, sub, attempts = pending.attempts + 1, ?backoff, error = %upstream::guard_error(failure, ""), "revoking at Cronofy failed again");
+                    warn!(tenant = %tenant.id, sub, attempts = pending.attempts + 1, ?backoff, error = %upstream::guard_error(failure, upstream::Call::other("authorization")), "revoking at Cronofy failed again");
                     METRICS.revocation("failed");
                     let _ = self
                         .store
