@@ -9,6 +9,7 @@ use calgate::{
 };
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_types::StatusExt;
 
 use crate::{
     helpers::*,
@@ -179,7 +180,8 @@ async fn a_breaker_opened_by_one_replica_makes_the_other_fail_fast() {
     let edit = |c: &mut toml::Table| {
         use_postgres(c, &db.url);
         set(c, "upstream.breaker.failure_threshold", 2);
-        set(c, "upstream.breaker.cool_down", "1500ms");
+        // Long enough that B's call surely falls inside it on a loaded machine.
+        set(c, "upstream.breaker.cool_down", "5s");
     };
     let a = start_binary_with(&fake, &work, edit).await;
     let b = start_binary_with(&fake, &work, edit).await;
@@ -195,18 +197,44 @@ async fn a_breaker_opened_by_one_replica_makes_the_other_fail_fast() {
     let sent = fake.count(Endpoint::UpsertEvent);
     let status = b.upsert(&grant.sub, &calendar).await.expect_err("B fails fast");
     assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+    let retry = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo: the rest of A's cool-down");
+    assert!(retry > Duration::ZERO && retry <= Duration::from_secs(5), "{retry:?}");
     assert_eq!(
         fake.count(Endpoint::UpsertEvent),
         sent,
         "B sent nothing: the breaker is shared"
     );
 
-    tokio::time::sleep(Duration::from_millis(1600)).await;
-    b.upsert(&grant.sub, &calendar)
-        .await
-        .expect("B's probe succeeds and closes it");
-    tokio::time::sleep(Duration::from_millis(1100)).await; // A's cached view expires
-    a.upsert(&grant.sub, &calendar).await.expect("closed for A too");
+    // Once the cool-down is over, B's probe closes the breaker; until then B
+    // keeps failing fast without sending anything.
+    let mut b_attempts = 0;
+    loop {
+        b_attempts += 1;
+        match b.upsert(&grant.sub, &calendar).await {
+            Ok(()) => break,
+            Err(status) => {
+                assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+                assert!(b_attempts < 200, "the breaker never closed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(
+        fake.count(Endpoint::UpsertEvent),
+        sent + 1,
+        "only the probe reached Cronofy"
+    );
+    // A sees the closed breaker once its cached view of the shared record expires.
+    let mut a_attempts = 0;
+    while a.upsert(&grant.sub, &calendar).await.is_err() {
+        a_attempts += 1;
+        assert!(a_attempts < 100, "closed for B but never for A");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
