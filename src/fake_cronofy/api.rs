@@ -210,11 +210,13 @@ pub(super) async fn delete_event(
 }
 
 /// The calendar id of a batch entry's `relative_url`, `/v1/calendars/{id}/events`.
+/// A path is percent-decoded as a path: `+` stays `+` (only form bodies and
+/// queries read it as a space).
 fn batch_target(relative_url: &str) -> Option<String> {
     let id = relative_url.strip_prefix("/v1/calendars/")?.strip_suffix("/events")?;
-    let decoded = url::form_urlencoded::parse(format!("x={id}").as_bytes())
-        .next()?
-        .1
+    let decoded = percent_encoding::percent_decode_str(id)
+        .decode_utf8()
+        .ok()?
         .into_owned();
     (!decoded.is_empty() && !decoded.contains('/')).then_some(decoded)
 }
@@ -258,4 +260,17 @@ pub(super) async fn batch(State(shared): State<Arc<Shared>>, headers: HeaderMap,
         })
         .collect();
     (StatusCode::MULTI_STATUS, Json(json!({ "batch": results }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_target;
+
+    #[test]
+    fn batch_paths_decode_as_paths() {
+        assert_eq!(batch_target("/v1/calendars/cal+1/events").as_deref(), Some("cal+1"));
+        assert_eq!(batch_target("/v1/calendars/cal%201/events").as_deref(), Some("cal 1"));
+        assert_eq!(batch_target("/v1/calendars/a%2Fb/events"), None);
+        assert_eq!(batch_target("/v1/calendars//events"), None);
+    }
 }

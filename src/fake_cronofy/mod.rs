@@ -29,7 +29,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 pub use enterprise::sign as sign_callback;
 pub use faults::{Endpoint, Fault};
 use state::State;
-pub use state::{NextAuthorization, RecordedRequest};
+pub use state::{NextAuthorization, RecordedRequest, RefreshTokens};
 
 /// Shared by both listeners' handlers.
 #[derive(Debug, Default)]
@@ -162,10 +162,10 @@ impl FakeCronofy {
         self.shared.lock().access_token_ttl = ttl;
     }
 
-    /// Whether each refresh issues a new refresh token and retires the old one
-    /// (default true); without rotation the answer omits `refresh_token`.
-    pub fn set_rotate_refresh_tokens(&self, rotate: bool) {
-        self.shared.lock().rotate_refresh_tokens = rotate;
+    /// What a refresh answers with for the refresh token (default: echoes it,
+    /// as Cronofy's example does; tests of rotation ask for [`RefreshTokens::Rotate`]).
+    pub fn set_refresh_tokens(&self, mode: RefreshTokens) {
+        self.shared.lock().refresh_tokens_mode = mode;
     }
 
     /// Makes every access token issued so far expire now.
@@ -426,6 +426,7 @@ mod tests {
     async fn rotation_refuses_a_reused_refresh_token_and_codes_are_single_use() {
         let fake = FakeCronofy::start().await.expect("fake");
         fake.register_client("c", "s");
+        fake.set_refresh_tokens(RefreshTokens::Rotate);
         let code = code(&fake).await;
         let exchange = json!({"client_id": "c", "client_secret": "s", "grant_type": "authorization_code",
             "code": code, "redirect_uri": "https://x.example/cb"});

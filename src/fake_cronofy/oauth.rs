@@ -12,7 +12,7 @@ use axum::{
 use serde_json::json;
 use url::Url;
 
-use super::{Endpoint, Shared, arrive};
+use super::{Endpoint, RefreshTokens, Shared, arrive};
 
 fn oauth_error(error: &str) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response()
@@ -140,16 +140,21 @@ pub(super) async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap,
                 return oauth_error("invalid_grant");
             };
             let (sub, scope) = (known.sub.clone(), known.scope.clone());
-            if state.rotate_refresh_tokens {
-                state.refresh_tokens.remove(refresh_token);
-                (sub, scope, None)
-            } else {
-                (sub, scope, Some(refresh_token.to_owned()))
+            match state.refresh_tokens_mode {
+                RefreshTokens::Rotate => {
+                    state.refresh_tokens.remove(refresh_token);
+                    (sub, scope, None)
+                }
+                RefreshTokens::Echo => (sub, scope, Some(Some(refresh_token.to_owned()))),
+                RefreshTokens::Omit => (sub, scope, Some(None)),
             }
         }
         _ => return oauth_error("unsupported_grant_type"),
     };
+    // `refresh`: None = issue a new refresh token; Some(kept) = keep the old one,
+    // answering with it (Some) or without any (None).
     let (access, new_refresh) = state.issue(client_id, &sub, &scope, refresh.is_none());
+    let answered_refresh = refresh.unwrap_or(new_refresh);
     let Some(account) = state.accounts.get(&sub) else {
         return oauth_error("invalid_grant");
     };
@@ -157,8 +162,7 @@ pub(super) async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap,
         "token_type": "bearer",
         "access_token": access,
         "expires_in": state.access_token_ttl.as_secs(),
-        // Without rotation the refresh token stays valid and, as Cronofy may, is not repeated.
-        "refresh_token": new_refresh,
+        "refresh_token": answered_refresh,
         "scope": scope,
         "account_id": account.account_id,
         "sub": sub,
@@ -168,6 +172,11 @@ pub(super) async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap,
             "profile_name": account.profile_name,
         },
     });
+    if answer["refresh_token"].is_null()
+        && let Some(object) = answer.as_object_mut()
+    {
+        object.remove("refresh_token");
+    }
     if account.service_account {
         answer["service_account_id"] = json!(sub);
         if let Some(object) = answer.as_object_mut() {

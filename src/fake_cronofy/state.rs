@@ -20,6 +20,20 @@ pub struct NextAuthorization {
     pub scope: Option<String>,
 }
 
+/// How the fake answers a refresh, as far as the refresh token goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RefreshTokens {
+    /// Repeat the same refresh token, which stays valid — Cronofy's documented
+    /// example [docs: /developers/api/authorization/refresh-token] (the default).
+    #[default]
+    Echo,
+    /// Issue a new refresh token and retire the old one: Cronofy "may change
+    /// it" at a refresh [help centre]; a reused old one is `invalid_grant`.
+    Rotate,
+    /// Leave `refresh_token` out of the answer; the old one stays valid.
+    Omit,
+}
+
 /// One request the api host received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedRequest {
@@ -133,7 +147,7 @@ pub(crate) struct State {
     pub(super) revoked: Vec<(String, String)>,
     pub(super) next_authorization: Option<NextAuthorization>,
     pub(super) access_token_ttl: Duration,
-    pub(super) rotate_refresh_tokens: bool,
+    pub(super) refresh_tokens_mode: RefreshTokens,
     pub(super) faults: Vec<Fault>,
     pub(super) requests: Vec<RecordedRequest>,
     pub(super) issued_secrets: Vec<String>,
@@ -165,7 +179,7 @@ impl Default for State {
             chaos: 0.0,
             next_authorization: None,
             access_token_ttl: Duration::from_secs(3600),
-            rotate_refresh_tokens: true,
+            refresh_tokens_mode: RefreshTokens::Echo,
             faults: Vec::new(),
             requests: Vec::new(),
             issued_secrets: Vec::new(),

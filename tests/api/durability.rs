@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 
 use calgate::{
     config::Settings,
-    fake_cronofy::{Endpoint, Fault},
+    fake_cronofy::{Endpoint, Fault, RefreshTokens},
     grpc::pb,
 };
 use tonic::Code;
@@ -49,6 +49,7 @@ fn on_postgres(db: &PgTestDb, spill: Option<&Path>) -> impl FnOnce(&mut Settings
 /// caller gets STORE_UNAVAILABLE; the rotated pair is what the fake will
 /// accept from now on (it refuses a used refresh token).
 async fn lose_the_store_mid_refresh(app: &TestApp, db: &PgTestDb, sub: &str) {
+    app.fake.set_refresh_tokens(RefreshTokens::Rotate);
     app.clock.advance(Duration::from_secs(3600));
     let tokens = app.fake.count(Endpoint::Token);
     app.fake.inject(Fault::delay(Endpoint::Token, Duration::from_secs(1)));

@@ -9,7 +9,7 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use calgate::{
-    fake_cronofy::{Endpoint, FakeCronofy, Fault},
+    fake_cronofy::{Endpoint, FakeCronofy, Fault, RefreshTokens},
     grpc::pb::{self, calendar_write_service_client::CalendarWriteServiceClient},
 };
 use tokio::{
@@ -309,6 +309,8 @@ impl Binary {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_logs_at_debug_level() {
     let fake = start_fake().await;
+    // Rotation issues more secrets for the logs to (not) show.
+    fake.set_refresh_tokens(RefreshTokens::Rotate);
     let work = Workdir::new();
     let mut binary = start_binary(&fake, &work).await;
 

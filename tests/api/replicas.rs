@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use calgate::{
-    fake_cronofy::{Endpoint, Fault},
+    fake_cronofy::{Endpoint, Fault, RefreshTokens},
     grpc::pb,
 };
 use tonic::Code;
@@ -41,6 +41,7 @@ async fn storm(a: &Binary, b: &Binary, sub: &str, calendar: &str) {
 async fn an_expiry_causes_one_refresh_across_replicas_and_rotation_stays_alive() {
     let Some(db) = PgTestDb::create().await else { return };
     let (fake, _work, a, b) = two_replicas(&db).await;
+    fake.set_refresh_tokens(RefreshTokens::Rotate);
     let grant = a.connect("ada").await;
     let calendar = fake.calendar_ids(&grant.sub)[0].clone();
     // Each round rotates the refresh token; the next round works only if the
@@ -62,7 +63,11 @@ async fn an_expiry_causes_one_refresh_across_replicas_and_rotation_stays_alive()
 /// Returns the grant's status as B sees it after B's own write.
 async fn kill_a_mid_refresh(db: &PgTestDb, fault: Fault, rotate: bool) -> (i32, usize) {
     let (fake, _work, mut a, b) = two_replicas(db).await;
-    fake.set_rotate_refresh_tokens(rotate);
+    fake.set_refresh_tokens(if rotate {
+        RefreshTokens::Rotate
+    } else {
+        RefreshTokens::Echo
+    });
     let grant = a.connect("ada").await;
     let calendar = fake.calendar_ids(&grant.sub)[0].clone();
     fake.expire_access_tokens();

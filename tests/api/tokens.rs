@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use calgate::{
-    fake_cronofy::{Endpoint, Fault, NextAuthorization},
+    fake_cronofy::{Endpoint, Fault, NextAuthorization, RefreshTokens},
     grpc::pb,
 };
 use tonic::Code;
@@ -32,6 +32,7 @@ async fn a_fresh_token_is_used_without_refreshing() {
 async fn tokens_are_refreshed_before_they_expire_and_rotation_is_stored() {
     let app = spawn_app().await;
     let grant = app.connect(None).await;
+    app.fake.set_refresh_tokens(RefreshTokens::Rotate);
     // Twice past the refresh margin: two refreshes in a row, each rotating the
     // refresh token. The fake refuses a reused one, so the second refresh
     // succeeds only if the first rotation was stored.
@@ -46,7 +47,7 @@ async fn tokens_are_refreshed_before_they_expire_and_rotation_is_stored() {
 async fn a_refresh_answer_without_a_refresh_token_keeps_the_old_one() {
     let app = spawn_app().await;
     let grant = app.connect(None).await;
-    app.fake.set_rotate_refresh_tokens(false);
+    app.fake.set_refresh_tokens(RefreshTokens::Omit);
     for round in 1..=2 {
         app.clock.advance(Duration::from_secs(3600 - 120));
         upsert(&app, &grant.sub)
@@ -98,6 +99,22 @@ async fn invalid_grant_marks_the_grant_and_later_calls_fail_fast() {
     upsert(&app, &grant.sub).await.expect("works again");
 }
 
+/// As Cronofy's example answers, the refresh token is echoed and stays valid:
+/// a lost refresh answer then costs nothing — the retry with the stored token
+/// succeeds and the grant stays active.
+#[tokio::test]
+async fn a_lost_refresh_answer_is_harmless_when_cronofy_echoes_the_token() {
+    let app = spawn_app().await;
+    let grant = app.connect(Some("ada")).await;
+    app.clock.advance(Duration::from_secs(3600));
+    app.fake.inject(Fault::status(Endpoint::Token, 503).after_processing());
+    upsert(&app, &grant.sub)
+        .await
+        .expect("the retry refreshes with the same token");
+    assert_eq!(app.fake.count(Endpoint::Token), 3, "exchange, lost refresh, retry");
+    assert_eq!(status_of(&app, &grant.sub).await, pb::GrantStatus::Active as i32);
+}
+
 /// Cronofy rotates the refresh token but its answer is lost (a 503 after
 /// processing); the retry with the stored, now dead, token gets invalid_grant.
 /// The grant needs re-authorization either way, but says it was not the user.
@@ -105,6 +122,7 @@ async fn invalid_grant_marks_the_grant_and_later_calls_fail_fast() {
 async fn a_lost_refresh_answer_is_named_when_cronofy_then_refuses_the_token() {
     let app = spawn_app().await;
     let grant = app.connect(Some("ada")).await;
+    app.fake.set_refresh_tokens(RefreshTokens::Rotate);
     app.clock.advance(Duration::from_secs(3600));
     app.fake.inject(Fault::status(Endpoint::Token, 503).after_processing());
     let status = upsert(&app, &grant.sub).await.expect_err("the rotated token is lost");
