@@ -160,7 +160,7 @@ impl App {
             settings.upstream.breaker,
             settings.tenants.iter().map(|tenant| TenantLimits {
                 tenant: tenant.id.clone(),
-                data_center: tenant.data_center.to_string(),
+                application: TenantLimits::application_key(&tenant.client_id, &tenant.data_center.to_string()),
                 rate_limit: tenant.rate_limit,
             }),
             &store,

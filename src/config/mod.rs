@@ -5,6 +5,7 @@
 //! [`RawConfig`] mirrors the file, [`Settings::resolve`] checks it and loads the secrets.
 
 mod limits;
+mod policy;
 mod raw;
 mod resolve;
 mod secrets;
@@ -23,10 +24,9 @@ pub use raw::RawConfig;
 use resolve::{resolve_encryption_keys, resolve_tenants};
 pub use secrets::SecretSource;
 
-use crate::{
-    cronofy::DataCenter,
-    resilience::{BreakerPolicy, RateLimit, RetryPolicy},
-};
+pub use policy::{BreakerPolicy, RateLimit, RetryPolicy};
+
+use crate::cronofy::DataCenter;
 
 /// Top-level keys that environment variables may override. Other `CALGATE_…`
 /// variables (such as `CALGATE_CONFIG` or a secret named `CALGATE_KEY_K1`) are not config keys.

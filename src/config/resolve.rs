@@ -5,11 +5,12 @@ use std::collections::HashSet;
 use secrecy::ExposeSecret;
 use url::Url;
 
+use super::RateLimit;
 use super::{
     ConfigError, EncryptionKey, SecretSource, TenantSettings,
     raw::{RawEncryptionKey, RawTenant},
 };
-use crate::{cronofy::DataCenter, resilience::RateLimit};
+use crate::cronofy::DataCenter;
 
 pub(super) fn resolve_encryption_keys(
     raw: &[RawEncryptionKey],
@@ -156,7 +157,42 @@ pub(super) fn resolve_tenants(raw: &[RawTenant], secrets: &SecretSource) -> Resu
             rate_limit,
         });
     }
+    check_shared_applications(&tenants)?;
     Ok(tenants)
+}
+
+/// Tenants naming one Cronofy application (client id and data centre) share
+/// its budget and breaker, because Cronofy limits per application: they must
+/// agree on its limit and secret, or whichever tenant came first would win.
+fn check_shared_applications(tenants: &[TenantSettings]) -> Result<(), ConfigError> {
+    for (index, tenant) in tenants.iter().enumerate() {
+        let Some(first) = tenants[..index]
+            .iter()
+            .find(|other| other.client_id == tenant.client_id && other.data_center == tenant.data_center)
+        else {
+            continue;
+        };
+        if first.rate_limit != tenant.rate_limit {
+            return Err(ConfigError::invalid(
+                format!("tenants[{index}].rate_limit"),
+                format!(
+                    "tenant `{}` shares its Cronofy application with `{}` and so its request budget; \
+                     give both the same rate_limit",
+                    tenant.id, first.id
+                ),
+            ));
+        }
+        if first.client_secret.expose_secret() != tenant.client_secret.expose_secret() {
+            return Err(ConfigError::invalid(
+                format!("tenants[{index}].client_secret"),
+                format!(
+                    "tenant `{}` names the same client_id as `{}` with another client secret",
+                    tenant.id, first.id
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A redirect URI must be an absolute http(s) URL without a fragment (RFC 6749 §3.1.2).

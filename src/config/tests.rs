@@ -177,3 +177,43 @@ fn postgres_urls_never_fall_back_to_plaintext_silently() {
         super::check_store_url(accepted).expect(accepted);
     }
 }
+
+/// A second tenant on acme's Cronofy application, with `extra` keys.
+fn sharing_acmes_application(extra: &str) -> String {
+    format!(
+        "{}\n[[tenants]]\nid = \"acme-eu\"\napi_key_sha256 = [\"{}\"]\nclient_id = \"acme-client\"\nclient_secret_env = \"ACME_SECRET\"\nredirect_uris = [\"https://eu.acme.example/cb\"]\n{extra}\n",
+        config("", ""),
+        "ab".repeat(32)
+    )
+}
+
+#[test]
+fn tenants_of_one_application_agree_on_its_budget_and_secret() {
+    let settings = Settings::from_toml_str(&sharing_acmes_application(""), &secrets()).expect("same defaults");
+    assert_eq!(settings.tenants[0].rate_limit, settings.tenants[1].rate_limit);
+    let error = error_of(&sharing_acmes_application(
+        "rate_limit = { per_second = 5, per_minute = 500 }",
+    ));
+    assert!(
+        error.contains("tenants[1].rate_limit") && error.contains("acme-eu"),
+        "{error}"
+    );
+    let mut other_secret = secrets();
+    if let SecretSource::Map(map) = &mut other_secret {
+        map.insert("OTHER".into(), "another".into());
+    }
+    let text = sharing_acmes_application("").replacen(
+        "client_secret_env = \"ACME_SECRET\"\nredirect_uris = [\"https://eu",
+        "client_secret_env = \"OTHER\"\nredirect_uris = [\"https://eu",
+        1,
+    );
+    let error = Settings::from_toml_str(&text, &other_secret)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("tenants[1].client_secret"), "{error}");
+    // Another data centre is another application: its own budget.
+    let elsewhere =
+        sharing_acmes_application("data_center = \"de\"\nrate_limit = { per_second = 5, per_minute = 500 }");
+    assert!(Settings::from_toml_str(&elsewhere, &secrets()).is_ok());
+}

@@ -71,7 +71,7 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
     /// The tenant's own request budget towards Cronofy is spent for now.
-    #[error("the tenant's Cronofy request budget is spent for now")]
+    #[error("the Cronofy application's request budget is spent for now")]
     RateBudgetExhausted {
         /// How long until there is room.
         retry_after: Duration,

@@ -7,6 +7,7 @@
 //! half-open for ever. Its [`Resilience`](super::Resilience) call also hands
 //! the probe back at once when it is dropped without an outcome.
 
+pub use crate::config::BreakerPolicy;
 use std::{
     sync::{
         Mutex,
@@ -19,15 +20,6 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::telemetry::metrics::METRICS;
-
-/// When the breaker opens and for how long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerPolicy {
-    /// Consecutive failures that open it.
-    pub failure_threshold: u32,
-    /// How long it stays open before a probe.
-    pub cool_down: Duration,
-}
 
 /// The breaker's state, as shown in logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

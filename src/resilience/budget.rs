@@ -10,28 +10,10 @@
 //! a sustained 90 % of the limit. (A budget of 1 refills 1 per window: 2 may
 //! fall in one window.)
 
+pub use crate::config::RateLimit;
 use std::{sync::Mutex, time::Duration};
 
 use tokio::time::Instant;
-
-/// Requests allowed per window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Requests per second.
-    pub per_second: u32,
-    /// Requests per minute.
-    pub per_minute: u32,
-}
-
-impl Default for RateLimit {
-    /// Cronofy's documented default per application.
-    fn default() -> Self {
-        RateLimit {
-            per_second: 50,
-            per_minute: 500,
-        }
-    }
-}
 
 #[derive(Debug)]
 struct Bucket {

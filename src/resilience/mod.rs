@@ -1,7 +1,9 @@
 //! What stands between calgate and a bad day at Cronofy: retries with backoff
-//! for transient failures, a request budget per tenant application, and a
-//! circuit breaker per (tenant, data centre). Every Cronofy call goes through
-//! [`Resilience::call`], token calls included.
+//! for transient failures, and a request budget and a circuit breaker per
+//! Cronofy application — (client_id, data centre), shared by every tenant
+//! configured with that application, because Cronofy limits and fails per
+//! application, not per tenant [docs: /developers/faqs/rate-limits]. Every
+//! Cronofy call goes through [`Resilience::call`], token calls included.
 
 mod breaker;
 mod budget;
@@ -86,6 +88,7 @@ impl TenantGuards {
 #[derive(Debug)]
 pub struct Resilience {
     policy: RetryPolicy,
+    /// Each tenant's guards: the same ones for tenants of one application.
     tenants: HashMap<String, Arc<TenantGuards>>,
 }
 
@@ -94,10 +97,19 @@ pub struct Resilience {
 pub struct TenantLimits {
     /// Tenant id.
     pub tenant: String,
-    /// Data centre id, for the breaker's name.
-    pub data_center: String,
-    /// Requests allowed to its Cronofy application.
+    /// The tenant's Cronofy application, `client_id@data_centre`: tenants
+    /// naming the same one share its budget and breaker.
+    pub application: String,
+    /// Requests allowed to that application (the same for all its tenants;
+    /// config refuses anything else).
     pub rate_limit: RateLimit,
+}
+
+impl TenantLimits {
+    /// The application key of a client id in a data centre.
+    pub fn application_key(client_id: &str, data_center: &str) -> String {
+        format!("{client_id}@{data_center}")
+    }
 }
 
 impl Resilience {
@@ -123,31 +135,33 @@ impl Resilience {
         tenants: impl IntoIterator<Item = TenantLimits>,
         shared: Option<Store>,
     ) -> Self {
+        let mut applications: HashMap<String, Arc<TenantGuards>> = HashMap::new();
         let tenants = tenants
             .into_iter()
             .map(|limits| {
-                let name = format!("{}/{}", limits.tenant, limits.data_center);
-                let guards = match &shared {
-                    None => TenantGuards::Local {
-                        budget: RateBudget::new(limits.rate_limit),
-                        breaker: Breaker::new(name, breaker),
-                    },
-                    Some(store) => TenantGuards::Shared {
-                        budget: Box::new(SharedBudget::new(
-                            store.clone(),
-                            limits.tenant.clone(),
-                            limits.rate_limit,
-                        )),
-                        breaker: Box::new(SharedBreaker::new(store.clone(), name, breaker)),
-                    },
-                };
-                (limits.tenant, Arc::new(guards))
+                let guards = applications
+                    .entry(limits.application.clone())
+                    .or_insert_with(|| {
+                        let name = limits.application.clone();
+                        Arc::new(match &shared {
+                            None => TenantGuards::Local {
+                                budget: RateBudget::new(limits.rate_limit),
+                                breaker: Breaker::new(name, breaker),
+                            },
+                            Some(store) => TenantGuards::Shared {
+                                budget: Box::new(SharedBudget::new(store.clone(), name.clone(), limits.rate_limit)),
+                                breaker: Box::new(SharedBreaker::new(store.clone(), name, breaker)),
+                            },
+                        })
+                    })
+                    .clone();
+                (limits.tenant, guards)
             })
             .collect();
         Resilience { policy, tenants }
     }
 
-    /// The breaker state of a tenant's data centre, when kept in this process (tests).
+    /// The breaker state of a tenant's application, when kept in this process (tests).
     pub fn breaker_state(&self, tenant: &str) -> Option<BreakerState> {
         match self.tenants.get(tenant).map(Arc::as_ref) {
             Some(TenantGuards::Local { breaker, .. }) => Some(breaker.state()),
@@ -297,7 +311,7 @@ mod tests {
             },
             [TenantLimits {
                 tenant: "acme".into(),
-                data_center: "us".into(),
+                application: TenantLimits::application_key("acme-client", "uk"),
                 rate_limit: RateLimit::default(),
             }],
         )

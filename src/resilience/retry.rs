@@ -1,22 +1,10 @@
 //! Retry timing: capped exponential backoff with full jitter, honouring
 //! Retry-After, never past the caller's deadline nor the configured ceiling.
 
+pub use crate::config::RetryPolicy;
 use std::time::Duration;
 
 use rand::Rng;
-
-/// How a call's transient failures are retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts per call, the first included.
-    pub max_attempts: u32,
-    /// Backoff before the second attempt (before jitter).
-    pub base_delay: Duration,
-    /// Largest backoff between two attempts (before jitter).
-    pub max_delay: Duration,
-    /// Longest a call may spend on retries, whatever the caller's deadline.
-    pub ceiling: Duration,
-}
 
 impl RetryPolicy {
     /// The capped exponential backoff after `attempt` (1-based) failed: `min(max, base·2^(attempt-1))`.

@@ -18,7 +18,7 @@ fn unix_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// One tenant's request budget, counted in PostgreSQL by every replica.
+/// One Cronofy application's request budget, counted in PostgreSQL by every replica.
 ///
 /// A replica claims requests a few at a time — at most 1 % of either window,
 /// so with Cronofy's default 50/s and 500/min exactly one — and spends them
@@ -28,7 +28,8 @@ fn unix_ms() -> i64 {
 #[derive(Debug)]
 pub(super) struct SharedBudget {
     store: Store,
-    tenant: String,
+    /// The application key (`client_id@data_centre`), the budget's row key.
+    application: String,
     limit: RateLimit,
     claim_size: u32,
     /// Requests claimed and not yet sent: (unix second, how many).
@@ -40,10 +41,10 @@ pub(super) struct SharedBudget {
 }
 
 impl SharedBudget {
-    pub(super) fn new(store: Store, tenant: String, limit: RateLimit) -> Self {
+    pub(super) fn new(store: Store, application: String, limit: RateLimit) -> Self {
         SharedBudget {
             store,
-            tenant,
+            application,
             claim_size: claim_size(limit),
             claimed: Mutex::new((0, 0)),
             claiming: tokio::sync::Mutex::new(()),
@@ -76,7 +77,7 @@ impl SharedBudget {
             let taken = self
                 .store
                 .take_rate_budget(
-                    &self.tenant,
+                    &self.application,
                     self.limit.per_second,
                     self.limit.per_minute,
                     self.claim_size,
@@ -97,7 +98,7 @@ impl SharedBudget {
                 Ok(Err(wait)) if Instant::now() + wait <= give_up_at => tokio::time::sleep(wait).await,
                 Ok(Err(wait)) => return Err(wait),
                 Err(error) => {
-                    warn!(tenant = %self.tenant, %error, "shared request budget unreachable; limiting locally");
+                    warn!(application = %self.application, %error, "shared request budget unreachable; limiting locally");
                     return self.fallback.acquire(give_up_at).await;
                 }
             }

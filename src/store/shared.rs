@@ -1,5 +1,7 @@
 //! State that replicas share through PostgreSQL: request budgets (fixed
-//! one-second and one-minute windows per tenant) and circuit breakers.
+//! one-second and one-minute windows per Cronofy application — kept in the
+//! `tenant_id` column, which holds the application key `client_id@data_centre`)
+//! and circuit breakers.
 //! Only used when the store is PostgreSQL.
 
 use std::time::Duration;

@@ -98,7 +98,7 @@ async fn metrics_count_exactly_the_calls_made() {
         ),
         ("calgate_token_refreshes_total{outcome=\"refreshed\"}", 1.0),
         ("calgate_grants{status=\"active\"}", 1.0),
-        ("calgate_breaker_state{breaker=\"acme/uk\"}", 0.0),
+        ("calgate_breaker_state{breaker=\"acme-client@uk\"}", 0.0),
     ] {
         assert_eq!(sample(&text, series), Some(expected), "{series} in\n{text}");
     }

@@ -1,6 +1,7 @@
 //! Caller authentication and tenant isolation.
 
 use calgate::{fake_cronofy::Endpoint, grpc::pb};
+use std::time::Duration;
 use tonic::{Code, Request};
 
 use crate::helpers::*;
@@ -130,4 +131,81 @@ async fn the_same_user_ref_in_two_tenants_names_two_grants() {
     assert_eq!(fetched.sub, globex.sub);
     // Each tenant's token request used its own client.
     assert_eq!(app.fake.count(Endpoint::Token), 2);
+}
+
+/// Cronofy limits requests per application, not per tenant: two tenants on
+/// one client_id share one budget, and together never reach Cronofy more than
+/// its per-second limit in any one second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tenants_of_one_application_share_its_request_budget() {
+    let app = spawn_app_edited(|s| {
+        let per_second = calgate::config::RateLimit {
+            per_second: 5,
+            per_minute: 10_000,
+        };
+        s.tenants[1].client_id = s.tenants[0].client_id.clone();
+        s.tenants[1].client_secret = s.tenants[0].client_secret.clone();
+        s.tenants[0].rate_limit = per_second;
+        s.tenants[1].rate_limit = per_second;
+    })
+    .await;
+    app.fake
+        .register_redirect_uris("acme-client", &[ACME_REDIRECT, ACME_REDIRECT_2, GLOBEX_REDIRECT]);
+    let ada = app.connect(Some("ada")).await;
+    let bob = app
+        .connect_as(GLOBEX_KEY, GLOBEX_REDIRECT, Some("bob"))
+        .await
+        .expect("globex connects through acme's application");
+    let started = tokio::time::Instant::now().into_std();
+    let writes = (0..12).flat_map(|n| {
+        [(ACME_KEY, ada.sub.clone()), (GLOBEX_KEY, bob.sub.clone())].map(|(key, sub)| {
+            let client = app.client.clone();
+            let calendar_id = app.fake.calendar_ids(&sub)[0].clone();
+            async move {
+                let mut request = with_key(
+                    key,
+                    pb::UpsertEventRequest {
+                        user: by_sub(&sub),
+                        calendar_id,
+                        event: Some(event(&format!("evt-{n}"))),
+                    },
+                );
+                request.set_timeout(Duration::from_secs(30));
+                client.clone().upsert_event(request).await
+            }
+        })
+    });
+    let results = futures::future::join_all(writes).await;
+    // A write waits for room up to the retry ceiling (3 s here), then is refused.
+    for result in &results {
+        if let Err(status) = result {
+            assert_status(status, Code::ResourceExhausted, "RATE_BUDGET_EXHAUSTED");
+        }
+    }
+    let written = results.iter().filter(|r| r.is_ok()).count();
+    assert!(written >= 10, "the shared budget lets writes through: {written}");
+    let mut sent: Vec<std::time::Instant> = app
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.at >= started)
+        .map(|r| r.at)
+        .collect();
+    sent.sort();
+    assert_eq!(sent.len(), written, "a refused write sent nothing");
+    let busiest = sent
+        .iter()
+        .enumerate()
+        .map(|(i, first)| {
+            sent[i..]
+                .iter()
+                .take_while(|at| at.duration_since(*first) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or_default();
+    assert!(
+        busiest <= 5,
+        "{busiest} requests within one second; the application allows 5"
+    );
 }
