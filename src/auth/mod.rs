@@ -94,6 +94,7 @@ mod tests {
                 endpoints: Endpoints::new(DataCenter::Us, None, None),
             },
             redirect_uris: vec![],
+            avoid_linking: true,
             callback_secrets: vec![],
         })
     }

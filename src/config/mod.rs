@@ -184,6 +184,9 @@ pub struct TenantSettings {
     pub app_base_url: Option<Url>,
     /// Requests allowed to the tenant's Cronofy application.
     pub rate_limit: RateLimit,
+    /// Ask Cronofy not to link accounts authorized from one browser, unless a
+    /// request chooses otherwise (default true).
+    pub avoid_linking: bool,
 }
 
 /// TLS material for the gRPC listener.

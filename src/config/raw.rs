@@ -98,6 +98,13 @@ pub(super) struct RawTenant {
     pub(super) app_base_url: Option<String>,
     #[serde(default)]
     pub(super) rate_limit: RawRateLimit,
+    /// Send `avoid_linking=true` unless a request chooses otherwise.
+    #[serde(default = "default_avoid_linking")]
+    pub(super) avoid_linking: bool,
+}
+
+fn default_avoid_linking() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]

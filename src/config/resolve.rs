@@ -155,6 +155,7 @@ pub(super) fn resolve_tenants(raw: &[RawTenant], secrets: &SecretSource) -> Resu
             api_base_url,
             app_base_url,
             rate_limit,
+            avoid_linking: tenant.avoid_linking,
         });
     }
     check_shared_applications(&tenants)?;

@@ -213,6 +213,19 @@ impl CronofyClient {
         expect_success(send("delete_event", request).await?).await
     }
 
+    /// `POST /v1/profiles/{profile_id}/revoke`: disconnects one calendar
+    /// profile of the account, answered 202 (docs: /developers/api/authorization/revoke-profile).
+    pub async fn revoke_profile(
+        &self,
+        endpoints: &Endpoints,
+        access_token: &SecretString,
+        profile_id: &str,
+    ) -> Result<(), CronofyError> {
+        let url = endpoints.url(Host::Api, &["v1", "profiles", profile_id, "revoke"]);
+        let request = self.http.post(url).bearer_auth(access_token.expose_secret());
+        expect_success(send("revoke_profile", request).await?).await
+    }
+
     /// `POST /v1/batch`: up to 50 entries in one request, answered 207 with
     /// one status per entry. An entry succeeded exactly when its status is 2xx.
     pub async fn batch(

@@ -43,6 +43,8 @@ pub struct Tenant {
     pub app: OAuthApp,
     /// Allowed redirect URIs.
     pub redirect_uris: Vec<String>,
+    /// Whether consent URLs ask Cronofy not to link accounts, by default.
+    pub avoid_linking: bool,
     /// The secrets Cronofy may sign this application's callbacks with: the
     /// client secret, then a previous one being rotated out.
     pub callback_secrets: Vec<SecretString>,
@@ -63,6 +65,7 @@ impl Tenant {
                     settings.app_base_url.clone(),
                 ),
             },
+            avoid_linking: settings.avoid_linking,
             redirect_uris: settings.redirect_uris.clone(),
             callback_secrets: std::iter::once(settings.client_secret.clone())
                 .chain(settings.previous_client_secret.clone())

@@ -209,6 +209,32 @@ pub(super) async fn delete_event(
     }
 }
 
+/// `POST /v1/profiles/{profile_id}/revoke`: disconnects one profile of the
+/// bearer's account — its calendars go — and answers 202; a profile of another
+/// account is 404 (an assumption: the strict choice).
+pub(super) async fn revoke_profile(
+    State(shared): State<Arc<Shared>>,
+    Path(profile_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/v1/profiles/{profile_id}/revoke");
+    if let Some(response) = arrive_authenticated(&shared, Endpoint::RevokeProfile, &path, &headers).await {
+        return response;
+    }
+    let mut state = shared.lock();
+    let (sub, _) = match authenticate(&state, &headers) {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    match state.accounts.get_mut(&sub) {
+        Some(account) if account.profile_id == profile_id => {
+            account.calendars.clear();
+            StatusCode::ACCEPTED.into_response()
+        }
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 /// The calendar id of a batch entry's `relative_url`, `/v1/calendars/{id}/events`.
 /// A path is percent-decoded as a path: `+` stays `+` (only form bodies and
 /// queries read it as a space).

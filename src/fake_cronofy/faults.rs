@@ -28,6 +28,8 @@ pub enum Endpoint {
     Availability,
     /// `POST /v1/service_account_authorizations`.
     ServiceAccountAuthorizations,
+    /// `POST /v1/profiles/{profile_id}/revoke`.
+    RevokeProfile,
 }
 
 /// One injected fault.

@@ -117,13 +117,27 @@ impl CalendarWriteService for CalendarWriteApi {
         request: Request<pb::RevokeGrantRequest>,
     ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
         let caller = caller(&request)?;
-        let selector = convert::grant_selector(request.get_ref())?;
+        let (selector, profile_id) = convert::revoke_request(request.get_ref())?;
         let deadline = deadline::deadline(&request);
+        if let Some(profile_id) = profile_id {
+            let grant = deadline::within(
+                deadline,
+                self.service
+                    .revoke_profile(&caller.tenant, &selector, &profile_id, deadline),
+            )
+            .await?;
+            return Ok(Response::new(pb::RevokeGrantResponse {
+                grant: Some(convert::grant(grant)),
+                upstream_revoke_pending: false,
+                profile_revoked: true,
+            }));
+        }
         let revoked =
             deadline::within(deadline, self.service.revoke_grant(&caller.tenant, &selector, deadline)).await?;
         Ok(Response::new(pb::RevokeGrantResponse {
             grant: Some(convert::grant(revoked.grant)),
             upstream_revoke_pending: revoked.upstream_pending,
+            profile_revoked: false,
         }))
     }
 

@@ -38,7 +38,21 @@ async fn individual_url_has_exactly_the_required_parameters() {
     assert_eq!(url.path(), "/oauth/authorize");
     let mut keys: Vec<&str> = params.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["client_id", "redirect_uri", "response_type", "scope", "state"]);
+    assert_eq!(
+        keys,
+        [
+            "avoid_linking",
+            "client_id",
+            "redirect_uri",
+            "response_type",
+            "scope",
+            "state"
+        ]
+    );
+    assert_eq!(
+        params["avoid_linking"], "true",
+        "the tenant's default: accounts are not linked"
+    );
     assert_eq!(params["response_type"], "code");
     assert_eq!(params["client_id"], "acme-client");
     assert_eq!(params["redirect_uri"], ACME_REDIRECT);
@@ -63,7 +77,7 @@ async fn optional_parameters_appear_only_when_set_and_are_encoded() {
             scope: vec!["read_events".into(), "create_event".into()],
             user_ref: Some("user 42&x=y".into()),
             provider_name: Some("office365".into()),
-            avoid_linking: true,
+            allow_linking: Some(false),
             link_token: Some("lt+/=&?".into()),
             locale: Some("de".into()),
             ..Default::default()
@@ -167,4 +181,54 @@ async fn delegated_scope_needs_enterprise_mode() {
         .await
         .expect_err("refused");
     assert_eq!(violated_fields(&status), ["delegated_scope"]);
+}
+
+async fn avoid_linking_sent(app: &TestApp, request: pb::BuildAuthorizeUrlRequest) -> Option<String> {
+    let built = app
+        .client
+        .clone()
+        .build_authorize_url(app.req(pb::BuildAuthorizeUrlRequest {
+            redirect_uri: ACME_REDIRECT.into(),
+            ..request
+        }))
+        .await
+        .expect("url")
+        .into_inner();
+    query(&built.url).1.remove("avoid_linking")
+}
+
+/// Cronofy links accounts authorized from one browser unless told not to, so
+/// two users could share a sub (and a revoke): calgate asks it not to, per
+/// tenant by default, and a request may choose explicitly.
+#[tokio::test]
+async fn accounts_are_not_linked_unless_the_tenant_or_request_allows_it() {
+    let app = spawn_app().await;
+    let default = pb::BuildAuthorizeUrlRequest::default;
+    assert_eq!(avoid_linking_sent(&app, default()).await.as_deref(), Some("true"));
+    let allow = pb::BuildAuthorizeUrlRequest {
+        allow_linking: Some(true),
+        ..default()
+    };
+    assert_eq!(
+        avoid_linking_sent(&app, allow.clone()).await,
+        None,
+        "Cronofy's own default"
+    );
+    #[allow(deprecated)]
+    let legacy = pb::BuildAuthorizeUrlRequest {
+        avoid_linking: true,
+        ..default()
+    };
+    assert_eq!(avoid_linking_sent(&app, legacy).await.as_deref(), Some("true"));
+
+    let linking_tenant = spawn_app_edited(|s| s.tenants[0].avoid_linking = false).await;
+    assert_eq!(avoid_linking_sent(&linking_tenant, default()).await, None);
+    let avoid = pb::BuildAuthorizeUrlRequest {
+        allow_linking: Some(false),
+        ..default()
+    };
+    assert_eq!(
+        avoid_linking_sent(&linking_tenant, avoid).await.as_deref(),
+        Some("true")
+    );
 }

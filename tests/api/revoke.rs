@@ -13,6 +13,7 @@ use crate::helpers::*;
 fn revoke_by_ref(user_ref: &str) -> pb::RevokeGrantRequest {
     pb::RevokeGrantRequest {
         user: Some(pb::revoke_grant_request::User::UserRef(user_ref.into())),
+        profile_id: None,
     }
 }
 
@@ -127,10 +128,67 @@ async fn another_tenant_cannot_revoke() {
             GLOBEX_KEY,
             pb::RevokeGrantRequest {
                 user: Some(pb::revoke_grant_request::User::Sub(grant.sub.clone())),
+                profile_id: None,
             },
         ))
         .await
         .expect_err("cross-tenant");
     assert_status(&status, Code::NotFound, "GRANT_NOT_FOUND");
     assert_eq!(app.fake.count(Endpoint::Revoke), 0);
+}
+
+/// Revoke Profile disconnects one calendar profile of a (linked) account and
+/// leaves the authorization — the grant, its tokens, its other profiles — alone.
+#[tokio::test]
+async fn revoking_one_profile_leaves_the_grant_connected() {
+    let app = spawn_app().await;
+    let grant = app.connect(Some("ada")).await;
+    let calendars = app
+        .client
+        .clone()
+        .list_calendars(app.req(pb::ListCalendarsRequest {
+            user: Some(pb::list_calendars_request::User::UserRef("ada".into())),
+        }))
+        .await
+        .expect("calendars")
+        .into_inner()
+        .calendars;
+    let profile_id = calendars[0].profile_id.clone();
+    let revoked = app
+        .client
+        .clone()
+        .revoke_grant(app.req(pb::RevokeGrantRequest {
+            profile_id: Some(profile_id.clone()),
+            ..revoke_by_ref("ada")
+        }))
+        .await
+        .expect("revoke profile")
+        .into_inner();
+    assert!(revoked.profile_revoked && !revoked.upstream_revoke_pending);
+    let kept = revoked.grant.expect("grant");
+    assert_eq!(
+        (kept.sub.as_str(), kept.status),
+        (grant.sub.as_str(), pb::GrantStatus::Active as i32)
+    );
+    let sent = app.fake.requests().pop().expect("request");
+    assert_eq!(sent.endpoint, Endpoint::RevokeProfile);
+    assert_eq!(sent.path, format!("/v1/profiles/{profile_id}/revoke"));
+    assert_eq!(app.fake.count(Endpoint::Revoke), 0, "the authorization itself stays");
+    assert!(
+        app.fake.calendar_ids(&grant.sub).is_empty(),
+        "the profile's calendars are gone"
+    );
+
+    // A profile the account does not hold: Cronofy's 404 names the profile, not a calendar.
+    let status = app
+        .client
+        .clone()
+        .revoke_grant(app.req(pb::RevokeGrantRequest {
+            profile_id: Some("pro_not_mine".into()),
+            ..revoke_by_ref("ada")
+        }))
+        .await
+        .expect_err("unknown profile");
+    assert_status(&status, Code::NotFound, "UPSTREAM_NOT_FOUND");
+    assert!(status.message().contains("calendar profile"), "{}", status.message());
 }

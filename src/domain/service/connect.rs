@@ -41,8 +41,9 @@ pub struct AuthorizeRequest {
     pub user_ref: Option<String>,
     /// Pre-selected provider.
     pub provider_name: Option<String>,
-    /// Do not link with other accounts from the same browser.
-    pub avoid_linking: bool,
+    /// Whether Cronofy must not link this account to others authorized from
+    /// the same browser; None means the tenant's default.
+    pub avoid_linking: Option<bool>,
     /// Explicit account link.
     pub link_token: Option<String>,
     /// Consent page language.
@@ -128,7 +129,9 @@ impl CalendarService {
             if let Some(provider) = &request.provider_name {
                 query.append_pair("provider_name", provider);
             }
-            if request.avoid_linking {
+            // Cronofy links accounts authorized from one browser unless told
+            // not to: two users sharing a sub would share a revoke.
+            if request.avoid_linking.unwrap_or(tenant.avoid_linking) {
                 query.append_pair("avoid_linking", "true");
             }
             if let Some(link_token) = &request.link_token {

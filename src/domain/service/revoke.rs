@@ -87,6 +87,29 @@ impl CalendarService {
         })
     }
 
+    /// Revokes one calendar profile of the grant's account at Cronofy (Revoke
+    /// Profile), leaving the grant and its other profiles connected.
+    pub async fn revoke_profile(
+        &self,
+        tenant: &Arc<Tenant>,
+        selector: &GrantSelector,
+        profile_id: &str,
+        deadline: Deadline,
+    ) -> Result<Grant, Error> {
+        let lease = self.access_token(tenant, selector, false).await?;
+        call_with_refresh!(
+            self,
+            tenant,
+            deadline,
+            lease,
+            upstream::Call::other("calendar profile"),
+            |token| { self.cronofy.revoke_profile(&tenant.app.endpoints, token, profile_id) }
+        )?;
+        let stored = self.find(tenant, selector).await?;
+        info!(tenant = %tenant.id, sub = %stored.grant.sub, profile_id, "calendar profile revoked");
+        Ok(stored.grant)
+    }
+
     /// One round of the revocation worker: retries the revokes Cronofy has not
     /// taken yet, with exponential backoff (`base` doubling, at most an hour).
     /// Returns how many were completed.

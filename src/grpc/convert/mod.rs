@@ -90,6 +90,17 @@ pub fn grant_selector(request: &impl UserSelector) -> Result<GrantSelector, Erro
     violations.finish_with(selector)
 }
 
+/// Parses RevokeGrant: the grant, and the one calendar profile to revoke, if named.
+pub fn revoke_request(request: &pb::RevokeGrantRequest) -> Result<(GrantSelector, Option<String>), Error> {
+    let mut v = Violations::default();
+    let selector = selector(request, &mut v);
+    let profile_id = optional(&mut v, "profile_id", request.profile_id.as_deref(), |s| {
+        rules::identifier(s, limits::ID)
+    });
+    let selector = v.finish_with(selector)?;
+    Ok((selector, profile_id))
+}
+
 /// Parses BuildAuthorizeUrl.
 pub fn authorize_request(request: pb::BuildAuthorizeUrlRequest) -> Result<AuthorizeRequest, Error> {
     let mut v = Violations::default();
@@ -120,10 +131,18 @@ pub fn authorize_request(request: pb::BuildAuthorizeUrlRequest) -> Result<Author
         delegated_scope,
         user_ref,
         provider_name,
-        avoid_linking: request.avoid_linking,
+        avoid_linking: avoid_linking(&request),
         link_token,
         locale,
     })
+}
+
+/// The caller's explicit choice, if any: `allow_linking`, else the deprecated
+/// `avoid_linking` when true (its false cannot be told from unset).
+fn avoid_linking(request: &pb::BuildAuthorizeUrlRequest) -> Option<bool> {
+    #[allow(deprecated)]
+    let legacy = request.avoid_linking.then_some(true);
+    request.allow_linking.map(|allow| !allow).or(legacy)
 }
 
 fn scopes(values: &[String], field: &str, v: &mut Violations) -> Vec<String> {
