@@ -91,7 +91,7 @@ macro_rules! passthrough_service {
                 let outcome = self.forward(request.into_inner()).await;
                 let counter = if outcome.is_ok() { &self.ok } else { &self.failed };
                 counter.fetch_add(1, Ordering::Relaxed);
-                outcome.map(|()| Response::new(pb::UpsertEventResponse {}))
+                outcome.map(|()| Response::new(pb::UpsertEventResponse::default()))
             }
 
             $(

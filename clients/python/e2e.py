@@ -180,6 +180,8 @@ def run_flow(stub, metadata):
     )
     upsert = pb.UpsertEventRequest(user_ref="py-user-1", calendar_id=calendar_id, event=event)
     succeeds("UpsertEvent succeeds", lambda: stub.UpsertEvent(upsert, metadata=metadata))
+    delivered = stub.UpsertEvent(upsert, metadata=metadata).delivery
+    check("UpsertEvent says the write goes into the calendar", delivered == pb.DELIVERY_CALENDAR_WRITE, str(delivered))
 
     bad = pb.Event(event_id="py-event-2", summary="x" * 1025, start=pb.EventTime(time=start), end=pb.EventTime(time=end))
     try:

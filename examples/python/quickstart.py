@@ -60,8 +60,11 @@ def main():
         start=pb.EventTime(time=Timestamp(seconds=1_800_000_000)),
         end=pb.EventTime(time=Timestamp(seconds=1_800_001_800)),
     )
-    stub.UpsertEvent(pb.UpsertEventRequest(user_ref="py-quickstart", calendar_id=calendar_id, event=event), metadata=AUTH)
-    print(f"upserted quickstart-1 into {calendar_id}")
+    answer = stub.UpsertEvent(
+        pb.UpsertEventRequest(user_ref="py-quickstart", calendar_id=calendar_id, event=event), metadata=AUTH
+    )
+    # DELIVERY_EMAIL_INVITE when the user chose Free/Busy or No-Access mode at consent.
+    print(f"upserted quickstart-1 into {calendar_id} ({pb.Delivery.Name(answer.delivery)})")
     stub.DeleteEvent(
         pb.DeleteEventRequest(user_ref="py-quickstart", calendar_id=calendar_id, event_id="quickstart-1"),
         metadata=AUTH,

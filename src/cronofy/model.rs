@@ -28,6 +28,64 @@ pub struct TokenResponse {
     /// The calendar profile the user linked.
     #[serde(default)]
     pub linking_profile: Option<LinkingProfile>,
+    /// The account's UserInfo, when Cronofy embeds it (docs: /developers/api/identity/userinfo).
+    #[serde(default)]
+    pub userinfo: Option<UserInfo>,
+}
+
+impl TokenResponse {
+    /// The profile this authorization linked: `linking_profile`, completed
+    /// from the embedded UserInfo's profile of the same id — or, without a
+    /// `linking_profile`, UserInfo's only profile.
+    pub fn linked_profile(&self) -> LinkingProfile {
+        let profiles = self
+            .userinfo
+            .as_ref()
+            .and_then(|info| info.data.as_ref())
+            .map_or(&[][..], |data| data.profiles.as_slice());
+        match &self.linking_profile {
+            Some(linked) => {
+                let same = profiles
+                    .iter()
+                    .find(|p| p.profile_id.is_some() && p.profile_id == linked.profile_id);
+                LinkingProfile {
+                    provider_name: linked
+                        .provider_name
+                        .clone()
+                        .or_else(|| same.and_then(|p| p.provider_name.clone())),
+                    provider_service: linked
+                        .provider_service
+                        .clone()
+                        .or_else(|| same.and_then(|p| p.provider_service.clone())),
+                    profile_id: linked.profile_id.clone(),
+                    profile_name: linked
+                        .profile_name
+                        .clone()
+                        .or_else(|| same.and_then(|p| p.profile_name.clone())),
+                }
+            }
+            None => match profiles {
+                [only] => only.clone(),
+                _ => LinkingProfile::default(),
+            },
+        }
+    }
+}
+
+/// UserInfo as embedded in a token response, as far as calgate reads it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UserInfo {
+    /// `cronofy.data`: the account's authorization and profiles.
+    #[serde(default, rename = "cronofy.data")]
+    pub data: Option<UserInfoData>,
+}
+
+/// `cronofy.data` of UserInfo.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UserInfoData {
+    /// The account's calendar profiles.
+    #[serde(default)]
+    pub profiles: Vec<LinkingProfile>,
 }
 
 /// The calendar profile linked by an authorization.
@@ -48,11 +106,12 @@ pub struct LinkingProfile {
 }
 
 impl LinkingProfile {
-    /// Free/Busy mode: writes reach the user as email invites (cronofy-api §2.2).
-    pub fn is_free_busy_mode(&self) -> bool {
-        let free_busy =
-            |value: &Option<String>| matches!(value.as_deref(), Some("google_free_busy" | "ms_graph_free_busy"));
-        free_busy(&self.provider_name) || free_busy(&self.provider_service)
+    /// The provider name and service, empty when absent.
+    pub fn provider(&self) -> (&str, &str) {
+        (
+            self.provider_name.as_deref().unwrap_or_default(),
+            self.provider_service.as_deref().unwrap_or_default(),
+        )
     }
 }
 

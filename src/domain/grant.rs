@@ -60,6 +60,39 @@ text_enum!(ConnectMode { Individual => "individual", Enterprise => "enterprise" 
 text_enum!(GrantStatus { Active => "active", NeedsReauth => "needs_reauth", Revoked => "revoked" });
 text_enum!(GrantKind { User => "user", ServiceAccount => "service_account" });
 
+/// How the user let the application reach their calendar (Cronofy's Calendar
+/// Access Modes, docs: /developers/authorization/access-modes). A user asked
+/// for `free_busy_write` may choose a mode in which calgate's writes arrive
+/// as email invites and integrated conferencing does not work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessMode {
+    /// Writes go straight into the calendar.
+    ReadWrite,
+    /// Free/Busy mode (`google_free_busy`, `ms_graph_free_busy`): writes are email invites.
+    FreeBusy,
+    /// No-Access mode (provider `cronofy`): writes are email invites.
+    NoAccess,
+}
+
+impl AccessMode {
+    /// The mode of a linked profile, from its provider name and service.
+    pub fn of_provider(provider_name: &str, provider_service: &str) -> AccessMode {
+        let is = |names: &[&str]| names.contains(&provider_name) || names.contains(&provider_service);
+        if is(&["cronofy"]) {
+            AccessMode::NoAccess
+        } else if is(&["google_free_busy", "ms_graph_free_busy"]) {
+            AccessMode::FreeBusy
+        } else {
+            AccessMode::ReadWrite
+        }
+    }
+
+    /// Whether writes reach the user as email invites rather than calendar writes.
+    pub fn writes_as_invites(self) -> bool {
+        self != AccessMode::ReadWrite
+    }
+}
+
 /// How a call names a connected user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrantSelector {
@@ -90,7 +123,7 @@ pub struct Grant {
     pub provider_name: String,
     /// Name of the linked profile.
     pub profile_name: String,
-    /// Writes reach the user as email invites.
+    /// Writes reach the user as email invites (Free/Busy or No-Access mode).
     pub free_busy_mode: bool,
     /// First stored.
     pub created_at: OffsetDateTime,
@@ -98,6 +131,24 @@ pub struct Grant {
     pub updated_at: OffsetDateTime,
     /// Why the grant is in its status, when calgate knows.
     pub status_reason: Option<StatusReason>,
+}
+
+impl Grant {
+    /// How writes reach the user. Stored as the linked profile's provider and
+    /// the invite flag: provider `cronofy` is No-Access mode, any other
+    /// invite-mode grant Free/Busy mode.
+    pub fn access_mode(&self) -> AccessMode {
+        stored_access_mode(&self.provider_name, self.free_busy_mode)
+    }
+}
+
+/// The access mode of a stored grant (see [`Grant::access_mode`]).
+pub(crate) fn stored_access_mode(provider_name: &str, writes_as_invites: bool) -> AccessMode {
+    match (writes_as_invites, provider_name) {
+        (false, _) => AccessMode::ReadWrite,
+        (true, "cronofy") => AccessMode::NoAccess,
+        (true, _) => AccessMode::FreeBusy,
+    }
 }
 
 /// Why a grant is in its status.

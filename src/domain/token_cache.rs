@@ -20,7 +20,7 @@ use quick_cache::{Equivalent, sync::Cache};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
-use super::grant::{GrantKind, GrantSelector};
+use super::grant::{AccessMode, GrantKind, GrantSelector};
 
 /// (tenant, sub) or (tenant, user_ref).
 type Key = (String, String);
@@ -49,6 +49,7 @@ pub(super) struct CachedToken {
     pub(super) version: i64,
     pub(super) access_expires_at: OffsetDateTime,
     pub(super) kind: GrantKind,
+    pub(super) access_mode: AccessMode,
 }
 
 impl std::fmt::Debug for CachedToken {
@@ -165,6 +166,7 @@ mod tests {
             version,
             access_expires_at: OffsetDateTime::now_utc(),
             kind: GrantKind::User,
+            access_mode: AccessMode::ReadWrite,
         }
     }
 

@@ -172,6 +172,25 @@ pub(super) async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap,
             "profile_name": account.profile_name,
         },
     });
+    // A code exchange embeds the account's UserInfo, as Cronofy's example does
+    // (docs: /developers/api/authorization/request-token; UserInfo's shape:
+    // /developers/api/identity/userinfo).
+    if grant_type == "authorization_code" {
+        answer["userinfo"] = json!({
+            "sub": sub,
+            "email": account.profile_name,
+            "cronofy.type": "account",
+            "cronofy.data": {
+                "authorization": {"scope": scope, "status": "active"},
+                "profiles": [{
+                    "provider_name": account.provider_name,
+                    "profile_id": account.profile_id,
+                    "profile_name": account.profile_name,
+                    "profile_connected": true,
+                }],
+            },
+        });
+    }
     if answer["refresh_token"].is_null()
         && let Some(object) = answer.as_object_mut()
     {
@@ -183,6 +202,7 @@ pub(super) async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap,
             object.remove("account_id");
             object.remove("sub");
             object.remove("linking_profile");
+            object.remove("userinfo");
         }
     }
     (

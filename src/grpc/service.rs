@@ -61,13 +61,15 @@ impl CalendarWriteService for CalendarWriteApi {
         let caller = caller(&request)?;
         let (selector, calendar_id, event) = convert::upsert_request(request.get_ref())?;
         let deadline = deadline::deadline(&request);
-        deadline::within(
+        let access_mode = deadline::within(
             deadline,
             self.service
                 .upsert_event(&caller.tenant, &selector, &calendar_id, &event, deadline),
         )
         .await?;
-        Ok(Response::new(pb::UpsertEventResponse {}))
+        Ok(Response::new(pb::UpsertEventResponse {
+            delivery: convert::delivery(access_mode) as i32,
+        }))
     }
 
     async fn delete_event(

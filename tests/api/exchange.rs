@@ -7,6 +7,7 @@ use calgate::{
     fake_cronofy::{Endpoint, Fault, NextAuthorization},
     grpc::pb,
 };
+use serde_json::json;
 use tonic::Code;
 
 use crate::helpers::*;
@@ -33,7 +34,7 @@ async fn exchange_stores_the_grant_and_returns_it_without_tokens() {
     assert_eq!(grant.kind, pb::GrantKind::User as i32);
     assert_eq!(grant.provider_name, "google");
     assert!(grant.profile_name.ends_with("@example.com"));
-    assert!(!grant.free_busy_mode);
+    assert_eq!(grant.access_mode, pb::AccessMode::ReadWrite as i32);
     assert!(grant.created_at.is_some() && grant.updated_at.is_some());
     // The token request carried the tenant's credentials and the same redirect_uri.
     assert_eq!(app.fake.count(Endpoint::Token), 1);
@@ -66,16 +67,84 @@ async fn exchange_stores_the_grant_and_returns_it_without_tokens() {
     assert_eq!(fetched.user_ref, "user-42");
 }
 
+/// The Calendar Access Mode a user chose decides whether writes go into the
+/// calendar or arrive as email invites; the grant and every upsert say which.
 #[tokio::test]
-async fn free_busy_mode_is_reported() {
+async fn the_access_mode_is_reported_and_upserts_say_how_they_are_delivered() {
     let app = spawn_app().await;
-    app.fake.set_next_authorization(NextAuthorization {
-        provider_name: Some("google_free_busy".into()),
-        ..Default::default()
-    });
-    let grant = app.connect(None).await;
-    assert!(grant.free_busy_mode);
-    assert_eq!(grant.user_ref, "");
+    let cases = [
+        ("google", pb::AccessMode::ReadWrite, pb::Delivery::CalendarWrite),
+        ("office365", pb::AccessMode::ReadWrite, pb::Delivery::CalendarWrite),
+        ("google_free_busy", pb::AccessMode::FreeBusy, pb::Delivery::EmailInvite),
+        (
+            "ms_graph_free_busy",
+            pb::AccessMode::FreeBusy,
+            pb::Delivery::EmailInvite,
+        ),
+        ("cronofy", pb::AccessMode::NoAccess, pb::Delivery::EmailInvite),
+    ];
+    for (provider, mode, delivery) in cases {
+        app.fake.set_next_authorization(NextAuthorization {
+            provider_name: Some(provider.into()),
+            ..Default::default()
+        });
+        let grant = app.connect(None).await;
+        assert_eq!(grant.access_mode, mode as i32, "{provider}");
+        #[allow(deprecated)]
+        let invites = grant.free_busy_mode;
+        assert_eq!(
+            invites,
+            delivery == pb::Delivery::EmailInvite,
+            "{provider}: the deprecated flag"
+        );
+        let calendar_id = app.fake.calendar_ids(&grant.sub)[0].clone();
+        let answer = app
+            .client
+            .clone()
+            .upsert_event(app.req(pb::UpsertEventRequest {
+                user: by_sub(&grant.sub),
+                calendar_id,
+                event: Some(event("evt-1")),
+            }))
+            .await
+            .expect("upsert")
+            .into_inner();
+        assert_eq!(answer.delivery, delivery as i32, "{provider}");
+    }
+}
+
+/// A token answer without `linking_profile` still tells the mode through its
+/// embedded UserInfo.
+#[tokio::test]
+async fn the_access_mode_is_read_from_userinfo_when_that_is_all_cronofy_sends() {
+    let app = spawn_app().await;
+    let (code, state) = app.consent(ACME_KEY, ACME_REDIRECT, Some("ada")).await;
+    app.fake.inject(Fault::status(Endpoint::Token, 200).body(json!({
+        "token_type": "bearer", "access_token": "at-userinfo-only", "refresh_token": "rt-userinfo-only",
+        "expires_in": 3600, "scope": "free_busy_write", "account_id": "acc_userinfo", "sub": "acc_userinfo",
+        "userinfo": {"sub": "acc_userinfo", "cronofy.type": "account", "cronofy.data": {"profiles": [
+            {"provider_name": "ms_graph_free_busy", "profile_id": "pro_u", "profile_name": "ada@example.com", "profile_connected": true}
+        ]}},
+    })));
+    let grant = app
+        .client
+        .clone()
+        .exchange_code(app.req(pb::ExchangeCodeRequest {
+            code,
+            redirect_uri: ACME_REDIRECT.into(),
+            state,
+            expected_user_ref: Some("ada".into()),
+        }))
+        .await
+        .expect("exchange")
+        .into_inner()
+        .grant
+        .expect("grant");
+    assert_eq!(grant.access_mode, pb::AccessMode::FreeBusy as i32);
+    assert_eq!(
+        (grant.provider_name.as_str(), grant.profile_name.as_str()),
+        ("ms_graph_free_busy", "ada@example.com")
+    );
 }
 
 #[tokio::test]

@@ -69,7 +69,7 @@ async function main(): Promise<void> {
     user_ref: "ts-quickstart",
   });
   const calendarId = calendars.find((c) => !c.readonly)!.calendar_id;
-  await call("UpsertEvent", {
+  const { delivery } = await call<{ delivery: string }>("UpsertEvent", {
     user_ref: "ts-quickstart",
     calendar_id: calendarId,
     event: {
@@ -79,7 +79,8 @@ async function main(): Promise<void> {
       end: { time: { seconds: 1_800_001_800 } },
     },
   });
-  console.log(`upserted quickstart-1 into ${calendarId}`);
+  // DELIVERY_EMAIL_INVITE when the user chose Free/Busy or No-Access mode at consent.
+  console.log(`upserted quickstart-1 into ${calendarId} (${delivery})`);
 
   // A bad request names the field: the caller learns what to fix.
   try {

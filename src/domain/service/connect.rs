@@ -13,7 +13,7 @@ use crate::{
     cronofy::{CronofyError, Host, TokenResponse},
     domain::{
         Error, Tenant, Violations,
-        grant::{ConnectMode, Grant, GrantKind, GrantSelector, StoredGrant, Tokens},
+        grant::{AccessMode, ConnectMode, Grant, GrantKind, GrantSelector, StoredGrant, Tokens},
         state::{StateClaims, StateCodec},
         upstream,
     },
@@ -304,16 +304,23 @@ impl CalendarService {
             .or_else(|| response.service_account_id.clone())
             .or_else(|| response.account_id.clone())
             .ok_or_else(unexpected)?;
+        let profile = response.linked_profile();
         let refresh_token = response.refresh_token.ok_or_else(unexpected)?;
-        let profile = response.linking_profile.unwrap_or_default();
+        let (provider_name, provider_service) = profile.provider();
+        let access_mode = AccessMode::of_provider(provider_name, provider_service);
         Ok(NewGrant {
             account_id: response.account_id.unwrap_or_else(|| sub.clone()),
             sub,
             scope: response.scope.split_whitespace().map(str::to_owned).collect(),
             connect_mode,
             kind,
-            free_busy_mode: profile.is_free_busy_mode(),
-            provider_name: profile.provider_name.unwrap_or_default(),
+            free_busy_mode: access_mode.writes_as_invites(),
+            // No-Access mode is known by this name when stored (see Grant::access_mode).
+            provider_name: if access_mode == AccessMode::NoAccess {
+                "cronofy".to_owned()
+            } else {
+                profile.provider_name.unwrap_or_default()
+            },
             profile_name: profile.profile_name.unwrap_or_default(),
             tokens: Tokens {
                 access_token: response.access_token,

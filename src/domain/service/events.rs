@@ -8,7 +8,7 @@ use crate::{
     domain::{
         Error, Tenant, Violations,
         event::Event,
-        grant::GrantSelector,
+        grant::{AccessMode, GrantSelector},
         reads::{self, FreeBusyPeriod},
         upstream::{self, Call},
     },
@@ -95,7 +95,8 @@ impl BatchOp {
 }
 
 impl CalendarService {
-    /// Creates or updates one of the application's events.
+    /// Creates or updates one of the application's events; answers how the
+    /// write reaches the user (a calendar write, or an email invite).
     pub async fn upsert_event(
         &self,
         tenant: &Arc<Tenant>,
@@ -103,8 +104,9 @@ impl CalendarService {
         calendar_id: &str,
         event: &Event,
         deadline: Deadline,
-    ) -> Result<(), Error> {
+    ) -> Result<AccessMode, Error> {
         let lease = self.access_token(tenant, selector, true).await?;
+        let access_mode = lease.access_mode;
         call_with_refresh!(
             self,
             tenant,
@@ -115,7 +117,8 @@ impl CalendarService {
                 self.cronofy
                     .upsert_event(&tenant.app.endpoints, token, calendar_id, event)
             }
-        )
+        )?;
+        Ok(access_mode)
     }
 
     /// Deletes one of the application's events; an event already gone is fine.

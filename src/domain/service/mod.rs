@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::{
     Error, Tenant,
     clock::Clock,
-    grant::{Grant, GrantKind, GrantSelector, StoredGrant},
+    grant::{AccessMode, Grant, GrantKind, GrantSelector, StoredGrant},
     refresh::{Fresh, Need, Refresher, usable_tokens},
     state::StateCodec,
     token_cache::{CachedToken, TokenCache},
@@ -206,6 +206,7 @@ impl CalendarService {
                 sub: cached.sub.clone(),
                 token: cached.token.clone(),
                 version: cached.version,
+                access_mode: cached.access_mode,
             });
         }
         let stored = self.find(tenant, selector).await?;
@@ -222,6 +223,7 @@ impl CalendarService {
                         sub,
                         token: fresh.token,
                         version: fresh.version,
+                        access_mode: stored.grant.access_mode(),
                     });
                 }
                 // Cronofy is having a bad moment but the token still works: use it.
@@ -235,6 +237,7 @@ impl CalendarService {
             sub: sub.clone(),
             token: tokens.access_token.clone(),
             version: stored.version,
+            access_mode: stored.grant.access_mode(),
         };
         let cached = CachedToken {
             sub,
@@ -242,6 +245,7 @@ impl CalendarService {
             version: stored.version,
             access_expires_at: tokens.access_expires_at,
             kind: stored.grant.kind,
+            access_mode: stored.grant.access_mode(),
         };
         self.tokens.put(&tenant.id, selector, cached);
         Ok(lease)
@@ -263,4 +267,6 @@ struct TokenLease {
     sub: String,
     token: SecretString,
     version: i64,
+    /// How writes with it reach the user.
+    access_mode: AccessMode,
 }

@@ -18,7 +18,7 @@ use crate::{
     domain::{
         AuthorizeRequest, Error, ExchangeRequest, Violations,
         event::{Event, limits},
-        grant::{ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus},
+        grant::{AccessMode, ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus},
         rules,
         state::MAX_STATE_LEN,
     },
@@ -88,6 +88,24 @@ pub fn grant_selector(request: &impl UserSelector) -> Result<GrantSelector, Erro
     let mut violations = Violations::default();
     let selector = selector(request, &mut violations);
     violations.finish_with(selector)
+}
+
+/// A grant's access mode as the API shows it.
+pub fn access_mode(mode: AccessMode) -> pb::AccessMode {
+    match mode {
+        AccessMode::ReadWrite => pb::AccessMode::ReadWrite,
+        AccessMode::FreeBusy => pb::AccessMode::FreeBusy,
+        AccessMode::NoAccess => pb::AccessMode::NoAccess,
+    }
+}
+
+/// How a write with a grant of this mode reaches the user.
+pub fn delivery(mode: AccessMode) -> pb::Delivery {
+    if mode.writes_as_invites() {
+        pb::Delivery::EmailInvite
+    } else {
+        pb::Delivery::CalendarWrite
+    }
 }
 
 /// Parses RevokeGrant: the grant, and the one calendar profile to revoke, if named.
@@ -215,6 +233,7 @@ pub fn delete_request(request: &pb::DeleteEventRequest) -> Result<(GrantSelector
 
 /// A domain grant as the API shows it.
 pub fn grant(grant: Grant) -> pb::Grant {
+    let mode = access_mode(grant.access_mode());
     pb::Grant {
         sub: grant.sub,
         account_id: grant.account_id,
@@ -231,7 +250,10 @@ pub fn grant(grant: Grant) -> pb::Grant {
         } as i32,
         provider_name: grant.provider_name,
         profile_name: grant.profile_name,
+        // Kept for callers built before access_mode.
+        #[allow(deprecated)]
         free_busy_mode: grant.free_busy_mode,
+        access_mode: mode as i32,
         created_at: Some(timestamp(grant.created_at)),
         updated_at: Some(timestamp(grant.updated_at)),
         kind: match grant.kind {
