@@ -106,6 +106,7 @@ macro_rules! passthrough_service {
 passthrough_service! {
     build_authorize_url: BuildAuthorizeUrlRequest => BuildAuthorizeUrlResponse,
     exchange_code: ExchangeCodeRequest => ExchangeCodeResponse,
+    delete_all_events: DeleteAllEventsRequest => DeleteAllEventsResponse,
     delete_event: DeleteEventRequest => DeleteEventResponse,
     list_calendars: ListCalendarsRequest => ListCalendarsResponse,
     batch_write_events: BatchWriteEventsRequest => BatchWriteEventsResponse,

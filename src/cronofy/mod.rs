@@ -213,6 +213,30 @@ impl CronofyClient {
         expect_success(send("delete_event", request).await?).await
     }
 
+    /// `DELETE /v1/events`: deletes the application's own events of the
+    /// account, in the calendars named or (none named) in all of them;
+    /// answered 202 (docs: /developers/api/events/bulk-delete-events).
+    pub async fn delete_all_events(
+        &self,
+        endpoints: &Endpoints,
+        access_token: &SecretString,
+        calendar_ids: &[String],
+    ) -> Result<(), CronofyError> {
+        let url = endpoints.url(Host::Api, &["v1", "events"]);
+        // Exactly one of the two keys: Cronofy refuses both at once.
+        let body = if calendar_ids.is_empty() {
+            serde_json::json!({ "delete_all": true })
+        } else {
+            serde_json::json!({ "calendar_ids": calendar_ids })
+        };
+        let request = self
+            .http
+            .request(Method::DELETE, url)
+            .bearer_auth(access_token.expose_secret())
+            .json(&body);
+        expect_success(send("delete_all_events", request).await?).await
+    }
+
     /// `POST /v1/profiles/{profile_id}/revoke`: disconnects one calendar
     /// profile of the account, answered 202 (docs: /developers/api/authorization/revoke-profile).
     pub async fn revoke_profile(

@@ -149,6 +149,12 @@ pub struct CalendarEntry {
     /// e.g. `sandbox`, `unrestricted`.
     #[serde(default)]
     pub permission_level: Option<String>,
+    /// Integrated conferencing can be added to its events.
+    #[serde(default)]
+    pub calendar_integrated_conferencing_available: bool,
+    /// Its events can carry attachments.
+    #[serde(default)]
+    pub calendar_attachments_available: bool,
 }
 
 /// One period of `GET /v1/free_busy`.

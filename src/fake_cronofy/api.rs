@@ -100,8 +100,9 @@ pub(super) async fn list_calendars(State(shared): State<Arc<Shared>>, headers: H
                 "calendar_readonly": c.readonly,
                 "calendar_deleted": false,
                 "calendar_primary": c.primary,
-                "calendar_integrated_conferencing_available": false,
-                "calendar_attachments_available": false,
+                // The writable primary calendar offers both; the read-only one neither.
+                "calendar_integrated_conferencing_available": !c.readonly,
+                "calendar_attachments_available": !c.readonly,
                 "permission_level": "sandbox",
             })
         })
@@ -207,6 +208,70 @@ pub(super) async fn delete_event(
         Ok(body) => answer(delete(&mut state, &sub, &scope, &calendar_id, &body)),
         Err(response) => response,
     }
+}
+
+/// `DELETE /v1/events` with exactly one of `{"delete_all": true}` or
+/// `{"calendar_ids": [...]}` (at least one): deletes the application's own
+/// events of the account, there; 202. Both keys, neither, or an unknown
+/// calendar: 422 (the first two documented; the last an assumption).
+pub(super) async fn bulk_delete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(response) = arrive_authenticated(&shared, Endpoint::BulkDeleteEvents, "/v1/events", &headers).await {
+        return response;
+    }
+    let mut state = shared.lock();
+    let (sub, scope) = match authenticate(&state, &headers) {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let body = match json_body(&headers, &body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if !can_delete(&scope) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let Some(account) = state.accounts.get_mut(&sub) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let invalid = |field: &str, description: &str| {
+        unprocessable(json!({ field: [{"key": "errors.invalid", "description": description}] }))
+    };
+    let known = body
+        .as_object()
+        .is_some_and(|o| o.keys().all(|k| k == "delete_all" || k == "calendar_ids"));
+    let targets: Option<Vec<String>> = match (body.get("delete_all"), body.get("calendar_ids")) {
+        (Some(Value::Bool(true)), None) => None,
+        (None, Some(Value::Array(ids))) if !ids.is_empty() => {
+            match ids
+                .iter()
+                .map(|id| id.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+            {
+                Some(ids) => Some(ids),
+                None => return invalid("calendar_ids", "must be calendar ids"),
+            }
+        }
+        _ => {
+            return invalid(
+                "delete_all",
+                "exactly one of delete_all: true or calendar_ids (at least one)",
+            );
+        }
+    };
+    if !known {
+        return invalid("body", "only delete_all or calendar_ids");
+    }
+    if let Some(ids) = &targets
+        && let Some(unknown) = ids
+            .iter()
+            .find(|id| !account.calendars.iter().any(|c| &c.calendar_id == *id))
+    {
+        return invalid("calendar_ids", &format!("unknown calendar {unknown}"));
+    }
+    account
+        .events
+        .retain(|(calendar_id, _), _| targets.as_ref().is_some_and(|ids| !ids.contains(calendar_id)));
+    StatusCode::ACCEPTED.into_response()
 }
 
 /// `POST /v1/profiles/{profile_id}/revoke`: disconnects one profile of the

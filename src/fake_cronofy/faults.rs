@@ -30,6 +30,8 @@ pub enum Endpoint {
     ServiceAccountAuthorizations,
     /// `POST /v1/profiles/{profile_id}/revoke`.
     RevokeProfile,
+    /// `DELETE /v1/events` (bulk delete).
+    BulkDeleteEvents,
 }
 
 /// One injected fault.

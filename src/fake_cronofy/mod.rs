@@ -101,6 +101,7 @@ impl FakeCronofy {
                 post(api::upsert_event).delete(api::delete_event),
             )
             .route("/v1/batch", post(api::batch))
+            .route("/v1/events", axum::routing::delete(api::bulk_delete))
             .route("/v1/profiles/{profile_id}/revoke", post(api::revoke_profile))
             .route("/v1/free_busy", get(free_busy::free_busy))
             .route("/v1/free_busy/pages/{token}", get(free_busy::free_busy_page))

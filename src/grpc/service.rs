@@ -72,6 +72,22 @@ impl CalendarWriteService for CalendarWriteApi {
         }))
     }
 
+    async fn delete_all_events(
+        &self,
+        request: Request<pb::DeleteAllEventsRequest>,
+    ) -> Result<Response<pb::DeleteAllEventsResponse>, Status> {
+        let caller = caller(&request)?;
+        let (selector, calendar_ids) = convert::delete_all_request(request.get_ref())?;
+        let deadline = deadline::deadline(&request);
+        deadline::within(
+            deadline,
+            self.service
+                .delete_all_events(&caller.tenant, &selector, &calendar_ids, deadline),
+        )
+        .await?;
+        Ok(Response::new(pb::DeleteAllEventsResponse {}))
+    }
+
     async fn delete_event(
         &self,
         request: Request<pb::DeleteEventRequest>,

@@ -66,6 +66,7 @@ const CALGATE_METHODS: &[&str] = &[
     "ExchangeCode",
     "UpsertEvent",
     "DeleteEvent",
+    "DeleteAllEvents",
     "ListCalendars",
     "BatchWriteEvents",
     "ReadFreeBusy",

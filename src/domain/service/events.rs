@@ -137,6 +137,29 @@ impl CalendarService {
         })
     }
 
+    /// Deletes every event the application wrote for the user, in the named
+    /// calendars or (none named) in all of them.
+    pub async fn delete_all_events(
+        &self,
+        tenant: &Arc<Tenant>,
+        selector: &GrantSelector,
+        calendar_ids: &[String],
+        deadline: Deadline,
+    ) -> Result<(), Error> {
+        let lease = self.access_token(tenant, selector, true).await?;
+        call_with_refresh!(
+            self,
+            tenant,
+            deadline,
+            lease,
+            Call::event("", "calendar_ids"),
+            |token| {
+                self.cronofy
+                    .delete_all_events(&tenant.app.endpoints, token, calendar_ids)
+            }
+        )
+    }
+
     /// Lists the user's calendars.
     pub async fn list_calendars(
         &self,

@@ -63,6 +63,7 @@ user_selector!(
     ReadFreeBusyRequest => read_free_busy_request,
     UpsertEventRequest => upsert_event_request,
     DeleteEventRequest => delete_event_request,
+    DeleteAllEventsRequest => delete_all_events_request,
     ListCalendarsRequest => list_calendars_request,
     GetGrantRequest => get_grant_request,
     RevokeGrantRequest => revoke_grant_request,
@@ -231,6 +232,25 @@ pub fn delete_request(request: &pb::DeleteEventRequest) -> Result<(GrantSelector
     v.finish_with(parts)
 }
 
+/// Parses DeleteAllEvents: the user and the calendars (empty: all of them).
+pub fn delete_all_request(request: &pb::DeleteAllEventsRequest) -> Result<(GrantSelector, Vec<String>), Error> {
+    let mut v = Violations::default();
+    let selector = selector(request, &mut v);
+    let calendar_ids = v
+        .bounded(
+            "calendar_ids",
+            &request.calendar_ids,
+            crate::domain::MAX_BATCH_ITEMS,
+            "calendars",
+        )
+        .iter()
+        .enumerate()
+        .filter_map(|(i, id)| v.check_with(|| format!("calendar_ids[{i}]"), rules::identifier(id, limits::ID)))
+        .collect();
+    let selector = v.finish_with(selector)?;
+    Ok((selector, calendar_ids))
+}
+
 /// A domain grant as the API shows it.
 pub fn grant(grant: Grant) -> pb::Grant {
     let mode = access_mode(grant.access_mode());
@@ -279,6 +299,8 @@ pub fn calendar(entry: CalendarEntry) -> pb::Calendar {
         primary: entry.calendar_primary,
         deleted: entry.calendar_deleted,
         permission_level: entry.permission_level.unwrap_or_default(),
+        integrated_conferencing_available: entry.calendar_integrated_conferencing_available,
+        attachments_available: entry.calendar_attachments_available,
     }
 }
 
