@@ -3,7 +3,52 @@
 
 use time::{Date, OffsetDateTime, format_description::well_known::Rfc3339};
 
-use crate::cronofy::{FreeBusyEntry, availability};
+use crate::cronofy::{CalendarEntry, FreeBusyEntry, availability};
+
+/// One of the user's calendars.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Calendar {
+    /// `cal_…`.
+    pub calendar_id: String,
+    /// Its name.
+    pub name: String,
+    /// The profile (provider account) holding it, `pro_…`.
+    pub profile_id: String,
+    /// The profile's name, usually an email address.
+    pub profile_name: String,
+    /// e.g. `google`.
+    pub provider_name: String,
+    /// Events cannot be written.
+    pub readonly: bool,
+    /// The profile's primary calendar.
+    pub primary: bool,
+    /// Deleted at the provider.
+    pub deleted: bool,
+    /// e.g. `sandbox`, `unrestricted`.
+    pub permission_level: String,
+    /// Integrated conferencing can be added to its events.
+    pub integrated_conferencing_available: bool,
+    /// Its events can carry attachments.
+    pub attachments_available: bool,
+}
+
+impl From<CalendarEntry> for Calendar {
+    fn from(entry: CalendarEntry) -> Self {
+        Calendar {
+            calendar_id: entry.calendar_id,
+            name: entry.calendar_name,
+            profile_id: entry.profile_id,
+            profile_name: entry.profile_name,
+            provider_name: entry.provider_name,
+            readonly: entry.calendar_readonly,
+            primary: entry.calendar_primary,
+            deleted: entry.calendar_deleted,
+            permission_level: entry.permission_level.unwrap_or_default(),
+            integrated_conferencing_available: entry.calendar_integrated_conferencing_available,
+            attachments_available: entry.calendar_attachments_available,
+        }
+    }
+}
 
 /// When a period starts or ends: an instant, or a date for all-day periods.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use super::{CalendarService, Deadline};
 use crate::{
-    cronofy::{BatchEntry, CalendarEntry, CronofyClient, CronofyError, FreeBusyParams},
+    cronofy::{BatchEntry, CronofyClient, CronofyError, FreeBusyParams},
     domain::{
         Error, Tenant, Violations,
         event::Event,
         grant::{AccessMode, GrantSelector},
-        reads::{self, FreeBusyPeriod},
+        reads::{self, Calendar, FreeBusyPeriod},
         upstream::{self, Call},
     },
     resilience::GuardError,
@@ -166,11 +166,12 @@ impl CalendarService {
         tenant: &Arc<Tenant>,
         selector: &GrantSelector,
         deadline: Deadline,
-    ) -> Result<Vec<CalendarEntry>, Error> {
+    ) -> Result<Vec<Calendar>, Error> {
         let lease = self.access_token(tenant, selector, false).await?;
         call_with_refresh!(self, tenant, deadline, lease, Call::other("calendar list"), |token| {
             self.cronofy.list_calendars(&tenant.app.endpoints, token)
         })
+        .map(|entries| entries.into_iter().map(Calendar::from).collect())
     }
 
     /// Applies up to 50 writes in one Cronofy call. The outer error means

@@ -13,15 +13,13 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use super::pb;
-use crate::{
-    cronofy::CalendarEntry,
-    domain::{
-        AuthorizeRequest, Error, ExchangeRequest, Violations,
-        event::{Event, limits},
-        grant::{AccessMode, ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus},
-        rules,
-        state::MAX_STATE_LEN,
-    },
+use crate::domain::{
+    AuthorizeRequest, Error, ExchangeRequest, Violations,
+    event::{Event, limits},
+    grant::{AccessMode, ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus},
+    reads::Calendar,
+    rules,
+    state::MAX_STATE_LEN,
 };
 
 /// Longest authorization code accepted (Cronofy's are 32 characters).
@@ -288,19 +286,19 @@ pub fn grant(grant: Grant) -> pb::Grant {
 }
 
 /// A Cronofy calendar as the API shows it.
-pub fn calendar(entry: CalendarEntry) -> pb::Calendar {
+pub fn calendar(calendar: Calendar) -> pb::Calendar {
     pb::Calendar {
-        calendar_id: entry.calendar_id,
-        calendar_name: entry.calendar_name,
-        profile_id: entry.profile_id,
-        profile_name: entry.profile_name,
-        provider_name: entry.provider_name,
-        readonly: entry.calendar_readonly,
-        primary: entry.calendar_primary,
-        deleted: entry.calendar_deleted,
-        permission_level: entry.permission_level.unwrap_or_default(),
-        integrated_conferencing_available: entry.calendar_integrated_conferencing_available,
-        attachments_available: entry.calendar_attachments_available,
+        calendar_id: calendar.calendar_id,
+        calendar_name: calendar.name,
+        profile_id: calendar.profile_id,
+        profile_name: calendar.profile_name,
+        provider_name: calendar.provider_name,
+        readonly: calendar.readonly,
+        primary: calendar.primary,
+        deleted: calendar.deleted,
+        permission_level: calendar.permission_level,
+        integrated_conferencing_available: calendar.integrated_conferencing_available,
+        attachments_available: calendar.attachments_available,
     }
 }
 
