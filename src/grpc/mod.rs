@@ -2,10 +2,10 @@
 //! conversion, authentication and the status mapping.
 
 pub mod convert;
-pub mod deadline;
-pub mod interceptor;
+pub(crate) mod deadline;
+pub(crate) mod interceptor;
 mod service;
-pub mod status;
+pub(crate) mod status;
 
 pub use service::CalendarWriteApi;
 

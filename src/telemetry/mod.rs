@@ -6,7 +6,7 @@
 pub mod metrics;
 #[cfg(feature = "otel")]
 mod otel;
-pub mod rpc_layer;
+pub(crate) mod rpc_layer;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use calgate::{
+    config::RateLimit,
     fake_cronofy::{Endpoint, Fault},
-    resilience::RateLimit,
 };
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
