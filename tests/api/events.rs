@@ -51,6 +51,13 @@ async fn upsert_maps_every_field_onto_cronofys_body() {
     }];
     full.attachment_ids = vec!["att_123".into()];
     full.locale = Some("en".into());
+    full.recurrence = Some(pb::Recurrence {
+        rules: vec![pb::RecurrenceRule {
+            frequency: pb::RecurrenceFrequency::Weekly as i32,
+            interval: 2,
+            by_day: vec![pb::Weekday::Monday as i32, pb::Weekday::Thursday as i32],
+        }],
+    });
     app.client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
@@ -102,6 +109,7 @@ async fn upsert_maps_every_field_onto_cronofys_body() {
             }],
             "attachments": [{"attachment_id": "att_123"}],
             "locale": "en",
+            "recurrence": {"rules": [{"frequency": "weekly", "interval": 2, "by_day": ["monday", "thursday"]}]},
         })
     );
 }
