@@ -456,16 +456,7 @@ async fn delete_removes_the_event_and_is_idempotent() {
 async fn list_calendars_maps_cronofys_fields() {
     let app = spawn_app().await;
     let grant = app.connect(Some("ada")).await;
-    let calendars = app
-        .client
-        .clone()
-        .list_calendars(app.req(pb::ListCalendarsRequest {
-            user: Some(pb::list_calendars_request::User::UserRef("ada".into())),
-        }))
-        .await
-        .expect("list")
-        .into_inner()
-        .calendars;
+    let calendars = app.calendars("ada").await;
     assert_eq!(calendars.len(), 2);
     let primary = &calendars[0];
     assert_eq!(primary.calendar_id, app.fake.calendar_ids(&grant.sub)[0]);

@@ -329,6 +329,19 @@ impl TestApp {
         follow_consent(&built.url).await
     }
 
+    /// The calendars of acme's user `user_ref`, through ListCalendars.
+    pub async fn calendars(&self, user_ref: &str) -> Vec<pb::Calendar> {
+        self.client
+            .clone()
+            .list_calendars(self.req(pb::ListCalendarsRequest {
+                user: Some(pb::list_calendars_request::User::UserRef(user_ref.into())),
+            }))
+            .await
+            .expect("list calendars")
+            .into_inner()
+            .calendars
+    }
+
     /// An organisation's admin connects acme through Enterprise Connect as `org_ref`.
     pub async fn connect_enterprise_admin(&self, org_ref: &str) -> pb::Grant {
         let request = pb::BuildAuthorizeUrlRequest {

@@ -143,17 +143,7 @@ async fn another_tenant_cannot_revoke() {
 async fn revoking_one_profile_leaves_the_grant_connected() {
     let app = spawn_app().await;
     let grant = app.connect(Some("ada")).await;
-    let calendars = app
-        .client
-        .clone()
-        .list_calendars(app.req(pb::ListCalendarsRequest {
-            user: Some(pb::list_calendars_request::User::UserRef("ada".into())),
-        }))
-        .await
-        .expect("calendars")
-        .into_inner()
-        .calendars;
-    let profile_id = calendars[0].profile_id.clone();
+    let profile_id = app.calendars("ada").await[0].profile_id.clone();
     let revoked = app
         .client
         .clone()
