@@ -3,7 +3,7 @@
 // Helpers return ready-made responses as errors; their size does not matter in a fake.
 #![allow(clippy::result_large_err)]
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use axum::{
     Json,
@@ -46,6 +46,23 @@ pub(super) fn authenticate(state: &FakeState, headers: &HeaderMap) -> Result<(St
     }
 }
 
+/// An API request as Cronofy meets it: recorded, met by a pending fault
+/// (authenticated requests only), then authenticated. The locked state and
+/// the bearer's (sub, scope), or the response to give instead.
+async fn admit<'a>(
+    shared: &'a Shared,
+    endpoint: Endpoint,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<(MutexGuard<'a, FakeState>, String, String), Response> {
+    if let Some(response) = arrive_authenticated(shared, endpoint, path, headers).await {
+        return Err(response);
+    }
+    let state = shared.lock();
+    let (sub, scope) = authenticate(&state, headers)?;
+    Ok((state, sub, scope))
+}
+
 fn can_write(scope: &str) -> bool {
     scope
         .split_whitespace()
@@ -76,12 +93,8 @@ pub(super) fn unprocessable(errors: Value) -> Response {
 
 /// `GET /v1/calendars`.
 pub(super) async fn list_calendars(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Some(response) = arrive_authenticated(&shared, Endpoint::ListCalendars, "/v1/calendars", &headers).await {
-        return response;
-    }
-    let state = shared.lock();
-    let (sub, _) = match authenticate(&state, &headers) {
-        Ok(found) => found,
+    let (state, sub, _) = match admit(&shared, Endpoint::ListCalendars, "/v1/calendars", &headers).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     let Some(account) = state.accounts.get(&sub) else {
@@ -174,12 +187,8 @@ pub(super) async fn upsert_event(
     body: Bytes,
 ) -> Response {
     let path = format!("/v1/calendars/{calendar_id}/events");
-    if let Some(response) = arrive_authenticated(&shared, Endpoint::UpsertEvent, &path, &headers).await {
-        return response;
-    }
-    let mut state = shared.lock();
-    let (sub, scope) = match authenticate(&state, &headers) {
-        Ok(found) => found,
+    let (mut state, sub, scope) = match admit(&shared, Endpoint::UpsertEvent, &path, &headers).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     match json_body(&headers, &body) {
@@ -196,12 +205,8 @@ pub(super) async fn delete_event(
     body: Bytes,
 ) -> Response {
     let path = format!("/v1/calendars/{calendar_id}/events");
-    if let Some(response) = arrive_authenticated(&shared, Endpoint::DeleteEvent, &path, &headers).await {
-        return response;
-    }
-    let mut state = shared.lock();
-    let (sub, scope) = match authenticate(&state, &headers) {
-        Ok(found) => found,
+    let (mut state, sub, scope) = match admit(&shared, Endpoint::DeleteEvent, &path, &headers).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     match json_body(&headers, &body) {
@@ -215,12 +220,8 @@ pub(super) async fn delete_event(
 /// events of the account, there; 202. Both keys, neither, or an unknown
 /// calendar: 422 (the first two documented; the last an assumption).
 pub(super) async fn bulk_delete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(response) = arrive_authenticated(&shared, Endpoint::BulkDeleteEvents, "/v1/events", &headers).await {
-        return response;
-    }
-    let mut state = shared.lock();
-    let (sub, scope) = match authenticate(&state, &headers) {
-        Ok(found) => found,
+    let (mut state, sub, scope) = match admit(&shared, Endpoint::BulkDeleteEvents, "/v1/events", &headers).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     let body = match json_body(&headers, &body) {
@@ -283,12 +284,8 @@ pub(super) async fn revoke_profile(
     headers: HeaderMap,
 ) -> Response {
     let path = format!("/v1/profiles/{profile_id}/revoke");
-    if let Some(response) = arrive_authenticated(&shared, Endpoint::RevokeProfile, &path, &headers).await {
-        return response;
-    }
-    let mut state = shared.lock();
-    let (sub, _) = match authenticate(&state, &headers) {
-        Ok(found) => found,
+    let (mut state, sub, _) = match admit(&shared, Endpoint::RevokeProfile, &path, &headers).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     match state.accounts.get_mut(&sub) {
@@ -314,12 +311,8 @@ fn batch_target(relative_url: &str) -> Option<String> {
 
 /// `POST /v1/batch`: at most 50 entries; 207 with one `{status, data?}` per entry, in order.
 pub(super) async fn batch(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(response) = arrive_authenticated(&shared, Endpoint::Batch, "/v1/batch", &headers).await {
-        return response;
-    }
-    let mut state = shared.lock();
-    let (sub, scope) = match authenticate(&state, &headers) {
-        Ok(found) => found,
+    let (mut state, sub, scope) = match admit(&shared, Endpoint::Batch, "/v1/batch", &headers).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     let body = match json_body(&headers, &body) {
