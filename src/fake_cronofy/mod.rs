@@ -403,18 +403,7 @@ mod tests {
     }
 
     async fn code(fake: &FakeCronofy) -> String {
-        let url = format!(
-            "{}oauth/authorize?response_type=code&client_id=c&redirect_uri=https%3A%2F%2Fx.example%2Fcb&scope=free_busy_write",
-            fake.app_base_url()
-        );
-        let response = http()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client")
-            .get(url)
-            .send()
-            .await
-            .expect("authorize");
+        let response = consent(fake, "https://x.example/cb").await;
         assert_eq!(response.status().as_u16(), 302);
         let location = url::Url::parse(response.headers()["location"].to_str().unwrap_or_default()).expect("location");
         location
@@ -456,7 +445,8 @@ mod tests {
         assert_eq!(status, 200, "the newest one works");
     }
 
-    async fn consent_status(fake: &FakeCronofy, redirect_uri: &str) -> u16 {
+    /// The consent page's answer for client `c` and `redirect_uri`, not followed.
+    async fn consent(fake: &FakeCronofy, redirect_uri: &str) -> reqwest::Response {
         let mut url = url::Url::parse(&format!("{}oauth/authorize", fake.app_base_url())).expect("url");
         url.query_pairs_mut()
             .append_pair("response_type", "code")
@@ -471,8 +461,10 @@ mod tests {
             .send()
             .await
             .expect("authorize")
-            .status()
-            .as_u16()
+    }
+
+    async fn consent_status(fake: &FakeCronofy, redirect_uri: &str) -> u16 {
+        consent(fake, redirect_uri).await.status().as_u16()
     }
 
     /// In production mode Cronofy redirects codes only to registered URIs
