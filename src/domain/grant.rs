@@ -143,7 +143,7 @@ impl Grant {
 }
 
 /// The access mode of a stored grant (see [`Grant::access_mode`]).
-pub(crate) fn stored_access_mode(provider_name: &str, writes_as_invites: bool) -> AccessMode {
+fn stored_access_mode(provider_name: &str, writes_as_invites: bool) -> AccessMode {
     match (writes_as_invites, provider_name) {
         (false, _) => AccessMode::ReadWrite,
         (true, "cronofy") => AccessMode::NoAccess,
