@@ -84,6 +84,15 @@ macro_rules! passthrough_service {
     ($($name:ident: $request:ident => $response:ident),* $(,)?) => {
         #[tonic::async_trait]
         impl CalendarWriteService for Passthrough {
+            type WatchChangesStream = futures::stream::Empty<Result<pb::Change, Status>>;
+
+            async fn watch_changes(
+                &self,
+                _: Request<pb::WatchChangesRequest>,
+            ) -> Result<Response<Self::WatchChangesStream>, Status> {
+                Err(Status::unimplemented("the passthrough forwards UpsertEvent only"))
+            }
+
             async fn upsert_event(
                 &self,
                 request: Request<pb::UpsertEventRequest>,

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     auth::Authenticator,
-    config::{CallbackSettings, GrpcSettings, Settings, TlsSettings},
+    config::{CallbackSettings, ChangeSettings, GrpcSettings, Settings, TlsSettings},
     cronofy::CronofyClient,
     domain::{CalendarService, Clock, ServiceParts, Tenant, state::StateCodec},
     grpc::{
@@ -137,6 +137,7 @@ pub struct App {
     shutdown_grace: Duration,
     grpc: GrpcSettings,
     revoke_retry_interval: Duration,
+    changes: ChangeSettings,
     tasks: Tasks,
 }
 
@@ -183,6 +184,8 @@ impl App {
                 .as_ref()
                 .map_or(DEFAULT_AUTHORIZATION_TTL, |c| c.authorization_ttl),
             tasks: tasks.clone(),
+            change_retention: settings.changes.retention,
+            max_watchers_per_tenant: settings.changes.max_watchers_per_tenant,
         });
         Ok(App {
             service: Arc::new(service),
@@ -194,6 +197,7 @@ impl App {
             shutdown_grace: settings.shutdown_grace,
             grpc: settings.grpc,
             revoke_retry_interval: settings.upstream.revoke_retry_interval,
+            changes: settings.changes,
             tasks,
         })
     }
@@ -259,6 +263,16 @@ impl App {
                 tasks.shutdown(),
             ),
         );
+        tasks.spawn_worker(
+            "change pruner",
+            prune_changes(self.service.clone(), self.changes.prune_interval, tasks.shutdown()),
+        );
+        if self.service.store().is_shared() {
+            tasks.spawn_worker(
+                "change feed poller",
+                poll_change_feed(self.service.clone(), self.changes.poll_interval, tasks.shutdown()),
+            );
+        }
         if let Some(metrics) = listeners.metrics {
             tasks.spawn_worker(
                 "metrics server",
@@ -420,6 +434,54 @@ async fn retry_revocations(
             () = tokio::time::sleep(interval) => {}
         }
         service.retry_revocations(&tenants, interval).await;
+    }
+}
+
+/// Removes, every `interval`, changes older than `changes.retention`.
+async fn prune_changes(
+    service: Arc<CalendarService>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(interval) => {}
+        }
+        // A failure is logged where it happens; the next round tries again.
+        if let Ok(removed) = service.prune_changes().await
+            && removed > 0
+        {
+            info!(removed, "changes past the retention removed");
+        }
+    }
+}
+
+/// PostgreSQL: wakes this replica's watchers, every `interval`, for changes
+/// other replicas recorded. One query per replica, whatever the number of
+/// watchers; a missed round only delays them to the next.
+async fn poll_change_feed(
+    service: Arc<CalendarService>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = ticks.tick() => {}
+        }
+        match service.store().poll_change_feed().await {
+            Ok(()) => failing = false,
+            // Logged once per outage: the store watcher reports the outage itself.
+            Err(error) if !failing => {
+                failing = true;
+                warn!(%error, "polling the change stream failed; watchers wait for the store");
+            }
+            Err(_) => {}
+        }
     }
 }
 

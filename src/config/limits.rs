@@ -123,3 +123,58 @@ impl CallbackLimits {
         Ok(())
     }
 }
+
+/// `[changes]`: the change stream (WatchChanges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChangeSettings {
+    /// How long recorded changes are kept; a watcher resuming from an older
+    /// cursor gets OUT_OF_RANGE `CURSOR_EXPIRED`.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often changes past the retention are removed.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
+    /// PostgreSQL: how often each replica looks for changes other replicas
+    /// recorded (one small query, whatever the number of watchers).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// WatchChanges streams one tenant may hold open on one replica; more are
+    /// refused RESOURCE_EXHAUSTED `WATCHERS_EXHAUSTED`.
+    pub max_watchers_per_tenant: u32,
+}
+
+impl Default for ChangeSettings {
+    fn default() -> Self {
+        ChangeSettings {
+            retention: Duration::from_secs(7 * 24 * 3600),
+            prune_interval: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(500),
+            max_watchers_per_tenant: 64,
+        }
+    }
+}
+
+impl ChangeSettings {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if self.retention < Duration::from_secs(60) {
+            return Err(ConfigError::invalid("changes.retention", "must be at least 1m"));
+        }
+        if self.prune_interval.is_zero() {
+            return Err(ConfigError::invalid("changes.prune_interval", "must be positive"));
+        }
+        if !(Duration::from_millis(50)..=Duration::from_secs(2)).contains(&self.poll_interval) {
+            return Err(ConfigError::invalid(
+                "changes.poll_interval",
+                "must be between 50ms and 2s (a change reaches other replicas' watchers within it)",
+            ));
+        }
+        if self.max_watchers_per_tenant == 0 {
+            return Err(ConfigError::invalid(
+                "changes.max_watchers_per_tenant",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -19,7 +19,7 @@ use figment::{
 use secrecy::{SecretBox, SecretString};
 use url::Url;
 
-pub use limits::{CallbackLimits, GrpcSettings};
+pub use limits::{CallbackLimits, ChangeSettings, GrpcSettings};
 pub use raw::RawConfig;
 use resolve::{resolve_encryption_keys, resolve_tenants};
 pub use secrets::SecretSource;
@@ -45,6 +45,7 @@ const ENV_KEYS: &[&str] = &[
     "refresh_margin",
     "shutdown_grace",
     "grpc",
+    "changes",
 ];
 
 /// A configuration problem, always naming the key at fault.
@@ -103,6 +104,8 @@ pub struct Settings {
     pub callbacks: Option<CallbackSettings>,
     /// Limits of the gRPC listener.
     pub grpc: GrpcSettings,
+    /// The change stream.
+    pub changes: ChangeSettings,
 }
 
 /// Where Cronofy's Enterprise Connect callbacks arrive.
@@ -331,6 +334,7 @@ impl Settings {
             }
         };
         raw.grpc.check()?;
+        raw.changes.check()?;
         positive(raw.state_ttl, "state_ttl")?;
         positive(raw.shutdown_grace, "shutdown_grace")?;
         positive(raw.upstream.request_timeout, "upstream.request_timeout")?;
@@ -385,6 +389,7 @@ impl Settings {
             },
             callbacks,
             grpc: raw.grpc,
+            changes: raw.changes,
         })
     }
 }

@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub(super) upstream: RawUpstream,
     #[serde(default)]
     pub(super) grpc: super::GrpcSettings,
+    #[serde(default)]
+    pub(super) changes: super::ChangeSettings,
     #[serde(default = "default_state_ttl", with = "humantime_serde")]
     pub(super) state_ttl: Duration,
     #[serde(default = "default_refresh_margin", with = "humantime_serde")]

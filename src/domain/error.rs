@@ -99,6 +99,18 @@ pub enum Error {
     /// configured (or the row was tampered with). An operator must act.
     #[error("the stored grant cannot be read; an operator has been alerted in the logs")]
     GrantUnreadable,
+    /// A WatchChanges cursor whose following changes were removed by retention.
+    #[error("the cursor is older than the change stream's retention; start again with an empty cursor")]
+    CursorExpired,
+    /// The tenant already has its most WatchChanges streams open on this replica.
+    #[error("this tenant already has {limit} change streams open on this replica (changes.max_watchers_per_tenant)")]
+    WatchersExhausted {
+        /// `changes.max_watchers_per_tenant`.
+        limit: u32,
+    },
+    /// The replica is shutting down; a stream is ended so the caller resumes elsewhere.
+    #[error("this replica is shutting down; reconnect and resume after the last cursor received")]
+    ShuttingDown,
 }
 
 impl Error {

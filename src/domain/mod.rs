@@ -2,6 +2,7 @@
 //! them. Knows nothing of tonic or HTTP; talks to Cronofy through
 //! [`crate::cronofy::CronofyClient`] and to the store through [`crate::store::Store`].
 
+pub mod changes;
 mod clock;
 pub mod error;
 pub mod event;
@@ -18,8 +19,9 @@ pub use clock::Clock;
 pub use error::{Error, FieldViolation, FieldViolations, MAX_FIELD_VIOLATIONS, Violations};
 pub use service::{
     AuthorizeRequest, AuthorizeUrl, AvailabilityGroup, AvailabilityRequest, BatchOp, CALLBACK_PATH, CalendarService,
-    CallbackError, CallbackOutcome, Deadline, EnterpriseAuthorization, EnterpriseUserRequest, ExchangeRequest,
-    FreeBusyQuery, MAX_BATCH_ITEMS, Revoked, ServiceParts, authorization_fingerprint, is_authorization_id,
+    CallbackError, CallbackOutcome, ChangeReceiver, Deadline, EnterpriseAuthorization, EnterpriseUserRequest,
+    ExchangeRequest, FreeBusyQuery, MAX_BATCH_ITEMS, Revoked, ServiceParts, authorization_fingerprint,
+    is_authorization_id,
 };
 
 use secrecy::SecretString;

@@ -1,7 +1,9 @@
 //! Handlers: caller → parse → domain → convert back. Nothing else.
 
-use std::sync::Arc;
+use std::{pin::Pin, sync::Arc};
 
+use futures::{Stream, StreamExt};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -25,8 +27,24 @@ impl CalendarWriteApi {
     }
 }
 
+/// The stream WatchChanges answers with.
+type ChangeStream = Pin<Box<dyn Stream<Item = Result<pb::Change, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl CalendarWriteService for CalendarWriteApi {
+    type WatchChangesStream = ChangeStream;
+
+    async fn watch_changes(
+        &self,
+        request: Request<pb::WatchChangesRequest>,
+    ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        let caller = caller(&request)?;
+        let after = convert::watch_request(request.get_ref())?;
+        let changes = self.service.watch_changes(&caller.tenant, after).await?;
+        let stream = ReceiverStream::new(changes).map(|item| item.map(convert::change).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn build_authorize_url(
         &self,
         request: Request<pb::BuildAuthorizeUrlRequest>,

@@ -85,6 +85,14 @@ pub fn from_domain(error: Error) -> Status {
             status(Code::FailedPrecondition, "GRANT_NOT_SERVICE_ACCOUNT", message, plain())
         }
         Error::AuthorizationNotFound => status(Code::NotFound, "AUTHORIZATION_NOT_FOUND", message, plain()),
+        Error::CursorExpired => status(Code::OutOfRange, "CURSOR_EXPIRED", message, plain()),
+        Error::WatchersExhausted { .. } => status(
+            Code::ResourceExhausted,
+            "WATCHERS_EXHAUSTED",
+            message,
+            ErrorDetails::with_retry_info(Some(DEFAULT_RETRY_DELAY)),
+        ),
+        Error::ShuttingDown => status(Code::Unavailable, "SHUTTING_DOWN", message, plain()),
     }
 }
 

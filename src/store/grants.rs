@@ -3,9 +3,15 @@
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
-use super::{Store, StoreError, crypto::Binding, now, with_pool};
-use crate::domain::grant::{
-    ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus, StatusReason, StoredGrant, Tokens,
+use super::{
+    Store, StoreError,
+    changes::{grant_payload, record_change},
+    crypto::Binding,
+    now, with_pool,
+};
+use crate::domain::{
+    changes::{GrantChange, GrantChangeReason},
+    grant::{ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus, StatusReason, StoredGrant, Tokens},
 };
 
 /// A grant as received from Cronofy, ready to store.
@@ -95,6 +101,36 @@ pub(super) const MARK_NEEDS_REAUTH: &str = "UPDATE grants SET status = $1, versi
      status_reason = CASE WHEN refresh_unsure_since IS NULL THEN 'INVALID_GRANT' ELSE 'REFRESH_ANSWER_LOST' END \
      WHERE tenant_id = $3 AND sub = $4 AND version = $5 RETURNING status_reason";
 
+/// Marks the grant (tenant, sub) as needing re-authorization inside the
+/// transaction `$tx` if it is still at `$version`, recording the
+/// `REFRESH_REJECTED` change; evaluates to `Some((stored reason, change number))`,
+/// or None when the grant moved on.
+macro_rules! mark_needs_reauth_in {
+    ($tx:expr, $tenant:expr, $sub:expr, $version:expr) => {{
+        let (now, now_ms) = $crate::store::now();
+        let reason: Option<Option<String>> = sqlx::query_scalar($crate::store::grants::MARK_NEEDS_REAUTH)
+            .bind(GrantStatus::NeedsReauth.as_str())
+            .bind(now)
+            .bind($tenant)
+            .bind($sub)
+            .bind($version)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        match reason {
+            Some(reason) => {
+                let change = $crate::store::changes::grant_payload(&GrantChange::new(
+                    GrantStatus::NeedsReauth,
+                    GrantChangeReason::RefreshRejected,
+                ));
+                let seq = $crate::store::changes::record_change!($tx, $tenant, $sub, &change, now_ms);
+                Some((reason, seq))
+            }
+            None => None,
+        }
+    }};
+}
+pub(super) use mark_needs_reauth_in;
+
 const ACCESS: &str = "access_token";
 const REFRESH: &str = "refresh_token";
 
@@ -113,8 +149,8 @@ pub(super) fn seal(store: &Store, tenant: &str, sub: &str, tokens: &Tokens) -> (
 }
 
 impl Store {
-    /// Stores a freshly exchanged grant (new, or reconnected with the same sub)
-    /// and binds `user_ref` to it, in one transaction.
+    /// Stores a freshly exchanged grant (new, or reconnected with the same sub),
+    /// binds `user_ref` to it and records the `CONNECTED` change, in one transaction.
     pub async fn save_grant(
         &self,
         tenant: &str,
@@ -124,7 +160,8 @@ impl Store {
         let (now, now_ms) = now();
         let (key_id, access, refresh) = seal(self, tenant, &new.sub, &new.tokens);
         let scope = new.scope.join(" ");
-        let row: GrantRow = with_pool!(self, pool => {
+        let connected = grant_payload(&GrantChange::new(GrantStatus::Active, GrantChangeReason::Connected));
+        let (row, seq): (GrantRow, i64) = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(UPSERT_GRANT)
                 .bind(tenant)
@@ -153,14 +190,16 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            let seq = record_change!(tx, tenant, &new.sub, &connected, now_ms);
             let row = sqlx::query_as::<_, GrantRow>(SELECT_BY_SUB)
                 .bind(tenant)
                 .bind(&new.sub)
                 .fetch_one(&mut *tx)
                 .await?;
             tx.commit().await?;
-            row
+            (row, seq)
         });
+        self.feed.advance(tenant, seq);
         let mut stored = self.decode(tenant, row)?;
         if let Some(user_ref) = user_ref {
             stored.grant.user_ref = Some(user_ref.to_owned());
@@ -208,30 +247,37 @@ impl Store {
         Ok((updated == 1).then_some(expected_version + 1))
     }
 
-    /// Marks a grant as needing re-authorization if it is still at `expected_version`.
+    /// Marks a grant as needing re-authorization if it is still at
+    /// `expected_version`, recording the `REFRESH_REJECTED` change with it.
     pub async fn mark_needs_reauth(
         &self,
         tenant: &str,
         sub: &str,
         expected_version: i64,
     ) -> Result<Option<StatusReason>, StoreError> {
-        let (now, _) = now();
-        let reason: Option<Option<String>> = with_pool!(self, pool => {
-            sqlx::query_scalar(MARK_NEEDS_REAUTH)
-                .bind(GrantStatus::NeedsReauth.as_str())
-                .bind(now)
-                .bind(tenant)
-                .bind(sub)
-                .bind(expected_version)
-                .fetch_optional(pool)
-                .await?
+        let marked = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let marked = mark_needs_reauth_in!(tx, tenant, sub, expected_version);
+            tx.commit().await?;
+            marked
         });
-        Ok(reason.map(|reason| {
+        Ok(self.after_needs_reauth(tenant, marked))
+    }
+
+    /// Tells the feed of a change [`mark_needs_reauth_in!`] recorded, and reads its reason.
+    pub(super) fn after_needs_reauth(
+        &self,
+        tenant: &str,
+        marked: Option<(Option<String>, i64)>,
+    ) -> Option<StatusReason> {
+        let (reason, seq) = marked?;
+        self.feed.advance(tenant, seq);
+        Some(
             reason
                 .as_deref()
                 .and_then(StatusReason::parse)
-                .unwrap_or(StatusReason::InvalidGrant)
-        }))
+                .unwrap_or(StatusReason::InvalidGrant),
+        )
     }
 
     /// Records that a refresh of this grant may have rotated its refresh
@@ -252,21 +298,36 @@ impl Store {
         Ok(())
     }
 
-    /// Erases a grant's tokens and marks it revoked; None when there is no such grant.
+    /// Erases a grant's tokens and marks it revoked, recording the `REVOKED`
+    /// change when it was not revoked already; None when there is no such grant.
     pub async fn revoke_grant(&self, tenant: &str, sub: &str) -> Result<Option<StoredGrant>, StoreError> {
-        let (now, _) = now();
-        with_pool!(self, pool => {
-            sqlx::query(
+        let (now, now_ms) = now();
+        let revoked = grant_payload(&GrantChange::new(GrantStatus::Revoked, GrantChangeReason::Revoked));
+        let seq: Option<i64> = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
                 "UPDATE grants SET status = $1, key_id = NULL, access_token = NULL, refresh_token = NULL, \
-                 access_expires_at = NULL, version = version + 1, updated_at = $2 WHERE tenant_id = $3 AND sub = $4",
+                 access_expires_at = NULL, version = version + 1, updated_at = $2 \
+                 WHERE tenant_id = $3 AND sub = $4 AND status <> $1",
             )
             .bind(GrantStatus::Revoked.as_str())
             .bind(now)
             .bind(tenant)
             .bind(sub)
-            .execute(pool)
-            .await?;
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let seq = if updated == 1 {
+                Some(record_change!(tx, tenant, sub, &revoked, now_ms))
+            } else {
+                None
+            };
+            tx.commit().await?;
+            seq
         });
+        if let Some(seq) = seq {
+            self.feed.advance(tenant, seq);
+        }
         self.find_grant(tenant, &GrantSelector::Sub(sub.to_owned())).await
     }
 

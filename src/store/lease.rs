@@ -11,10 +11,13 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{
     Backend, Store, StoreError,
-    grants::{GrantRow, MARK_NEEDS_REAUTH, SELECT_BY_SUB, UPDATE_TOKENS, seal},
+    grants::{GrantRow, SELECT_BY_SUB, UPDATE_TOKENS, mark_needs_reauth_in, seal},
     now,
 };
-use crate::domain::grant::{GrantSelector, GrantStatus, StatusReason, StoredGrant, Tokens};
+use crate::domain::{
+    changes::{GrantChange, GrantChangeReason},
+    grant::{GrantSelector, GrantStatus, StatusReason, StoredGrant, Tokens},
+};
 
 /// Longest a replica waits for another's refresh of the same grant; above the
 /// retry ceiling of a refresh call.
@@ -106,22 +109,9 @@ impl GrantLease {
         let Some(mut transaction) = self.transaction else {
             return self.store.mark_needs_reauth(&self.tenant, &self.sub, version).await;
         };
-        let (now, _) = now();
-        let reason: Option<Option<String>> = sqlx::query_scalar(MARK_NEEDS_REAUTH)
-            .bind(GrantStatus::NeedsReauth.as_str())
-            .bind(now)
-            .bind(&self.tenant)
-            .bind(&self.sub)
-            .bind(version)
-            .fetch_optional(&mut *transaction)
-            .await?;
+        let marked = mark_needs_reauth_in!(transaction, &self.tenant, &self.sub, version);
         transaction.commit().await?;
-        Ok(reason.map(|reason| {
-            reason
-                .as_deref()
-                .and_then(StatusReason::parse)
-                .unwrap_or(StatusReason::InvalidGrant)
-        }))
+        Ok(self.store.after_needs_reauth(&self.tenant, marked))
     }
 
     /// Ends the lease without writing.

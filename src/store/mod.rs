@@ -1,11 +1,12 @@
-//! The credential store: grants, user_ref bindings and redeemed state nonces,
-//! in SQLite (one machine) or PostgreSQL (several replicas), chosen by
-//! `store.url`. Both run the same SQL (`$N` placeholders work in both) and
+//! The credential store: grants, user_ref bindings, redeemed state nonces and
+//! the change stream, in SQLite (one machine) or PostgreSQL (several
+//! replicas), chosen by `store.url`. Both run the same SQL (`$N` placeholders work in both) and
 //! their own embedded migrations. Tokens are encrypted before they reach the
 //! database and decrypted after they leave it; nothing else in calgate sees a
 //! ciphertext.
 
 mod authorizations;
+mod changes;
 mod crypto;
 mod grants;
 mod lease;
@@ -26,6 +27,7 @@ use sqlx::{
 };
 
 pub use authorizations::{AuthorizationRecord, AuthorizationStatus};
+pub use changes::{ChangeFeed, ChangePage, StreamPosition};
 pub use crypto::CryptoError;
 use crypto::TokenCipher;
 pub use grants::NewGrant;
@@ -124,6 +126,8 @@ pub struct Store {
     /// `store.spill_dir`: where refreshed pairs the store refused are kept.
     spill_dir: Option<std::path::PathBuf>,
     cipher: Arc<TokenCipher>,
+    /// Wakes this replica's change watchers.
+    feed: Arc<ChangeFeed>,
 }
 
 impl Store {
@@ -160,6 +164,7 @@ impl Store {
             leases: Arc::new(Semaphore::new(max_leases(settings.max_connections))),
             spill_dir: settings.spill_dir.clone(),
             cipher: Arc::new(TokenCipher::new(keys)),
+            feed: Arc::default(),
         };
         if settings.auto_migrate {
             store.migrate().await?;

@@ -75,6 +75,7 @@ const CALGATE_METHODS: &[&str] = &[
     "GetEnterpriseUserAuthorization",
     "GetGrant",
     "RevokeGrant",
+    "WatchChanges",
 ];
 
 /// The standard services' methods, labelled by their full path.

@@ -4,6 +4,7 @@
 mod authorize;
 mod availability;
 mod batch;
+mod changes;
 mod durability;
 mod enterprise;
 mod events;

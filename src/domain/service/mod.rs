@@ -54,12 +54,14 @@ macro_rules! call_with_refresh {
 }
 
 mod availability;
+mod changes;
 mod connect;
 mod enterprise;
 mod events;
 mod revoke;
 
 pub use availability::{AvailabilityGroup, AvailabilityRequest};
+pub use changes::ChangeReceiver;
 pub use connect::{AuthorizeRequest, AuthorizeUrl, ExchangeRequest};
 pub use enterprise::{
     CALLBACK_PATH, CallbackError, CallbackOutcome, EnterpriseAuthorization, EnterpriseUserRequest,
@@ -89,6 +91,10 @@ pub struct CalendarService {
     /// Code exchanges in flight, by (tenant, state nonce): the code's SHA-256
     /// and the shared outcome.
     exchanges: Mutex<HashMap<(String, String), (String, Exchange)>>,
+    /// How long recorded changes are kept.
+    change_retention: Duration,
+    /// Open WatchChanges streams, bounded per tenant.
+    watchers: changes::Watchers,
 }
 
 /// The shared outcome of one code exchange.
@@ -125,8 +131,12 @@ pub struct ServiceParts {
     pub callback_base: Option<url::Url>,
     /// `callbacks.authorization_ttl`.
     pub authorization_ttl: Duration,
-    /// Owner of the tasks the service spawns (refresh flights).
+    /// Owner of the tasks the service spawns (refresh flights, change streams).
     pub tasks: Tasks,
+    /// `changes.retention`.
+    pub change_retention: Duration,
+    /// `changes.max_watchers_per_tenant`.
+    pub max_watchers_per_tenant: u32,
 }
 
 impl CalendarService {
@@ -153,6 +163,8 @@ impl CalendarService {
             authorization_ttl: parts.authorization_ttl,
             tasks: parts.tasks,
             exchanges: Mutex::default(),
+            change_retention: parts.change_retention,
+            watchers: changes::Watchers::new(parts.max_watchers_per_tenant),
         }
     }
 

@@ -1,10 +1,12 @@
 //! Conversions between calgate.v1 messages and domain types. Requests are
 //! parsed here, every bad field recorded with its path, before the domain runs.
 
+mod changes;
 mod enterprise;
 mod event_fields;
 mod reads;
 
+pub use changes::{change, watch_request};
 pub use enterprise::{authorization_id, enterprise_authorization, enterprise_user_request};
 pub use reads::{availability_request, available_period, batch_request, free_busy_period, free_busy_request};
 
@@ -261,11 +263,7 @@ pub fn grant(grant: Grant) -> pb::Grant {
             ConnectMode::Individual => pb::ConnectMode::Individual,
             ConnectMode::Enterprise => pb::ConnectMode::Enterprise,
         } as i32,
-        status: match grant.status {
-            GrantStatus::Active => pb::GrantStatus::Active,
-            GrantStatus::NeedsReauth => pb::GrantStatus::NeedsReauth,
-            GrantStatus::Revoked => pb::GrantStatus::Revoked,
-        } as i32,
+        status: grant_status(grant.status) as i32,
         provider_name: grant.provider_name,
         profile_name: grant.profile_name,
         // Kept for callers built before access_mode.
@@ -303,6 +301,16 @@ pub fn calendar(calendar: Calendar) -> pb::Calendar {
 }
 
 /// A time as a protobuf Timestamp.
+/// A grant status as calgate.v1 shows it.
+fn grant_status(status: GrantStatus) -> pb::GrantStatus {
+    match status {
+        GrantStatus::Active => pb::GrantStatus::Active,
+        GrantStatus::NeedsReauth => pb::GrantStatus::NeedsReauth,
+        GrantStatus::Revoked => pb::GrantStatus::Revoked,
+    }
+}
+
+/// A whole-second timestamp (grants' times are stored in seconds).
 pub fn timestamp(at: OffsetDateTime) -> Timestamp {
     Timestamp {
         seconds: at.unix_timestamp(),

@@ -1,0 +1,176 @@
+//! WatchChanges: a tenant's recorded changes, in order, from a cursor on.
+//!
+//! Each watcher is one pump task, owned by the server's [`crate::tasks::Tasks`]:
+//! it reads the store a page at a time, hands changes to a small channel (a
+//! slow watcher holds at most one page and the channel's few), sleeps on the
+//! replica's change feed when it has caught up, and ends on shutdown with
+//! UNAVAILABLE `SHUTTING_DOWN` so the caller reconnects (elsewhere) with its cursor.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tracing::{debug, warn};
+
+use super::{CalendarService, store_failure};
+use crate::domain::{
+    Error, Tenant, Violations,
+    changes::{Change, Cursor},
+};
+
+/// Changes read from the store at once.
+const PAGE: i64 = 100;
+/// Changes waiting for a slow watcher, beyond the page being sent.
+const SEND_BUFFER: usize = 16;
+
+/// What a watcher receives: changes, then perhaps the error that ended the stream.
+pub type ChangeReceiver = mpsc::Receiver<Result<Change, Error>>;
+
+/// Places for open watchers, per tenant (`changes.max_watchers_per_tenant`).
+#[derive(Debug)]
+pub(super) struct Watchers {
+    limit: u32,
+    places: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Watchers {
+    pub(super) fn new(limit: u32) -> Watchers {
+        Watchers {
+            limit,
+            places: Mutex::default(),
+        }
+    }
+
+    /// A place for one more of the tenant's watchers, held until its stream ends.
+    fn admit(&self, tenant: &str) -> Result<OwnedSemaphorePermit, Error> {
+        let places = self
+            .places
+            .lock()
+            .expect("watcher places lock is never poisoned")
+            .entry(tenant.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.limit as usize)))
+            .clone();
+        places
+            .try_acquire_owned()
+            .map_err(|_| Error::WatchersExhausted { limit: self.limit })
+    }
+}
+
+impl CalendarService {
+    /// Opens a stream of the tenant's changes recorded after `after`, or
+    /// from now on when it is None. Fails at once for a cursor the stream
+    /// never reached (INVALID_ARGUMENT) or one whose successors were removed
+    /// by retention (`CURSOR_EXPIRED`).
+    pub async fn watch_changes(&self, tenant: &Tenant, after: Option<Cursor>) -> Result<ChangeReceiver, Error> {
+        let place = self.watchers.admit(&tenant.id)?;
+        let position = self
+            .store
+            .stream_position(&tenant.id)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "reading the change stream", &error))?;
+        let start = match after {
+            None => Cursor(position.last),
+            Some(cursor) if cursor.0 > position.last => {
+                let mut v = Violations::default();
+                v.add("after", "is not a cursor of this tenant's change stream");
+                return Err(Error::InvalidArgument(v.into_inner()));
+            }
+            Some(cursor) if cursor.0 < position.pruned_through => return Err(Error::CursorExpired),
+            Some(cursor) => cursor,
+        };
+        let (sender, receiver) = mpsc::channel(SEND_BUFFER);
+        let pump = Pump {
+            store: self.store.clone(),
+            tenant: tenant.id.clone(),
+            cursor: start,
+            sender,
+            shutdown: self.tasks.shutdown(),
+            _place: place,
+        };
+        self.tasks.spawn(pump.run());
+        Ok(receiver)
+    }
+
+    /// Removes changes recorded longer ago than the retention.
+    pub async fn prune_changes(&self) -> Result<u64, Error> {
+        let cutoff = self.clock.now() - self.change_retention;
+        let before_ms = (cutoff.unix_timestamp_nanos() / 1_000_000) as i64;
+        self.store
+            .prune_changes(before_ms)
+            .await
+            .map_err(|error| store_failure("*", "pruning the change stream", &error))
+    }
+}
+
+/// One watcher's reader (see the module documentation).
+struct Pump {
+    store: crate::store::Store,
+    tenant: String,
+    cursor: Cursor,
+    sender: mpsc::Sender<Result<Change, Error>>,
+    shutdown: tokio_util::sync::CancellationToken,
+    _place: OwnedSemaphorePermit,
+}
+
+/// Why a pump stopped.
+enum Stop {
+    /// The watcher went away.
+    Gone,
+    /// The stream ends with this error.
+    Failed(Error),
+}
+
+impl Pump {
+    async fn run(mut self) {
+        let mut feed = self.store.change_feed().subscribe(&self.tenant);
+        let stop = loop {
+            match self.send_page().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(stop) => break stop,
+            }
+            let cursor = self.cursor.0;
+            tokio::select! {
+                woken = feed.wait_for(|last| *last > cursor) => {
+                    if woken.is_err() {
+                        break Stop::Failed(Error::ShuttingDown);
+                    }
+                }
+                () = self.sender.closed() => break Stop::Gone,
+                () = self.shutdown.cancelled() => break Stop::Failed(Error::ShuttingDown),
+            }
+        };
+        if let Stop::Failed(error) = stop {
+            debug!(tenant = %self.tenant, %error, "change stream ends");
+            // The watcher may be gone or full; either way the stream is over.
+            let _ = self.sender.try_send(Err(error));
+        }
+    }
+
+    /// Sends the next page; true when it was full (more may follow at once).
+    async fn send_page(&mut self) -> Result<bool, Stop> {
+        let page = self
+            .store
+            .changes_after(&self.tenant, self.cursor, PAGE)
+            .await
+            .map_err(|error| {
+                warn!(tenant = %self.tenant, %error, "reading the change stream failed; ending the stream");
+                Stop::Failed(Error::StoreUnavailable)
+            })?;
+        if self.cursor.0 < page.position.pruned_through {
+            return Err(Stop::Failed(Error::CursorExpired));
+        }
+        let full = page.changes.len() as i64 == PAGE;
+        for change in page.changes {
+            let cursor = change.cursor;
+            tokio::select! {
+                sent = self.sender.send(Ok(change)) => sent.map_err(|_| Stop::Gone)?,
+                () = self.shutdown.cancelled() => return Err(Stop::Failed(Error::ShuttingDown)),
+            }
+            self.cursor = cursor;
+        }
+        Ok(full)
+    }
+}
