@@ -16,7 +16,7 @@ impl Cursor {
     /// Parses a cursor as calgate wrote it; None for anything else.
     pub fn parse(text: &str) -> Option<Cursor> {
         let digits = text.strip_prefix('c')?;
-        if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         digits.parse().ok().map(Cursor)
