@@ -53,6 +53,7 @@ pub async fn seed_accounts(
                 kind: GrantKind::User,
                 provider_name: "google".into(),
                 profile_name: format!("{user_ref}@example.com"),
+                track_changes: false,
                 free_busy_mode: false,
                 tokens: Tokens {
                     access_token: SecretString::from(account.access_token),

@@ -46,6 +46,8 @@ const DEFAULT_AUTHORIZATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// TCP keep-alive on gRPC connections: a peer that vanished without a FIN is
 /// found even when HTTP/2 PINGs cannot be sent.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// How often the notification worker looks for due work without being woken.
+const NOTIFICATION_POLL: Duration = Duration::from_secs(5);
 /// How often the store is probed for the health status.
 const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -279,6 +281,12 @@ impl App {
                 serve_metrics(metrics, self.service.clone(), tasks.shutdown()),
             );
         }
+        if callbacks.is_some() {
+            tasks.spawn_worker(
+                "notification worker",
+                work_notifications(self.service.clone(), self.tenants.clone(), tasks.shutdown()),
+            );
+        }
         if let Some((listener, limits)) = callbacks {
             tasks.spawn_worker(
                 "callback server",
@@ -434,6 +442,24 @@ async fn retry_revocations(
             () = tokio::time::sleep(interval) => {}
         }
         service.retry_revocations(&tenants, interval).await;
+    }
+}
+
+/// Opens push notification channels and processes queued notifications:
+/// at once when this replica connects a grant or receives a notification,
+/// else every [`NOTIFICATION_POLL`] (retries, and work other replicas queued).
+async fn work_notifications(
+    service: Arc<CalendarService>,
+    tenants: Arc<HashMap<String, Arc<Tenant>>>,
+    shutdown: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    loop {
+        service.notification_round(&tenants).await;
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(NOTIFICATION_POLL) => {}
+            () = service.work_arrived() => {}
+        }
     }
 }
 

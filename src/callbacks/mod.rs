@@ -1,5 +1,8 @@
-//! The Enterprise Connect callback listener: plain HTTP on `callbacks.listen`,
-//! separate from gRPC, where Cronofy posts each member authorization's outcome.
+//! The callback listener: plain HTTP on `callbacks.listen`, separate from
+//! gRPC, where Cronofy posts each Enterprise Connect member authorization's
+//! outcome (`POST /cronofy/enterprise-connect/callback?authorization=…`) and
+//! each push notification channel's notifications
+//! (`POST /cronofy/notifications/<channel key>`).
 //!
 //! Before the store is touched, a callback must name an id of calgate's shape
 //! and carry a `Cronofy-HMAC-SHA256` made with one of a configured tenant
@@ -14,7 +17,7 @@ use std::{collections::HashMap, sync::Arc};
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::{DefaultBodyLimit, Query, State},
+    extract::{DefaultBodyLimit, Path, Query, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
@@ -25,7 +28,10 @@ use tracing::{info, warn};
 
 use crate::{
     config::CallbackLimits,
-    domain::{CALLBACK_PATH, CalendarService, CallbackError, Tenant, authorization_fingerprint, is_authorization_id},
+    domain::{
+        CALLBACK_PATH, CalendarService, CallbackError, NOTIFICATION_PATH, Tenant, authorization_fingerprint,
+        is_authorization_id,
+    },
 };
 
 #[derive(Clone)]
@@ -53,18 +59,97 @@ async fn callback(
     let Some(id) = query.get("authorization").filter(|id| is_authorization_id(id)) else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    match read_body(&callbacks, body).await {
+        Ok(body) => answer(&callbacks, id, &headers, body).await.into_response(),
+        Err(status) => status.into_response(),
+    }
+}
+
+/// `POST /cronofy/notifications/<channel key>`: a push notification. Once
+/// signed and recorded it is answered 200 at once; the work happens in the
+/// background.
+async fn notification(
+    State(callbacks): State<Callbacks>,
+    Path(channel_key): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Ok(_processing) = callbacks.in_flight.clone().try_acquire_owned() else {
+        warn!(
+            max_in_flight = callbacks.limits.max_in_flight,
+            "notification refused: too many callbacks in flight"
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")]).into_response();
+    };
+    if !crate::store::is_channel_key(&channel_key) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let body = match read_body(&callbacks, body).await {
+        Ok(body) => body,
+        Err(status) => return status.into_response(),
+    };
+    let fingerprint = authorization_fingerprint(&channel_key);
+    let signed_by = signers(&callbacks, &headers, &body);
+    if signed_by.is_empty() {
+        warn!(
+            channel = %fingerprint,
+            signed = headers.contains_key(signature::HEADER),
+            "notification refused: no valid Cronofy-HMAC-SHA256 for any configured application"
+        );
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    match callbacks
+        .service
+        .receive_notification(&signed_by, &channel_key, &body)
+        .await
+    {
+        Ok(outcome) => {
+            info!(channel = %fingerprint, ?outcome, "notification received");
+            StatusCode::OK.into_response()
+        }
+        Err(error) => {
+            warn!(channel = %fingerprint, %error, "notification refused");
+            callback_status(&error).into_response()
+        }
+    }
+}
+
+/// Reads a callback's body within `callbacks.max_body_bytes` and `callbacks.body_timeout`.
+async fn read_body(callbacks: &Callbacks, body: Body) -> Result<Bytes, StatusCode> {
     let read = tokio::time::timeout(
         callbacks.limits.body_timeout,
         axum::body::to_bytes(body, callbacks.limits.max_body_bytes),
     )
     .await;
-    let body = match read {
-        Ok(Ok(body)) => body,
-        Ok(Err(error)) if is_too_large(&error) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
-        Ok(Err(_)) => return StatusCode::BAD_REQUEST.into_response(),
-        Err(_) => return StatusCode::REQUEST_TIMEOUT.into_response(),
-    };
-    answer(&callbacks, id, &headers, body).await.into_response()
+    match read {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(error)) if is_too_large(&error) => Err(StatusCode::PAYLOAD_TOO_LARGE),
+        Ok(Err(_)) => Err(StatusCode::BAD_REQUEST),
+        Err(_) => Err(StatusCode::REQUEST_TIMEOUT),
+    }
+}
+
+/// The configured tenants whose application secrets signed `body`. Tenants
+/// may share an application (and so a secret): each that signed it may own the id.
+fn signers(callbacks: &Callbacks, headers: &HeaderMap, body: &[u8]) -> Vec<Arc<Tenant>> {
+    let header = headers.get(signature::HEADER).and_then(|value| value.to_str().ok());
+    callbacks
+        .tenants
+        .values()
+        .filter(|tenant| signature::verify(header, body, &tenant.callback_secrets))
+        .cloned()
+        .collect()
+}
+
+/// The HTTP status of a refused callback.
+fn callback_status(error: &CallbackError) -> StatusCode {
+    match error {
+        CallbackError::Unknown => StatusCode::NOT_FOUND,
+        CallbackError::Unsigned => StatusCode::UNAUTHORIZED,
+        CallbackError::Expired => StatusCode::GONE,
+        CallbackError::Invalid(_) => StatusCode::BAD_REQUEST,
+        CallbackError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
 }
 
 /// Whether reading a body failed for its size.
@@ -82,18 +167,11 @@ fn is_too_large(error: &axum::Error) -> bool {
 /// A whole callback: signature first, then the domain.
 async fn answer(callbacks: &Callbacks, id: &str, headers: &HeaderMap, body: Bytes) -> StatusCode {
     let fingerprint = authorization_fingerprint(id);
-    let header = headers.get(signature::HEADER).and_then(|value| value.to_str().ok());
-    // Tenants may share an application (and so a secret): each that signed it may own the id.
-    let signed_by: Vec<Arc<Tenant>> = callbacks
-        .tenants
-        .values()
-        .filter(|tenant| signature::verify(header, &body, &tenant.callback_secrets))
-        .cloned()
-        .collect();
+    let signed_by = signers(callbacks, headers, &body);
     if signed_by.is_empty() {
         warn!(
             authorization = %fingerprint,
-            signed = header.is_some(),
+            signed = headers.contains_key(signature::HEADER),
             "callback refused: no valid Cronofy-HMAC-SHA256 for any configured application"
         );
         return StatusCode::UNAUTHORIZED;
@@ -109,13 +187,7 @@ async fn answer(callbacks: &Callbacks, id: &str, headers: &HeaderMap, body: Byte
         }
         Err(error) => {
             warn!(authorization = %fingerprint, %error, "enterprise callback refused");
-            match error {
-                CallbackError::Unknown => StatusCode::NOT_FOUND,
-                CallbackError::Unsigned => StatusCode::UNAUTHORIZED,
-                CallbackError::Expired => StatusCode::GONE,
-                CallbackError::Invalid(_) => StatusCode::BAD_REQUEST,
-                CallbackError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            }
+            callback_status(&error)
         }
     }
 }
@@ -131,6 +203,7 @@ pub async fn serve(
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight as usize));
     let router = Router::new()
         .route(CALLBACK_PATH, post(callback))
+        .route(NOTIFICATION_PATH, post(notification))
         // The handler reads the body itself, within its own limit and deadline.
         .layer(DefaultBodyLimit::disable())
         .with_state(Callbacks {
@@ -139,6 +212,9 @@ pub async fn serve(
             limits,
             in_flight,
         });
-    info!(addr = ?listener.local_addr().ok(), "Enterprise Connect callbacks at POST {CALLBACK_PATH}");
+    info!(
+        addr = ?listener.local_addr().ok(),
+        "Enterprise Connect callbacks at POST {CALLBACK_PATH}, push notifications at POST {NOTIFICATION_PATH}"
+    );
     listener::serve(listener, router, limits, shutdown).await
 }

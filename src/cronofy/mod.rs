@@ -6,6 +6,7 @@ pub mod enterprise;
 mod error;
 mod hosts;
 mod model;
+mod notifications;
 pub mod parse;
 mod response;
 
@@ -19,6 +20,7 @@ pub use error::{CronofyError, UpstreamFieldError};
 pub use hosts::{DataCenter, Endpoints, Host};
 use model::CalendarsResponse;
 pub use model::{CalendarEntry, FreeBusyEntry, LinkingProfile, TokenResponse, UserInfo, UserInfoData};
+pub use notifications::ReadEvent;
 
 use response::{body_bytes, check_status, decode, expect_success, oauth_error, send};
 

@@ -62,6 +62,8 @@ impl TokenResponse {
                         .profile_name
                         .clone()
                         .or_else(|| same.and_then(|p| p.profile_name.clone())),
+                    profile_connected: same.and_then(|p| p.profile_connected),
+                    profile_relink_url: same.and_then(|p| p.profile_relink_url.clone()),
                 }
             }
             None => match profiles {
@@ -103,6 +105,12 @@ pub struct LinkingProfile {
     /// Usually an email address.
     #[serde(default)]
     pub profile_name: Option<String>,
+    /// UserInfo: whether Cronofy can sync the profile (absent: assume it can).
+    #[serde(default)]
+    pub profile_connected: Option<bool>,
+    /// UserInfo: where the user relinks a disconnected profile.
+    #[serde(default)]
+    pub profile_relink_url: Option<String>,
 }
 
 impl LinkingProfile {

@@ -3,9 +3,10 @@
 
 use std::fmt;
 
-use time::OffsetDateTime;
+use sha2::{Digest, Sha256};
+use time::{Date, OffsetDateTime, format_description::well_known::Rfc3339};
 
-use super::grant::GrantStatus;
+use super::{event::EventTime, grant::GrantStatus};
 
 /// A position in one tenant's change stream: the number of the last change a
 /// watcher processed. Shown to callers as `c<number>`; callers treat it as opaque.
@@ -49,6 +50,104 @@ pub struct Change {
 pub enum ChangeKind {
     /// A grant's status changed.
     Grant(GrantChange),
+    /// One of the events calgate wrote changed outside calgate.
+    Event(EventChange),
+}
+
+/// An event calgate wrote, changed by someone else (the user, their calendar app).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventChange {
+    /// Its calendar.
+    pub calendar_id: String,
+    /// The caller's event id.
+    pub event_id: String,
+    /// Deleted or updated.
+    pub kind: EventChangeKind,
+    /// Its start now (absent once deleted).
+    pub start: Option<SeenTime>,
+    /// Its end now (absent once deleted).
+    pub end: Option<SeenTime>,
+    /// Its summary now (empty once deleted).
+    pub summary: String,
+}
+
+/// What happened to the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventChangeKind {
+    /// It is gone from the calendar.
+    Deleted,
+    /// Its start, end or summary differ from calgate's last write.
+    Updated,
+}
+
+/// An event time as Cronofy reads it back in UTC: an instant or an all-day date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeenTime {
+    /// An instant, whole seconds.
+    Time(OffsetDateTime),
+    /// An all-day date.
+    Date(Date),
+}
+
+impl SeenTime {
+    /// Reads Cronofy's form (`2026-03-01T09:00:00Z` or `2026-03-01`).
+    pub fn parse(text: &str) -> Option<SeenTime> {
+        if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
+            return Some(SeenTime::Time(at.replace_nanosecond(0).ok()?));
+        }
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        Date::parse(text, &format).ok().map(SeenTime::Date)
+    }
+
+    /// The time calgate wrote, as Cronofy reads it back.
+    pub fn written(time: &EventTime) -> SeenTime {
+        match time {
+            EventTime::Time(at) | EventTime::Zoned { time: at, .. } => SeenTime::Time(*at),
+            EventTime::Date(date) => SeenTime::Date(*date),
+        }
+    }
+
+    /// One canonical text per value (UTC for instants).
+    fn canonical(&self) -> String {
+        match self {
+            SeenTime::Time(at) => at.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_default(),
+            SeenTime::Date(date) => date.to_string(),
+        }
+    }
+}
+
+/// What calgate compares of an event: start, end, summary; or that it is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventState {
+    /// The event exists with these.
+    Present {
+        /// Start.
+        start: SeenTime,
+        /// End.
+        end: SeenTime,
+        /// Summary.
+        summary: String,
+    },
+    /// The event is deleted.
+    Deleted,
+}
+
+impl EventState {
+    /// A short, fixed-size digest of the state: stored per event, compared
+    /// with what Cronofy reads back.
+    pub fn digest(&self) -> String {
+        match self {
+            EventState::Deleted => "deleted".to_owned(),
+            EventState::Present { start, end, summary } => {
+                let mut hash = Sha256::new();
+                for part in [start.canonical().as_str(), end.canonical().as_str(), summary.as_str()] {
+                    hash.update((part.len() as u64).to_be_bytes());
+                    hash.update(part.as_bytes());
+                }
+                hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+            }
+        }
+    }
 }
 
 /// A grant's new status and why.
@@ -72,6 +171,10 @@ pub enum GrantChangeReason {
     RefreshRejected,
     /// The grant was revoked through RevokeGrant.
     Revoked,
+    /// Cronofy can no longer sync the user's calendar profile (with a relink URL).
+    ProfileDisconnected,
+    /// The user relinked the profile; the grant is active again.
+    ProfileReconnected,
 }
 
 impl GrantChangeReason {
@@ -81,6 +184,8 @@ impl GrantChangeReason {
             GrantChangeReason::Connected => "CONNECTED",
             GrantChangeReason::RefreshRejected => "REFRESH_REJECTED",
             GrantChangeReason::Revoked => "REVOKED",
+            GrantChangeReason::ProfileDisconnected => "PROFILE_DISCONNECTED",
+            GrantChangeReason::ProfileReconnected => "PROFILE_RECONNECTED",
         }
     }
 
@@ -90,6 +195,8 @@ impl GrantChangeReason {
             "CONNECTED" => Some(GrantChangeReason::Connected),
             "REFRESH_REJECTED" => Some(GrantChangeReason::RefreshRejected),
             "REVOKED" => Some(GrantChangeReason::Revoked),
+            "PROFILE_DISCONNECTED" => Some(GrantChangeReason::ProfileDisconnected),
+            "PROFILE_RECONNECTED" => Some(GrantChangeReason::ProfileReconnected),
             _ => None,
         }
     }
@@ -137,9 +244,39 @@ mod tests {
             GrantChangeReason::Connected,
             GrantChangeReason::RefreshRejected,
             GrantChangeReason::Revoked,
+            GrantChangeReason::ProfileDisconnected,
+            GrantChangeReason::ProfileReconnected,
         ] {
             assert_eq!(GrantChangeReason::parse(reason.as_str()), Some(reason));
         }
         assert_eq!(GrantChangeReason::parse("connected"), None);
+    }
+
+    #[test]
+    fn a_written_event_and_cronofys_reading_of_it_have_one_digest() {
+        let at = time::macros::datetime!(2026-03-01 10:00:00 +01:00);
+        let written = EventState::Present {
+            start: SeenTime::written(&EventTime::Zoned {
+                time: at,
+                tzid: "Europe/Paris".into(),
+            }),
+            end: SeenTime::written(&EventTime::Date(time::macros::date!(2026 - 03 - 02))),
+            summary: "Interview".into(),
+        };
+        let read = EventState::Present {
+            start: SeenTime::parse("2026-03-01T09:00:00Z").expect("instant"),
+            end: SeenTime::parse("2026-03-02").expect("date"),
+            summary: "Interview".into(),
+        };
+        assert_eq!(written.digest(), read.digest());
+        let moved = EventState::Present {
+            start: SeenTime::parse("2026-03-01T10:00:00Z").expect("instant"),
+            end: SeenTime::parse("2026-03-02").expect("date"),
+            summary: "Interview".into(),
+        };
+        assert_ne!(written.digest(), moved.digest());
+        assert_ne!(written.digest(), EventState::Deleted.digest());
+        assert_eq!(SeenTime::parse("2026-13-01"), None);
+        assert_eq!(SeenTime::parse("soon"), None);
     }
 }

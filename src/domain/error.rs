@@ -108,6 +108,13 @@ pub enum Error {
         /// `changes.max_watchers_per_tenant`.
         limit: u32,
     },
+    /// Cronofy cannot sync the user's calendar profile: a write would be
+    /// accepted and never arrive. The user must relink.
+    #[error("the user's calendar is disconnected at Cronofy; writes would not arrive until the user relinks it")]
+    ProfileDisconnected {
+        /// Where the user relinks, when Cronofy gave a link.
+        relink_url: Option<String>,
+    },
     /// The replica is shutting down; a stream is ended so the caller resumes elsewhere.
     #[error("this replica is shutting down; reconnect and resume after the last cursor received")]
     ShuttingDown,

@@ -23,6 +23,9 @@ pub enum GrantStatus {
     NeedsReauth,
     /// Revoked; tokens erased.
     Revoked,
+    /// Cronofy can no longer sync the user's calendar profile: writes would be
+    /// accepted and never arrive, so calgate refuses them until the user relinks.
+    ProfileDisconnected,
 }
 
 /// A user's grant or an Enterprise Connect service account.
@@ -57,7 +60,7 @@ macro_rules! text_enum {
 }
 
 text_enum!(ConnectMode { Individual => "individual", Enterprise => "enterprise" });
-text_enum!(GrantStatus { Active => "active", NeedsReauth => "needs_reauth", Revoked => "revoked" });
+text_enum!(GrantStatus { Active => "active", NeedsReauth => "needs_reauth", Revoked => "revoked", ProfileDisconnected => "profile_disconnected" });
 text_enum!(GrantKind { User => "user", ServiceAccount => "service_account" });
 
 /// How the user let the application reach their calendar (Cronofy's Calendar
@@ -131,6 +134,29 @@ pub struct Grant {
     pub updated_at: OffsetDateTime,
     /// Why the grant is in its status, when calgate knows.
     pub status_reason: Option<StatusReason>,
+    /// Where the user relinks a disconnected profile, when Cronofy gave one.
+    pub relink_url: Option<String>,
+    /// Whether calgate hears of changes Cronofy sees.
+    pub change_tracking: ChangeTracking,
+}
+
+/// Whether calgate hears, through a Cronofy push notification channel, of
+/// what happens to a grant outside calgate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeTracking {
+    /// No channel: `[callbacks]` is not configured, the grant is a service
+    /// account, or it was revoked.
+    Off,
+    /// The channel is being created; the last attempt's failure, if any.
+    Pending {
+        /// Why the last attempt failed.
+        error: Option<String>,
+    },
+    /// The channel is open but Cronofy refuses to read the grant's events:
+    /// profile changes only.
+    ProfileOnly,
+    /// The channel is open: event and profile changes.
+    Events,
 }
 
 impl Grant {

@@ -20,8 +20,8 @@ pub use error::{Error, FieldViolation, FieldViolations, MAX_FIELD_VIOLATIONS, Vi
 pub use service::{
     AuthorizeRequest, AuthorizeUrl, AvailabilityGroup, AvailabilityRequest, BatchOp, CALLBACK_PATH, CalendarService,
     CallbackError, CallbackOutcome, ChangeReceiver, Deadline, EnterpriseAuthorization, EnterpriseUserRequest,
-    ExchangeRequest, FreeBusyQuery, MAX_BATCH_ITEMS, Revoked, ServiceParts, authorization_fingerprint,
-    is_authorization_id,
+    ExchangeRequest, FreeBusyQuery, MAX_BATCH_ITEMS, NOTIFICATION_PATH, NotificationOutcome, Revoked, ServiceParts,
+    authorization_fingerprint, is_authorization_id,
 };
 
 use secrecy::SecretString;

@@ -446,7 +446,8 @@ fn refresh_window(margin: Duration, tenant: &str, sub: &str, expires_at: i64) ->
 /// The tokens of a grant calgate may act on, or why it may not.
 pub(super) fn usable_tokens(stored: &StoredGrant) -> Result<&Tokens, Error> {
     match stored.grant.status {
-        GrantStatus::Active => stored.tokens.as_ref().ok_or(Error::GrantNeedsReauth),
+        // A disconnected profile still reads and refreshes; event writes refuse it earlier.
+        GrantStatus::Active | GrantStatus::ProfileDisconnected => stored.tokens.as_ref().ok_or(Error::GrantNeedsReauth),
         GrantStatus::NeedsReauth => Err(Error::GrantNeedsReauth),
         GrantStatus::Revoked => Err(Error::GrantRevoked),
     }

@@ -157,7 +157,7 @@ fn upsert(state: &mut FakeState, sub: &str, scope: &str, calendar_id: &str, even
         return rejected(json!(errors));
     }
     let event_id = event["event_id"].as_str().unwrap_or_default().to_owned();
-    account.events.insert((calendar_id.to_owned(), event_id), event);
+    account.put_event((calendar_id.to_owned(), event_id), event);
     (StatusCode::ACCEPTED, None)
 }
 
@@ -175,7 +175,7 @@ fn delete(state: &mut FakeState, sub: &str, scope: &str, calendar_id: &str, body
     if !can_delete(scope) {
         return (StatusCode::FORBIDDEN, None);
     }
-    account.events.remove(&(calendar_id.to_owned(), event_id.to_owned()));
+    account.drop_event(&(calendar_id.to_owned(), event_id.to_owned()));
     (StatusCode::ACCEPTED, None)
 }
 
@@ -269,9 +269,15 @@ pub(super) async fn bulk_delete(State(shared): State<Arc<Shared>>, headers: Head
     {
         return invalid("calendar_ids", &format!("unknown calendar {unknown}"));
     }
-    account
+    let doomed: Vec<(String, String)> = account
         .events
-        .retain(|(calendar_id, _), _| targets.as_ref().is_some_and(|ids| !ids.contains(calendar_id)));
+        .keys()
+        .filter(|(calendar_id, _)| targets.as_ref().is_none_or(|ids| ids.contains(calendar_id)))
+        .cloned()
+        .collect();
+    for key in &doomed {
+        account.drop_event(key);
+    }
     StatusCode::ACCEPTED.into_response()
 }
 

@@ -32,6 +32,14 @@ pub enum Endpoint {
     RevokeProfile,
     /// `DELETE /v1/events` (bulk delete).
     BulkDeleteEvents,
+    /// `POST /v1/channels`.
+    CreateChannel,
+    /// `DELETE /v1/channels/{channel_id}`.
+    CloseChannel,
+    /// `GET /v1/events` and its pages.
+    ReadEvents,
+    /// `GET /v1/userinfo`.
+    UserInfo,
 }
 
 /// One injected fault.

@@ -6,6 +6,7 @@
 
 mod api;
 mod availability;
+mod channels;
 mod enterprise;
 mod faults;
 mod free_busy;
@@ -29,7 +30,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 pub use enterprise::sign as sign_callback;
 pub use faults::{Endpoint, Fault};
 use state::State;
-pub use state::{NextAuthorization, RecordedRequest, RefreshTokens};
+pub use state::{NextAuthorization, RecordedRequest, RefreshTokens, SentNotification};
 
 /// Shared by both listeners' handlers.
 #[derive(Debug, Default)]
@@ -101,7 +102,17 @@ impl FakeCronofy {
                 post(api::upsert_event).delete(api::delete_event),
             )
             .route("/v1/batch", post(api::batch))
-            .route("/v1/events", axum::routing::delete(api::bulk_delete))
+            .route(
+                "/v1/events",
+                axum::routing::delete(api::bulk_delete).get(channels::read_events),
+            )
+            .route("/v1/events/pages/{token}", get(channels::read_events_page))
+            .route("/v1/channels", post(channels::create_channel))
+            .route(
+                "/v1/channels/{channel_id}",
+                axum::routing::delete(channels::close_channel),
+            )
+            .route("/v1/userinfo", get(channels::userinfo))
             .route("/v1/profiles/{profile_id}/revoke", post(api::revoke_profile))
             .route("/v1/free_busy", get(free_busy::free_busy))
             .route("/v1/free_busy/pages/{token}", get(free_busy::free_busy_page))
@@ -240,6 +251,132 @@ impl FakeCronofy {
             .iter()
             .filter(|r| r.endpoint == endpoint)
             .count()
+    }
+
+    /// Open push notification channels of an account: (channel_id, callback_url).
+    pub fn channels(&self, sub: &str) -> Vec<(String, String)> {
+        let mut channels: Vec<(String, String)> = self
+            .shared
+            .lock()
+            .channels
+            .iter()
+            .filter(|(_, channel)| channel.sub == sub)
+            .map(|(id, channel)| (id.clone(), channel.callback_url.clone()))
+            .collect();
+        channels.sort();
+        channels
+    }
+
+    /// The push notifications delivered so far, in order.
+    pub fn notifications_sent(&self) -> Vec<SentNotification> {
+        self.shared.lock().notifications_sent.clone()
+    }
+
+    /// Events per `GET /v1/events` page (default 100).
+    pub fn set_event_page_size(&self, size: usize) {
+        self.shared.lock().event_page_size = size;
+    }
+
+    /// The user deletes one of the application's events in their calendar
+    /// app: Cronofy notices and sends a `change` notification to the
+    /// account's channels. Returns the HTTP statuses calgate answered.
+    pub async fn user_deletes_event(&self, sub: &str, calendar_id: &str, event_id: &str) -> Vec<u16> {
+        let since = self.changes_since();
+        let deleted = self
+            .shared
+            .lock()
+            .accounts
+            .get_mut(sub)
+            .is_some_and(|account| account.drop_event(&(calendar_id.to_owned(), event_id.to_owned())));
+        assert!(deleted, "no event {event_id} in {calendar_id} of {sub}");
+        self.notify_change(sub, since).await
+    }
+
+    /// The user moves one of the application's events (new `start` and `end`,
+    /// RFC 3339 or dates) and may rename it; then a `change` notification.
+    pub async fn user_edits_event(
+        &self,
+        sub: &str,
+        calendar_id: &str,
+        event_id: &str,
+        start: &str,
+        end: &str,
+        summary: Option<&str>,
+    ) -> Vec<u16> {
+        let since = self.changes_since();
+        {
+            let mut state = self.shared.lock();
+            let account = state.accounts.get_mut(sub).expect("no such account");
+            let key = (calendar_id.to_owned(), event_id.to_owned());
+            let mut event = account.events.get(&key).cloned().expect("no such event");
+            event["start"] = serde_json::json!(start);
+            event["end"] = serde_json::json!(end);
+            if let Some(summary) = summary {
+                event["summary"] = serde_json::json!(summary);
+            }
+            account.put_event(key, event);
+        }
+        self.notify_change(sub, since).await
+    }
+
+    /// The `changes_since` the next change notification carries: a second
+    /// before now, or the pinned time.
+    fn changes_since(&self) -> String {
+        self.shared
+            .lock()
+            .pinned_changes_since
+            .clone()
+            .unwrap_or_else(channels::changes_since_now)
+    }
+
+    /// Makes change notifications carry this `changes_since` (RFC 3339), or
+    /// (None) a second before the change, the default.
+    pub fn pin_changes_since(&self, since: Option<&str>) {
+        self.shared.lock().pinned_changes_since = since.map(str::to_owned);
+    }
+
+    /// Sends a `change` notification with `changes_since` to the account's channels.
+    pub async fn notify_change(&self, sub: &str, changes_since: String) -> Vec<u16> {
+        let notification = serde_json::json!({"type": "change", "changes_since": changes_since});
+        channels::notify_account(self.shared.clone(), sub, notification).await
+    }
+
+    /// Sends a notification of any `type` (e.g. one calgate does not know) to the account's channels.
+    pub async fn notify(&self, sub: &str, kind: &str) -> Vec<u16> {
+        channels::notify_account(self.shared.clone(), sub, serde_json::json!({"type": kind})).await
+    }
+
+    /// Cronofy can no longer sync the account's profile: UserInfo shows it
+    /// disconnected with a relink URL, and channels get `profile_disconnected`.
+    pub async fn disconnect_profile(&self, sub: &str) -> Vec<u16> {
+        self.set_profile_connected(sub, false);
+        self.notify(sub, "profile_disconnected").await
+    }
+
+    /// The user relinked the profile and syncing works again: UserInfo shows
+    /// it connected and `change` notifications resume.
+    pub async fn reconnect_profile(&self, sub: &str) -> Vec<u16> {
+        let since = self.changes_since();
+        self.set_profile_connected(sub, true);
+        self.notify_change(sub, since).await
+    }
+
+    /// Where the fake sends a user to relink the account's profile.
+    pub fn relink_url(&self, sub: &str) -> String {
+        let profile_id = self
+            .shared
+            .lock()
+            .accounts
+            .get(sub)
+            .map(|account| account.profile_id.clone())
+            .unwrap_or_default();
+        channels::relink_url(&profile_id)
+    }
+
+    fn set_profile_connected(&self, sub: &str, connected: bool) {
+        if let Some(account) = self.shared.lock().accounts.get_mut(sub) {
+            account.profile_connected = connected;
+        }
     }
 
     /// The stored event, as the JSON calgate sent.

@@ -83,8 +83,73 @@ pub(crate) struct Account {
     pub(super) service_account: bool,
     pub(super) calendars: Vec<Calendar>,
     pub(super) events: BTreeMap<(String, String), serde_json::Value>,
+    /// When each event was last changed, and the body of those deleted (what
+    /// `GET /v1/events` reports with `last_modified` and `include_deleted`).
+    pub(super) event_log: BTreeMap<(String, String), EventRecord>,
     /// Busy periods of other people's events (what free/busy reports).
     pub(super) busy: Vec<BusyPeriod>,
+    /// Whether Cronofy can sync the profile (UserInfo's `profile_connected`).
+    pub(super) profile_connected: bool,
+}
+
+/// The history `GET /v1/events` needs of one event.
+#[derive(Debug, Clone)]
+pub(super) struct EventRecord {
+    /// Last created, changed or deleted (Cronofy's `updated`).
+    pub(super) updated: time::OffsetDateTime,
+    /// The event's last body, once deleted.
+    pub(super) tombstone: Option<serde_json::Value>,
+}
+
+impl Account {
+    /// Creates or replaces an event, noting when.
+    pub(super) fn put_event(&mut self, key: (String, String), event: serde_json::Value) {
+        self.event_log.insert(
+            key.clone(),
+            EventRecord {
+                updated: time::OffsetDateTime::now_utc(),
+                tombstone: None,
+            },
+        );
+        self.events.insert(key, event);
+    }
+
+    /// Deletes an event, keeping its tombstone; false when there was none.
+    pub(super) fn drop_event(&mut self, key: &(String, String)) -> bool {
+        let Some(event) = self.events.remove(key) else {
+            return false;
+        };
+        self.event_log.insert(
+            key.clone(),
+            EventRecord {
+                updated: time::OffsetDateTime::now_utc(),
+                tombstone: Some(event),
+            },
+        );
+        true
+    }
+}
+
+/// A push notification channel (`POST /v1/channels`).
+#[derive(Debug, Clone)]
+pub(super) struct Channel {
+    pub(super) client_id: String,
+    pub(super) sub: String,
+    pub(super) callback_url: String,
+    pub(super) filters: serde_json::Value,
+}
+
+/// A push notification the fake delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentNotification {
+    /// The channel's callback URL.
+    pub url: String,
+    /// The exact body sent (signed as sent).
+    pub body: String,
+    /// `Cronofy-HMAC-SHA256` as sent.
+    pub signature: String,
+    /// The HTTP status calgate answered (0: no answer).
+    pub status: u16,
 }
 
 /// A period `GET /v1/free_busy` reports.
@@ -163,6 +228,16 @@ pub(crate) struct State {
     /// Member authorizations asked for while callbacks were off:
     /// (client_id, callback_url, scope, email).
     pub(super) held_callbacks: Vec<(String, String, String, String)>,
+    /// Push notification channels by id.
+    pub(super) channels: HashMap<String, Channel>,
+    /// Push notifications delivered, in order.
+    pub(super) notifications_sent: Vec<SentNotification>,
+    /// Read-events page tokens.
+    pub(super) event_pages: HashMap<String, PageToken>,
+    /// Events per read-events page.
+    pub(super) event_page_size: usize,
+    /// `changes_since` of change notifications, when a test pins it.
+    pub(super) pinned_changes_since: Option<String>,
     next_id: u64,
 }
 
@@ -189,6 +264,11 @@ impl Default for State {
             member_callbacks: true,
             callbacks_sent: Vec::new(),
             held_callbacks: Vec::new(),
+            channels: HashMap::new(),
+            notifications_sent: Vec::new(),
+            event_pages: HashMap::new(),
+            event_page_size: 100,
+            pinned_changes_since: None,
             next_id: 0,
         }
     }
@@ -272,7 +352,9 @@ impl State {
                 service_account,
                 calendars,
                 events: BTreeMap::new(),
+                event_log: BTreeMap::new(),
                 busy: Vec::new(),
+                profile_connected: true,
             },
         );
         sub

@@ -93,6 +93,14 @@ pub fn from_domain(error: Error) -> Status {
             ErrorDetails::with_retry_info(Some(DEFAULT_RETRY_DELAY)),
         ),
         Error::ShuttingDown => status(Code::Unavailable, "SHUTTING_DOWN", message, plain()),
+        Error::ProfileDisconnected { relink_url } => {
+            let mut details = ErrorDetails::new();
+            let metadata = relink_url
+                .map(|url| HashMap::from([("relink_url".to_owned(), url)]))
+                .unwrap_or_default();
+            details.set_error_info("PROFILE_DISCONNECTED", DOMAIN, metadata);
+            Status::with_error_details(Code::FailedPrecondition, message, details)
+        }
     }
 }
 

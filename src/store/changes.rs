@@ -12,12 +12,12 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::sync::watch;
 
 use super::{Store, StoreError, with_pool};
 use crate::domain::{
-    changes::{Change, ChangeKind, Cursor, GrantChange, GrantChangeReason},
+    changes::{Change, ChangeKind, Cursor, EventChange, EventChangeKind, GrantChange, GrantChangeReason, SeenTime},
     grant::GrantStatus,
 };
 
@@ -64,6 +64,41 @@ enum Payload {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         relink_url: Option<String>,
     },
+    Event {
+        calendar_id: String,
+        event_id: String,
+        /// `deleted` or `updated`.
+        change: String,
+        /// Cronofy's form: an RFC 3339 instant or a date.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end: Option<String>,
+        summary: String,
+    },
+}
+
+/// The stored form of an event change.
+pub(super) fn event_payload(change: &EventChange) -> String {
+    let text = |time: &Option<SeenTime>| {
+        time.map(|time| match time {
+            SeenTime::Time(at) => at.format(&Rfc3339).unwrap_or_default(),
+            SeenTime::Date(date) => date.to_string(),
+        })
+    };
+    let payload = Payload::Event {
+        calendar_id: change.calendar_id.clone(),
+        event_id: change.event_id.clone(),
+        change: match change.kind {
+            EventChangeKind::Deleted => "deleted",
+            EventChangeKind::Updated => "updated",
+        }
+        .to_owned(),
+        start: text(&change.start),
+        end: text(&change.end),
+        summary: change.summary.clone(),
+    };
+    serde_json::to_string(&payload).expect("a payload of strings always serializes")
 }
 
 /// The stored form of a grant change.
@@ -88,6 +123,31 @@ fn decode_payload(text: &str) -> Result<ChangeKind, StoreError> {
             reason: GrantChangeReason::parse(&reason).ok_or_else(corrupt)?,
             relink_url,
         })),
+        Payload::Event {
+            calendar_id,
+            event_id,
+            change,
+            start,
+            end,
+            summary,
+        } => {
+            let time = |text: Option<String>| match text {
+                Some(text) => SeenTime::parse(&text).map(Some).ok_or_else(corrupt),
+                None => Ok(None),
+            };
+            Ok(ChangeKind::Event(EventChange {
+                calendar_id,
+                event_id,
+                kind: match change.as_str() {
+                    "deleted" => EventChangeKind::Deleted,
+                    "updated" => EventChangeKind::Updated,
+                    _ => return Err(corrupt()),
+                },
+                start: time(start)?,
+                end: time(end)?,
+                summary,
+            }))
+        }
     }
 }
 

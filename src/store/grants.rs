@@ -11,7 +11,9 @@ use super::{
 };
 use crate::domain::{
     changes::{GrantChange, GrantChangeReason},
-    grant::{ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus, StatusReason, StoredGrant, Tokens},
+    grant::{
+        ChangeTracking, ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus, StatusReason, StoredGrant, Tokens,
+    },
 };
 
 /// A grant as received from Cronofy, ready to store.
@@ -35,6 +37,8 @@ pub struct NewGrant {
     pub free_busy_mode: bool,
     /// The tokens.
     pub tokens: Tokens,
+    /// Open a push notification channel for it (`[callbacks]` configured, a user grant).
+    pub track_changes: bool,
 }
 
 /// A grants row, as both backends return it.
@@ -57,21 +61,26 @@ pub(super) struct GrantRow {
     created_at: i64,
     updated_at: i64,
     status_reason: Option<String>,
+    channel_state: String,
+    channel_error: Option<String>,
+    event_tracking: String,
+    relink_url: Option<String>,
     bound_user_ref: Option<String>,
 }
 
 /// The grant by (tenant = $1, sub = $2), with the user_ref bound to it most recently.
 pub(super) const SELECT_BY_SUB: &str = "SELECT g.sub, g.account_id, g.scope, g.connect_mode, g.kind, g.status, \
      g.provider_name, g.profile_name, g.free_busy_mode, g.key_id, g.access_token, g.refresh_token, \
-     g.access_expires_at, g.version, g.created_at, g.updated_at, g.status_reason, \
-     (SELECT u.user_ref FROM user_refs u WHERE u.tenant_id = $1 AND u.sub = g.sub \
+     g.access_expires_at, g.version, g.created_at, g.updated_at, g.status_reason, g.channel_state, \
+     g.channel_error, g.event_tracking, g.relink_url, (SELECT u.user_ref FROM user_refs u WHERE u.tenant_id = $1 AND u.sub = g.sub \
       ORDER BY u.bound_at DESC, u.user_ref DESC LIMIT 1) AS bound_user_ref \
      FROM grants g WHERE g.tenant_id = $1 AND g.sub = $2";
 
 /// The grant a user_ref (tenant = $1, user_ref = $2) points at.
 const SELECT_BY_USER_REF: &str = "SELECT g.sub, g.account_id, g.scope, g.connect_mode, g.kind, g.status, \
      g.provider_name, g.profile_name, g.free_busy_mode, g.key_id, g.access_token, g.refresh_token, \
-     g.access_expires_at, g.version, g.created_at, g.updated_at, g.status_reason, u.user_ref AS bound_user_ref \
+     g.access_expires_at, g.version, g.created_at, g.updated_at, g.status_reason, g.channel_state, \
+     g.channel_error, g.event_tracking, g.relink_url, u.user_ref AS bound_user_ref \
      FROM user_refs u JOIN grants g ON g.tenant_id = u.tenant_id AND g.sub = u.sub \
      WHERE u.tenant_id = $1 AND u.user_ref = $2";
 
@@ -84,7 +93,13 @@ const UPSERT_GRANT: &str = "INSERT INTO grants (tenant_id, sub, account_id, scop
      free_busy_mode = excluded.free_busy_mode, key_id = excluded.key_id, access_token = excluded.access_token, \
      refresh_token = excluded.refresh_token, access_expires_at = excluded.access_expires_at, \
      version = grants.version + 1, updated_at = excluded.updated_at, refresh_unsure_since = NULL, \
-     status_reason = NULL";
+     status_reason = NULL, relink_url = NULL";
+
+/// A connected user grant's channel is to be created (unless one is open):
+/// ($1 tenant, $2 sub, $3 now, $4 a new channel key, kept if one exists).
+const CHANNEL_PENDING: &str = "UPDATE grants SET channel_state = 'pending', channel_due_at = $3, \
+     channel_attempts = 0, channel_error = NULL, channel_key = COALESCE(channel_key, $4) \
+     WHERE tenant_id = $1 AND sub = $2 AND channel_state <> 'open'";
 
 const BIND_USER_REF: &str = "INSERT INTO user_refs (tenant_id, user_ref, sub, bound_at) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (tenant_id, user_ref) DO UPDATE SET sub = excluded.sub, bound_at = excluded.bound_at";
@@ -187,6 +202,15 @@ impl Store {
                     .bind(user_ref)
                     .bind(&new.sub)
                     .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if new.track_changes {
+                sqlx::query(CHANNEL_PENDING)
+                    .bind(tenant)
+                    .bind(&new.sub)
+                    .bind(now)
+                    .bind(super::channels::new_channel_key())
                     .execute(&mut *tx)
                     .await?;
             }
@@ -371,6 +395,15 @@ impl Store {
             created_at: timestamp(row.created_at).ok_or_else(|| corrupt("created_at"))?,
             updated_at: timestamp(row.updated_at).ok_or_else(|| corrupt("updated_at"))?,
             status_reason: row.status_reason.as_deref().and_then(StatusReason::parse),
+            relink_url: row.relink_url,
+            change_tracking: match (row.channel_state.as_str(), row.event_tracking.as_str()) {
+                ("pending", _) => ChangeTracking::Pending {
+                    error: row.channel_error,
+                },
+                ("open", "off") => ChangeTracking::ProfileOnly,
+                ("open", _) => ChangeTracking::Events,
+                _ => ChangeTracking::Off,
+            },
             sub: row.sub,
         };
         Ok(StoredGrant {

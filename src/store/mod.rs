@@ -7,9 +7,11 @@
 
 mod authorizations;
 mod changes;
+mod channels;
 mod crypto;
 mod grants;
 mod lease;
+mod notifications;
 mod revocations;
 mod shared;
 mod spill;
@@ -28,10 +30,12 @@ use sqlx::{
 
 pub use authorizations::{AuthorizationRecord, AuthorizationStatus};
 pub use changes::{ChangeFeed, ChangePage, StreamPosition};
+pub use channels::{ChannelOwner, DueChannel, is_channel_key};
 pub use crypto::CryptoError;
 use crypto::TokenCipher;
 pub use grants::NewGrant;
 pub use lease::GrantLease;
+pub use notifications::{QueuedNotification, notification_id};
 pub use revocations::PendingRevocation;
 pub use shared::{BreakerRecord, RateClaim};
 pub use spill::SpilledPair;

@@ -4,38 +4,13 @@
 use std::time::Duration;
 
 use calgate::{fake_cronofy::NextAuthorization, grpc::pb};
-use tonic::{Code, Status, Streaming};
+use tonic::Code;
 
 use crate::{
     helpers::*,
     postgres::{PgTestDb, use_postgres},
     process::start_binary_with,
 };
-
-/// Longest a test waits for a change it knows is coming (a bound on a hang,
-/// not a measure of speed: latency is in docs/benchmarks.md).
-const ARRIVAL: Duration = Duration::from_secs(20);
-
-async fn watch(
-    client: &pb::calendar_write_service_client::CalendarWriteServiceClient<tonic::transport::Channel>,
-    key: &str,
-    after: &str,
-) -> Result<Streaming<pb::Change>, Status> {
-    client
-        .clone()
-        .watch_changes(with_key(key, pb::WatchChangesRequest { after: after.into() }))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-/// The next change on the stream, failing the test if none comes.
-async fn next(stream: &mut Streaming<pb::Change>) -> pb::Change {
-    tokio::time::timeout(ARRIVAL, stream.message())
-        .await
-        .expect("a change arrives")
-        .expect("the stream is healthy")
-        .expect("the stream is open")
-}
 
 /// The grant part of a change: (sub, user_ref, status, reason).
 fn grant_change(change: &pb::Change) -> (String, String, i32, String) {

@@ -13,7 +13,7 @@ use calgate::{
 };
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{Code, Request, Status, Streaming, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 use tonic_types::StatusExt;
 
@@ -579,4 +579,30 @@ pub async fn fetch_grant(
         .into_inner()
         .grant
         .expect("grant"))
+}
+
+/// Longest a test waits for a change it knows is coming (a bound on a hang,
+/// not a measure of speed: latency is in docs/benchmarks.md).
+pub const ARRIVAL: Duration = Duration::from_secs(20);
+
+/// WatchChanges as `key`'s tenant, after the cursor `after` (empty: from now on).
+pub async fn watch(
+    client: &CalendarWriteServiceClient<Channel>,
+    key: &str,
+    after: &str,
+) -> Result<Streaming<pb::Change>, Status> {
+    client
+        .clone()
+        .watch_changes(with_key(key, pb::WatchChangesRequest { after: after.into() }))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The next change on the stream, failing the test if none comes.
+pub async fn next(stream: &mut Streaming<pb::Change>) -> pb::Change {
+    tokio::time::timeout(ARRIVAL, stream.message())
+        .await
+        .expect("a change arrives")
+        .expect("the stream is healthy")
+        .expect("the stream is open")
 }

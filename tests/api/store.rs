@@ -48,6 +48,7 @@ fn new_grant(sub: &str, tag: &str) -> NewGrant {
         kind: GrantKind::User,
         provider_name: "google".into(),
         profile_name: "ada@example.com".into(),
+        track_changes: false,
         free_busy_mode: true,
         tokens: tokens(tag, 3600),
     }

@@ -309,6 +309,8 @@ impl CalendarService {
         let (provider_name, provider_service) = profile.provider();
         let access_mode = AccessMode::of_provider(provider_name, provider_service);
         Ok(NewGrant {
+            // Push notifications need the callback listener; service accounts have no calendar.
+            track_changes: self.callback_base.is_some() && kind == GrantKind::User,
             account_id: response.account_id.unwrap_or_else(|| sub.clone()),
             sub,
             scope: response.scope.split_whitespace().map(str::to_owned).collect(),
@@ -342,6 +344,9 @@ impl CalendarService {
             attempt += 1;
             match self.store.save_grant(&tenant.id, new, user_ref).await {
                 Ok(stored) => {
+                    if new.track_changes {
+                        self.channels_due();
+                    }
                     self.tokens.forget_grant(&tenant.id, &new.sub);
                     if let Some(user_ref) = user_ref {
                         self.tokens.forget_user_ref(&tenant.id, user_ref);

@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
-use super::{CalendarService, Deadline};
+use super::{CalendarService, Deadline, notifications::written_state};
 use crate::{
     cronofy::{BatchEntry, CronofyClient, CronofyError, FreeBusyParams},
     domain::{
         Error, Tenant, Violations,
+        changes::EventState,
         event::Event,
         grant::{AccessMode, GrantSelector},
         reads::{self, Calendar, FreeBusyPeriod},
@@ -107,6 +108,7 @@ impl CalendarService {
     ) -> Result<AccessMode, Error> {
         let lease = self.access_token(tenant, selector, true).await?;
         let access_mode = lease.access_mode;
+        let sub = lease.sub.clone();
         call_with_refresh!(
             self,
             tenant,
@@ -118,6 +120,9 @@ impl CalendarService {
                     .upsert_event(&tenant.app.endpoints, token, calendar_id, event)
             }
         )?;
+        let written = written_state(&event.start, &event.end, &event.summary);
+        self.remember_event(&tenant.id, &sub, calendar_id, &event.event_id, written)
+            .await;
         Ok(access_mode)
     }
 
@@ -131,10 +136,14 @@ impl CalendarService {
         deadline: Deadline,
     ) -> Result<(), Error> {
         let lease = self.access_token(tenant, selector, true).await?;
+        let sub = lease.sub.clone();
         call_with_refresh!(self, tenant, deadline, lease, Call::event("", "calendar_id"), |token| {
             self.cronofy
                 .delete_event(&tenant.app.endpoints, token, calendar_id, event_id)
-        })
+        })?;
+        self.remember_event(&tenant.id, &sub, calendar_id, event_id, EventState::Deleted)
+            .await;
+        Ok(())
     }
 
     /// Deletes every event the application wrote for the user, in the named
@@ -147,6 +156,7 @@ impl CalendarService {
         deadline: Deadline,
     ) -> Result<(), Error> {
         let lease = self.access_token(tenant, selector, true).await?;
+        let sub = lease.sub.clone();
         call_with_refresh!(
             self,
             tenant,
@@ -157,7 +167,9 @@ impl CalendarService {
                 self.cronofy
                     .delete_all_events(&tenant.app.endpoints, token, calendar_ids)
             }
-        )
+        )?;
+        self.remember_all_deleted(&tenant.id, &sub, calendar_ids).await;
+        Ok(())
     }
 
     /// Lists the user's calendars.
@@ -193,9 +205,26 @@ impl CalendarService {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let lease = self.access_token(tenant, selector, true).await?;
+        let sub = lease.sub.clone();
         let outcomes = call_with_refresh!(self, tenant, deadline, lease, Call::other("batch endpoint"), |token| {
             self.cronofy.batch(&tenant.app.endpoints, token, &entries)
         })?;
+        for (outcome, op) in outcomes.iter().zip(ops) {
+            if outcome.is_err() {
+                continue;
+            }
+            match op {
+                BatchOp::Upsert { calendar_id, event } => {
+                    let written = written_state(&event.start, &event.end, &event.summary);
+                    self.remember_event(&tenant.id, &sub, calendar_id, &event.event_id, written)
+                        .await;
+                }
+                BatchOp::Delete { calendar_id, event_id } => {
+                    self.remember_event(&tenant.id, &sub, calendar_id, event_id, EventState::Deleted)
+                        .await;
+                }
+            }
+        }
         Ok(outcomes
             .into_iter()
             .zip(ops)

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::{
     Error, Tenant,
     clock::Clock,
-    grant::{AccessMode, Grant, GrantKind, GrantSelector, StoredGrant},
+    grant::{AccessMode, Grant, GrantKind, GrantSelector, GrantStatus, StoredGrant},
     refresh::{Fresh, Need, Refresher, usable_tokens},
     state::StateCodec,
     token_cache::{CachedToken, TokenCache},
@@ -58,6 +58,7 @@ mod changes;
 mod connect;
 mod enterprise;
 mod events;
+mod notifications;
 mod revoke;
 
 pub use availability::{AvailabilityGroup, AvailabilityRequest};
@@ -68,6 +69,7 @@ pub use enterprise::{
     authorization_fingerprint, is_authorization_id,
 };
 pub use events::{BatchOp, FreeBusyQuery, MAX_BATCH_ITEMS};
+pub use notifications::{NOTIFICATION_PATH, NotificationOutcome};
 pub use revoke::Revoked;
 
 /// calgate's operations, shared by every tenant.
@@ -95,6 +97,10 @@ pub struct CalendarService {
     change_retention: Duration,
     /// Open WatchChanges streams, bounded per tenant.
     watchers: changes::Watchers,
+    /// Signalled when a connect leaves a channel to open.
+    channels_due: tokio::sync::Notify,
+    /// Signalled when a notification is queued.
+    notifications_due: tokio::sync::Notify,
 }
 
 /// The shared outcome of one code exchange.
@@ -165,6 +171,8 @@ impl CalendarService {
             exchanges: Mutex::default(),
             change_retention: parts.change_retention,
             watchers: changes::Watchers::new(parts.max_watchers_per_tenant),
+            channels_due: tokio::sync::Notify::new(),
+            notifications_due: tokio::sync::Notify::new(),
         }
     }
 
@@ -224,6 +232,12 @@ impl CalendarService {
         let stored = self.find(tenant, selector).await?;
         if refuse_kind(stored.grant.kind) {
             return Err(Error::GrantIsServiceAccount);
+        }
+        if writes_events && stored.grant.status == GrantStatus::ProfileDisconnected {
+            // Cronofy would accept the write and never deliver it.
+            return Err(Error::ProfileDisconnected {
+                relink_url: stored.grant.relink_url.clone(),
+            });
         }
         let tokens = usable_tokens(&stored)?;
         let sub = stored.grant.sub.clone();

@@ -39,7 +39,7 @@ impl CalendarService {
     /// revoked grant changes nothing.
     pub async fn revoke_grant(
         &self,
-        tenant: &Tenant,
+        tenant: &Arc<Tenant>,
         selector: &GrantSelector,
         deadline: Deadline,
     ) -> Result<Revoked, Error> {
@@ -51,6 +51,15 @@ impl CalendarService {
             });
         }
         let sub = stored.grant.sub.clone();
+        // Before the revoke: closing the channel needs the grant's token.
+        if let Some(channel_id) = self
+            .store
+            .forget_channel(&tenant.id, &sub)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "forgetting a channel", &error))?
+        {
+            self.close_channel(tenant, selector, &channel_id).await;
+        }
         let revoked = self
             .resilience
             .call(&tenant.id, deadline, || self.cronofy.revoke_by_sub(&tenant.app, &sub))

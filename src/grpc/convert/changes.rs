@@ -6,7 +6,7 @@ use super::grant_status;
 use crate::{
     domain::{
         Error, Violations,
-        changes::{Change, ChangeKind, Cursor},
+        changes::{Change, ChangeKind, Cursor, EventChangeKind, SeenTime},
     },
     grpc::pb,
 };
@@ -53,7 +53,31 @@ pub fn change(change: Change) -> pb::Change {
                 reason: grant.reason.as_str().to_owned(),
                 relink_url: grant.relink_url.unwrap_or_default(),
             }),
+            ChangeKind::Event(event) => pb::change::Change::Event(pb::EventChanged {
+                calendar_id: event.calendar_id,
+                event_id: event.event_id,
+                kind: match event.kind {
+                    EventChangeKind::Deleted => pb::EventChangeKind::Deleted,
+                    EventChangeKind::Updated => pb::EventChangeKind::Updated,
+                } as i32,
+                start: event.start.map(event_time),
+                end: event.end.map(event_time),
+                summary: event.summary,
+            }),
         }),
+    }
+}
+
+fn event_time(time: SeenTime) -> pb::EventTime {
+    pb::EventTime {
+        value: Some(match time {
+            SeenTime::Time(at) => pb::event_time::Value::Time(Timestamp {
+                seconds: at.unix_timestamp(),
+                nanos: 0,
+            }),
+            SeenTime::Date(date) => pb::event_time::Value::Date(date.to_string()),
+        }),
+        tzid: None,
     }
 }
 

@@ -18,7 +18,7 @@ use super::pb;
 use crate::domain::{
     AuthorizeRequest, Error, ExchangeRequest, Violations,
     event::{Event, limits},
-    grant::{AccessMode, ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus},
+    grant::{AccessMode, ChangeTracking, ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus},
     reads::Calendar,
     rules,
     state::MAX_STATE_LEN,
@@ -270,6 +270,17 @@ pub fn grant(grant: Grant) -> pb::Grant {
         #[allow(deprecated)]
         free_busy_mode: grant.free_busy_mode,
         access_mode: mode as i32,
+        change_tracking: match &grant.change_tracking {
+            ChangeTracking::Off => pb::ChangeTracking::Off,
+            ChangeTracking::Pending { .. } => pb::ChangeTracking::Pending,
+            ChangeTracking::ProfileOnly => pb::ChangeTracking::ProfileOnly,
+            ChangeTracking::Events => pb::ChangeTracking::Events,
+        } as i32,
+        change_tracking_error: match &grant.change_tracking {
+            ChangeTracking::Pending { error } => error.clone().unwrap_or_default(),
+            _ => String::new(),
+        },
+        relink_url: grant.relink_url.clone().unwrap_or_default(),
         created_at: Some(timestamp(grant.created_at)),
         updated_at: Some(timestamp(grant.updated_at)),
         kind: match grant.kind {
@@ -307,6 +318,7 @@ fn grant_status(status: GrantStatus) -> pb::GrantStatus {
         GrantStatus::Active => pb::GrantStatus::Active,
         GrantStatus::NeedsReauth => pb::GrantStatus::NeedsReauth,
         GrantStatus::Revoked => pb::GrantStatus::Revoked,
+        GrantStatus::ProfileDisconnected => pb::GrantStatus::ProfileDisconnected,
     }
 }
 

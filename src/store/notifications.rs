@@ -1,0 +1,279 @@
+//! Notifications waiting to be processed, and what calgate knows of the
+//! events it wrote (see migration 0007).
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    Store, StoreError,
+    changes::{event_payload, record_change},
+    now, with_pool,
+};
+use crate::domain::changes::{EventChange, EventState};
+
+/// A notification to process.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct QueuedNotification {
+    /// SHA-256 of channel key and body.
+    pub id: String,
+    /// Tenant id.
+    pub tenant_id: String,
+    /// The grant's sub.
+    pub sub: String,
+    /// Cronofy's `notification.type`.
+    pub kind: String,
+    /// `notification.changes_since`, for `change`.
+    pub changes_since: Option<String>,
+    /// Failed attempts so far.
+    pub attempts: i64,
+    /// When it was due (the claim compares it).
+    pub next_attempt_at: i64,
+}
+
+/// The queue id of a notification: the same delivery twice is one row.
+pub fn notification_id(channel_key: &str, body: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(channel_key.as_bytes());
+    hash.update([0]);
+    hash.update(body);
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Store {
+    /// Queues a notification, due at once; a duplicate is ignored. Returns
+    /// whether it was new.
+    pub async fn queue_notification(
+        &self,
+        id: &str,
+        tenant: &str,
+        sub: &str,
+        kind: &str,
+        changes_since: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let (now, _) = now();
+        let inserted = with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO notifications (id, tenant_id, sub, kind, changes_since, attempts, next_attempt_at, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(tenant)
+            .bind(sub)
+            .bind(kind)
+            .bind(changes_since)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(inserted == 1)
+    }
+
+    /// Up to `limit` notifications due now, oldest first.
+    pub async fn due_notifications(&self, limit: i64) -> Result<Vec<QueuedNotification>, StoreError> {
+        let (now, _) = now();
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as::<_, QueuedNotification>(
+                "SELECT id, tenant_id, sub, kind, changes_since, attempts, next_attempt_at FROM notifications \
+                 WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, created_at LIMIT $2",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Claims a due notification for `hold_seconds` (compare-and-swap), so
+    /// one replica processes it at a time. False when another claimed it.
+    pub async fn claim_notification(&self, queued: &QueuedNotification, hold_seconds: i64) -> Result<bool, StoreError> {
+        let (now, _) = now();
+        let updated = with_pool!(self, pool => {
+            sqlx::query("UPDATE notifications SET next_attempt_at = $1 WHERE id = $2 AND next_attempt_at = $3")
+                .bind(now.saturating_add(hold_seconds))
+                .bind(&queued.id)
+                .bind(queued.next_attempt_at)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    /// The notification was processed (or given up on).
+    pub async fn finish_notification(&self, id: &str) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query("DELETE FROM notifications WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Processing failed: try again in `after_seconds`.
+    pub async fn postpone_notification(&self, id: &str, after_seconds: i64) -> Result<(), StoreError> {
+        let (now, _) = now();
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE notifications SET attempts = attempts + 1, next_attempt_at = $1 WHERE id = $2")
+                .bind(now.saturating_add(after_seconds))
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// How many notifications wait (metrics, tests).
+    pub async fn count_queued_notifications(&self) -> Result<i64, StoreError> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM notifications")
+                .fetch_one(pool)
+                .await?
+        }))
+    }
+
+    /// Remembers the state calgate just wrote of an event (a write or a
+    /// delete that succeeded), so that Cronofy reading it back is no change.
+    pub async fn remember_event(
+        &self,
+        tenant: &str,
+        sub: &str,
+        calendar_id: &str,
+        event_id: &str,
+        state: &EventState,
+    ) -> Result<(), StoreError> {
+        let (now, _) = now();
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO event_writes (tenant_id, sub, calendar_id, event_id, digest, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, sub, calendar_id, event_id) \
+                 DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(tenant)
+            .bind(sub)
+            .bind(calendar_id)
+            .bind(event_id)
+            .bind(state.digest())
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// calgate deleted every event of the grant (in `calendar_ids`, or all).
+    pub async fn remember_all_deleted(
+        &self,
+        tenant: &str,
+        sub: &str,
+        calendar_ids: Option<&[String]>,
+    ) -> Result<(), StoreError> {
+        let (now, _) = now();
+        let deleted = EventState::Deleted.digest();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            match calendar_ids {
+                None => {
+                    sqlx::query(
+                        "UPDATE event_writes SET digest = $1, updated_at = $2 WHERE tenant_id = $3 AND sub = $4",
+                    )
+                    .bind(&deleted)
+                    .bind(now)
+                    .bind(tenant)
+                    .bind(sub)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Some(ids) => {
+                    for calendar_id in ids {
+                        sqlx::query(
+                            "UPDATE event_writes SET digest = $1, updated_at = $2 \
+                             WHERE tenant_id = $3 AND sub = $4 AND calendar_id = $5",
+                        )
+                        .bind(&deleted)
+                        .bind(now)
+                        .bind(tenant)
+                        .bind(sub)
+                        .bind(calendar_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Cronofy reads one of the grant's events as `seen`. When calgate wrote
+    /// that event and last knew it otherwise, records `change` and moves the
+    /// known state to `seen` in one transaction (compare-and-swap: a
+    /// notification processed twice, or by two replicas, records it once).
+    /// Returns the change's number, None when it is no change.
+    pub async fn observe_event(
+        &self,
+        tenant: &str,
+        sub: &str,
+        seen: &EventState,
+        change: &EventChange,
+    ) -> Result<Option<i64>, StoreError> {
+        let (now, now_ms) = now();
+        let digest = seen.digest();
+        let payload = event_payload(change);
+        let seq = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let known: Option<String> = sqlx::query_scalar(
+                "SELECT digest FROM event_writes WHERE tenant_id = $1 AND sub = $2 AND calendar_id = $3 \
+                 AND event_id = $4",
+            )
+            .bind(tenant)
+            .bind(sub)
+            .bind(&change.calendar_id)
+            .bind(&change.event_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let seq = match known {
+                Some(known) if known != digest => {
+                    let moved = sqlx::query(
+                        "UPDATE event_writes SET digest = $1, updated_at = $2 WHERE tenant_id = $3 AND sub = $4 \
+                         AND calendar_id = $5 AND event_id = $6 AND digest = $7",
+                    )
+                    .bind(&digest)
+                    .bind(now)
+                    .bind(tenant)
+                    .bind(sub)
+                    .bind(&change.calendar_id)
+                    .bind(&change.event_id)
+                    .bind(&known)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if moved == 1 {
+                        Some(record_change!(tx, tenant, sub, &payload, now_ms))
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            };
+            tx.commit().await?;
+            seq
+        });
+        if let Some(seq) = seq {
+            self.feed.advance(tenant, seq);
+        }
+        Ok(seq)
+    }
+
+    /// Forgets what calgate knew of events deleted before `before` (unix seconds).
+    pub async fn prune_event_writes(&self, before: i64) -> Result<u64, StoreError> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query("DELETE FROM event_writes WHERE digest = $1 AND updated_at < $2")
+                .bind(EventState::Deleted.digest())
+                .bind(before)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
+    }
+}
