@@ -68,6 +68,10 @@ pub async fn run(mut settings: Settings, shutdown: impl Future<Output = ()> + Se
         info!(tenant = %tenant.id, "sandbox tenant uses the embedded fake Cronofy");
     }
     info!(api = %api, app = %app, "embedded fake Cronofy listening");
+    info!(
+        "to play a user (needs [callbacks]): POST {app}sandbox/accounts/<sub>/events/delete {{\"calendar_id\",\"event_id\"}}, \
+         …/events/edit {{\"calendar_id\",\"event_id\",\"start\",\"end\",\"summary\"}}, …/profile/disconnect, …/profile/reconnect"
+    );
     let listeners = Listeners::bind(&settings).await?;
     App::build(settings).await?.serve(listeners, shutdown).await?;
     Ok(())

@@ -367,6 +367,11 @@ async fn serve_metrics(
                         METRICS.grants.get_or_create(&StatusLabel { status }).set(count);
                     }
                 }
+                let queued =
+                    tokio::time::timeout(Duration::from_secs(2), service.store().count_queued_notifications()).await;
+                if let Ok(Ok(queued)) = queued {
+                    METRICS.notifications_queued.set(queued);
+                }
                 (
                     [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
                     METRICS.render(),

@@ -26,6 +26,8 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::telemetry::metrics::METRICS;
+
 use crate::{
     config::CallbackLimits,
     domain::{
@@ -96,6 +98,7 @@ async fn notification(
             signed = headers.contains_key(signature::HEADER),
             "notification refused: no valid Cronofy-HMAC-SHA256 for any configured application"
         );
+        METRICS.notification("refused");
         return StatusCode::UNAUTHORIZED.into_response();
     }
     match callbacks
@@ -105,10 +108,12 @@ async fn notification(
     {
         Ok(outcome) => {
             info!(channel = %fingerprint, ?outcome, "notification received");
+            METRICS.notification(outcome.as_str());
             StatusCode::OK.into_response()
         }
         Err(error) => {
             warn!(channel = %fingerprint, %error, "notification refused");
+            METRICS.notification("refused");
             callback_status(&error).into_response()
         }
     }

@@ -7,6 +7,7 @@
 mod api;
 mod availability;
 mod channels;
+mod controls;
 mod enterprise;
 mod faults;
 mod free_busy;
@@ -92,6 +93,16 @@ impl FakeCronofy {
         let app_router = Router::new()
             .route("/oauth/authorize", get(oauth::authorize))
             .route("/enterprise_connect/oauth/authorize", get(oauth::authorize_enterprise))
+            .route("/sandbox/accounts/{sub}/events/delete", post(controls::delete_event))
+            .route("/sandbox/accounts/{sub}/events/edit", post(controls::edit_event))
+            .route(
+                "/sandbox/accounts/{sub}/profile/disconnect",
+                post(controls::disconnect_profile),
+            )
+            .route(
+                "/sandbox/accounts/{sub}/profile/reconnect",
+                post(controls::reconnect_profile),
+            )
             .with_state(shared.clone());
         let api_router = Router::new()
             .route("/oauth/token", post(oauth::token))
@@ -281,15 +292,9 @@ impl FakeCronofy {
     /// app: Cronofy notices and sends a `change` notification to the
     /// account's channels. Returns the HTTP statuses calgate answered.
     pub async fn user_deletes_event(&self, sub: &str, calendar_id: &str, event_id: &str) -> Vec<u16> {
-        let since = self.changes_since();
-        let deleted = self
-            .shared
-            .lock()
-            .accounts
-            .get_mut(sub)
-            .is_some_and(|account| account.drop_event(&(calendar_id.to_owned(), event_id.to_owned())));
-        assert!(deleted, "no event {event_id} in {calendar_id} of {sub}");
-        self.notify_change(sub, since).await
+        controls::user_deletes_event(&self.shared, sub, calendar_id, event_id)
+            .await
+            .expect("the event exists")
     }
 
     /// The user moves one of the application's events (new `start` and `end`,
@@ -303,30 +308,16 @@ impl FakeCronofy {
         end: &str,
         summary: Option<&str>,
     ) -> Vec<u16> {
-        let since = self.changes_since();
-        {
-            let mut state = self.shared.lock();
-            let account = state.accounts.get_mut(sub).expect("no such account");
-            let key = (calendar_id.to_owned(), event_id.to_owned());
-            let mut event = account.events.get(&key).cloned().expect("no such event");
-            event["start"] = serde_json::json!(start);
-            event["end"] = serde_json::json!(end);
-            if let Some(summary) = summary {
-                event["summary"] = serde_json::json!(summary);
-            }
-            account.put_event(key, event);
-        }
-        self.notify_change(sub, since).await
-    }
-
-    /// The `changes_since` the next change notification carries: a second
-    /// before now, or the pinned time.
-    fn changes_since(&self) -> String {
-        self.shared
-            .lock()
-            .pinned_changes_since
-            .clone()
-            .unwrap_or_else(channels::changes_since_now)
+        let edit = controls::EventEdit {
+            calendar_id: calendar_id.to_owned(),
+            event_id: event_id.to_owned(),
+            start: start.to_owned(),
+            end: end.to_owned(),
+            summary: summary.map(str::to_owned),
+        };
+        controls::user_edits_event(&self.shared, sub, edit)
+            .await
+            .expect("the event exists")
     }
 
     /// Makes change notifications carry this `changes_since` (RFC 3339), or
@@ -349,16 +340,13 @@ impl FakeCronofy {
     /// Cronofy can no longer sync the account's profile: UserInfo shows it
     /// disconnected with a relink URL, and channels get `profile_disconnected`.
     pub async fn disconnect_profile(&self, sub: &str) -> Vec<u16> {
-        self.set_profile_connected(sub, false);
-        self.notify(sub, "profile_disconnected").await
+        controls::set_profile_connected(&self.shared, sub, false).await
     }
 
     /// The user relinked the profile and syncing works again: UserInfo shows
     /// it connected and `change` notifications resume.
     pub async fn reconnect_profile(&self, sub: &str) -> Vec<u16> {
-        let since = self.changes_since();
-        self.set_profile_connected(sub, true);
-        self.notify_change(sub, since).await
+        controls::set_profile_connected(&self.shared, sub, true).await
     }
 
     /// Where the fake sends a user to relink the account's profile.
@@ -371,12 +359,6 @@ impl FakeCronofy {
             .map(|account| account.profile_id.clone())
             .unwrap_or_default();
         channels::relink_url(&profile_id)
-    }
-
-    fn set_profile_connected(&self, sub: &str, connected: bool) {
-        if let Some(account) = self.shared.lock().accounts.get_mut(sub) {
-            account.profile_connected = connected;
-        }
     }
 
     /// The stored event, as the JSON calgate sent.

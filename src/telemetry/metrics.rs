@@ -37,7 +37,7 @@ pub struct OutcomeLabel {
 /// A grant status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
-    /// `active`, `needs_reauth`, `revoked`.
+    /// `active`, `needs_reauth`, `revoked`, `profile_disconnected`.
     pub status: String,
 }
 
@@ -72,6 +72,13 @@ pub struct Metrics {
     pub breaker_state: Family<BreakerLabel, Gauge>,
     /// Background revokes at Cronofy by outcome (`revoked`, `failed`).
     pub revocations: Family<OutcomeLabel, Counter>,
+    /// Push notifications by outcome (received: `queued`, `duplicate`,
+    /// `verified`, `ignored`, `refused`; processed: `processed`, `retried`, `dropped`).
+    pub notifications: Family<OutcomeLabel, Counter>,
+    /// Notifications waiting to be processed (counted at scrape time).
+    pub notifications_queued: Gauge,
+    /// WatchChanges streams open on this replica.
+    pub change_watchers: Gauge,
 }
 
 impl Metrics {
@@ -86,6 +93,24 @@ impl Metrics {
         let grants = Family::<StatusLabel, Gauge>::default();
         let breaker_state = Family::<BreakerLabel, Gauge>::default();
         let revocations = Family::<OutcomeLabel, Counter>::default();
+        let notifications = Family::<OutcomeLabel, Counter>::default();
+        let notifications_queued = Gauge::default();
+        let change_watchers = Gauge::default();
+        registry.register(
+            "notifications",
+            "Cronofy push notifications by outcome",
+            notifications.clone(),
+        );
+        registry.register(
+            "notifications_queued",
+            "Push notifications waiting to be processed",
+            notifications_queued.clone(),
+        );
+        registry.register(
+            "change_watchers",
+            "WatchChanges streams open on this replica",
+            change_watchers.clone(),
+        );
         registry.register(
             "rpc_requests",
             "gRPC calls by method and status code",
@@ -120,6 +145,9 @@ impl Metrics {
         Metrics {
             registry,
             revocations,
+            notifications,
+            notifications_queued,
+            change_watchers,
             rpc_requests,
             rpc_duration,
             upstream_requests,
@@ -159,6 +187,15 @@ impl Metrics {
     /// Counts a background revoke's outcome.
     pub fn revocation(&self, outcome: &str) {
         self.revocations
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a push notification's outcome.
+    pub fn notification(&self, outcome: &str) {
+        self.notifications
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
             })

@@ -19,6 +19,7 @@ use crate::domain::{
     Error, Tenant, Violations,
     changes::{Change, Cursor},
 };
+use crate::telemetry::metrics::METRICS;
 
 /// Changes read from the store at once.
 const PAGE: i64 = 100;
@@ -93,14 +94,21 @@ impl CalendarService {
         Ok(receiver)
     }
 
-    /// Removes changes recorded longer ago than the retention.
+    /// Removes changes recorded longer ago than the retention, and what
+    /// calgate knew of events deleted that long ago. Returns how many changes went.
     pub async fn prune_changes(&self) -> Result<u64, Error> {
         let cutoff = self.clock.now() - self.change_retention;
         let before_ms = (cutoff.unix_timestamp_nanos() / 1_000_000) as i64;
-        self.store
+        let removed = self
+            .store
             .prune_changes(before_ms)
             .await
-            .map_err(|error| store_failure("*", "pruning the change stream", &error))
+            .map_err(|error| store_failure("*", "pruning the change stream", &error))?;
+        self.store
+            .prune_event_writes(cutoff.unix_timestamp())
+            .await
+            .map_err(|error| store_failure("*", "pruning deleted events", &error))?;
+        Ok(removed)
     }
 }
 
@@ -124,6 +132,12 @@ enum Stop {
 
 impl Pump {
     async fn run(mut self) {
+        METRICS.change_watchers.inc();
+        self.stream().await;
+        METRICS.change_watchers.dec();
+    }
+
+    async fn stream(&mut self) {
         let mut feed = self.store.change_feed().subscribe(&self.tenant);
         let stop = loop {
             match self.send_page().await {

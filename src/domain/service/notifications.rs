@@ -26,6 +26,7 @@ use crate::{
     },
     resilience::GuardError,
     store::{DueChannel, QueuedNotification, is_channel_key, notification_id},
+    telemetry::metrics::METRICS,
 };
 
 /// Where Cronofy posts a channel's notifications, on the callback listener.
@@ -45,7 +46,7 @@ const MAX_KIND_LEN: usize = 64;
 const MAX_EVENT_PAGES: usize = 100;
 
 /// What calgate did with a notification.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotificationOutcome {
     /// A `verification`: acknowledged.
     Verified,
@@ -55,6 +56,18 @@ pub enum NotificationOutcome {
     Duplicate,
     /// A type calgate does not act on: acknowledged, as Cronofy asks.
     Ignored,
+}
+
+impl NotificationOutcome {
+    /// Its metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationOutcome::Verified => "verified",
+            NotificationOutcome::Queued => "queued",
+            NotificationOutcome::Duplicate => "duplicate",
+            NotificationOutcome::Ignored => "ignored",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -344,14 +357,17 @@ impl CalendarService {
             let done = match outcome {
                 Ok(()) => {
                     processed += 1;
+                    METRICS.notification("processed");
                     self.store.finish_notification(&queued.id).await
                 }
                 Err(error) if queued.attempts + 1 >= MAX_NOTIFICATION_ATTEMPTS => {
+                    METRICS.notification("dropped");
                     tracing::error!(tenant = %queued.tenant_id, sub = %queued.sub, kind = %queued.kind, %error, attempts = queued.attempts + 1, "a notification could not be processed; giving up on it");
                     self.store.finish_notification(&queued.id).await
                 }
                 Err(error) => {
                     let delay = backoff(queued.attempts);
+                    METRICS.notification("retried");
                     warn!(tenant = %queued.tenant_id, sub = %queued.sub, kind = %queued.kind, %error, ?delay, "processing a notification failed; retrying");
                     self.store
                         .postpone_notification(&queued.id, delay.as_secs() as i64)
