@@ -12,7 +12,11 @@ use calgate::{
 use tonic::{Code, Streaming};
 use tonic_types::StatusExt;
 
-use crate::helpers::*;
+use crate::{
+    helpers::*,
+    postgres::{PgTestDb, use_postgres},
+    process::{free_port, start_binary_with, with_callbacks},
+};
 
 /// Polls GetGrant until its change tracking is `want`.
 async fn tracking_becomes(app: &TestApp, sub: &str, want: pb::ChangeTracking) -> pb::Grant {
@@ -481,4 +485,56 @@ async fn a_channel_that_cannot_be_opened_is_retried_and_reported_and_revoke_clos
     assert_eq!(app.fake.count(Endpoint::CloseChannel), 1);
     let revoked = fetch_grant(&app.client, ACME_KEY, &grant.sub).await.expect("grant");
     assert_eq!(revoked.change_tracking, pb::ChangeTracking::Off as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_channels_and_a_notification_at_both_records_once() {
+    let Some(db) = PgTestDb::create().await else { return };
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    // Cronofy calls one public URL (here: a's listener); b has a listener of its own.
+    let (port_a, port_b) = (free_port(), free_port());
+    let a = start_binary_with(&fake, &work, |c| {
+        use_postgres(c, &db.url);
+        with_callbacks(c, port_a, port_a);
+    })
+    .await;
+    let b = start_binary_with(&fake, &work, |c| {
+        use_postgres(c, &db.url);
+        with_callbacks(c, port_b, port_a);
+    })
+    .await;
+    let mut on_b = watch(&b.client, ACME_KEY, "").await.expect("watch on b");
+    let grant = a.connect("ada").await;
+    assert_eq!(grant_change(&next(&mut on_b).await).reason, "CONNECTED");
+    tokio::time::timeout(ARRIVAL, async {
+        while fake.channels(&grant.sub).is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("a channel opens");
+    let calendar = fake.calendar_ids(&grant.sub)[0].clone();
+    for id in ["one", "two"] {
+        Upsert::first_calendar(&fake, &grant.sub)
+            .event_id(id)
+            .send(&b.client)
+            .await
+            .expect("upsert through b");
+    }
+
+    assert_eq!(fake.user_deletes_event(&grant.sub, &calendar, "one").await, [200]);
+    assert_eq!(event_change(&next(&mut on_b).await).event_id, "one");
+    // The same notification reaches the other replica too (a retry, a load balancer).
+    let sent = fake.notifications_sent().last().cloned().expect("sent");
+    let at_b = sent.url.replace(&port_a.to_string(), &port_b.to_string());
+    assert_eq!(post(&at_b, &sent.body, Some(&sent.signature)).await, 200);
+    assert_eq!(fake.user_deletes_event(&grant.sub, &calendar, "two").await, [200]);
+    assert_eq!(
+        event_change(&next(&mut on_b).await).event_id,
+        "two",
+        "the notification processed by both replicas recorded one change"
+    );
+    // Two replicas, one channel.
+    assert_eq!(fake.count(Endpoint::CreateChannel), 1);
 }

@@ -415,24 +415,32 @@ async fn no_secret_reaches_the_logs_at_debug_level() {
     }
 }
 
+/// A port nothing listens on now. The binary binds what its config names,
+/// and `callbacks.public_url` must name a port before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A `[callbacks]` table: listen on `port`, Cronofy calls `public_port`
+/// (another replica's, when several share one public URL).
+pub fn with_callbacks(config: &mut toml::Table, port: u16, public_port: u16) {
+    let mut callbacks = toml::Table::new();
+    callbacks.insert("listen".into(), format!("127.0.0.1:{port}").into());
+    callbacks.insert("public_url".into(), format!("http://127.0.0.1:{public_port}").into());
+    config.insert("callbacks".into(), callbacks.into());
+}
+
 /// The Enterprise Connect flow at debug level: neither the authorization id
 /// (half of what posting a callback takes) nor the member's code is logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enterprise_callbacks_log_neither_the_authorization_id_nor_the_code() {
     let fake = start_fake().await;
     let work = Workdir::new();
-    // The binary binds what its config names; public_url must name the same port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut binary = start_binary_with(&fake, &work, |c| {
-        let mut callbacks = toml::Table::new();
-        callbacks.insert("listen".into(), format!("127.0.0.1:{port}").into());
-        callbacks.insert("public_url".into(), format!("http://127.0.0.1:{port}").into());
-        c.insert("callbacks".into(), callbacks.into());
-    })
-    .await;
+    let port = free_port();
+    let mut binary = start_binary_with(&fake, &work, |c| with_callbacks(c, port, port)).await;
     let admin = binary.connect_enterprise_admin("org-42").await;
     assert_eq!(admin.kind, pb::GrantKind::ServiceAccount as i32);
     let pending = binary
