@@ -256,18 +256,30 @@ impl App {
             "store watcher",
             watch_store(self.service.clone(), reporter.clone(), tasks.shutdown()),
         );
+        let (service, tenants, interval) = (self.service.clone(), self.tenants.clone(), self.revoke_retry_interval);
         tasks.spawn_worker(
             "revocation worker",
-            retry_revocations(
-                self.service.clone(),
-                self.tenants.clone(),
-                self.revoke_retry_interval,
-                tasks.shutdown(),
-            ),
+            every(interval, tasks.shutdown(), move || {
+                let (service, tenants) = (service.clone(), tenants.clone());
+                async move {
+                    service.retry_revocations(&tenants, interval).await;
+                }
+            }),
         );
+        let service = self.service.clone();
         tasks.spawn_worker(
             "change pruner",
-            prune_changes(self.service.clone(), self.changes.prune_interval, tasks.shutdown()),
+            every(self.changes.prune_interval, tasks.shutdown(), move || {
+                let service = service.clone();
+                async move {
+                    // A failure is logged where it happens; the next round tries again.
+                    if let Ok(removed) = service.prune_changes().await
+                        && removed > 0
+                    {
+                        info!(removed, "changes past the retention removed");
+                    }
+                }
+            }),
         );
         if self.service.store().is_shared() {
             tasks.spawn_worker(
@@ -434,22 +446,6 @@ async fn watch_store(
     }
 }
 
-/// Retries, every `interval`, the revokes Cronofy has not taken yet.
-async fn retry_revocations(
-    service: Arc<CalendarService>,
-    tenants: Arc<HashMap<String, Arc<Tenant>>>,
-    interval: Duration,
-    shutdown: CancellationToken,
-) -> Result<(), std::convert::Infallible> {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            () = tokio::time::sleep(interval) => {}
-        }
-        service.retry_revocations(&tenants, interval).await;
-    }
-}
-
 /// Opens push notification channels and processes queued notifications:
 /// at once when this replica connects a grant or receives a notification,
 /// else every [`NOTIFICATION_POLL`] (retries, and work other replicas queued).
@@ -468,23 +464,22 @@ async fn work_notifications(
     }
 }
 
-/// Removes, every `interval`, changes older than `changes.retention`.
-async fn prune_changes(
-    service: Arc<CalendarService>,
+/// Runs `round` every `interval` until `shutdown` (a worker's loop).
+async fn every<F, Fut>(
     interval: Duration,
     shutdown: CancellationToken,
-) -> Result<(), std::convert::Infallible> {
+    mut round: F,
+) -> Result<(), std::convert::Infallible>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(interval) => {}
         }
-        // A failure is logged where it happens; the next round tries again.
-        if let Ok(removed) = service.prune_changes().await
-            && removed > 0
-        {
-            info!(removed, "changes past the retention removed");
-        }
+        round().await;
     }
 }
 

@@ -36,7 +36,9 @@ CREATE INDEX event_writes_by_age ON event_writes (updated_at);
 -- Notifications received and not yet processed: answered 200 at once, then
 -- worked through in the background with retries. The id is a SHA-256 of the
 -- channel key and the body, so a notification delivered twice (or to two
--- replicas) is queued once.
+-- replicas) is queued once; a repeat bumps generation, and a row whose
+-- generation moved while it was processed is processed again (the repeat may
+-- announce changes made after that processing read).
 CREATE TABLE notifications (
     id              TEXT   PRIMARY KEY,
     tenant_id       TEXT   NOT NULL,
@@ -44,6 +46,7 @@ CREATE TABLE notifications (
     kind            TEXT   NOT NULL,
     changes_since   TEXT,
     attempts        BIGINT NOT NULL DEFAULT 0,
+    generation      BIGINT NOT NULL DEFAULT 0,
     next_attempt_at BIGINT NOT NULL,
     created_at      BIGINT NOT NULL
 );

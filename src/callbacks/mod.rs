@@ -51,12 +51,9 @@ async fn callback(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Ok(_processing) = callbacks.in_flight.clone().try_acquire_owned() else {
-        warn!(
-            max_in_flight = callbacks.limits.max_in_flight,
-            "callback refused: too many in flight"
-        );
-        return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")]).into_response();
+    let _processing = match admit(&callbacks) {
+        Ok(place) => place,
+        Err(refused) => return refused.into_response(),
     };
     let Some(id) = query.get("authorization").filter(|id| is_authorization_id(id)) else {
         return StatusCode::NOT_FOUND.into_response();
@@ -76,12 +73,9 @@ async fn notification(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Ok(_processing) = callbacks.in_flight.clone().try_acquire_owned() else {
-        warn!(
-            max_in_flight = callbacks.limits.max_in_flight,
-            "notification refused: too many callbacks in flight"
-        );
-        return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")]).into_response();
+    let _processing = match admit(&callbacks) {
+        Ok(place) => place,
+        Err(refused) => return refused.into_response(),
     };
     if !crate::store::is_channel_key(&channel_key) {
         return StatusCode::NOT_FOUND.into_response();
@@ -117,6 +111,17 @@ async fn notification(
             callback_status(&error).into_response()
         }
     }
+}
+
+/// A place among the callbacks processed at once, or 503 (Cronofy retries).
+fn admit(callbacks: &Callbacks) -> Result<tokio::sync::OwnedSemaphorePermit, impl IntoResponse + use<>> {
+    callbacks.in_flight.clone().try_acquire_owned().map_err(|_| {
+        warn!(
+            max_in_flight = callbacks.limits.max_in_flight,
+            "callback refused: too many in flight"
+        );
+        (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")])
+    })
 }
 
 /// Reads a callback's body within `callbacks.max_body_bytes` and `callbacks.body_timeout`.

@@ -54,6 +54,31 @@ macro_rules! record_change {
 }
 pub(super) use record_change;
 
+/// Runs `$update` (evaluating to the rows it changed) in a transaction of
+/// `$store`'s, named `$tx`; when it changed the one row, records `$payload`
+/// for (tenant, sub) in the same transaction and tells the feed after the
+/// commit. Evaluates to the change's number, None when nothing changed.
+macro_rules! update_recording_change {
+    ($store:expr, $tenant:expr, $sub:expr, $payload:expr, $now_ms:expr, |$tx:ident| $update:expr) => {{
+        let seq: Option<i64> = $crate::store::with_pool!($store, pool => {
+            let mut $tx = pool.begin().await?;
+            let updated: u64 = $update;
+            let seq = if updated == 1 {
+                Some($crate::store::changes::record_change!($tx, $tenant, $sub, $payload, $now_ms))
+            } else {
+                None
+            };
+            $tx.commit().await?;
+            seq
+        });
+        if let Some(seq) = seq {
+            $store.feed.advance($tenant, seq);
+        }
+        seq
+    }};
+}
+pub(super) use update_recording_change;
+
 /// A change as stored in `changes.payload`. Tagged, so kinds can be added.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -5,7 +5,7 @@ use rand::Rng;
 
 use super::{
     Store, StoreError,
-    changes::{grant_payload, record_change},
+    changes::{grant_payload, update_recording_change},
     now, with_pool,
 };
 use crate::domain::{
@@ -218,9 +218,8 @@ impl Store {
             reason,
             relink_url: relink_url.map(str::to_owned),
         });
-        let seq = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let updated = sqlx::query(
+        let seq = update_recording_change!(self, tenant, sub, &change, now_ms, |tx| {
+            sqlx::query(
                 "UPDATE grants SET status = $1, relink_url = $2, version = version + 1, updated_at = $3 \
                  WHERE tenant_id = $4 AND sub = $5 AND status = $6",
             )
@@ -232,18 +231,8 @@ impl Store {
             .bind(from.as_str())
             .execute(&mut *tx)
             .await?
-            .rows_affected();
-            let seq = if updated == 1 {
-                Some(record_change!(tx, tenant, sub, &change, now_ms))
-            } else {
-                None
-            };
-            tx.commit().await?;
-            seq
+            .rows_affected()
         });
-        if let Some(seq) = seq {
-            self.feed.advance(tenant, seq);
-        }
         Ok(seq)
     }
 }

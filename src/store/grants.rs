@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::{
     Store, StoreError,
-    changes::{grant_payload, record_change},
+    changes::{grant_payload, record_change, update_recording_change},
     crypto::Binding,
     now, with_pool,
 };
@@ -327,9 +327,8 @@ impl Store {
     pub async fn revoke_grant(&self, tenant: &str, sub: &str) -> Result<Option<StoredGrant>, StoreError> {
         let (now, now_ms) = now();
         let revoked = grant_payload(&GrantChange::new(GrantStatus::Revoked, GrantChangeReason::Revoked));
-        let seq: Option<i64> = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let updated = sqlx::query(
+        update_recording_change!(self, tenant, sub, &revoked, now_ms, |tx| {
+            sqlx::query(
                 "UPDATE grants SET status = $1, key_id = NULL, access_token = NULL, refresh_token = NULL, \
                  access_expires_at = NULL, version = version + 1, updated_at = $2 \
                  WHERE tenant_id = $3 AND sub = $4 AND status <> $1",
@@ -340,18 +339,8 @@ impl Store {
             .bind(sub)
             .execute(&mut *tx)
             .await?
-            .rows_affected();
-            let seq = if updated == 1 {
-                Some(record_change!(tx, tenant, sub, &revoked, now_ms))
-            } else {
-                None
-            };
-            tx.commit().await?;
-            seq
+            .rows_affected()
         });
-        if let Some(seq) = seq {
-            self.feed.advance(tenant, seq);
-        }
         self.find_grant(tenant, &GrantSelector::Sub(sub.to_owned())).await
     }
 

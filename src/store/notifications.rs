@@ -25,6 +25,8 @@ pub struct QueuedNotification {
     pub changes_since: Option<String>,
     /// Failed attempts so far.
     pub attempts: i64,
+    /// Bumped by each repeated delivery (see [`Store::finish_notification`]).
+    pub generation: i64,
     /// When it was due (the claim compares it).
     pub next_attempt_at: i64,
 }
@@ -39,8 +41,8 @@ pub fn notification_id(channel_key: &str, body: &[u8]) -> String {
 }
 
 impl Store {
-    /// Queues a notification, due at once; a duplicate is ignored. Returns
-    /// whether it was new.
+    /// Queues a notification, due at once. A repeat of one still queued
+    /// bumps its generation instead. Returns whether it was new.
     pub async fn queue_notification(
         &self,
         id: &str,
@@ -50,10 +52,12 @@ impl Store {
         changes_since: Option<&str>,
     ) -> Result<bool, StoreError> {
         let (now, _) = now();
-        let inserted = with_pool!(self, pool => {
-            sqlx::query(
+        let inserted: i64 = with_pool!(self, pool => {
+            sqlx::query_scalar(
                 "INSERT INTO notifications (id, tenant_id, sub, kind, changes_since, attempts, next_attempt_at, \
-                 created_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT (id) DO NOTHING",
+                 created_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $6) \
+                 ON CONFLICT (id) DO UPDATE SET generation = notifications.generation + 1 \
+                 RETURNING generation",
             )
             .bind(id)
             .bind(tenant)
@@ -61,11 +65,10 @@ impl Store {
             .bind(kind)
             .bind(changes_since)
             .bind(now)
-            .execute(pool)
+            .fetch_one(pool)
             .await?
-            .rows_affected()
         });
-        Ok(inserted == 1)
+        Ok(inserted == 0)
     }
 
     /// Up to `limit` notifications due now, oldest first.
@@ -73,7 +76,8 @@ impl Store {
         let (now, _) = now();
         Ok(with_pool!(self, pool => {
             sqlx::query_as::<_, QueuedNotification>(
-                "SELECT id, tenant_id, sub, kind, changes_since, attempts, next_attempt_at FROM notifications \
+                "SELECT id, tenant_id, sub, kind, changes_since, attempts, generation, next_attempt_at \
+                 FROM notifications \
                  WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, created_at LIMIT $2",
             )
             .bind(now)
@@ -99,15 +103,28 @@ impl Store {
         Ok(updated == 1)
     }
 
-    /// The notification was processed (or given up on).
-    pub async fn finish_notification(&self, id: &str) -> Result<(), StoreError> {
-        with_pool!(self, pool => {
-            sqlx::query("DELETE FROM notifications WHERE id = $1")
-                .bind(id)
+    /// The notification was processed (or given up on). Unless it was
+    /// delivered again meanwhile (its generation moved): then it is due again
+    /// at once, and this returns false.
+    pub async fn finish_notification(&self, queued: &QueuedNotification) -> Result<bool, StoreError> {
+        let (now, _) = now();
+        let deleted = with_pool!(self, pool => {
+            let deleted = sqlx::query("DELETE FROM notifications WHERE id = $1 AND generation = $2")
+                .bind(&queued.id)
+                .bind(queued.generation)
                 .execute(pool)
-                .await?;
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                sqlx::query("UPDATE notifications SET next_attempt_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(&queued.id)
+                    .execute(pool)
+                    .await?;
+            }
+            deleted
         });
-        Ok(())
+        Ok(deleted == 1)
     }
 
     /// Processing failed: try again in `after_seconds`.

@@ -52,7 +52,8 @@ pub enum NotificationOutcome {
     Verified,
     /// Queued for processing.
     Queued,
-    /// Already queued (a repeated delivery).
+    /// Already queued (a repeated delivery): processed once more after it,
+    /// should it have been under way.
     Duplicate,
     /// A type calgate does not act on: acknowledged, as Cronofy asks.
     Ignored,
@@ -190,11 +191,12 @@ impl CalendarService {
                 warn!(tenant = %owner.tenant_id, %error, "queueing a notification failed; Cronofy will retry");
                 CallbackError::Unavailable
             })?;
-        if !queued {
-            return Ok(NotificationOutcome::Duplicate);
-        }
         self.notifications_due.notify_one();
-        Ok(NotificationOutcome::Queued)
+        Ok(if queued {
+            NotificationOutcome::Queued
+        } else {
+            NotificationOutcome::Duplicate
+        })
     }
 
     /// Wakes the channel worker: a grant was connected.
@@ -358,12 +360,12 @@ impl CalendarService {
                 Ok(()) => {
                     processed += 1;
                     METRICS.notification("processed");
-                    self.store.finish_notification(&queued.id).await
+                    self.store.finish_notification(&queued).await.map(drop)
                 }
                 Err(error) if queued.attempts + 1 >= MAX_NOTIFICATION_ATTEMPTS => {
                     METRICS.notification("dropped");
                     tracing::error!(tenant = %queued.tenant_id, sub = %queued.sub, kind = %queued.kind, %error, attempts = queued.attempts + 1, "a notification could not be processed; giving up on it");
-                    self.store.finish_notification(&queued.id).await
+                    self.store.finish_notification(&queued).await.map(drop)
                 }
                 Err(error) => {
                     let delay = backoff(queued.attempts);
