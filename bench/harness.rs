@@ -41,6 +41,8 @@ pub struct CalgateOptions {
     pub per_second: u32,
     /// `store.token_cache_ttl`, when set.
     pub token_cache_ttl: Option<&'static str>,
+    /// More TOML tables, appended (e.g. `[callbacks]`, `[changes]`).
+    pub extra: String,
 }
 
 /// The work folder and the fake Cronofy.
@@ -110,6 +112,8 @@ redirect_uris = ["https://bench.example/cb"]
 api_base_url = "{api}"
 app_base_url = "{app}"
 rate_limit = {{ per_second = {per_second}, per_minute = {per_minute} }}
+
+{extra}
 "#,
             metrics = free_port()?.port(),
             store = options.store_url,
@@ -121,6 +125,7 @@ rate_limit = {{ per_second = {per_second}, per_minute = {per_minute} }}
             app = self.fake.app_base_url(),
             per_second = options.per_second,
             per_minute = u64::from(options.per_second) * 60,
+            extra = options.extra,
         );
         let path = self.dir.join(format!("{name}.toml"));
         std::fs::write(&path, toml)?;

@@ -49,8 +49,12 @@ pub struct RunArgs {
     /// The tenant's request budget (per second) in the refresh scenario.
     #[arg(long, default_value_t = 1000)]
     refresh_budget: u32,
-    /// Scenarios to run: throughput, startup, grants, expiry.
-    #[arg(long, value_delimiter = ',', default_value = "throughput,startup,grants,expiry")]
+    /// Scenarios to run: throughput, startup, grants, expiry, changes.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "throughput,startup,grants,expiry,changes"
+    )]
     only: Vec<String>,
     /// The calgate binary (default: the one built beside this harness).
     #[arg(long)]
@@ -107,6 +111,7 @@ impl Backend {
         CalgateOptions {
             store_url: self.url.clone(),
             per_second,
+            extra: String::new(),
             token_cache_ttl,
         }
     }
@@ -130,6 +135,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if wants("expiry") {
         expiry(&args, &bench, &mut report).await?;
+    }
+    if wants("changes") {
+        let backends = Backend::all(&args, &bench, "changes").await?;
+        let stores: Vec<(&str, String)> = backends.iter().map(|b| (b.label, b.url.clone())).collect();
+        let outcome = crate::changes::run(&bench, &mut report, args.quick, &stores).await;
+        for backend in &backends {
+            backend.drop_database().await;
+        }
+        outcome?;
     }
     std::fs::write(bench.dir.join("report.md"), report.text())?;
     anyhow::ensure!(
@@ -372,6 +386,7 @@ async fn startup(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::
     let options = CalgateOptions {
         store_url: format!("sqlite://{}", db.display()),
         per_second: 50,
+        extra: String::new(),
         token_cache_ttl: None,
     };
     let runs = if args.quick { 1 } else { args.runs.max(5) };

@@ -107,6 +107,7 @@ async fn soak(bench: &Bench, args: &SoakArgs, store_url: &str) -> anyhow::Result
     let options = CalgateOptions {
         store_url: store_url.to_owned(),
         per_second: 10_000,
+        extra: String::new(),
         token_cache_ttl: None,
     };
     let config = bench.config("soak", free_port()?, &options)?;
