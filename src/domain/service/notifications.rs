@@ -252,6 +252,13 @@ impl CalendarService {
             }
             match self.open_channel(tenant, &channel).await {
                 Ok(()) => opened += 1,
+                // No token to open it with until the user connects again (which asks anew).
+                Err(Error::GrantNeedsReauth | Error::GrantRevoked | Error::GrantNotFound) => {
+                    info!(tenant = %tenant.id, sub = %channel.sub, "no channel for a grant that needs the user again");
+                    if let Err(error) = self.store.forget_channel(&tenant.id, &channel.sub).await {
+                        warn!(%error, "dropping a channel request failed");
+                    }
+                }
                 Err(error) => {
                     let delay = backoff(channel.channel_attempts);
                     warn!(tenant = %tenant.id, sub = %channel.sub, %error, ?delay, "opening a push notification channel failed; retrying");
