@@ -6,19 +6,15 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::Context;
-use calgate::{
-    domain::grant::{ConnectMode, GrantKind, Tokens},
-    grpc::pb::{self, calendar_write_service_client::CalendarWriteServiceClient},
-    store::NewGrant,
-};
-use secrecy::SecretString;
+use calgate::grpc::pb::{self, calendar_write_service_client::CalendarWriteServiceClient};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tonic::{Request, Streaming, transport::Channel};
 
 use crate::{
+    grants::new_grant,
     h2load::percentile,
-    harness::{API_KEY, Bench, CalgateOptions, SCOPE, Server, TENANT, free_port},
+    harness::{API_KEY, Bench, CalgateOptions, Server, TENANT, free_port},
     report::{Report, Table},
 };
 
@@ -76,22 +72,8 @@ fn options(store_url: &str, port: u16, public_port: u16) -> CalgateOptions {
 async fn seed_tracked(bench: &Bench, config: &Path) -> anyhow::Result<(String, String)> {
     let account = bench.connect();
     let store = bench.open_store(config).await?;
-    let grant = NewGrant {
-        sub: account.sub.clone(),
-        account_id: account.sub.clone(),
-        scope: vec![SCOPE.to_owned()],
-        connect_mode: ConnectMode::Individual,
-        kind: GrantKind::User,
-        provider_name: "google".into(),
-        profile_name: "watcher@example.com".into(),
-        free_busy_mode: false,
-        track_changes: true,
-        tokens: Tokens {
-            access_token: SecretString::from(account.access_token),
-            refresh_token: SecretString::from(account.refresh_token),
-            access_expires_at: OffsetDateTime::now_utc() + time::Duration::hours(20),
-        },
-    };
+    let expires_at = OffsetDateTime::now_utc() + time::Duration::hours(20);
+    let grant = new_grant(&account, "watcher", expires_at, true);
     store.save_grant(TENANT, &grant, Some("watcher")).await?;
     Ok((account.sub, account.calendar_id))
 }
@@ -114,20 +96,7 @@ async fn latency(
     }
     let writes = client(writer).await?;
     for n in 0..count {
-        writes
-            .clone()
-            .upsert_event(authorized(pb::UpsertEventRequest {
-                user: Some(pb::upsert_event_request::User::Sub(sub.to_owned())),
-                calendar_id: calendar_id.to_owned(),
-                event: Some(pb::Event {
-                    event_id: format!("bench-{n}"),
-                    summary: "Benchmark".into(),
-                    start: Some(time_of(1_800_000_000)),
-                    end: Some(time_of(1_800_003_600)),
-                    ..Default::default()
-                }),
-            }))
-            .await?;
+        write_event(&writes, sub, calendar_id, &format!("bench-{n}")).await?;
     }
     let mut stream = watch(&client(watched).await?).await?;
     let mut times = Vec::with_capacity(count);
@@ -148,6 +117,30 @@ async fn latency(
     }
     times.sort();
     Ok(times)
+}
+
+/// An hour-long event written through calgate (so it is calgate's own).
+async fn write_event(
+    client: &CalendarWriteServiceClient<Channel>,
+    sub: &str,
+    calendar_id: &str,
+    event_id: &str,
+) -> anyhow::Result<()> {
+    client
+        .clone()
+        .upsert_event(authorized(pb::UpsertEventRequest {
+            user: Some(pb::upsert_event_request::User::Sub(sub.to_owned())),
+            calendar_id: calendar_id.to_owned(),
+            event: Some(pb::Event {
+                event_id: event_id.to_owned(),
+                summary: "Benchmark".into(),
+                start: Some(time_of(1_800_000_000)),
+                end: Some(time_of(1_800_003_600)),
+                ..Default::default()
+            }),
+        }))
+        .await?;
+    Ok(())
 }
 
 fn time_of(seconds: i64) -> pb::EventTime {
@@ -245,21 +238,7 @@ pub async fn run(bench: &Bench, report: &mut Report, quick: bool, stores: &[(&st
         ]);
         if !shared {
             // One more event for the idle watchers to see deleted.
-            let writes = client(&a).await?;
-            writes
-                .clone()
-                .upsert_event(authorized(pb::UpsertEventRequest {
-                    user: Some(pb::upsert_event_request::User::Sub(sub.clone())),
-                    calendar_id: calendar_id.clone(),
-                    event: Some(pb::Event {
-                        event_id: "bench-idle".into(),
-                        summary: "Benchmark".into(),
-                        start: Some(time_of(1_800_000_000)),
-                        end: Some(time_of(1_800_003_600)),
-                        ..Default::default()
-                    }),
-                }))
-                .await?;
+            write_event(&client(&a).await?, &sub, &calendar_id, "bench-idle").await?;
             memory = Some(idle_watchers(bench, &a, &sub, &calendar_id, report).await?);
         }
         if let Some(b) = b {

@@ -37,6 +37,32 @@ pub async fn seed(
     seed_accounts(store, accounts, expires_at).await
 }
 
+/// The grant ExchangeCode would store for `account`, bound to `user_ref`;
+/// `track_changes` asks for a push notification channel.
+pub fn new_grant(
+    account: &ConnectedAccount,
+    user_ref: &str,
+    expires_at: OffsetDateTime,
+    track_changes: bool,
+) -> NewGrant {
+    NewGrant {
+        sub: account.sub.clone(),
+        account_id: account.sub.clone(),
+        scope: vec![SCOPE.to_owned()],
+        connect_mode: ConnectMode::Individual,
+        kind: GrantKind::User,
+        provider_name: "google".into(),
+        profile_name: format!("{user_ref}@example.com"),
+        track_changes,
+        free_busy_mode: false,
+        tokens: Tokens {
+            access_token: SecretString::from(account.access_token.clone()),
+            refresh_token: SecretString::from(account.refresh_token.clone()),
+            access_expires_at: expires_at,
+        },
+    }
+}
+
 /// Stores a grant for each (user_ref, account), 16 at a time.
 pub async fn seed_accounts(
     store: &Store,
@@ -45,22 +71,7 @@ pub async fn seed_accounts(
 ) -> anyhow::Result<Vec<Seeded>> {
     stream::iter(accounts)
         .map(|(user_ref, account)| async move {
-            let grant = NewGrant {
-                sub: account.sub.clone(),
-                account_id: account.sub.clone(),
-                scope: vec![SCOPE.to_owned()],
-                connect_mode: ConnectMode::Individual,
-                kind: GrantKind::User,
-                provider_name: "google".into(),
-                profile_name: format!("{user_ref}@example.com"),
-                track_changes: false,
-                free_busy_mode: false,
-                tokens: Tokens {
-                    access_token: SecretString::from(account.access_token),
-                    refresh_token: SecretString::from(account.refresh_token),
-                    access_expires_at: expires_at,
-                },
-            };
+            let grant = new_grant(&account, &user_ref, expires_at, false);
             store.save_grant(TENANT, &grant, Some(&user_ref)).await?;
             anyhow::Ok(Seeded {
                 user_ref,
