@@ -25,13 +25,6 @@ fn grant_change(change: &pb::Change) -> (String, String, i32, String) {
     }
 }
 
-fn revoke(user_ref: &str) -> pb::RevokeGrantRequest {
-    pb::RevokeGrantRequest {
-        user: Some(pb::revoke_grant_request::User::UserRef(user_ref.into())),
-        profile_id: None,
-    }
-}
-
 #[tokio::test]
 async fn grant_changes_arrive_in_order_and_a_resumed_stream_misses_nothing() {
     let app = spawn_app().await;
@@ -73,7 +66,7 @@ async fn grant_changes_arrive_in_order_and_a_resumed_stream_misses_nothing() {
     for _ in 0..2 {
         app.client
             .clone()
-            .revoke_grant(app.req(revoke("ada")))
+            .revoke_grant(app.req(revoke_by_ref("ada")))
             .await
             .expect("revoke");
     }

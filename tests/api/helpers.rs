@@ -606,3 +606,11 @@ pub async fn next(stream: &mut Streaming<pb::Change>) -> pb::Change {
         .expect("the stream is healthy")
         .expect("the stream is open")
 }
+
+/// RevokeGrant of the grant bound to `user_ref`.
+pub fn revoke_by_ref(user_ref: &str) -> pb::RevokeGrantRequest {
+    pb::RevokeGrantRequest {
+        user: Some(pb::revoke_grant_request::User::UserRef(user_ref.into())),
+        profile_id: None,
+    }
+}

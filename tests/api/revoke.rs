@@ -10,13 +10,6 @@ use tonic::Code;
 
 use crate::helpers::*;
 
-fn revoke_by_ref(user_ref: &str) -> pb::RevokeGrantRequest {
-    pb::RevokeGrantRequest {
-        user: Some(pb::revoke_grant_request::User::UserRef(user_ref.into())),
-        profile_id: None,
-    }
-}
-
 #[tokio::test]
 async fn revoking_erases_the_tokens_and_keeps_the_grant_visible() {
     let app = spawn_app().await;
