@@ -538,3 +538,33 @@ async fn replicas_share_channels_and_a_notification_at_both_records_once() {
     // Two replicas, one channel.
     assert_eq!(fake.count(Endpoint::CreateChannel), 1);
 }
+
+#[tokio::test]
+async fn a_notification_whose_processing_fails_is_retried_until_its_change_is_recorded() {
+    let (app, _) = spawn_app_with_callbacks(|_| {}).await;
+    let mut stream = watch(&app.client, ACME_KEY, "").await.expect("watch");
+    let (grant, calendar) = connect_tracked(&app, "ada").await;
+    skip_connected(&mut stream).await;
+    Upsert::first_calendar(&app.fake, &grant.sub)
+        .event_id("retried")
+        .send(&app.client)
+        .await
+        .expect("upsert");
+    // Cronofy fails the whole first attempt's reads (four tries, under the breaker's five).
+    let mut fault = Fault::status(Endpoint::ReadEvents, 503);
+    fault.times = 4;
+    app.fake.inject(fault);
+    assert_eq!(
+        app.fake.user_deletes_event(&grant.sub, &calendar, "retried").await,
+        [200],
+        "answered at once, whatever processing meets"
+    );
+    // The worker retries after its backoff (5 s) and records the change then.
+    let deleted = next(&mut stream).await;
+    assert_eq!(event_change(&deleted).event_id, "retried");
+    assert_eq!(
+        app.fake.count(Endpoint::ReadEvents),
+        1 + 4 + 1,
+        "the probe, the failed attempt, the retry"
+    );
+}
