@@ -408,6 +408,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    METRICS.ready.set(i64::from(status == ServingStatus::Serving));
     reporter.set_service_status("", status).await;
     reporter.set_service_status(SERVICE_NAME, status).await;
 }

@@ -179,6 +179,7 @@ async fn answer(callbacks: &Callbacks, id: &str, headers: &HeaderMap, body: Byte
     let fingerprint = authorization_fingerprint(id);
     let signed_by = signers(callbacks, headers, &body);
     if signed_by.is_empty() {
+        METRICS.enterprise_callback("refused");
         warn!(
             authorization = %fingerprint,
             signed = headers.contains_key(signature::HEADER),
@@ -193,10 +194,12 @@ async fn answer(callbacks: &Callbacks, id: &str, headers: &HeaderMap, body: Byte
     {
         Ok(outcome) => {
             info!(authorization = %fingerprint, ?outcome, "enterprise callback handled");
+            METRICS.enterprise_callback("handled");
             StatusCode::OK
         }
         Err(error) => {
             warn!(authorization = %fingerprint, %error, "enterprise callback refused");
+            METRICS.enterprise_callback("refused");
             callback_status(&error)
         }
     }

@@ -21,7 +21,7 @@ pub use retry::RetryPolicy;
 
 use shared::{SharedBreaker, SharedBudget};
 
-use crate::{cronofy::CronofyError, store::Store};
+use crate::{cronofy::CronofyError, store::Store, telemetry::metrics::METRICS};
 
 /// Why a guarded call failed.
 #[derive(Debug)]
@@ -90,6 +90,8 @@ pub struct Resilience {
     policy: RetryPolicy,
     /// Each tenant's guards: the same ones for tenants of one application.
     tenants: HashMap<String, Arc<TenantGuards>>,
+    /// Each tenant's application, `client_id@data_centre` (the budget metrics' label).
+    applications: HashMap<String, String>,
 }
 
 /// What [`Resilience::new`] needs to know of a tenant.
@@ -136,9 +138,12 @@ impl Resilience {
         shared: Option<Store>,
     ) -> Self {
         let mut applications: HashMap<String, Arc<TenantGuards>> = HashMap::new();
+        let mut names = HashMap::new();
         let tenants = tenants
             .into_iter()
             .map(|limits| {
+                METRICS.budget_limit(&limits.application, limits.rate_limit);
+                names.insert(limits.tenant.clone(), limits.application.clone());
                 let guards = applications
                     .entry(limits.application.clone())
                     .or_insert_with(|| {
@@ -158,7 +163,11 @@ impl Resilience {
                 (limits.tenant, guards)
             })
             .collect();
-        Resilience { policy, tenants }
+        Resilience {
+            policy,
+            tenants,
+            applications: names,
+        }
     }
 
     /// The breaker state of a tenant's application, when kept in this process (tests).
@@ -194,10 +203,10 @@ impl Resilience {
             guards,
             armed: admission == Admission::Probe,
         };
-        guards
-            .acquire(give_up_at)
-            .await
-            .map_err(|retry_after| GuardError::BudgetExhausted { retry_after })?;
+        let application = self.applications.get(tenant).map_or("", String::as_str);
+        let paid = guards.acquire(give_up_at).await;
+        METRICS.budget(application, if paid.is_ok() { "admitted" } else { "refused" });
+        paid.map_err(|retry_after| GuardError::BudgetExhausted { retry_after })?;
         Ok(Ticket { guards, probe })
     }
 

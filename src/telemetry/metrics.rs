@@ -41,6 +41,24 @@ pub struct StatusLabel {
     pub status: String,
 }
 
+/// A Cronofy application's budget outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    /// `client_id@data_centre`.
+    pub application: String,
+    /// `admitted` or `refused`.
+    pub outcome: String,
+}
+
+/// A Cronofy application's budget window.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetWindowLabels {
+    /// `client_id@data_centre`.
+    pub application: String,
+    /// `second` or `minute`.
+    pub window: String,
+}
+
 /// A breaker's name, `tenant/data_centre`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BreakerLabel {
@@ -79,6 +97,14 @@ pub struct Metrics {
     pub notifications_queued: Gauge,
     /// WatchChanges streams open on this replica.
     pub change_watchers: Gauge,
+    /// Requests to Cronofy the application's budget admitted or refused, from this replica.
+    pub budget_requests: Family<BudgetLabels, Counter>,
+    /// The application's configured budget per window.
+    pub budget_limit: Family<BudgetWindowLabels, Gauge>,
+    /// 1 while this replica reports SERVING, 0 while NOT_SERVING (store unreachable, shutting down).
+    pub ready: Gauge,
+    /// Enterprise Connect callbacks by outcome: `handled`, `refused`.
+    pub enterprise_callbacks: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -96,6 +122,30 @@ impl Metrics {
         let notifications = Family::<OutcomeLabel, Counter>::default();
         let notifications_queued = Gauge::default();
         let change_watchers = Gauge::default();
+        let budget_requests = Family::<BudgetLabels, Counter>::default();
+        let budget_limit = Family::<BudgetWindowLabels, Gauge>::default();
+        let ready = Gauge::default();
+        let enterprise_callbacks = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "budget_requests",
+            "Requests to Cronofy per application (client_id@data_centre) its budget admitted or refused, on this replica",
+            budget_requests.clone(),
+        );
+        registry.register(
+            "budget_limit",
+            "Each Cronofy application's configured request budget per window (second, minute)",
+            budget_limit.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 while this replica reports SERVING (readiness), 0 otherwise",
+            ready.clone(),
+        );
+        registry.register(
+            "enterprise_callbacks",
+            "Enterprise Connect callbacks by outcome (handled, refused)",
+            enterprise_callbacks.clone(),
+        );
         registry.register(
             "notifications",
             "Cronofy push notifications by outcome",
@@ -148,6 +198,10 @@ impl Metrics {
             notifications,
             notifications_queued,
             change_watchers,
+            budget_requests,
+            budget_limit,
+            ready,
+            enterprise_callbacks,
             rpc_requests,
             rpc_duration,
             upstream_requests,
@@ -196,6 +250,37 @@ impl Metrics {
     /// Counts a push notification's outcome.
     pub fn notification(&self, outcome: &str) {
         self.notifications
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a request the application's budget admitted or refused.
+    pub fn budget(&self, application: &str, outcome: &str) {
+        self.budget_requests
+            .get_or_create(&BudgetLabels {
+                application: application.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Publishes an application's configured budget.
+    pub fn budget_limit(&self, application: &str, limit: crate::config::RateLimit) {
+        for (window, value) in [("second", limit.per_second), ("minute", limit.per_minute)] {
+            self.budget_limit
+                .get_or_create(&BudgetWindowLabels {
+                    application: application.to_owned(),
+                    window: window.to_owned(),
+                })
+                .set(i64::from(value));
+        }
+    }
+
+    /// Counts an Enterprise Connect callback's outcome.
+    pub fn enterprise_callback(&self, outcome: &str) {
+        self.enterprise_callbacks
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
             })

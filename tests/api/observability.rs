@@ -99,9 +99,32 @@ async fn metrics_count_exactly_the_calls_made() {
         ("calgate_token_refreshes_total{outcome=\"refreshed\"}", 1.0),
         ("calgate_grants{status=\"active\"}", 1.0),
         ("calgate_breaker_state{breaker=\"acme-client@uk\"}", 0.0),
+        (
+            "calgate_budget_limit{application=\"acme-client@uk\",window=\"second\"}",
+            10_000.0,
+        ),
+        (
+            "calgate_budget_limit{application=\"acme-client@uk\",window=\"minute\"}",
+            100_000.0,
+        ),
+        ("calgate_ready ", 1.0),
     ] {
         assert_eq!(sample(&text, series), Some(expected), "{series} in\n{text}");
     }
+    // Every request that reached Cronofy was paid for by the application's budget.
+    let sent: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("calgate_upstream_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        sample(
+            &text,
+            "calgate_budget_requests_total{application=\"acme-client@uk\",outcome=\"admitted\"}"
+        ),
+        Some(sent),
+        "{text}"
+    );
     assert!(
         text.contains("calgate_rpc_duration_seconds_bucket{le="),
         "latency histogram"
