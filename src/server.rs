@@ -27,7 +27,7 @@ use crate::{
     store::{Store, StoreError},
     tasks::Tasks,
     telemetry::{
-        metrics::{METRICS, StatusLabel},
+        metrics::{GRANT_STATUSES, METRICS, StatusLabel},
         rpc_layer::RpcLayer,
     },
 };
@@ -375,8 +375,15 @@ async fn serve_metrics(
                 let counted =
                     tokio::time::timeout(Duration::from_secs(2), service.store().count_grants_by_status()).await;
                 if let Ok(Ok(counts)) = counted {
-                    for (status, count) in counts {
-                        METRICS.grants.get_or_create(&StatusLabel { status }).set(count);
+                    // A status no grant has any more counts 0, not its last count.
+                    for status in GRANT_STATUSES {
+                        let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+                        METRICS
+                            .grants
+                            .get_or_create(&StatusLabel {
+                                status: (*status).to_owned(),
+                            })
+                            .set(count);
                     }
                 }
                 let queued =

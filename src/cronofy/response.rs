@@ -37,13 +37,14 @@ pub(super) async fn oauth_error(response: Response) -> CronofyError {
 
 /// Sends a request and counts it by endpoint and answer.
 pub(super) async fn send(endpoint: &'static str, request: RequestBuilder) -> Result<Response, CronofyError> {
+    let started = std::time::Instant::now();
     let sent = request.send().await.map_err(|error| CronofyError::from_reqwest(&error));
     let status = match &sent {
         Ok(response) => response.status().as_u16().to_string(),
         Err(CronofyError::Transport { kind }) => (*kind).to_owned(),
         Err(_) => "error".to_owned(),
     };
-    METRICS.upstream(endpoint, &status);
+    METRICS.upstream(endpoint, &status, started.elapsed());
     sent
 }
 

@@ -27,6 +27,13 @@ pub struct UpstreamLabels {
     pub status: String,
 }
 
+/// A Cronofy endpoint.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    /// e.g. `upsert_event`.
+    pub endpoint: String,
+}
+
 /// One label: `outcome`, `status` or `breaker`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -73,6 +80,32 @@ fn latency_histogram() -> Histogram {
     ))
 }
 
+/// Every outcome each outcome-labelled counter can take: their series exist
+/// from the start at 0, so `increase()` sees the first event and alerts and
+/// dashboards can name a series before it ever happens.
+const REFRESH_OUTCOMES: &[&str] = &[
+    "refreshed",
+    "not_needed",
+    "needs_reauth",
+    "needs_reauth_answer_lost",
+    "upstream_failed",
+    "parked",
+];
+const REVOCATION_OUTCOMES: &[&str] = &["revoked", "failed"];
+const NOTIFICATION_OUTCOMES: &[&str] = &[
+    "queued",
+    "duplicate",
+    "verified",
+    "ignored",
+    "refused",
+    "processed",
+    "retried",
+    "dropped",
+];
+const CALLBACK_OUTCOMES: &[&str] = &["handled", "refused"];
+/// Grant statuses, as stored.
+pub const GRANT_STATUSES: &[&str] = &["active", "needs_reauth", "revoked", "profile_disconnected"];
+
 /// Every metric calgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -82,6 +115,8 @@ pub struct Metrics {
     pub rpc_duration: Family<RpcLabels, Histogram, fn() -> Histogram>,
     /// Cronofy requests by endpoint and answer.
     pub upstream_requests: Family<UpstreamLabels, Counter>,
+    /// Cronofy request latency by endpoint, in seconds (one attempt, answer or failure).
+    pub upstream_duration: Family<EndpointLabel, Histogram, fn() -> Histogram>,
     /// Token refreshes by outcome.
     pub refreshes: Family<OutcomeLabel, Counter>,
     /// Stored grants by status (counted at scrape time).
@@ -115,6 +150,14 @@ impl Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let upstream_requests = Family::<UpstreamLabels, Counter>::default();
+        let upstream_duration = Family::<EndpointLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Latency of one request to Cronofy by endpoint",
+            upstream_duration.clone(),
+        );
         let refreshes = Family::<OutcomeLabel, Counter>::default();
         let grants = Family::<StatusLabel, Gauge>::default();
         let breaker_state = Family::<BreakerLabel, Gauge>::default();
@@ -192,6 +235,26 @@ impl Metrics {
             "Revokes at Cronofy retried in the background, by outcome",
             revocations.clone(),
         );
+        let outcomes = |family: &Family<OutcomeLabel, Counter>, all: &[&str]| {
+            for outcome in all {
+                family
+                    .get_or_create(&OutcomeLabel {
+                        outcome: (*outcome).to_owned(),
+                    })
+                    .inc_by(0);
+            }
+        };
+        outcomes(&refreshes, REFRESH_OUTCOMES);
+        outcomes(&revocations, REVOCATION_OUTCOMES);
+        outcomes(&notifications, NOTIFICATION_OUTCOMES);
+        outcomes(&enterprise_callbacks, CALLBACK_OUTCOMES);
+        for status in GRANT_STATUSES {
+            grants
+                .get_or_create(&StatusLabel {
+                    status: (*status).to_owned(),
+                })
+                .set(0);
+        }
         Metrics {
             registry,
             revocations,
@@ -205,6 +268,7 @@ impl Metrics {
             rpc_requests,
             rpc_duration,
             upstream_requests,
+            upstream_duration,
             refreshes,
             grants,
             breaker_state,
@@ -219,8 +283,13 @@ impl Metrics {
         text
     }
 
-    /// Counts a Cronofy request.
-    pub fn upstream(&self, endpoint: &str, status: &str) {
+    /// Counts a Cronofy request and how long it took.
+    pub fn upstream(&self, endpoint: &str, status: &str, took: std::time::Duration) {
+        self.upstream_duration
+            .get_or_create(&EndpointLabel {
+                endpoint: endpoint.to_owned(),
+            })
+            .observe(took.as_secs_f64());
         self.upstream_requests
             .get_or_create(&UpstreamLabels {
                 endpoint: endpoint.to_owned(),
@@ -266,8 +335,17 @@ impl Metrics {
             .inc();
     }
 
-    /// Publishes an application's configured budget.
+    /// Publishes an application's configured budget (and its request
+    /// counters, at 0).
     pub fn budget_limit(&self, application: &str, limit: crate::config::RateLimit) {
+        for outcome in ["admitted", "refused"] {
+            self.budget_requests
+                .get_or_create(&BudgetLabels {
+                    application: application.to_owned(),
+                    outcome: outcome.to_owned(),
+                })
+                .inc_by(0);
+        }
         for (window, value) in [("second", limit.per_second), ("minute", limit.per_minute)] {
             self.budget_limit
                 .get_or_create(&BudgetWindowLabels {
