@@ -33,6 +33,21 @@ async fn tracking_becomes(app: &TestApp, sub: &str, want: pb::ChangeTracking) ->
     .unwrap_or_else(|_| panic!("change tracking never became {want:?}"))
 }
 
+/// Polls GetGrant until it reports why opening the channel failed.
+async fn failure_reported(app: &TestApp, sub: &str) -> String {
+    tokio::time::timeout(ARRIVAL, async {
+        loop {
+            let grant = fetch_grant(&app.client, ACME_KEY, sub).await.expect("grant");
+            if !grant.change_tracking_error.is_empty() {
+                break grant.change_tracking_error;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the failure is reported")
+}
+
 /// Connects `user_ref` as acme and waits for its channel to open.
 async fn connect_tracked(app: &TestApp, user_ref: &str) -> (pb::Grant, String) {
     let grant = app.connect(Some(user_ref)).await;
@@ -444,7 +459,8 @@ async fn when_cronofy_refuses_to_read_events_only_grant_changes_flow() {
 #[tokio::test]
 async fn a_channel_that_cannot_be_opened_is_retried_and_reported_and_revoke_closes_it() {
     let (app, _) = spawn_app_with_callbacks(|_| {}).await;
-    // One attempt's four tries fail (fewer than the breaker's five).
+    // Four 503s: the first attempts fail (the tests' upstream.max_attempts is 2; the
+    // breaker opens at five).
     let mut fault = Fault::status(Endpoint::CreateChannel, 503);
     fault.times = 4;
     app.fake.inject(fault);
@@ -455,17 +471,7 @@ async fn a_channel_that_cannot_be_opened_is_retried_and_reported_and_revoke_clos
         "the exchange did not fail"
     );
     let pending = tracking_becomes(&app, &grant.sub, pb::ChangeTracking::Pending).await;
-    let reported = tokio::time::timeout(ARRIVAL, async {
-        loop {
-            let grant = fetch_grant(&app.client, ACME_KEY, &grant.sub).await.expect("grant");
-            if !grant.change_tracking_error.is_empty() {
-                break grant.change_tracking_error;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the failure is reported");
+    let reported = failure_reported(&app, &grant.sub).await;
     assert!(reported.contains("unavailable"), "{reported}");
     assert_eq!(pending.status, pb::GrantStatus::Active as i32);
     // Cronofy recovers: the worker's retry (after 5 s) opens it.
@@ -558,7 +564,7 @@ async fn a_notification_whose_processing_fails_is_retried_until_its_change_is_re
         .send(&app.client)
         .await
         .expect("upsert");
-    // Cronofy fails the whole first attempt's reads (four tries, under the breaker's five).
+    // Four 503s: the first two processing attempts fail (two tries each; the breaker opens at five).
     let mut fault = Fault::status(Endpoint::ReadEvents, 503);
     fault.times = 4;
     app.fake.inject(fault);
@@ -567,12 +573,33 @@ async fn a_notification_whose_processing_fails_is_retried_until_its_change_is_re
         [200],
         "answered at once, whatever processing meets"
     );
-    // The worker retries after its backoff (5 s) and records the change then.
+    // The worker retries after its backoff (5 s, then 10 s) and records the change then.
     let deleted = next(&mut stream).await;
     assert_eq!(event_change(&deleted).event_id, "retried");
     assert_eq!(
         app.fake.count(Endpoint::ReadEvents),
         1 + 4 + 1,
-        "the probe, the failed attempt, the retry"
+        "the probe, the failed attempts, the last retry"
+    );
+}
+
+#[tokio::test]
+async fn a_grant_that_needs_its_user_again_stops_asking_for_a_channel() {
+    let (app, _) = spawn_app_with_callbacks(|_| {}).await;
+    let mut fault = Fault::status(Endpoint::CreateChannel, 503);
+    fault.times = 4;
+    app.fake.inject(fault);
+    let grant = app.connect(Some("ada")).await;
+    failure_reported(&app, &grant.sub).await;
+    let attempts = app.fake.count(Endpoint::CreateChannel);
+    // Before the retry, the user revokes access at Cronofy and the token expires.
+    app.fake.revoke_account(&grant.sub);
+    app.clock.advance(Duration::from_secs(3600));
+    let off = tracking_becomes(&app, &grant.sub, pb::ChangeTracking::Off).await;
+    assert_eq!(off.status, pb::GrantStatus::NeedsReauth as i32);
+    assert_eq!(
+        app.fake.count(Endpoint::CreateChannel),
+        attempts,
+        "no channel request after Cronofy refused the grant"
     );
 }
