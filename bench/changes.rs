@@ -74,7 +74,14 @@ async fn seed_tracked(bench: &Bench, config: &Path) -> anyhow::Result<(String, S
     let store = bench.open_store(config).await?;
     let expires_at = OffsetDateTime::now_utc() + time::Duration::hours(20);
     let grant = new_grant(&account, "watcher", expires_at, true);
-    store.save_grant(TENANT, &grant, Some("watcher")).await?;
+    store
+        .save_grant(
+            TENANT,
+            &grant,
+            Some("watcher"),
+            &calgate::domain::audit::Actor::operator(),
+        )
+        .await?;
     Ok((account.sub, account.calendar_id))
 }
 

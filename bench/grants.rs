@@ -72,7 +72,14 @@ pub async fn seed_accounts(
     stream::iter(accounts)
         .map(|(user_ref, account)| async move {
             let grant = new_grant(&account, &user_ref, expires_at, false);
-            store.save_grant(TENANT, &grant, Some(&user_ref)).await?;
+            store
+                .save_grant(
+                    TENANT,
+                    &grant,
+                    Some(&user_ref),
+                    &calgate::domain::audit::Actor::operator(),
+                )
+                .await?;
             anyhow::Ok(Seeded {
                 user_ref,
                 calendar_id: account.calendar_id,

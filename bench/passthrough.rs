@@ -125,6 +125,7 @@ passthrough_service! {
     get_enterprise_user_authorization: GetEnterpriseUserAuthorizationRequest => GetEnterpriseUserAuthorizationResponse,
     get_grant: GetGrantRequest => GetGrantResponse,
     revoke_grant: RevokeGrantRequest => RevokeGrantResponse,
+    forget_user: ForgetUserRequest => ForgetUserResponse,
 }
 
 /// Serves the passthrough on `listen` until the process is stopped; prints

@@ -11,6 +11,7 @@
 //! - [`config`]: the TOML file and environment overrides;
 //! - [`callbacks`]: the HTTP listener for Cronofy's Enterprise Connect callbacks;
 //! - [`server`]: start-up, health, reflection and graceful shutdown;
+//! - [`operations`]: operator commands (rekey, purge-tenant, audit);
 //! - [`fake_cronofy`]: a faithful HTTP fake of Cronofy for tests and local work;
 //! - [`sandbox`]: calgate with the fake embedded, for offline development.
 //! - [`tasks`]: the owner of every spawned task and the shutdown signal.
@@ -22,6 +23,7 @@ pub mod cronofy;
 pub mod domain;
 pub mod fake_cronofy;
 pub mod grpc;
+pub mod operations;
 pub(crate) mod resilience;
 pub mod sandbox;
 pub mod server;

@@ -11,6 +11,8 @@ use calgate::{
 };
 use clap::{Parser, Subcommand};
 
+use calgate::operations;
+
 /// mimalloc: per-thread heaps without glibc's arena locks, which the two
 /// runtime workers contended for when one freed what the other allocated
 /// (docs/benchmarks.md).
@@ -51,6 +53,43 @@ enum Command {
         /// Config file (TOML); only `store` and `encryption` are used.
         #[arg(long, env = "CALGATE_CONFIG")]
         config: PathBuf,
+    },
+    /// Re-encrypt every stored ciphertext under the first configured key, while replicas serve.
+    /// Exits 0 only when nothing remains under another key: then the others can be removed.
+    Rekey {
+        /// Config file (TOML); `store` and `encryption` are used.
+        #[arg(long, env = "CALGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Offboard a tenant: revoke its grants at Cronofy, close its channels, delete its rows.
+    /// Its audit trail stays, with people's ids replaced by keyed hashes.
+    PurgeTenant {
+        /// Config file (TOML); the tenant must still be configured (its client credentials revoke).
+        #[arg(long, env = "CALGATE_CONFIG")]
+        config: PathBuf,
+        /// The tenant's id.
+        tenant_id: String,
+    },
+    /// Print a tenant's audit trail as JSON lines, and check its hash chain.
+    Audit {
+        /// Config file (TOML); `store` and `encryption` are used.
+        #[arg(long, env = "CALGATE_CONFIG")]
+        config: PathBuf,
+        /// The tenant's id.
+        #[arg(long)]
+        tenant: String,
+        /// Only rows recorded at or after this instant (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only rows about this user_ref (found by its keyed hash, also after it was erased).
+        #[arg(long)]
+        user_ref: Option<String>,
+        /// Only rows about this sub (found by its keyed hash, also after it was erased).
+        #[arg(long)]
+        sub: Option<String>,
+        /// Check the tenant's whole chain; exit 1 if a row was edited, removed or inserted.
+        #[arg(long)]
+        verify: bool,
     },
     /// Print the SHA-256 of an API key read from standard input, for `api_key_sha256`.
     HashKey,
@@ -153,6 +192,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
             calgate::store::Store::connect(&settings.store, &settings.encryption_keys).await?;
             println!("store migrated: {}", redact_url(&settings.store.url));
             Ok(())
+        }
+        Command::Rekey { config } => operations::rekey(Settings::load(&config)?).await,
+        Command::PurgeTenant { config, tenant_id } => {
+            operations::purge_tenant(Settings::load(&config)?, &tenant_id).await
+        }
+        Command::Audit {
+            config,
+            tenant,
+            since,
+            user_ref,
+            sub,
+            verify,
+        } => {
+            let since = since
+                .map(|since| time::OffsetDateTime::parse(&since, &time::format_description::well_known::Rfc3339))
+                .transpose()
+                .map_err(|_| anyhow::anyhow!("--since must be an RFC 3339 instant, such as 2026-01-31T00:00:00Z"))?;
+            let query = calgate::store::AuditQuery { since, user_ref, sub };
+            operations::audit(Settings::load(&config)?, &tenant, query, verify).await
         }
         Command::HashKey => {
             let mut key = String::new();

@@ -27,7 +27,7 @@ use crate::{
     store::{Store, StoreError},
     tasks::Tasks,
     telemetry::{
-        metrics::{GRANT_STATUSES, METRICS, StatusLabel},
+        metrics::{GRANT_STATUSES, KeyLabel, KeyRoleLabels, METRICS, StatusLabel},
         rpc_layer::RpcLayer,
     },
 };
@@ -174,7 +174,7 @@ impl App {
             store,
             cronofy,
             resilience: Arc::new(resilience),
-            states: StateCodec::new(&settings.state_key),
+            states: StateCodec::new(&settings.state_keys),
             state_ttl: settings.state_ttl,
             refresh_margin: settings.refresh_margin,
             token_cache_ttl: settings.store.token_cache_ttl,
@@ -187,6 +187,7 @@ impl App {
                 .map_or(DEFAULT_AUTHORIZATION_TTL, |c| c.authorization_ttl),
             tasks: tasks.clone(),
             change_retention: settings.changes.retention,
+            audit_retention: settings.audit.retention,
             max_watchers_per_tenant: settings.changes.max_watchers_per_tenant,
         });
         Ok(App {
@@ -204,6 +205,16 @@ impl App {
         })
     }
 
+    /// The service (operator commands run its operations without serving).
+    pub fn service(&self) -> &Arc<CalendarService> {
+        &self.service
+    }
+
+    /// A configured tenant.
+    pub fn tenant(&self, id: &str) -> Option<Arc<Tenant>> {
+        self.tenants.get(id).cloned()
+    }
+
     /// The service's clock (tests move it forward).
     pub fn clock(&self) -> Clock {
         self.clock.clone()
@@ -219,6 +230,16 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let tasks = self.tasks.clone();
+        for (index, key_id) in self.service.store().key_ids().into_iter().enumerate() {
+            let role = if index == 0 { "encrypt" } else { "decrypt" };
+            METRICS
+                .encryption_keys
+                .get_or_create(&KeyRoleLabels {
+                    key_id,
+                    role: role.to_owned(),
+                })
+                .set(1);
+        }
         let (reporter, health) = tonic_health::server::health_reporter();
         set_health(&reporter, ServingStatus::Serving).await;
         reporter.set_service_status(LIVENESS_NAME, ServingStatus::Serving).await;
@@ -268,7 +289,7 @@ impl App {
         );
         let service = self.service.clone();
         tasks.spawn_worker(
-            "change pruner",
+            "retention pruner",
             every(self.changes.prune_interval, tasks.shutdown(), move || {
                 let service = service.clone();
                 async move {
@@ -277,6 +298,11 @@ impl App {
                         && removed > 0
                     {
                         info!(removed, "changes past the retention removed");
+                    }
+                    if let Ok(removed) = service.prune_audit().await
+                        && removed > 0
+                    {
+                        info!(removed, "audit rows past the retention removed");
                     }
                 }
             }),
@@ -384,6 +410,17 @@ async fn serve_metrics(
                                 status: (*status).to_owned(),
                             })
                             .set(count);
+                    }
+                }
+                let by_key = tokio::time::timeout(Duration::from_secs(2), service.store().count_grants_by_key()).await;
+                if let Ok(Ok(counts)) = by_key {
+                    // A key no grant uses any more counts 0 (it is safe to remove once every replica says so).
+                    for key_id in service.store().key_ids() {
+                        let count = counts.iter().find(|(k, _)| *k == key_id).map_or(0, |(_, n)| *n);
+                        METRICS.grants_by_key.get_or_create(&KeyLabel { key_id }).set(count);
+                    }
+                    for (key_id, count) in counts {
+                        METRICS.grants_by_key.get_or_create(&KeyLabel { key_id }).set(count);
                     }
                 }
                 let queued =

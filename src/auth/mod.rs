@@ -13,6 +13,9 @@ use crate::domain::Tenant;
 pub struct Caller {
     /// The tenant the API key belongs to.
     pub tenant: Arc<Tenant>,
+    /// The configured SHA-256 of the key used: the audit trail names the key
+    /// by its first digits (the key itself is never kept).
+    pub key_sha256: [u8; 32],
 }
 
 /// Why a caller was refused. Deliberately vague: no hint of which part was wrong.
@@ -73,7 +76,12 @@ impl Authenticator {
                 found = Some(tenant.clone());
             }
         }
-        found.map(|tenant| Caller { tenant }).ok_or(AuthError::Invalid)
+        found
+            .map(|tenant| Caller {
+                tenant,
+                key_sha256: digest,
+            })
+            .ok_or(AuthError::Invalid)
     }
 }
 

@@ -178,3 +178,30 @@ impl ChangeSettings {
         Ok(())
     }
 }
+
+/// `[audit]`: the credential lifecycle audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// How long audit rows are kept (removed every `changes.prune_interval`);
+    /// the chain stays verifiable from its first remaining row.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            retention: Duration::from_secs(400 * 24 * 3600),
+        }
+    }
+}
+
+impl AuditSettings {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if self.retention < Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::invalid("audit.retention", "must be at least 1d"));
+        }
+        Ok(())
+    }
+}

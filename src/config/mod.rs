@@ -19,9 +19,9 @@ use figment::{
 use secrecy::{SecretBox, SecretString};
 use url::Url;
 
-pub use limits::{CallbackLimits, ChangeSettings, GrpcSettings};
+pub use limits::{AuditSettings, CallbackLimits, ChangeSettings, GrpcSettings};
 pub use raw::RawConfig;
-use resolve::{resolve_encryption_keys, resolve_tenants};
+use resolve::{resolve_keys, resolve_tenants};
 pub use secrets::SecretSource;
 
 pub use policy::{BreakerPolicy, RateLimit, RetryPolicy};
@@ -46,6 +46,7 @@ const ENV_KEYS: &[&str] = &[
     "shutdown_grace",
     "grpc",
     "changes",
+    "audit",
 ];
 
 /// A configuration problem, always naming the key at fault.
@@ -82,8 +83,10 @@ pub struct Settings {
     pub metrics_listen: SocketAddr,
     /// Credential store.
     pub store: StoreSettings,
-    /// Key that seals OAuth `state` values.
-    pub state_key: SecretBox<[u8; 32]>,
+    /// Keys of OAuth `state` values: the first seals, all open (so rotating
+    /// does not break consents in flight). A config with the single
+    /// `state.signing_key_env`/`_file` has one key, id [`LEGACY_STATE_KEY_ID`].
+    pub state_keys: Vec<EncryptionKey>,
     /// How long an authorize URL's state stays valid.
     pub state_ttl: Duration,
     /// Refresh access tokens that expire within this margin.
@@ -106,6 +109,8 @@ pub struct Settings {
     pub grpc: GrpcSettings,
     /// The change stream.
     pub changes: ChangeSettings,
+    /// The audit trail.
+    pub audit: AuditSettings,
 }
 
 /// Where Cronofy's Enterprise Connect callbacks arrive.
@@ -154,6 +159,9 @@ impl StoreSettings {
         StoreBackend::of(&self.url).unwrap_or(StoreBackend::Postgres)
     }
 }
+
+/// The id of the key `state.signing_key_env`/`_file` configures.
+pub const LEGACY_STATE_KEY_ID: &str = "state";
 
 /// One token-encryption key.
 #[derive(Debug)]
@@ -267,12 +275,20 @@ impl Settings {
             upstream_request_timeout: raw.upstream.request_timeout,
             spill_dir: raw.store.spill_dir,
         };
-        let state_key = secrets.key32(
-            "state",
-            raw.state.signing_key_env.as_deref(),
-            raw.state.signing_key_file.as_deref(),
-        )?;
-        let encryption_keys = resolve_encryption_keys(&raw.encryption.keys, secrets)?;
+        let state_keys = match (&raw.state.signing_key_env, &raw.state.signing_key_file) {
+            (None, None) if !raw.state.keys.is_empty() => resolve_keys("state.keys", &raw.state.keys, secrets)?,
+            (env, file) if raw.state.keys.is_empty() => vec![EncryptionKey {
+                id: LEGACY_STATE_KEY_ID.to_owned(),
+                key: secrets.key32("state", env.as_deref(), file.as_deref())?,
+            }],
+            _ => {
+                return Err(ConfigError::invalid(
+                    "state.keys",
+                    "set either state.keys or state.signing_key_env/_file, not both",
+                ));
+            }
+        };
+        let encryption_keys = resolve_keys("encryption.keys", &raw.encryption.keys, secrets)?;
         let tenants = resolve_tenants(&raw.tenants, secrets)?;
         let tls = match (raw.tls.cert_file, raw.tls.key_file) {
             (Some(cert_file), Some(key_file)) => Some(TlsSettings {
@@ -335,6 +351,7 @@ impl Settings {
         };
         raw.grpc.check()?;
         raw.changes.check()?;
+        raw.audit.check()?;
         positive(raw.state_ttl, "state_ttl")?;
         positive(raw.shutdown_grace, "shutdown_grace")?;
         positive(raw.upstream.request_timeout, "upstream.request_timeout")?;
@@ -361,7 +378,7 @@ impl Settings {
             listen: raw.listen,
             metrics_listen: raw.metrics_listen,
             store,
-            state_key,
+            state_keys,
             state_ttl: raw.state_ttl,
             refresh_margin: raw.refresh_margin,
             shutdown_grace: raw.shutdown_grace,
@@ -390,6 +407,7 @@ impl Settings {
             callbacks,
             grpc: raw.grpc,
             changes: raw.changes,
+            audit: raw.audit,
         })
     }
 }

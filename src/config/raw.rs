@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub(super) grpc: super::GrpcSettings,
     #[serde(default)]
     pub(super) changes: super::ChangeSettings,
+    #[serde(default)]
+    pub(super) audit: super::AuditSettings,
     #[serde(default = "default_state_ttl", with = "humantime_serde")]
     pub(super) state_ttl: Duration,
     #[serde(default = "default_refresh_margin", with = "humantime_serde")]
@@ -67,6 +69,9 @@ fn default_token_cache_entries() -> u64 {
 pub(super) struct RawState {
     pub(super) signing_key_env: Option<String>,
     pub(super) signing_key_file: Option<PathBuf>,
+    /// Rotating state keys, like `encryption.keys`: the first seals, all open.
+    #[serde(default)]
+    pub(super) keys: Vec<RawEncryptionKey>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,18 +12,21 @@ use super::{
 };
 use crate::cronofy::DataCenter;
 
-pub(super) fn resolve_encryption_keys(
+/// Checks a key list (`encryption.keys` or `state.keys`: `section` says
+/// which) and loads the keys.
+pub(super) fn resolve_keys(
+    section: &str,
     raw: &[RawEncryptionKey],
     secrets: &SecretSource,
 ) -> Result<Vec<EncryptionKey>, ConfigError> {
     if raw.is_empty() {
-        return Err(ConfigError::invalid("encryption.keys", "at least one key is required"));
+        return Err(ConfigError::invalid(section, "at least one key is required"));
     }
     let mut seen = HashSet::new();
     raw.iter()
         .enumerate()
         .map(|(index, key)| {
-            let path = format!("encryption.keys[{index}]");
+            let path = format!("{section}[{index}]");
             if !is_identifier(&key.id, 32) {
                 return Err(ConfigError::invalid(
                     format!("{path}.id"),

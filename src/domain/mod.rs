@@ -2,6 +2,7 @@
 //! them. Knows nothing of tonic or HTTP; talks to Cronofy through
 //! [`crate::cronofy::CronofyClient`] and to the store through [`crate::store::Store`].
 
+pub mod audit;
 pub mod changes;
 mod clock;
 pub mod error;
@@ -20,8 +21,8 @@ pub use error::{Error, FieldViolation, FieldViolations, MAX_FIELD_VIOLATIONS, Vi
 pub use service::{
     AuthorizeRequest, AuthorizeUrl, AvailabilityGroup, AvailabilityRequest, BatchOp, CALLBACK_PATH, CalendarService,
     CallbackError, CallbackOutcome, ChangeReceiver, Deadline, EnterpriseAuthorization, EnterpriseUserRequest,
-    ExchangeRequest, FreeBusyQuery, MAX_BATCH_ITEMS, NOTIFICATION_PATH, NotificationOutcome, Revoked, ServiceParts,
-    authorization_fingerprint, is_authorization_id,
+    ExchangeRequest, Forgotten, FreeBusyQuery, MAX_BATCH_ITEMS, NOTIFICATION_PATH, NotificationOutcome, Purged,
+    Revoked, ServiceParts, authorization_fingerprint, is_authorization_id,
 };
 
 use secrecy::SecretString;

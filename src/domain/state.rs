@@ -2,6 +2,11 @@
 //! is opaque to callers and browsers and cannot be forged or altered. It binds
 //! tenant, data centre, redirect_uri, connect mode, user_ref, a nonce and an
 //! expiry; single use is enforced by the store's redeemed-nonce record.
+//!
+//! State keys rotate like the encryption keys: a state is `<key id>.<sealed>`,
+//! made with the first configured key and opened with the key it names, so
+//! consents begun before a rotation still complete. States of earlier
+//! versions (no key id) are tried with every key.
 
 use aes_gcm::{
     Aes256Gcm, Key, KeyInit, Nonce,
@@ -9,9 +14,11 @@ use aes_gcm::{
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::RngCore;
-use secrecy::{ExposeSecret, SecretBox};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+
+use crate::config::EncryptionKey;
 
 const NONCE_LEN: usize = 12;
 const AAD: &[u8] = b"calgate/state/v1";
@@ -53,7 +60,8 @@ impl StateClaims {
 
 /// Seals and opens states.
 pub struct StateCodec {
-    cipher: Aes256Gcm,
+    /// (id, cipher); the first seals.
+    keys: Vec<(String, Aes256Gcm)>,
 }
 
 impl std::fmt::Debug for StateCodec {
@@ -63,10 +71,19 @@ impl std::fmt::Debug for StateCodec {
 }
 
 impl StateCodec {
-    /// Uses the configured 32-byte state key.
-    pub fn new(key: &SecretBox<[u8; 32]>) -> StateCodec {
+    /// Uses the configured state keys (config guarantees at least one, with
+    /// ids of `a-z0-9-_` only).
+    pub fn new(keys: &[EncryptionKey]) -> StateCodec {
         StateCodec {
-            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key.expose_secret())),
+            keys: keys
+                .iter()
+                .map(|key| {
+                    (
+                        key.id.clone(),
+                        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key.key.expose_secret())),
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -82,13 +99,13 @@ impl StateCodec {
         let plain = serde_json::to_vec(claims).expect("state claims are plain strings and numbers");
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
-        let sealed = self
-            .cipher
+        let (id, cipher) = &self.keys[0];
+        let sealed = cipher
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: AAD })
             .expect("AES-GCM encrypts any input under 64 GiB");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
-        URL_SAFE_NO_PAD.encode(out)
+        format!("{id}.{}", URL_SAFE_NO_PAD.encode(out))
     }
 
     /// Opens a state; None when it was not made by this key or was altered.
@@ -96,15 +113,28 @@ impl StateCodec {
         if state.len() > MAX_STATE_LEN {
             return None;
         }
-        let bytes = URL_SAFE_NO_PAD.decode(state).ok()?;
+        let (candidates, sealed): (Vec<&Aes256Gcm>, &str) = match state.split_once('.') {
+            Some((id, sealed)) => (
+                self.keys
+                    .iter()
+                    .filter(|(key_id, _)| key_id == id)
+                    .map(|(_, cipher)| cipher)
+                    .collect(),
+                sealed,
+            ),
+            // Made before state keys had ids.
+            None => (self.keys.iter().map(|(_, cipher)| cipher).collect(), state),
+        };
+        let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
         if bytes.len() <= NONCE_LEN {
             return None;
         }
         let (nonce, sealed) = bytes.split_at(NONCE_LEN);
-        let plain = self
-            .cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: AAD })
-            .ok()?;
+        let plain = candidates.into_iter().find_map(|cipher| {
+            cipher
+                .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: AAD })
+                .ok()
+        })?;
         serde_json::from_slice(&plain).ok()
     }
 }
@@ -125,8 +155,43 @@ mod tests {
         }
     }
 
+    fn key(id: &str, byte: u8) -> EncryptionKey {
+        EncryptionKey {
+            id: id.into(),
+            key: secrecy::SecretBox::new(Box::new([byte; 32])),
+        }
+    }
+
     fn codec(byte: u8) -> StateCodec {
-        StateCodec::new(&SecretBox::new(Box::new([byte; 32])))
+        StateCodec::new(&[key("s1", byte)])
+    }
+
+    #[test]
+    fn rotation_keeps_states_in_flight_and_retiring_ends_them() {
+        let before = StateCodec::new(&[key("s1", 1)]);
+        let in_flight = before.seal(&claims());
+        assert!(in_flight.starts_with("s1."));
+        let rotated = StateCodec::new(&[key("s2", 2), key("s1", 1)]);
+        assert_eq!(rotated.open(&in_flight), Some(claims_of(&in_flight, &before)));
+        let new = rotated.seal(&claims());
+        assert!(new.starts_with("s2."));
+        assert!(
+            before.open(&new).is_none(),
+            "an old replica cannot open the new key's states"
+        );
+        let retired = StateCodec::new(&[key("s2", 2)]);
+        assert!(retired.open(&in_flight).is_none());
+        assert!(retired.open(&new).is_some());
+        // A state of an earlier version (no key id) is tried with every key.
+        let legacy = in_flight.trim_start_matches("s1.");
+        assert!(rotated.open(legacy).is_some());
+        assert!(retired.open(legacy).is_none());
+        // A state naming a key with another key's ciphertext does not open.
+        assert!(rotated.open(&format!("s2.{legacy}")).is_none());
+    }
+
+    fn claims_of(state: &str, codec: &StateCodec) -> StateClaims {
+        codec.open(state).expect("opens with its own codec")
     }
 
     #[test]
@@ -137,7 +202,7 @@ mod tests {
         assert!(
             state
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         );
         assert_eq!(codec(1).open(&state), Some(original));
     }
@@ -146,11 +211,14 @@ mod tests {
     fn altered_or_foreign_states_do_not_open() {
         let state = codec(1).seal(&claims());
         assert!(codec(2).open(&state).is_none(), "another key");
-        let mut bytes = URL_SAFE_NO_PAD.decode(&state).unwrap_or_default();
+        let sealed = state.trim_start_matches("s1.");
+        let mut bytes = URL_SAFE_NO_PAD.decode(sealed).unwrap_or_default();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x01;
         assert!(
-            codec(1).open(&URL_SAFE_NO_PAD.encode(bytes)).is_none(),
+            codec(1)
+                .open(&format!("s1.{}", URL_SAFE_NO_PAD.encode(bytes)))
+                .is_none(),
             "one bit flipped"
         );
         assert!(codec(1).open("").is_none());

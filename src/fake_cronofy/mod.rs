@@ -214,6 +214,22 @@ impl FakeCronofy {
             .collect()
     }
 
+    /// The subs `client_id` still holds a live refresh token for (each once,
+    /// sorted): after a revoke or a purge, none of the revoked accounts.
+    pub fn live_refresh_token_subs(&self, client_id: &str) -> Vec<String> {
+        let mut subs: Vec<String> = self
+            .shared
+            .lock()
+            .refresh_tokens
+            .values()
+            .filter(|token| token.client_id == client_id)
+            .map(|token| token.sub.clone())
+            .collect();
+        subs.sort();
+        subs.dedup();
+        subs
+    }
+
     /// Revokes every token of an account, as a user disconnecting calgate would.
     pub fn revoke_account(&self, sub: &str) {
         self.shared.lock().revoke_account(sub);

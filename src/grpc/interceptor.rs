@@ -10,7 +10,8 @@ use tonic::{Request, Status, service::Interceptor};
 use super::status;
 use crate::{
     auth::{Authenticator, Caller},
-    domain::Tenant,
+    domain::{Tenant, audit::Actor},
+    telemetry::rpc_layer::RequestId,
 };
 
 /// Authenticates every call of the calendar service.
@@ -71,6 +72,8 @@ impl Interceptor for AuthInterceptor {
 pub struct Admitted {
     /// The caller's tenant.
     pub tenant: Arc<Tenant>,
+    /// Who the audit trail says acted: the API key's id and the request id.
+    pub actor: Actor,
     _place: Option<OwnedSemaphorePermit>,
 }
 
@@ -92,7 +95,9 @@ pub fn caller<T>(request: &Request<T>) -> Result<Admitted, Status> {
         ),
         None => None,
     };
+    let request_id = request.extensions().get::<RequestId>().map_or("", |id| id.0.as_str());
     Ok(Admitted {
+        actor: Actor::api_key(&caller.key_sha256, request_id),
         tenant: caller.tenant,
         _place: place,
     })

@@ -66,7 +66,11 @@ impl CalendarWriteService for CalendarWriteApi {
         let caller = caller(&request)?;
         let deadline = deadline::deadline(&request);
         let parsed = convert::exchange_request(request.into_inner())?;
-        let grant = deadline::within(deadline, self.service.exchange_code(&caller.tenant, parsed)).await?;
+        let grant = deadline::within(
+            deadline,
+            self.service.exchange_code(&caller.tenant, parsed, caller.actor.clone()),
+        )
+        .await?;
         Ok(Response::new(pb::ExchangeCodeResponse {
             grant: Some(convert::grant(grant)),
         }))
@@ -168,12 +172,37 @@ impl CalendarWriteService for CalendarWriteApi {
                 profile_revoked: true,
             }));
         }
-        let revoked =
-            deadline::within(deadline, self.service.revoke_grant(&caller.tenant, &selector, deadline)).await?;
+        let revoked = deadline::within(
+            deadline,
+            self.service
+                .revoke_grant(&caller.tenant, &selector, deadline, &caller.actor),
+        )
+        .await?;
         Ok(Response::new(pb::RevokeGrantResponse {
             grant: Some(convert::grant(revoked.grant)),
             upstream_revoke_pending: revoked.upstream_pending,
             profile_revoked: false,
+        }))
+    }
+
+    async fn forget_user(
+        &self,
+        request: Request<pb::ForgetUserRequest>,
+    ) -> Result<Response<pb::ForgetUserResponse>, Status> {
+        let caller = caller(&request)?;
+        let selector = convert::grant_selector(request.get_ref())?;
+        let delete_events = request.get_ref().delete_events;
+        let deadline = deadline::deadline(&request);
+        let forgotten = deadline::within(
+            deadline,
+            self.service
+                .forget_user(&caller.tenant, &selector, delete_events, deadline, &caller.actor),
+        )
+        .await?;
+        Ok(Response::new(pb::ForgetUserResponse {
+            sub: forgotten.sub,
+            events_deleted: forgotten.events_deleted,
+            upstream_revoke_pending: forgotten.upstream_pending,
         }))
     }
 

@@ -5,10 +5,12 @@ use rand::Rng;
 
 use super::{
     Store, StoreError,
+    audit::record_grant_audit,
     changes::{grant_payload, update_recording_change},
     now, with_pool,
 };
 use crate::domain::{
+    audit::{Actor, AuditKind},
     changes::{GrantChange, GrantChangeReason},
     grant::GrantStatus,
 };
@@ -218,8 +220,13 @@ impl Store {
             reason,
             relink_url: relink_url.map(str::to_owned),
         });
+        let kind = if connected {
+            AuditKind::ProfileReconnected
+        } else {
+            AuditKind::ProfileDisconnected
+        };
         let seq = update_recording_change!(self, tenant, sub, &change, now_ms, |tx| {
-            sqlx::query(
+            let updated = sqlx::query(
                 "UPDATE grants SET status = $1, relink_url = $2, version = version + 1, updated_at = $3 \
                  WHERE tenant_id = $4 AND sub = $5 AND status = $6",
             )
@@ -231,7 +238,12 @@ impl Store {
             .bind(from.as_str())
             .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            if updated == 1 {
+                let cronofy = Actor::cronofy();
+                record_grant_audit!(tx, self, tenant, sub, kind, &cronofy, String::new(), now_ms);
+            }
+            updated
         });
         Ok(seq)
     }

@@ -78,6 +78,11 @@ impl TokenCipher {
         &self.keys[0].0
     }
 
+    /// Ids of every configured key, the current one first.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|(id, _)| id.as_str())
+    }
+
     /// Encrypts with the current key: `nonce || ciphertext || tag`.
     pub fn seal(&self, plaintext: &SecretString, binding: &Binding<'_>) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];

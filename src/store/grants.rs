@@ -5,11 +5,13 @@ use time::OffsetDateTime;
 
 use super::{
     Store, StoreError,
+    audit::record_grant_audit,
     changes::{grant_payload, record_change, update_recording_change},
     crypto::Binding,
     now, with_pool,
 };
 use crate::domain::{
+    audit::{Actor, AuditKind},
     changes::{GrantChange, GrantChangeReason},
     grant::{
         ChangeTracking, ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus, StatusReason, StoredGrant, Tokens,
@@ -118,10 +120,11 @@ pub(super) const MARK_NEEDS_REAUTH: &str = "UPDATE grants SET status = $1, versi
 
 /// Marks the grant (tenant, sub) as needing re-authorization inside the
 /// transaction `$tx` if it is still at `$version`, recording the
-/// `REFRESH_REJECTED` change; evaluates to `Some((stored reason, change number))`,
-/// or None when the grant moved on.
+/// `REFRESH_REJECTED` change and the audit entries (`grant_refresh_rejected`,
+/// `grant_needs_reauth`; `$store` gives the audit key); evaluates to
+/// `Some((stored reason, change number))`, or None when the grant moved on.
 macro_rules! mark_needs_reauth_in {
-    ($tx:expr, $tenant:expr, $sub:expr, $version:expr) => {{
+    ($tx:expr, $store:expr, $tenant:expr, $sub:expr, $version:expr) => {{
         let (now, now_ms) = $crate::store::now();
         let reason: Option<Option<String>> = sqlx::query_scalar($crate::store::grants::MARK_NEEDS_REAUTH)
             .bind(GrantStatus::NeedsReauth.as_str())
@@ -138,6 +141,28 @@ macro_rules! mark_needs_reauth_in {
                     GrantChangeReason::RefreshRejected,
                 ));
                 let seq = $crate::store::changes::record_change!($tx, $tenant, $sub, &change, now_ms);
+                let calgate = $crate::domain::audit::Actor::calgate();
+                let why = reason.clone().unwrap_or_default();
+                $crate::store::audit::record_grant_audit!(
+                    $tx,
+                    $store,
+                    $tenant,
+                    $sub,
+                    $crate::domain::audit::AuditKind::GrantRefreshRejected,
+                    &calgate,
+                    format!("Cronofy refused the refresh token ({why})"),
+                    now_ms
+                );
+                $crate::store::audit::record_grant_audit!(
+                    $tx,
+                    $store,
+                    $tenant,
+                    $sub,
+                    $crate::domain::audit::AuditKind::GrantNeedsReauth,
+                    &calgate,
+                    why,
+                    now_ms
+                );
                 Some((reason, seq))
             }
             None => None,
@@ -146,8 +171,8 @@ macro_rules! mark_needs_reauth_in {
 }
 pub(super) use mark_needs_reauth_in;
 
-const ACCESS: &str = "access_token";
-const REFRESH: &str = "refresh_token";
+pub(super) const ACCESS: &str = "access_token";
+pub(super) const REFRESH: &str = "refresh_token";
 
 pub(super) fn binding<'a>(tenant: &'a str, sub: &'a str, purpose: &'static str) -> Binding<'a> {
     Binding { tenant, sub, purpose }
@@ -171,6 +196,7 @@ impl Store {
         tenant: &str,
         new: &NewGrant,
         user_ref: Option<&str>,
+        actor: &Actor,
     ) -> Result<StoredGrant, StoreError> {
         let (now, now_ms) = now();
         let (key_id, access, refresh) = seal(self, tenant, &new.sub, &new.tokens);
@@ -215,6 +241,16 @@ impl Store {
                     .await?;
             }
             let seq = record_change!(tx, tenant, &new.sub, &connected, now_ms);
+            record_grant_audit!(
+                tx,
+                self,
+                tenant,
+                &new.sub,
+                AuditKind::GrantConnected,
+                actor,
+                format!("{} connect, {}", new.connect_mode.as_str(), new.kind.as_str()),
+                now_ms
+            );
             let row = sqlx::query_as::<_, GrantRow>(SELECT_BY_SUB)
                 .bind(tenant)
                 .bind(&new.sub)
@@ -281,7 +317,7 @@ impl Store {
     ) -> Result<Option<StatusReason>, StoreError> {
         let marked = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let marked = mark_needs_reauth_in!(tx, tenant, sub, expected_version);
+            let marked = mark_needs_reauth_in!(tx, self, tenant, sub, expected_version);
             tx.commit().await?;
             marked
         });
@@ -324,11 +360,17 @@ impl Store {
 
     /// Erases a grant's tokens and marks it revoked, recording the `REVOKED`
     /// change when it was not revoked already; None when there is no such grant.
-    pub async fn revoke_grant(&self, tenant: &str, sub: &str) -> Result<Option<StoredGrant>, StoreError> {
+    pub async fn revoke_grant(
+        &self,
+        tenant: &str,
+        sub: &str,
+        actor: &Actor,
+        detail: String,
+    ) -> Result<Option<StoredGrant>, StoreError> {
         let (now, now_ms) = now();
         let revoked = grant_payload(&GrantChange::new(GrantStatus::Revoked, GrantChangeReason::Revoked));
         update_recording_change!(self, tenant, sub, &revoked, now_ms, |tx| {
-            sqlx::query(
+            let updated = sqlx::query(
                 "UPDATE grants SET status = $1, key_id = NULL, access_token = NULL, refresh_token = NULL, \
                  access_expires_at = NULL, version = version + 1, updated_at = $2 \
                  WHERE tenant_id = $3 AND sub = $4 AND status <> $1",
@@ -339,7 +381,11 @@ impl Store {
             .bind(sub)
             .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            if updated == 1 {
+                record_grant_audit!(tx, self, tenant, sub, AuditKind::GrantRevoked, actor, detail, now_ms);
+            }
+            updated
         });
         self.find_grant(tenant, &GrantSelector::Sub(sub.to_owned())).await
     }

@@ -109,7 +109,7 @@ impl GrantLease {
         let Some(mut transaction) = self.transaction else {
             return self.store.mark_needs_reauth(&self.tenant, &self.sub, version).await;
         };
-        let marked = mark_needs_reauth_in!(transaction, &self.tenant, &self.sub, version);
+        let marked = mark_needs_reauth_in!(transaction, &self.store, &self.tenant, &self.sub, version);
         transaction.commit().await?;
         Ok(self.store.after_needs_reauth(&self.tenant, marked))
     }

@@ -5,13 +5,16 @@
 //! database and decrypted after they leave it; nothing else in calgate sees a
 //! ciphertext.
 
+mod audit;
 mod authorizations;
 mod changes;
 mod channels;
 mod crypto;
+mod erasure;
 mod grants;
 mod lease;
 mod notifications;
+mod rekey;
 mod revocations;
 mod shared;
 mod spill;
@@ -28,14 +31,17 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub use audit::{AuditQuery, ChainReport};
 pub use authorizations::{AuthorizationRecord, AuthorizationStatus};
 pub use changes::{ChangeFeed, ChangePage, StreamPosition};
 pub use channels::{ChannelOwner, DueChannel, is_channel_key};
 pub use crypto::CryptoError;
 use crypto::TokenCipher;
+pub use erasure::{ForgottenUser, PurgeTarget, PurgedRows};
 pub use grants::NewGrant;
 pub use lease::GrantLease;
 pub use notifications::{QueuedNotification, notification_id};
+pub use rekey::RekeyProgress;
 pub use revocations::PendingRevocation;
 pub use shared::{BreakerRecord, RateClaim};
 pub use spill::SpilledPair;
@@ -132,6 +138,9 @@ pub struct Store {
     cipher: Arc<TokenCipher>,
     /// Wakes this replica's change watchers.
     feed: Arc<ChangeFeed>,
+    /// The audit trail's pseudonym key (HMAC of subs and user_refs), read
+    /// from `store_keys` at connect.
+    audit_key: Arc<audit::AuditKey>,
 }
 
 impl Store {
@@ -161,7 +170,7 @@ impl Store {
                 .connect_lazy_with(options);
             (Backend::Postgres(pool), Some(counters), Some(probe))
         };
-        let store = Store {
+        let mut store = Store {
             backend,
             counters,
             probe,
@@ -169,12 +178,14 @@ impl Store {
             spill_dir: settings.spill_dir.clone(),
             cipher: Arc::new(TokenCipher::new(keys)),
             feed: Arc::default(),
+            audit_key: Arc::new(audit::AuditKey::default()),
         };
         if settings.auto_migrate {
             store.migrate().await?;
         } else {
             store.check_migrated().await?;
         }
+        store.audit_key = Arc::new(store.load_audit_key().await?);
         Ok(store)
     }
 
@@ -215,6 +226,11 @@ impl Store {
         Ok(())
     }
 
+    /// Ids of the configured encryption keys, the current (sealing) one first.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.cipher.key_ids().map(str::to_owned).collect()
+    }
+
     pub(crate) fn cipher(&self) -> &TokenCipher {
         &self.cipher
     }
@@ -252,6 +268,8 @@ async fn sqlite_pool(settings: &StoreSettings) -> Result<SqlitePool, StoreError>
         // FULL: a refresh token, once committed, survives a power cut.
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
+        // Erased rows (ForgetUser, purge-tenant) leave zeroes, not readable bytes, in the file.
+        .pragma("secure_delete", "ON")
         .busy_timeout(Duration::from_secs(5));
     let in_memory = settings.url.contains(":memory:") || settings.url.contains("mode=memory");
     // Every connection to `sqlite::memory:` is its own database: keep exactly one, forever.

@@ -75,6 +75,16 @@ impl Store {
         Ok(())
     }
 
+    /// The subs of the tenant's revocations still to be made.
+    pub async fn revocations_of(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar::<_, String>("SELECT sub FROM pending_revocations WHERE tenant_id = $1 ORDER BY sub")
+                .bind(tenant)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
     /// How many revocations wait (for metrics and tests).
     pub async fn count_pending_revocations(&self) -> Result<i64, StoreError> {
         Ok(with_pool!(self, pool => {

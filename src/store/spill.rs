@@ -112,6 +112,30 @@ impl Store {
         pairs
     }
 
+    /// Re-seals spilled pairs made under another key than the current one
+    /// (`calgate rekey`); returns how many. Unreadable files are left (and
+    /// logged by the next start).
+    pub fn rekey_spilled(&self) -> u64 {
+        let Some(dir) = &self.spill_dir else { return 0 };
+        let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+        let current = self.cipher().current_key_id();
+        let mut rekeyed = 0;
+        for path in entries.flatten().map(|entry| entry.path()) {
+            if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
+                continue;
+            }
+            let old_key = std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<SpillFile>(&bytes).ok())
+                .is_some_and(|file| file.key_id != current);
+            if let (true, Some(pair)) = (old_key, self.read_spilled(&path)) {
+                self.spill_pair(&pair.tenant, &pair.sub, pair.version, &pair.tokens);
+                rekeyed += 1;
+            }
+        }
+        rekeyed
+    }
+
     fn read_spilled(&self, path: &Path) -> Option<SpilledPair> {
         let file: SpillFile = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
         let cipher = self.cipher();

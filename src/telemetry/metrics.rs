@@ -48,6 +48,22 @@ pub struct StatusLabel {
     pub status: String,
 }
 
+/// An encryption key, by id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabel {
+    /// The key's configured id.
+    pub key_id: String,
+}
+
+/// A configured encryption key and what it does.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyRoleLabels {
+    /// The key's configured id.
+    pub key_id: String,
+    /// `encrypt` (the first key: seals and opens) or `decrypt` (opens only: to be rotated out).
+    pub role: String,
+}
+
 /// A Cronofy application's budget outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BudgetLabels {
@@ -121,6 +137,10 @@ pub struct Metrics {
     pub refreshes: Family<OutcomeLabel, Counter>,
     /// Stored grants by status (counted at scrape time).
     pub grants: Family<StatusLabel, Gauge>,
+    /// Stored grants by the key their tokens are sealed under (counted at scrape time).
+    pub grants_by_key: Family<KeyLabel, Gauge>,
+    /// The configured encryption keys (1 each), by role.
+    pub encryption_keys: Family<KeyRoleLabels, Gauge>,
     /// Circuit breaker state: 0 closed, 1 open, 2 half-open.
     pub breaker_state: Family<BreakerLabel, Gauge>,
     /// Background revokes at Cronofy by outcome (`revoked`, `failed`).
@@ -160,6 +180,8 @@ impl Metrics {
         );
         let refreshes = Family::<OutcomeLabel, Counter>::default();
         let grants = Family::<StatusLabel, Gauge>::default();
+        let grants_by_key = Family::<KeyLabel, Gauge>::default();
+        let encryption_keys = Family::<KeyRoleLabels, Gauge>::default();
         let breaker_state = Family::<BreakerLabel, Gauge>::default();
         let revocations = Family::<OutcomeLabel, Counter>::default();
         let notifications = Family::<OutcomeLabel, Counter>::default();
@@ -226,6 +248,16 @@ impl Metrics {
         );
         registry.register("grants", "Stored grants by status", grants.clone());
         registry.register(
+            "grants_by_key",
+            "Stored grants by the encryption key their tokens are sealed under",
+            grants_by_key.clone(),
+        );
+        registry.register(
+            "encryption_keys",
+            "Configured encryption keys by role: encrypt (the first) or decrypt (to be rotated out)",
+            encryption_keys.clone(),
+        );
+        registry.register(
             "breaker_state",
             "Circuit breaker per tenant/data centre: 0 closed, 1 open, 2 half-open",
             breaker_state.clone(),
@@ -271,6 +303,8 @@ impl Metrics {
             upstream_duration,
             refreshes,
             grants,
+            grants_by_key,
+            encryption_keys,
             breaker_state,
         }
     }

@@ -25,6 +25,10 @@ use super::metrics::{METRICS, RpcLabels};
 /// Metadata key of the request id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// The call's request id, in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
 /// Installs [`RpcService`] around the gRPC server.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RpcLayer;
@@ -76,6 +80,7 @@ const CALGATE_METHODS: &[&str] = &[
     "GetGrant",
     "RevokeGrant",
     "WatchChanges",
+    "ForgetUser",
 ];
 
 /// The standard services' methods, labelled by their full path.
@@ -170,8 +175,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let id = request_id(request.headers());
+        // Handlers name the request in the audit trail.
+        request.extensions_mut().insert(RequestId(id.clone()));
         let method = method_label(request.uri().path());
         let span = info_span!("rpc", method, request_id = %id, tenant = tracing::field::Empty);
         let observation = Observation {

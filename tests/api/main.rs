@@ -12,6 +12,7 @@ mod exchange;
 mod free_busy;
 mod helpers;
 mod hostile;
+mod lifecycle;
 mod notifications;
 mod observability;
 mod otel;

@@ -9,7 +9,7 @@ use calgate::{
 
 use crate::{helpers::*, process::start_binary};
 
-async fn scrape(metrics: SocketAddr) -> String {
+pub async fn scrape(metrics: SocketAddr) -> String {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let response = reqwest::get(format!("http://{metrics}/metrics")).await.expect("scrape");
     assert_eq!(response.status().as_u16(), 200);
@@ -24,7 +24,7 @@ async fn scrape(metrics: SocketAddr) -> String {
 }
 
 /// The value of the first sample line starting with `series`.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(series))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())

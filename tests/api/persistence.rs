@@ -39,7 +39,10 @@ async fn a_grant_whose_key_was_removed_is_reported_unreadable_not_unavailable() 
     let app = spawn_app().await;
     let grant = app.connect(Some("ada")).await;
     let (fake, work) = app.stop().await;
-    // k1 sealed the grant; configure only k2.
+    // A rotation adds k2 first (a replica starts with it)…
+    let both = format!("{}, {}", work.key("k2"), work.key("k1"));
+    let (fake, work) = spawn_app_on(fake, work, &both).await.stop().await;
+    // …then k1, which sealed the grant, is removed before `calgate rekey` ran.
     let keys = work.key("k2");
     let app = spawn_app_on(fake, work, &keys).await;
     let status = fetch_grant(&app.client, ACME_KEY, &grant.sub)

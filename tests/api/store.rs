@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use calgate::domain::audit::Actor;
 use calgate::store::AuthorizationStatus;
 use calgate::{
     config::{EncryptionKey, StoreSettings},
@@ -58,7 +59,7 @@ fn new_grant(sub: &str, tag: &str) -> NewGrant {
 async fn suite(store: Store) {
     // Save, find by sub and by user_ref; another tenant finds nothing.
     let saved = store
-        .save_grant("acme", &new_grant("acc_1", "a"), Some("ada"))
+        .save_grant("acme", &new_grant("acc_1", "a"), Some("ada"), &Actor::operator())
         .await
         .expect("save");
     assert_eq!(saved.version, 1);
@@ -90,7 +91,7 @@ async fn suite(store: Store) {
     // A second user_ref on the same sub; by sub, the newest binding is reported.
     tokio::time::sleep(Duration::from_millis(5)).await;
     store
-        .save_grant("acme", &new_grant("acc_1", "b"), Some("grace"))
+        .save_grant("acme", &new_grant("acc_1", "b"), Some("grace"), &Actor::operator())
         .await
         .expect("relink");
     let by_sub = store
@@ -146,7 +147,7 @@ async fn suite(store: Store) {
     assert_eq!(marked.grant.status, GrantStatus::NeedsReauth);
     assert_eq!(marked.grant.status_reason, Some(StatusReason::RefreshAnswerLost));
     let restored = store
-        .save_grant("acme", &new_grant("acc_1", "d"), None)
+        .save_grant("acme", &new_grant("acc_1", "d"), None, &Actor::operator())
         .await
         .expect("reconnect");
     assert_eq!(restored.grant.status, GrantStatus::Active);
@@ -154,7 +155,7 @@ async fn suite(store: Store) {
 
     // Revoke erases the tokens and keeps the grant.
     let revoked = store
-        .revoke_grant("acme", "acc_1")
+        .revoke_grant("acme", "acc_1", &Actor::operator(), String::new())
         .await
         .expect("revoke")
         .expect("grant");
@@ -284,7 +285,7 @@ async fn suite(store: Store) {
 
     // A lease re-reads the grant and writes under compare-and-swap.
     store
-        .save_grant("acme", &new_grant("acc_2", "e"), None)
+        .save_grant("acme", &new_grant("acc_2", "e"), None, &Actor::operator())
         .await
         .expect("save");
     let lease = store.lease_grant("acme", "acc_2").await.expect("lease");
@@ -320,7 +321,7 @@ async fn a_postgres_lease_makes_other_replicas_wait_and_reread() {
     let Some(db) = PgTestDb::create().await else { return };
     let (replica_a, replica_b) = (open(&db.url).await, open(&db.url).await);
     replica_a
-        .save_grant("acme", &new_grant("acc_1", "a"), None)
+        .save_grant("acme", &new_grant("acc_1", "a"), None, &Actor::operator())
         .await
         .expect("save");
     let lease_a = replica_a.lease_grant("acme", "acc_1").await.expect("lease a");

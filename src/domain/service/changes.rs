@@ -110,6 +110,16 @@ impl CalendarService {
             .map_err(|error| store_failure("*", "pruning deleted events", &error))?;
         Ok(removed)
     }
+
+    /// Removes audit rows recorded longer ago than `audit.retention`.
+    /// Returns how many went.
+    pub async fn prune_audit(&self) -> Result<u64, Error> {
+        let cutoff = self.clock.now() - self.audit_retention;
+        self.store
+            .prune_audit((cutoff.unix_timestamp_nanos() / 1_000_000) as i64)
+            .await
+            .map_err(|error| store_failure("*", "pruning the audit trail", &error))
+    }
 }
 
 /// One watcher's reader (see the module documentation).

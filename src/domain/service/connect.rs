@@ -13,6 +13,7 @@ use crate::{
     cronofy::{CronofyError, Host, TokenResponse},
     domain::{
         Error, Tenant, Violations,
+        audit::Actor,
         grant::{AccessMode, ConnectMode, Grant, GrantKind, GrantSelector, StoredGrant, Tokens},
         state::{StateClaims, StateCodec},
         upstream,
@@ -158,6 +159,7 @@ impl CalendarService {
         self: &Arc<Self>,
         tenant: &Arc<Tenant>,
         request: ExchangeRequest,
+        actor: Actor,
     ) -> Result<Grant, Error> {
         let claims = self.check_state(tenant, &request)?;
         let code_sha256 = hex::encode(Sha256::digest(request.code.expose_secret().as_bytes()));
@@ -173,7 +175,7 @@ impl CalendarService {
                     let digest = code_sha256.clone();
                     let task_key = key.clone();
                     let task = self.tasks.spawn(async move {
-                        let redeemed = this.redeem(&tenant, claims, request, &digest).await;
+                        let redeemed = this.redeem(&tenant, claims, request, &digest, &actor).await;
                         this.exchanges
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -234,6 +236,7 @@ impl CalendarService {
         claims: StateClaims,
         request: ExchangeRequest,
         code_sha256: &str,
+        actor: &Actor,
     ) -> Result<Grant, Error> {
         let connect_mode =
             ConnectMode::parse(&claims.connect_mode).ok_or(Error::StateInvalid("unknown connect mode"))?;
@@ -277,7 +280,9 @@ impl CalendarService {
             }
         };
         let new = self.new_grant(response, connect_mode)?;
-        let stored = self.save_with_retries(tenant, &new, claims.user_ref.as_deref()).await?;
+        let stored = self
+            .save_with_retries(tenant, &new, claims.user_ref.as_deref(), actor)
+            .await?;
         if let Err(error) = self
             .store
             .record_state_outcome(&tenant.id, &claims.nonce, code_sha256, &stored.grant.sub)
@@ -337,12 +342,13 @@ impl CalendarService {
         tenant: &Tenant,
         new: &NewGrant,
         user_ref: Option<&str>,
+        actor: &Actor,
     ) -> Result<StoredGrant, Error> {
         // The code is spent: losing these tokens means asking the user to consent again.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.store.save_grant(&tenant.id, new, user_ref).await {
+            match self.store.save_grant(&tenant.id, new, user_ref, actor).await {
                 Ok(stored) => {
                     if new.track_changes {
                         self.channels_due();

@@ -28,6 +28,7 @@ use crate::{
     },
     domain::{
         Error, Tenant,
+        audit::{Actor, AuditEntry, AuditKind},
         grant::{ConnectMode, Grant, GrantKind, GrantSelector},
         state::StateClaims,
         upstream,
@@ -255,6 +256,32 @@ impl CalendarService {
             .iter()
             .find(|tenant| tenant.id == record.tenant_id)
             .ok_or(CallbackError::Unsigned)?;
+        let outcome = self.complete_for_tenant(tenant, &record, id, body).await;
+        if let Err(refused @ (CallbackError::Invalid(_) | CallbackError::Expired)) = &outcome {
+            // Signed by the tenant's application and about its authorization:
+            // worth an audit row (unsigned or unknown ones are not, or anyone could fill the trail).
+            let entry = AuditEntry {
+                kind: AuditKind::CallbackRefused,
+                sub: None,
+                user_ref: Some(&record.user_ref),
+                actor: &Actor::cronofy(),
+                detail: format!("authorization {}: {refused}", authorization_fingerprint(id)),
+                ids_erased: false,
+            };
+            if let Err(error) = self.store.record_audit(&tenant.id, &entry).await {
+                warn!(tenant = %tenant.id, %error, "recording a refused callback in the audit trail failed");
+            }
+        }
+        outcome
+    }
+
+    async fn complete_for_tenant(
+        &self,
+        tenant: &Tenant,
+        record: &AuthorizationRecord,
+        id: &str,
+        body: &[u8],
+    ) -> Result<CallbackOutcome, CallbackError> {
         let body: CallbackBody =
             serde_json::from_slice(body).map_err(|_| CallbackError::Invalid("not a Cronofy callback"))?;
         if let Some(state) = &body.authorization.state {
@@ -271,7 +298,7 @@ impl CalendarService {
             }
             AuthorizationStatus::Expired => return Err(CallbackError::Expired),
         }
-        if self.outlived_its_ttl(&record) {
+        if self.outlived_its_ttl(record) {
             let _ = self.store.expire_authorization(id, self.expired_before()).await;
             warn!(tenant = %tenant.id, authorization = %fingerprint, "a callback came after the authorization expired");
             return Err(CallbackError::Expired);
@@ -328,7 +355,10 @@ impl CalendarService {
                 return Err(CallbackError::Unavailable);
             }
         };
-        let stored = match self.save_with_retries(tenant, &new, Some(&record.user_ref)).await {
+        let stored = match self
+            .save_with_retries(tenant, &new, Some(&record.user_ref), &Actor::cronofy())
+            .await
+        {
             Ok(stored) => stored,
             Err(_) => {
                 let _ = self.store.release_authorization(id).await;

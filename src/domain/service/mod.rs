@@ -57,6 +57,7 @@ mod availability;
 mod changes;
 mod connect;
 mod enterprise;
+mod erasure;
 mod events;
 mod notifications;
 mod revoke;
@@ -68,6 +69,7 @@ pub use enterprise::{
     CALLBACK_PATH, CallbackError, CallbackOutcome, EnterpriseAuthorization, EnterpriseUserRequest,
     authorization_fingerprint, is_authorization_id,
 };
+pub use erasure::{Forgotten, Purged};
 pub use events::{BatchOp, FreeBusyQuery, MAX_BATCH_ITEMS};
 pub use notifications::{NOTIFICATION_PATH, NotificationOutcome};
 pub use revoke::Revoked;
@@ -95,6 +97,7 @@ pub struct CalendarService {
     exchanges: Mutex<HashMap<(String, String), (String, Exchange)>>,
     /// How long recorded changes are kept.
     change_retention: Duration,
+    audit_retention: Duration,
     /// Open WatchChanges streams, bounded per tenant.
     watchers: changes::Watchers,
     /// Signalled when a connect leaves a channel to open.
@@ -141,6 +144,8 @@ pub struct ServiceParts {
     pub tasks: Tasks,
     /// `changes.retention`.
     pub change_retention: Duration,
+    /// How long audit rows are kept.
+    pub audit_retention: Duration,
     /// `changes.max_watchers_per_tenant`.
     pub max_watchers_per_tenant: u32,
 }
@@ -170,6 +175,7 @@ impl CalendarService {
             tasks: parts.tasks,
             exchanges: Mutex::default(),
             change_retention: parts.change_retention,
+            audit_retention: parts.audit_retention,
             watchers: changes::Watchers::new(parts.max_watchers_per_tenant),
             channels_due: tokio::sync::Notify::new(),
             notifications_due: tokio::sync::Notify::new(),

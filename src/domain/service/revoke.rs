@@ -11,6 +11,7 @@ use crate::{
     cronofy::CronofyError,
     domain::{
         Error, Tenant,
+        audit::Actor,
         grant::{Grant, GrantSelector, GrantStatus},
         upstream,
     },
@@ -42,6 +43,7 @@ impl CalendarService {
         tenant: &Arc<Tenant>,
         selector: &GrantSelector,
         deadline: Deadline,
+        actor: &Actor,
     ) -> Result<Revoked, Error> {
         let stored = self.find(tenant, selector).await?;
         if stored.grant.status == GrantStatus::Revoked {
@@ -51,36 +53,16 @@ impl CalendarService {
             });
         }
         let sub = stored.grant.sub.clone();
-        // Before the revoke: closing the channel needs the grant's token.
-        if let Some(channel_id) = self
-            .store
-            .forget_channel(&tenant.id, &sub)
-            .await
-            .map_err(|error| store_failure(&tenant.id, "forgetting a channel", &error))?
-        {
-            self.close_channel(tenant, selector, &channel_id).await;
-        }
-        let revoked = self
-            .resilience
-            .call(&tenant.id, deadline, || self.cronofy.revoke_by_sub(&tenant.app, &sub))
-            .await;
-        let upstream_pending = match revoked {
-            // Cronofy no longer knows the authorization: it is revoked either way.
-            Ok(()) | Err(GuardError::Upstream(CronofyError::InvalidGrant)) => false,
-            Err(failure) => {
-                let error = upstream::guard_error(failure, upstream::Call::other("authorization"));
-                warn!(tenant = %tenant.id, sub, %error, "Cronofy's revoke failed; revoking here and retrying Cronofy's in the background");
-                // Queued before the tokens go: a crash in between still revokes at Cronofy.
-                self.store
-                    .queue_revocation(&tenant.id, &sub)
-                    .await
-                    .map_err(|error| store_failure(&tenant.id, "queueing a revocation", &error))?;
-                true
-            }
-        };
+        self.close_grant_channel(tenant, &sub).await?;
+        let upstream_pending = self.revoke_upstream(tenant, &sub, deadline).await?;
         let mut grant = self
             .store
-            .revoke_grant(&tenant.id, &sub)
+            .revoke_grant(
+                &tenant.id,
+                &sub,
+                actor,
+                format!("upstream revoke pending: {upstream_pending}"),
+            )
             .await
             .map_err(|error| store_failure(&tenant.id, "revoking a grant", &error))?
             .ok_or(Error::GrantNotFound)?
@@ -94,6 +76,44 @@ impl CalendarService {
             grant,
             upstream_pending,
         })
+    }
+
+    /// Closes the grant's push notification channel, if it has one: before
+    /// any revoke, as closing needs the grant's token. Best effort at Cronofy.
+    pub(super) async fn close_grant_channel(&self, tenant: &Arc<Tenant>, sub: &str) -> Result<(), Error> {
+        if let Some(channel_id) = self
+            .store
+            .forget_channel(&tenant.id, sub)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "forgetting a channel", &error))?
+        {
+            self.close_channel(tenant, &GrantSelector::Sub(sub.to_owned()), &channel_id)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Revokes the grant at Cronofy by sub. Ok(true): Cronofy's revoke failed
+    /// and is queued for the revocation worker (queued before anything is
+    /// erased, so a crash still revokes at Cronofy).
+    pub(super) async fn revoke_upstream(&self, tenant: &Tenant, sub: &str, deadline: Deadline) -> Result<bool, Error> {
+        let revoked = self
+            .resilience
+            .call(&tenant.id, deadline, || self.cronofy.revoke_by_sub(&tenant.app, sub))
+            .await;
+        match revoked {
+            // Cronofy no longer knows the authorization: it is revoked either way.
+            Ok(()) | Err(GuardError::Upstream(CronofyError::InvalidGrant)) => Ok(false),
+            Err(failure) => {
+                let error = upstream::guard_error(failure, upstream::Call::other("authorization"));
+                warn!(tenant = %tenant.id, sub, %error, "Cronofy's revoke failed; retrying it in the background");
+                self.store
+                    .queue_revocation(&tenant.id, sub)
+                    .await
+                    .map_err(|error| store_failure(&tenant.id, "queueing a revocation", &error))?;
+                Ok(true)
+            }
+        }
     }
 
     /// Revokes one calendar profile of the grant's account at Cronofy (Revoke

@@ -67,6 +67,7 @@ user_selector!(
     ListCalendarsRequest => list_calendars_request,
     GetGrantRequest => get_grant_request,
     RevokeGrantRequest => revoke_grant_request,
+    ForgetUserRequest => forget_user_request,
 );
 
 fn selector(request: &impl UserSelector, violations: &mut Violations) -> Option<GrantSelector> {

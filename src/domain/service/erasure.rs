@@ -1,0 +1,169 @@
+//! Erasure: one user on a privacy request (ForgetUser), or a whole tenant
+//! when its product is offboarded (`calgate purge-tenant`). Cronofy's side
+//! (events, channel, authorization) is done first, while calgate still holds
+//! what it needs; then every row goes in one transaction. A revoke Cronofy
+//! does not take never stops the erasure: it is queued (by sub alone) and
+//! retried.
+
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::{CalendarService, Deadline, store_failure};
+use crate::{
+    domain::{
+        Error, Tenant,
+        audit::Actor,
+        grant::{GrantSelector, GrantStatus},
+    },
+    store::{PurgeTarget, PurgedRows},
+};
+
+/// What ForgetUser did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forgotten {
+    /// The sub forgotten.
+    pub sub: String,
+    /// The user's events were deleted at Cronofy.
+    pub events_deleted: bool,
+    /// Cronofy's revoke failed and waits in the revocation queue.
+    pub upstream_pending: bool,
+}
+
+/// What purging a tenant did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Grants whose authorization Cronofy revoked (or no longer knew).
+    pub revoked: u64,
+    /// Subs whose revoke Cronofy did not take: queued, and retried by a
+    /// serving replica's revocation worker or the next purge-tenant run.
+    pub revoke_pending: Vec<String>,
+    /// Rows deleted and audit rows pseudonymised.
+    pub rows: PurgedRows,
+}
+
+impl CalendarService {
+    /// Erases one user: their events when `delete_events`, their channel and
+    /// authorization at Cronofy, and every row about them here. Runs as its
+    /// own task: a caller who gives up midway (its deadline, a dropped
+    /// connection) does not leave a user revoked at Cronofy and still stored.
+    pub async fn forget_user(
+        self: &Arc<Self>,
+        tenant: &Arc<Tenant>,
+        selector: &GrantSelector,
+        delete_events: bool,
+        deadline: Deadline,
+        actor: &Actor,
+    ) -> Result<Forgotten, Error> {
+        let (this, tenant, selector, actor) = (self.clone(), tenant.clone(), selector.clone(), actor.clone());
+        self.tasks
+            .spawn(async move { this.forget(&tenant, &selector, delete_events, deadline, &actor).await })
+            .await
+            .unwrap_or_else(|joined| {
+                tracing::error!(error = %joined, "a ForgetUser died");
+                Err(Error::StoreUnavailable)
+            })
+    }
+
+    async fn forget(
+        &self,
+        tenant: &Arc<Tenant>,
+        selector: &GrantSelector,
+        delete_events: bool,
+        deadline: Deadline,
+        actor: &Actor,
+    ) -> Result<Forgotten, Error> {
+        let stored = self.find(tenant, selector).await?;
+        let sub = stored.grant.sub.clone();
+        let by_sub = GrantSelector::Sub(sub.clone());
+        if delete_events {
+            // Fails (and erases nothing) when the grant cannot be used: the caller asked for this.
+            self.delete_all_events(tenant, &by_sub, &[], deadline).await?;
+        }
+        let upstream_pending = if stored.grant.status == GrantStatus::Revoked {
+            false
+        } else {
+            self.close_grant_channel(tenant, &sub).await?;
+            self.revoke_upstream(tenant, &sub, deadline).await?
+        };
+        let detail = format!("events deleted: {delete_events}; upstream revoke pending: {upstream_pending}");
+        let forgotten = self
+            .store
+            .forget_grant(&tenant.id, &sub, actor, detail)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "forgetting a user", &error))?
+            .ok_or(Error::GrantNotFound)?;
+        self.tokens.forget_grant(&tenant.id, &sub);
+        for user_ref in &forgotten.user_refs {
+            self.tokens.forget_user_ref(&tenant.id, user_ref);
+        }
+        info!(tenant = %tenant.id, events_deleted = delete_events, upstream_pending, "user forgotten");
+        Ok(Forgotten {
+            sub,
+            events_deleted: delete_events,
+            upstream_pending,
+        })
+    }
+
+    /// Offboards a tenant: closes every channel and revokes every grant at
+    /// Cronofy (with the usual retries), retries revocations still queued,
+    /// then deletes every row of the tenant. `progress` hears of each grant.
+    pub async fn purge_tenant(
+        &self,
+        tenant: &Arc<Tenant>,
+        actor: &Actor,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Purged, Error> {
+        let targets = self
+            .store
+            .purge_targets(&tenant.id)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "listing a tenant's grants", &error))?;
+        let queued = self
+            .store
+            .revocations_of(&tenant.id)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "listing a tenant's revocations", &error))?;
+        let to_revoke: Vec<&str> = targets
+            .iter()
+            .filter(|target| target.has_tokens)
+            .map(|target: &PurgeTarget| target.sub.as_str())
+            .chain(queued.iter().map(String::as_str))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut purged = Purged::default();
+        for (done, sub) in to_revoke.iter().enumerate() {
+            if targets.iter().any(|target| target.sub == *sub && target.has_tokens) {
+                // Best effort, and before the revoke: closing needs the grant's token.
+                if let Err(error) = self.close_grant_channel(tenant, sub).await {
+                    warn!(tenant = %tenant.id, %error, "closing a channel before a purge failed");
+                }
+            }
+            if self.revoke_upstream(tenant, sub, None).await? {
+                purged.revoke_pending.push((*sub).to_owned());
+            } else {
+                purged.revoked += 1;
+                let _ = self.store.finish_revocation(&tenant.id, sub).await;
+            }
+            progress(done + 1, to_revoke.len());
+        }
+        let detail = format!(
+            "{} grants; {} revoked at Cronofy; {} revocations pending",
+            targets.len(),
+            purged.revoked,
+            purged.revoke_pending.len()
+        );
+        purged.rows = self
+            .store
+            .purge_tenant_rows(&tenant.id, &purged.revoke_pending, actor, detail)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "purging a tenant", &error))?;
+        for target in &targets {
+            self.store.remove_spilled(&tenant.id, &target.sub);
+            self.tokens.forget_grant(&tenant.id, &target.sub);
+        }
+        info!(tenant = %tenant.id, grants = purged.rows.grants, revoked = purged.revoked, pending = purged.revoke_pending.len(), "tenant purged");
+        Ok(purged)
+    }
+}

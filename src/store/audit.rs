@@ -1,0 +1,410 @@
+//! The audit trail (migration 0008): lifecycle events recorded in the
+//! transaction of the state change they describe, hash-chained per tenant,
+//! with people's ids kept in clear only until they are erased.
+//!
+//! The pseudonym key (HMAC key of the sub and user_ref hashes) is made once
+//! per database and kept in `store_keys`, sealed under the configured
+//! encryption keys: the database file alone cannot link a hash to a person,
+//! and `calgate rekey` re-seals it like any token.
+
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use super::{Store, StoreError, crypto::Binding, now, with_pool};
+use crate::domain::audit::{AuditEntry, AuditRecord, ChainBreak, ChainVerifier, MAX_DETAIL, pseudonym};
+
+/// The pseudonym key; never printed.
+#[derive(Default)]
+pub(super) struct AuditKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey([redacted])")
+    }
+}
+
+/// `store_keys.name` of the pseudonym key.
+pub(super) const AUDIT_KEY: &str = "audit_pseudonym";
+
+/// Takes the tenant's next audit number ($1 tenant) and the previous row's
+/// hash, locking its head row until the transaction ends.
+pub(super) const NEXT_AUDIT: &str = "INSERT INTO audit_heads (tenant_id, last_seq, last_hash) VALUES ($1, 1, '') \
+     ON CONFLICT (tenant_id) DO UPDATE SET last_seq = audit_heads.last_seq + 1 RETURNING last_seq, last_hash";
+
+pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit_events (tenant_id, seq, recorded_at, kind, sub, user_ref, \
+     sub_hash, user_ref_hash, actor, request_id, detail, prev_hash, hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+pub(super) const SET_HEAD_HASH: &str = "UPDATE audit_heads SET last_hash = $2 WHERE tenant_id = $1";
+
+/// The user_ref bound to (tenant = $1, sub = $2) most recently.
+pub(super) const BOUND_USER_REF: &str = "SELECT user_ref FROM user_refs WHERE tenant_id = $1 AND sub = $2 \
+     ORDER BY bound_at DESC, user_ref DESC LIMIT 1";
+
+/// Records an audit entry inside the transaction `$tx` (of either backend).
+/// `$store` gives the pseudonym key. Evaluates to the row's number.
+macro_rules! record_audit {
+    ($tx:expr, $store:expr, $tenant:expr, $entry:expr, $now_ms:expr) => {{
+        let entry: &$crate::domain::audit::AuditEntry<'_> = $entry;
+        let (seq, prev): (i64, String) = sqlx::query_as($crate::store::audit::NEXT_AUDIT)
+            .bind($tenant)
+            .fetch_one(&mut *$tx)
+            .await?;
+        let row = $store.audit_row($tenant, seq, prev, entry, $now_ms);
+        sqlx::query($crate::store::audit::INSERT_AUDIT)
+            .bind(&row.tenant)
+            .bind(row.seq)
+            .bind($now_ms)
+            .bind(&row.kind)
+            .bind(&row.sub)
+            .bind(&row.user_ref)
+            .bind(&row.sub_hash)
+            .bind(&row.user_ref_hash)
+            .bind(&row.actor)
+            .bind(&row.request_id)
+            .bind(&row.detail)
+            .bind(&row.prev_hash)
+            .bind(&row.hash)
+            .execute(&mut *$tx)
+            .await?;
+        sqlx::query($crate::store::audit::SET_HEAD_HASH)
+            .bind($tenant)
+            .bind(&row.hash)
+            .execute(&mut *$tx)
+            .await?;
+        seq
+    }};
+}
+pub(super) use record_audit;
+
+/// Records an audit entry about the grant (tenant, sub) inside `$tx`, naming
+/// the user_ref bound to it most recently.
+macro_rules! record_grant_audit {
+    ($tx:expr, $store:expr, $tenant:expr, $sub:expr, $kind:expr, $actor:expr, $detail:expr, $now_ms:expr) => {{
+        let user_ref: Option<String> = sqlx::query_scalar($crate::store::audit::BOUND_USER_REF)
+            .bind($tenant)
+            .bind($sub)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        let entry = $crate::domain::audit::AuditEntry {
+            kind: $kind,
+            sub: Some($sub),
+            user_ref: user_ref.as_deref(),
+            actor: $actor,
+            detail: $detail,
+            ids_erased: false,
+        };
+        $crate::store::audit::record_audit!($tx, $store, $tenant, &entry, $now_ms)
+    }};
+}
+pub(super) use record_grant_audit;
+
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    tenant_id: String,
+    seq: i64,
+    recorded_at: i64,
+    kind: String,
+    sub: Option<String>,
+    user_ref: Option<String>,
+    sub_hash: String,
+    user_ref_hash: String,
+    actor: String,
+    request_id: String,
+    detail: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl AuditRow {
+    fn into_record(self) -> Result<AuditRecord, StoreError> {
+        Ok(AuditRecord {
+            recorded_at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.recorded_at) * 1_000_000)
+                .map_err(|_| StoreError::Corrupt("audit recorded_at".to_owned()))?,
+            tenant: self.tenant_id,
+            seq: self.seq,
+            kind: self.kind,
+            sub: self.sub,
+            user_ref: self.user_ref,
+            sub_hash: self.sub_hash,
+            user_ref_hash: self.user_ref_hash,
+            actor: self.actor,
+            request_id: self.request_id,
+            detail: self.detail,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        })
+    }
+}
+
+const SELECT_AUDIT: &str = "SELECT tenant_id, seq, recorded_at, kind, sub, user_ref, sub_hash, user_ref_hash, \
+     actor, request_id, detail, prev_hash, hash FROM audit_events";
+
+/// Which of a tenant's audit rows to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only rows recorded at or after this instant.
+    pub since: Option<OffsetDateTime>,
+    /// Only rows about this user_ref (found by its keyed hash).
+    pub user_ref: Option<String>,
+    /// Only rows about this sub (found by its keyed hash).
+    pub sub: Option<String>,
+}
+
+/// What verifying a tenant's chain found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Rows checked.
+    pub checked: u64,
+    /// The first break, if any.
+    pub broken: Option<ChainBreak>,
+    /// The hash of the chain's last row (keep it elsewhere to anchor the chain).
+    pub head_hash: String,
+}
+
+impl Store {
+    /// Reads the pseudonym key, making it on first use (once, whichever
+    /// replica comes first), and seals a copy under the current encryption
+    /// key when there is none: a later removal of older keys leaves it readable.
+    pub(super) async fn load_audit_key(&self) -> Result<AuditKey, StoreError> {
+        let mut sealed = self.sealed_audit_keys().await?;
+        if sealed.is_empty() {
+            let mut fresh = Zeroizing::new([0u8; 32]);
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut *fresh);
+            self.store_audit_key(&fresh).await?;
+            // Another replica may have won the race: use whatever was stored.
+            sealed = self.sealed_audit_keys().await?;
+        }
+        let opened = sealed.iter().find_map(|(key_id, blob)| {
+            let text = self.cipher().open(key_id, blob, &audit_key_binding()).ok()?;
+            let mut key = Zeroizing::new([0u8; 32]);
+            hex::decode_to_slice(text.expose_secret(), &mut *key).ok()?;
+            Some(key)
+        });
+        let Some(key) = opened else {
+            let ids: Vec<&str> = sealed.iter().map(|(key_id, _)| key_id.as_str()).collect();
+            return Err(StoreError::Corrupt(format!(
+                "the audit trail's key is sealed under encryption key(s) `{}`, none of which is configured: \
+                 add one back (keep old keys in encryption.keys until `calgate rekey` has finished)",
+                ids.join("`, `")
+            )));
+        };
+        let current = self.cipher().current_key_id();
+        if !sealed.iter().any(|(key_id, _)| key_id == current) {
+            self.store_audit_key(&key).await?;
+        }
+        Ok(AuditKey(key))
+    }
+
+    /// Every sealed copy of the pseudonym key: (key id, ciphertext).
+    pub(super) async fn sealed_audit_keys(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as("SELECT key_id, sealed FROM store_keys WHERE name = $1 ORDER BY key_id")
+                .bind(AUDIT_KEY)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Seals the pseudonym key under the current encryption key (kept if a copy exists).
+    async fn store_audit_key(&self, key: &[u8; 32]) -> Result<(), StoreError> {
+        let sealed = self
+            .cipher()
+            .seal(&SecretString::from(hex::encode(key)), &audit_key_binding());
+        let (now, _) = now();
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO store_keys (name, key_id, sealed, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name, key_id) DO NOTHING",
+            )
+            .bind(AUDIT_KEY)
+            .bind(self.cipher().current_key_id())
+            .bind(&sealed)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The keyed hash of a person's id (`what`: `sub` or `user_ref`).
+    pub(crate) fn pseudonym(&self, tenant: &str, what: &str, id: &str) -> String {
+        pseudonym(&self.audit_key.0, tenant, what, id)
+    }
+
+    /// A new chain row for `entry`, numbered `seq` after `prev_hash`.
+    pub(super) fn audit_row(
+        &self,
+        tenant: &str,
+        seq: i64,
+        prev_hash: String,
+        entry: &AuditEntry<'_>,
+        now_ms: i64,
+    ) -> AuditRecord {
+        let mut detail = entry.detail.clone();
+        if detail.len() > MAX_DETAIL {
+            let mut end = MAX_DETAIL;
+            while !detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            detail.truncate(end);
+        }
+        let mut row = AuditRecord {
+            tenant: tenant.to_owned(),
+            seq,
+            recorded_at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            kind: entry.kind.as_str().to_owned(),
+            sub: entry.sub.filter(|_| !entry.ids_erased).map(str::to_owned),
+            user_ref: entry.user_ref.filter(|_| !entry.ids_erased).map(str::to_owned),
+            sub_hash: entry
+                .sub
+                .map_or(String::new(), |sub| self.pseudonym(tenant, "sub", sub)),
+            user_ref_hash: entry
+                .user_ref
+                .map_or(String::new(), |user_ref| self.pseudonym(tenant, "user_ref", user_ref)),
+            actor: entry.actor.name.clone(),
+            request_id: entry.actor.request_id.clone(),
+            detail,
+            prev_hash,
+            hash: String::new(),
+        };
+        row.hash = row.expected_hash();
+        row
+    }
+
+    /// Records one audit entry on its own (events with no state change beside them).
+    pub async fn record_audit(&self, tenant: &str, entry: &AuditEntry<'_>) -> Result<i64, StoreError> {
+        let (_, now_ms) = now();
+        Ok(with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let seq = record_audit!(tx, self, tenant, entry, now_ms);
+            tx.commit().await?;
+            seq
+        }))
+    }
+
+    /// Up to `limit` of the tenant's audit rows after number `after`, in order.
+    pub async fn audit_page(
+        &self,
+        tenant: &str,
+        query: &AuditQuery,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let since_ms = query
+            .since
+            .map_or(i64::MIN, |since| (since.unix_timestamp_nanos() / 1_000_000) as i64);
+        let user_ref_hash = query
+            .user_ref
+            .as_deref()
+            .map(|user_ref| self.pseudonym(tenant, "user_ref", user_ref));
+        let sub_hash = query.sub.as_deref().map(|sub| self.pseudonym(tenant, "sub", sub));
+        let rows: Vec<AuditRow> = with_pool!(self, pool => {
+            sqlx::query_as(&format!(
+                "{SELECT_AUDIT} WHERE tenant_id = $1 AND seq > $2 AND recorded_at >= $3 \
+                 AND ($4 IS NULL OR user_ref_hash = $4) AND ($5 IS NULL OR sub_hash = $5) ORDER BY seq LIMIT $6"
+            ))
+            .bind(tenant)
+            .bind(after)
+            .bind(since_ms)
+            .bind(user_ref_hash)
+            .bind(sub_hash)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(AuditRow::into_record).collect()
+    }
+
+    /// Walks the tenant's whole chain and reports the first break.
+    pub async fn verify_audit_chain(&self, tenant: &str) -> Result<ChainReport, StoreError> {
+        const PAGE: i64 = 1000;
+        let head: Option<(i64, String, i64, String)> = with_pool!(self, pool => {
+            sqlx::query_as("SELECT last_seq, last_hash, pruned_through, pruned_hash FROM audit_heads WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_optional(pool)
+                .await?
+        });
+        let (last_seq, last_hash, pruned_through, pruned_hash) = head.unwrap_or((0, String::new(), 0, String::new()));
+        let mut verifier = ChainVerifier::new(pruned_through, &pruned_hash);
+        let mut after = pruned_through;
+        let everything = AuditQuery::default();
+        loop {
+            let page = self.audit_page(tenant, &everything, after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for row in &page {
+                if let Err(broken) = verifier.check(row) {
+                    return Ok(ChainReport {
+                        checked: verifier.checked,
+                        broken: Some(broken),
+                        head_hash: last_hash,
+                    });
+                }
+            }
+        }
+        let broken = verifier.finish(last_seq, &last_hash).err();
+        Ok(ChainReport {
+            checked: verifier.checked,
+            broken,
+            head_hash: last_hash,
+        })
+    }
+
+    /// Removes audit rows recorded before `before_ms`, tenant by tenant,
+    /// keeping each chain verifiable from its first remaining row.
+    pub async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let due: Vec<(String, i64)> = with_pool!(self, pool => {
+            sqlx::query_as("SELECT tenant_id, MAX(seq) FROM audit_events WHERE recorded_at < $1 GROUP BY tenant_id")
+                .bind(before_ms)
+                .fetch_all(pool)
+                .await?
+        });
+        let mut removed = 0;
+        for (tenant, through) in due {
+            removed += with_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                let hash: Option<String> =
+                    sqlx::query_scalar("SELECT hash FROM audit_events WHERE tenant_id = $1 AND seq = $2")
+                        .bind(&tenant)
+                        .bind(through)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let deleted = match hash {
+                    Some(hash) => {
+                        sqlx::query(
+                            "UPDATE audit_heads SET pruned_through = $2, pruned_hash = $3 \
+                             WHERE tenant_id = $1 AND pruned_through < $2",
+                        )
+                        .bind(&tenant)
+                        .bind(through)
+                        .bind(&hash)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query("DELETE FROM audit_events WHERE tenant_id = $1 AND seq <= $2")
+                            .bind(&tenant)
+                            .bind(through)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected()
+                    }
+                    None => 0,
+                };
+                tx.commit().await?;
+                deleted
+            });
+        }
+        Ok(removed)
+    }
+}
+
+/// What the pseudonym key's ciphertext is bound to.
+pub(super) fn audit_key_binding() -> Binding<'static> {
+    Binding {
+        tenant: "",
+        sub: "",
+        purpose: "audit_pseudonym_key",
+    }
+}
