@@ -1,4 +1,4 @@
-"""calgate from Python: connect a user, write an event, delete it.
+"""calgate from Python: connect a user, write an event, delete it, and forget the user.
 
 Runs against a calgate sandbox (its embedded fake Cronofy approves consent at once):
 
@@ -70,6 +70,17 @@ def main():
         metadata=AUTH,
     )
     print("deleted quickstart-1")
+
+    # The user leaves (a privacy request): their events, their Cronofy authorization and every row
+    # calgate held about them go; the audit trail keeps only keyed hashes of their ids.
+    forgotten = stub.ForgetUser(pb.ForgetUserRequest(user_ref="py-quickstart", delete_events=True), metadata=AUTH)
+    print(f"forgot {forgotten.sub} (events deleted: {forgotten.events_deleted})")
+    try:
+        stub.GetGrant(pb.GetGrantRequest(user_ref="py-quickstart"), metadata=AUTH)
+        raise SystemExit("a forgotten user is still known")
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.NOT_FOUND:
+            raise
 
 
 if __name__ == "__main__":

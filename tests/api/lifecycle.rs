@@ -304,6 +304,21 @@ async fn rekey_while_serving(pg: Option<&PgTestDb>) {
         .find(|line| line["kind"] == "keys_rotated")
         .expect("keys_rotated");
     assert_eq!(rotated["actor"], "operator");
+    assert_no_secret(&fake, &[&refused, &ran, &again, &audit]);
+}
+
+/// No token, code or client secret in what the commands printed.
+fn assert_no_secret(fake: &calgate::fake_cronofy::FakeCronofy, outputs: &[&Ran]) {
+    let secrets = fake.issued_secrets();
+    assert!(!secrets.is_empty());
+    for output in outputs {
+        for secret in secrets.iter().map(String::as_str).chain([ACME_SECRET, GLOBEX_SECRET]) {
+            assert!(
+                !output.stdout.contains(secret) && !output.stderr.contains(secret),
+                "a secret was printed"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,6 +505,7 @@ async fn purge_tenant(pg: Option<&PgTestDb>) {
     .lines();
     assert_eq!(kinds(&ada_rows), vec!["grant_connected"], "found by the keyed hash");
     assert!(audit.stderr.contains("chain verifies"), "{}", audit.stderr);
+    assert_no_secret(&fake, &[&ran, &audit]);
 }
 
 /// How many rows of calgate's tables hold any of `needles` in any column.
@@ -778,4 +794,44 @@ async fn the_audit_trail_records_the_lifecycle_and_finds_tampering_on_sqlite() {
 async fn the_audit_trail_records_the_lifecycle_and_finds_tampering_on_postgres() {
     let Some(pg) = PgTestDb::create().await else { return };
     audit_trail(Some(&pg)).await;
+}
+
+/// Rows past `audit.retention` go; the chain still verifies from the first
+/// remaining row, and grows on from where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_forgets_rows_past_its_retention_and_still_verifies() {
+    let app = spawn_app_edited(|settings| {
+        settings.changes.prune_interval = Duration::from_millis(100);
+    })
+    .await;
+    let cfg = write_config(&app.fake, &app.work, |_| {});
+    let cfg = cfg.to_str().expect("utf-8 path");
+    app.connect(Some("ada")).await;
+    app.connect(Some("bob")).await;
+    let before = calgate_ok(&["audit", "--config", cfg, "--tenant", "acme", "--verify"]).await;
+    assert_eq!(before.lines().len(), 2);
+
+    // 401 days on: past the default retention of 400 days.
+    app.clock.advance(Duration::from_secs(401 * 24 * 3600));
+    let deadline = tokio::time::Instant::now() + ARRIVAL;
+    loop {
+        let now = calgate_ok(&["audit", "--config", cfg, "--tenant", "acme"]).await;
+        if now.stdout.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never pruned: {}", now.stdout);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pruned = calgate_ok(&["audit", "--config", cfg, "--tenant", "acme", "--verify"]).await;
+    assert!(pruned.stderr.contains("chain verifies: 0 rows"), "{}", pruned.stderr);
+    // A new row chains onto the pruned head; its number goes on from it.
+    let (fake, work) = app.stop().await;
+    let keys = work.key("k1");
+    let app = spawn_app_on(fake, work, &keys).await;
+    app.connect(Some("cy")).await;
+    let after = calgate_ok(&["audit", "--config", cfg, "--tenant", "acme", "--verify"]).await;
+    let lines = after.lines();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["seq"], 3);
+    assert_eq!(lines[0]["user_ref"], "cy");
 }

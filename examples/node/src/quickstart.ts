@@ -1,4 +1,4 @@
-// calgate from TypeScript on Node: connect a user, write an event, delete it.
+// calgate from TypeScript on Node: connect a user, write an event, delete it, and forget the user.
 //
 // Runs against a calgate sandbox (its embedded fake Cronofy approves consent at once):
 //   cargo run --release -- sandbox --config examples/calgate.toml
@@ -48,6 +48,20 @@ async function main(): Promise<void> {
 
   await call("DeleteEvent", { user_ref: "ts-quickstart", calendar_id: calendarId, event_id: "quickstart-1" });
   console.log("deleted quickstart-1");
+
+  // The user leaves (a privacy request): their events, their Cronofy authorization and every row
+  // calgate held about them go; the audit trail keeps only keyed hashes of their ids.
+  const forgotten = await call<{ sub: string; events_deleted: boolean }>("ForgetUser", {
+    user_ref: "ts-quickstart",
+    delete_events: true,
+  });
+  console.log(`forgot ${forgotten.sub} (events deleted: ${forgotten.events_deleted})`);
+  try {
+    await call("GetGrant", { user_ref: "ts-quickstart" });
+    throw new Error("a forgotten user is still known");
+  } catch (error) {
+    if ((error as grpc.ServiceError).code !== grpc.status.NOT_FOUND) throw error;
+  }
   client.close();
 }
 
