@@ -173,6 +173,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 key_ids.join(", "),
                 key_ids[0]
             );
+            let state_ids: Vec<&str> = settings.state_keys.iter().map(|k| k.id.as_str()).collect();
+            println!(
+                "  state keys      {} (sealing with `{}`)",
+                state_ids.join(", "),
+                state_ids[0]
+            );
+            println!(
+                "  audit retention {:.1} days",
+                settings.audit.retention.as_secs_f64() / 86_400.0
+            );
             for tenant in &settings.tenants {
                 println!(
                     "  tenant {:<12} data_center={} api keys={} redirect_uris={}",
