@@ -140,6 +140,7 @@ pub struct App {
     grpc: GrpcSettings,
     revoke_retry_interval: Duration,
     changes: ChangeSettings,
+    refresh_ahead_interval: Duration,
     tasks: Tasks,
 }
 
@@ -165,6 +166,7 @@ impl App {
                 tenant: tenant.id.clone(),
                 application: TenantLimits::application_key(&tenant.client_id, &tenant.data_center.to_string()),
                 rate_limit: tenant.rate_limit,
+                background_percent: settings.refresh_ahead.budget_percent,
             }),
             &store,
         );
@@ -189,6 +191,7 @@ impl App {
             change_retention: settings.changes.retention,
             audit_retention: settings.audit.retention,
             max_watchers_per_tenant: settings.changes.max_watchers_per_tenant,
+            refresh_ahead: settings.refresh_ahead,
         });
         Ok(App {
             service: Arc::new(service),
@@ -201,6 +204,7 @@ impl App {
             grpc: settings.grpc,
             revoke_retry_interval: settings.upstream.revoke_retry_interval,
             changes: settings.changes,
+            refresh_ahead_interval: settings.refresh_ahead.interval,
             tasks,
         })
     }
@@ -307,6 +311,16 @@ impl App {
                 }
             }),
         );
+        let (service, tenants) = (self.service.clone(), self.tenants.clone());
+        tasks.spawn_worker(
+            "background refresher",
+            every(self.refresh_ahead_interval, tasks.shutdown(), move || {
+                let (service, tenants) = (service.clone(), tenants.clone());
+                async move {
+                    service.refresh_ahead_round(&tenants).await;
+                }
+            }),
+        );
         if self.service.store().is_shared() {
             tasks.spawn_worker(
                 "change feed poller",
@@ -374,6 +388,8 @@ impl App {
         let stopping_since = tokio::time::Instant::now();
         tasks.stop();
         tasks.drain(grace.saturating_sub(stopping_since.elapsed())).await;
+        // Which grants calls used since the last round (the background refresher's "used recently").
+        self.service.record_usage().await;
         for (tenant, sub) in self.service.flush_pending_tokens().await {
             error!(
                 %tenant,

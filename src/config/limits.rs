@@ -205,3 +205,58 @@ impl AuditSettings {
         Ok(())
     }
 }
+
+/// `[refresh_ahead]`: the background refresher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshAheadSettings {
+    /// Refresh recently used grants before their tokens need it.
+    pub enabled: bool,
+    /// Grants used (by any call) within this long are refreshed ahead; idle
+    /// ones are refreshed on demand by their next call.
+    #[serde(with = "humantime_serde")]
+    pub used_within: Duration,
+    /// Background refreshes happen spread over this long before the on-demand
+    /// window (`refresh_margin` to twice it before expiry).
+    #[serde(with = "humantime_serde")]
+    pub lead: Duration,
+    /// The most of each application's budget (per second and per minute,
+    /// across replicas) background refreshes may take, in percent.
+    pub budget_percent: u32,
+    /// How often each replica looks for grants due.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for RefreshAheadSettings {
+    fn default() -> Self {
+        RefreshAheadSettings {
+            enabled: true,
+            used_within: Duration::from_secs(30 * 24 * 3600),
+            lead: Duration::from_secs(15 * 60),
+            budget_percent: 20,
+            interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RefreshAheadSettings {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if !(1..=100).contains(&self.budget_percent) {
+            return Err(ConfigError::invalid(
+                "refresh_ahead.budget_percent",
+                "must be between 1 and 100",
+            ));
+        }
+        if self.interval < Duration::from_millis(50) || self.interval > Duration::from_secs(300) {
+            return Err(ConfigError::invalid(
+                "refresh_ahead.interval",
+                "must be between 50ms and 5m",
+            ));
+        }
+        if self.used_within.is_zero() {
+            return Err(ConfigError::invalid("refresh_ahead.used_within", "must be positive"));
+        }
+        Ok(())
+    }
+}

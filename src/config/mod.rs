@@ -19,7 +19,7 @@ use figment::{
 use secrecy::{SecretBox, SecretString};
 use url::Url;
 
-pub use limits::{AuditSettings, CallbackLimits, ChangeSettings, GrpcSettings};
+pub use limits::{AuditSettings, CallbackLimits, ChangeSettings, GrpcSettings, RefreshAheadSettings};
 pub use raw::RawConfig;
 use resolve::{resolve_keys, resolve_tenants};
 pub use secrets::SecretSource;
@@ -47,6 +47,7 @@ const ENV_KEYS: &[&str] = &[
     "grpc",
     "changes",
     "audit",
+    "refresh_ahead",
 ];
 
 /// A configuration problem, always naming the key at fault.
@@ -111,6 +112,8 @@ pub struct Settings {
     pub changes: ChangeSettings,
     /// The audit trail.
     pub audit: AuditSettings,
+    /// The background refresher.
+    pub refresh_ahead: RefreshAheadSettings,
 }
 
 /// Where Cronofy's Enterprise Connect callbacks arrive.
@@ -352,6 +355,7 @@ impl Settings {
         raw.grpc.check()?;
         raw.changes.check()?;
         raw.audit.check()?;
+        raw.refresh_ahead.check()?;
         positive(raw.state_ttl, "state_ttl")?;
         positive(raw.shutdown_grace, "shutdown_grace")?;
         positive(raw.upstream.request_timeout, "upstream.request_timeout")?;
@@ -408,6 +412,7 @@ impl Settings {
             grpc: raw.grpc,
             changes: raw.changes,
             audit: raw.audit,
+            refresh_ahead: raw.refresh_ahead,
         })
     }
 }

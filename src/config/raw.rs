@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub(super) changes: super::ChangeSettings,
     #[serde(default)]
     pub(super) audit: super::AuditSettings,
+    #[serde(default)]
+    pub(super) refresh_ahead: super::RefreshAheadSettings,
     #[serde(default = "default_state_ttl", with = "humantime_serde")]
     pub(super) state_ttl: Duration,
     #[serde(default = "default_refresh_margin", with = "humantime_serde")]

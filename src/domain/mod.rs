@@ -15,6 +15,7 @@ mod service;
 pub mod state;
 mod token_cache;
 mod upstream;
+mod usage;
 
 pub use clock::Clock;
 pub use error::{Error, FieldViolation, FieldViolations, MAX_FIELD_VIOLATIONS, Violations};

@@ -35,7 +35,7 @@ use super::{
 };
 use crate::{
     cronofy::{CronofyClient, CronofyError},
-    resilience::{GuardError, Resilience},
+    resilience::{BackgroundRefusal, GuardError, Resilience},
     store::Store,
     tasks::Tasks,
     telemetry::metrics::METRICS,
@@ -43,6 +43,15 @@ use crate::{
 
 /// How many times a refreshed pair is offered to the store before it is parked in memory.
 const STORE_ATTEMPTS: u32 = 3;
+/// After a refresh behind a call failed, calls leave the grant's token alone this long.
+pub(super) const BEHIND_BACKOFF: Duration = Duration::from_secs(30);
+/// Grants remembered in that backoff at most (a bound, not a tuning knob).
+const MAX_BACKOFF_ENTRIES: usize = 10_000;
+/// A background refresh waits this long at most for background work's share
+/// of the budget (about a round); it never waits for the callers' part.
+const BACKGROUND_SHARE_WAIT: Duration = Duration::from_secs(5);
+/// Background work pauses at least this long after Cronofy answered it 429.
+const BACKGROUND_PAUSE_AFTER_429: Duration = Duration::from_secs(60);
 
 /// (tenant, sub).
 type GrantKey = (String, String);
@@ -66,6 +75,10 @@ pub(super) enum Need {
         /// The version whose access token was refused.
         version: i64,
     },
+    /// The background refresher: the token is due ahead of need
+    /// ([`Refresher::due_ahead`]). Takes only background budget, never
+    /// waits for it, and is not retried here (the claim paces retries).
+    Ahead,
 }
 
 /// Refreshes grants through Cronofy and records the result durably.
@@ -76,7 +89,13 @@ pub(super) struct Refresher {
     pub(super) resilience: Arc<Resilience>,
     pub(super) clock: Clock,
     pub(super) margin: Duration,
+    /// `refresh_ahead.lead`: background refreshes spread over this long
+    /// before the on-demand window.
+    pub(super) lead: Duration,
     tasks: Tasks,
+    /// Grants whose refresh behind a call failed lately: not tried again
+    /// from a call before this instant (a refresh the caller waits for still is).
+    behind_backoff: Mutex<HashMap<GrantKey, time::OffsetDateTime>>,
     flights: Mutex<HashMap<GrantKey, Flight>>,
     pending: Mutex<HashMap<GrantKey, (i64, Tokens)>>,
 }
@@ -88,6 +107,7 @@ impl Refresher {
         resilience: Arc<Resilience>,
         clock: Clock,
         margin: Duration,
+        lead: Duration,
         tasks: Tasks,
     ) -> Self {
         // Pairs a previous run of this replica could not store.
@@ -105,7 +125,9 @@ impl Refresher {
             resilience,
             clock,
             margin,
+            lead,
             tasks,
+            behind_backoff: Mutex::default(),
             flights: Mutex::default(),
             pending: Mutex::new(spilled),
         }
@@ -119,15 +141,64 @@ impl Refresher {
         access_expires_at - self.clock.now() <= window
     }
 
+    /// Whether the background refresher should refresh the token now: it
+    /// expires within twice the margin (where calls start refreshing it) plus
+    /// a per-grant share of `lead`, so grants whose tokens expire together are
+    /// refreshed spread over `lead`, and before any call would refresh them.
+    pub(super) fn due_ahead(&self, tenant: &str, sub: &str, access_expires_at: time::OffsetDateTime) -> bool {
+        let window = ahead_window(self.margin, self.lead, tenant, sub, access_expires_at.unix_timestamp());
+        access_expires_at - self.clock.now() <= window
+    }
+
+    /// The farthest expiry [`Refresher::due_ahead`] can find due now.
+    pub(super) fn ahead_horizon(&self) -> time::OffsetDateTime {
+        self.clock.now() + self.margin * 2 + self.lead
+    }
+
     /// A usable access token for `sub`, refreshed if `need` still holds once the
     /// grant is re-read. Concurrent callers share one refresh.
     pub(super) async fn refresh(self: &Arc<Self>, tenant: &Arc<Tenant>, sub: &str, need: Need) -> Result<Fresh, Error> {
-        let fresh = self.join_or_start(tenant, sub, need).await?;
-        match need {
+        let fresh = self.join_or_start(tenant, sub, need).await;
+        match (need, fresh) {
             // We joined a flight that found nothing to do for the token Cronofy refused: refresh for real.
-            Need::Rejected { version } if fresh.version == version => self.join_or_start(tenant, sub, need).await,
-            _ => Ok(fresh),
+            (Need::Rejected { version }, Ok(fresh)) if fresh.version == version => {
+                self.join_or_start(tenant, sub, need).await
+            }
+            // We joined a background refresh that had no budget: a caller's refresh waits for budget.
+            (Need::Expiring | Need::Rejected { .. }, Err(Error::RateBudgetExhausted { .. })) => {
+                self.join_or_start(tenant, sub, need).await
+            }
+            (_, fresh) => fresh,
         }
+    }
+
+    /// Starts (or joins) a refresh of a token that is still valid, without
+    /// waiting for it: the call goes on with the current token. After a
+    /// failure, calls do not start another for [`BEHIND_BACKOFF`].
+    pub(super) fn refresh_behind(self: &Arc<Self>, tenant: &Arc<Tenant>, sub: &str) {
+        let key = (tenant.id.clone(), sub.to_owned());
+        {
+            let mut backoff = self.behind_backoff.lock().unwrap_or_else(|p| p.into_inner());
+            match backoff.get(&key) {
+                Some(until) if *until > self.clock.now() => return,
+                Some(_) => {
+                    backoff.remove(&key);
+                }
+                None => {}
+            }
+        }
+        let flight = self.join_or_start(tenant, sub, Need::Expiring);
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            if flight.await.is_err() {
+                let mut backoff = this.behind_backoff.lock().unwrap_or_else(|p| p.into_inner());
+                if backoff.len() >= MAX_BACKOFF_ENTRIES {
+                    // Bounded: forgetting early only means an earlier retry.
+                    backoff.clear();
+                }
+                backoff.insert(key, this.clock.now() + BEHIND_BACKOFF);
+            }
+        });
     }
 
     fn join_or_start(self: &Arc<Self>, tenant: &Arc<Tenant>, sub: &str, need: Need) -> Flight {
@@ -166,11 +237,25 @@ impl Refresher {
             tries += 1;
             // Breaker and budget first: a lease — a pooled connection and, on
             // PostgreSQL, a row lock — is never held while waiting for them.
-            let ticket = self
-                .resilience
-                .admit(&tenant.id, give_up_at)
-                .await
-                .map_err(|failure| upstream::guard_error(failure, upstream::Call::other("authorization")))?;
+            let ticket = match need {
+                Need::Ahead => self
+                    .resilience
+                    .admit_background(&tenant.id, tokio::time::Instant::now() + BACKGROUND_SHARE_WAIT)
+                    .await
+                    .map_err(|refused| Error::RateBudgetExhausted {
+                        retry_after: match refused {
+                            BackgroundRefusal::Paused(wait)
+                            | BackgroundRefusal::CircuitOpen(wait)
+                            | BackgroundRefusal::BudgetSpent(wait) => wait,
+                            BackgroundRefusal::CallersWaiting => Duration::from_millis(100),
+                        },
+                    })?,
+                Need::Expiring | Need::Rejected { .. } => self
+                    .resilience
+                    .admit(&tenant.id, give_up_at)
+                    .await
+                    .map_err(|failure| upstream::guard_error(failure, upstream::Call::other("authorization")))?,
+            };
             // Across replicas, the lease serialises refreshes of this grant; the
             // grant is re-read inside it. It is held for one attempt only.
             let lease = self
@@ -193,6 +278,7 @@ impl Refresher {
             let still_needed = match need {
                 Need::Expiring => self.needs_refresh(&tenant.id, sub, tokens.access_expires_at),
                 Need::Rejected { version: refused } => version == refused,
+                Need::Ahead => self.due_ahead(&tenant.id, sub, tokens.access_expires_at),
             };
             if !still_needed {
                 METRICS.refresh("not_needed");
@@ -230,6 +316,19 @@ impl Refresher {
                         if let Err(store_error) = self.store.mark_refresh_unsure(&tenant.id, sub).await {
                             warn!(tenant = %tenant.id, sub, error = %store_error, "recording a lost refresh answer failed");
                         }
+                    }
+                    if need == Need::Ahead {
+                        if let CronofyError::RateLimited { retry_after } = &error {
+                            // Background work backs off; callers keep their budget.
+                            let pause = retry_after.unwrap_or_default().max(BACKGROUND_PAUSE_AFTER_429);
+                            self.resilience.pause_background(&tenant.id, pause);
+                        }
+                        METRICS.refresh("upstream_failed");
+                        warn!(tenant = %tenant.id, sub, %error, "background refresh failed; the token stays in use");
+                        return Err(upstream::guard_error(
+                            GuardError::Upstream(error),
+                            upstream::Call::other("authorization"),
+                        ));
                     }
                     if let Some(delay) = self.resilience.retry_delay(tries, &error, give_up_at) {
                         warn!(tenant = %tenant.id, sub, attempt = tries, ?delay, %error, "token refresh failed; retrying");
@@ -443,6 +542,16 @@ fn refresh_window(margin: Duration, tenant: &str, sub: &str, expires_at: i64) ->
     margin + margin.mul_f64(fraction)
 }
 
+/// How long before expiry the background refresher refreshes a grant's
+/// token: past twice the margin (calls refresh within it), plus a share of
+/// `lead` fixed per (grant, token), spreading tokens that expire together.
+fn ahead_window(margin: Duration, lead: Duration, tenant: &str, sub: &str, expires_at: i64) -> Duration {
+    let mut hasher = DefaultHasher::new();
+    ("ahead", tenant, sub, expires_at).hash(&mut hasher);
+    let fraction = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    margin * 2 + lead.mul_f64(fraction)
+}
+
 /// The tokens of a grant calgate may act on, or why it may not.
 pub(super) fn usable_tokens(stored: &StoredGrant) -> Result<&Tokens, Error> {
     match stored.grant.status {
@@ -472,6 +581,141 @@ mod tests {
         assert_eq!(
             refresh_window(margin, "acme", "acc_1", 1_800_000_000),
             refresh_window(margin, "acme", "acc_1", 1_800_000_000)
+        );
+    }
+
+    #[test]
+    fn background_windows_come_before_any_call_would_refresh_and_spread_over_the_lead() {
+        let (margin, lead) = (Duration::from_secs(300), Duration::from_secs(900));
+        let windows: Vec<Duration> = (0..1000)
+            .map(|n| ahead_window(margin, lead, "acme", &format!("acc_{n}"), 1_800_000_000))
+            .collect();
+        // Calls refresh within [margin, 2 × margin) of expiry: the background is always earlier.
+        assert!(windows.iter().all(|w| *w >= margin * 2 && *w < margin * 2 + lead));
+        let first_third = windows.iter().filter(|w| **w < margin * 2 + lead / 3).count();
+        assert!((250..420).contains(&first_third), "spread evenly: {first_third}");
+    }
+
+    /// The scheduling policy, simulated on tokio's paused clock: rounds every
+    /// 5 s take the due grants, soonest expiry first, while background budget
+    /// (20 % of 50/s and 500/min) lasts; a refreshed token lives 3 hours.
+    struct Simulation {
+        /// (expires_at, grant number), seconds.
+        tokens: std::collections::BTreeSet<(i64, usize)>,
+        budget: crate::resilience::RateBudget,
+        margin: Duration,
+        lead: Duration,
+        /// Per refresh: (when, how long its token had left).
+        refreshes: Vec<(i64, i64)>,
+    }
+
+    impl Simulation {
+        fn new(expiries: impl Iterator<Item = i64>) -> Simulation {
+            Simulation {
+                tokens: expiries.enumerate().map(|(n, at)| (at, n)).collect(),
+                budget: crate::resilience::RateBudget::new(crate::resilience::RateLimit {
+                    per_second: 10,
+                    per_minute: 100,
+                }),
+                margin: Duration::from_secs(300),
+                lead: Duration::from_secs(900),
+                refreshes: Vec::new(),
+            }
+        }
+
+        async fn run(&mut self, seconds: i64) {
+            let start = tokio::time::Instant::now();
+            loop {
+                let now = start.elapsed().as_secs() as i64;
+                if now >= seconds {
+                    return;
+                }
+                let horizon = now + (self.margin * 2 + self.lead).as_secs() as i64;
+                let due: Vec<(i64, usize)> = self
+                    .tokens
+                    .range(..(horizon + 1, 0))
+                    .filter(|(at, n)| {
+                        let window = ahead_window(self.margin, self.lead, "acme", &format!("acc_{n}"), *at);
+                        at - now <= window.as_secs() as i64
+                    })
+                    .copied()
+                    .collect();
+                for (at, n) in due {
+                    if start.elapsed().as_secs() as i64 >= seconds {
+                        return;
+                    }
+                    // As a background refresh does: wait for the share, up to a round.
+                    let give_up = tokio::time::Instant::now() + Duration::from_secs(5);
+                    if self.budget.acquire(give_up).await.is_err() {
+                        break;
+                    }
+                    let now = start.elapsed().as_secs() as i64;
+                    self.tokens.remove(&(at, n));
+                    self.tokens.insert((now + 3 * 3600, n));
+                    self.refreshes.push((now, at - now));
+                }
+                tokio::time::advance(Duration::from_secs(5)).await;
+            }
+        }
+
+        fn busiest_minute(&self) -> usize {
+            let mut per_minute = std::collections::HashMap::<i64, usize>::new();
+            for (at, _) in &self.refreshes {
+                *per_minute.entry(at / 60).or_default() += 1;
+            }
+            per_minute.into_values().max().unwrap_or_default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_thousand_tokens_expiring_over_three_hours_are_all_refreshed_before_the_margin() {
+        // Expiring evenly beyond the refresh horizon, as they do once the
+        // refresher has been running: a token lives 3 hours and is refreshed
+        // 10 to 25 minutes early, so each grant comes round every 2h42m or so.
+        let horizon = 2 * 300 + 900;
+        let period = 3 * 3600 - (2 * 300 + 900 / 2);
+        let mut simulation = Simulation::new((0..10_000).map(|n| horizon + n * period / 10_000));
+        simulation.run(3 * 3600).await;
+        let refreshed: std::collections::HashSet<i64> = simulation.refreshes.iter().map(|(at, _)| *at).collect();
+        assert!(simulation.refreshes.len() >= 10_000, "{}", simulation.refreshes.len());
+        // Before the margin, always; before the earliest point any call would
+        // start a refresh (twice the margin) all but a few, caught by a round
+        // that began seconds earlier.
+        let late: Vec<&(i64, i64)> = simulation.refreshes.iter().filter(|(_, left)| *left < 300).collect();
+        let in_call_window = simulation.refreshes.iter().filter(|(_, left)| *left < 2 * 300).count();
+        assert!(
+            in_call_window < 100,
+            "{in_call_window} refreshed inside the calls' window"
+        );
+        assert!(
+            late.is_empty(),
+            "every token was refreshed before it entered the margin: {} late, first {:?}, busiest minute {}",
+            late.len(),
+            late.first(),
+            simulation.busiest_minute()
+        );
+        // 10,000 in three hours is 56 a minute: under the background's 100.
+        assert!(simulation.busiest_minute() <= 100, "{}", simulation.busiest_minute());
+        assert!(refreshed.len() > 1000, "spread over the rounds, not bunched");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_outage_the_background_works_through_expired_tokens_within_its_share() {
+        // Every token expired (calgate was down): calls refresh what they use
+        // on demand; the background takes the rest, soonest expiry first, at
+        // its share of the budget.
+        let mut simulation = Simulation::new((0..10_000).map(|n| -3600 + n % 600));
+        simulation.run(60 * 60).await;
+        assert!(simulation.busiest_minute() <= 100, "{}", simulation.busiest_minute());
+        let taken = simulation.refreshes.len();
+        assert!(
+            (5_400..=6_000).contains(&taken),
+            "90 to 100 a minute for an hour: {taken}"
+        );
+        let lefts: Vec<i64> = simulation.refreshes.iter().map(|(_, left)| *left).collect();
+        assert!(
+            lefts.windows(2).all(|pair| pair[0] - 5 <= pair[1]),
+            "the longest expired first"
         );
     }
 }

@@ -214,6 +214,11 @@ impl FakeCronofy {
             .collect()
     }
 
+    /// How many refreshes the fake answered for `sub` (with a refresh token it knew).
+    pub fn refreshes_of(&self, sub: &str) -> usize {
+        self.shared.lock().refreshes.get(sub).copied().unwrap_or_default()
+    }
+
     /// The subs `client_id` still holds a live refresh token for (each once,
     /// sorted): after a revoke or a purge, none of the revoked accounts.
     pub fn live_refresh_token_subs(&self, client_id: &str) -> Vec<String> {

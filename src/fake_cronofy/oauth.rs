@@ -140,6 +140,7 @@ pub(super) async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap,
                 return oauth_error("invalid_grant");
             };
             let (sub, scope) = (known.sub.clone(), known.scope.clone());
+            *state.refreshes.entry(sub.clone()).or_default() += 1;
             match state.refresh_tokens_mode {
                 RefreshTokens::Rotate => {
                     state.refresh_tokens.remove(refresh_token);

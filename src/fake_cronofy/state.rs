@@ -210,6 +210,8 @@ pub(crate) struct State {
     pub(super) chaos: f64,
     /// Revocations made through `/oauth/token/revoke`: (client_id, sub).
     pub(super) revoked: Vec<(String, String)>,
+    /// Refreshes answered per sub (a refresh token Cronofy knew).
+    pub(super) refreshes: HashMap<String, usize>,
     pub(super) next_authorization: Option<NextAuthorization>,
     pub(super) access_token_ttl: Duration,
     pub(super) refresh_tokens_mode: RefreshTokens,
@@ -251,6 +253,7 @@ impl Default for State {
             access_tokens: HashMap::new(),
             refresh_tokens: HashMap::new(),
             revoked: Vec::new(),
+            refreshes: HashMap::new(),
             chaos: 0.0,
             next_authorization: None,
             access_token_ttl: Duration::from_secs(3600),

@@ -10,7 +10,15 @@ mod budget;
 mod retry;
 mod shared;
 
-use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::time::Instant;
 use tracing::warn;
@@ -84,12 +92,55 @@ impl TenantGuards {
     }
 }
 
+/// Background work's share of an application's budget (see [`Resilience::admit_background`]).
+#[derive(Debug)]
+struct BackgroundGuard {
+    /// At most this share of the application's budget, across replicas when shared.
+    share: ShareBudget,
+    /// Callers waiting for the application's budget on this replica right now.
+    callers_waiting: AtomicUsize,
+    /// After Cronofy answered a background request 429: no background work until then.
+    paused_until: Mutex<Option<Instant>>,
+}
+
+#[derive(Debug)]
+enum ShareBudget {
+    Local(RateBudget),
+    Shared(Box<SharedBudget>),
+}
+
+/// Counts a caller waiting for budget while it lives.
+struct Waiting<'a>(Option<&'a AtomicUsize>);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(count) = self.0 {
+            count.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Why background work may not call Cronofy now, and for how long at least.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackgroundRefusal {
+    /// Cronofy answered a background request 429 lately.
+    Paused(Duration),
+    /// Callers are waiting for the application's budget: they go first.
+    CallersWaiting,
+    /// The breaker is open.
+    CircuitOpen(Duration),
+    /// Background work spent its share, or the budget is full.
+    BudgetSpent(Duration),
+}
+
 /// Retries, budgets and breakers for every tenant.
 #[derive(Debug)]
 pub struct Resilience {
     policy: RetryPolicy,
     /// Each tenant's guards: the same ones for tenants of one application.
     tenants: HashMap<String, Arc<TenantGuards>>,
+    /// Each tenant's application's background share.
+    background: HashMap<String, Arc<BackgroundGuard>>,
     /// Each tenant's application, `client_id@data_centre` (the budget metrics' label).
     applications: HashMap<String, String>,
 }
@@ -105,6 +156,8 @@ pub struct TenantLimits {
     /// Requests allowed to that application (the same for all its tenants;
     /// config refuses anything else).
     pub rate_limit: RateLimit,
+    /// The most of that budget background refreshes may take, in percent.
+    pub background_percent: u32,
 }
 
 impl TenantLimits {
@@ -138,10 +191,31 @@ impl Resilience {
         shared: Option<Store>,
     ) -> Self {
         let mut applications: HashMap<String, Arc<TenantGuards>> = HashMap::new();
+        let mut shares: HashMap<String, Arc<BackgroundGuard>> = HashMap::new();
+        let mut background = HashMap::new();
         let mut names = HashMap::new();
         let tenants = tenants
             .into_iter()
             .map(|limits| {
+                let share = shares
+                    .entry(limits.application.clone())
+                    .or_insert_with(|| {
+                        let limit = share_of(limits.rate_limit, limits.background_percent);
+                        Arc::new(BackgroundGuard {
+                            share: match &shared {
+                                None => ShareBudget::Local(RateBudget::new(limit)),
+                                Some(store) => ShareBudget::Shared(Box::new(SharedBudget::new(
+                                    store.clone(),
+                                    format!("{}/background", limits.application),
+                                    limit,
+                                ))),
+                            },
+                            callers_waiting: AtomicUsize::new(0),
+                            paused_until: Mutex::new(None),
+                        })
+                    })
+                    .clone();
+                background.insert(limits.tenant.clone(), share);
                 METRICS.budget_limit(&limits.application, limits.rate_limit);
                 names.insert(limits.tenant.clone(), limits.application.clone());
                 let guards = applications
@@ -166,6 +240,7 @@ impl Resilience {
         Resilience {
             policy,
             tenants,
+            background,
             applications: names,
         }
     }
@@ -204,10 +279,68 @@ impl Resilience {
             armed: admission == Admission::Probe,
         };
         let application = self.applications.get(tenant).map_or("", String::as_str);
+        let _waiting = Waiting(self.background.get(tenant).map(|share| {
+            share.callers_waiting.fetch_add(1, Ordering::SeqCst);
+            &share.callers_waiting
+        }));
         let paid = guards.acquire(give_up_at).await;
         METRICS.budget(application, if paid.is_ok() { "admitted" } else { "refused" });
         paid.map_err(|retry_after| GuardError::BudgetExhausted { retry_after })?;
         Ok(Ticket { guards, probe })
+    }
+
+    /// Permission for one background attempt. It waits (until `give_up_at`)
+    /// only for background work's own share of the budget; it is refused at
+    /// once while callers wait for the application's budget, while the
+    /// breaker is open, after a 429 to background work
+    /// ([`Resilience::pause_background`]), or when the application's budget
+    /// has no room now. What it takes counts against the application's budget
+    /// too, so callers and background together never exceed it.
+    pub async fn admit_background(&self, tenant: &str, give_up_at: Instant) -> Result<Ticket<'_>, BackgroundRefusal> {
+        let (Some(guards), Some(share)) = (self.tenants.get(tenant), self.background.get(tenant)) else {
+            return Err(BackgroundRefusal::BudgetSpent(Duration::from_secs(1)));
+        };
+        if let Some(until) = *share.paused_until.lock().unwrap_or_else(|p| p.into_inner())
+            && until > Instant::now()
+        {
+            return Err(BackgroundRefusal::Paused(until - Instant::now()));
+        }
+        if share.callers_waiting.load(Ordering::SeqCst) > 0 {
+            return Err(BackgroundRefusal::CallersWaiting);
+        }
+        match &share.share {
+            ShareBudget::Local(budget) => budget.acquire(give_up_at).await,
+            ShareBudget::Shared(budget) => budget.acquire(give_up_at).await,
+        }
+        .map_err(BackgroundRefusal::BudgetSpent)?;
+        // Callers may have come while we waited for the share.
+        if share.callers_waiting.load(Ordering::SeqCst) > 0 {
+            return Err(BackgroundRefusal::CallersWaiting);
+        }
+        let admission = guards.allow().await.map_err(BackgroundRefusal::CircuitOpen)?;
+        let probe = ProbeGuard {
+            guards,
+            armed: admission == Admission::Probe,
+        };
+        guards
+            .acquire(Instant::now())
+            .await
+            .map_err(BackgroundRefusal::BudgetSpent)?;
+        let application = self.applications.get(tenant).map_or("", String::as_str);
+        METRICS.budget(application, "admitted");
+        Ok(Ticket { guards, probe })
+    }
+
+    /// Stops background work for the tenant's application for `pause`
+    /// (Cronofy answered it 429).
+    pub fn pause_background(&self, tenant: &str, pause: Duration) {
+        if let Some(share) = self.background.get(tenant) {
+            let until = Instant::now() + pause;
+            let mut paused = share.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+            if paused.is_none_or(|current| current < until) {
+                *paused = Some(until);
+            }
+        }
     }
 
     /// The pause before trying again after attempt number `tries` failed with
@@ -279,6 +412,15 @@ impl Ticket<'_> {
     }
 }
 
+/// `percent` of a budget, at least one request per window.
+fn share_of(limit: RateLimit, percent: u32) -> RateLimit {
+    let part = |n: u32| (u64::from(n) * u64::from(percent.min(100)) / 100).max(1) as u32;
+    RateLimit {
+        per_second: part(limit.per_second),
+        per_minute: part(limit.per_minute),
+    }
+}
+
 /// Releases a half-open breaker's probe when its call ends without an outcome.
 struct ProbeGuard<'a> {
     guards: &'a TenantGuards,
@@ -322,6 +464,7 @@ mod tests {
                 tenant: "acme".into(),
                 application: TenantLimits::application_key("acme-client", "uk"),
                 rate_limit: RateLimit::default(),
+                background_percent: 20,
             }],
         )
     }
@@ -454,5 +597,71 @@ mod tests {
             "the next call probes at once"
         );
         assert_eq!(r.breaker_state("acme"), Some(BreakerState::Closed));
+    }
+
+    /// Background work takes at most its share (20 % of 50/s and 500/min),
+    /// and what it takes counts against the whole budget.
+    #[tokio::test(start_paused = true)]
+    async fn background_work_stays_within_its_share_of_the_budget() {
+        let r = resilience(1);
+        let mut admitted = 0;
+        let end = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < end {
+            while r.admit_background("acme", Instant::now()).await.is_ok() {
+                admitted += 1;
+            }
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        // 100 a minute sustained (90 % refill plus the 10 % burst).
+        assert!((180..=200).contains(&admitted), "{admitted} in two minutes");
+        // The whole budget paid for them: callers have the rest, not more.
+        let mut callers = 0;
+        while r.admit("acme", Instant::now()).await.is_ok() {
+            callers += 1;
+        }
+        assert!(callers < 50, "{callers}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_work_yields_to_waiting_callers_and_pauses_after_a_429() {
+        let r = Arc::new(resilience(1));
+        // Callers spend the second's budget; one more waits for the next second.
+        while r.admit("acme", Instant::now()).await.is_ok() {}
+        let waiting = {
+            let r = r.clone();
+            tokio::spawn(async move { r.admit("acme", Instant::now() + Duration::from_secs(5)).await.is_ok() })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(
+            r.admit_background("acme", Instant::now()).await.err(),
+            Some(BackgroundRefusal::CallersWaiting)
+        );
+        assert!(waiting.await.expect("caller"), "the caller got its budget");
+        tokio::time::advance(Duration::from_secs(120)).await;
+        assert!(
+            r.admit_background("acme", Instant::now()).await.is_ok(),
+            "nobody waits now"
+        );
+        r.pause_background("acme", Duration::from_secs(60));
+        assert!(matches!(
+            r.admit_background("acme", Instant::now()).await.err(),
+            Some(BackgroundRefusal::Paused(_))
+        ));
+        assert!(r.admit("acme", Instant::now()).await.is_ok(), "callers are not paused");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(r.admit_background("acme", Instant::now()).await.is_ok());
+        // Waiting for the share is allowed: 12 more take the minute's burst and
+        // then its refill (1.5 a second) for about two seconds.
+        let started = Instant::now();
+        for _ in 0..12 {
+            r.admit_background("acme", started + Duration::from_secs(5))
+                .await
+                .expect("waits for its share");
+        }
+        assert!(
+            (Duration::from_secs(1)..Duration::from_secs(5)).contains(&started.elapsed()),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

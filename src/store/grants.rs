@@ -88,14 +88,14 @@ const SELECT_BY_USER_REF: &str = "SELECT g.sub, g.account_id, g.scope, g.connect
 
 const UPSERT_GRANT: &str = "INSERT INTO grants (tenant_id, sub, account_id, scope, connect_mode, kind, status, \
      provider_name, profile_name, free_busy_mode, key_id, access_token, refresh_token, access_expires_at, version, \
-     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $15) \
+     created_at, updated_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $15, $15) \
      ON CONFLICT (tenant_id, sub) DO UPDATE SET account_id = excluded.account_id, scope = excluded.scope, \
      connect_mode = excluded.connect_mode, kind = excluded.kind, status = excluded.status, \
      provider_name = excluded.provider_name, profile_name = excluded.profile_name, \
      free_busy_mode = excluded.free_busy_mode, key_id = excluded.key_id, access_token = excluded.access_token, \
      refresh_token = excluded.refresh_token, access_expires_at = excluded.access_expires_at, \
      version = grants.version + 1, updated_at = excluded.updated_at, refresh_unsure_since = NULL, \
-     status_reason = NULL, relink_url = NULL";
+     status_reason = NULL, relink_url = NULL, last_used_at = excluded.last_used_at, refresh_claimed_until = NULL";
 
 /// A connected user grant's channel is to be created (unless one is open):
 /// ($1 tenant, $2 sub, $3 now, $4 a new channel key, kept if one exists).

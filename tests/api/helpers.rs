@@ -81,6 +81,10 @@ signing_key_file = "{state}"
 [encryption]
 keys = [{keys}]
 
+# Tests that want the background refresher turn it on; the others count every refresh.
+[refresh_ahead]
+enabled = false
+
 [upstream]
 request_timeout = "1s"
 max_attempts = 2

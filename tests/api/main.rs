@@ -19,6 +19,7 @@ mod otel;
 mod persistence;
 mod postgres;
 mod process;
+mod refresh_ahead;
 mod replicas;
 mod resilience;
 mod revoke;

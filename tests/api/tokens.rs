@@ -28,6 +28,22 @@ async fn a_fresh_token_is_used_without_refreshing() {
     assert_eq!(app.fake.count(Endpoint::Token), 1, "only the code exchange");
 }
 
+/// Waits until the fake has answered `count` token requests (a refresh that
+/// runs behind a call ends a little after the call).
+async fn token_requests_reach(app: &TestApp, count: usize) {
+    let deadline = tokio::time::Instant::now() + ARRIVAL;
+    while app.fake.count(Endpoint::Token) < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} token requests",
+            app.fake.count(Endpoint::Token)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(app.fake.count(Endpoint::Token), count, "no more than that");
+}
+
 #[tokio::test]
 async fn tokens_are_refreshed_before_they_expire_and_rotation_is_stored() {
     let app = spawn_app().await;
@@ -38,9 +54,25 @@ async fn tokens_are_refreshed_before_they_expire_and_rotation_is_stored() {
     // succeeds only if the first rotation was stored.
     for round in 1..=2 {
         app.clock.advance(Duration::from_secs(3600 - 120));
-        upsert(&app, &grant.sub).await.expect("upsert after proactive refresh");
-        assert_eq!(app.fake.count(Endpoint::Token), 1 + round);
+        // Still valid for two minutes: the call does not wait; the refresh runs behind it.
+        upsert(&app, &grant.sub).await.expect("upsert inside the margin");
+        token_requests_reach(&app, 1 + round).await;
     }
+}
+
+/// A token about to expire (under 30 s left) is refreshed before the call uses it.
+#[tokio::test]
+async fn a_token_about_to_expire_is_refreshed_before_the_call() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    app.clock.advance(Duration::from_secs(3600 - 10));
+    upsert(&app, &grant.sub).await.expect("upsert");
+    assert_eq!(
+        app.fake.count(Endpoint::Token),
+        2,
+        "refreshed before the write, not after"
+    );
+    assert_eq!(app.fake.count(Endpoint::UpsertEvent), 1, "no 401 first");
 }
 
 #[tokio::test]
@@ -50,10 +82,8 @@ async fn a_refresh_answer_without_a_refresh_token_keeps_the_old_one() {
     app.fake.set_refresh_tokens(RefreshTokens::Omit);
     for round in 1..=2 {
         app.clock.advance(Duration::from_secs(3600 - 120));
-        upsert(&app, &grant.sub)
-            .await
-            .expect("the kept refresh token still works");
-        assert_eq!(app.fake.count(Endpoint::Token), 1 + round);
+        upsert(&app, &grant.sub).await.expect("upsert inside the margin");
+        token_requests_reach(&app, 1 + round).await;
     }
 }
 
@@ -148,7 +178,8 @@ async fn a_lost_refresh_answer_is_named_when_cronofy_then_refuses_the_token() {
 }
 
 /// A refresh that fails transiently while the access token is still valid
-/// does not fail the call: the token is used until it expires.
+/// does not fail the call, nor delay it: the token is used until it expires,
+/// and calls try the refresh again after a pause.
 #[tokio::test]
 async fn a_failing_refresh_leaves_the_still_valid_token_in_use() {
     let app = spawn_app().await;
@@ -159,13 +190,21 @@ async fn a_failing_refresh_leaves_the_still_valid_token_in_use() {
     upsert(&app, &grant.sub)
         .await
         .expect("written with the token that still works");
-    assert_eq!(app.fake.count(Endpoint::Token), 3, "the refresh was tried (twice)");
+    token_requests_reach(&app, 3).await; // the refresh behind the call, tried twice
     assert_eq!(app.fake.event_count(&grant.sub), 1);
     assert_eq!(status_of(&app, &grant.sub).await, pb::GrantStatus::Active as i32);
+    upsert(&app, &grant.sub).await.expect("still the valid token");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        app.fake.count(Endpoint::Token),
+        3,
+        "calls leave the grant alone for a while"
+    );
+    app.clock.advance(Duration::from_secs(31));
     upsert(&app, &grant.sub)
         .await
-        .expect("refreshed now that Cronofy answers");
-    assert_eq!(app.fake.count(Endpoint::Token), 4);
+        .expect("refreshed behind it now that Cronofy answers");
+    token_requests_reach(&app, 4).await;
 }
 
 #[tokio::test]

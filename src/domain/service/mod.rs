@@ -21,13 +21,20 @@ use super::{
     refresh::{Fresh, Need, Refresher, usable_tokens},
     state::StateCodec,
     token_cache::{CachedToken, TokenCache},
+    usage::UsageLog,
 };
 use crate::{
+    config::RefreshAheadSettings,
     cronofy::CronofyClient,
     resilience::Resilience,
     store::{Store, StoreError},
     tasks::Tasks,
 };
+
+/// A token expiring later than this is used by a call while a refresh runs
+/// behind it; one closer to expiry is refreshed first (a call takes up to
+/// `upstream.retry_ceiling`, but a 401 is refreshed and retried once anyway).
+const STILL_VALID_FOR: Duration = Duration::from_secs(30);
 
 /// The caller's deadline, when it gave one (`grpc-timeout`).
 pub type Deadline = Option<Instant>;
@@ -60,6 +67,7 @@ mod enterprise;
 mod erasure;
 mod events;
 mod notifications;
+mod refresh_ahead;
 mod revoke;
 
 pub use availability::{AvailabilityGroup, AvailabilityRequest};
@@ -104,6 +112,10 @@ pub struct CalendarService {
     channels_due: tokio::sync::Notify,
     /// Signalled when a notification is queued.
     notifications_due: tokio::sync::Notify,
+    /// Grants calls used, for the background refresher.
+    usage: UsageLog,
+    /// `[refresh_ahead]`.
+    refresh_ahead: RefreshAheadSettings,
 }
 
 /// The shared outcome of one code exchange.
@@ -148,6 +160,8 @@ pub struct ServiceParts {
     pub audit_retention: Duration,
     /// `changes.max_watchers_per_tenant`.
     pub max_watchers_per_tenant: u32,
+    /// `[refresh_ahead]`: the background refresher.
+    pub refresh_ahead: RefreshAheadSettings,
 }
 
 impl CalendarService {
@@ -159,6 +173,7 @@ impl CalendarService {
             parts.resilience.clone(),
             parts.clock.clone(),
             parts.refresh_margin,
+            parts.refresh_ahead.lead,
             parts.tasks.clone(),
         );
         CalendarService {
@@ -179,6 +194,8 @@ impl CalendarService {
             watchers: changes::Watchers::new(parts.max_watchers_per_tenant),
             channels_due: tokio::sync::Notify::new(),
             notifications_due: tokio::sync::Notify::new(),
+            usage: UsageLog::default(),
+            refresh_ahead: parts.refresh_ahead,
         }
     }
 
@@ -221,12 +238,22 @@ impl CalendarService {
     ) -> Result<TokenLease, Error> {
         let refuse_kind = |kind: GrantKind| writes_events && kind == GrantKind::ServiceAccount;
         if let Some(cached) = self.tokens.get(&tenant.id, selector)
-            && !self
+            && (!self
                 .refresher
                 .needs_refresh(&tenant.id, &cached.sub, cached.access_expires_at)
+                || self.still_valid(cached.access_expires_at))
         {
             if refuse_kind(cached.kind) {
                 return Err(Error::GrantIsServiceAccount);
+            }
+            self.usage
+                .record(&tenant.id, &cached.sub, self.clock.now().unix_timestamp());
+            if self
+                .refresher
+                .needs_refresh(&tenant.id, &cached.sub, cached.access_expires_at)
+            {
+                // Still valid: the call goes on with it while the refresh runs behind it.
+                self.refresher.refresh_behind(tenant, &cached.sub);
             }
             return Ok(TokenLease {
                 sub: cached.sub.clone(),
@@ -247,7 +274,12 @@ impl CalendarService {
         }
         let tokens = usable_tokens(&stored)?;
         let sub = stored.grant.sub.clone();
-        if self.refresher.needs_refresh(&tenant.id, &sub, tokens.access_expires_at) {
+        self.usage.record(&tenant.id, &sub, self.clock.now().unix_timestamp());
+        let needs_refresh = self.refresher.needs_refresh(&tenant.id, &sub, tokens.access_expires_at);
+        if needs_refresh && self.still_valid(tokens.access_expires_at) {
+            // Callers never wait for a refresh of a token that still works.
+            self.refresher.refresh_behind(tenant, &sub);
+        } else if needs_refresh {
             // The refreshed token is cached by the next call's store read.
             match self.refresher.refresh(tenant, &sub, Need::Expiring).await {
                 Ok(fresh) => {
@@ -281,6 +313,12 @@ impl CalendarService {
         };
         self.tokens.put(&tenant.id, selector, cached);
         Ok(lease)
+    }
+
+    /// Whether an access token still works long enough for a call to use it
+    /// (it expires more than [`STILL_VALID_FOR`] from now).
+    fn still_valid(&self, access_expires_at: time::OffsetDateTime) -> bool {
+        access_expires_at - self.clock.now() > STILL_VALID_FOR
     }
 
     /// Cronofy refused `lease`'s token: refresh once (unless someone already did).
