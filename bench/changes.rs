@@ -58,6 +58,7 @@ async fn next(stream: &mut Streaming<pb::Change>) -> anyhow::Result<pb::Change> 
 /// `[callbacks]` on `port` (Cronofy calls `public_port`) and room for the idle watchers.
 fn options(store_url: &str, port: u16, public_port: u16) -> CalgateOptions {
     CalgateOptions {
+        per_minute: None,
         store_url: store_url.to_owned(),
         per_second: 1000,
         token_cache_ttl: None,

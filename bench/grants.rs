@@ -63,14 +63,40 @@ pub fn new_grant(
     }
 }
 
+/// Connects `count` accounts in the fake and stores their grants, bound to
+/// `user-{n}`, grant n's access token stored as expiring at `expires_at(n)`.
+pub async fn seed_expiring(
+    bench: &Bench,
+    store: &Store,
+    count: usize,
+    expires_at: impl Fn(usize) -> OffsetDateTime,
+) -> anyhow::Result<Vec<Seeded>> {
+    let grants = (0..count)
+        .map(|n| (format!("user-{n}"), bench.connect(), expires_at(n)))
+        .collect();
+    store_grants(store, grants).await
+}
+
 /// Stores a grant for each (user_ref, account), 16 at a time.
 pub async fn seed_accounts(
     store: &Store,
     accounts: Vec<(String, ConnectedAccount)>,
     expires_at: OffsetDateTime,
 ) -> anyhow::Result<Vec<Seeded>> {
-    stream::iter(accounts)
-        .map(|(user_ref, account)| async move {
+    let grants = accounts
+        .into_iter()
+        .map(|(user_ref, account)| (user_ref, account, expires_at))
+        .collect();
+    store_grants(store, grants).await
+}
+
+/// Stores a grant for each (user_ref, account, access token expiry), 16 at a time.
+async fn store_grants(
+    store: &Store,
+    grants: Vec<(String, ConnectedAccount, OffsetDateTime)>,
+) -> anyhow::Result<Vec<Seeded>> {
+    stream::iter(grants)
+        .map(|(user_ref, account, expires_at)| async move {
             let grant = new_grant(&account, &user_ref, expires_at, false);
             store
                 .save_grant(

@@ -37,8 +37,10 @@ pub const SCOPE: &str = "free_busy_write";
 pub struct CalgateOptions {
     /// `store.url`.
     pub store_url: String,
-    /// `rate_limit.per_second` (per_minute is 60 times it).
+    /// `rate_limit.per_second`.
     pub per_second: u32,
+    /// `rate_limit.per_minute` (default: 60 times per_second).
+    pub per_minute: Option<u32>,
     /// `store.token_cache_ttl`, when set.
     pub token_cache_ttl: Option<&'static str>,
     /// More TOML tables, appended (e.g. `[callbacks]`, `[changes]`).
@@ -124,7 +126,7 @@ rate_limit = {{ per_second = {per_second}, per_minute = {per_minute} }}
             api = self.fake.api_base_url(),
             app = self.fake.app_base_url(),
             per_second = options.per_second,
-            per_minute = u64::from(options.per_second) * 60,
+            per_minute = options.per_minute.map_or(u64::from(options.per_second) * 60, u64::from),
             extra = options.extra,
         );
         let path = self.dir.join(format!("{name}.toml"));

@@ -5,6 +5,7 @@
 //! as child processes, drives them with h2load and its own gRPC client, and
 //! prints medians and ratios. `calgate-bench passthrough` is that passthrough.
 
+mod ahead;
 mod changes;
 mod grants;
 mod h2load;

@@ -49,11 +49,14 @@ pub struct RunArgs {
     /// The tenant's request budget (per second) in the refresh scenario.
     #[arg(long, default_value_t = 1000)]
     refresh_budget: u32,
-    /// Scenarios to run: throughput, startup, grants, expiry, changes.
+    /// How long each refresh-ahead case writes (5 calls a second).
+    #[arg(long, default_value_t = 300)]
+    ahead_seconds: u64,
+    /// Scenarios to run: throughput, startup, grants, expiry, changes, ahead.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,startup,grants,expiry,changes"
+        default_value = "throughput,startup,grants,expiry,changes,ahead"
     )]
     only: Vec<String>,
     /// The calgate binary (default: the one built beside this harness).
@@ -109,6 +112,7 @@ impl Backend {
 
     fn options(&self, per_second: u32, token_cache_ttl: Option<&'static str>) -> CalgateOptions {
         CalgateOptions {
+            per_minute: None,
             store_url: self.url.clone(),
             per_second,
             extra: String::new(),
@@ -140,6 +144,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let backends = Backend::all(&args, &bench, "changes").await?;
         let stores: Vec<(&str, String)> = backends.iter().map(|b| (b.label, b.url.clone())).collect();
         let outcome = crate::changes::run(&bench, &mut report, args.quick, &stores).await;
+        for backend in &backends {
+            backend.drop_database().await;
+        }
+        outcome?;
+    }
+    if wants("ahead") {
+        let backends = Backend::all(&args, &bench, "ahead").await?;
+        let stores: Vec<(&'static str, String)> = backends.iter().map(|b| (b.label, b.url.clone())).collect();
+        let outcome = crate::ahead::run(
+            &bench,
+            &mut report,
+            args.quick,
+            args.expiring,
+            args.ahead_seconds,
+            &stores,
+        )
+        .await;
         for backend in &backends {
             backend.drop_database().await;
         }
@@ -384,6 +405,7 @@ fn far_future() -> OffsetDateTime {
 async fn startup(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let db = bench.dir.join("startup.db");
     let options = CalgateOptions {
+        per_minute: None,
         store_url: format!("sqlite://{}", db.display()),
         per_second: 50,
         extra: String::new(),
@@ -644,7 +666,7 @@ async fn expiry(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::R
 }
 
 /// One UpsertEvent for `grant`, with a 60 s deadline as a patient caller would set.
-async fn upsert(channel: Channel, grant: &Seeded) -> Result<(), Code> {
+pub(crate) async fn upsert(channel: Channel, grant: &Seeded) -> Result<(), Code> {
     let mut client = CalendarWriteServiceClient::new(channel);
     let event_id = format!("expiry-{}", rand::random::<u32>());
     let mut request = Request::new(upsert_request(&grant.user_ref, &grant.calendar_id, event_id));
@@ -660,7 +682,11 @@ async fn upsert(channel: Channel, grant: &Seeded) -> Result<(), Code> {
 
 /// The most upstream requests that arrived within one wall-clock second
 /// (`started` and `started_wall` are the same moment on both clocks).
-fn peak_in_clock_seconds(requests: &[RecordedRequest], started: Instant, started_wall: OffsetDateTime) -> usize {
+pub(crate) fn peak_in_clock_seconds(
+    requests: &[RecordedRequest],
+    started: Instant,
+    started_wall: OffsetDateTime,
+) -> usize {
     let started = started.into_std();
     let mut per_second = std::collections::HashMap::<i64, usize>::new();
     for request in requests {
@@ -675,7 +701,7 @@ fn peak_in_clock_seconds(requests: &[RecordedRequest], started: Instant, started
 }
 
 /// The most upstream requests that arrived within any `window`.
-fn peak_in_window(requests: &[RecordedRequest], window: Duration) -> usize {
+pub(crate) fn peak_in_window(requests: &[RecordedRequest], window: Duration) -> usize {
     let mut times: Vec<_> = requests.iter().map(|r| r.at).collect();
     times.sort_unstable();
     let mut first = 0;

@@ -105,6 +105,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
 
 async fn soak(bench: &Bench, args: &SoakArgs, store_url: &str) -> anyhow::Result<()> {
     let options = CalgateOptions {
+        per_minute: None,
         store_url: store_url.to_owned(),
         per_second: 10_000,
         extra: String::new(),

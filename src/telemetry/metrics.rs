@@ -158,6 +158,9 @@ pub struct Metrics {
     pub budget_limit: Family<BudgetWindowLabels, Gauge>,
     /// 1 while this replica reports SERVING, 0 while NOT_SERVING (store unreachable, shutting down).
     pub ready: Gauge,
+    /// Calls that waited for a token refresh (their token was expiring within
+    /// 30 s, or Cronofy refused it); a refresh behind a call is not counted.
+    pub refresh_waits: Counter,
     /// Enterprise Connect callbacks by outcome: `handled`, `refused`.
     pub enterprise_callbacks: Family<OutcomeLabel, Counter>,
 }
@@ -190,6 +193,7 @@ impl Metrics {
         let budget_requests = Family::<BudgetLabels, Counter>::default();
         let budget_limit = Family::<BudgetWindowLabels, Gauge>::default();
         let ready = Gauge::default();
+        let refresh_waits = Counter::default();
         let enterprise_callbacks = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "budget_requests",
@@ -205,6 +209,11 @@ impl Metrics {
             "ready",
             "1 while this replica reports SERVING (readiness), 0 otherwise",
             ready.clone(),
+        );
+        registry.register(
+            "refresh_waits",
+            "Calls that waited for a token refresh (token expiring within 30 s, or refused by Cronofy)",
+            refresh_waits.clone(),
         );
         registry.register(
             "enterprise_callbacks",
@@ -296,6 +305,7 @@ impl Metrics {
             budget_requests,
             budget_limit,
             ready,
+            refresh_waits,
             enterprise_callbacks,
             rpc_requests,
             rpc_duration,

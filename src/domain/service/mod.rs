@@ -29,6 +29,7 @@ use crate::{
     resilience::Resilience,
     store::{Store, StoreError},
     tasks::Tasks,
+    telemetry::metrics::METRICS,
 };
 
 /// A token expiring later than this is used by a call while a refresh runs
@@ -280,6 +281,7 @@ impl CalendarService {
             // Callers never wait for a refresh of a token that still works.
             self.refresher.refresh_behind(tenant, &sub);
         } else if needs_refresh {
+            METRICS.refresh_waits.inc();
             // The refreshed token is cached by the next call's store read.
             match self.refresher.refresh(tenant, &sub, Need::Expiring).await {
                 Ok(fresh) => {
@@ -324,6 +326,7 @@ impl CalendarService {
     /// Cronofy refused `lease`'s token: refresh once (unless someone already did).
     async fn after_unauthorized(&self, tenant: &Arc<Tenant>, lease: &TokenLease) -> Result<Fresh, Error> {
         info!(tenant = %tenant.id, sub = %lease.sub, "Cronofy refused the access token; refreshing once");
+        METRICS.refresh_waits.inc();
         self.tokens.forget_grant(&tenant.id, &lease.sub);
         self.refresher
             .refresh(tenant, &lease.sub, Need::Rejected { version: lease.version })
