@@ -99,37 +99,17 @@ async fn start(
 }
 
 /// Connects a user of globex (the other tenant) through the browser flow.
-async fn connect_globex(client: &CalendarWriteServiceClient<Channel>, user_ref: &str) -> pb::Grant {
-    let built = client
-        .clone()
-        .build_authorize_url(with_key(
+async fn connect_globex(binary: &Binary, user_ref: &str) -> pb::Grant {
+    binary
+        .connect_as(
             GLOBEX_KEY,
             pb::BuildAuthorizeUrlRequest {
                 redirect_uri: GLOBEX_REDIRECT.into(),
                 user_ref: Some(user_ref.into()),
                 ..Default::default()
             },
-        ))
+        )
         .await
-        .expect("url")
-        .into_inner();
-    let (code, state) = follow_consent(&built.url).await;
-    client
-        .clone()
-        .exchange_code(with_key(
-            GLOBEX_KEY,
-            pb::ExchangeCodeRequest {
-                code,
-                redirect_uri: GLOBEX_REDIRECT.into(),
-                state,
-                expected_user_ref: Some(user_ref.into()),
-            },
-        ))
-        .await
-        .expect("exchange")
-        .into_inner()
-        .grant
-        .expect("grant")
 }
 
 async fn upsert_as(
@@ -429,7 +409,7 @@ async fn purge_tenant(pg: Option<&PgTestDb>) {
     let bob = binary.connect("purge-bob-77d2").await;
     let ada_calendar = fake.calendar_ids(&ada.sub)[0].clone();
     binary.upsert(&ada.sub, &ada_calendar).await.expect("write");
-    let globex = connect_globex(&binary.client, "globex-user-31aa").await;
+    let globex = connect_globex(&binary, "globex-user-31aa").await;
     let globex_calendar = fake.calendar_ids(&globex.sub)[0].clone();
     // The notification worker opens the channels in the background.
     let deadline = tokio::time::Instant::now() + ARRIVAL;
@@ -713,7 +693,7 @@ async fn audit_trail(pg: Option<&PgTestDb>) {
         .revoke_grant(with_key(ACME_KEY, revoke_by_ref("ada")))
         .await
         .expect("revoke");
-    let globex = connect_globex(&binary.client, "gina").await;
+    let globex = connect_globex(&binary, "gina").await;
     drop(binary);
 
     let audit = calgate_ok(&["audit", "--config", &cfg, "--tenant", "acme", "--verify"]).await;

@@ -233,13 +233,20 @@ impl Binary {
         .await
     }
 
-    /// Consent to `request` (acme, ACME_REDIRECT) and exchange the code.
+    /// Consent to `request` (acme) and exchange the code.
     async fn connect_to(&self, request: pb::BuildAuthorizeUrlRequest) -> pb::Grant {
+        self.connect_as(ACME_KEY, request).await
+    }
+
+    /// Consent to `request` as the tenant of `key` and exchange the code
+    /// (redirected to `request.redirect_uri`).
+    pub async fn connect_as(&self, key: &str, request: pb::BuildAuthorizeUrlRequest) -> pb::Grant {
         let expected_user_ref = request.user_ref.clone();
+        let redirect_uri = request.redirect_uri.clone();
         let built = self
             .client
             .clone()
-            .build_authorize_url(with_key(ACME_KEY, request))
+            .build_authorize_url(with_key(key, request))
             .await
             .expect("url")
             .into_inner();
@@ -247,10 +254,10 @@ impl Binary {
         self.client
             .clone()
             .exchange_code(with_key(
-                ACME_KEY,
+                key,
                 pb::ExchangeCodeRequest {
                     code,
-                    redirect_uri: ACME_REDIRECT.into(),
+                    redirect_uri,
                     state,
                     expected_user_ref,
                 },
