@@ -19,7 +19,7 @@ use crate::{
     h2load::percentile,
     harness::{Bench, CalgateOptions, Server, free_port},
     report::{Report, Table},
-    scenarios::{peak_in_clock_seconds, peak_in_window, upsert},
+    scenarios::{peak_in_clock_windows, peak_in_window, upsert},
 };
 
 /// Cronofy's default budget for an application.
@@ -29,8 +29,8 @@ const PER_MINUTE: u32 = 500;
 const CALLS_PER_SECOND: u64 = 5;
 /// A token's life at Cronofy.
 const TOKEN_LIFE: Duration = Duration::from_secs(3 * 3600);
-/// How far ahead the background refresher looks: twice the margin (5 min) plus the lead (15 min).
-const HORIZON: Duration = Duration::from_secs(25 * 60);
+/// Where calls would start refreshing a token: twice the margin (5 min) before expiry.
+const TWICE_MARGIN: Duration = Duration::from_secs(10 * 60);
 
 /// Which case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,9 +54,11 @@ impl Case {
         match self {
             // As once the refresher has been running: a grant comes round every
             // token life less its average lead (about 2 h 42 min).
+            // Expiries start at twice the margin from now, so grants fall due at
+            // once (those whose share of the lead is large) and then steadily.
             Case::Steady => {
                 let period = TOKEN_LIFE.as_secs_f64() - (10.0 + 7.5) * 60.0;
-                now + HORIZON + time::Duration::seconds_f64(period * n as f64 / count as f64)
+                now + TWICE_MARGIN + time::Duration::seconds_f64(period * n as f64 / count as f64)
             }
             Case::Outage => now - time::Duration::hours(1),
         }
@@ -79,6 +81,7 @@ pub async fn run(
     count: usize,
     seconds: u64,
     stores: &[(&'static str, String)],
+    cases: &[String],
 ) -> anyhow::Result<()> {
     let (count, seconds) = if quick { (300, 20) } else { (count, seconds) };
     let mut table = Table::new(&[
@@ -95,12 +98,16 @@ pub async fn run(
         "fresh at the end",
         "all fresh after (projected)",
         "peak in any 1 s / 60 s",
-        "peak in a clock second",
+        "peak in a clock second / minute",
     ]);
     bench.fake.set_access_token_ttl(TOKEN_LIFE);
     for (label, url) in stores {
         let replicas = if *label == "sqlite" { 1 } else { 2 };
         for case in [Case::Steady, Case::Outage] {
+            let key = if case == Case::Steady { "steady" } else { "outage" };
+            if !cases.iter().any(|c| c == key) {
+                continue;
+            }
             let name = format!(
                 "ahead-{label}-{}",
                 if case == Case::Steady { "steady" } else { "outage" }
@@ -160,7 +167,8 @@ pub async fn run(
                 peak_in_window(&requests, Duration::from_secs(1)),
                 peak_in_window(&requests, Duration::from_secs(60)),
             );
-            let peak_clock_second = peak_in_clock_seconds(&requests, started, started_wall);
+            let peak_clock_second = peak_in_clock_windows(&requests, started, started_wall, 1);
+            let peak_clock_minute = peak_in_clock_windows(&requests, started, started_wall, 60);
             let what = format!("refresh ahead on {label}, {}", case.label());
             match case {
                 Case::Steady => report.check(
@@ -168,13 +176,17 @@ pub async fn run(
                     format!("{what}: {failed} of {} calls failed ({codes:?})", calls.len()),
                 ),
                 // 5 writes a second on grants never refreshed need 10 requests a
-                // second, over the 8.3 a second of 500 a minute: a call may be
-                // refused for budget, cleanly (RESOURCE_EXHAUSTED with RetryInfo),
+                // second, over the 8.3 a second of 500 a minute: once the queue for
+                // budget is longer than a caller waits, a call is refused for budget
+                // (RESOURCE_EXHAUSTED with RetryInfo) or runs out its deadline —
                 // never anything else (docs/benchmarks.md).
                 Case::Outage => report.check(
-                    calls
-                        .iter()
-                        .all(|c| matches!(c.outcome, Ok(()) | Err(Code::ResourceExhausted))),
+                    calls.iter().all(|c| {
+                        matches!(
+                            c.outcome,
+                            Ok(()) | Err(Code::ResourceExhausted | Code::DeadlineExceeded)
+                        )
+                    }),
                     format!("{what}: failures other than a refused budget: {codes:?}"),
                 ),
             }
@@ -184,14 +196,19 @@ pub async fn run(
             // Arrivals may exceed the claimed budget by the requests in flight at a
             // window's edge (see the expiry scenario); a few here: 5 calls a second.
             let slack = 8;
+            // One replica: every sliding window. Replicas sharing PostgreSQL count
+            // fixed clock windows (docs/postgres.md): those hold.
             let within = if replicas == 1 {
                 peak_second <= PER_SECOND as usize + slack && peak_minute <= PER_MINUTE as usize + slack
             } else {
-                peak_clock_second <= PER_SECOND as usize + slack && peak_minute <= PER_MINUTE as usize + slack
+                peak_clock_second <= PER_SECOND as usize + slack && peak_clock_minute <= PER_MINUTE as usize + slack
             };
             report.check(
                 within,
-                format!("{what}: {peak_second}/s ({peak_clock_second} in a clock second), {peak_minute}/min"),
+                format!(
+                    "{what}: {peak_second}/s ({peak_clock_second} in a clock second), {peak_minute}/min \
+                     ({peak_clock_minute} in a clock minute)"
+                ),
             );
             table.row(&[
                 (*label).into(),
@@ -230,7 +247,7 @@ pub async fn run(
                     )
                 },
                 format!("{peak_second} / {peak_minute}"),
-                peak_clock_second.to_string(),
+                format!("{peak_clock_second} / {peak_clock_minute}"),
             ]);
         }
     }

@@ -52,6 +52,9 @@ pub struct RunArgs {
     /// How long each refresh-ahead case writes (5 calls a second).
     #[arg(long, default_value_t = 300)]
     ahead_seconds: u64,
+    /// Refresh-ahead cases to run: steady, outage.
+    #[arg(long, value_delimiter = ',', default_value = "steady,outage")]
+    ahead_cases: Vec<String>,
     /// Scenarios to run: throughput, startup, grants, expiry, changes, ahead.
     #[arg(
         long,
@@ -159,6 +162,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             args.expiring,
             args.ahead_seconds,
             &stores,
+            &args.ahead_cases,
         )
         .await;
         for backend in &backends {
@@ -682,22 +686,31 @@ pub(crate) async fn upsert(channel: Channel, grant: &Seeded) -> Result<(), Code>
 
 /// The most upstream requests that arrived within one wall-clock second
 /// (`started` and `started_wall` are the same moment on both clocks).
-pub(crate) fn peak_in_clock_seconds(
+fn peak_in_clock_seconds(requests: &[RecordedRequest], started: Instant, started_wall: OffsetDateTime) -> usize {
+    peak_in_clock_windows(requests, started, started_wall, 1)
+}
+
+/// The most upstream requests that arrived within one wall-clock window of
+/// `seconds` (aligned on the unix epoch, as the shared budget's windows are).
+pub(crate) fn peak_in_clock_windows(
     requests: &[RecordedRequest],
     started: Instant,
     started_wall: OffsetDateTime,
+    seconds: i64,
 ) -> usize {
     let started = started.into_std();
-    let mut per_second = std::collections::HashMap::<i64, usize>::new();
+    let mut per_window = std::collections::HashMap::<i64, usize>::new();
     for request in requests {
         let offset = if request.at >= started {
             time::Duration::try_from(request.at - started).unwrap_or_default()
         } else {
             -time::Duration::try_from(started - request.at).unwrap_or_default()
         };
-        *per_second.entry((started_wall + offset).unix_timestamp()).or_default() += 1;
+        *per_window
+            .entry((started_wall + offset).unix_timestamp().div_euclid(seconds))
+            .or_default() += 1;
     }
-    per_second.into_values().max().unwrap_or_default()
+    per_window.into_values().max().unwrap_or_default()
 }
 
 /// The most upstream requests that arrived within any `window`.

@@ -76,8 +76,9 @@ pub(super) enum Need {
         version: i64,
     },
     /// The background refresher: the token is due ahead of need
-    /// ([`Refresher::due_ahead`]). Takes only background budget, never
-    /// waits for it, and is not retried here (the claim paces retries).
+    /// ([`Refresher::due_ahead`]). Takes background budget — waiting at most
+    /// a round for its share, never for the callers' part — and is not
+    /// retried here (the claim paces retries).
     Ahead,
 }
 
@@ -96,7 +97,8 @@ pub(super) struct Refresher {
     /// Grants whose refresh behind a call failed lately: not tried again
     /// from a call before this instant (a refresh the caller waits for still is).
     behind_backoff: Mutex<HashMap<GrantKey, time::OffsetDateTime>>,
-    flights: Mutex<HashMap<GrantKey, Flight>>,
+    /// Refreshes in flight, and whether each is the background refresher's.
+    flights: Mutex<HashMap<GrantKey, (Flight, bool)>>,
     pending: Mutex<HashMap<GrantKey, (i64, Tokens)>>,
 }
 
@@ -158,14 +160,14 @@ impl Refresher {
     /// A usable access token for `sub`, refreshed if `need` still holds once the
     /// grant is re-read. Concurrent callers share one refresh.
     pub(super) async fn refresh(self: &Arc<Self>, tenant: &Arc<Tenant>, sub: &str, need: Need) -> Result<Fresh, Error> {
-        let fresh = self.join_or_start(tenant, sub, need).await;
-        match (need, fresh) {
+        let (flight, background) = self.join_or_start_flight(tenant, sub, need);
+        match (need, flight.await) {
             // We joined a flight that found nothing to do for the token Cronofy refused: refresh for real.
             (Need::Rejected { version }, Ok(fresh)) if fresh.version == version => {
                 self.join_or_start(tenant, sub, need).await
             }
             // We joined a background refresh that had no budget: a caller's refresh waits for budget.
-            (Need::Expiring | Need::Rejected { .. }, Err(Error::RateBudgetExhausted { .. })) => {
+            (Need::Expiring | Need::Rejected { .. }, Err(Error::RateBudgetExhausted { .. })) if background => {
                 self.join_or_start(tenant, sub, need).await
             }
             (_, fresh) => fresh,
@@ -202,10 +204,15 @@ impl Refresher {
     }
 
     fn join_or_start(self: &Arc<Self>, tenant: &Arc<Tenant>, sub: &str, need: Need) -> Flight {
+        self.join_or_start_flight(tenant, sub, need).0
+    }
+
+    /// The grant's flight, joined or started, and whether it is the background refresher's.
+    fn join_or_start_flight(self: &Arc<Self>, tenant: &Arc<Tenant>, sub: &str, need: Need) -> (Flight, bool) {
         let key = (tenant.id.clone(), sub.to_owned());
         let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(flight) = flights.get(&key) {
-            return flight.clone();
+        if let Some((flight, background)) = flights.get(&key) {
+            return (flight.clone(), *background);
         }
         let this = self.clone();
         let tenant = tenant.clone();
@@ -223,8 +230,8 @@ impl Refresher {
         }
         .boxed()
         .shared();
-        flights.insert(key, flight.clone());
-        flight
+        flights.insert(key, (flight.clone(), need == Need::Ahead));
+        (flight, need == Need::Ahead)
     }
 
     async fn run(&self, tenant: &Tenant, sub: &str, need: Need) -> Result<Fresh, Error> {
@@ -478,7 +485,7 @@ impl Refresher {
     /// under way (which writes it first), or starts one that only writes it.
     fn flush_in_flight(self: &Arc<Self>, key: GrantKey) -> Flight {
         let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(flight) = flights.get(&key) {
+        if let Some((flight, _)) = flights.get(&key) {
             return flight.clone();
         }
         let this = self.clone();
@@ -502,7 +509,7 @@ impl Refresher {
         }
         .boxed()
         .shared();
-        flights.insert(key, flight.clone());
+        flights.insert(key, (flight.clone(), false));
         flight
     }
 
