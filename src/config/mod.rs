@@ -24,7 +24,7 @@ pub use raw::RawConfig;
 use resolve::{resolve_keys, resolve_tenants};
 pub use secrets::SecretSource;
 
-pub use policy::{BreakerPolicy, RateLimit, RetryPolicy};
+pub use policy::{BreakerPolicy, BucketShape, RateLimit, RetryPolicy};
 
 use crate::cronofy::DataCenter;
 

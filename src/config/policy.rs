@@ -13,6 +13,54 @@ pub struct RateLimit {
     pub per_minute: u32,
 }
 
+impl RateLimit {
+    /// The two token buckets that enforce this limit: per second and per minute.
+    pub fn buckets(&self) -> [BucketShape; 2] {
+        [
+            BucketShape::within(self.per_second, Duration::from_secs(1)),
+            BucketShape::within(self.per_minute, Duration::from_secs(60)),
+        ]
+    }
+}
+
+/// A token bucket that lets at most `limit` requests into any window of
+/// `window`'s length, wherever the window falls (Cronofy does not say how it
+/// counts).
+///
+/// A bucket that starts full with N tokens and refills N per window lets up
+/// to 2N through in one window (the burst, then the refill). This one holds a
+/// tenth of N and refills the other nine tenths evenly over the window, so no
+/// window ever carries more than N: bursts of 10 % and a sustained 90 %. (A
+/// limit of 1 refills 1 per window: 2 may fall in one window.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketShape {
+    /// Tokens a full bucket holds: the largest burst.
+    pub capacity: u32,
+    /// Tokens added per window, evenly.
+    pub refill: u32,
+    /// The window's length.
+    pub window: Duration,
+}
+
+impl BucketShape {
+    /// The bucket for at most `limit` requests in any `window`.
+    pub fn within(limit: u32, window: Duration) -> BucketShape {
+        let limit = limit.max(1);
+        let capacity = (limit / 10).max(1);
+        let refill = if limit > capacity { limit - capacity } else { limit };
+        BucketShape {
+            capacity,
+            refill,
+            window,
+        }
+    }
+
+    /// Time between two tokens, in milliseconds.
+    pub fn interval_ms(&self) -> f64 {
+        self.window.as_secs_f64() * 1000.0 / f64::from(self.refill)
+    }
+}
+
 impl Default for RateLimit {
     /// Cronofy's documented default per application.
     fn default() -> Self {

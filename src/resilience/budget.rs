@@ -1,15 +1,11 @@
 //! A tenant application's request budget: Cronofy allows each application 50
 //! requests a second and 500 a minute by default; going over earns 429s for
-//! every tenant user at once. Two token buckets, both of which a request must
-//! pass. Token calls count too. Time is tokio's, so tests pause it.
-//!
-//! A bucket that starts full with N tokens and refills N per window lets up to
-//! 2N through in one window (the burst, then the refill). Ours hold a tenth of
-//! N and refill the other nine tenths over the window, so no window of that
-//! length ever carries more than N, however Cronofy counts: bursts of 10 % and
-//! a sustained 90 % of the limit. (A budget of 1 refills 1 per window: 2 may
-//! fall in one window.)
+//! every tenant user at once. Two token buckets ([`BucketShape`]: a tenth of
+//! the limit as burst, the rest refilled evenly, so no window of either length
+//! ever carries more than the limit), both of which a request must pass.
+//! Token calls count too. Time is tokio's, so tests pause it.
 
+use crate::config::BucketShape;
 pub use crate::config::RateLimit;
 use std::{sync::Mutex, time::Duration};
 
@@ -24,15 +20,12 @@ struct Bucket {
 }
 
 impl Bucket {
-    /// At most `limit` requests in any `window`.
-    fn new(limit: u32, window: Duration, now: Instant) -> Bucket {
-        let limit = limit.max(1);
-        let capacity = (limit / 10).max(1);
-        let refill = if limit > capacity { limit - capacity } else { limit };
+    /// A full bucket of `shape`.
+    fn new(shape: BucketShape, now: Instant) -> Bucket {
         Bucket {
-            capacity: f64::from(capacity),
-            refill_per_sec: f64::from(refill) / window.as_secs_f64(),
-            tokens: f64::from(capacity),
+            capacity: f64::from(shape.capacity),
+            refill_per_sec: f64::from(shape.refill) / shape.window.as_secs_f64(),
+            tokens: f64::from(shape.capacity),
             updated: now,
         }
     }
@@ -64,10 +57,7 @@ impl RateBudget {
     pub fn new(limit: RateLimit) -> RateBudget {
         let now = Instant::now();
         RateBudget {
-            buckets: Mutex::new([
-                Bucket::new(limit.per_second, Duration::from_secs(1), now),
-                Bucket::new(limit.per_minute, Duration::from_secs(60), now),
-            ]),
+            buckets: Mutex::new(limit.buckets().map(|shape| Bucket::new(shape, now))),
         }
     }
 

@@ -18,11 +18,14 @@ fn unix_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// One Cronofy application's request budget, counted in PostgreSQL by every replica.
+/// One Cronofy application's request budget, counted in PostgreSQL by every
+/// replica: the same two token buckets as a replica's own [`RateBudget`],
+/// kept in one shared row, so no sliding second or minute carries more than
+/// the limit across the fleet.
 ///
 /// A replica claims requests a few at a time — at most 1 % of either window,
 /// so with Cronofy's default 50/s and 500/min exactly one — and spends them
-/// within the second they were counted in. A busy replica thus writes to
+/// within the second they were claimed in. A busy replica thus writes to
 /// PostgreSQL once per claim rather than once per request; what an idle
 /// replica leaves unspent (under 1 % of a window) lapses with its second.
 #[derive(Debug)]
@@ -76,12 +79,7 @@ impl SharedBudget {
             }
             let taken = self
                 .store
-                .take_rate_budget(
-                    &self.application,
-                    self.limit.per_second,
-                    self.limit.per_minute,
-                    self.claim_size,
-                )
+                .take_rate_budget(&self.application, &self.limit.buckets(), self.claim_size)
                 .await;
             drop(claiming);
             match taken {

@@ -1,12 +1,12 @@
-//! State that replicas share through PostgreSQL: request budgets (fixed
-//! one-second and one-minute windows per Cronofy application — kept in the
-//! `tenant_id` column, which holds the application key `client_id@data_centre`)
-//! and circuit breakers.
+//! State that replicas share through PostgreSQL: request budgets (token
+//! buckets per Cronofy application, keyed `client_id@data_centre`) and
+//! circuit breakers.
 //! Only used when the store is PostgreSQL.
 
 use std::time::Duration;
 
 use super::{Store, StoreError, now};
+use crate::config::BucketShape;
 
 /// A breaker's shared state after a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,72 +32,78 @@ impl Store {
         self.counters.as_ref()
     }
 
-    /// Claims up to `want` requests from the tenant's shared windows (this
-    /// second and this minute), counted for every replica. Ok(Ok(claim)) says
-    /// how many were granted (at least one) and in which second they must be
-    /// spent; Ok(Err(wait)) when a window is full: nothing is counted, and
-    /// `wait` says when the fullest window ends. On SQLite, where budgets are
-    /// local, everything asked for is granted.
+    /// Claims up to `want` requests from the application's shared budget —
+    /// two token buckets, per second and per minute, shaped by `buckets` —
+    /// counted for every replica. Ok(Ok(claim)) says how many were granted
+    /// (at least one; both buckets paid for them) and in which second they
+    /// must be spent; Ok(Err(wait)) when either bucket has no token: nothing
+    /// is taken, and `wait` says when both will have one. On SQLite, where
+    /// budgets are local, everything asked for is granted.
+    ///
+    /// One row per application holds both buckets as GCRA "theoretical
+    /// arrival times" (a bucket is full when its time has passed); one
+    /// upsert computes the grant from the row's latest version, under its
+    /// row lock, so concurrent replicas never both spend one token.
     pub async fn take_rate_budget(
         &self,
-        tenant: &str,
-        per_second: u32,
-        per_minute: u32,
+        application: &str,
+        buckets: &[BucketShape; 2],
         want: u32,
     ) -> Result<Result<RateClaim, Duration>, StoreError> {
         let (_, now_ms) = now();
-        let (second, minute) = (now_ms / 1000, now_ms / 60_000);
+        let second = now_ms / 1000;
         let Some(pool) = self.shared_pool() else {
             return Ok(Ok(RateClaim { granted: want, second }));
         };
-        let want = i64::from(want.max(1));
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "INSERT INTO rate_windows (tenant_id, window_kind, window_start, used) VALUES ($1, 's', $2, $4), ($1, 'm', $3, $4) \
-             ON CONFLICT (tenant_id, window_kind, window_start) DO UPDATE SET used = rate_windows.used + $4 \
-             RETURNING window_kind, used",
-        )
-        .bind(tenant)
-        .bind(second)
-        .bind(minute)
-        .bind(want)
-        .fetch_all(pool)
-        .await?;
-        let (mut excess, mut wait_ms) = (0, 0);
-        for (kind, used) in rows {
-            let (limit, window_end) = match kind.as_str() {
-                "s" => (i64::from(per_second), (second + 1) * 1000),
-                _ => (i64::from(per_minute), (minute + 1) * 60_000),
-            };
-            if used > limit {
-                excess = excess.max((used - limit).min(want));
-                if used - want >= limit {
-                    wait_ms = wait_ms.max(window_end - now_ms);
-                }
-            }
-        }
-        if excess > 0 {
-            // Not to be sent: give those slots back, so refused requests do not eat the budget.
-            sqlx::query(
-                "UPDATE rate_windows SET used = used - $4 WHERE tenant_id = $1 AND \
-                 ((window_kind = 's' AND window_start = $2) OR (window_kind = 'm' AND window_start = $3))",
-            )
-            .bind(tenant)
-            .bind(second)
-            .bind(minute)
-            .bind(excess)
-            .execute(pool)
+        let want = want.max(1);
+        let [per_second, per_minute] = buckets;
+        let (second_interval, minute_interval) = (per_second.interval_ms(), per_minute.interval_ms());
+        let second_tolerance = f64::from(per_second.capacity) * second_interval;
+        let minute_tolerance = f64::from(per_minute.capacity) * minute_interval;
+        // A new row is a full bucket: its first claim gets what both capacities allow.
+        let first_grant = want.min(per_second.capacity).min(per_minute.capacity);
+        // Tokens a bucket holds now: (tolerance - time still owed) / interval; the
+        // epsilon keeps a whole token whole despite floating point.
+        const GRANT: &str = "GREATEST(0, LEAST($6, \
+             FLOOR(($4 - (GREATEST(b.second_tat_ms, $2) - $2)) / $3 + 1e-9), \
+             FLOOR(($7 - (GREATEST(b.minute_tat_ms, $2) - $2)) / $5 + 1e-9)))";
+        let sql = format!(
+            "INSERT INTO rate_buckets AS b (application, second_tat_ms, minute_tat_ms, granted) \
+             VALUES ($1, $2 + $8 * $3, $2 + $8 * $5, $8) \
+             ON CONFLICT (application) DO UPDATE SET \
+               granted = ({GRANT})::BIGINT, \
+               second_tat_ms = GREATEST(b.second_tat_ms, $2) + {GRANT} * $3, \
+               minute_tat_ms = GREATEST(b.minute_tat_ms, $2) + {GRANT} * $5 \
+             RETURNING granted, second_tat_ms, minute_tat_ms"
+        );
+        let now = now_ms as f64;
+        let (granted, second_tat, minute_tat): (i64, f64, f64) = sqlx::query_as(&sql)
+            .bind(application)
+            .bind(now)
+            .bind(second_interval)
+            .bind(second_tolerance)
+            .bind(minute_interval)
+            .bind(f64::from(want))
+            .bind(minute_tolerance)
+            .bind(i64::from(first_grant))
+            .fetch_one(pool)
             .await?;
+        if granted > 0 {
+            return Ok(Ok(RateClaim {
+                granted: granted as u32,
+                second,
+            }));
         }
-        if excess == want {
-            return Ok(Err(Duration::from_millis(wait_ms.max(1) as u64)));
-        }
-        Ok(Ok(RateClaim {
-            granted: (want - excess) as u32,
-            second,
-        }))
+        // When each bucket will hold one token again.
+        let wait = (second_tat + second_interval - second_tolerance - now)
+            .max(minute_tat + minute_interval - minute_tolerance - now)
+            .ceil()
+            .max(1.0);
+        Ok(Err(Duration::from_millis(wait as u64)))
     }
 
-    /// Forgets windows that have ended (called periodically).
+    /// Forgets the fixed windows an earlier release counted in (see
+    /// migration 0010) once they have ended; called periodically.
     pub async fn prune_rate_windows(&self) -> Result<(), StoreError> {
         let Some(pool) = self.shared_pool() else { return Ok(()) };
         let (_, now_ms) = now();
