@@ -1,9 +1,10 @@
 //! Refresh ahead of need under Cronofy's real budget (50 a second, 500 a
-//! minute): a steady write load of 5 calls a second on random grants while
-//! (a) tokens expire evenly over their three-hour life, and (b) every token
-//! has expired (calgate was down). One replica on SQLite, two on PostgreSQL.
-//! Every call must succeed, no call in (a) may wait for a refresh, and the
-//! requests Cronofy receives never exceed the budget.
+//! minute): a steady write load (5 calls a second by default) on random
+//! grants while (a) tokens expire evenly over their three-hour life, and (b)
+//! every token has expired (calgate was down). One replica on SQLite, two on
+//! PostgreSQL. Every call must succeed — in (b) only where the load fits the
+//! budget at all — no call in (a) may wait for a refresh, and the requests
+//! Cronofy receives never exceed the budget in any sliding window.
 
 use std::time::Duration;
 
@@ -25,8 +26,6 @@ use crate::{
 /// Cronofy's default budget for an application.
 const PER_SECOND: u32 = 50;
 const PER_MINUTE: u32 = 500;
-/// The write load, calls a second.
-const CALLS_PER_SECOND: u64 = 5;
 /// A token's life at Cronofy.
 const TOKEN_LIFE: Duration = Duration::from_secs(3 * 3600);
 /// Where calls would start refreshing a token: twice the margin (5 min) before expiry.
@@ -73,17 +72,27 @@ struct Call {
     unrefreshed: bool,
 }
 
-/// Runs both cases on each store.
+/// What each case runs.
+pub struct Load {
+    /// Grants stored.
+    pub grants: usize,
+    /// How long the writes go on.
+    pub seconds: u64,
+    /// Writes a second, on random grants.
+    pub writes_per_second: f64,
+}
+
+/// Runs the chosen cases on each store.
 pub async fn run(
     bench: &Bench,
     report: &mut Report,
     quick: bool,
-    count: usize,
-    seconds: u64,
+    load: Load,
     stores: &[(&'static str, String)],
     cases: &[String],
 ) -> anyhow::Result<()> {
-    let (count, seconds) = if quick { (300, 20) } else { (count, seconds) };
+    let writes_per_second = load.writes_per_second;
+    let (count, seconds) = if quick { (300, 20) } else { (load.grants, load.seconds) };
     let mut table = Table::new(&[
         "store",
         "replicas",
@@ -140,7 +149,7 @@ pub async fn run(
             bench.fake.clear_requests();
             let started = Instant::now();
             let started_wall = OffsetDateTime::now_utc();
-            let calls = load(bench, &servers, &seeded, seconds).await?;
+            let calls = write_load(bench, &servers, &seeded, seconds, writes_per_second).await?;
             let requests = bench.fake.requests();
             let refreshes = requests.iter().filter(|r| r.endpoint == Endpoint::Token).count();
             let fresh = seeded.iter().filter(|g| bench.fake.refreshes_of(&g.sub) > 0).count();
@@ -175,6 +184,13 @@ pub async fn run(
                     failed == 0,
                     format!("{what}: {failed} of {} calls failed ({codes:?})", calls.len()),
                 ),
+                // Every write on a grant never refreshed needs two requests. Where
+                // that fits what calgate sustains of 500 a minute (90 %: 7.5 a
+                // second), every call must succeed.
+                Case::Outage if 2.0 * writes_per_second <= 0.9 * f64::from(PER_MINUTE) / 60.0 => report.check(
+                    failed == 0,
+                    format!("{what}: {failed} of {} calls failed ({codes:?})", calls.len()),
+                ),
                 // 5 writes a second on grants never refreshed need 10 requests a
                 // second, over the 8.3 a second of 500 a minute: once the queue for
                 // budget is longer than a caller waits, a call is refused for budget
@@ -196,13 +212,8 @@ pub async fn run(
             // Arrivals may exceed the claimed budget by the requests in flight at a
             // window's edge (see the expiry scenario); a few here: 5 calls a second.
             let slack = 8;
-            // One replica: every sliding window. Replicas sharing PostgreSQL count
-            // fixed clock windows (docs/postgres.md): those hold.
-            let within = if replicas == 1 {
-                peak_second <= PER_SECOND as usize + slack && peak_minute <= PER_MINUTE as usize + slack
-            } else {
-                peak_clock_second <= PER_SECOND as usize + slack && peak_clock_minute <= PER_MINUTE as usize + slack
-            };
+            // Every sliding window, on one replica or across replicas sharing PostgreSQL.
+            let within = peak_second <= PER_SECOND as usize + slack && peak_minute <= PER_MINUTE as usize + slack;
             report.check(
                 within,
                 format!(
@@ -252,16 +263,24 @@ pub async fn run(
         }
     }
     report.section(
-        &format!("Refresh ahead under Cronofy's real budget ({PER_SECOND}/s, {PER_MINUTE}/min), {CALLS_PER_SECOND} writes a second for {seconds} s"),
+        &format!(
+            "Refresh ahead under Cronofy's real budget ({PER_SECOND}/s, {PER_MINUTE}/min), {writes_per_second} writes a second for {seconds} s"
+        ),
         &table.finish(),
     );
     Ok(())
 }
 
-/// `CALLS_PER_SECOND` upserts a second on random grants for `seconds`,
-/// round robin over the replicas, each call on its own (an open load: a slow
-/// call does not slow the next).
-async fn load(bench: &Bench, servers: &[Server], seeded: &[Seeded], seconds: u64) -> anyhow::Result<Vec<Call>> {
+/// `per_second` upserts a second on random grants for `seconds`, round robin
+/// over the replicas, each call on its own (an open load: a slow call does not
+/// slow the next).
+async fn write_load(
+    bench: &Bench,
+    servers: &[Server],
+    seeded: &[Seeded],
+    seconds: u64,
+    per_second: f64,
+) -> anyhow::Result<Vec<Call>> {
     let mut channels = Vec::new();
     for server in servers {
         channels.push(
@@ -270,9 +289,9 @@ async fn load(bench: &Bench, servers: &[Server], seeded: &[Seeded], seconds: u64
                 .await?,
         );
     }
-    let mut ticker = tokio::time::interval(Duration::from_millis(1000 / CALLS_PER_SECOND));
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
     let mut calls = Vec::new();
-    for n in 0..seconds * CALLS_PER_SECOND {
+    for n in 0..(seconds as f64 * per_second).round() as u64 {
         ticker.tick().await;
         let grant = seeded.choose(&mut rand::rng()).cloned().expect("grants were seeded");
         let channel = channels[n as usize % channels.len()].clone();
