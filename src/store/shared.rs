@@ -50,6 +50,7 @@ impl Store {
         buckets: &[BucketShape; 2],
         want: u32,
     ) -> Result<Result<RateClaim, Duration>, StoreError> {
+        // The claim is spent within this replica's current second.
         let (_, now_ms) = now();
         let second = now_ms / 1000;
         let Some(pool) = self.shared_pool() else {
@@ -62,24 +63,26 @@ impl Store {
         let minute_tolerance = f64::from(per_minute.capacity) * minute_interval;
         // A new row is a full bucket: its first claim gets what both capacities allow.
         let first_grant = want.min(per_second.capacity).min(per_minute.capacity);
-        // Tokens a bucket holds now: (tolerance - time still owed) / interval; the
-        // epsilon keeps a whole token whole despite floating point.
-        const GRANT: &str = "GREATEST(0, LEAST($6, \
-             FLOOR(($4 - (GREATEST(b.second_tat_ms, $2) - $2)) / $3 + 1e-9), \
-             FLOOR(($7 - (GREATEST(b.minute_tat_ms, $2) - $2)) / $5 + 1e-9)))";
+        // Time is PostgreSQL's, read once the row is locked, so replicas whose
+        // clocks disagree still share one bucket. Tokens a bucket holds:
+        // (tolerance - time still owed) / interval; the epsilon keeps a whole
+        // token whole despite floating point.
+        const NOW: &str = "(SELECT EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION * 1000 AS now_ms) AS clock";
         let sql = format!(
-            "INSERT INTO rate_buckets AS b (application, second_tat_ms, minute_tat_ms, granted) \
-             VALUES ($1, $2 + $8 * $3, $2 + $8 * $5, $8) \
+            "INSERT INTO rate_buckets AS b (application, second_tat_ms, minute_tat_ms, granted, claimed_at_ms) \
+             SELECT $1, now_ms + $7 * $2, now_ms + $7 * $4, $7, now_ms FROM {NOW} \
              ON CONFLICT (application) DO UPDATE SET \
-               granted = ({GRANT})::BIGINT, \
-               second_tat_ms = GREATEST(b.second_tat_ms, $2) + {GRANT} * $3, \
-               minute_tat_ms = GREATEST(b.minute_tat_ms, $2) + {GRANT} * $5 \
-             RETURNING granted, second_tat_ms, minute_tat_ms"
+               (granted, second_tat_ms, minute_tat_ms, claimed_at_ms) = ( \
+                 SELECT n, s + n * $2, m + n * $4, now_ms FROM ( \
+                   SELECT s, m, now_ms, GREATEST(0, LEAST($5, \
+                       FLOOR(($3 - (s - now_ms)) / $2 + 1e-9), \
+                       FLOOR(($6 - (m - now_ms)) / $4 + 1e-9)))::BIGINT AS n \
+                   FROM (SELECT GREATEST(b.second_tat_ms, now_ms) AS s, GREATEST(b.minute_tat_ms, now_ms) AS m, now_ms \
+                         FROM {NOW}) AS owed) AS grant_) \
+             RETURNING granted, second_tat_ms, minute_tat_ms, claimed_at_ms"
         );
-        let now = now_ms as f64;
-        let (granted, second_tat, minute_tat): (i64, f64, f64) = sqlx::query_as(&sql)
+        let (granted, second_tat, minute_tat, now): (i64, f64, f64, f64) = sqlx::query_as(&sql)
             .bind(application)
-            .bind(now)
             .bind(second_interval)
             .bind(second_tolerance)
             .bind(minute_interval)
