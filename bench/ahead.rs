@@ -92,6 +92,10 @@ pub async fn run(
     cases: &[String],
 ) -> anyhow::Result<()> {
     let writes_per_second = load.writes_per_second;
+    anyhow::ensure!(
+        writes_per_second.is_finite() && writes_per_second > 0.0,
+        "--ahead-writes must be a positive number of writes a second, not {writes_per_second}"
+    );
     let (count, seconds) = if quick { (300, 20) } else { (load.grants, load.seconds) };
     let mut table = Table::new(&[
         "store",

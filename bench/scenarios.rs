@@ -719,13 +719,5 @@ pub(crate) fn peak_in_clock_windows(
 pub(crate) fn peak_in_window(requests: &[RecordedRequest], window: Duration) -> usize {
     let mut times: Vec<_> = requests.iter().map(|r| r.at).collect();
     times.sort_unstable();
-    let mut first = 0;
-    let mut peak = 0;
-    for (last, at) in times.iter().enumerate() {
-        while at.duration_since(times[first]) >= window {
-            first += 1;
-        }
-        peak = peak.max(last - first + 1);
-    }
-    peak
+    calgate::fake_cronofy::busiest_window(&times, window)
 }

@@ -31,7 +31,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 pub use enterprise::sign as sign_callback;
 pub use faults::{Endpoint, Fault};
 use state::State;
-pub use state::{NextAuthorization, RecordedRequest, RefreshTokens, SentNotification};
+pub use state::{NextAuthorization, RecordedRequest, RefreshTokens, SentNotification, busiest_window};
 
 /// Shared by both listeners' handlers.
 #[derive(Debug, Default)]

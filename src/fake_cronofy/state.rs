@@ -49,6 +49,23 @@ pub struct RecordedRequest {
     pub at: Instant,
 }
 
+/// The most of `times` (sorted) within any window of `window`'s length,
+/// wherever it falls: how tests and benchmarks check a request budget.
+pub fn busiest_window<T>(times: &[T], window: std::time::Duration) -> usize
+where
+    T: Copy + std::ops::Sub<Output = std::time::Duration>,
+{
+    let mut first = 0;
+    let mut busiest = 0;
+    for (last, at) in times.iter().enumerate() {
+        while *at - times[first] >= window {
+            first += 1;
+        }
+        busiest = busiest.max(last - first + 1);
+    }
+    busiest
+}
+
 impl RecordedRequest {
     /// The body parsed as JSON, if it is JSON.
     pub fn json(&self) -> Option<serde_json::Value> {

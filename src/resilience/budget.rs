@@ -94,6 +94,7 @@ impl RateBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake_cronofy::busiest_window;
 
     fn limit(per_second: u32, per_minute: u32) -> RateLimit {
         RateLimit { per_second, per_minute }
@@ -112,19 +113,6 @@ mod tests {
         granted
     }
 
-    /// The most requests granted within any `window`.
-    fn peak(granted: &[Instant], window: Duration) -> usize {
-        let mut first = 0;
-        let mut peak = 0;
-        for (last, at) in granted.iter().enumerate() {
-            while *at - granted[first] >= window {
-                first += 1;
-            }
-            peak = peak.max(last - first + 1);
-        }
-        peak
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_a_tenth_then_a_steady_refill() {
         let budget = RateBudget::new(limit(50, 6000));
@@ -141,7 +129,7 @@ mod tests {
     async fn no_second_ever_carries_more_than_the_limit() {
         let budget = RateBudget::new(limit(50, 6000));
         let granted = greedy(&budget, Duration::from_secs(5)).await;
-        let busiest = peak(&granted, Duration::from_secs(1));
+        let busiest = busiest_window(&granted, Duration::from_secs(1));
         assert!((45..=50).contains(&busiest), "busiest second: {busiest}");
         assert!(
             granted.len() >= 5 + 45 * 5 - 1,
@@ -154,8 +142,8 @@ mod tests {
     async fn no_minute_ever_carries_more_than_the_minute_limit() {
         let budget = RateBudget::new(limit(50, 500));
         let granted = greedy(&budget, Duration::from_secs(150)).await;
-        assert!(peak(&granted, Duration::from_secs(60)) <= 500);
-        assert!(peak(&granted, Duration::from_secs(1)) <= 50);
+        assert!(busiest_window(&granted, Duration::from_secs(60)) <= 500);
+        assert!(busiest_window(&granted, Duration::from_secs(1)) <= 50);
         assert!(granted.len() >= 50 + 450 * 2, "{}", granted.len());
     }
 

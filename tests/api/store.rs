@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use calgate::domain::audit::Actor;
+use calgate::fake_cronofy::busiest_window;
 use calgate::store::AuthorizationStatus;
 use calgate::{
     config::{EncryptionKey, RateLimit, StoreSettings},
@@ -364,19 +365,6 @@ async fn claim_greedily(stores: &[Store], application: &str, limit: RateLimit, r
     granted
 }
 
-/// The most claims within any window of `window` (sliding, wherever it falls).
-fn sliding_peak(granted: &[Instant], window: Duration) -> usize {
-    let mut first = 0;
-    let mut peak = 0;
-    for (last, at) in granted.iter().enumerate() {
-        while *at - granted[first] >= window {
-            first += 1;
-        }
-        peak = peak.max(last - first + 1);
-    }
-    peak
-}
-
 /// Cronofy does not say how it counts its windows, so the shared budget must
 /// hold in every sliding one. Fixed clock windows let a second's whole budget
 /// through at its end and the next one's at the start of the next: about 100
@@ -393,7 +381,7 @@ async fn the_shared_budget_holds_in_every_sliding_window() {
         per_minute: 100_000,
     };
     let granted = claim_greedily(&stores, "app@us", per_second, Duration::from_millis(2500)).await;
-    let busiest = sliding_peak(&granted, Duration::from_secs(1));
+    let busiest = busiest_window(&granted, Duration::from_secs(1));
     // The claims' times are taken before each round trip; a few may shift
     // across a window's edge on a loaded machine, not fifty.
     assert!(busiest <= 53, "{busiest} claims within one second");
