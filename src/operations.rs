@@ -100,6 +100,7 @@ pub async fn purge_tenant(settings: Settings, tenant_id: &str) -> anyhow::Result
             "audit_rows_pseudonymised": purged.rows.audit_rows_pseudonymised,
             "revoked_at_cronofy": purged.revoked,
             "revocations_pending": purged.revoke_pending.len(),
+            "left_to_other_tenants": purged.left_to_other_tenants,
         })
     );
     if !purged.revoke_pending.is_empty() {

@@ -104,6 +104,8 @@ mod tests {
             redirect_uris: vec![],
             avoid_linking: true,
             callback_secrets: vec![],
+            event_ids: crate::domain::event_ids::EventIds::Callers,
+            app_siblings: vec![],
         })
     }
 

@@ -73,13 +73,13 @@ pub struct BatchEntry {
 }
 
 impl BatchEntry {
-    /// An upsert of `event` (already serialised) into `calendar_id`.
-    pub fn upsert(calendar_id: &str, event: serde_json::Value) -> BatchEntry {
-        BatchEntry {
+    /// An upsert of `event` into `calendar_id`, under Cronofy's `event_id`.
+    pub fn upsert(calendar_id: &str, event_id: &str, event: &impl Serialize) -> Result<BatchEntry, serde_json::Error> {
+        Ok(BatchEntry {
             method: "POST",
             relative_url: Endpoints::api_path(&["v1", "calendars", calendar_id, "events"]),
-            data: event,
-        }
+            data: serde_json::to_value(ManagedEvent { event_id, event })?,
+        })
     }
 
     /// A delete of `event_id` from `calendar_id`.
@@ -95,6 +95,15 @@ impl BatchEntry {
 #[derive(Serialize)]
 struct DeleteEventBody<'a> {
     event_id: &'a str,
+}
+
+/// An upsert's body: the event under the `event_id` Cronofy keeps (calgate's
+/// id for it, which may differ from the caller's: see `domain::event_ids`).
+#[derive(Serialize)]
+struct ManagedEvent<'a, E: Serialize> {
+    event_id: &'a str,
+    #[serde(flatten)]
+    event: &'a E,
 }
 
 /// The query of `GET /v1/free_busy`; unset dates take Cronofy's defaults.
@@ -181,12 +190,14 @@ impl CronofyClient {
         expect_success(response).await
     }
 
-    /// `POST /v1/calendars/{calendar_id}/events`; Cronofy answers 202.
+    /// `POST /v1/calendars/{calendar_id}/events` of `event` as Cronofy's
+    /// `event_id`; Cronofy answers 202.
     pub async fn upsert_event(
         &self,
         endpoints: &Endpoints,
         access_token: &SecretString,
         calendar_id: &str,
+        event_id: &str,
         event: &impl Serialize,
     ) -> Result<(), CronofyError> {
         let url = endpoints.url(Host::Api, &["v1", "calendars", calendar_id, "events"]);
@@ -194,7 +205,7 @@ impl CronofyClient {
             .http
             .post(url)
             .bearer_auth(access_token.expose_secret())
-            .json(event);
+            .json(&ManagedEvent { event_id, event });
         expect_success(send("upsert_event", request).await?).await
     }
 

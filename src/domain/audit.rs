@@ -29,11 +29,14 @@ pub enum AuditKind {
     KeysRotated,
     /// `calgate purge-tenant` erased the tenant's credentials.
     TenantPurged,
+    /// A revocation still queued for Cronofy was dropped: the user consented
+    /// again, or another tenant of the application now holds the account.
+    RevocationDropped,
 }
 
 impl AuditKind {
     /// Every kind, for parsing and documentation.
-    pub const ALL: [AuditKind; 10] = [
+    pub const ALL: [AuditKind; 11] = [
         AuditKind::GrantConnected,
         AuditKind::GrantRefreshRejected,
         AuditKind::GrantNeedsReauth,
@@ -44,6 +47,7 @@ impl AuditKind {
         AuditKind::CallbackRefused,
         AuditKind::KeysRotated,
         AuditKind::TenantPurged,
+        AuditKind::RevocationDropped,
     ];
 
     /// The stored (and printed) name.
@@ -59,6 +63,7 @@ impl AuditKind {
             AuditKind::CallbackRefused => "callback_refused",
             AuditKind::KeysRotated => "keys_rotated",
             AuditKind::TenantPurged => "tenant_purged",
+            AuditKind::RevocationDropped => "revocation_dropped",
         }
     }
 }

@@ -296,7 +296,9 @@ pub struct Attachment {
 /// A validated event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
-    /// The caller's id.
+    /// The caller's id; Cronofy's is the tenant's mapping of it (`event_ids`),
+    /// which the Cronofy client adds.
+    #[serde(skip)]
     pub event_id: String,
     /// Title.
     pub summary: String,
@@ -402,7 +404,6 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&e).ok(),
             Some(json!({
-                "event_id": "evt-1",
                 "summary": "Standup",
                 "start": "2026-03-01T09:30:00Z",
                 "end": {"time": "2026-03-01T10:00:00Z", "tzid": "Europe/Helsinki"},

@@ -7,6 +7,7 @@ pub mod changes;
 mod clock;
 pub mod error;
 pub mod event;
+pub mod event_ids;
 pub mod grant;
 pub mod reads;
 mod refresh;
@@ -31,6 +32,8 @@ use secrecy::SecretString;
 /// Where an Enterprise Connect member authorization stands (as stored).
 pub use crate::store::AuthorizationStatus;
 
+use event_ids::EventIds;
+
 use crate::{
     config::TenantSettings,
     cronofy::{DataCenter, Endpoints, OAuthApp},
@@ -52,6 +55,11 @@ pub struct Tenant {
     /// The secrets Cronofy may sign this application's callbacks with: the
     /// client secret, then a previous one being rotated out.
     pub callback_secrets: Vec<SecretString>,
+    /// How the tenant's event ids become Cronofy's (stored, see [`event_ids`]).
+    pub event_ids: EventIds,
+    /// The other tenants configured with the same Cronofy application
+    /// (`client_id` and data centre): Cronofy cannot tell them apart.
+    pub app_siblings: Vec<String>,
 }
 
 impl Tenant {
@@ -74,6 +82,13 @@ impl Tenant {
             callback_secrets: std::iter::once(settings.client_secret.clone())
                 .chain(settings.previous_client_secret.clone())
                 .collect(),
+            event_ids: EventIds::Callers,
+            app_siblings: Vec::new(),
         }
+    }
+
+    /// Whether other tenants share the tenant's Cronofy application.
+    pub fn shares_application(&self) -> bool {
+        !self.app_siblings.is_empty()
     }
 }

@@ -46,21 +46,30 @@ pub(super) fn authenticate(state: &FakeState, headers: &HeaderMap) -> Result<(St
     }
 }
 
+/// An authenticated API request: the account, the token's scope and the
+/// application it was issued to.
+struct Bearer {
+    sub: String,
+    scope: String,
+    client_id: String,
+}
+
 /// An API request as Cronofy meets it: recorded, met by a pending fault
 /// (authenticated requests only), then authenticated. The locked state and
-/// the bearer's (sub, scope), or the response to give instead.
+/// the bearer, or the response to give instead.
 async fn admit<'a>(
     shared: &'a Shared,
     endpoint: Endpoint,
     path: &str,
     headers: &HeaderMap,
-) -> Result<(MutexGuard<'a, FakeState>, String, String), Response> {
+) -> Result<(MutexGuard<'a, FakeState>, Bearer), Response> {
     if let Some(response) = arrive_authenticated(shared, endpoint, path, headers).await {
         return Err(response);
     }
     let state = shared.lock();
     let (sub, scope) = authenticate(&state, headers)?;
-    Ok((state, sub, scope))
+    let client_id = super::channels::bearer_client(&state, headers).unwrap_or_default();
+    Ok((state, Bearer { sub, scope, client_id }))
 }
 
 fn can_write(scope: &str) -> bool {
@@ -93,7 +102,7 @@ pub(super) fn unprocessable(errors: Value) -> Response {
 
 /// `GET /v1/calendars`.
 pub(super) async fn list_calendars(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let (state, sub, _) = match admit(&shared, Endpoint::ListCalendars, "/v1/calendars", &headers).await {
+    let (state, Bearer { sub, .. }) = match admit(&shared, Endpoint::ListCalendars, "/v1/calendars", &headers).await {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
@@ -137,8 +146,9 @@ fn rejected(errors: Value) -> Answer {
     (StatusCode::UNPROCESSABLE_ENTITY, Some(errors))
 }
 
-/// Upserts by (calendar_id, event_id) for an authenticated account; 202.
-fn upsert(state: &mut FakeState, sub: &str, scope: &str, calendar_id: &str, event: Value) -> Answer {
+/// Upserts by (application, calendar_id, event_id) for an authenticated account; 202.
+fn upsert(state: &mut FakeState, bearer: &Bearer, calendar_id: &str, event: Value) -> Answer {
+    let (sub, scope) = (bearer.sub.as_str(), bearer.scope.as_str());
     let Some(account) = state.accounts.get_mut(sub) else {
         return (StatusCode::UNAUTHORIZED, None);
     };
@@ -157,12 +167,13 @@ fn upsert(state: &mut FakeState, sub: &str, scope: &str, calendar_id: &str, even
         return rejected(json!(errors));
     }
     let event_id = event["event_id"].as_str().unwrap_or_default().to_owned();
-    account.put_event((calendar_id.to_owned(), event_id), event);
+    account.put_event((bearer.client_id.clone(), calendar_id.to_owned(), event_id), event);
     (StatusCode::ACCEPTED, None)
 }
 
-/// Deletes by (calendar_id, event_id); 202, also when already gone.
-fn delete(state: &mut FakeState, sub: &str, scope: &str, calendar_id: &str, body: &Value) -> Answer {
+/// Deletes by (application, calendar_id, event_id); 202, also when already gone.
+fn delete(state: &mut FakeState, bearer: &Bearer, calendar_id: &str, body: &Value) -> Answer {
+    let (sub, scope) = (bearer.sub.as_str(), bearer.scope.as_str());
     let Some(event_id) = body.get("event_id").and_then(Value::as_str).filter(|id| !id.is_empty()) else {
         return rejected(json!({"event_id": [{"key": "errors.required", "description": "required"}]}));
     };
@@ -175,7 +186,7 @@ fn delete(state: &mut FakeState, sub: &str, scope: &str, calendar_id: &str, body
     if !can_delete(scope) {
         return (StatusCode::FORBIDDEN, None);
     }
-    account.drop_event(&(calendar_id.to_owned(), event_id.to_owned()));
+    account.drop_event(&(bearer.client_id.clone(), calendar_id.to_owned(), event_id.to_owned()));
     (StatusCode::ACCEPTED, None)
 }
 
@@ -187,12 +198,12 @@ pub(super) async fn upsert_event(
     body: Bytes,
 ) -> Response {
     let path = format!("/v1/calendars/{calendar_id}/events");
-    let (mut state, sub, scope) = match admit(&shared, Endpoint::UpsertEvent, &path, &headers).await {
+    let (mut state, bearer) = match admit(&shared, Endpoint::UpsertEvent, &path, &headers).await {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
     match json_body(&headers, &body) {
-        Ok(event) => answer(upsert(&mut state, &sub, &scope, &calendar_id, event)),
+        Ok(event) => answer(upsert(&mut state, &bearer, &calendar_id, event)),
         Err(response) => response,
     }
 }
@@ -205,25 +216,27 @@ pub(super) async fn delete_event(
     body: Bytes,
 ) -> Response {
     let path = format!("/v1/calendars/{calendar_id}/events");
-    let (mut state, sub, scope) = match admit(&shared, Endpoint::DeleteEvent, &path, &headers).await {
+    let (mut state, bearer) = match admit(&shared, Endpoint::DeleteEvent, &path, &headers).await {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
     match json_body(&headers, &body) {
-        Ok(body) => answer(delete(&mut state, &sub, &scope, &calendar_id, &body)),
+        Ok(body) => answer(delete(&mut state, &bearer, &calendar_id, &body)),
         Err(response) => response,
     }
 }
 
 /// `DELETE /v1/events` with exactly one of `{"delete_all": true}` or
 /// `{"calendar_ids": [...]}` (at least one): deletes the application's own
-/// events of the account, there; 202. Both keys, neither, or an unknown
+/// events of the account, there — every tenant's of an application, none of
+/// another application's; 202. Both keys, neither, or an unknown
 /// calendar: 422 (the first two documented; the last an assumption).
 pub(super) async fn bulk_delete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (mut state, sub, scope) = match admit(&shared, Endpoint::BulkDeleteEvents, "/v1/events", &headers).await {
-        Ok(admitted) => admitted,
-        Err(response) => return response,
-    };
+    let (mut state, Bearer { sub, scope, client_id }) =
+        match admit(&shared, Endpoint::BulkDeleteEvents, "/v1/events", &headers).await {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
+        };
     let body = match json_body(&headers, &body) {
         Ok(body) => body,
         Err(response) => return response,
@@ -269,10 +282,12 @@ pub(super) async fn bulk_delete(State(shared): State<Arc<Shared>>, headers: Head
     {
         return invalid("calendar_ids", &format!("unknown calendar {unknown}"));
     }
-    let doomed: Vec<(String, String)> = account
+    let doomed: Vec<_> = account
         .events
         .keys()
-        .filter(|(calendar_id, _)| targets.as_ref().is_none_or(|ids| ids.contains(calendar_id)))
+        .filter(|(client, calendar_id, _)| {
+            *client == client_id && targets.as_ref().is_none_or(|ids| ids.contains(calendar_id))
+        })
         .cloned()
         .collect();
     for key in &doomed {
@@ -290,7 +305,7 @@ pub(super) async fn revoke_profile(
     headers: HeaderMap,
 ) -> Response {
     let path = format!("/v1/profiles/{profile_id}/revoke");
-    let (mut state, sub, _) = match admit(&shared, Endpoint::RevokeProfile, &path, &headers).await {
+    let (mut state, Bearer { sub, .. }) = match admit(&shared, Endpoint::RevokeProfile, &path, &headers).await {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
@@ -317,7 +332,7 @@ fn batch_target(relative_url: &str) -> Option<String> {
 
 /// `POST /v1/batch`: at most 50 entries; 207 with one `{status, data?}` per entry, in order.
 pub(super) async fn batch(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (mut state, sub, scope) = match admit(&shared, Endpoint::Batch, "/v1/batch", &headers).await {
+    let (mut state, bearer) = match admit(&shared, Endpoint::Batch, "/v1/batch", &headers).await {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
@@ -339,8 +354,8 @@ pub(super) async fn batch(State(shared): State<Arc<Shared>>, headers: HeaderMap,
             let target = entry.get("relative_url").and_then(Value::as_str).and_then(batch_target);
             let data = entry.get("data").cloned().unwrap_or(Value::Null);
             let (status, errors) = match (method, target) {
-                (Some("POST"), Some(calendar)) => upsert(&mut state, &sub, &scope, &calendar, data),
-                (Some("DELETE"), Some(calendar)) => delete(&mut state, &sub, &scope, &calendar, &data),
+                (Some("POST"), Some(calendar)) => upsert(&mut state, &bearer, &calendar, data),
+                (Some("DELETE"), Some(calendar)) => delete(&mut state, &bearer, &calendar, &data),
                 _ => rejected(json!({"relative_url": [{"key": "errors.invalid", "description": "unsupported entry"}]})),
             };
             match errors {

@@ -163,7 +163,7 @@ pub(super) async fn userinfo(State(shared): State<Arc<Shared>>, headers: HeaderM
 }
 
 /// The OAuth client the bearer token was issued to.
-fn bearer_client(state: &FakeState, headers: &HeaderMap) -> Option<String> {
+pub(super) fn bearer_client(state: &FakeState, headers: &HeaderMap) -> Option<String> {
     let token = headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -226,7 +226,8 @@ pub(super) async fn read_events(
     {
         return invalid("last_modified", "must be an ISO 8601 time");
     }
-    page_of_events(&mut state, &sub, query.clone(), 0, &host(&headers))
+    let client_id = bearer_client(&state, &headers).unwrap_or_default();
+    page_of_events(&mut state, &sub, &client_id, query.clone(), 0, &host(&headers))
 }
 
 /// `GET /v1/events/pages/{token}`: a later page of the same read, for the same account only.
@@ -247,13 +248,22 @@ pub(super) async fn read_events_page(
     match state.event_pages.get(&token) {
         Some(page) if page.sub == sub => {
             let (query, page) = (page.query.clone(), page.page);
-            page_of_events(&mut state, &sub, query, page, &host(&headers))
+            let client_id = bearer_client(&state, &headers).unwrap_or_default();
+            page_of_events(&mut state, &sub, &client_id, query, page, &host(&headers))
         }
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
-fn page_of_events(state: &mut FakeState, sub: &str, query: Vec<(String, String)>, page: usize, host: &str) -> Response {
+/// A page of the events of `client_id` (the bearer's application) in the account.
+fn page_of_events(
+    state: &mut FakeState,
+    sub: &str,
+    client_id: &str,
+    query: Vec<(String, String)>,
+    page: usize,
+    host: &str,
+) -> Response {
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let include_deleted = param("include_deleted") == Some("true");
     let since = param("last_modified").and_then(|since| OffsetDateTime::parse(since, &Rfc3339).ok());
@@ -266,12 +276,15 @@ fn page_of_events(state: &mut FakeState, sub: &str, query: Vec<(String, String)>
     let events: Vec<Value> = account
         .event_log
         .iter()
-        .filter(|(_, record)| since.is_none_or(|since| seconds(record.updated) >= seconds(since)))
-        .filter_map(|((calendar_id, event_id), record)| {
+        .filter(|((client, _, _), record)| {
+            client == client_id && since.is_none_or(|since| seconds(record.updated) >= seconds(since))
+        })
+        .filter_map(|(key, record)| {
+            let (_, calendar_id, event_id) = key;
             let (body, deleted) = match &record.tombstone {
                 Some(body) if include_deleted => (body, true),
                 Some(_) => return None,
-                None => (account.events.get(&(calendar_id.clone(), event_id.clone()))?, false),
+                None => (account.events.get(key)?, false),
             };
             Some(json!({
                 "calendar_id": calendar_id,

@@ -53,11 +53,11 @@ pub(super) async fn user_deletes_event(
     event_id: &str,
 ) -> Option<Vec<u16>> {
     let since = changes_since(shared);
-    let deleted = shared
-        .lock()
-        .accounts
-        .get_mut(sub)
-        .is_some_and(|account| account.drop_event(&(calendar_id.to_owned(), event_id.to_owned())));
+    let deleted = shared.lock().accounts.get_mut(sub).is_some_and(|account| {
+        account
+            .event_key(calendar_id, event_id)
+            .is_some_and(|key| account.drop_event(&key))
+    });
     if !deleted {
         return None;
     }
@@ -84,7 +84,7 @@ pub(super) async fn user_edits_event(shared: &Arc<Shared>, sub: &str, edit: Even
     {
         let mut state = shared.lock();
         let account = state.accounts.get_mut(sub)?;
-        let key = (edit.calendar_id, edit.event_id);
+        let key = account.event_key(&edit.calendar_id, &edit.event_id)?;
         let mut event = account.events.get(&key).cloned()?;
         event["start"] = json!(edit.start);
         event["end"] = json!(edit.end);

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use super::{
     Endpoint, Shared,
     api::{arrive_authenticated, authenticate, unprocessable},
+    channels::bearer_client,
     state::{Account, PageToken, random_token},
 };
 
@@ -113,7 +114,7 @@ fn overlaps(window: &Window, start: &str, end: &str) -> bool {
 
 /// Every period of the account the window asks for: other people's events,
 /// then the application's own when `include_managed` is set.
-fn periods(account: &Account, window: &Window) -> Vec<Value> {
+fn periods(account: &Account, client_id: &str, window: &Window) -> Vec<Value> {
     let wanted =
         |calendar_id: &str| window.calendar_ids.is_empty() || window.calendar_ids.iter().any(|c| c == calendar_id);
     let busy = account
@@ -124,8 +125,10 @@ fn periods(account: &Account, window: &Window) -> Vec<Value> {
     let managed = account
         .events
         .iter()
-        .filter(|_| window.include_managed)
-        .filter_map(|((calendar_id, _), event)| {
+        // Another application's events are ordinary events of the calendar to
+        // this one: always busy; the reader's own only with include_managed.
+        .filter(|((client, _, _), _)| window.include_managed || client != client_id)
+        .filter_map(|((_, calendar_id, _), event)| {
             let edge = |v: &Value| {
                 v.as_str()
                     .or_else(|| v.get("time").and_then(Value::as_str))
@@ -161,7 +164,7 @@ fn page(shared: &Shared, headers: &HeaderMap, pairs: Vec<(String, String)>, page
     let Some(account) = state.accounts.get(&sub) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    let all = periods(account, &window);
+    let all = periods(account, &bearer_client(&state, headers).unwrap_or_default(), &window);
     let size = state.free_busy_page_size;
     let total = all.len().div_ceil(size).max(1);
     if page > total {

@@ -245,6 +245,11 @@ impl FakeCronofy {
         self.shared.lock().faults.push(fault);
     }
 
+    /// Drops the faults still pending.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
     /// Every request the api host received, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
@@ -382,15 +387,26 @@ impl FakeCronofy {
         channels::relink_url(&profile_id)
     }
 
-    /// The stored event, as the JSON calgate sent.
+    /// The stored event with this Cronofy `event_id`, as the JSON calgate
+    /// sent, whichever application wrote it.
     pub fn event(&self, sub: &str, calendar_id: &str, event_id: &str) -> Option<serde_json::Value> {
         let state = self.shared.lock();
-        state
-            .accounts
-            .get(sub)?
-            .events
-            .get(&(calendar_id.to_owned(), event_id.to_owned()))
-            .cloned()
+        let account = state.accounts.get(sub)?;
+        account.events.get(&account.event_key(calendar_id, event_id)?).cloned()
+    }
+
+    /// The Cronofy `event_id`s of the account's live events in a calendar,
+    /// written by application `client_id`, sorted.
+    pub fn event_ids(&self, client_id: &str, sub: &str, calendar_id: &str) -> Vec<String> {
+        let state = self.shared.lock();
+        state.accounts.get(sub).map_or_else(Vec::new, |account| {
+            account
+                .events
+                .keys()
+                .filter(|(client, calendar, _)| client == client_id && calendar == calendar_id)
+                .map(|(_, _, id)| id.clone())
+                .collect()
+        })
     }
 
     /// Number of events stored for an account.

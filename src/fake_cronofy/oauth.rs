@@ -253,7 +253,7 @@ pub(super) async fn revoke(State(shared): State<Arc<Shared>>, headers: HeaderMap
         return oauth_error("invalid_request");
     };
     if let Some(sub) = sub {
-        state.revoke_account(&sub);
+        state.revoke_authorization(&client_id, &sub);
         state.revoked.push((client_id, sub));
     }
     StatusCode::OK.into_response()

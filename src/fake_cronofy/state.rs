@@ -99,15 +99,21 @@ pub(crate) struct Account {
     pub(super) provider_name: String,
     pub(super) service_account: bool,
     pub(super) calendars: Vec<Calendar>,
-    pub(super) events: BTreeMap<(String, String), serde_json::Value>,
+    /// Each application's own events: Cronofy keys a managed event by
+    /// application, calendar and `event_id` [docs: /developers/api/events/upsert-event].
+    pub(super) events: BTreeMap<EventKey, serde_json::Value>,
     /// When each event was last changed, and the body of those deleted (what
     /// `GET /v1/events` reports with `last_modified` and `include_deleted`).
-    pub(super) event_log: BTreeMap<(String, String), EventRecord>,
+    pub(super) event_log: BTreeMap<EventKey, EventRecord>,
     /// Busy periods of other people's events (what free/busy reports).
     pub(super) busy: Vec<BusyPeriod>,
     /// Whether Cronofy can sync the profile (UserInfo's `profile_connected`).
     pub(super) profile_connected: bool,
 }
+
+/// A managed event's key: (client_id, calendar_id, event_id). Two
+/// applications writing one `event_id` into one calendar write two events.
+pub(super) type EventKey = (String, String, String);
 
 /// The history `GET /v1/events` needs of one event.
 #[derive(Debug, Clone)]
@@ -120,7 +126,7 @@ pub(super) struct EventRecord {
 
 impl Account {
     /// Creates or replaces an event, noting when.
-    pub(super) fn put_event(&mut self, key: (String, String), event: serde_json::Value) {
+    pub(super) fn put_event(&mut self, key: EventKey, event: serde_json::Value) {
         self.event_log.insert(
             key.clone(),
             EventRecord {
@@ -131,8 +137,17 @@ impl Account {
         self.events.insert(key, event);
     }
 
+    /// The key of the live event with this calendar and `event_id`, whichever
+    /// application wrote it (what a user sees in their calendar app).
+    pub(super) fn event_key(&self, calendar_id: &str, event_id: &str) -> Option<EventKey> {
+        self.events
+            .keys()
+            .find(|(_, calendar, id)| calendar == calendar_id && id == event_id)
+            .cloned()
+    }
+
     /// Deletes an event, keeping its tombstone; false when there was none.
-    pub(super) fn drop_event(&mut self, key: &(String, String)) -> bool {
+    pub(super) fn drop_event(&mut self, key: &EventKey) -> bool {
         let Some(event) = self.events.remove(key) else {
             return false;
         };
@@ -446,9 +461,22 @@ impl State {
         }
     }
 
+    /// Ends every authorization of the account, whichever application holds it
+    /// (the user revoking everything in their calendar provider).
     pub(super) fn revoke_account(&mut self, sub: &str) {
         self.access_tokens.retain(|_, token| token.sub != sub);
         self.refresh_tokens.retain(|_, token| token.sub != sub);
+    }
+
+    /// Ends one application's authorization of the account, every token of
+    /// it — the worst reading of a revoke by token, and what a revoke by sub
+    /// does [docs: /developers/api/authorization/revoke]. Other applications'
+    /// authorizations of the account stay.
+    pub(super) fn revoke_authorization(&mut self, client_id: &str, sub: &str) {
+        self.access_tokens
+            .retain(|_, token| token.sub != sub || token.client_id != client_id);
+        self.refresh_tokens
+            .retain(|_, token| token.sub != sub || token.client_id != client_id);
     }
 
     /// The account behind a bearer token that is known and not expired.

@@ -7,6 +7,7 @@
 
 mod breaker;
 mod budget;
+mod fair;
 mod retry;
 mod shared;
 
@@ -77,6 +78,14 @@ impl TenantGuards {
         }
     }
 
+    /// Takes budget now or not at all.
+    async fn try_now(&self) -> Result<(), Duration> {
+        match self {
+            TenantGuards::Local { budget, .. } => budget.try_acquire(),
+            TenantGuards::Shared { budget, .. } => budget.acquire(Instant::now()).await,
+        }
+    }
+
     async fn acquire(&self, give_up_at: Instant) -> Result<(), Duration> {
         match self {
             TenantGuards::Local { budget, .. } => budget.acquire(give_up_at).await,
@@ -143,6 +152,8 @@ pub struct Resilience {
     background: HashMap<String, Arc<BackgroundGuard>>,
     /// Each tenant's application, `client_id@data_centre` (the budget metrics' label).
     applications: HashMap<String, String>,
+    /// Each tenant's application's queue for budget, and its per-second limit.
+    queues: HashMap<String, (Arc<fair::FairQueue>, u32)>,
 }
 
 /// What [`Resilience::new`] needs to know of a tenant.
@@ -194,6 +205,8 @@ impl Resilience {
         let mut shares: HashMap<String, Arc<BackgroundGuard>> = HashMap::new();
         let mut background = HashMap::new();
         let mut names = HashMap::new();
+        let mut app_queues: HashMap<String, Arc<fair::FairQueue>> = HashMap::new();
+        let mut queues = HashMap::new();
         let tenants = tenants
             .into_iter()
             .map(|limits| {
@@ -218,6 +231,8 @@ impl Resilience {
                 background.insert(limits.tenant.clone(), share);
                 METRICS.budget_limit(&limits.application, limits.rate_limit);
                 names.insert(limits.tenant.clone(), limits.application.clone());
+                let queue = app_queues.entry(limits.application.clone()).or_default().clone();
+                queues.insert(limits.tenant.clone(), (queue, limits.rate_limit.per_second));
                 let guards = applications
                     .entry(limits.application.clone())
                     .or_insert_with(|| {
@@ -242,6 +257,7 @@ impl Resilience {
             tenants,
             background,
             applications: names,
+            queues,
         }
     }
 
@@ -283,10 +299,27 @@ impl Resilience {
             share.callers_waiting.fetch_add(1, Ordering::SeqCst);
             &share.callers_waiting
         }));
-        let paid = guards.acquire(give_up_at).await;
+        let paid = self.pay(tenant, guards, give_up_at).await;
         METRICS.budget(application, if paid.is_ok() { "admitted" } else { "refused" });
         paid.map_err(|retry_after| GuardError::BudgetExhausted { retry_after })?;
         Ok(Ticket { guards, probe })
+    }
+
+    /// Pays for one attempt from the application's budget: at once when
+    /// nobody waits and there is room; otherwise in the tenant's turn
+    /// ([`fair::FairQueue`]), waiting for budget until `give_up_at`.
+    async fn pay(&self, tenant: &str, guards: &TenantGuards, give_up_at: Instant) -> Result<(), Duration> {
+        let Some((queue, per_second)) = self.queues.get(tenant) else {
+            return guards.acquire(give_up_at).await;
+        };
+        if queue.is_idle() && guards.try_now().await.is_ok() {
+            return Ok(());
+        }
+        let _turn = queue
+            .turn(tenant, give_up_at)
+            .await
+            .map_err(|waiting| fair::queue_wait(waiting, *per_second))?;
+        guards.acquire(give_up_at).await
     }
 
     /// Permission for one background attempt. It waits (until `give_up_at`)

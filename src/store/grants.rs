@@ -241,6 +241,25 @@ impl Store {
                     .await?;
             }
             let seq = record_change!(tx, tenant, &new.sub, &connected, now_ms);
+            // A revocation queued for an earlier consent must not end this one.
+            let dropped = sqlx::query("DELETE FROM pending_revocations WHERE tenant_id = $1 AND sub = $2")
+                .bind(tenant)
+                .bind(&new.sub)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if dropped > 0 {
+                record_grant_audit!(
+                    tx,
+                    self,
+                    tenant,
+                    &new.sub,
+                    AuditKind::RevocationDropped,
+                    actor,
+                    "the user consented again before Cronofy took the queued revocation".to_owned(),
+                    now_ms
+                );
+            }
             record_grant_audit!(
                 tx,
                 self,

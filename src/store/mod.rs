@@ -11,6 +11,7 @@ mod changes;
 mod channels;
 mod crypto;
 mod erasure;
+mod event_ids;
 mod grants;
 mod lease;
 mod notifications;

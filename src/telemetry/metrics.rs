@@ -107,7 +107,7 @@ const REFRESH_OUTCOMES: &[&str] = &[
     "upstream_failed",
     "parked",
 ];
-const REVOCATION_OUTCOMES: &[&str] = &["revoked", "failed"];
+const REVOCATION_OUTCOMES: &[&str] = &["revoked", "failed", "dropped"];
 const NOTIFICATION_OUTCOMES: &[&str] = &[
     "queued",
     "duplicate",

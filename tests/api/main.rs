@@ -23,6 +23,7 @@ mod refresh_ahead;
 mod replicas;
 mod resilience;
 mod revoke;
+mod shared_application;
 mod standard;
 mod store;
 mod tenancy;

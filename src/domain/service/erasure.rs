@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::{CalendarService, Deadline, store_failure};
+use super::{CalendarService, Deadline, revoke::UpstreamRevoke, store_failure};
 use crate::{
     domain::{
         Error, Tenant,
@@ -38,6 +38,9 @@ pub struct Purged {
     /// Subs whose revoke Cronofy did not take: queued, and retried by a
     /// serving replica's revocation worker or the next purge-tenant run.
     pub revoke_pending: Vec<String>,
+    /// Grants not revoked at Cronofy because another tenant of the
+    /// application holds the account (its tokens here are erased all the same).
+    pub left_to_other_tenants: u64,
     /// Rows deleted and audit rows pseudonymised.
     pub rows: PurgedRows,
 }
@@ -80,13 +83,17 @@ impl CalendarService {
             // Fails (and erases nothing) when the grant cannot be used: the caller asked for this.
             self.delete_all_events(tenant, &by_sub, &[], deadline).await?;
         }
-        let upstream_pending = if stored.grant.status == GrantStatus::Revoked {
-            false
+        let upstream = if stored.grant.status == GrantStatus::Revoked {
+            UpstreamRevoke::Revoked
         } else {
             self.close_grant_channel(tenant, &sub).await?;
             self.revoke_upstream(tenant, &sub, deadline).await?
         };
-        let detail = format!("events deleted: {delete_events}; upstream revoke pending: {upstream_pending}");
+        let upstream_pending = upstream == UpstreamRevoke::Queued;
+        let detail = format!(
+            "events deleted: {delete_events}; upstream revoke: {}",
+            upstream.as_str()
+        );
         let forgotten = self
             .store
             .forget_grant(&tenant.id, &sub, actor, detail)
@@ -140,11 +147,16 @@ impl CalendarService {
                     warn!(tenant = %tenant.id, %error, "closing a channel before a purge failed");
                 }
             }
-            if self.revoke_upstream(tenant, sub, None).await? {
-                purged.revoke_pending.push((*sub).to_owned());
-            } else {
-                purged.revoked += 1;
-                let _ = self.store.finish_revocation(&tenant.id, sub).await;
+            match self.revoke_upstream(tenant, sub, None).await? {
+                UpstreamRevoke::Queued => purged.revoke_pending.push((*sub).to_owned()),
+                UpstreamRevoke::Revoked => {
+                    purged.revoked += 1;
+                    let _ = self.store.finish_revocation(&tenant.id, sub).await;
+                }
+                UpstreamRevoke::LeftToOtherTenants => {
+                    purged.left_to_other_tenants += 1;
+                    let _ = self.store.finish_revocation(&tenant.id, sub).await;
+                }
             }
             progress(done + 1, to_revoke.len());
         }

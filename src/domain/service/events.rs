@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{CalendarService, Deadline, notifications::written_state};
+use super::{CalendarService, Deadline, notifications::written_state, store_failure};
 use crate::{
     cronofy::{BatchEntry, CronofyClient, CronofyError, FreeBusyParams},
     domain::{
@@ -95,6 +95,18 @@ impl BatchOp {
     }
 }
 
+/// Refuses caller event ids the tenant's scheme has no room for (or that
+/// take calgate's reserved prefix), each named by its field.
+fn check_event_ids<'a>(tenant: &Tenant, ids: impl IntoIterator<Item = (String, &'a str)>) -> Result<(), Error> {
+    let mut violations = Violations::default();
+    for (field, id) in ids {
+        if let Err(problem) = tenant.event_ids.check(id) {
+            violations.add(field, problem);
+        }
+    }
+    violations.finish()
+}
+
 impl CalendarService {
     /// Creates or updates one of the application's events; answers how the
     /// write reaches the user (a calendar write, or an email invite).
@@ -106,6 +118,8 @@ impl CalendarService {
         event: &Event,
         deadline: Deadline,
     ) -> Result<AccessMode, Error> {
+        check_event_ids(tenant, [("event.event_id".to_owned(), event.event_id.as_str())])?;
+        let upstream_id = tenant.event_ids.upstream(&event.event_id);
         let lease = self.access_token(tenant, selector, true).await?;
         let access_mode = lease.access_mode;
         let sub = lease.sub.clone();
@@ -117,7 +131,7 @@ impl CalendarService {
             Call::event("event.", "calendar_id"),
             |token| {
                 self.cronofy
-                    .upsert_event(&tenant.app.endpoints, token, calendar_id, event)
+                    .upsert_event(&tenant.app.endpoints, token, calendar_id, &upstream_id, event)
             }
         )?;
         let written = written_state(&event.start, &event.end, &event.summary);
@@ -135,19 +149,24 @@ impl CalendarService {
         event_id: &str,
         deadline: Deadline,
     ) -> Result<(), Error> {
+        check_event_ids(tenant, [("event_id".to_owned(), event_id)])?;
+        let upstream_id = tenant.event_ids.upstream(event_id);
         let lease = self.access_token(tenant, selector, true).await?;
         let sub = lease.sub.clone();
         call_with_refresh!(self, tenant, deadline, lease, Call::event("", "calendar_id"), |token| {
             self.cronofy
-                .delete_event(&tenant.app.endpoints, token, calendar_id, event_id)
+                .delete_event(&tenant.app.endpoints, token, calendar_id, &upstream_id)
         })?;
         self.remember_event(&tenant.id, &sub, calendar_id, event_id, EventState::Deleted)
             .await;
         Ok(())
     }
 
-    /// Deletes every event the application wrote for the user, in the named
-    /// calendars or (none named) in all of them.
+    /// Deletes every event the tenant wrote for the user, in the named
+    /// calendars or (none named) in all of them. Alone on its Cronofy
+    /// application, a tenant uses Cronofy's bulk delete; sharing it, the bulk
+    /// delete would take the other tenants' events too, so calgate deletes
+    /// the events it recorded writing, by id.
     pub async fn delete_all_events(
         &self,
         tenant: &Arc<Tenant>,
@@ -157,6 +176,9 @@ impl CalendarService {
     ) -> Result<(), Error> {
         let lease = self.access_token(tenant, selector, true).await?;
         let sub = lease.sub.clone();
+        if tenant.shares_application() {
+            return self.delete_written_events(tenant, &sub, calendar_ids, deadline).await;
+        }
         call_with_refresh!(
             self,
             tenant,
@@ -169,6 +191,56 @@ impl CalendarService {
             }
         )?;
         self.remember_all_deleted(&tenant.id, &sub, calendar_ids).await;
+        Ok(())
+    }
+
+    /// Deletes the events calgate recorded writing for the grant, by id, in
+    /// batches of Cronofy's 50. Each deleted one is recorded at once, so a
+    /// failure part-way leaves only the rest for the next attempt.
+    async fn delete_written_events(
+        &self,
+        tenant: &Arc<Tenant>,
+        sub: &str,
+        calendar_ids: &[String],
+        deadline: Deadline,
+    ) -> Result<(), Error> {
+        let written = self
+            .store
+            .written_events(&tenant.id, sub, calendar_ids)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "listing the events calgate wrote", &error))?;
+        let selector = GrantSelector::Sub(sub.to_owned());
+        for chunk in written.chunks(MAX_BATCH_ITEMS) {
+            let entries: Vec<BatchEntry> = chunk
+                .iter()
+                .map(|(calendar_id, event_id)| BatchEntry::delete(calendar_id, &tenant.event_ids.upstream(event_id)))
+                .collect();
+            let lease = self.access_token(tenant, &selector, true).await?;
+            let outcomes = call_with_refresh!(
+                self,
+                tenant,
+                deadline,
+                lease,
+                Call::event("", "calendar_ids"),
+                |token| { self.cronofy.batch(&tenant.app.endpoints, token, &entries) }
+            )?;
+            let mut failure = None;
+            for (outcome, (calendar_id, event_id)) in outcomes.into_iter().zip(chunk) {
+                match outcome {
+                    // A calendar gone took its events with it.
+                    Ok(()) | Err(CronofyError::NotFound) => {
+                        self.remember_event(&tenant.id, sub, calendar_id, event_id, EventState::Deleted)
+                            .await;
+                    }
+                    Err(error) => {
+                        failure.get_or_insert(error);
+                    }
+                }
+            }
+            if let Some(error) = failure {
+                return Err(upstream::api_error(error, Call::event("", "calendar_ids")));
+            }
+        }
         Ok(())
     }
 
@@ -195,13 +267,26 @@ impl CalendarService {
         ops: &[BatchOp],
         deadline: Deadline,
     ) -> Result<Vec<Result<(), Error>>, Error> {
+        check_event_ids(
+            tenant,
+            ops.iter().enumerate().map(|(index, op)| match op {
+                BatchOp::Upsert { event, .. } => {
+                    (format!("items[{index}].upsert.event.event_id"), event.event_id.as_str())
+                }
+                BatchOp::Delete { event_id, .. } => (format!("items[{index}].delete.event_id"), event_id.as_str()),
+            }),
+        )?;
+        let ids = &tenant.event_ids;
         let entries = ops
             .iter()
             .map(|op| match op {
-                BatchOp::Upsert { calendar_id, event } => serde_json::to_value(event)
-                    .map(|event| BatchEntry::upsert(calendar_id, event))
-                    .map_err(|_| Error::UpstreamRefused("an event could not be encoded")),
-                BatchOp::Delete { calendar_id, event_id } => Ok(BatchEntry::delete(calendar_id, event_id)),
+                BatchOp::Upsert { calendar_id, event } => {
+                    BatchEntry::upsert(calendar_id, &ids.upstream(&event.event_id), event)
+                        .map_err(|_| Error::UpstreamRefused("an event could not be encoded"))
+                }
+                BatchOp::Delete { calendar_id, event_id } => {
+                    Ok(BatchEntry::delete(calendar_id, &ids.upstream(event_id)))
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
         let lease = self.access_token(tenant, selector, true).await?;

@@ -106,14 +106,11 @@ pub(super) fn written_state(start: &EventTime, end: &EventTime, summary: &str) -
 }
 
 impl CalendarService {
-    /// Whether calgate tracks changes (push notifications need `[callbacks]`).
-    pub(super) fn tracks_changes(&self) -> bool {
-        self.callback_base.is_some()
-    }
-
-    /// Remembers what calgate just wrote of an event, so that reading it back
-    /// after a notification is no change. A store failure costs at most a
-    /// spurious change later: logged, never failing the write that succeeded.
+    /// Remembers what calgate just wrote of an event (by the caller's id):
+    /// reading it back after a notification is then no change, and a tenant
+    /// sharing its Cronofy application deletes "all its events" from this
+    /// record. A store failure costs a spurious change later, or an event a
+    /// later DeleteAllEvents misses: logged, never failing the write that succeeded.
     pub(super) async fn remember_event(
         &self,
         tenant: &str,
@@ -122,9 +119,6 @@ impl CalendarService {
         event_id: &str,
         state: EventState,
     ) {
-        if !self.tracks_changes() {
-            return;
-        }
         if let Err(error) = self
             .store
             .remember_event(tenant, sub, calendar_id, event_id, &state)
@@ -136,9 +130,6 @@ impl CalendarService {
 
     /// As [`Self::remember_event`] for a bulk delete.
     pub(super) async fn remember_all_deleted(&self, tenant: &str, sub: &str, calendar_ids: &[String]) {
-        if !self.tracks_changes() {
-            return;
-        }
         let ids = (!calendar_ids.is_empty()).then_some(calendar_ids);
         if let Err(error) = self.store.remember_all_deleted(tenant, sub, ids).await {
             warn!(tenant, sub, %error, "remembering a bulk delete failed; notifications may report its events");
@@ -483,7 +474,13 @@ impl CalendarService {
     }
 
     async fn observe(&self, tenant: &Tenant, sub: &str, event: ReadEvent) -> Result<(), Error> {
-        let Some(event_id) = event.event_id else {
+        // Another tenant of the application wrote it: not this tenant's to see.
+        let Some(event_id) = event
+            .event_id
+            .as_deref()
+            .and_then(|id| tenant.event_ids.caller(id))
+            .map(str::to_owned)
+        else {
             return Ok(());
         };
         let start = event.start.as_deref().and_then(SeenTime::parse);

@@ -24,6 +24,28 @@ const BATCH: i64 = 50;
 /// Longest pause between two attempts at one revocation.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
+/// What happened to an authorization at Cronofy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamRevoke {
+    /// Revoked (or Cronofy no longer knew it).
+    Revoked,
+    /// Cronofy's revoke failed: queued and retried in the background.
+    Queued,
+    /// Not asked: another tenant of the application holds the account.
+    LeftToOtherTenants,
+}
+
+impl UpstreamRevoke {
+    /// How the audit trail and logs name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamRevoke::Revoked => "revoked",
+            UpstreamRevoke::Queued => "pending",
+            UpstreamRevoke::LeftToOtherTenants => "left to the application's other tenants",
+        }
+    }
+}
+
 /// A revoked grant, and whether Cronofy's side is still to be done.
 #[derive(Debug, Clone)]
 pub struct Revoked {
@@ -36,8 +58,10 @@ pub struct Revoked {
 impl CalendarService {
     /// Revokes the grant at Cronofy (by sub) and erases its tokens; the grant
     /// stays visible as revoked. When Cronofy's revoke fails, the local revoke
-    /// happens anyway and Cronofy's is retried in the background. Revoking a
-    /// revoked grant changes nothing.
+    /// happens anyway and Cronofy's is retried in the background. While
+    /// another tenant of the application holds the account, Cronofy is not
+    /// asked at all ([`Self::revoke_upstream`]). Revoking a revoked grant
+    /// changes nothing.
     pub async fn revoke_grant(
         &self,
         tenant: &Arc<Tenant>,
@@ -54,14 +78,15 @@ impl CalendarService {
         }
         let sub = stored.grant.sub.clone();
         self.close_grant_channel(tenant, &sub).await?;
-        let upstream_pending = self.revoke_upstream(tenant, &sub, deadline).await?;
+        let upstream = self.revoke_upstream(tenant, &sub, deadline).await?;
+        let upstream_pending = upstream == UpstreamRevoke::Queued;
         let mut grant = self
             .store
             .revoke_grant(
                 &tenant.id,
                 &sub,
                 actor,
-                format!("upstream revoke pending: {upstream_pending}"),
+                format!("upstream revoke: {}", upstream.as_str()),
             )
             .await
             .map_err(|error| store_failure(&tenant.id, "revoking a grant", &error))?
@@ -93,17 +118,29 @@ impl CalendarService {
         Ok(())
     }
 
-    /// Revokes the grant at Cronofy by sub. Ok(true): Cronofy's revoke failed
-    /// and is queued for the revocation worker (queued before anything is
-    /// erased, so a crash still revokes at Cronofy).
-    pub(super) async fn revoke_upstream(&self, tenant: &Tenant, sub: &str, deadline: Deadline) -> Result<bool, Error> {
+    /// Revokes the grant at Cronofy by sub — unless another tenant of the
+    /// application holds a grant for the account: Cronofy's docs do not say
+    /// whether a revoke ends one token's authorization or the account's, so
+    /// calgate assumes the account's and leaves the revoke to the last tenant
+    /// to let go. A revoke that fails is queued for the revocation worker
+    /// (queued before anything is erased, so a crash still revokes at Cronofy).
+    pub(super) async fn revoke_upstream(
+        &self,
+        tenant: &Tenant,
+        sub: &str,
+        deadline: Deadline,
+    ) -> Result<UpstreamRevoke, Error> {
+        if self.held_by_another_tenant(tenant, sub).await? {
+            info!(tenant = %tenant.id, sub, "another tenant of the application holds the account: not revoked at Cronofy");
+            return Ok(UpstreamRevoke::LeftToOtherTenants);
+        }
         let revoked = self
             .resilience
             .call(&tenant.id, deadline, || self.cronofy.revoke_by_sub(&tenant.app, sub))
             .await;
         match revoked {
             // Cronofy no longer knows the authorization: it is revoked either way.
-            Ok(()) | Err(GuardError::Upstream(CronofyError::InvalidGrant)) => Ok(false),
+            Ok(()) | Err(GuardError::Upstream(CronofyError::InvalidGrant)) => Ok(UpstreamRevoke::Revoked),
             Err(failure) => {
                 let error = upstream::guard_error(failure, upstream::Call::other("authorization"));
                 warn!(tenant = %tenant.id, sub, %error, "Cronofy's revoke failed; retrying it in the background");
@@ -111,9 +148,21 @@ impl CalendarService {
                     .queue_revocation(&tenant.id, sub)
                     .await
                     .map_err(|error| store_failure(&tenant.id, "queueing a revocation", &error))?;
-                Ok(true)
+                Ok(UpstreamRevoke::Queued)
             }
         }
+    }
+
+    /// Whether another tenant of the tenant's Cronofy application holds a
+    /// live grant for the account.
+    async fn held_by_another_tenant(&self, tenant: &Tenant, sub: &str) -> Result<bool, Error> {
+        if !tenant.shares_application() {
+            return Ok(false);
+        }
+        self.store
+            .account_held_by(&tenant.app_siblings, sub)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "looking for the account's other grants", &error))
     }
 
     /// Revokes one calendar profile of the grant's account at Cronofy (Revoke
@@ -159,6 +208,16 @@ impl CalendarService {
                 continue;
             };
             let sub = pending.sub.as_str();
+            match self.held_by_another_tenant(tenant, sub).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    info!(tenant = %tenant.id, sub, "another tenant of the application now holds the account: queued revocation dropped");
+                    METRICS.revocation("dropped");
+                    let _ = self.store.finish_revocation(&tenant.id, sub).await;
+                    continue;
+                }
+                Err(_) => continue,
+            }
             let outcome = self
                 .resilience
                 .call(&tenant.id, None, || self.cronofy.revoke_by_sub(&tenant.app, sub))
