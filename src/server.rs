@@ -367,10 +367,13 @@ impl App {
             );
         }
         if callbacks.is_some() {
-            tasks.spawn_worker(
-                "notification worker",
-                work_notifications(self.service.clone(), self.tenants.clone(), tasks.shutdown()),
-            );
+            tasks.spawn_worker("notification worker", {
+                let (service, tenants, shutdown) = (self.service.clone(), self.tenants.clone(), tasks.shutdown());
+                async move {
+                    service.work_notifications(tenants, NOTIFICATION_POLL, shutdown).await;
+                    Ok::<(), std::convert::Infallible>(())
+                }
+            });
         }
         if let Some((listener, limits)) = callbacks {
             tasks.spawn_worker(
@@ -536,24 +539,6 @@ async fn watch_store(
                 warn!("credential store unreachable: NOT_SERVING");
                 set_health(&reporter, ServingStatus::NotServing).await;
             }
-        }
-    }
-}
-
-/// Opens push notification channels and processes queued notifications:
-/// at once when this replica connects a grant or receives a notification,
-/// else every [`NOTIFICATION_POLL`] (retries, and work other replicas queued).
-async fn work_notifications(
-    service: Arc<CalendarService>,
-    tenants: Arc<HashMap<String, Arc<Tenant>>>,
-    shutdown: CancellationToken,
-) -> Result<(), std::convert::Infallible> {
-    loop {
-        service.notification_round(&tenants).await;
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            () = tokio::time::sleep(NOTIFICATION_POLL) => {}
-            () = service.work_arrived() => {}
         }
     }
 }

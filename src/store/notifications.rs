@@ -71,16 +71,21 @@ impl Store {
         Ok(inserted == 0)
     }
 
-    /// Up to `limit` notifications due now, oldest first.
-    pub async fn due_notifications(&self, limit: i64) -> Result<Vec<QueuedNotification>, StoreError> {
+    /// Up to `limit` notifications due now, oldest first, at most
+    /// `per_tenant` of any one tenant (so one tenant's backlog never fills
+    /// the page and hides another tenant's notification).
+    pub async fn due_notifications(&self, per_tenant: i64, limit: i64) -> Result<Vec<QueuedNotification>, StoreError> {
         let (now, _) = now();
         Ok(with_pool!(self, pool => {
             sqlx::query_as::<_, QueuedNotification>(
-                "SELECT id, tenant_id, sub, kind, changes_since, attempts, generation, next_attempt_at \
-                 FROM notifications \
-                 WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, created_at LIMIT $2",
+                "SELECT id, tenant_id, sub, kind, changes_since, attempts, generation, next_attempt_at FROM ( \
+                   SELECT id, tenant_id, sub, kind, changes_since, attempts, generation, next_attempt_at, created_at, \
+                     ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY next_attempt_at, created_at) AS place \
+                   FROM notifications WHERE next_attempt_at <= $1) AS due \
+                 WHERE place <= $2 ORDER BY next_attempt_at, created_at LIMIT $3",
             )
             .bind(now)
+            .bind(per_tenant)
             .bind(limit)
             .fetch_all(pool)
             .await?

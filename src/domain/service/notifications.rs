@@ -10,6 +10,8 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use tokio::task::JoinSet;
+
 use serde::Deserialize;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tracing::{debug, info, warn};
@@ -33,6 +35,10 @@ use crate::{
 pub const NOTIFICATION_PATH: &str = "/cronofy/notifications/{channel_key}";
 /// Rows a worker takes per round.
 const BATCH: i64 = 20;
+/// Notifications one replica processes at once.
+pub const MAX_NOTIFICATIONS_IN_FLIGHT: usize = 8;
+/// Of those, at most this many of one tenant.
+pub const MAX_NOTIFICATIONS_PER_TENANT: usize = 2;
 /// First retry delay; doubles per failed attempt up to [`MAX_RETRY_DELAY`].
 const RETRY_BASE: Duration = Duration::from_secs(5);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
@@ -204,16 +210,51 @@ impl CalendarService {
         }
     }
 
-    /// One round of the notification worker: opens due channels, then
-    /// processes queued notifications until none is due. Returns how many
-    /// rows it handled.
-    pub async fn notification_round(&self, tenants: &HashMap<String, Arc<Tenant>>) -> usize {
-        let mut handled = self.open_due_channels(tenants).await;
+    /// The notification worker, until `shutdown`: opens due channels and
+    /// processes queued notifications — several at once, at most
+    /// [`MAX_NOTIFICATIONS_IN_FLIGHT`] on this replica and
+    /// [`MAX_NOTIFICATIONS_PER_TENANT`] of one tenant, so one tenant's backlog
+    /// or one application's slow answers never hold another tenant's
+    /// notification up. Runs at once when this replica connects a grant or
+    /// receives a notification, when a notification is done, and every `poll`
+    /// (retries, and work other replicas queued).
+    pub async fn work_notifications(
+        self: Arc<Self>,
+        tenants: Arc<HashMap<String, Arc<Tenant>>>,
+        poll: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let mut running = JoinSet::new();
+        let mut busy: HashMap<String, usize> = HashMap::new();
+        let mut running_tenants: HashMap<tokio::task::Id, String> = HashMap::new();
         loop {
-            let processed = self.process_notifications(tenants).await;
-            handled += processed;
-            if processed < BATCH as usize {
-                return handled;
+            self.open_due_channels(&tenants).await;
+            for (id, tenant) in self.dispatch_notifications(&tenants, &mut running, &busy).await {
+                *busy.entry(tenant.clone()).or_default() += 1;
+                running_tenants.insert(id, tenant);
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    // Unfinished rows stay queued: their claims lapse and they are processed again.
+                    running.abort_all();
+                    return;
+                }
+                Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(error) => error.id(),
+                    };
+                    if let Some(tenant) = running_tenants.remove(&id)
+                        && let Some(count) = busy.get_mut(&tenant)
+                    {
+                        *count -= 1;
+                        if *count == 0 {
+                            busy.remove(&tenant);
+                        }
+                    }
+                }
+                () = tokio::time::sleep(poll) => {}
+                () = self.work_arrived() => {}
             }
         }
     }
@@ -330,17 +371,39 @@ impl CalendarService {
         }
     }
 
-    /// One round of the notification worker. Returns how many were processed.
-    async fn process_notifications(&self, tenants: &HashMap<String, Arc<Tenant>>) -> usize {
-        let due = match self.store.due_notifications(BATCH).await {
+    /// Claims due notifications of tenants with room and starts processing
+    /// each in `running`. Returns the started tasks' ids with their tenants.
+    async fn dispatch_notifications(
+        self: &Arc<Self>,
+        tenants: &Arc<HashMap<String, Arc<Tenant>>>,
+        running: &mut JoinSet<()>,
+        busy: &HashMap<String, usize>,
+    ) -> Vec<(tokio::task::Id, String)> {
+        let mut started = Vec::new();
+        if running.len() >= MAX_NOTIFICATIONS_IN_FLIGHT {
+            return started;
+        }
+        let due = match self
+            .store
+            .due_notifications(MAX_NOTIFICATIONS_PER_TENANT as i64, BATCH)
+            .await
+        {
             Ok(due) => due,
             Err(error) => {
                 warn!(%error, "reading queued notifications failed");
-                return 0;
+                return started;
             }
         };
-        let mut processed = 0;
+        let mut taken: HashMap<String, usize> = HashMap::new();
         for queued in due {
+            if running.len() >= MAX_NOTIFICATIONS_IN_FLIGHT {
+                break;
+            }
+            let tenant_busy =
+                busy.get(&queued.tenant_id).copied().unwrap_or(0) + taken.get(&queued.tenant_id).copied().unwrap_or(0);
+            if tenant_busy >= MAX_NOTIFICATIONS_PER_TENANT {
+                continue;
+            }
             match self.store.claim_notification(&queued, CLAIM_SECONDS).await {
                 Ok(true) => {}
                 Ok(false) => continue,
@@ -349,36 +412,45 @@ impl CalendarService {
                     continue;
                 }
             }
-            let outcome = match tenants.get(&queued.tenant_id) {
-                Some(tenant) => self.process(tenant, &queued).await,
-                // A tenant no longer configured: nothing to do for it.
-                None => Ok(()),
-            };
-            let done = match outcome {
-                Ok(()) => {
-                    processed += 1;
-                    METRICS.notification("processed");
-                    self.store.finish_notification(&queued).await.map(drop)
-                }
-                Err(error) if queued.attempts + 1 >= MAX_NOTIFICATION_ATTEMPTS => {
-                    METRICS.notification("dropped");
-                    tracing::error!(tenant = %queued.tenant_id, sub = %queued.sub, kind = %queued.kind, %error, attempts = queued.attempts + 1, "a notification could not be processed; giving up on it");
-                    self.store.finish_notification(&queued).await.map(drop)
-                }
-                Err(error) => {
-                    let delay = backoff(queued.attempts);
-                    METRICS.notification("retried");
-                    warn!(tenant = %queued.tenant_id, sub = %queued.sub, kind = %queued.kind, %error, ?delay, "processing a notification failed; retrying");
-                    self.store
-                        .postpone_notification(&queued.id, delay.as_secs() as i64)
-                        .await
-                }
-            };
-            if let Err(error) = done {
-                warn!(%error, "recording a notification's outcome failed; it will be processed again");
-            }
+            *taken.entry(queued.tenant_id.clone()).or_default() += 1;
+            let tenant_id = queued.tenant_id.clone();
+            let (this, tenants) = (self.clone(), tenants.clone());
+            let handle = running.spawn(async move { this.handle_notification(&tenants, queued).await });
+            started.push((handle.id(), tenant_id));
         }
-        processed
+        started
+    }
+
+    /// Processes one claimed notification and records the outcome: done,
+    /// retried later with backoff, or given up on.
+    async fn handle_notification(&self, tenants: &HashMap<String, Arc<Tenant>>, queued: QueuedNotification) {
+        let outcome = match tenants.get(&queued.tenant_id) {
+            Some(tenant) => self.process(tenant, &queued).await,
+            // A tenant no longer configured: nothing to do for it.
+            None => Ok(()),
+        };
+        let done = match outcome {
+            Ok(()) => {
+                METRICS.notification("processed");
+                self.store.finish_notification(&queued).await.map(drop)
+            }
+            Err(error) if queued.attempts + 1 >= MAX_NOTIFICATION_ATTEMPTS => {
+                METRICS.notification("dropped");
+                tracing::error!(tenant = %queued.tenant_id, sub = %queued.sub, kind = %queued.kind, %error, attempts = queued.attempts + 1, "a notification could not be processed; giving up on it");
+                self.store.finish_notification(&queued).await.map(drop)
+            }
+            Err(error) => {
+                let delay = backoff(queued.attempts);
+                METRICS.notification("retried");
+                warn!(tenant = %queued.tenant_id, sub = %queued.sub, kind = %queued.kind, %error, ?delay, "processing a notification failed; retrying");
+                self.store
+                    .postpone_notification(&queued.id, delay.as_secs() as i64)
+                    .await
+            }
+        };
+        if let Err(error) = done {
+            warn!(%error, "recording a notification's outcome failed; it will be processed again");
+        }
     }
 
     async fn process(&self, tenant: &Arc<Tenant>, queued: &QueuedNotification) -> Result<(), Error> {
