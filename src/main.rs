@@ -192,6 +192,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     tenant.redirect_uris.len()
                 );
             }
+            for (application, tenants) in settings.shared_applications() {
+                println!(
+                    "  application {application} is shared by tenants {}:",
+                    tenants.join(", ")
+                );
+                println!("    - events: each tenant writes under its own event ids (the first keeps callers' ids)");
+                println!(
+                    "    - DeleteAllEvents and ForgetUser(delete_events) delete the tenant's recorded events by id,"
+                );
+                println!(
+                    "      50 a batch, from the shared budget (events written before calgate recorded writes stay)"
+                );
+                println!("    - revocation: Cronofy is asked only when no other tenant holds the account");
+                println!("    - budget and breaker are shared: waiting callers are served by tenant in turn");
+            }
             Ok(())
         }
         Command::Migrate { config } => {

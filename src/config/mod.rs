@@ -240,6 +240,21 @@ pub struct UpstreamSettings {
 }
 
 impl Settings {
+    /// The Cronofy applications (`client_id@data_centre`) that more than one
+    /// tenant is configured with, each with its tenants' ids in config order.
+    pub fn shared_applications(&self) -> Vec<(String, Vec<String>)> {
+        let mut applications: Vec<(String, Vec<String>)> = Vec::new();
+        for tenant in &self.tenants {
+            let key = format!("{}@{}", tenant.client_id, tenant.data_center);
+            match applications.iter_mut().find(|(application, _)| *application == key) {
+                Some((_, tenants)) => tenants.push(tenant.id.clone()),
+                None => applications.push((key, vec![tenant.id.clone()])),
+            }
+        }
+        applications.retain(|(_, tenants)| tenants.len() > 1);
+        applications
+    }
+
     /// Loads `path` (TOML) with `CALGATE_…` environment overrides and resolves it.
     pub fn load(path: &std::path::Path) -> Result<Settings, ConfigError> {
         let figment = Figment::from(Toml::file_exact(path)).merge(

@@ -217,3 +217,29 @@ fn tenants_of_one_application_agree_on_its_budget_and_secret() {
         sharing_acmes_application("data_center = \"de\"\nrate_limit = { per_second = 5, per_minute = 500 }");
     assert!(Settings::from_toml_str(&elsewhere, &secrets()).is_ok());
 }
+
+#[test]
+fn tenants_configured_with_one_application_are_listed_together() {
+    let second = |id: &str, client: &str, dc: &str, digest: &str| {
+        format!(
+            "[[tenants]]\nid = \"{id}\"\napi_key_sha256 = [\"{}\"]\nclient_id = \"{client}\"\n\
+             client_secret_env = \"ACME_SECRET\"\ndata_center = \"{dc}\"\nredirect_uris = [\"https://{id}.example/cb\"]\n",
+            digest.repeat(32)
+        )
+    };
+    let text = format!(
+        "{}{}{}",
+        config("", ""),
+        second("globex", "acme-client", "us", "ab"),
+        second("initech", "acme-client", "uk", "cd")
+    );
+    let settings = Settings::from_toml_str(&text, &secrets()).expect("valid");
+    assert_eq!(
+        settings.shared_applications(),
+        [(
+            "acme-client@us".to_owned(),
+            vec!["acme".to_owned(), "globex".to_owned()]
+        )],
+        "another data centre is another application"
+    );
+}

@@ -85,6 +85,18 @@ impl Store {
         }))
     }
 
+    /// Whether the revocation of (tenant, sub) still waits (a new consent drops it).
+    pub async fn revocation_pending(&self, tenant: &str, sub: &str) -> Result<bool, StoreError> {
+        let count: i64 = with_pool!(self, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM pending_revocations WHERE tenant_id = $1 AND sub = $2")
+                .bind(tenant)
+                .bind(sub)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(count > 0)
+    }
+
     /// How many revocations wait (for metrics and tests).
     pub async fn count_pending_revocations(&self) -> Result<i64, StoreError> {
         Ok(with_pool!(self, pool => {

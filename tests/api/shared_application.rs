@@ -351,6 +351,8 @@ async fn queued_revocation_yields_to_a_new_consent(pg: Option<&PgTestDb>) {
         ..Default::default()
     });
     app.connect(Some("ada")).await;
+    // An attempt that checked the queue before the consent has met its 503 by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     app.fake.clear_faults();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
@@ -362,6 +364,31 @@ async fn queued_revocation_yields_to_a_new_consent(pg: Option<&PgTestDb>) {
     upsert(&app, ACME_KEY, &grant.sub, &calendar, "after", "works")
         .await
         .expect("the reconnected grant works");
+    assert_eq!(audit_kinds(&app, pg, "revocation_dropped").await, 1, "audited");
+}
+
+/// How many audit rows of `kind` the store holds.
+async fn audit_kinds(app: &TestApp, pg: Option<&PgTestDb>, kind: &str) -> i64 {
+    let query = "SELECT COUNT(*) FROM audit_events WHERE kind = $1";
+    match pg {
+        Some(pg) => {
+            let pool = sqlx::PgPool::connect(&pg.url).await.expect("postgres");
+            sqlx::query_scalar(query)
+                .bind(kind)
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+        }
+        None => {
+            let url = format!("sqlite://{}", app.work.db_path().display());
+            let pool = sqlx::SqlitePool::connect(&url).await.expect("sqlite");
+            sqlx::query_scalar(query)
+                .bind(kind)
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+        }
+    }
 }
 
 #[tokio::test]

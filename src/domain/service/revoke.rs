@@ -218,12 +218,24 @@ impl CalendarService {
                 }
                 Err(_) => continue,
             }
+            // Each attempt first checks the revocation still waits: a consent
+            // given meanwhile drops it, and must not be ended by a retry.
             let outcome = self
                 .resilience
-                .call(&tenant.id, None, || self.cronofy.revoke_by_sub(&tenant.app, sub))
+                .call(&tenant.id, None, || async {
+                    match self.store.revocation_pending(&tenant.id, sub).await {
+                        // Unsure: revoking as queued is the safe side of a failed read.
+                        Ok(true) | Err(_) => self.cronofy.revoke_by_sub(&tenant.app, sub).await.map(|()| true),
+                        Ok(false) => Ok(false),
+                    }
+                })
                 .await;
             match outcome {
-                Ok(()) | Err(GuardError::Upstream(CronofyError::InvalidGrant)) => {
+                Ok(false) => {
+                    info!(tenant = %tenant.id, sub, "the user consented again: queued revocation dropped");
+                    METRICS.revocation("dropped");
+                }
+                Ok(true) | Err(GuardError::Upstream(CronofyError::InvalidGrant)) => {
                     info!(tenant = %tenant.id, sub, attempts = pending.attempts + 1, "revoked at Cronofy");
                     METRICS.revocation("revoked");
                     if self.store.finish_revocation(&tenant.id, sub).await.is_ok() {
