@@ -50,8 +50,6 @@ const MAX_BACKOFF_ENTRIES: usize = 10_000;
 /// A background refresh waits this long at most for background work's share
 /// of the budget (about a round); it never waits for the callers' part.
 const BACKGROUND_SHARE_WAIT: Duration = Duration::from_secs(5);
-/// Background work pauses at least this long after Cronofy answered it 429.
-const BACKGROUND_PAUSE_AFTER_429: Duration = Duration::from_secs(60);
 
 /// (tenant, sub).
 type GrantKey = (String, String);
@@ -327,7 +325,9 @@ impl Refresher {
                     if need == Need::Ahead {
                         if let CronofyError::RateLimited { retry_after } = &error {
                             // Background work backs off; callers keep their budget.
-                            let pause = retry_after.unwrap_or_default().max(BACKGROUND_PAUSE_AFTER_429);
+                            let pause = retry_after
+                                .unwrap_or_default()
+                                .max(crate::resilience::BACKGROUND_PAUSE_AFTER_429);
                             self.resilience.pause_background(&tenant.id, pause);
                         }
                         METRICS.refresh("upstream_failed");

@@ -133,12 +133,13 @@ impl Store {
     }
 
     /// Processing failed: try again in `after_seconds`.
-    pub async fn postpone_notification(&self, id: &str, after_seconds: i64) -> Result<(), StoreError> {
+    pub async fn postpone_notification(&self, id: &str, after_seconds: i64, attempted: bool) -> Result<(), StoreError> {
         let (now, _) = now();
         with_pool!(self, pool => {
-            sqlx::query("UPDATE notifications SET attempts = attempts + 1, next_attempt_at = $1 WHERE id = $2")
+            sqlx::query("UPDATE notifications SET attempts = attempts + $3, next_attempt_at = $1 WHERE id = $2")
                 .bind(now.saturating_add(after_seconds))
                 .bind(id)
+                .bind(i64::from(attempted))
                 .execute(pool)
                 .await?;
         });

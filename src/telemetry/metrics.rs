@@ -116,6 +116,7 @@ const NOTIFICATION_OUTCOMES: &[&str] = &[
     "refused",
     "processed",
     "retried",
+    "deferred",
     "dropped",
 ];
 const CALLBACK_OUTCOMES: &[&str] = &["handled", "refused"];

@@ -635,3 +635,76 @@ async fn one_tenants_notification_backlog_does_not_delay_another_tenants_on_post
     let Some(pg) = postgres().await else { return };
     notifications_are_processed_fairly(Some(&pg)).await;
 }
+
+/// Processing notifications is background work: it takes only background
+/// work's share of the application's budget (`refresh_ahead.budget_percent`),
+/// so a backlog of changes never eats the budget callers' writes need.
+async fn notifications_take_the_background_share(pg: Option<&PgTestDb>) {
+    let (app, _) = spawn_app_with_callbacks(|settings| {
+        share_application(settings, pg);
+        for tenant in &mut settings.tenants {
+            tenant.rate_limit.per_second = 5;
+            tenant.rate_limit.per_minute = 300;
+        }
+        // A fifth of 5 a second: one background call a second.
+        settings.refresh_ahead.budget_percent = 20;
+    })
+    .await;
+    register_globex_redirect(&app);
+    let ada = app.connect_as(ACME_KEY, ACME_REDIRECT, Some("ada")).await.expect("ada");
+    tracking_events(&app, ACME_KEY, &ada.sub).await;
+    let calendar = app.fake.calendar_ids(&ada.sub)[0].clone();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    app.fake.clear_requests();
+
+    const NOTIFICATIONS: usize = 6;
+    for n in 0..NOTIFICATIONS {
+        let statuses = app
+            .fake
+            .notify_change(&ada.sub, format!("2026-01-01T00:00:{n:02}Z"))
+            .await;
+        assert_eq!(statuses, [200]);
+    }
+    // Callers' writes meanwhile go through at once: they go first.
+    for n in 0..3 {
+        let started = Instant::now();
+        upsert(&app, ACME_KEY, &ada.sub, &calendar, &format!("w-{n}"), "acme's")
+            .await
+            .expect("acme's write");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a write waited behind notifications"
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while app.fake.count(Endpoint::ReadEvents) < NOTIFICATIONS {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("every notification is processed");
+    let mut reads: Vec<_> = app
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|request| request.endpoint == Endpoint::ReadEvents)
+        .map(|request| request.at)
+        .collect();
+    reads.sort();
+    let busiest = calgate::fake_cronofy::busiest_window(&reads, Duration::from_secs(1));
+    assert!(
+        busiest <= 2,
+        "notifications took {busiest} calls in one second; their share is 1 a second"
+    );
+}
+
+#[tokio::test]
+async fn notifications_take_only_the_background_share_of_the_budget() {
+    notifications_take_the_background_share(None).await;
+}
+
+#[tokio::test]
+async fn notifications_take_only_the_background_share_of_the_budget_on_postgres() {
+    let Some(pg) = postgres().await else { return };
+    notifications_take_the_background_share(Some(&pg)).await;
+}

@@ -42,7 +42,32 @@ pub type Deadline = Option<Instant>;
 
 /// Makes a guarded Cronofy API call with a lease's token; on 401, refreshes
 /// once and repeats it. Maps the final failure to a domain error.
+/// `background` in place of the deadline pays from background work's share
+/// of the budget ([`Resilience::call_background`]).
 macro_rules! call_with_refresh {
+    ($self:ident, $tenant:expr, background, $lease:expr, $meaning:expr, |$token:ident| $call:expr) => {{
+        let lease = $lease;
+        let give_up_at = $self.resilience.give_up_at(None);
+        let first = {
+            let $token = &lease.token;
+            $self
+                .resilience
+                .call_background(&$tenant.id, give_up_at, || $call)
+                .await
+        };
+        let result = match first {
+            Err(GuardError::Upstream(CronofyError::Unauthorized)) => {
+                let fresh = $self.after_unauthorized($tenant, &lease).await?;
+                let $token = &fresh.token;
+                $self
+                    .resilience
+                    .call_background(&$tenant.id, give_up_at, || $call)
+                    .await
+            }
+            other => other,
+        };
+        result.map_err(|error| upstream::guard_error(error, $meaning))
+    }};
     ($self:ident, $tenant:expr, $deadline:expr, $lease:expr, $meaning:expr, |$token:ident| $call:expr) => {{
         let lease = $lease;
         let first = {

@@ -313,9 +313,14 @@ impl CalendarService {
         let callback_url = notification_url(base, &due.channel_key);
         let selector = GrantSelector::Sub(due.sub.clone());
         let lease = self.access_token(tenant, &selector, false).await?;
-        let channel_id = call_with_refresh!(self, tenant, None, lease, upstream::Call::other("channel"), |token| {
-            self.cronofy.create_channel(&tenant.app.endpoints, token, &callback_url)
-        })?;
+        let channel_id = call_with_refresh!(
+            self,
+            tenant,
+            background,
+            lease,
+            upstream::Call::other("channel"),
+            |token| { self.cronofy.create_channel(&tenant.app.endpoints, token, &callback_url) }
+        )?;
         let readable = self.events_readable(tenant, &selector).await;
         let kept = self
             .store
@@ -341,9 +346,14 @@ impl CalendarService {
         let since = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
         let url = CronofyClient::managed_events_url(&tenant.app.endpoints, &since);
         let lease = self.access_token(tenant, selector, false).await?;
-        call_with_refresh!(self, tenant, None, lease, upstream::Call::other("events"), |token| {
-            self.cronofy.read_events_page(&tenant.app.endpoints, token, &url)
-        })
+        call_with_refresh!(
+            self,
+            tenant,
+            background,
+            lease,
+            upstream::Call::other("events"),
+            |token| { self.cronofy.read_events_page(&tenant.app.endpoints, token, &url) }
+        )
         .map(drop)
     }
 
@@ -434,6 +444,14 @@ impl CalendarService {
                 METRICS.notification("processed");
                 self.store.finish_notification(&queued).await.map(drop)
             }
+            // Background work's share was spent (callers went first): no
+            // attempt was made, so none is counted.
+            Err(Error::RateBudgetExhausted { retry_after }) => {
+                METRICS.notification("deferred");
+                debug!(tenant = %queued.tenant_id, ?retry_after, "no budget share for a notification now; deferred");
+                let after = retry_after.max(Duration::from_secs(1)).as_secs() as i64;
+                self.store.postpone_notification(&queued.id, after, false).await
+            }
             Err(error) if queued.attempts + 1 >= MAX_NOTIFICATION_ATTEMPTS => {
                 METRICS.notification("dropped");
                 tracing::error!(tenant = %queued.tenant_id, sub = %queued.sub, kind = %queued.kind, %error, attempts = queued.attempts + 1, "a notification could not be processed; giving up on it");
@@ -444,7 +462,7 @@ impl CalendarService {
                 METRICS.notification("retried");
                 warn!(tenant = %queued.tenant_id, sub = %queued.sub, kind = %queued.kind, %error, ?delay, "processing a notification failed; retrying");
                 self.store
-                    .postpone_notification(&queued.id, delay.as_secs() as i64)
+                    .postpone_notification(&queued.id, delay.as_secs() as i64, true)
                     .await
             }
         };
@@ -482,9 +500,14 @@ impl CalendarService {
     async fn sync_profile(&self, tenant: &Arc<Tenant>, selector: &GrantSelector) -> Result<(), Error> {
         let lease = self.access_token(tenant, selector, false).await?;
         let sub = lease.sub.clone();
-        let info = call_with_refresh!(self, tenant, None, lease, upstream::Call::other("user info"), |token| {
-            self.cronofy.userinfo(&tenant.app.endpoints, token)
-        })?;
+        let info = call_with_refresh!(
+            self,
+            tenant,
+            background,
+            lease,
+            upstream::Call::other("user info"),
+            |token| { self.cronofy.userinfo(&tenant.app.endpoints, token) }
+        )?;
         let profiles = info.data.map(|data| data.profiles).unwrap_or_default();
         let disconnected = profiles.iter().find(|p| p.profile_connected == Some(false));
         let relink_url = disconnected.and_then(|p| p.profile_relink_url.as_deref());
@@ -522,9 +545,14 @@ impl CalendarService {
                 break;
             }
             let lease = self.access_token(tenant, selector, false).await?;
-            let read = call_with_refresh!(self, tenant, None, lease, upstream::Call::other("events"), |token| {
-                self.cronofy.read_events_page(&tenant.app.endpoints, token, &url)
-            });
+            let read = call_with_refresh!(
+                self,
+                tenant,
+                background,
+                lease,
+                upstream::Call::other("events"),
+                |token| { self.cronofy.read_events_page(&tenant.app.endpoints, token, &url) }
+            );
             let (events, next) = match read {
                 Ok(read) => read,
                 Err(Error::InsufficientScope) => {
