@@ -21,15 +21,15 @@ use crate::{
 };
 
 /// What a calgate command did.
-struct Ran {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Ran {
+    pub(crate) ok: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Ran {
     /// Its stdout's JSON lines.
-    fn lines(&self) -> Vec<Value> {
+    pub(crate) fn lines(&self) -> Vec<Value> {
         self.stdout
             .lines()
             .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
@@ -53,7 +53,7 @@ async fn calgate(args: &[&str]) -> Ran {
     }
 }
 
-async fn calgate_ok(args: &[&str]) -> Ran {
+pub(crate) async fn calgate_ok(args: &[&str]) -> Ran {
     let ran = calgate(args).await;
     assert!(ran.ok, "calgate {args:?} failed:\n{}\n{}", ran.stdout, ran.stderr);
     ran

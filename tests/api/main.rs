@@ -24,6 +24,7 @@ mod replicas;
 mod resilience;
 mod revoke;
 mod shared_application;
+mod shared_replicas;
 mod standard;
 mod store;
 mod tenancy;

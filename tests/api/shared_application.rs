@@ -15,6 +15,8 @@ use tonic::{Code, Status};
 
 use crate::{helpers::*, postgres::PgTestDb};
 
+type Client = calgate::grpc::pb::calendar_write_service_client::CalendarWriteServiceClient<tonic::transport::Channel>;
+
 /// Moves globex onto acme's Cronofy application, and the store onto `pg`.
 fn share_application(settings: &mut Settings, pg: Option<&PgTestDb>) {
     let globex = settings
@@ -64,10 +66,18 @@ async fn connect_both(app: &TestApp, user_ref: &str) -> String {
     acme.sub
 }
 
-async fn upsert(app: &TestApp, key: &str, sub: &str, calendar: &str, id: &str, summary: &str) -> Result<(), Status> {
+/// `key`'s tenant writes the event `id` with `summary`.
+pub(crate) async fn upsert(
+    client: &Client,
+    key: &str,
+    sub: &str,
+    calendar: &str,
+    id: &str,
+    summary: &str,
+) -> Result<(), Status> {
     let mut event = event(id);
     event.summary = summary.into();
-    app.client
+    client
         .clone()
         .upsert_event(with_key(
             key,
@@ -81,8 +91,9 @@ async fn upsert(app: &TestApp, key: &str, sub: &str, calendar: &str, id: &str, s
         .map(drop)
 }
 
-async fn delete(app: &TestApp, key: &str, sub: &str, calendar: &str, id: &str) -> Result<(), Status> {
-    app.client
+/// `key`'s tenant deletes the event `id`.
+pub(crate) async fn delete(client: &Client, key: &str, sub: &str, calendar: &str, id: &str) -> Result<(), Status> {
+    client
         .clone()
         .delete_event(with_key(
             key,
@@ -97,12 +108,11 @@ async fn delete(app: &TestApp, key: &str, sub: &str, calendar: &str, id: &str) -
 }
 
 /// The summaries of the application's live events in the calendar.
-fn summaries(app: &TestApp, sub: &str, calendar: &str) -> Vec<String> {
-    let mut found: Vec<String> = app
-        .fake
+pub(crate) fn summaries(fake: &calgate::fake_cronofy::FakeCronofy, sub: &str, calendar: &str) -> Vec<String> {
+    let mut found: Vec<String> = fake
         .event_ids("acme-client", sub, calendar)
         .iter()
-        .filter_map(|id| app.fake.event(sub, calendar, id))
+        .filter_map(|id| fake.event(sub, calendar, id))
         .map(|event| event["summary"].as_str().unwrap_or_default().to_owned())
         .collect();
     found.sort();
@@ -120,44 +130,44 @@ async fn tenants_never_address_each_others_events(pg: Option<&PgTestDb>) {
     let sub = connect_both(&app, "ada").await;
     let calendar = app.fake.calendar_ids(&sub)[0].clone();
 
-    upsert(&app, ACME_KEY, &sub, &calendar, "standup", "acme's standup")
+    upsert(&app.client, ACME_KEY, &sub, &calendar, "standup", "acme's standup")
         .await
         .expect("acme writes");
-    upsert(&app, GLOBEX_KEY, &sub, &calendar, "standup", "globex's standup")
+    upsert(&app.client, GLOBEX_KEY, &sub, &calendar, "standup", "globex's standup")
         .await
         .expect("globex writes the same id");
     assert_eq!(
-        summaries(&app, &sub, &calendar),
+        summaries(&app.fake, &sub, &calendar),
         ["acme's standup", "globex's standup"],
         "two events at Cronofy, neither overwritten"
     );
     // The first tenant of the application keeps callers' ids at Cronofy.
     assert!(app.fake.event(&sub, &calendar, "standup").is_some());
 
-    delete(&app, GLOBEX_KEY, &sub, &calendar, "standup")
+    delete(&app.client, GLOBEX_KEY, &sub, &calendar, "standup")
         .await
         .expect("globex deletes its own");
-    assert_eq!(summaries(&app, &sub, &calendar), ["acme's standup"]);
-    upsert(&app, GLOBEX_KEY, &sub, &calendar, "standup", "globex again")
+    assert_eq!(summaries(&app.fake, &sub, &calendar), ["acme's standup"]);
+    upsert(&app.client, GLOBEX_KEY, &sub, &calendar, "standup", "globex again")
         .await
         .expect("globex writes again");
-    delete(&app, ACME_KEY, &sub, &calendar, "standup")
+    delete(&app.client, ACME_KEY, &sub, &calendar, "standup")
         .await
         .expect("acme deletes its own");
-    assert_eq!(summaries(&app, &sub, &calendar), ["globex again"]);
+    assert_eq!(summaries(&app.fake, &sub, &calendar), ["globex again"]);
 
     // Ids that would reach into calgate's namespaces, or leave no room for one, are refused.
-    let status = upsert(&app, ACME_KEY, &sub, &calendar, "calgate:0123456789ab:standup", "x")
+    let status = upsert(&app.client, ACME_KEY, &sub, &calendar, "calgate:0123456789ab:standup", "x")
         .await
         .expect_err("reserved prefix");
     assert_status(&status, Code::InvalidArgument, "FIELD_INVALID");
     assert_eq!(violated_fields(&status), ["event.event_id"]);
-    let status = delete(&app, GLOBEX_KEY, &sub, &calendar, &"x".repeat(236))
+    let status = delete(&app.client, GLOBEX_KEY, &sub, &calendar, &"x".repeat(236))
         .await
         .expect_err("no room for globex's prefix");
     assert_eq!(violated_fields(&status), ["event_id"]);
     assert!(status.message().contains("235"), "{}", status.message());
-    upsert(&app, GLOBEX_KEY, &sub, &calendar, &"x".repeat(235), "longest")
+    upsert(&app.client, GLOBEX_KEY, &sub, &calendar, &"x".repeat(235), "longest")
         .await
         .expect("the longest id globex has room for");
 }
@@ -181,21 +191,21 @@ async fn an_event_written_before_a_second_tenant_joined_stays_reachable_by_its_i
     let app = spawn_app_on_edited(fake, work, |_| {}).await;
     let grant = app.connect(Some("ada")).await;
     let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
-    upsert(&app, ACME_KEY, &grant.sub, &calendar, "retro", "before")
+    upsert(&app.client, ACME_KEY, &grant.sub, &calendar, "retro", "before")
         .await
         .expect("write");
     // …then globex joins the application (a restart with the new config).
     let (fake, work) = app.stop().await;
     let app = spawn_app_on_edited(fake, work, |settings| share_application(settings, None)).await;
-    upsert(&app, ACME_KEY, &grant.sub, &calendar, "retro", "after")
+    upsert(&app.client, ACME_KEY, &grant.sub, &calendar, "retro", "after")
         .await
         .expect("update");
     assert_eq!(
-        summaries(&app, &grant.sub, &calendar),
+        summaries(&app.fake, &grant.sub, &calendar),
         ["after"],
         "updated in place, no duplicate"
     );
-    delete(&app, ACME_KEY, &grant.sub, &calendar, "retro")
+    delete(&app.client, ACME_KEY, &grant.sub, &calendar, "retro")
         .await
         .expect("delete");
     assert_eq!(app.fake.event_count(&grant.sub), 0);
@@ -207,19 +217,19 @@ async fn bulk_deletes_take_only_the_callers_events(pg: Option<&PgTestDb>) {
     let app = spawn_shared(pg, |_| {}).await;
     let sub = connect_both(&app, "ada").await;
     let calendar = app.fake.calendar_ids(&sub)[0].clone();
-    upsert(&app, ACME_KEY, &sub, &calendar, "a-1", "acme 1")
+    upsert(&app.client, ACME_KEY, &sub, &calendar, "a-1", "acme 1")
         .await
         .expect("acme");
-    upsert(&app, ACME_KEY, &sub, &calendar, "shared-id", "acme 2")
+    upsert(&app.client, ACME_KEY, &sub, &calendar, "shared-id", "acme 2")
         .await
         .expect("acme");
     // More than one batch of Cronofy's 50.
     for n in 0..55 {
-        upsert(&app, GLOBEX_KEY, &sub, &calendar, &format!("g-{n}"), "globex")
+        upsert(&app.client, GLOBEX_KEY, &sub, &calendar, &format!("g-{n}"), "globex")
             .await
             .expect("globex");
     }
-    upsert(&app, GLOBEX_KEY, &sub, &calendar, "shared-id", "globex")
+    upsert(&app.client, GLOBEX_KEY, &sub, &calendar, "shared-id", "globex")
         .await
         .expect("globex");
     app.fake.clear_requests();
@@ -235,7 +245,7 @@ async fn bulk_deletes_take_only_the_callers_events(pg: Option<&PgTestDb>) {
         ))
         .await
         .expect("globex deletes all its events");
-    assert_eq!(summaries(&app, &sub, &calendar), ["acme 1", "acme 2"], "acme's stay");
+    assert_eq!(summaries(&app.fake, &sub, &calendar), ["acme 1", "acme 2"], "acme's stay");
     assert_eq!(
         app.fake.count(Endpoint::BulkDeleteEvents),
         0,
@@ -244,7 +254,7 @@ async fn bulk_deletes_take_only_the_callers_events(pg: Option<&PgTestDb>) {
     assert_eq!(app.fake.count(Endpoint::Batch), 2, "56 ids in batches of 50");
 
     // ForgetUser(delete_events) by globex spares acme's events too.
-    upsert(&app, GLOBEX_KEY, &sub, &calendar, "g-late", "globex")
+    upsert(&app.client, GLOBEX_KEY, &sub, &calendar, "g-late", "globex")
         .await
         .expect("globex");
     let forgotten = app
@@ -261,12 +271,12 @@ async fn bulk_deletes_take_only_the_callers_events(pg: Option<&PgTestDb>) {
         .expect("forget")
         .into_inner();
     assert!(forgotten.events_deleted);
-    assert_eq!(summaries(&app, &sub, &calendar), ["acme 1", "acme 2"]);
+    assert_eq!(summaries(&app.fake, &sub, &calendar), ["acme 1", "acme 2"]);
     assert!(
         app.fake.revoked_subs("acme-client").is_empty(),
         "acme still holds the account"
     );
-    upsert(&app, ACME_KEY, &sub, &calendar, "a-3", "acme 3")
+    upsert(&app.client, ACME_KEY, &sub, &calendar, "a-3", "acme 3")
         .await
         .expect("acme's grant still works");
 }
@@ -301,10 +311,10 @@ async fn only_the_last_tenant_revokes(pg: Option<&PgTestDb>) {
     assert_eq!(app.fake.count(Endpoint::Revoke), 0);
     // acme's grant goes on working, refresh included.
     app.fake.expire_access_tokens();
-    upsert(&app, ACME_KEY, &sub, &calendar, "after-globex-left", "acme")
+    upsert(&app.client, ACME_KEY, &sub, &calendar, "after-globex-left", "acme")
         .await
         .expect("acme's grant is intact");
-    let status = upsert(&app, GLOBEX_KEY, &sub, &calendar, "x", "globex")
+    let status = upsert(&app.client, GLOBEX_KEY, &sub, &calendar, "x", "globex")
         .await
         .expect_err("globex's grant is revoked");
     assert_eq!(status.code(), Code::FailedPrecondition);
@@ -361,7 +371,7 @@ async fn queued_revocation_yields_to_a_new_consent(pg: Option<&PgTestDb>) {
     );
     let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
     app.fake.expire_access_tokens();
-    upsert(&app, ACME_KEY, &grant.sub, &calendar, "after", "works")
+    upsert(&app.client, ACME_KEY, &grant.sub, &calendar, "after", "works")
         .await
         .expect("the reconnected grant works");
     assert_eq!(audit_kinds(&app, pg, "revocation_dropped").await, 1, "audited");
@@ -440,7 +450,7 @@ async fn budget_is_shared_fairly(pg: Option<&PgTestDb>) {
     // globex's writes, one after another, each wait about one refill per busy tenant.
     for n in 0..5 {
         let started = Instant::now();
-        upsert(&app, GLOBEX_KEY, &sub, &calendar, &format!("single-{n}"), "globex")
+        upsert(&app.client, GLOBEX_KEY, &sub, &calendar, &format!("single-{n}"), "globex")
             .await
             .expect("globex's write");
         let took = started.elapsed();
@@ -511,10 +521,10 @@ async fn changes_reach_only_the_writer(pg: Option<&PgTestDb>) {
         next(stream).await; // CONNECTED
     }
     let calendar = app.fake.calendar_ids(&sub)[0].clone();
-    upsert(&app, ACME_KEY, &sub, &calendar, "standup", "acme's")
+    upsert(&app.client, ACME_KEY, &sub, &calendar, "standup", "acme's")
         .await
         .expect("acme writes");
-    upsert(&app, GLOBEX_KEY, &sub, &calendar, "standup", "globex's")
+    upsert(&app.client, GLOBEX_KEY, &sub, &calendar, "standup", "globex's")
         .await
         .expect("globex writes");
 
@@ -589,7 +599,7 @@ async fn notifications_are_processed_fairly(pg: Option<&PgTestDb>) {
     tracking_events(&app, ACME_KEY, &ada.sub).await;
     tracking_events(&app, GLOBEX_KEY, &bob.sub).await;
     let bob_calendar = app.fake.calendar_ids(&bob.sub)[0].clone();
-    upsert(&app, GLOBEX_KEY, &bob.sub, &bob_calendar, "review", "globex's")
+    upsert(&app.client, GLOBEX_KEY, &bob.sub, &bob_calendar, "review", "globex's")
         .await
         .expect("globex writes");
     let mut globex_stream = watch(&app.client, GLOBEX_KEY, "").await.expect("globex watches");
@@ -668,7 +678,7 @@ async fn notifications_take_the_background_share(pg: Option<&PgTestDb>) {
     // Callers' writes meanwhile go through at once: they go first.
     for n in 0..3 {
         let started = Instant::now();
-        upsert(&app, ACME_KEY, &ada.sub, &calendar, &format!("w-{n}"), "acme's")
+        upsert(&app.client, ACME_KEY, &ada.sub, &calendar, &format!("w-{n}"), "acme's")
             .await
             .expect("acme's write");
         assert!(

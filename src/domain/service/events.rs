@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{CalendarService, Deadline, notifications::written_state, store_failure};
+use super::{CalendarService, Deadline, TokenLease, notifications::written_state, store_failure};
 use crate::{
     cronofy::{BatchEntry, CronofyClient, CronofyError, FreeBusyParams},
     domain::{
@@ -177,7 +177,7 @@ impl CalendarService {
         let lease = self.access_token(tenant, selector, true).await?;
         let sub = lease.sub.clone();
         if tenant.shares_application() {
-            return self.delete_written_events(tenant, &sub, calendar_ids, deadline).await;
+            return self.delete_written_events(tenant, lease, calendar_ids, deadline).await;
         }
         call_with_refresh!(
             self,
@@ -196,14 +196,18 @@ impl CalendarService {
 
     /// Deletes the events calgate recorded writing for the grant, by id, in
     /// batches of Cronofy's 50. Each deleted one is recorded at once, so a
-    /// failure part-way leaves only the rest for the next attempt.
+    /// failure part-way leaves only the rest for the next attempt. `lease`
+    /// serves the first batch; later ones take a fresh one.
     async fn delete_written_events(
         &self,
         tenant: &Arc<Tenant>,
-        sub: &str,
+        lease: TokenLease,
         calendar_ids: &[String],
         deadline: Deadline,
     ) -> Result<(), Error> {
+        let sub = lease.sub.clone();
+        let sub = sub.as_str();
+        let mut first_lease = Some(lease);
         let written = self
             .store
             .written_events(&tenant.id, sub, calendar_ids)
@@ -215,7 +219,10 @@ impl CalendarService {
                 .iter()
                 .map(|(calendar_id, event_id)| BatchEntry::delete(calendar_id, &tenant.event_ids.upstream(event_id)))
                 .collect();
-            let lease = self.access_token(tenant, &selector, true).await?;
+            let lease = match first_lease.take() {
+                Some(lease) => lease,
+                None => self.access_token(tenant, &selector, true).await?,
+            };
             let outcomes = call_with_refresh!(
                 self,
                 tenant,
