@@ -157,9 +157,16 @@ async fn tenants_never_address_each_others_events(pg: Option<&PgTestDb>) {
     assert_eq!(summaries(&app.fake, &sub, &calendar), ["globex again"]);
 
     // Ids that would reach into calgate's namespaces, or leave no room for one, are refused.
-    let status = upsert(&app.client, ACME_KEY, &sub, &calendar, "calgate:0123456789ab:standup", "x")
-        .await
-        .expect_err("reserved prefix");
+    let status = upsert(
+        &app.client,
+        ACME_KEY,
+        &sub,
+        &calendar,
+        "calgate:0123456789ab:standup",
+        "x",
+    )
+    .await
+    .expect_err("reserved prefix");
     assert_status(&status, Code::InvalidArgument, "FIELD_INVALID");
     assert_eq!(violated_fields(&status), ["event.event_id"]);
     let status = delete(&app.client, GLOBEX_KEY, &sub, &calendar, &"x".repeat(236))
@@ -245,7 +252,11 @@ async fn bulk_deletes_take_only_the_callers_events(pg: Option<&PgTestDb>) {
         ))
         .await
         .expect("globex deletes all its events");
-    assert_eq!(summaries(&app.fake, &sub, &calendar), ["acme 1", "acme 2"], "acme's stay");
+    assert_eq!(
+        summaries(&app.fake, &sub, &calendar),
+        ["acme 1", "acme 2"],
+        "acme's stay"
+    );
     assert_eq!(
         app.fake.count(Endpoint::BulkDeleteEvents),
         0,
@@ -450,9 +461,16 @@ async fn budget_is_shared_fairly(pg: Option<&PgTestDb>) {
     // globex's writes, one after another, each wait about one refill per busy tenant.
     for n in 0..5 {
         let started = Instant::now();
-        upsert(&app.client, GLOBEX_KEY, &sub, &calendar, &format!("single-{n}"), "globex")
-            .await
-            .expect("globex's write");
+        upsert(
+            &app.client,
+            GLOBEX_KEY,
+            &sub,
+            &calendar,
+            &format!("single-{n}"),
+            "globex",
+        )
+        .await
+        .expect("globex's write");
         let took = started.elapsed();
         assert!(took < Duration::from_secs(2), "globex's write {n} waited {took:?}");
     }

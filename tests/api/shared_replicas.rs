@@ -12,8 +12,8 @@ use calgate::{
 
 use crate::{
     helpers::*,
-    postgres::{PgTestDb, use_postgres},
     lifecycle::calgate_ok,
+    postgres::{PgTestDb, use_postgres},
     process::{Binary, set, start_binary_with, write_config},
     shared_application::{delete, summaries, upsert},
 };

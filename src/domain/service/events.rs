@@ -135,7 +135,7 @@ impl CalendarService {
             }
         )?;
         let written = written_state(&event.start, &event.end, &event.summary);
-        self.remember_event(&tenant.id, &sub, calendar_id, &event.event_id, written)
+        self.remember_event(tenant, &sub, calendar_id, &event.event_id, written)
             .await;
         Ok(access_mode)
     }
@@ -157,7 +157,7 @@ impl CalendarService {
             self.cronofy
                 .delete_event(&tenant.app.endpoints, token, calendar_id, &upstream_id)
         })?;
-        self.remember_event(&tenant.id, &sub, calendar_id, event_id, EventState::Deleted)
+        self.remember_event(tenant, &sub, calendar_id, event_id, EventState::Deleted)
             .await;
         Ok(())
     }
@@ -190,7 +190,7 @@ impl CalendarService {
                     .delete_all_events(&tenant.app.endpoints, token, calendar_ids)
             }
         )?;
-        self.remember_all_deleted(&tenant.id, &sub, calendar_ids).await;
+        self.remember_all_deleted(tenant, &sub, calendar_ids).await;
         Ok(())
     }
 
@@ -236,7 +236,7 @@ impl CalendarService {
                 match outcome {
                     // A calendar gone took its events with it.
                     Ok(()) | Err(CronofyError::NotFound) => {
-                        self.remember_event(&tenant.id, sub, calendar_id, event_id, EventState::Deleted)
+                        self.remember_event(tenant, sub, calendar_id, event_id, EventState::Deleted)
                             .await;
                     }
                     Err(error) => {
@@ -308,11 +308,11 @@ impl CalendarService {
             match op {
                 BatchOp::Upsert { calendar_id, event } => {
                     let written = written_state(&event.start, &event.end, &event.summary);
-                    self.remember_event(&tenant.id, &sub, calendar_id, &event.event_id, written)
+                    self.remember_event(tenant, &sub, calendar_id, &event.event_id, written)
                         .await;
                 }
                 BatchOp::Delete { calendar_id, event_id } => {
-                    self.remember_event(&tenant.id, &sub, calendar_id, event_id, EventState::Deleted)
+                    self.remember_event(tenant, &sub, calendar_id, event_id, EventState::Deleted)
                         .await;
                 }
             }
