@@ -1,8 +1,13 @@
 //! Request conversion and validation from arbitrary protobuf bytes: never a
 //! panic, and a refusal is INVALID_ARGUMENT with a small, bounded answer.
+//! The wire pre-scan runs first, as in the server: it never panics, and what
+//! it lets through decodes within the caps it enforces.
 #![no_main]
 
-use calgate::{domain::Error, grpc::convert, grpc::pb};
+use calgate::{
+    domain::Error,
+    grpc::{convert, pb, wire_scan::SHAPES},
+};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -26,10 +31,38 @@ fn check(result: Result<impl Sized, Error>) {
     }
 }
 
+/// What the pre-scan let through holds no more elements than its caps.
+fn within_caps(request: &pb::UpsertEventRequest) {
+    use calgate::domain::event::limits;
+    if let Some(event) = &request.event {
+        assert!(event.reminders.len() <= limits::REMINDERS);
+        assert!(event.attachment_ids.len() <= limits::SMALL_LIST);
+        if let Some(attendees) = &event.attendees {
+            assert!(attendees.invite.len() <= limits::ATTENDEES);
+            assert!(attendees.remove.len() <= limits::ATTENDEES);
+        }
+        if let Some(recurrence) = &event.recurrence {
+            assert!(recurrence.rules.len() <= limits::SMALL_LIST);
+            assert!(recurrence.rules.iter().all(|rule| rule.by_day.len() <= limits::WEEKDAYS));
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, bytes)) = data.split_first() else {
         return;
     };
+    let name = |message: &str| format!("calgate.v1.{message}");
+    if kind % 8 == 0 && SHAPES.check(&name("UpsertEventRequest"), bytes).is_ok() {
+        if let Ok(request) = pb::UpsertEventRequest::decode(bytes) {
+            within_caps(&request);
+        }
+    }
+    if kind % 8 == 1 && SHAPES.check(&name("BatchWriteEventsRequest"), bytes).is_ok() {
+        if let Ok(request) = pb::BatchWriteEventsRequest::decode(bytes) {
+            assert!(request.items.len() <= calgate::domain::MAX_BATCH_ITEMS);
+        }
+    }
     match kind % 8 {
         0 => {
             if let Ok(request) = pb::UpsertEventRequest::decode(bytes) {

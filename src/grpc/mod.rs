@@ -1,11 +1,13 @@
 //! The gRPC layer: generated calgate.v1 code, thin handlers, request
 //! conversion, authentication and the status mapping.
 
+pub mod codec;
 pub mod convert;
 pub(crate) mod deadline;
 pub(crate) mod interceptor;
 mod service;
 pub(crate) mod status;
+pub mod wire_scan;
 
 pub use service::CalendarWriteApi;
 

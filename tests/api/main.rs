@@ -5,6 +5,7 @@ mod authorize;
 mod availability;
 mod batch;
 mod changes;
+mod decode_limits;
 mod durability;
 mod enterprise;
 mod events;

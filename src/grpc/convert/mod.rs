@@ -4,7 +4,7 @@
 mod changes;
 mod enterprise;
 mod event_fields;
-mod reads;
+pub(crate) mod reads;
 
 pub use changes::{change, watch_request};
 pub use enterprise::{authorization_id, enterprise_authorization, enterprise_user_request};

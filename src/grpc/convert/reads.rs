@@ -105,11 +105,15 @@ pub fn free_busy_request(request: &pb::ReadFreeBusyRequest) -> Result<(GrantSele
     ))
 }
 
+/// QueryAvailability's participant groups at most.
+pub(crate) const MAX_GROUPS: usize = 10;
+/// Members of one participant group at most.
+pub(crate) const MAX_MEMBERS: usize = 10;
+/// QueryAvailability's query periods at most.
+pub(crate) const MAX_PERIODS: usize = 50;
+
 /// Parses QueryAvailability: groups, duration, periods, buffer.
 pub fn availability_request(request: &pb::QueryAvailabilityRequest) -> Result<AvailabilityRequest, Error> {
-    const MAX_GROUPS: usize = 10;
-    const MAX_MEMBERS: usize = 10;
-    const MAX_PERIODS: usize = 50;
     const MAX_MINUTES: u32 = 1440;
     let mut v = Violations::default();
     if request.participants.is_empty() {

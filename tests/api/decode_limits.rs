@@ -1,0 +1,178 @@
+//! What one request can make calgate allocate (issue #25, item 1). prost
+//! allocates every element of a repeated field before validation runs, so a
+//! few megabytes of empty elements used to become hundreds of megabytes of
+//! structs. Measured on the real binary, by its resident set.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut};
+use calgate::grpc::pb;
+use prost::Message;
+use tonic::{
+    Code, Status,
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+};
+
+use crate::{
+    helpers::*,
+    process::{Binary, start_binary},
+};
+
+const MIB: u64 = 1024;
+
+/// A BatchWriteEvents of `items` empty upserts (`items{upsert{event{}}}`,
+/// six bytes each on the wire).
+fn empty_batch(sub: &str, items: usize) -> pb::BatchWriteEventsRequest {
+    let item = pb::BatchItem {
+        operation: Some(pb::batch_item::Operation::Upsert(pb::BatchUpsert {
+            event: Some(pb::Event::default()),
+            ..Default::default()
+        })),
+    };
+    pb::BatchWriteEventsRequest {
+        user: Some(pb::batch_write_events_request::User::Sub(sub.into())),
+        items: vec![item; items],
+    }
+}
+
+/// An UpsertEvent with `attendees` empty invitees (two bytes each).
+fn empty_attendees(sub: &str, attendees: usize) -> pb::UpsertEventRequest {
+    let mut event = event("evt-1");
+    event.attendees = Some(pb::Attendees {
+        invite: vec![pb::Attendee::default(); attendees],
+        ..Default::default()
+    });
+    pb::UpsertEventRequest {
+        user: by_sub(sub),
+        calendar_id: "cal".into(),
+        event: Some(event),
+    }
+}
+
+/// Sends bytes encoded beforehand, as an attacker would: the time measured
+/// is calgate's, not the test's encoding.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct RawDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = ();
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
+        src.advance(src.remaining());
+        Ok(Some(()))
+    }
+}
+
+/// Calls `method` of calgate.v1 with `body` (encoded) as acme; the refusal
+/// and how long calgate took to give it.
+async fn send_raw(binary: &Binary, method: &str, body: Vec<u8>) -> (Status, Duration) {
+    let mut grpc = tonic::client::Grpc::new(binary.channel()).max_encoding_message_size(usize::MAX);
+    grpc.ready().await.expect("ready");
+    let path = format!("/calgate.v1.CalendarWriteService/{method}")
+        .parse()
+        .expect("path");
+    let started = Instant::now();
+    let status = grpc
+        .unary(with_key(ACME_KEY, body), path, RawCodec)
+        .await
+        .expect_err("refused");
+    (status, started.elapsed())
+}
+
+async fn send_batch(binary: &Binary, body: Vec<u8>) -> (Status, Duration) {
+    send_raw(binary, "BatchWriteEvents", body).await
+}
+
+fn assert_names(status: &Status, field: &str) {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(violated_fields(status), [field], "{status:?}");
+}
+
+/// Waits for the resident set to settle back (the allocator returns freed
+/// buffers in its own time); the last reading.
+async fn settled_rss(binary: &Binary, idle_kib: u64) -> u64 {
+    let mut rss = binary.rss_kib();
+    for _ in 0..50 {
+        if rss < idle_kib + 16 * MIB {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rss = binary.rss_kib();
+    }
+    rss
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_of_empty_elements_are_refused_before_they_cost_memory() {
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let mut binary = start_binary(&fake, &work).await;
+    let grant = binary.connect("ada").await;
+    let idle = binary.rss_kib();
+
+    // One batch just under the 4 MiB message limit: about 690,000 empty items.
+    let batch = empty_batch(&grant.sub, 690_000).encode_to_vec();
+    assert!(batch.len() > 4_000_000, "{} bytes", batch.len());
+    let (status, took) = send_batch(&binary, batch.clone()).await;
+    assert_names(&status, "items");
+    assert!(took < Duration::from_secs(1), "refused after {took:?}");
+    let one_peak = binary.peak_rss_kib().saturating_sub(idle);
+    assert!(one_peak < 64 * MIB, "one batch: peak RSS grew {one_peak} KiB");
+
+    // Eight at once.
+    let sends = (0..8).map(|_| send_batch(&binary, batch.clone()));
+    for (status, _) in futures::future::join_all(sends).await {
+        assert_names(&status, "items");
+    }
+    let eight_peak = binary.peak_rss_kib().saturating_sub(idle);
+    assert!(eight_peak < 128 * MIB, "eight batches: peak RSS grew {eight_peak} KiB");
+
+    // An UpsertEvent of two million empty attendees.
+    let upsert = empty_attendees(&grant.sub, 2_000_000).encode_to_vec();
+    assert!(upsert.len() > 4_000_000);
+    let (status, took) = send_raw(&binary, "UpsertEvent", upsert).await;
+    assert_names(&status, "event.attendees.invite");
+    assert!(took < Duration::from_secs(1), "refused after {took:?}");
+    let attendees_peak = binary.peak_rss_kib().saturating_sub(idle);
+    assert!(
+        attendees_peak < 128 * MIB,
+        "attendees: peak RSS grew {attendees_peak} KiB"
+    );
+
+    let after = settled_rss(&binary, idle).await;
+    assert!(
+        after < idle + 16 * MIB,
+        "RSS stayed at {after} KiB after the attack (idle {idle} KiB)"
+    );
+    // Still serving: a well-formed call works.
+    Upsert::first_calendar(&fake, &grant.sub)
+        .send(&binary.client)
+        .await
+        .expect("a normal write");
+    binary.stop().await;
+}
