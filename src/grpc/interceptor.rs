@@ -1,8 +1,13 @@
 //! The authentication interceptor: puts a typed [`Caller`] into the request's
-//! extensions, or refuses the call with UNAUTHENTICATED. It also hands the
-//! call its tenant's in-flight limit, which [`caller`] takes a place in.
+//! extensions, or refuses the call with UNAUTHENTICATED. It also takes one of
+//! the tenant's in-flight places — from the headers, before the body is read
+//! or decoded, so a tenant at its limit costs calgate no decoding — and
+//! hands it to the handler through [`caller`].
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Status, service::Interceptor};
@@ -39,12 +44,10 @@ impl AuthInterceptor {
     }
 }
 
-/// The caller's tenant's in-flight places, carried to the handler.
+/// The in-flight place the interceptor took, carried to the handler
+/// (extensions must be `Clone`; the place is taken out exactly once).
 #[derive(Debug, Clone)]
-struct InFlight {
-    places: Arc<Semaphore>,
-    limit: u32,
-}
+struct InFlight(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
 
 impl Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
@@ -53,13 +56,15 @@ impl Interceptor for AuthInterceptor {
             .get("authorization")
             .and_then(|value| value.to_str().ok());
         let caller = self.authenticator.authenticate(header).map_err(status::from_auth)?;
-        // The RPC span (telemetry::rpc_layer) is current here: name the tenant in every log line.
         tracing::Span::current().record("tenant", tracing::field::display(&caller.tenant.id));
         if let Some(places) = self.in_flight.get(&caller.tenant.id) {
-            request.extensions_mut().insert(InFlight {
-                places: places.clone(),
-                limit: self.limit,
-            });
+            let place = places
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| status::tenant_concurrency_exhausted(self.limit))?;
+            request
+                .extensions_mut()
+                .insert(InFlight(Arc::new(Mutex::new(Some(place)))));
         }
         request.extensions_mut().insert(caller);
         Ok(request)
@@ -77,24 +82,19 @@ pub struct Admitted {
     _place: Option<OwnedSemaphorePermit>,
 }
 
-/// The caller the interceptor authenticated, admitted within its tenant's
-/// limit of calls in flight, or RESOURCE_EXHAUSTED `TENANT_CONCURRENCY_EXHAUSTED`.
+/// The caller the interceptor authenticated, with the in-flight place it
+/// took (the interceptor refused the call RESOURCE_EXHAUSTED
+/// `TENANT_CONCURRENCY_EXHAUSTED` when there was none).
 pub fn caller<T>(request: &Request<T>) -> Result<Admitted, Status> {
     let caller = request
         .extensions()
         .get::<Caller>()
         .cloned()
         .ok_or_else(|| Status::internal("caller missing: authentication interceptor not installed"))?;
-    let place = match request.extensions().get::<InFlight>() {
-        Some(in_flight) => Some(
-            in_flight
-                .places
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| status::tenant_concurrency_exhausted(in_flight.limit))?,
-        ),
-        None => None,
-    };
+    let place = request
+        .extensions()
+        .get::<InFlight>()
+        .and_then(|in_flight| in_flight.0.lock().unwrap_or_else(|p| p.into_inner()).take());
     let request_id = request.extensions().get::<RequestId>().map_or("", |id| id.0.as_str());
     Ok(Admitted {
         actor: Actor::api_key(&caller.key_sha256, request_id),

@@ -321,6 +321,19 @@ async fn one_tenant_cannot_take_every_place() {
         .expect_err("acme's places are taken");
     assert_status(&status, Code::ResourceExhausted, "TENANT_CONCURRENCY_EXHAUSTED");
     assert!(status.get_error_details().retry_info().is_some());
+    // The place is taken from the headers, before the body is decoded: an
+    // over-long request is refused for want of a place, not read.
+    let over_long = pb::BatchWriteEventsRequest {
+        user: Some(pb::batch_write_events_request::User::Sub(grant.sub.clone())),
+        items: vec![pb::BatchItem::default(); 10_000],
+    };
+    let status = app
+        .client
+        .clone()
+        .batch_write_events(app.req(over_long))
+        .await
+        .expect_err("no place");
+    assert_status(&status, Code::ResourceExhausted, "TENANT_CONCURRENCY_EXHAUSTED");
     let other = fetch_grant(&app.client, GLOBEX_KEY, &grant.sub)
         .await
         .expect_err("globex is served: not its grant");
