@@ -14,12 +14,15 @@ use tracing::{error, info, warn};
 
 use crate::{
     auth::Authenticator,
-    config::{CallbackSettings, ChangeSettings, GrpcSettings, Settings, TenantSettings, TlsSettings},
+    config::{
+        CallbackSettings, ChangeSettings, GrpcSettings, MAX_MESSAGE_BYTES, Settings, TenantSettings, TlsSettings,
+    },
     cronofy::CronofyClient,
     domain::{CalendarService, Clock, ServiceParts, Tenant, state::StateCodec},
     grpc::{
         CalendarWriteApi,
         deadline::DeadlineLayer,
+        decode_budget::DecodeBudgetLayer,
         interceptor::AuthInterceptor,
         pb::{self, calendar_write_service_server::CalendarWriteServiceServer},
     },
@@ -38,9 +41,6 @@ pub const SERVICE_NAME: &str = "calgate.v1.CalendarWriteService";
 /// for liveness probes, so an outage of PostgreSQL takes replicas out of
 /// rotation instead of restarting them.
 pub const LIVENESS_NAME: &str = "calgate.liveness";
-/// Largest request accepted; far above any valid request (an event with every
-/// list full is well under 1 MiB).
-const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// `callbacks.authorization_ttl` when there are no callbacks (nothing can be pending then).
 const DEFAULT_AUTHORIZATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// TCP keep-alive on gRPC connections: a peer that vanished without a FIN is
@@ -296,7 +296,8 @@ impl App {
             .http2_max_pending_accept_reset_streams(Some(grpc.max_pending_accept_reset_streams))
             .http2_max_local_error_reset_streams(Some(grpc.max_local_error_reset_streams))
             .layer(RpcLayer)
-            .layer(DeadlineLayer);
+            .layer(DeadlineLayer)
+            .layer(DecodeBudgetLayer::new(grpc.max_decoding_bytes));
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls_config(tls).await?)?;
         }

@@ -8,6 +8,11 @@ use serde::Deserialize;
 
 use super::ConfigError;
 
+/// The largest request message calgate decodes (tonic's limit, per call);
+/// far above any valid request (an event with every list full is well
+/// under 1 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// `[grpc]`: limits of the gRPC listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -29,6 +34,11 @@ pub struct GrpcSettings {
     pub max_pending_accept_reset_streams: usize,
     /// Streams calgate may reset for protocol errors, before GOAWAY.
     pub max_local_error_reset_streams: usize,
+    /// Bytes of large request messages (over 64 KiB) received and decoded at
+    /// once, across every call; a large request finding no room is refused
+    /// RESOURCE_EXHAUSTED `DECODE_BUDGET_EXHAUSTED`. At least 4 MiB (the
+    /// message limit) plus 1 KiB.
+    pub max_decoding_bytes: usize,
 }
 
 impl Default for GrpcSettings {
@@ -41,6 +51,7 @@ impl Default for GrpcSettings {
             // h2's and hyper's own defaults, made explicit.
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
+            max_decoding_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -59,6 +70,12 @@ impl GrpcSettings {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
+        }
+        if self.max_decoding_bytes < MAX_MESSAGE_BYTES + 1024 {
+            return Err(ConfigError::invalid(
+                "grpc.max_decoding_bytes",
+                "must hold one whole message: at least 4 MiB and 1 KiB (4195328)",
+            ));
         }
         for (key, value) in [
             ("grpc.keepalive_interval", self.keepalive_interval),

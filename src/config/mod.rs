@@ -19,7 +19,9 @@ use figment::{
 use secrecy::{SecretBox, SecretString};
 use url::Url;
 
-pub use limits::{AuditSettings, CallbackLimits, ChangeSettings, GrpcSettings, RefreshAheadSettings};
+pub use limits::{
+    AuditSettings, CallbackLimits, ChangeSettings, GrpcSettings, MAX_MESSAGE_BYTES, RefreshAheadSettings,
+};
 pub use raw::RawConfig;
 use resolve::{resolve_keys, resolve_tenants};
 pub use secrets::SecretSource;

@@ -11,7 +11,7 @@ use tonic::{
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
 use super::{status, wire_scan::SHAPES};
-use crate::domain::Error;
+use crate::domain::{Error, Violations};
 
 /// prost's codec with a pre-scan of what it decodes (generated code names it
 /// through `codec_path` in build.rs).
@@ -58,13 +58,23 @@ impl<U: Message + Name + Default> Decoder for BoundedDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        let name = U::full_name();
         // tonic hands the decoder one whole message, in one contiguous buffer.
-        if let Err(refusal) = SHAPES.check(&U::full_name(), bytes::Buf::chunk(buf)) {
+        if let Err(refusal) = SHAPES.check(&name, bytes::Buf::chunk(buf)) {
             return Err(status::from_domain(Error::InvalidArgument(
                 refusal.into_violations().into_inner(),
             )));
         }
-        self.inner.decode(buf)
+        self.inner.decode(buf).map_err(|error| {
+            // A request prost cannot decode is the caller's fault, not INTERNAL
+            // (tonic's choice); prost's text names types and fields, never data.
+            if !SHAPES.is_request(&name) {
+                return error;
+            }
+            let mut violations = Violations::default();
+            violations.add("request", format!("not valid protobuf: {}", error.message()));
+            status::from_domain(Error::InvalidArgument(violations.into_inner()))
+        })
     }
 
     fn buffer_settings(&self) -> BufferSettings {

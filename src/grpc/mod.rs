@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod convert;
 pub(crate) mod deadline;
+pub mod decode_budget;
 pub(crate) mod interceptor;
 mod service;
 pub(crate) mod status;

@@ -114,6 +114,19 @@ pub fn tenant_concurrency_exhausted(limit: u32) -> Status {
     )
 }
 
+/// Large requests being decoded hold all of `limit` bytes already.
+pub fn decode_budget_exhausted(limit: usize) -> Status {
+    status(
+        Code::ResourceExhausted,
+        "DECODE_BUDGET_EXHAUSTED",
+        format!(
+            "calgate is receiving {} MiB of large requests already (grpc.max_decoding_bytes); retry",
+            limit / (1024 * 1024)
+        ),
+        ErrorDetails::with_retry_info(Some(DEFAULT_RETRY_DELAY)),
+    )
+}
+
 /// Maps an authentication failure.
 pub fn from_auth(error: AuthError) -> Status {
     status(

@@ -171,10 +171,15 @@ impl Shapes {
         self.messages.insert(full, fields);
     }
 
+    /// Whether `message` (full name) is one of the service's requests.
+    pub fn is_request(&self, message: &str) -> bool {
+        self.requests.iter().any(|request| request == message)
+    }
+
     /// Checks `bytes`, an encoded `message` (full name), when it is one of
     /// the service's requests; anything else passes unscanned.
     pub fn check(&self, message: &str, bytes: &[u8]) -> Result<(), Refusal> {
-        if !self.requests.iter().any(|request| request == message) {
+        if !self.is_request(message) {
             return Ok(());
         }
         let mut too_many = Violations::default();

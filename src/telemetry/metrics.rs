@@ -164,6 +164,8 @@ pub struct Metrics {
     pub refresh_waits: Counter,
     /// Enterprise Connect callbacks by outcome: `handled`, `refused`.
     pub enterprise_callbacks: Family<OutcomeLabel, Counter>,
+    /// Large requests refused because `grpc.max_decoding_bytes` was in use.
+    pub decode_budget_refusals: Counter,
 }
 
 impl Metrics {
@@ -195,6 +197,7 @@ impl Metrics {
         let budget_limit = Family::<BudgetWindowLabels, Gauge>::default();
         let ready = Gauge::default();
         let refresh_waits = Counter::default();
+        let decode_budget_refusals = Counter::default();
         let enterprise_callbacks = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "budget_requests",
@@ -210,6 +213,11 @@ impl Metrics {
             "ready",
             "1 while this replica reports SERVING (readiness), 0 otherwise",
             ready.clone(),
+        );
+        registry.register(
+            "decode_budget_refusals",
+            "Large requests (over 64 KiB) refused because grpc.max_decoding_bytes was in use by others",
+            decode_budget_refusals.clone(),
         );
         registry.register(
             "refresh_waits",
@@ -307,6 +315,7 @@ impl Metrics {
             budget_limit,
             ready,
             refresh_waits,
+            decode_budget_refusals,
             enterprise_callbacks,
             rpc_requests,
             rpc_duration,
@@ -362,6 +371,12 @@ impl Metrics {
     }
 
     /// Counts a push notification's outcome.
+    /// A large request was refused for want of decoding budget.
+    pub fn decode_budget_refused(&self) {
+        self.decode_budget_refusals.inc();
+    }
+
+    /// Counts a push notification outcome.
     pub fn notification(&self, outcome: &str) {
         self.notifications
             .get_or_create(&OutcomeLabel {

@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut};
 use calgate::grpc::pb;
 use prost::Message;
+use tokio::net::TcpStream;
 use tonic::{
     Code, Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    transport::Channel,
 };
+use tonic_types::StatusExt;
 
 use crate::{
     helpers::*,
@@ -88,20 +91,23 @@ impl Decoder for RawDecoder {
     }
 }
 
-/// Calls `method` of calgate.v1 with `body` (encoded) as acme; the refusal
+/// Calls `method` of calgate.v1 with `body` (encoded) as acme; the answer
 /// and how long calgate took to give it.
-async fn send_raw(binary: &Binary, method: &str, body: Vec<u8>) -> (Status, Duration) {
-    let mut grpc = tonic::client::Grpc::new(binary.channel()).max_encoding_message_size(usize::MAX);
+async fn call_raw(channel: Channel, method: &str, body: Vec<u8>) -> (Result<(), Status>, Duration) {
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
     grpc.ready().await.expect("ready");
     let path = format!("/calgate.v1.CalendarWriteService/{method}")
         .parse()
         .expect("path");
     let started = Instant::now();
-    let status = grpc
-        .unary(with_key(ACME_KEY, body), path, RawCodec)
-        .await
-        .expect_err("refused");
-    (status, started.elapsed())
+    let answer = grpc.unary(with_key(ACME_KEY, body), path, RawCodec).await.map(drop);
+    (answer, started.elapsed())
+}
+
+/// As [`call_raw`], expecting a refusal.
+async fn send_raw(binary: &Binary, method: &str, body: Vec<u8>) -> (Status, Duration) {
+    let (answer, took) = call_raw(binary.channel(), method, body).await;
+    (answer.expect_err("refused"), took)
 }
 
 async fn send_batch(binary: &Binary, body: Vec<u8>) -> (Status, Duration) {
@@ -175,4 +181,85 @@ async fn requests_of_empty_elements_are_refused_before_they_cost_memory() {
         .await
         .expect("a normal write");
     binary.stop().await;
+}
+
+/// `message` encoded, padded with an unknown field (number 1000) of
+/// `padding` bytes: a valid request that is large on the wire (prost skips
+/// unknown fields without keeping them).
+fn padded(message: &impl Message, padding: usize) -> Vec<u8> {
+    let mut bytes = message.encode_to_vec();
+    prost::encoding::encode_key(1000, prost::encoding::WireType::LengthDelimited, &mut bytes);
+    prost::encoding::encode_varint(padding as u64, &mut bytes);
+    bytes.resize(bytes.len() + padding, 0);
+    bytes
+}
+
+/// Large messages share `grpc.max_decoding_bytes`; small ones never wait
+/// for it, and a large one finding no room is refused at once.
+#[tokio::test]
+async fn large_requests_share_one_decoding_budget() {
+    let app = spawn_app_edited(|s| s.grpc.max_decoding_bytes = 5 * 1024 * 1024).await;
+    let grant = app.connect(Some("ada")).await;
+    let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+    let upsert = || pb::UpsertEventRequest {
+        user: by_sub(&grant.sub),
+        calendar_id: calendar.clone(),
+        event: Some(event("evt-large")),
+    };
+
+    // A raw HTTP/2 stream announces a 4 MiB UpsertEvent and sends 1 KiB of it.
+    let tcp = TcpStream::connect(app.addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::post(format!(
+        "http://{}/calgate.v1.CalendarWriteService/UpsertEvent",
+        app.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("authorization", format!("Bearer {ACME_KEY}"))
+    .body(())
+    .expect("request");
+    let (_answer, mut stalled) = client.send_request(request, false).expect("send");
+    let mut start = vec![0u8];
+    start.extend_from_slice(&(4u32 * 1024 * 1024 - 16).to_be_bytes());
+    start.resize(5 + 1024, 0);
+    stalled.send_data(start.into(), false).expect("the first kilobyte");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Another large request finds no room: refused at once, with RetryInfo.
+    let (answer, took) = call_raw(app.channel.clone(), "UpsertEvent", padded(&upsert(), 2 * 1024 * 1024)).await;
+    let status = answer.expect_err("no room");
+    assert_status(&status, Code::ResourceExhausted, "DECODE_BUDGET_EXHAUSTED");
+    assert!(status.get_error_details().retry_info().is_some());
+    assert!(took < Duration::from_secs(2), "refused after {took:?}");
+    // An ordinary call does not wait for the budget.
+    Upsert::first_calendar(&app.fake, &grant.sub)
+        .send(&app.client)
+        .await
+        .expect("a small write");
+
+    // The stalled stream goes away and gives its room back.
+    stalled.send_reset(h2::Reason::CANCEL);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (answer, _) = call_raw(app.channel.clone(), "UpsertEvent", padded(&upsert(), 2 * 1024 * 1024)).await;
+    answer.expect("a large write once there is room");
+    assert!(app.fake.event(&grant.sub, &calendar, "evt-large").is_some());
+}
+
+/// Bytes that are not protobuf are the caller's fault: INVALID_ARGUMENT
+/// naming where they broke, never INTERNAL.
+#[tokio::test]
+async fn invalid_protobuf_is_a_bad_request() {
+    let app = spawn_app().await;
+    // items[0] claims five bytes it does not have.
+    let (answer, _) = call_raw(app.channel.clone(), "BatchWriteEvents", vec![0x1a, 0x02, 0x0a, 0x05]).await;
+    let status = answer.expect_err("refused");
+    assert_names(&status, "items[0]");
+    // A calendar id that is not UTF-8: well-formed wire, refused by prost.
+    let (answer, _) = call_raw(app.channel.clone(), "UpsertEvent", vec![0x1a, 0x02, 0xff, 0xfe]).await;
+    let status = answer.expect_err("refused");
+    assert_names(&status, "request");
+    assert!(status.message().contains("UTF-8"), "{}", status.message());
 }
