@@ -13,6 +13,7 @@ pub mod reads;
 mod refresh;
 pub mod rules;
 mod service;
+pub(crate) mod single_flight;
 pub mod state;
 mod token_cache;
 mod upstream;

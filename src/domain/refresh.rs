@@ -22,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-use futures::future::{BoxFuture, FutureExt, Shared};
+use super::single_flight::{self, SingleFlight};
 use secrecy::SecretString;
 use tracing::{error, info, warn};
 
@@ -61,7 +61,7 @@ pub(super) struct Fresh {
     pub(super) version: i64,
 }
 
-type Flight = Shared<BoxFuture<'static, Result<Fresh, Error>>>;
+type Flight = single_flight::Flight<Result<Fresh, Error>>;
 
 /// Why a refresh is wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +96,7 @@ pub(super) struct Refresher {
     /// from a call before this instant (a refresh the caller waits for still is).
     behind_backoff: Mutex<HashMap<GrantKey, time::OffsetDateTime>>,
     /// Refreshes in flight, and whether each is the background refresher's.
-    flights: Mutex<HashMap<GrantKey, (Flight, bool)>>,
+    flights: SingleFlight<GrantKey, Result<Fresh, Error>, bool>,
     pending: Mutex<HashMap<GrantKey, (i64, Tokens)>>,
 }
 
@@ -128,7 +128,7 @@ impl Refresher {
             lead,
             tasks,
             behind_backoff: Mutex::default(),
-            flights: Mutex::default(),
+            flights: SingleFlight::default(),
             pending: Mutex::new(spilled),
         }
     }
@@ -208,28 +208,14 @@ impl Refresher {
     /// The grant's flight, joined or started, and whether it is the background refresher's.
     fn join_or_start_flight(self: &Arc<Self>, tenant: &Arc<Tenant>, sub: &str, need: Need) -> (Flight, bool) {
         let key = (tenant.id.clone(), sub.to_owned());
-        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((flight, background)) = flights.get(&key) {
-            return (flight.clone(), *background);
-        }
-        let this = self.clone();
-        let tenant = tenant.clone();
-        let task_key = key.clone();
-        let task = self.tasks.spawn(async move {
-            let result = this.run(&tenant, &task_key.1, need).await;
-            this.flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_key);
-            result
-        });
-        let flight = async move {
-            task.await.unwrap_or_else(|joined| {
-                error!(error = %joined, "a refresh flight died");
-                Err(Error::UpstreamUnavailable { retry_after: None })
-            })
-        }
-        .boxed()
-        .shared();
-        flights.insert(key, (flight.clone(), need == Need::Ahead));
-        (flight, need == Need::Ahead)
+        let (this, tenant, owned_sub) = (self.clone(), tenant.clone(), sub.to_owned());
+        self.flights.join_or_start(
+            key,
+            need == Need::Ahead,
+            &self.tasks,
+            async move { this.run(&tenant, &owned_sub, need).await },
+            || Err(Error::UpstreamUnavailable { retry_after: None }),
+        )
     }
 
     async fn run(&self, tenant: &Tenant, sub: &str, need: Need) -> Result<Fresh, Error> {
@@ -484,33 +470,19 @@ impl Refresher {
     /// Writes a grant's parked pair as the grant's flight: joins the flight
     /// under way (which writes it first), or starts one that only writes it.
     fn flush_in_flight(self: &Arc<Self>, key: GrantKey) -> Flight {
-        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((flight, _)) = flights.get(&key) {
-            return flight.clone();
-        }
         let this = self.clone();
-        let task_key = key.clone();
-        let task = self.tasks.spawn(async move {
-            let (tenant, sub) = (&task_key.0, &task_key.1);
-            let result = match this.flush_pending(tenant, sub).await {
+        let (tenant, sub) = key.clone();
+        let work = async move {
+            match this.flush_pending(&tenant, &sub).await {
                 Ok(Some(fresh)) => Ok(fresh),
                 // Nothing (left) to write: whoever joined gets the stored token.
-                Ok(None) => this.stored_token(tenant, sub).await,
+                Ok(None) => this.stored_token(&tenant, &sub).await,
                 Err(error) => Err(error),
-            };
-            this.flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_key);
-            result
-        });
-        let flight = async move {
-            task.await.unwrap_or_else(|joined| {
-                error!(error = %joined, "a flush of parked tokens died");
-                Err(Error::StoreUnavailable)
-            })
-        }
-        .boxed()
-        .shared();
-        flights.insert(key, (flight.clone(), false));
-        flight
+            }
+        };
+        self.flights
+            .join_or_start(key, false, &self.tasks, work, || Err(Error::StoreUnavailable))
+            .0
     }
 
     async fn stored_token(&self, tenant: &str, sub: &str) -> Result<Fresh, Error> {

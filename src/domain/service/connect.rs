@@ -2,7 +2,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::FutureExt;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -164,37 +163,18 @@ impl CalendarService {
         let claims = self.check_state(tenant, &request)?;
         let code_sha256 = hex::encode(Sha256::digest(request.code.expose_secret().as_bytes()));
         let key = (tenant.id.clone(), claims.nonce.clone());
-        let flight = {
-            let mut flights = self.exchanges.lock().unwrap_or_else(|p| p.into_inner());
-            match flights.get(&key) {
-                Some((digest, flight)) if *digest == code_sha256 => flight.clone(),
-                Some(_) => return Err(Error::StateInvalid("already used")),
-                None => {
-                    let this = self.clone();
-                    let tenant = tenant.clone();
-                    let digest = code_sha256.clone();
-                    let task_key = key.clone();
-                    let task = self.tasks.spawn(async move {
-                        let redeemed = this.redeem(&tenant, claims, request, &digest, &actor).await;
-                        this.exchanges
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&task_key);
-                        redeemed
-                    });
-                    let flight = async move {
-                        task.await.unwrap_or_else(|joined| {
-                            tracing::error!(error = %joined, "a code exchange died");
-                            Err(Error::UpstreamUnavailable { retry_after: None })
-                        })
-                    }
-                    .boxed()
-                    .shared();
-                    flights.insert(key, (code_sha256, flight.clone()));
-                    flight
-                }
-            }
-        };
+        let (this, tenant) = (self.clone(), tenant.clone());
+        let digest = code_sha256.clone();
+        let work = async move { this.redeem(&tenant, claims, request, &digest, &actor).await };
+        let (flight, started_with) = self
+            .exchanges
+            .join_or_start(key, code_sha256.clone(), &self.tasks, work, || {
+                Err(Error::UpstreamUnavailable { retry_after: None })
+            });
+        // The same state with another code: the state was used already.
+        if started_with != code_sha256 {
+            return Err(Error::StateInvalid("already used"));
+        }
         flight.await
     }
 

@@ -2,13 +2,7 @@
 //! describe grants) and `events` (writes and calendar reads); this module
 //! holds the service and the token handling both share.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
-
-use futures::future::{BoxFuture, Shared};
+use std::{sync::Arc, time::Duration};
 
 use secrecy::SecretString;
 use tokio::time::Instant;
@@ -19,6 +13,7 @@ use super::{
     clock::Clock,
     grant::{AccessMode, Grant, GrantKind, GrantSelector, GrantStatus, StoredGrant},
     refresh::{Fresh, Need, Refresher, usable_tokens},
+    single_flight::SingleFlight,
     state::StateCodec,
     token_cache::{CachedToken, TokenCache},
     usage::UsageLog,
@@ -128,7 +123,7 @@ pub struct CalendarService {
     tasks: Tasks,
     /// Code exchanges in flight, by (tenant, state nonce): the code's SHA-256
     /// and the shared outcome.
-    exchanges: Mutex<HashMap<(String, String), (String, Exchange)>>,
+    exchanges: SingleFlight<(String, String), Result<Grant, Error>, String>,
     /// How long recorded changes are kept.
     change_retention: Duration,
     audit_retention: Duration,
@@ -143,9 +138,6 @@ pub struct CalendarService {
     /// `[refresh_ahead]`.
     refresh_ahead: RefreshAheadSettings,
 }
-
-/// The shared outcome of one code exchange.
-type Exchange = Shared<BoxFuture<'static, Result<Grant, Error>>>;
 
 /// Logs why the store failed (once, here) and reports it unavailable.
 pub(super) fn store_failure(tenant: &str, doing: &str, error: &StoreError) -> Error {
@@ -214,7 +206,7 @@ impl CalendarService {
             callback_base: parts.callback_base,
             authorization_ttl: parts.authorization_ttl,
             tasks: parts.tasks,
-            exchanges: Mutex::default(),
+            exchanges: SingleFlight::default(),
             change_retention: parts.change_retention,
             audit_retention: parts.audit_retention,
             watchers: changes::Watchers::new(parts.max_watchers_per_tenant),
