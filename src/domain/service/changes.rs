@@ -5,6 +5,9 @@
 //! slow watcher holds at most one page and the channel's few), sleeps on the
 //! replica's change feed when it has caught up, and ends on shutdown with
 //! UNAVAILABLE `SHUTTING_DOWN` so the caller reconnects (elsewhere) with its cursor.
+//! The channel keeps one place for that final status ([`LastWord`]): a
+//! watcher too slow to empty it still learns why its stream ended, instead
+//! of seeing it end OK.
 
 use std::{
     collections::HashMap,
@@ -81,12 +84,13 @@ impl CalendarService {
             Some(cursor) if cursor.0 < position.pruned_through => return Err(Error::CursorExpired),
             Some(cursor) => cursor,
         };
-        let (sender, receiver) = mpsc::channel(SEND_BUFFER);
+        let (sender, last_word, receiver) = channel_with_last_word(SEND_BUFFER);
         let pump = Pump {
             store: self.store.clone(),
             tenant: tenant.id.clone(),
             cursor: start,
             sender,
+            last_word,
             shutdown: self.tasks.shutdown(),
             _place: place,
         };
@@ -128,8 +132,29 @@ struct Pump {
     tenant: String,
     cursor: Cursor,
     sender: mpsc::Sender<Result<Change, Error>>,
+    last_word: LastWord,
     shutdown: tokio_util::sync::CancellationToken,
     _place: OwnedSemaphorePermit,
+}
+
+/// The place kept in a watcher's channel for the status that ends its stream.
+struct LastWord(Option<mpsc::OwnedPermit<Result<Change, Error>>>);
+
+impl LastWord {
+    /// Ends the stream with `error`; it always fits, however full the channel.
+    fn say(&mut self, error: Error) {
+        if let Some(place) = self.0.take() {
+            place.send(Err(error));
+        }
+    }
+}
+
+/// A channel of `buffer` changes, plus one place kept for the final status.
+fn channel_with_last_word(buffer: usize) -> (mpsc::Sender<Result<Change, Error>>, LastWord, ChangeReceiver) {
+    let (sender, receiver) = mpsc::channel(buffer + 1);
+    // A new channel has room: the reservation cannot fail.
+    let place = sender.clone().try_reserve_owned().ok();
+    (sender, LastWord(place), receiver)
 }
 
 /// Why a pump stopped.
@@ -168,8 +193,7 @@ impl Pump {
         };
         if let Stop::Failed(error) = stop {
             debug!(tenant = %self.tenant, %error, "change stream ends");
-            // The watcher may be gone or full; either way the stream is over.
-            let _ = self.sender.try_send(Err(error));
+            self.last_word.say(error);
         }
     }
 
@@ -196,5 +220,47 @@ impl Pump {
             self.cursor = cursor;
         }
         Ok(full)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{
+        changes::{ChangeKind, GrantChange, GrantChangeReason},
+        grant::GrantStatus,
+    };
+
+    fn change() -> Change {
+        Change {
+            cursor: Cursor(1),
+            recorded_at: time::OffsetDateTime::UNIX_EPOCH,
+            sub: "sub".into(),
+            user_ref: None,
+            kind: ChangeKind::Grant(GrantChange {
+                status: GrantStatus::Active,
+                reason: GrantChangeReason::Connected,
+                relink_url: None,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_final_status_reaches_a_watcher_whose_channel_is_full() {
+        let (sender, mut last_word, mut receiver) = channel_with_last_word(2);
+        sender.try_send(Ok(change())).expect("room");
+        sender.try_send(Ok(change())).expect("room");
+        assert!(
+            sender.try_send(Ok(change())).is_err(),
+            "the channel is full for changes"
+        );
+        last_word.say(Error::ShuttingDown);
+        drop(sender);
+        let mut received = Vec::new();
+        while let Some(item) = receiver.recv().await {
+            received.push(item);
+        }
+        assert_eq!(received.len(), 3);
+        assert!(matches!(received[2], Err(Error::ShuttingDown)), "{:?}", received[2]);
     }
 }
