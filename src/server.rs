@@ -163,6 +163,17 @@ async fn build_tenants(
             applications.push(siblings);
         }
     }
+    for tenant in settings {
+        for url in [&tenant.api_base_url, &tenant.app_base_url].into_iter().flatten() {
+            if url.scheme() == "http" && !crate::config::is_loopback(url) {
+                tracing::warn!(
+                    tenant = %tenant.id,
+                    host = url.host_str().unwrap_or_default(),
+                    "PLAIN HTTP to Cronofy (tenants[].allow_plain_http): client secrets and tokens cross the network in clear"
+                );
+            }
+        }
+    }
     let schemes = store.resolve_event_ids(&applications).await?;
     Ok(settings
         .iter()

@@ -23,6 +23,7 @@ pub use limits::{
     AuditSettings, CallbackLimits, ChangeSettings, GrpcSettings, MAX_MESSAGE_BYTES, RefreshAheadSettings,
 };
 pub use raw::RawConfig;
+pub use resolve::is_loopback;
 use resolve::{resolve_keys, resolve_tenants};
 pub use secrets::SecretSource;
 
@@ -203,6 +204,10 @@ pub struct TenantSettings {
     /// Ask Cronofy not to link accounts authorized from one browser, unless a
     /// request chooses otherwise (default true).
     pub avoid_linking: bool,
+    /// `api_base_url` / `app_base_url` may be plain `http://` on a host that
+    /// is not loopback (client secrets and tokens then cross the network in
+    /// clear; logged as a warning at start). Default false.
+    pub allow_plain_http: bool,
 }
 
 /// TLS material for the gRPC listener.

@@ -110,6 +110,9 @@ pub(super) struct RawTenant {
     /// Send `avoid_linking=true` unless a request chooses otherwise.
     #[serde(default = "default_avoid_linking")]
     pub(super) avoid_linking: bool,
+    /// Allow plain `http://` upstream URLs on hosts other than loopback.
+    #[serde(default)]
+    pub(super) allow_plain_http: bool,
 }
 
 fn default_avoid_linking() -> bool {

@@ -132,8 +132,17 @@ pub(super) fn resolve_tenants(raw: &[RawTenant], secrets: &SecretSource) -> Resu
             check_redirect_uri(uri)
                 .map_err(|problem| ConfigError::invalid(format!("{path}.redirect_uris[{n}]"), problem))?;
         }
-        let api_base_url = base_url(tenant.api_base_url.as_deref(), &format!("{path}.api_base_url"))?;
-        let app_base_url = base_url(tenant.app_base_url.as_deref(), &format!("{path}.app_base_url"))?;
+        let allow_plain_http = tenant.allow_plain_http;
+        let api_base_url = base_url(
+            tenant.api_base_url.as_deref(),
+            &format!("{path}.api_base_url"),
+            allow_plain_http,
+        )?;
+        let app_base_url = base_url(
+            tenant.app_base_url.as_deref(),
+            &format!("{path}.app_base_url"),
+            allow_plain_http,
+        )?;
         let rate_limit = RateLimit {
             per_second: tenant.rate_limit.per_second,
             per_minute: tenant.rate_limit.per_minute,
@@ -159,6 +168,7 @@ pub(super) fn resolve_tenants(raw: &[RawTenant], secrets: &SecretSource) -> Resu
             app_base_url,
             rate_limit,
             avoid_linking: tenant.avoid_linking,
+            allow_plain_http,
         });
     }
     check_shared_applications(&tenants)?;
@@ -211,13 +221,33 @@ fn check_redirect_uri(uri: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn base_url(value: Option<&str>, key: &str) -> Result<Option<Url>, ConfigError> {
+/// An upstream base URL: https, or plain http on a loopback host (tests,
+/// the sandbox) or when `allow_plain_http` says so outright — plain http
+/// elsewhere would send client secrets and tokens in clear.
+fn base_url(value: Option<&str>, key: &str, allow_plain_http: bool) -> Result<Option<Url>, ConfigError> {
     let Some(value) = value else { return Ok(None) };
     let url = Url::parse(value).map_err(|error| ConfigError::invalid(key, format!("not a URL: {error}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
         return Err(ConfigError::invalid(key, "must be an http(s) base URL"));
     }
+    if url.scheme() == "http" && !is_loopback(&url) && !allow_plain_http {
+        return Err(ConfigError::invalid(
+            key,
+            "must be https: plain http would send client secrets and tokens in clear \
+             (loopback hosts may use http; else set allow_plain_http = true on the tenant)",
+        ));
+    }
     Ok(Some(url))
+}
+
+/// Whether the URL's host is this machine (127.0.0.0/8, ::1, localhost).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
 }
 
 fn is_identifier(value: &str, max: usize) -> bool {

@@ -38,6 +38,10 @@ redirect_uris = ["https://acme.example/cb"]
     )
 }
 
+fn settings_of(text: &str) -> Result<Settings, ConfigError> {
+    Settings::from_toml_str(text, &secrets())
+}
+
 fn error_of(text: &str) -> String {
     match Settings::from_toml_str(text, &secrets()) {
         Ok(_) => panic!("config was accepted"),
@@ -93,6 +97,28 @@ fn errors_name_the_key() {
         let error = error_of(&text);
         assert!(error.contains(key), "`{error}` should name `{key}`");
     }
+}
+
+#[test]
+fn upstream_hosts_are_https_unless_loopback_or_allowed_outright() {
+    let plain = config(r#"api_base_url = "http://cronofy.internal.example""#, "");
+    let error = error_of(&plain);
+    assert!(
+        error.contains("tenants[0].api_base_url") && error.contains("https"),
+        "{error}"
+    );
+    let plain_app = config(r#"app_base_url = "http://10.0.0.7:8080""#, "");
+    assert!(error_of(&plain_app).contains("tenants[0].app_base_url"));
+    for loopback in ["http://127.0.0.1:9000", "http://localhost:9000", "http://[::1]:9000"] {
+        let text = config(&format!(r#"api_base_url = "{loopback}""#), "");
+        assert!(settings_of(&text).is_ok(), "{loopback} is loopback");
+    }
+    let allowed = config(
+        "api_base_url = \"http://cronofy.internal.example\"\nallow_plain_http = true",
+        "",
+    );
+    let settings = settings_of(&allowed).expect("allowed outright");
+    assert!(settings.tenants[0].allow_plain_http);
 }
 
 #[test]
