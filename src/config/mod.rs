@@ -500,48 +500,42 @@ fn check_store_url(url: &str) -> Result<StoreBackend, ConfigError> {
 /// `sslmode` absent (the driver's default is `prefer`), `prefer` or `allow`,
 /// to a host other than this machine. `verify-full` is what production wants;
 /// `require` encrypts without checking the server; `disable` is plaintext on
-/// purpose.
+/// purpose. The URL is read by sqlx itself — `host=` and `hostaddr=`
+/// override the authority, the last `sslmode` wins, `ssl-mode` is an alias,
+/// `PGSSLMODE`/`PGHOST` fill what the URL leaves out — so what is checked is
+/// what calgate will connect with.
 fn check_postgres_tls(url: &str) -> Result<(), ConfigError> {
-    let parsed = Url::parse(url).map_err(|error| ConfigError::invalid("store.url", format!("not a URL: {error}")))?;
-    let sslmode = parsed
-        .query_pairs()
-        .find(|(key, _)| key == "sslmode")
-        .map(|(_, value)| value.into_owned());
-    // A Unix socket (`host=/run/postgresql`) or loopback never crosses a network.
-    let socket = parsed
-        .query_pairs()
-        .any(|(key, value)| key == "host" && value.starts_with('/'));
-    let local = socket
-        || match parsed.host() {
-            // postgres: is not a special scheme: its hosts, IPv4 too, come as names.
-            Some(url::Host::Domain(domain)) => {
-                domain == "localhost" || domain.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-            }
-            Some(url::Host::Ipv4(address)) => address.is_loopback(),
-            Some(url::Host::Ipv6(address)) => address.is_loopback(),
-            None => true,
-        };
-    match sslmode.as_deref() {
-        Some("disable" | "require" | "verify-ca" | "verify-full") => Ok(()),
-        None if local => Ok(()),
-        Some(other @ ("prefer" | "allow")) if !local => Err(ConfigError::invalid(
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+    // sqlx's own error may quote the URL (and its password): not repeated.
+    let options: PgConnectOptions = url.parse().map_err(|_| {
+        ConfigError::invalid(
             "store.url",
-            format!(
-                "sslmode={other} falls back to plaintext silently; use sslmode=verify-full (or require), \
-                 or sslmode=disable for plaintext on purpose"
-            ),
-        )),
-        Some("prefer" | "allow") => Ok(()),
-        None => Err(ConfigError::invalid(
-            "store.url",
-            "has no sslmode: the default (prefer) falls back to plaintext silently; add sslmode=verify-full \
-             (or require), or sslmode=disable for plaintext on purpose",
-        )),
-        Some(other) => Err(ConfigError::invalid(
-            "store.url",
-            format!("sslmode={other} is not one of disable, allow, prefer, require, verify-ca, verify-full"),
-        )),
-    }
+            "is not a PostgreSQL URL sqlx accepts (check host, port and sslmode)",
+        )
+    })?;
+    // A Unix socket or loopback never crosses a network.
+    let host = options.get_host();
+    let local = options.get_socket().is_some()
+        || host == "localhost"
+        // An IPv6 host keeps its brackets.
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let mode = match options.get_ssl_mode() {
+        PgSslMode::Disable | PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull => return Ok(()),
+        _ if local => return Ok(()),
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+    };
+    Err(ConfigError::invalid(
+        "store.url",
+        format!(
+            "sslmode={mode} (also what an absent sslmode means) falls back to plaintext silently to {host}; \
+             use sslmode=verify-full (or require), or sslmode=disable for plaintext on purpose"
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -186,6 +186,12 @@ fn postgres_urls_never_fall_back_to_plaintext_silently() {
         "postgres://calgate@db.internal/calgate?sslmode=prefer",
         "postgres://calgate@10.0.0.5/calgate?sslmode=allow",
         "postgres://calgate@db.internal/calgate?sslmode=sometimes",
+        // Read as sqlx reads them: `host=` overrides the authority, the last
+        // `sslmode` wins, `ssl-mode` is the same option.
+        "postgres://calgate@localhost/calgate?host=db.prod.example.com",
+        "postgres://calgate@db.internal/calgate?sslmode=verify-full&sslmode=prefer",
+        "postgres://calgate@db.internal/calgate?ssl-mode=prefer",
+        "postgres://calgate@localhost/calgate?hostaddr=10.0.0.5",
     ] {
         let error = super::check_store_url(refused).expect_err(refused).to_string();
         assert!(error.contains("store.url") && error.contains("sslmode"), "{error}");
@@ -198,6 +204,9 @@ fn postgres_urls_never_fall_back_to_plaintext_silently() {
         "postgres://postgres@localhost/postgres?sslmode=prefer",
         "postgres://calgate@[::1]/calgate",
         "postgres:///calgate?host=/run/postgresql",
+        "postgres://calgate@db.internal/calgate?ssl-mode=require",
+        "postgres://calgate@db.internal/calgate?sslmode=prefer&sslmode=verify-full",
+        "postgres://calgate@db.internal/calgate?host=127.0.0.1",
         "sqlite://calgate.db",
     ] {
         super::check_store_url(accepted).expect(accepted);
