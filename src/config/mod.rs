@@ -298,7 +298,11 @@ impl Settings {
             token_cache_ttl: raw.store.token_cache_ttl,
             token_cache_entries: raw.store.token_cache_entries,
             upstream_request_timeout: raw.upstream.request_timeout,
-            spill_dir: raw.store.spill_dir,
+            spill_dir: raw
+                .store
+                .spill_dir
+                .clone()
+                .or_else(|| default_spill_dir(&raw.store.url)),
         };
         let state_keys = match (&raw.state.signing_key_env, &raw.state.signing_key_file) {
             (None, None) if !raw.state.keys.is_empty() => resolve_keys("state.keys", &raw.state.keys, secrets)?,
@@ -495,6 +499,32 @@ fn check_store_url(url: &str) -> Result<StoreBackend, ConfigError> {
         "must start with sqlite: (one machine) or postgres:// (several replicas)",
     ))
 }
+
+/// Where refreshed pairs the store refused go when `store.spill_dir` is not
+/// set: beside a SQLite file (`calgate-spill` in its directory), or
+/// [`DEFAULT_SPILL_DIR`] for PostgreSQL. An in-memory SQLite store keeps
+/// nothing across a restart anyway: none.
+fn default_spill_dir(url: &str) -> Option<PathBuf> {
+    match StoreBackend::of(url)? {
+        StoreBackend::Postgres => Some(PathBuf::from(DEFAULT_SPILL_DIR)),
+        StoreBackend::Sqlite => {
+            let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+            let path = path.split('?').next().unwrap_or_default();
+            if path.is_empty() || path.contains(":memory:") || path.starts_with("file::memory:") {
+                return None;
+            }
+            let dir = std::path::Path::new(path).parent().unwrap_or(std::path::Path::new(""));
+            Some(if dir.as_os_str().is_empty() {
+                PathBuf::from("calgate-spill")
+            } else {
+                dir.join("calgate-spill")
+            })
+        }
+    }
+}
+
+/// `store.spill_dir` of a PostgreSQL store when none is configured.
+pub const DEFAULT_SPILL_DIR: &str = "/var/lib/calgate/spill";
 
 /// Refuses a PostgreSQL URL that would fall back to plaintext silently:
 /// `sslmode` absent (the driver's default is `prefer`), `prefer` or `allow`,

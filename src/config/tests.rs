@@ -278,3 +278,29 @@ fn tenants_configured_with_one_application_are_listed_together() {
         "another data centre is another application"
     );
 }
+
+#[test]
+fn parked_pairs_have_a_spill_directory_by_default() {
+    use std::path::PathBuf;
+    let spill = |url: &str| super::default_spill_dir(url);
+    assert_eq!(
+        spill("sqlite:///data/calgate.db"),
+        Some(PathBuf::from("/data/calgate-spill"))
+    );
+    assert_eq!(
+        spill("sqlite://calgate.db?mode=rwc"),
+        Some(PathBuf::from("calgate-spill"))
+    );
+    assert_eq!(spill("sqlite::memory:"), None, "nothing survives a restart anyway");
+    assert_eq!(
+        spill("postgres://calgate@db/calgate?sslmode=verify-full"),
+        Some(PathBuf::from(super::DEFAULT_SPILL_DIR))
+    );
+    let set = config("", "").replace("[store]\n", "[store]\nspill_dir = \"/srv/spill\"\n");
+    let settings = settings_of(&set).expect("config");
+    assert_eq!(
+        settings.store.spill_dir,
+        Some(PathBuf::from("/srv/spill")),
+        "a set one wins"
+    );
+}

@@ -342,23 +342,53 @@ impl Refresher {
                 refresh_token: response.refresh_token.unwrap_or(old_refresh),
                 access_expires_at: self.clock.now() + time::Duration::seconds(i64::from(response.expires_in)),
             };
+            // Cronofy may have rotated the refresh token: this pair may be its
+            // only copy. It goes to disk before the store is tried, so a replica
+            // killed during the store's retries loses nothing.
+            self.spill(tenant, sub, version, &fresh).await;
             // Committed under the lease before anyone uses the new access token.
             return match lease.store_tokens(version, &fresh).await {
                 Ok(Some(new_version)) => {
                     info!(tenant = %tenant.id, sub, "access token refreshed");
                     METRICS.refresh("refreshed");
+                    self.unspill(tenant, sub).await;
                     Ok(Fresh {
                         token: fresh.access_token,
                         version: new_version,
                     })
                 }
-                Ok(None) => self.use_newer(tenant, sub).await,
+                Ok(None) => {
+                    self.unspill(tenant, sub).await;
+                    self.use_newer(tenant, sub).await
+                }
                 Err(error) => {
                     warn!(tenant = %tenant.id, sub, %error, "storing refreshed tokens under the lease failed");
                     self.store_refreshed(tenant, sub, version, fresh).await
                 }
             };
         }
+    }
+
+    /// Writes a refreshed pair to the spill directory (file I/O and fsync,
+    /// off the async threads).
+    async fn spill(&self, tenant: &Tenant, sub: &str, version: i64, fresh: &Tokens) {
+        let (store, tenant, sub) = (self.store.clone(), tenant.id.clone(), sub.to_owned());
+        // Tokens are not Clone on purpose: this is the one copy the spill needs.
+        let fresh = Tokens {
+            access_token: fresh.access_token.clone(),
+            refresh_token: fresh.refresh_token.clone(),
+            access_expires_at: fresh.access_expires_at,
+        };
+        let spilled = tokio::task::spawn_blocking(move || store.spill_pair(&tenant, &sub, version, &fresh)).await;
+        if let Err(error) = spilled {
+            error!(%error, "spilling refreshed tokens died: they live in memory only");
+        }
+    }
+
+    /// Removes a pair the store took from the spill directory.
+    async fn unspill(&self, tenant: &Tenant, sub: &str) {
+        let (store, tenant, sub) = (self.store.clone(), tenant.id.clone(), sub.to_owned());
+        let _ = tokio::task::spawn_blocking(move || store.remove_spilled(&tenant, &sub)).await;
     }
 
     /// The grant changed (reconnected or revoked) while we refreshed: the stored state wins.
@@ -388,12 +418,16 @@ impl Refresher {
             match self.store.update_tokens(&tenant.id, sub, version, &fresh).await {
                 Ok(Some(new_version)) => {
                     info!(tenant = %tenant.id, sub, "access token refreshed");
+                    self.unspill(tenant, sub).await;
                     return Ok(Fresh {
                         token: fresh.access_token,
                         version: new_version,
                     });
                 }
-                Ok(None) => return self.use_newer(tenant, sub).await,
+                Ok(None) => {
+                    self.unspill(tenant, sub).await;
+                    return self.use_newer(tenant, sub).await;
+                }
                 Err(error) => {
                     warn!(tenant = %tenant.id, sub, %error, attempt, "storing refreshed tokens failed");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
@@ -402,7 +436,6 @@ impl Refresher {
         }
         error!(tenant = %tenant.id, sub, "refreshed tokens kept (memory and spill) until the store takes them");
         METRICS.refresh("parked");
-        self.store.spill_pair(&tenant.id, sub, version, &fresh);
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())

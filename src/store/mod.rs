@@ -69,6 +69,18 @@ pub enum StoreError {
     /// A stored value cannot be decrypted or parsed.
     #[error("stored grant is unreadable: {0}")]
     Corrupt(String),
+    /// `store.spill_dir` cannot be written: a refreshed pair the store
+    /// refused could not survive a crash.
+    #[error(
+        "store.spill_dir {dir} is not writable ({reason}): refreshed tokens the store refuses would not survive a crash; \
+         make it writable or set store.spill_dir"
+    )]
+    SpillDirUnwritable {
+        /// The directory.
+        dir: String,
+        /// The operating system's answer.
+        reason: String,
+    },
 }
 
 impl From<CryptoError> for StoreError {
@@ -173,6 +185,12 @@ impl Store {
                 .connect_lazy_with(options);
             (Backend::Postgres(pool), Some(counters), Some(probe))
         };
+        if let Some(dir) = &settings.spill_dir {
+            spill::check_writable(dir).map_err(|failure| StoreError::SpillDirUnwritable {
+                dir: dir.display().to_string(),
+                reason: failure.to_string(),
+            })?;
+        }
         let mut store = Store {
             backend,
             counters,

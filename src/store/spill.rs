@@ -8,6 +8,7 @@
 //! synced. A restart or an OOM kill then loses nothing: the pairs are read
 //! back at start and written to the store, each through its grant's own
 //! refresh flight, before Cronofy is ever asked again for that grant.
+//! calgate refuses to start when the directory cannot be written.
 
 use std::{
     io::Write,
@@ -171,4 +172,13 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()?;
     std::fs::rename(&temporary, path)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` if needed and proves a file can be written, synced and
+/// removed there.
+pub(super) fn check_writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    write_atomically(&probe, b"calgate")?;
+    std::fs::remove_file(&probe)
 }

@@ -154,3 +154,67 @@ async fn a_pair_the_store_refused_survives_a_restart_through_the_spill() {
     let stored = fetch_grant(&app.client, ACME_KEY, &grant.sub).await.expect("grant");
     assert_eq!(stored.status, pb::GrantStatus::Active as i32);
 }
+
+/// A rotated pair is on disk before calgate first offers it to the store:
+/// a replica killed while the store's retries run (seconds) loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_pair_is_spilled_before_the_store_is_tried() {
+    let Some(db) = PgTestDb::create().await else { return };
+    let work = Workdir::new();
+    let spill = work.path("spill");
+    let app = spawn_app_on_edited(start_fake().await, work, on_postgres(&db, Some(&spill))).await;
+    let grant = app.connect(Some("ada")).await;
+    app.fake.set_refresh_tokens(RefreshTokens::Rotate);
+    app.clock.advance(Duration::from_secs(3600));
+    let tokens = app.fake.count(Endpoint::Token);
+    app.fake.inject(Fault::delay(Endpoint::Token, Duration::from_secs(3)));
+    let write = {
+        let client = app.client.clone();
+        let request = app.req(pb::UpsertEventRequest {
+            user: by_sub(&grant.sub),
+            calendar_id: app.fake.calendar_ids(&grant.sub)[0].clone(),
+            event: Some(event("evt-during-outage")),
+        });
+        tokio::spawn(async move { client.clone().upsert_event(request).await })
+    };
+    until_called(&app, Endpoint::Token, tokens + 1).await;
+    db.refuse_connections().await;
+    let spilled = |dir: &Path| std::fs::read_dir(dir).map(|d| d.flatten().count()).unwrap_or(0);
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
+    while spilled(&spill) == 0 {
+        assert!(!write.is_finished(), "the call ended before the pair was spilled");
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "the pair never reached the spill"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let on_disk = tokio::time::Instant::now();
+    let status = write.await.expect("task").expect_err("the store refused the new pair");
+    assert_status(&status, Code::Unavailable, "STORE_UNAVAILABLE");
+    let tried_for = on_disk.elapsed();
+    assert!(
+        tried_for > Duration::from_millis(300),
+        "spilled only {tried_for:?} before giving up: after the store's retries, not before them"
+    );
+    db.allow_connections().await;
+}
+
+/// calgate refuses to start when the spill directory cannot be written: a
+/// rotated pair the store refused would otherwise be lost on a crash.
+#[tokio::test]
+async fn an_unwritable_spill_directory_stops_the_start() {
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let config = crate::process::write_config(&fake, &work, |c| {
+        crate::process::set(c, "store.spill_dir", "/proc/calgate-spill");
+    });
+    let ran = crate::lifecycle::calgate(&["serve", "--config", &config.display().to_string()]).await;
+    assert!(!ran.ok, "started with an unwritable spill directory");
+    assert!(
+        ran.stderr.contains("store.spill_dir") || ran.stdout.contains("store.spill_dir"),
+        "{}\n{}",
+        ran.stdout,
+        ran.stderr
+    );
+}

@@ -74,6 +74,7 @@ shutdown_grace = "5s"
 
 [store]
 url = "sqlite://{db}"
+spill_dir = "{spill}"
 
 [state]
 signing_key_file = "{state}"
@@ -119,6 +120,7 @@ app_base_url = "{app}"
 rate_limit = {{ per_second = 10000, per_minute = 100000 }}
 "#,
             db = p("calgate.db"),
+            spill = p("spill"),
             state = p("state.key"),
             acme_hash = hex::encode(calgate::auth::hash_api_key(ACME_KEY)),
             globex_hash = hex::encode(calgate::auth::hash_api_key(GLOBEX_KEY)),

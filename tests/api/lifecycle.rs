@@ -38,7 +38,7 @@ impl Ran {
 }
 
 /// Runs `calgate <args…>` to the end.
-async fn calgate(args: &[&str]) -> Ran {
+pub(crate) async fn calgate(args: &[&str]) -> Ran {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_calgate"))
         .args(args)
         .env("RUST_LOG", "warn")
