@@ -396,33 +396,13 @@ impl Resilience {
     /// transient failures (429, 5xx, transport) are retried with jittered
     /// backoff while the deadline and the retry ceiling allow. Other failures
     /// return at once.
-    pub async fn call<T, F, Fut>(
-        &self,
-        tenant: &str,
-        deadline: Option<Instant>,
-        mut attempt: F,
-    ) -> Result<T, GuardError>
+    pub async fn call<T, F, Fut>(&self, tenant: &str, deadline: Option<Instant>, attempt: F) -> Result<T, GuardError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CronofyError>>,
     {
-        let give_up_at = self.give_up_at(deadline);
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let ticket = self.admit(tenant, give_up_at).await?;
-            let outcome = attempt().await;
-            ticket.record(&outcome).await;
-            let error = match outcome {
-                Ok(value) => return Ok(value),
-                Err(error) => error,
-            };
-            let Some(delay) = self.retry_delay(tries, &error, give_up_at) else {
-                return Err(GuardError::Upstream(error));
-            };
-            warn!(tenant, attempt = tries, ?delay, %error, "Cronofy call failed; retrying");
-            tokio::time::sleep(delay).await;
-        }
+        self.retrying(tenant, self.give_up_at(deadline), Payer::Caller, attempt)
+            .await
     }
 }
 
@@ -436,6 +416,22 @@ impl Resilience {
         &self,
         tenant: &str,
         give_up_at: Instant,
+        attempt: F,
+    ) -> Result<T, GuardError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CronofyError>>,
+    {
+        self.retrying(tenant, give_up_at, Payer::Background, attempt).await
+    }
+
+    /// Runs `attempt`, each try admitted and paid for by `payer`; transient
+    /// failures are retried with jittered backoff until `give_up_at`.
+    async fn retrying<T, F, Fut>(
+        &self,
+        tenant: &str,
+        give_up_at: Instant,
+        payer: Payer,
         mut attempt: F,
     ) -> Result<T, GuardError>
     where
@@ -445,9 +441,14 @@ impl Resilience {
         let mut tries = 0;
         loop {
             tries += 1;
-            let ticket = self.admit_background_until(tenant, give_up_at).await?;
+            let ticket = match payer {
+                Payer::Caller => self.admit(tenant, give_up_at).await?,
+                Payer::Background => self.admit_background_until(tenant, give_up_at).await?,
+            };
             let outcome = attempt().await;
-            if let Err(CronofyError::RateLimited { retry_after }) = &outcome {
+            if payer == Payer::Background
+                && let Err(CronofyError::RateLimited { retry_after }) = &outcome
+            {
                 self.pause_background(tenant, retry_after.unwrap_or_default().max(BACKGROUND_PAUSE_AFTER_429));
             }
             ticket.record(&outcome).await;
@@ -482,6 +483,14 @@ impl Resilience {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// Who pays for an attempt: a caller from the application's budget, or
+/// background work from its share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payer {
+    Caller,
+    Background,
 }
 
 /// How often background work looks again while callers wait for budget.
