@@ -2,6 +2,7 @@
 //! callers join it, and every caller gets its result. The map entry is
 //! removed by a drop guard inside the task, so a flight that panics or is
 //! cancelled never leaves its key wedged (joined forever by a dead result).
+//! The map's lock is never held while a task is spawned or dropped.
 
 use std::{
     collections::HashMap,
@@ -88,37 +89,45 @@ where
     where
         F: Future<Output = T> + Send + 'static,
     {
-        let mut map = lock(&self.map);
-        if let Some(entry) = map.entries.get(&key) {
-            return (entry.flight.clone(), entry.meta.clone());
-        }
-        map.next_id += 1;
-        let id = map.next_id;
-        let landing = Landing {
-            map: self.map.clone(),
-            key: Some(key.clone()),
-            id,
-        };
-        let task = tasks.spawn(async move {
-            let _landing = landing;
-            work.await
-        });
+        // The flight hears the task's result through a channel, so it exists
+        // (and joins) before the task does; the task is spawned only after the
+        // map's lock is released: a runtime shutting down drops a spawned
+        // future at once, and its landing takes that lock.
+        let (result_tx, result_rx) = tokio::sync::oneshot::channel();
         let flight = async move {
-            task.await.unwrap_or_else(|joined| {
-                tracing::error!(error = %joined, "a single flight died");
+            result_rx.await.unwrap_or_else(|_| {
+                tracing::error!("a single flight died before it answered");
                 died()
             })
         }
         .boxed()
         .shared();
-        map.entries.insert(
-            key,
-            Entry {
-                id,
-                meta: meta.clone(),
-                flight: flight.clone(),
-            },
-        );
+        let id = {
+            let mut map = lock(&self.map);
+            if let Some(entry) = map.entries.get(&key) {
+                return (entry.flight.clone(), entry.meta.clone());
+            }
+            map.next_id += 1;
+            let id = map.next_id;
+            map.entries.insert(
+                key.clone(),
+                Entry {
+                    id,
+                    meta: meta.clone(),
+                    flight: flight.clone(),
+                },
+            );
+            id
+        };
+        let landing = Landing {
+            map: self.map.clone(),
+            key: Some(key),
+            id,
+        };
+        tasks.spawn(async move {
+            let _landing = landing;
+            let _ = result_tx.send(work.await);
+        });
         (flight, meta)
     }
 
@@ -154,6 +163,20 @@ mod tests {
         assert_eq!((first.await, second.await), (7, 7));
         tokio::task::yield_now().await;
         assert!(!flights.is_flying(&"k"), "landed");
+    }
+
+    #[test]
+    fn a_flight_dropped_at_spawn_by_a_stopping_runtime_does_not_deadlock() {
+        let flights: SingleFlight<&str, u32> = SingleFlight::default();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let tasks = runtime.block_on(async { Tasks::new() });
+        let handle = runtime.handle().clone();
+        drop(runtime);
+        // The runtime is gone: spawning drops the flight's future at once.
+        let _guard = handle.enter();
+        let (flight, ()) = flights.join_or_start("k", (), &tasks, async { 1 }, || 0);
+        assert!(!flights.is_flying(&"k"), "its landing freed the key");
+        drop(flight);
     }
 
     #[tokio::test]
