@@ -27,7 +27,7 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use super::status;
-use crate::telemetry::metrics::METRICS;
+use crate::{config::MAX_MESSAGE_BYTES, telemetry::metrics::METRICS};
 
 /// Messages up to this long skip the budget.
 pub const SMALL_MESSAGE: usize = 64 * 1024;
@@ -122,11 +122,11 @@ impl BudgetedBody {
             return Ok(());
         }
         let length = u32::from_be_bytes([self.header[1], self.header[2], self.header[3], self.header[4]]) as usize;
-        if length <= SMALL_MESSAGE {
+        // Small ones skip the budget; ones over the message limit are refused
+        // OUT_OF_RANGE by tonic from this same header, before it buffers them.
+        if length <= SMALL_MESSAGE || length > MAX_MESSAGE_BYTES {
             return Ok(());
         }
-        // tonic refuses messages over its own limit (4 MiB); a length no
-        // budget could hold is refused here the same way, without reading it.
         let units = u32::try_from(length.div_ceil(UNIT)).unwrap_or(u32::MAX);
         match self.budget.clone().try_acquire_many_owned(units) {
             Ok(permit) => {
@@ -204,6 +204,11 @@ mod tests {
 
         let mut refused = body(&budget);
         let status = refused.admit(&header(400 * 1024)).expect_err("over the budget");
+        let mut too_long = body(&budget);
+        assert!(
+            too_long.admit(&header(MAX_MESSAGE_BYTES as u32 + 1)).is_ok(),
+            "left to tonic's OUT_OF_RANGE, not told to retry"
+        );
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         drop(large);
         assert_eq!(budget.available_permits(), 800, "given back on drop");

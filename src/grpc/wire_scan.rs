@@ -182,25 +182,37 @@ impl Shapes {
         if !self.is_request(message) {
             return Ok(());
         }
-        let mut too_many = Violations::default();
-        self.scan(message, bytes, "", 0, &mut too_many)?;
-        if too_many.is_empty() {
+        let mut scan = Scan {
+            shapes: self,
+            too_many: Violations::default(),
+            merged: HashMap::new(),
+        };
+        scan.message(message, bytes, "", 0)?;
+        if scan.too_many.is_empty() {
             Ok(())
         } else {
-            Err(Refusal::TooMany(too_many))
+            Err(Refusal::TooMany(scan.too_many))
         }
     }
+}
 
-    /// Scans one message, noting over-long fields in `too_many`. Elements
-    /// past a field's cap are counted, never scanned inside.
-    fn scan(
-        &self,
-        message: &str,
-        mut bytes: &[u8],
-        path: &str,
-        depth: usize,
-        too_many: &mut Violations,
-    ) -> Result<(), Refusal> {
+/// One request's scan.
+struct Scan<'a> {
+    shapes: &'a Shapes,
+    /// Over-long fields, each once.
+    too_many: Violations,
+    /// Element counts by message path. prost merges every occurrence of a
+    /// singular message field into one message, appending to its lists, so
+    /// the counts of one path add up across occurrences (repeated elements
+    /// have paths of their own: `items[3]`).
+    merged: HashMap<String, Vec<usize>>,
+}
+
+impl Scan<'_> {
+    /// Scans one occurrence of a message, noting each field that goes over
+    /// its cap, once. Elements past a field's cap are counted, never
+    /// scanned inside.
+    fn message(&mut self, message: &str, mut bytes: &[u8], path: &str, depth: usize) -> Result<(), Refusal> {
         let malformed = || Refusal::Malformed {
             at: if path.is_empty() {
                 "request".to_owned()
@@ -212,11 +224,15 @@ impl Shapes {
             return Err(malformed());
         }
         // Unknown types (well-known ones such as Timestamp) hold no repeated fields.
-        let Some(fields) = self.messages.get(message) else {
+        let Some(fields) = self.shapes.messages.get(message) else {
             return Ok(());
         };
-        // Elements seen of each field, by field number.
-        let mut counts = vec![0usize; fields.len()];
+        // Elements seen of each field (by field number) in this message and
+        // every earlier occurrence prost will merge it with.
+        let mut counts = self.merged.remove(path).unwrap_or_else(|| vec![0usize; fields.len()]);
+        // Only a message with lists needs its counts kept for a later merge
+        // (an attendee has none: a full batch has 50,000 of them).
+        let keep = fields.iter().flatten().any(|field| field.repeated);
         while !bytes.is_empty() {
             let key = varint(&mut bytes).ok_or_else(malformed)?;
             let number = usize::try_from(key >> 3).map_err(|_| malformed())?;
@@ -246,6 +262,14 @@ impl Shapes {
                 };
                 counts[number] = index.saturating_add(elements);
                 if counts[number] > field.max {
+                    if index <= field.max {
+                        let field_path = if path.is_empty() {
+                            field.name.clone()
+                        } else {
+                            format!("{path}.{}", field.name)
+                        };
+                        self.too_many.add(field_path, format!("at most {} elements", field.max));
+                    }
                     continue;
                 }
             }
@@ -256,19 +280,11 @@ impl Shapes {
                     (false, false) => format!("{path}.{}", field.name),
                     (false, true) => format!("{path}.{}[{index}]", field.name),
                 };
-                self.scan(inner, payload, &inner_path, depth + 1, too_many)?;
+                self.message(inner, payload, &inner_path, depth + 1)?;
             }
         }
-        for (field, count) in fields.iter().zip(counts) {
-            let Some(field) = field.as_ref().filter(|field| count > field.max) else {
-                continue;
-            };
-            let field_path = if path.is_empty() {
-                field.name.clone()
-            } else {
-                format!("{path}.{}", field.name)
-            };
-            too_many.add(field_path, format!("at most {} elements (got {count})", field.max));
+        if keep {
+            self.merged.insert(path.to_owned(), counts);
         }
         Ok(())
     }
@@ -344,7 +360,8 @@ mod tests {
             panic!("refused");
         };
         let listed = violations.into_inner().listed;
-        assert_eq!(listed[0].description, "at most 50 elements (got 700)");
+        assert_eq!(listed.len(), 1, "reported once");
+        assert_eq!(listed[0].description, "at most 50 elements");
     }
 
     #[test]
@@ -375,6 +392,31 @@ mod tests {
             ["event.attendees.invite", "event.reminders"],
             "every over-long field, once"
         );
+    }
+
+    /// prost merges every occurrence of a singular message field, appending
+    /// to its lists: occurrences of one invitee each add up.
+    #[test]
+    fn lists_count_across_merged_occurrences_of_a_message() {
+        let one_invitee = pb::UpsertEventRequest {
+            event: Some(pb::Event {
+                attendees: Some(pb::Attendees {
+                    invite: vec![pb::Attendee::default()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let merged = one_invitee.repeat(limits::ATTENDEES + 1);
+        let decoded = pb::UpsertEventRequest::decode(merged.as_slice()).expect("prost merges");
+        let invitees = decoded.event.and_then(|e| e.attendees).map_or(0, |a| a.invite.len());
+        assert_eq!(invitees, limits::ATTENDEES + 1, "what prost would allocate");
+        let refusal = SHAPES
+            .check("calgate.v1.UpsertEventRequest", &merged)
+            .expect_err("refused");
+        assert_eq!(refusal.fields(), ["event.attendees.invite"]);
     }
 
     #[test]
