@@ -20,11 +20,12 @@ use crate::{
     cronofy::CronofyClient,
     domain::{CalendarService, Clock, ServiceParts, Tenant, state::StateCodec},
     grpc::{
-        CalendarWriteApi,
+        CalendarWriteApi, connections,
         deadline::DeadlineLayer,
         decode_budget::DecodeBudgetLayer,
         interceptor::AuthInterceptor,
         pb::{self, calendar_write_service_server::CalendarWriteServiceServer},
+        stream_limits::{RequestReadDeadlineLayer, StreamCap},
     },
     resilience::{Resilience, TenantLimits},
     store::{Store, StoreError},
@@ -34,6 +35,10 @@ use crate::{
         rpc_layer::RpcLayer,
     },
 };
+
+/// Server reflection's request streams: open by design while grpcurl works,
+/// bounded by `grpc.reflection_stream_lifetime` instead of the read deadline.
+const REFLECTION_PATHS: &[&str] = &["/grpc.reflection."];
 
 /// Name under which the calendar service reports health (readiness).
 pub const SERVICE_NAME: &str = "calgate.v1.CalendarWriteService";
@@ -302,13 +307,19 @@ impl App {
         let grpc = self.grpc;
         let mut builder = Server::builder()
             .max_concurrent_streams(grpc.max_concurrent_streams)
+            .initial_stream_window_size(grpc.stream_window_bytes)
+            .initial_connection_window_size(grpc.connection_window_bytes)
             .http2_keepalive_interval(Some(grpc.keepalive_interval))
             .http2_keepalive_timeout(Some(grpc.keepalive_timeout))
             .http2_max_pending_accept_reset_streams(Some(grpc.max_pending_accept_reset_streams))
             .http2_max_local_error_reset_streams(Some(grpc.max_local_error_reset_streams))
             .layer(RpcLayer)
             .layer(DeadlineLayer)
-            .layer(DecodeBudgetLayer::new(grpc.max_decoding_bytes));
+            .layer(DecodeBudgetLayer::new(grpc.max_decoding_bytes))
+            .layer(RequestReadDeadlineLayer::new(
+                grpc.request_read_timeout,
+                REFLECTION_PATHS,
+            ));
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls_config(tls).await?)?;
         }
@@ -400,15 +411,33 @@ impl App {
             );
         }
         let local_addr = listeners.grpc.local_addr().ok();
-        let incoming = TcpIncoming::from(listeners.grpc)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(TCP_KEEPALIVE));
+        let incoming = connections::limit(
+            TcpIncoming::from(listeners.grpc)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(TCP_KEEPALIVE)),
+            grpc.max_connections as usize,
+        );
+        // One cap for both reflection versions: a peer could use either.
+        let reflection_cap = StreamCap::new(
+            (),
+            grpc.max_reflection_streams as usize,
+            ("grpc.max_reflection_streams", "reflection_streams"),
+            Some(grpc.reflection_stream_lifetime),
+        );
         let drain_reporter = reporter.clone();
         let stop_serving = tasks.shutdown();
         let server = builder
-            .add_service(health)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+            .add_service(
+                StreamCap::new(
+                    health,
+                    grpc.max_health_watches as usize,
+                    ("grpc.max_health_watches", "health_watches"),
+                    None,
+                )
+                .only("Watch"),
+            )
+            .add_service(reflection_cap.wrap(reflection_v1))
+            .add_service(reflection_cap.wrap(reflection_v1alpha))
             .add_service(api)
             .serve_with_incoming_shutdown(incoming, async move {
                 stop_serving.cancelled().await;

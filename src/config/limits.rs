@@ -17,8 +17,35 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcSettings {
-    /// SETTINGS_MAX_CONCURRENT_STREAMS: calls one HTTP/2 connection may have open.
+    /// Connections the gRPC port holds open at once; more are closed as they
+    /// are accepted. Health and reflection need no key, so this bounds what
+    /// anyone who can reach the port can open.
+    pub max_connections: u32,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: calls one HTTP/2 connection may have
+    /// open. gRPC clients queue calls past it (Go, Java) or open another
+    /// connection; 100 is the HTTP/2 spec's recommended minimum.
     pub max_concurrent_streams: u32,
+    /// HTTP/2 receive window of each stream: request bytes a caller may send
+    /// before calgate reads them.
+    pub stream_window_bytes: u32,
+    /// HTTP/2 receive window of each connection, shared by its streams.
+    pub connection_window_bytes: u32,
+    /// A call's request must arrive whole within this, or the call is
+    /// answered DEADLINE_EXCEEDED `REQUEST_READ_TIMEOUT` (server reflection's
+    /// request stream is exempt: it has `reflection_stream_lifetime`).
+    #[serde(with = "humantime_serde")]
+    pub request_read_timeout: Duration,
+    /// Server-reflection streams open at once across the process; more are
+    /// refused RESOURCE_EXHAUSTED `STREAMS_EXHAUSTED`. grpcurl opens one per command.
+    pub max_reflection_streams: u32,
+    /// A reflection stream is closed after this, read or not (what it buffered
+    /// for a peer that stopped reading is freed).
+    #[serde(with = "humantime_serde")]
+    pub reflection_stream_lifetime: Duration,
+    /// Health `Watch` streams open at once across the process; more are
+    /// refused RESOURCE_EXHAUSTED `STREAMS_EXHAUSTED` (`Check`, which kubelets
+    /// use, is never refused).
+    pub max_health_watches: u32,
     /// Calls one tenant may have in flight on this replica; more are refused
     /// RESOURCE_EXHAUSTED `TENANT_CONCURRENCY_EXHAUSTED`, so no tenant can
     /// starve the store or Cronofy budget of the others.
@@ -44,7 +71,14 @@ pub struct GrpcSettings {
 impl Default for GrpcSettings {
     fn default() -> Self {
         GrpcSettings {
-            max_concurrent_streams: 1000,
+            max_connections: 256,
+            max_concurrent_streams: 100,
+            stream_window_bytes: 256 * 1024,
+            connection_window_bytes: 1024 * 1024,
+            request_read_timeout: Duration::from_secs(10),
+            max_reflection_streams: 16,
+            reflection_stream_lifetime: Duration::from_secs(60),
+            max_health_watches: 128,
             tenant_calls_in_flight: 256,
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
@@ -59,7 +93,10 @@ impl Default for GrpcSettings {
 impl GrpcSettings {
     pub(super) fn check(&self) -> Result<(), ConfigError> {
         for (key, value) in [
+            ("grpc.max_connections", self.max_connections as usize),
             ("grpc.max_concurrent_streams", self.max_concurrent_streams as usize),
+            ("grpc.max_reflection_streams", self.max_reflection_streams as usize),
+            ("grpc.max_health_watches", self.max_health_watches as usize),
             ("grpc.tenant_calls_in_flight", self.tenant_calls_in_flight as usize),
             (
                 "grpc.max_pending_accept_reset_streams",
@@ -69,6 +106,23 @@ impl GrpcSettings {
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        // HTTP/2 fixes the initial window at 64 KiB - 1; smaller is refused by h2.
+        for (key, value) in [
+            ("grpc.stream_window_bytes", self.stream_window_bytes),
+            ("grpc.connection_window_bytes", self.connection_window_bytes),
+        ] {
+            if !(65_535..=(1 << 31) - 1).contains(&value) {
+                return Err(ConfigError::invalid(key, "must be between 65535 and 2147483647"));
+            }
+        }
+        for (key, value) in [
+            ("grpc.request_read_timeout", self.request_read_timeout),
+            ("grpc.reflection_stream_lifetime", self.reflection_stream_lifetime),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(key, "must be positive"));
             }
         }
         if self.max_decoding_bytes < MAX_MESSAGE_BYTES + 1024 {

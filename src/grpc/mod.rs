@@ -2,12 +2,14 @@
 //! conversion, authentication and the status mapping.
 
 pub mod codec;
+pub mod connections;
 pub mod convert;
 pub(crate) mod deadline;
 pub mod decode_budget;
 pub(crate) mod interceptor;
 mod service;
 pub(crate) mod status;
+pub mod stream_limits;
 pub mod wire_scan;
 
 pub use service::CalendarWriteApi;

@@ -127,6 +127,29 @@ pub fn decode_budget_exhausted(limit: usize) -> Status {
     )
 }
 
+/// `service` has `limit` streams open already (`setting`).
+pub fn streams_exhausted(service: &str, setting: &str, limit: usize) -> Status {
+    status(
+        Code::ResourceExhausted,
+        "STREAMS_EXHAUSTED",
+        format!("{service} has {limit} streams open already ({setting}); retry"),
+        ErrorDetails::with_retry_info(Some(DEFAULT_RETRY_DELAY)),
+    )
+}
+
+/// A request did not arrive whole within `timeout` (`grpc.request_read_timeout`).
+pub fn request_read_timeout(timeout: std::time::Duration) -> Status {
+    status(
+        Code::DeadlineExceeded,
+        "REQUEST_READ_TIMEOUT",
+        format!(
+            "the request did not arrive whole within {} ms (grpc.request_read_timeout)",
+            timeout.as_millis()
+        ),
+        ErrorDetails::new(),
+    )
+}
+
 /// Maps an authentication failure.
 pub fn from_auth(error: AuthError) -> Status {
     status(

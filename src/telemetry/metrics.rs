@@ -120,6 +120,16 @@ const NOTIFICATION_OUTCOMES: &[&str] = &[
     "dropped",
 ];
 const CALLBACK_OUTCOMES: &[&str] = &["handled", "refused"];
+/// The limits on peers that refuse or close something (see docs/security.md).
+pub const PEER_LIMITS: &[&str] = &[
+    "grpc_connections",
+    "reflection_streams",
+    "health_watches",
+    "request_read_timeout",
+    "callback_connections",
+    "callback_waiting",
+    "callback_in_flight",
+];
 /// Grant statuses, as stored.
 pub const GRANT_STATUSES: &[&str] = &["active", "needs_reauth", "revoked", "profile_disconnected"];
 
@@ -166,6 +176,16 @@ pub struct Metrics {
     pub enterprise_callbacks: Family<OutcomeLabel, Counter>,
     /// Large requests refused because `grpc.max_decoding_bytes` was in use.
     pub decode_budget_refusals: Counter,
+    /// Connections, streams and requests a peer limit refused or closed, by
+    /// limit (one of [`PEER_LIMITS`]).
+    pub peer_refusals: Family<LimitLabel, Counter>,
+}
+
+/// One label: `limit`, a fixed name from [`PEER_LIMITS`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    /// The limit.
+    pub limit: &'static str,
 }
 
 impl Metrics {
@@ -198,6 +218,15 @@ impl Metrics {
         let ready = Gauge::default();
         let refresh_waits = Counter::default();
         let decode_budget_refusals = Counter::default();
+        let peer_refusals = Family::<LimitLabel, Counter>::default();
+        for limit in PEER_LIMITS {
+            peer_refusals.get_or_create(&LimitLabel { limit }).inc_by(0);
+        }
+        registry.register(
+            "peer_refusals",
+            "Connections, streams and requests refused or closed by a limit on peers (docs/security.md), by limit",
+            peer_refusals.clone(),
+        );
         let enterprise_callbacks = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "budget_requests",
@@ -316,6 +345,7 @@ impl Metrics {
             ready,
             refresh_waits,
             decode_budget_refusals,
+            peer_refusals,
             enterprise_callbacks,
             rpc_requests,
             rpc_duration,
@@ -370,10 +400,15 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a push notification's outcome.
     /// A large request was refused for want of decoding budget.
     pub fn decode_budget_refused(&self) {
         self.decode_budget_refusals.inc();
+    }
+
+    /// A limit on peers refused or closed something; `limit` is one of [`PEER_LIMITS`].
+    pub fn peer_refused(&self, limit: &'static str) {
+        debug_assert!(PEER_LIMITS.contains(&limit), "{limit}");
+        self.peer_refusals.get_or_create(&LimitLabel { limit }).inc();
     }
 
     /// Counts a push notification outcome.

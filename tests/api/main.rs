@@ -32,4 +32,5 @@ mod tenancy;
 mod tls;
 mod token_cache;
 mod tokens;
+mod unauthenticated_peers;
 mod upstream;

@@ -25,6 +25,8 @@ pub struct Binary {
     child: Child,
     pub client: CalendarWriteServiceClient<Channel>,
     channel: Channel,
+    /// Where its gRPC port listens.
+    pub addr: std::net::SocketAddr,
     /// Where its `GET /metrics` listens.
     pub metrics: std::net::SocketAddr,
     logs: Arc<Mutex<String>>,
@@ -152,6 +154,7 @@ pub async fn start_binary_env(
         child,
         client: CalendarWriteServiceClient::new(channel.clone()),
         channel,
+        addr: grpc,
         metrics,
         logs,
     }
