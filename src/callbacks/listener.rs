@@ -1,22 +1,24 @@
 //! The callback listener's accept loop: what a stranger on the network can
-//! make calgate hold is bounded. Connections are capped (more are closed on
-//! accept); a connection must send a whole request head within
+//! make calgate hold is bounded. Connections waiting for their request are
+//! bounded per peer and in all, the oldest closed to make room
+//! ([`Connections`]); a connection must send a whole request head within
 //! `header_timeout` — one that sends nothing, or half a head, is closed —
 //! and on shutdown every open connection finishes its request, then closes.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use axum::Router;
+use axum::{Extension, Router};
 use hyper::server::conn::http1;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::connections::Connections;
 use crate::config::CallbackLimits;
 
 /// Pause after a failed accept (out of file descriptors, say) before the next.
@@ -29,7 +31,7 @@ pub(super) async fn serve(
     limits: CallbackLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let connections = Arc::new(Semaphore::new(limits.max_connections as usize));
+    let connections = Connections::new(limits);
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -40,40 +42,49 @@ pub(super) async fn serve(
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 warn!(%error, "callback listener: accept failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
+        let Some(connection) = connections.admit(peer.ip()) else {
             debug!(
                 max_connections = limits.max_connections,
-                "callback listener at its connection limit; closing a new connection"
+                "callback listener: every connection is being processed; closing a new one"
             );
             continue;
         };
         let watcher = graceful.watcher();
         let http = http.clone();
-        let service = TowerToHyperService::new(router.clone());
+        let handle = connection.clone();
+        // Handlers find their connection in the request's extensions.
+        let service = TowerToHyperService::new(router.clone().layer(Extension(handle)));
         let header_timeout = limits.header_timeout;
         // Tracked by `graceful`: shutdown waits for it below.
         tokio::spawn(async move {
-            let _permit = permit;
-            // hyper's head timer starts with the first byte: a connection that
-            // sends nothing at all is closed here instead.
-            if !matches!(
-                tokio::time::timeout(header_timeout, stream.readable()).await,
-                Ok(Ok(()))
-            ) {
-                return;
+            let evicted = connection.closed().clone();
+            let served = async {
+                // hyper's head timer starts with the first byte: a connection
+                // that sends nothing at all is closed here instead.
+                if !matches!(
+                    tokio::time::timeout(header_timeout, stream.readable()).await,
+                    Ok(Ok(()))
+                ) {
+                    return;
+                }
+                let connection = http.serve_connection(TokioIo::new(stream), service);
+                if let Err(error) = watcher.watch(connection).await {
+                    debug!(%error, "callback connection ended with an error");
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                () = evicted.cancelled() => debug!("callback connection closed to make room"),
             }
-            let connection = http.serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection).await {
-                debug!(%error, "callback connection ended with an error");
-            }
+            drop(connection);
         });
     }
     drop(listener);

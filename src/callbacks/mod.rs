@@ -8,6 +8,7 @@
 //! and carry a `Cronofy-HMAC-SHA256` made with one of a configured tenant
 //! application's secrets; else 404 or 401 and nothing changes.
 
+mod connections;
 mod listener;
 /// `Cronofy-HMAC-SHA256` verification (public for the fuzz targets).
 pub mod signature;
@@ -15,17 +16,21 @@ pub mod signature;
 use std::{collections::HashMap, sync::Arc};
 
 use axum::{
-    Router,
+    Extension, Router,
     body::{Body, Bytes},
     extract::{DefaultBodyLimit, Path, Query, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::TcpListener,
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use self::connections::Connection;
 use crate::telemetry::metrics::METRICS;
 
 use crate::{
@@ -47,21 +52,19 @@ struct Callbacks {
 
 async fn callback(
     State(callbacks): State<Callbacks>,
+    Extension(connection): Extension<Arc<Connection>>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let _processing = match admit(&callbacks) {
-        Ok(place) => place,
-        Err(refused) => return refused.into_response(),
-    };
     let Some(id) = query.get("authorization").filter(|id| is_authorization_id(id)) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    match read_body(&callbacks, body).await {
-        Ok(body) => answer(&callbacks, id, &headers, body).await.into_response(),
-        Err(status) => status.into_response(),
-    }
+    let (body, _processing) = match arrived(&callbacks, &connection, body).await {
+        Ok(arrived) => arrived,
+        Err(refused) => return refused,
+    };
+    answer(&callbacks, id, &headers, body).await.into_response()
 }
 
 /// `POST /cronofy/notifications/<channel key>`: a push notification. Once
@@ -69,20 +72,17 @@ async fn callback(
 /// background.
 async fn notification(
     State(callbacks): State<Callbacks>,
+    Extension(connection): Extension<Arc<Connection>>,
     Path(channel_key): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let _processing = match admit(&callbacks) {
-        Ok(place) => place,
-        Err(refused) => return refused.into_response(),
-    };
     if !crate::store::is_channel_key(&channel_key) {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let body = match read_body(&callbacks, body).await {
-        Ok(body) => body,
-        Err(status) => return status.into_response(),
+    let (body, _processing) = match arrived(&callbacks, &connection, body).await {
+        Ok(arrived) => arrived,
+        Err(refused) => return refused,
     };
     let fingerprint = authorization_fingerprint(&channel_key);
     let signed_by = signers(&callbacks, &headers, &body);
@@ -113,15 +113,41 @@ async fn notification(
     }
 }
 
-/// A place among the callbacks processed at once, or 503 (Cronofy retries).
-fn admit(callbacks: &Callbacks) -> Result<tokio::sync::OwnedSemaphorePermit, impl IntoResponse + use<>> {
-    callbacks.in_flight.clone().try_acquire_owned().map_err(|_| {
+/// What a request holds while it is processed: its connection cannot be
+/// evicted, and it has one of `max_in_flight` places.
+struct Processing {
+    _connection: connections::Processing,
+    _place: OwnedSemaphorePermit,
+}
+
+/// Reads the body while the connection is still waiting (evictable, holding
+/// no processing place); once it has fully arrived, takes a processing place
+/// or answers 503 (Cronofy retries notifications).
+async fn arrived(
+    callbacks: &Callbacks,
+    connection: &Arc<Connection>,
+    body: Body,
+) -> Result<(Bytes, Processing), Response> {
+    let body = read_body(callbacks, body).await.map_err(IntoResponse::into_response)?;
+    // Evicted while its body arrived: the connection is closing anyway.
+    let connection = connection
+        .processing()
+        .ok_or_else(|| StatusCode::SERVICE_UNAVAILABLE.into_response())?;
+    let place = callbacks.in_flight.clone().try_acquire_owned().map_err(|_| {
         warn!(
             max_in_flight = callbacks.limits.max_in_flight,
             "callback refused: too many in flight"
         );
-        (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")])
-    })
+        METRICS.peer_refused("callback_in_flight");
+        (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")]).into_response()
+    })?;
+    Ok((
+        body,
+        Processing {
+            _connection: connection,
+            _place: place,
+        },
+    ))
 }
 
 /// Reads a callback's body within `callbacks.max_body_bytes` and `callbacks.body_timeout`.

@@ -146,12 +146,21 @@ impl GrpcSettings {
 /// Limits of the callback listener (keys of `[callbacks]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallbackLimits {
-    /// Connections held at once; more are closed on accept.
+    /// Connections held at once. A new connection past it closes the oldest
+    /// one still waiting for its request; with none waiting it is closed.
     pub max_connections: u32,
-    /// Callbacks processed at once; more are answered 503 (Cronofy retries).
+    /// Connections waiting for their request (its head or its body, or the
+    /// next on a kept-alive connection) at once; a new one closes the oldest
+    /// waiting. Only a request that has fully arrived takes a processing place.
+    pub max_waiting: u32,
+    /// As `max_waiting`, per peer address: a peer at it closes its own
+    /// oldest waiting connection. Behind a proxy every connection has the
+    /// proxy's address; set it to `max_waiting` there.
+    pub max_waiting_per_peer: u32,
+    /// Callbacks processed at once (their requests fully arrived); more are
+    /// answered 503 (Cronofy retries notifications).
     pub max_in_flight: u32,
-    /// A connection must send a whole request head within this (or is closed);
-    /// an idle one is closed after it.
+    /// A connection must send a whole request head within this (or is closed).
     pub header_timeout: Duration,
     /// A request body must arrive within this (else 408).
     pub body_timeout: Duration,
@@ -163,9 +172,11 @@ impl Default for CallbackLimits {
     fn default() -> Self {
         CallbackLimits {
             max_connections: 256,
+            max_waiting: 64,
+            max_waiting_per_peer: 8,
             max_in_flight: 32,
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(5),
             max_body_bytes: 64 * 1024,
         }
     }
@@ -178,6 +189,18 @@ impl CallbackLimits {
         }
         if self.max_in_flight == 0 {
             return Err(ConfigError::invalid("callbacks.max_in_flight", "must be at least 1"));
+        }
+        if self.max_waiting == 0 || self.max_waiting > self.max_connections {
+            return Err(ConfigError::invalid(
+                "callbacks.max_waiting",
+                "must be at least 1 and at most callbacks.max_connections",
+            ));
+        }
+        if self.max_waiting_per_peer == 0 || self.max_waiting_per_peer > self.max_waiting {
+            return Err(ConfigError::invalid(
+                "callbacks.max_waiting_per_peer",
+                "must be at least 1 and at most callbacks.max_waiting",
+            ));
         }
         if self.header_timeout.is_zero() {
             return Err(ConfigError::invalid("callbacks.header_timeout", "must be positive"));

@@ -364,6 +364,8 @@ impl Settings {
                 let defaults = CallbackLimits::default();
                 let limits = CallbackLimits {
                     max_connections: callbacks.max_connections.unwrap_or(defaults.max_connections),
+                    max_waiting: callbacks.max_waiting.unwrap_or(defaults.max_waiting),
+                    max_waiting_per_peer: callbacks.max_waiting_per_peer.unwrap_or(defaults.max_waiting_per_peer),
                     max_in_flight: callbacks.max_in_flight.unwrap_or(defaults.max_in_flight),
                     header_timeout: callbacks.header_timeout.unwrap_or(defaults.header_timeout),
                     body_timeout: callbacks.body_timeout.unwrap_or(defaults.body_timeout),

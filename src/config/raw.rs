@@ -145,6 +145,8 @@ pub(super) struct RawCallbacks {
     #[serde(default = "default_authorization_ttl", with = "humantime_serde")]
     pub(super) authorization_ttl: Duration,
     pub(super) max_connections: Option<u32>,
+    pub(super) max_waiting: Option<u32>,
+    pub(super) max_waiting_per_peer: Option<u32>,
     pub(super) max_in_flight: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     pub(super) header_timeout: Option<Duration>,

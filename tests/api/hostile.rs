@@ -245,6 +245,8 @@ async fn status_line(stream: &mut TcpStream) -> String {
 async fn the_callback_listener_holds_at_most_max_connections() {
     let (_app, addr) = spawn_with_tight_callbacks(CallbackLimits {
         max_connections: 2,
+        max_waiting: 2,
+        max_waiting_per_peer: 2,
         header_timeout: Duration::from_secs(30),
         ..CallbackLimits::default()
     })
@@ -254,17 +256,24 @@ async fn the_callback_listener_holds_at_most_max_connections() {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         stream.write_all(b"POST / HTTP/1.1\r\n").await.expect("half a head");
         held.push(stream);
+        // Accepted in arrival order.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Accepted in arrival order: the third is the one past the limit.
+    // A third closes the oldest connection still waiting for its head, not itself.
     let mut third = TcpStream::connect(addr).await.expect("connect");
     assert!(
-        closed_within(&mut third, Duration::from_secs(5)).await,
-        "a connection past the limit is closed at once"
+        closed_within(&mut held[0], Duration::from_secs(5)).await,
+        "the oldest waiting connection makes room"
     );
     assert!(
-        !closed_within(&mut held[0], Duration::from_millis(200)).await,
-        "the held ones stay (their head timeout is 30 s)"
+        !closed_within(&mut held[1], Duration::from_millis(200)).await,
+        "the others stay (their head timeout is 30 s)"
     );
+    third
+        .write_all(b"POST /cronofy/enterprise-connect/callback HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .expect("a whole request");
+    assert_eq!(status_line(&mut third).await, "404", "the newcomer is served");
 }
 
 /// The gRPC port advertises SETTINGS_MAX_CONCURRENT_STREAMS (unlimited before).

@@ -4,6 +4,7 @@
 mod authorize;
 mod availability;
 mod batch;
+mod callback_flood;
 mod changes;
 mod decode_limits;
 mod durability;
