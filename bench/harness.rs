@@ -91,6 +91,7 @@ impl Bench {
 listen = "{listen}"
 metrics_listen = "127.0.0.1:{metrics}"
 shutdown_grace = "2s"
+drain_delay = "0s"
 
 [store]
 url = "{store}"

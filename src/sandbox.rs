@@ -72,6 +72,8 @@ pub async fn run(mut settings: Settings, shutdown: impl Future<Output = ()> + Se
         "to play a user (needs [callbacks]): POST {app}sandbox/accounts/<sub>/events/delete {{\"calendar_id\",\"event_id\"}}, \
          …/events/edit {{\"calendar_id\",\"event_id\",\"start\",\"end\",\"summary\"}}, …/profile/disconnect, …/profile/reconnect"
     );
+    // One process on a developer's machine: nobody to drain toward.
+    settings.drain_delay = std::time::Duration::ZERO;
     let listeners = Listeners::bind(&settings).await?;
     App::build(settings).await?.serve(listeners, shutdown).await?;
     Ok(())

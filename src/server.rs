@@ -142,6 +142,7 @@ pub struct App {
     clock: Clock,
     tls: Option<TlsSettings>,
     shutdown_grace: Duration,
+    drain_delay: Duration,
     grpc: GrpcSettings,
     revoke_retry_interval: Duration,
     changes: ChangeSettings,
@@ -250,6 +251,7 @@ impl App {
             clock,
             tls: settings.tls,
             shutdown_grace: settings.shutdown_grace,
+            drain_delay: settings.drain_delay,
             grpc: settings.grpc,
             revoke_retry_interval: settings.upstream.revoke_retry_interval,
             changes: settings.changes,
@@ -274,9 +276,11 @@ impl App {
     }
 
     /// Serves gRPC, metrics and callbacks on `listeners` until `shutdown`
-    /// resolves; then reports NOT_SERVING at once, lets in-flight calls and
-    /// every tracked task finish within `shutdown_grace`, and writes refreshed
-    /// token pairs the store refused earlier a last time.
+    /// resolves; then reports NOT_SERVING at once and keeps serving for
+    /// `drain_delay` (load balancers and clients move away meanwhile), stops
+    /// accepting, lets in-flight calls and every tracked task finish within
+    /// `shutdown_grace`, and writes refreshed token pairs the store refused
+    /// earlier a last time.
     pub async fn serve(
         self,
         listeners: Listeners,
@@ -333,9 +337,16 @@ impl App {
             (None, _) => None,
         };
 
+        // Cancelled at SIGTERM: health stays NOT_SERVING from then on.
+        let draining = CancellationToken::new();
         tasks.spawn_worker(
             "store watcher",
-            watch_store(self.service.clone(), reporter.clone(), tasks.shutdown()),
+            watch_store(
+                self.service.clone(),
+                reporter.clone(),
+                draining.clone(),
+                tasks.shutdown(),
+            ),
         );
         let (service, tenants, interval) = (self.service.clone(), self.tenants.clone(), self.revoke_retry_interval);
         tasks.spawn_worker(
@@ -424,7 +435,6 @@ impl App {
             ("grpc.max_reflection_streams", "reflection_streams"),
             Some(grpc.reflection_stream_lifetime),
         );
-        let drain_reporter = reporter.clone();
         let stop_serving = tasks.shutdown();
         let server = builder
             .add_service(
@@ -441,8 +451,7 @@ impl App {
             .add_service(api)
             .serve_with_incoming_shutdown(incoming, async move {
                 stop_serving.cancelled().await;
-                set_health(&drain_reporter, ServingStatus::NotServing).await;
-                info!("shutting down: health NOT_SERVING, draining in-flight calls");
+                info!("shutting down: no longer accepting calls, draining those in flight");
             });
         info!(addr = ?local_addr, tls = self.tls.is_some(), "calgate serving gRPC");
 
@@ -452,12 +461,24 @@ impl App {
             // The server only ends on its own when it fails.
             result = &mut server => result.map_err(StartError::from),
             () = &mut shutdown => {
-                tasks.stop();
-                match tokio::time::timeout(grace, &mut server).await {
+                draining.cancel();
+                set_health(&reporter, ServingStatus::NotServing).await;
+                info!(
+                    drain_delay = ?self.drain_delay,
+                    "shutting down: health NOT_SERVING; serving on for the drain delay while callers move to other replicas"
+                );
+                match tokio::time::timeout(self.drain_delay, &mut server).await {
+                    // The server failed during the delay.
                     Ok(result) => result.map_err(StartError::from),
                     Err(_) => {
-                        warn!(?grace, "shutdown grace expired; abandoning calls still in flight");
-                        Ok(())
+                        tasks.stop();
+                        match tokio::time::timeout(grace, &mut server).await {
+                            Ok(result) => result.map_err(StartError::from),
+                            Err(_) => {
+                                warn!(?grace, "shutdown grace expired; abandoning calls still in flight");
+                                Ok(())
+                            }
+                        }
                     }
                 }
             }
@@ -555,6 +576,7 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 async fn watch_store(
     service: Arc<CalendarService>,
     reporter: HealthReporter,
+    draining: CancellationToken,
     shutdown: CancellationToken,
 ) -> Result<(), std::convert::Infallible> {
     let mut healthy = true;
@@ -571,7 +593,8 @@ async fn watch_store(
             service.flush_pending_tokens().await;
             let _ = service.store().prune_rate_windows().await;
         }
-        if reachable != healthy && !shutdown.is_cancelled() {
+        // Once draining, health stays NOT_SERVING whatever the store does.
+        if reachable != healthy && !draining.is_cancelled() {
             healthy = reachable;
             if healthy {
                 info!("credential store reachable again: SERVING");

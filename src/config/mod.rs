@@ -47,6 +47,7 @@ const ENV_KEYS: &[&str] = &[
     "state_ttl",
     "refresh_margin",
     "shutdown_grace",
+    "drain_delay",
     "grpc",
     "changes",
     "audit",
@@ -95,8 +96,12 @@ pub struct Settings {
     pub state_ttl: Duration,
     /// Refresh access tokens that expire within this margin.
     pub refresh_margin: Duration,
-    /// How long in-flight calls may take to finish after SIGTERM.
+    /// How long in-flight calls may take to finish after SIGTERM (and the drain delay).
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long calgate reports NOT_SERVING while still
+    /// serving, so load balancers and clients move to other replicas before
+    /// it stops accepting calls. Zero stops accepting at once.
+    pub drain_delay: Duration,
     /// Token encryption keys; the first encrypts, all decrypt.
     pub encryption_keys: Vec<EncryptionKey>,
     /// The tenants (internal products) calgate serves.
@@ -414,6 +419,7 @@ impl Settings {
             state_ttl: raw.state_ttl,
             refresh_margin: raw.refresh_margin,
             shutdown_grace: raw.shutdown_grace,
+            drain_delay: raw.drain_delay,
             encryption_keys,
             tenants,
             tls,

@@ -39,6 +39,8 @@ pub struct RawConfig {
     pub(super) refresh_margin: Duration,
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub(super) shutdown_grace: Duration,
+    #[serde(default = "default_drain_delay", with = "humantime_serde")]
+    pub(super) drain_delay: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,6 +274,9 @@ fn default_refresh_margin() -> Duration {
 }
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(20)
+}
+fn default_drain_delay() -> Duration {
+    Duration::from_secs(5)
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(10)

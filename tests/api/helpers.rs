@@ -71,6 +71,7 @@ impl Workdir {
 listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:0"
 shutdown_grace = "5s"
+drain_delay = "0s"
 
 [store]
 url = "sqlite://{db}"

@@ -25,6 +25,7 @@ mod refresh_ahead;
 mod replicas;
 mod resilience;
 mod revoke;
+mod rolling_restart;
 mod shared_application;
 mod shared_replicas;
 mod standard;
