@@ -38,7 +38,7 @@ pub struct PurgeTarget {
 }
 
 /// Tables keyed by (tenant_id, sub) that hold nothing else worth keeping.
-const PER_SUB_TABLES: [&str; 3] = ["changes", "event_writes", "notifications"];
+const PER_SUB_TABLES: [&str; 4] = ["changes", "event_writes", "notifications", "channel_pages"];
 
 impl Store {
     /// Erases everything about the grant (tenant, sub) and its user_refs, and
@@ -171,6 +171,7 @@ impl Store {
                 "change_sequences",
                 "event_writes",
                 "notifications",
+                "channel_pages",
             ] {
                 other_rows += sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                     .bind(tenant)
