@@ -68,13 +68,17 @@ impl TenantGuards {
         match self {
             TenantGuards::Local { breaker, .. } => breaker.allow(),
             // The shared breaker's probe is a row lease in the store that expires after one cool-down.
-            TenantGuards::Shared { breaker, .. } => breaker.allow().await.map(|()| Admission::Call),
+            TenantGuards::Shared { breaker, .. } => breaker
+                .allow()
+                .await
+                .map(|probe| if probe { Admission::Probe } else { Admission::Call }),
         }
     }
 
     fn release_probe(&self) {
-        if let TenantGuards::Local { breaker, .. } = self {
-            breaker.release_probe();
+        match self {
+            TenantGuards::Local { breaker, .. } => breaker.release_probe(),
+            TenantGuards::Shared { breaker, .. } => breaker.release_probe(),
         }
     }
 

@@ -117,6 +117,8 @@ pub(super) struct SharedBreaker {
     name: String,
     policy: BreakerPolicy,
     cache: Mutex<(BreakerRecord, Option<Instant>)>,
+    /// The probe lease this replica holds, if its call is the probe.
+    probe: Mutex<Option<i64>>,
 }
 
 impl SharedBreaker {
@@ -130,7 +132,34 @@ impl SharedBreaker {
             name,
             policy,
             cache: Mutex::new((closed, None)),
+            probe: Mutex::new(None),
         }
+    }
+
+    fn take_probe(&self) -> Option<i64> {
+        self.probe.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The probe ended without an outcome (its caller gave up, or the budget
+    /// refused it): hands the lease back in the background, so the next call
+    /// on any replica may probe at once (others see it within their cached view).
+    pub(super) fn release_probe(&self) {
+        let Some(lease) = self.take_probe() else { return };
+        let (store, name) = (self.store.clone(), self.name.clone());
+        // The cached record still says "open until the lease": this replica may probe again too.
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.1 = None;
+        drop(cache);
+        // Dropped outside a runtime (at exit): the lease lapses on its own.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            match store.release_breaker_probe(&name, lease).await {
+                Ok(()) => info!(breaker = %name, "the probe ended without an answer; the next call probes"),
+                Err(error) => warn!(breaker = %name, %error, "handing back an abandoned probe failed; its lease lapses after one cool-down"),
+            }
+        });
     }
 
     fn cached(&self) -> (BreakerRecord, Option<Instant>) {
@@ -157,35 +186,40 @@ impl SharedBreaker {
         }
     }
 
-    pub(super) async fn allow(&self) -> Result<(), Duration> {
+    /// Ok(true) when this call is the probe (its outcome must be recorded
+    /// or the probe released).
+    pub(super) async fn allow(&self) -> Result<bool, Duration> {
         let record = self.current().await;
         let now = unix_ms();
         if record.open_until_ms == 0 {
-            return Ok(());
+            return Ok(false);
         }
         if record.open_until_ms > now {
             return Err(Duration::from_millis((record.open_until_ms - now) as u64));
         }
         // Cool-down over: exactly one replica gets to probe.
         match self.store.claim_breaker_probe(&self.name, self.policy.cool_down).await {
-            Ok(true) => {
+            Ok(Some(lease)) => {
                 info!(breaker = %self.name, state = "half_open", "circuit breaker lets a probe through");
                 self.remember(BreakerRecord {
                     failures: record.failures,
-                    open_until_ms: now + self.policy.cool_down.as_millis() as i64,
+                    open_until_ms: lease,
                 });
-                Ok(())
+                *self.probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
+                Ok(true)
             }
-            Ok(false) => {
+            Ok(None) => {
                 let record = self.store.read_breaker(&self.name).await.unwrap_or(record);
                 self.remember(record);
                 Err(Duration::from_millis((record.open_until_ms - now).max(1) as u64))
             }
-            Err(_) => Ok(()),
+            Err(_) => Ok(false),
         }
     }
 
     pub(super) async fn record(&self, healthy: bool) {
+        // An outcome: the probe (if this was it) is spent, not abandoned.
+        self.take_probe();
         let (cached, _) = self.cached();
         if healthy && cached.failures == 0 && cached.open_until_ms == 0 {
             // Quiet: nothing to reset. Not refreshing the cached view also keeps its

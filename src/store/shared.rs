@@ -193,20 +193,38 @@ impl Store {
 
     /// Claims the half-open probe of an open breaker whose cool-down has passed:
     /// true for exactly one replica, which then owns the probe for `cool_down`.
-    pub async fn claim_breaker_probe(&self, name: &str, cool_down: Duration) -> Result<bool, StoreError> {
+    pub async fn claim_breaker_probe(&self, name: &str, cool_down: Duration) -> Result<Option<i64>, StoreError> {
+        let (_, now_ms) = now();
+        let lease = now_ms + cool_down.as_millis() as i64;
         let Some(pool) = self.shared_pool() else {
-            return Ok(true);
+            return Ok(Some(lease));
+        };
+        let claimed =
+            sqlx::query("UPDATE breakers SET open_until = $3 WHERE name = $1 AND open_until > 0 AND open_until <= $2")
+                .bind(name)
+                .bind(now_ms)
+                .bind(lease)
+                .execute(pool)
+                .await?
+                .rows_affected();
+        Ok((claimed == 1).then_some(lease))
+    }
+
+    /// Hands back a probe lease taken by [`Store::claim_breaker_probe`]
+    /// (its caller gave up without an outcome): the breaker stays open but
+    /// the next call on any replica may probe at once. Compare-and-swap on
+    /// the lease, so a newer probe or a recorded outcome is never undone.
+    pub async fn release_breaker_probe(&self, name: &str, lease: i64) -> Result<(), StoreError> {
+        let Some(pool) = self.shared_pool() else {
+            return Ok(());
         };
         let (_, now_ms) = now();
-        let claimed = sqlx::query(
-            "UPDATE breakers SET open_until = $2 + $3 WHERE name = $1 AND open_until > 0 AND open_until <= $2",
-        )
-        .bind(name)
-        .bind(now_ms)
-        .bind(cool_down.as_millis() as i64)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        Ok(claimed == 1)
+        sqlx::query("UPDATE breakers SET open_until = $3 WHERE name = $1 AND open_until = $2")
+            .bind(name)
+            .bind(lease)
+            .bind(now_ms.min(lease).max(1))
+            .execute(pool)
+            .await?;
+        Ok(())
     }
 }

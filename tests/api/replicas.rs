@@ -1,7 +1,7 @@
 //! Several replicas on one PostgreSQL: one refresh per expiry across the
 //! fleet, nothing lost when a replica dies or the database goes away.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use calgate::{
     fake_cronofy::{Endpoint, Fault, RefreshTokens},
@@ -380,5 +380,59 @@ async fn a_refresh_storm_leaves_connections_for_everyone_else() {
     }
     for write in writes {
         write.await.expect("task").expect("every write completes");
+    }
+}
+
+/// A probe whose caller gave up hands the shared breaker back at once: the
+/// next call on the other replica probes instead of failing fast for the
+/// rest of the cool-down (issue #25, item 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_probe_lets_the_other_replica_probe_at_once() {
+    let Some(db) = PgTestDb::create().await else { return };
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let edit = |c: &mut toml::Table| {
+        use_postgres(c, &db.url);
+        set(c, "upstream.breaker.failure_threshold", 2);
+        set(c, "upstream.breaker.cool_down", "3s");
+    };
+    let a = start_binary_with(&fake, &work, edit).await;
+    let b = start_binary_with(&fake, &work, edit).await;
+    let grant = a.connect("ada").await;
+    let calendar = fake.calendar_ids(&grant.sub)[0].clone();
+
+    fake.inject(Fault::status(Endpoint::UpsertEvent, 503).times(2));
+    a.upsert(&grant.sub, &calendar)
+        .await
+        .expect_err("two 503s open the breaker");
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+
+    // A's call is the probe; Cronofy stalls and A's caller gives up.
+    fake.inject(Fault::delay(Endpoint::UpsertEvent, Duration::from_secs(20)).times(1));
+    let sent = fake.count(Endpoint::UpsertEvent);
+    let status = Upsert::new(by_sub(&grant.sub), &calendar)
+        .timeout(Some("500m"))
+        .send(&a.client)
+        .await
+        .expect_err("the probe's caller gives up");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(fake.count(Endpoint::UpsertEvent), sent + 1, "A's probe reached Cronofy");
+
+    // B probes within its cached view of the breaker (1 s), well inside the
+    // 3 s the abandoned probe's lease would otherwise hold.
+    let started = Instant::now();
+    loop {
+        match b.upsert(&grant.sub, &calendar).await {
+            Ok(()) => break,
+            Err(status) => {
+                assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+                assert!(
+                    started.elapsed() < Duration::from_millis(2000),
+                    "B failed fast for {:?} after A's probe was abandoned",
+                    started.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
