@@ -281,15 +281,24 @@ impl Refresher {
                 return Ok(fresh);
             }
             let old_refresh = tokens.refresh_token.clone();
+            // Marked in flight, committed outside the lease, before Cronofy may
+            // rotate the token: should this replica die before the answer, the
+            // next refresh's invalid_grant is named REFRESH_ANSWER_LOST.
+            let attempt = format!("{:016x}", rand::random::<u64>());
+            if let Err(error) = self.store.mark_refresh_started(&tenant.id, sub, &attempt).await {
+                warn!(tenant = %tenant.id, sub, %error, "marking a refresh in flight failed; a lost answer would not be named");
+            }
             let answer = self.cronofy.refresh(&tenant.app, &old_refresh).await;
             ticket.record(&answer).await;
             let response = match answer {
                 Ok(response) => response,
                 Err(CronofyError::InvalidGrant) => {
                     let reason = lease
-                        .mark_needs_reauth(version)
+                        .mark_needs_reauth(version, &attempt)
                         .await
                         .map_err(|error| store_failure(&tenant.id, "marking a grant for re-authorization", &error))?;
+                    // The grant needs its user; a new consent starts clean.
+                    self.clear_refresh_marks(tenant, sub, None).await;
                     if let Some(reason) = reason {
                         warn!(tenant = %tenant.id, sub, reason = reason.as_str(), "Cronofy refused the refresh token; grant needs re-authorization");
                         METRICS.refresh(match reason {
@@ -301,6 +310,10 @@ impl Refresher {
                 }
                 Err(error) => {
                     lease.release().await;
+                    if !answer_may_be_lost(&error) {
+                        // Cronofy answered: this attempt's token is still the one stored.
+                        self.clear_refresh_marks(tenant, sub, Some(&attempt)).await;
+                    }
                     if answer_may_be_lost(&error) {
                         // Cronofy may have rotated the refresh token and we never heard:
                         // a later invalid_grant is then not the user's doing.
@@ -352,6 +365,8 @@ impl Refresher {
                     info!(tenant = %tenant.id, sub, "access token refreshed");
                     METRICS.refresh("refreshed");
                     self.unspill(tenant, sub).await;
+                    // The stored refresh token is Cronofy's current one again.
+                    self.clear_refresh_marks(tenant, sub, None).await;
                     Ok(Fresh {
                         token: fresh.access_token,
                         version: new_version,
@@ -359,9 +374,12 @@ impl Refresher {
                 }
                 Ok(None) => {
                     self.unspill(tenant, sub).await;
+                    self.clear_refresh_marks(tenant, sub, Some(&attempt)).await;
                     self.use_newer(tenant, sub).await
                 }
                 Err(error) => {
+                    // The answer was heard and is parked (spilled): not lost.
+                    self.clear_refresh_marks(tenant, sub, Some(&attempt)).await;
                     warn!(tenant = %tenant.id, sub, %error, "storing refreshed tokens under the lease failed");
                     self.store_refreshed(tenant, sub, version, fresh).await
                 }
@@ -382,6 +400,15 @@ impl Refresher {
         let spilled = tokio::task::spawn_blocking(move || store.spill_pair(&tenant, &sub, version, &fresh)).await;
         if let Err(error) = spilled {
             error!(%error, "spilling refreshed tokens died: they live in memory only");
+        }
+    }
+
+    /// Removes refresh marks ([`crate::store::Store::mark_refresh_started`]):
+    /// `attempt`'s, or all of the grant's. Best effort: a mark left behind
+    /// only makes a later invalid_grant read REFRESH_ANSWER_LOST.
+    async fn clear_refresh_marks(&self, tenant: &Tenant, sub: &str, attempt: Option<&str>) {
+        if let Err(error) = self.store.clear_refresh_marks(&tenant.id, sub, attempt).await {
+            warn!(tenant = %tenant.id, sub, %error, "clearing a refresh mark failed");
         }
     }
 

@@ -112,10 +112,14 @@ pub(super) const UPDATE_TOKENS: &str = "UPDATE grants SET key_id = $1, access_to
      access_expires_at = $4, version = version + 1, updated_at = $5, refresh_unsure_since = NULL \
      WHERE tenant_id = $6 AND sub = $7 AND version = $8";
 
-/// ($1 status, $2 now, $3 tenant, $4 sub, $5 expected version). The reason is
-/// REFRESH_ANSWER_LOST when a refresh answer was lost since the last good one.
+/// ($1 status, $2 now, $3 tenant, $4 sub, $5 expected version, $6 this
+/// refresh's attempt id). The reason is REFRESH_ANSWER_LOST when a refresh
+/// answer was lost since the last good one: heard to be unsure, or left in
+/// flight by another attempt (its replica died waiting).
 pub(super) const MARK_NEEDS_REAUTH: &str = "UPDATE grants SET status = $1, version = version + 1, updated_at = $2, \
-     status_reason = CASE WHEN refresh_unsure_since IS NULL THEN 'INVALID_GRANT' ELSE 'REFRESH_ANSWER_LOST' END \
+     status_reason = CASE WHEN refresh_unsure_since IS NULL AND NOT EXISTS (SELECT 1 FROM refresh_marks m \
+       WHERE m.tenant_id = $3 AND m.sub = $4 AND m.attempt <> $6) \
+     THEN 'INVALID_GRANT' ELSE 'REFRESH_ANSWER_LOST' END \
      WHERE tenant_id = $3 AND sub = $4 AND version = $5 RETURNING status_reason";
 
 /// Marks the grant (tenant, sub) as needing re-authorization inside the
@@ -124,7 +128,7 @@ pub(super) const MARK_NEEDS_REAUTH: &str = "UPDATE grants SET status = $1, versi
 /// `grant_needs_reauth`; `$store` gives the audit key); evaluates to
 /// `Some((stored reason, change number))`, or None when the grant moved on.
 macro_rules! mark_needs_reauth_in {
-    ($tx:expr, $store:expr, $tenant:expr, $sub:expr, $version:expr) => {{
+    ($tx:expr, $store:expr, $tenant:expr, $sub:expr, $version:expr, $attempt:expr) => {{
         let (now, now_ms) = $crate::store::now();
         let reason: Option<Option<String>> = sqlx::query_scalar($crate::store::grants::MARK_NEEDS_REAUTH)
             .bind(GrantStatus::NeedsReauth.as_str())
@@ -132,6 +136,7 @@ macro_rules! mark_needs_reauth_in {
             .bind($tenant)
             .bind($sub)
             .bind($version)
+            .bind($attempt)
             .fetch_optional(&mut *$tx)
             .await?;
         match reason {
@@ -220,6 +225,12 @@ impl Store {
                 .bind(&refresh)
                 .bind(new.tokens.access_expires_at.unix_timestamp())
                 .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            // A new consent's refresh token: refreshes of the old one are moot.
+            sqlx::query("DELETE FROM refresh_marks WHERE tenant_id = $1 AND sub = $2")
+                .bind(tenant)
+                .bind(&new.sub)
                 .execute(&mut *tx)
                 .await?;
             if let Some(user_ref) = user_ref {
@@ -328,15 +339,17 @@ impl Store {
 
     /// Marks a grant as needing re-authorization if it is still at
     /// `expected_version`, recording the `REFRESH_REJECTED` change with it.
+    /// `attempt` is the refresh's mark ([`Store::mark_refresh_started`]).
     pub async fn mark_needs_reauth(
         &self,
         tenant: &str,
         sub: &str,
         expected_version: i64,
+        attempt: &str,
     ) -> Result<Option<StatusReason>, StoreError> {
         let marked = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let marked = mark_needs_reauth_in!(tx, self, tenant, sub, expected_version);
+            let marked = mark_needs_reauth_in!(tx, self, tenant, sub, expected_version, attempt);
             tx.commit().await?;
             marked
         });
@@ -357,6 +370,40 @@ impl Store {
                 .and_then(StatusReason::parse)
                 .unwrap_or(StatusReason::InvalidGrant),
         )
+    }
+
+    /// Records, committed at once (outside any lease), that refresh `attempt`
+    /// of this grant is about to reach Cronofy: if this replica dies before
+    /// the answer, the mark stays for the next refresh to find.
+    pub async fn mark_refresh_started(&self, tenant: &str, sub: &str, attempt: &str) -> Result<(), StoreError> {
+        let (now, _) = now();
+        with_pool!(self, pool => {
+            sqlx::query("INSERT INTO refresh_marks (tenant_id, sub, attempt, started_at) VALUES ($1, $2, $3, $4)")
+                .bind(tenant)
+                .bind(sub)
+                .bind(attempt)
+                .bind(now)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Removes refresh marks of this grant: `attempt`'s alone (its answer
+    /// came and changed nothing), or every one (None: the grant's refresh
+    /// token is known again, or it needs the user anyway).
+    pub async fn clear_refresh_marks(&self, tenant: &str, sub: &str, attempt: Option<&str>) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "DELETE FROM refresh_marks WHERE tenant_id = $1 AND sub = $2 AND ($3 IS NULL OR attempt = $3)",
+            )
+            .bind(tenant)
+            .bind(sub)
+            .bind(attempt)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
     }
 
     /// Records that a refresh of this grant may have rotated its refresh

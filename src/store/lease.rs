@@ -105,11 +105,15 @@ impl GrantLease {
 
     /// Marks the grant as needing re-authorization if still at `version`, and
     /// ends the lease. Returns why (None when the grant moved on).
-    pub async fn mark_needs_reauth(self, version: i64) -> Result<Option<StatusReason>, StoreError> {
+    /// `attempt` is the refresh's mark ([`Store::mark_refresh_started`]).
+    pub async fn mark_needs_reauth(self, version: i64, attempt: &str) -> Result<Option<StatusReason>, StoreError> {
         let Some(mut transaction) = self.transaction else {
-            return self.store.mark_needs_reauth(&self.tenant, &self.sub, version).await;
+            return self
+                .store
+                .mark_needs_reauth(&self.tenant, &self.sub, version, attempt)
+                .await;
         };
-        let marked = mark_needs_reauth_in!(transaction, &self.store, &self.tenant, &self.sub, version);
+        let marked = mark_needs_reauth_in!(transaction, &self.store, &self.tenant, &self.sub, version, attempt);
         transaction.commit().await?;
         Ok(self.store.after_needs_reauth(&self.tenant, marked))
     }

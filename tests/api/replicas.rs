@@ -62,6 +62,12 @@ async fn an_expiry_causes_one_refresh_across_replicas_and_rotation_stays_alive()
 /// endpoint when it is killed; `fault` says whether Cronofy had acted.
 /// Returns the grant's status as B sees it after B's own write.
 async fn kill_a_mid_refresh(db: &PgTestDb, fault: Fault, rotate: bool) -> (i32, usize) {
+    let (grant, tokens) = kill_a_mid_refresh_grant(db, fault, rotate).await;
+    (grant.status, tokens)
+}
+
+/// As [`kill_a_mid_refresh`], with the whole grant as B reports it.
+async fn kill_a_mid_refresh_grant(db: &PgTestDb, fault: Fault, rotate: bool) -> (pb::Grant, usize) {
     let (fake, _work, mut a, b) = two_replicas(db).await;
     fake.set_refresh_tokens(if rotate {
         RefreshTokens::Rotate
@@ -93,7 +99,7 @@ async fn kill_a_mid_refresh(db: &PgTestDb, fault: Fault, rotate: bool) -> (i32, 
     );
     let _ = b.upsert(&grant.sub, &calendar).await;
     let fetched = fetch_grant(&b.client, ACME_KEY, &grant.sub).await.expect("grant");
-    (fetched.status, fake.count(Endpoint::Token))
+    (fetched, fake.count(Endpoint::Token))
 }
 
 /// Killed before Cronofy acted (its answer was still to come): the lease dies
@@ -126,11 +132,15 @@ async fn a_replica_killed_after_cronofy_acted_loses_nothing_cronofy_kept() {
         pb::GrantStatus::Active as i32,
         "an echoed refresh token survives A"
     );
-    let (status, _) = kill_a_mid_refresh(&rotating, late(), true).await;
+    let (grant, _) = kill_a_mid_refresh_grant(&rotating, late(), true).await;
     assert_eq!(
-        status,
+        grant.status,
         pb::GrantStatus::NeedsReauth as i32,
-        "a rotated token that died with A: re-authorization, named"
+        "a rotated token that died with A: re-authorization"
+    );
+    assert_eq!(
+        grant.status_reason, "REFRESH_ANSWER_LOST",
+        "named for what happened: A's refresh was in flight when it died, not the user's revocation"
     );
 }
 

@@ -136,10 +136,13 @@ async fn suite(store: Store) {
 
     // Needs-reauth is fenced by version too; reconnecting restores the grant.
     // A lost refresh answer since the last good refresh names the reason.
-    assert_eq!(store.mark_needs_reauth("acme", "acc_1", 2).await.expect("mark"), None);
+    assert_eq!(
+        store.mark_needs_reauth("acme", "acc_1", 2, "").await.expect("mark"),
+        None
+    );
     store.mark_refresh_unsure("acme", "acc_1").await.expect("unsure");
     assert_eq!(
-        store.mark_needs_reauth("acme", "acc_1", 3).await.expect("mark"),
+        store.mark_needs_reauth("acme", "acc_1", 3, "").await.expect("mark"),
         Some(StatusReason::RefreshAnswerLost)
     );
     let marked = store
