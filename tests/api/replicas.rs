@@ -187,21 +187,43 @@ async fn while_postgres_is_away_readiness_is_not_serving_liveness_stays_and_gran
         .expect("the grant survived the outage");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_breaker_opened_by_one_replica_makes_the_other_fail_fast() {
-    let Some(db) = PgTestDb::create().await else { return };
+/// Two replicas whose shared breaker opens after two failures for
+/// `cool_down`: the fake, the workdir, the replicas, a grant connected on A
+/// (its sub) and its first calendar.
+async fn breaker_replicas(
+    db: &PgTestDb,
+    cool_down: &str,
+) -> (
+    calgate::fake_cronofy::FakeCronofy,
+    Workdir,
+    Binary,
+    Binary,
+    String,
+    String,
+) {
     let fake = start_fake().await;
     let work = Workdir::new();
     let edit = |c: &mut toml::Table| {
         use_postgres(c, &db.url);
         set(c, "upstream.breaker.failure_threshold", 2);
-        // Long enough that B's call surely falls inside it on a loaded machine.
-        set(c, "upstream.breaker.cool_down", "5s");
+        set(c, "upstream.breaker.cool_down", cool_down);
     };
     let a = start_binary_with(&fake, &work, edit).await;
     let b = start_binary_with(&fake, &work, edit).await;
     let grant = a.connect("ada").await;
     let calendar = fake.calendar_ids(&grant.sub)[0].clone();
+    (fake, work, a, b, grant.sub, calendar)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_opened_by_one_replica_makes_the_other_fail_fast() {
+    let Some(db) = PgTestDb::create().await else { return };
+    // Long enough that B's call surely falls inside it on a loaded machine.
+    let (fake, _work, a, b, sub, calendar) = breaker_replicas(&db, "5s").await;
+    let grant = pb::Grant {
+        sub,
+        ..Default::default()
+    };
 
     fake.inject(Fault::status(Endpoint::UpsertEvent, 503).times(2));
     let status = a
@@ -399,17 +421,11 @@ async fn a_refresh_storm_leaves_connections_for_everyone_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_probe_lets_the_other_replica_probe_at_once() {
     let Some(db) = PgTestDb::create().await else { return };
-    let fake = start_fake().await;
-    let work = Workdir::new();
-    let edit = |c: &mut toml::Table| {
-        use_postgres(c, &db.url);
-        set(c, "upstream.breaker.failure_threshold", 2);
-        set(c, "upstream.breaker.cool_down", "3s");
+    let (fake, _work, a, b, sub, calendar) = breaker_replicas(&db, "3s").await;
+    let grant = pb::Grant {
+        sub,
+        ..Default::default()
     };
-    let a = start_binary_with(&fake, &work, edit).await;
-    let b = start_binary_with(&fake, &work, edit).await;
-    let grant = a.connect("ada").await;
-    let calendar = fake.calendar_ids(&grant.sub)[0].clone();
 
     fake.inject(Fault::status(Endpoint::UpsertEvent, 503).times(2));
     a.upsert(&grant.sub, &calendar)
