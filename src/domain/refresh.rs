@@ -310,16 +310,15 @@ impl Refresher {
                 }
                 Err(error) => {
                     lease.release().await;
-                    if !answer_may_be_lost(&error) {
-                        // Cronofy answered: this attempt's token is still the one stored.
-                        self.clear_refresh_marks(tenant, sub, Some(&attempt)).await;
-                    }
                     if answer_may_be_lost(&error) {
                         // Cronofy may have rotated the refresh token and we never heard:
                         // a later invalid_grant is then not the user's doing.
                         if let Err(store_error) = self.store.mark_refresh_unsure(&tenant.id, sub).await {
                             warn!(tenant = %tenant.id, sub, error = %store_error, "recording a lost refresh answer failed");
                         }
+                    } else {
+                        // Cronofy answered: this attempt's token is still the one stored.
+                        self.clear_refresh_marks(tenant, sub, Some(&attempt)).await;
                     }
                     if need == Need::Ahead {
                         if let CronofyError::RateLimited { retry_after } = &error {
