@@ -1,10 +1,10 @@
 -- Replayed notifications cost once (issue #25). A processed notification is
--- kept as a marker (processed_at set, never due) for an hour, so the same
--- body delivered again within a second of its processing is coalesced into
--- one processing after that second instead of being processed at once (two
--- changes in one second can carry the same body, so a repeat is never
--- dropped). Markers past the hour are pruned.
+-- kept as a marker (processed_at set, never due) for the replay window, so
+-- the same body delivered again is not processed again; replays_left lets one
+-- repeat through per window (two changes in one second can carry the same
+-- body). Markers past the window are pruned.
 ALTER TABLE notifications ADD COLUMN processed_at BIGINT;
+ALTER TABLE notifications ADD COLUMN replays_left BIGINT NOT NULL DEFAULT 1;
 CREATE INDEX notifications_processed ON notifications (processed_at);
 
 -- Pages of changed events read per channel (tenant, sub) in the current

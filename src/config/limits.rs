@@ -173,7 +173,7 @@ impl Default for CallbackLimits {
         CallbackLimits {
             max_connections: 256,
             max_waiting: 64,
-            max_waiting_per_peer: 16,
+            max_waiting_per_peer: 8,
             max_in_flight: 32,
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(5),

@@ -42,12 +42,11 @@ pub fn notification_id(channel_key: &str, body: &[u8]) -> String {
 
 impl Store {
     /// Queues a notification, due at once; returns whether it was new. A
-    /// repeat is never dropped (an identical body may announce a new change)
-    /// but coalesced: one still queued or being processed has its generation
-    /// bumped (processed again once done, `coalesce_seconds` after), one
-    /// already processed is due `coalesce_seconds` after that processing.
-    /// However often a body is delivered, it is processed at most once per
-    /// `coalesce_seconds`.
+    /// repeat spends the row's one replay: one still queued or being
+    /// processed has its generation bumped (processed again once done), one
+    /// already processed is due again. With no replay left a repeat changes
+    /// nothing, until the processed marker is pruned
+    /// ([`Store::prune_processed_notifications`]).
     pub async fn queue_notification(
         &self,
         id: &str,
@@ -55,7 +54,6 @@ impl Store {
         sub: &str,
         kind: &str,
         changes_since: Option<&str>,
-        coalesce_seconds: i64,
     ) -> Result<bool, StoreError> {
         let (now, _) = now();
         let inserted: i64 = with_pool!(self, pool => {
@@ -63,10 +61,12 @@ impl Store {
                 "INSERT INTO notifications (id, tenant_id, sub, kind, changes_since, attempts, next_attempt_at, \
                  created_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $6) \
                  ON CONFLICT (id) DO UPDATE SET \
-                   generation = notifications.generation + 1, \
-                   next_attempt_at = CASE WHEN notifications.processed_at IS NULL THEN notifications.next_attempt_at \
-                     WHEN notifications.processed_at + $7 > $6 THEN notifications.processed_at + $7 ELSE $6 END, \
-                   processed_at = NULL \
+                   generation = notifications.generation + notifications.replays_left, \
+                   next_attempt_at = CASE WHEN notifications.processed_at IS NOT NULL \
+                     AND notifications.replays_left > 0 THEN $6 ELSE notifications.next_attempt_at END, \
+                   processed_at = CASE WHEN notifications.replays_left > 0 THEN NULL \
+                     ELSE notifications.processed_at END, \
+                   replays_left = 0 \
                  RETURNING generation",
             )
             .bind(id)
@@ -75,7 +75,6 @@ impl Store {
             .bind(kind)
             .bind(changes_since)
             .bind(now)
-            .bind(coalesce_seconds)
             .fetch_one(pool)
             .await?
         });
@@ -122,12 +121,8 @@ impl Store {
     /// The notification was processed (or given up on): the row stays as a
     /// processed marker, never due, so a replay of it is recognised. Unless
     /// it was delivered again meanwhile (its generation moved): then it is
-    /// due again `coalesce_seconds` from now, and this returns false.
-    pub async fn finish_notification(
-        &self,
-        queued: &QueuedNotification,
-        coalesce_seconds: i64,
-    ) -> Result<bool, StoreError> {
+    /// due again at once, and this returns false.
+    pub async fn finish_notification(&self, queued: &QueuedNotification) -> Result<bool, StoreError> {
         let (now, _) = now();
         let deleted = with_pool!(self, pool => {
             let deleted = sqlx::query(
@@ -142,7 +137,7 @@ impl Store {
             .rows_affected();
             if deleted == 0 {
                 sqlx::query("UPDATE notifications SET next_attempt_at = $1 WHERE id = $2")
-                    .bind(now.saturating_add(coalesce_seconds))
+                    .bind(now)
                     .bind(&queued.id)
                     .execute(pool)
                     .await?;

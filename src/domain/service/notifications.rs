@@ -55,13 +55,9 @@ const MAX_EVENT_PAGES: usize = 100;
 /// cannot multiply the reads. A notification finding none left is deferred
 /// (no attempt counted) until the minute has passed.
 pub const PAGES_PER_CHANNEL_PER_MINUTE: i64 = MAX_EVENT_PAGES as i64;
-/// However often one body is delivered on a channel, it is processed at most
-/// once per this many seconds: repeats within it coalesce into one later
-/// processing. None is dropped: an identical body may announce a new change.
-pub const REPEAT_COALESCE_SECONDS: i64 = 1;
-/// How long a processed notification is kept as a marker (past the
-/// coalescing window it only saves the row's re-creation).
-pub const NOTIFICATION_MARKER_RETENTION: Duration = Duration::from_secs(3600);
+/// How long a processed notification is remembered: the same body delivered
+/// again within it is processed at most once more, never more.
+pub const NOTIFICATION_REPLAY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// What calgate did with a notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,14 +206,7 @@ impl CalendarService {
         let id = notification_id(channel_key, body);
         let queued = self
             .store
-            .queue_notification(
-                &id,
-                &owner.tenant_id,
-                &owner.sub,
-                &kind,
-                changes_since.as_deref(),
-                REPEAT_COALESCE_SECONDS,
-            )
+            .queue_notification(&id, &owner.tenant_id, &owner.sub, &kind, changes_since.as_deref())
             .await
             .map_err(|error| {
                 warn!(tenant = %owner.tenant_id, %error, "queueing a notification failed; Cronofy will retry");
@@ -477,10 +466,7 @@ impl CalendarService {
         let done = match outcome {
             Ok(()) => {
                 METRICS.notification("processed");
-                self.store
-                    .finish_notification(&queued, REPEAT_COALESCE_SECONDS)
-                    .await
-                    .map(drop)
+                self.store.finish_notification(&queued).await.map(drop)
             }
             // Background work's share was spent (callers went first): no
             // attempt was made, so none is counted.
@@ -493,10 +479,7 @@ impl CalendarService {
             Err(error) if queued.attempts + 1 >= MAX_NOTIFICATION_ATTEMPTS => {
                 METRICS.notification("dropped");
                 tracing::error!(tenant = %queued.tenant_id, sub = %queued.sub, kind = %queued.kind, %error, attempts = queued.attempts + 1, "a notification could not be processed; giving up on it");
-                self.store
-                    .finish_notification(&queued, REPEAT_COALESCE_SECONDS)
-                    .await
-                    .map(drop)
+                self.store.finish_notification(&queued).await.map(drop)
             }
             Err(error) => {
                 let delay = backoff(queued.attempts);
