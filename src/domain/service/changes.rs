@@ -112,11 +112,6 @@ impl CalendarService {
             .prune_event_writes(cutoff.unix_timestamp())
             .await
             .map_err(|error| store_failure("*", "pruning deleted events", &error))?;
-        let forgotten = self.clock.now() - super::notifications::NOTIFICATION_REPLAY_WINDOW;
-        self.store
-            .prune_processed_notifications(forgotten.unix_timestamp())
-            .await
-            .map_err(|error| store_failure("*", "pruning processed notifications", &error))?;
         Ok(removed)
     }
 

@@ -50,14 +50,6 @@ const CLAIM_SECONDS: i64 = 120;
 const MAX_KIND_LEN: usize = 64;
 /// Most event pages read for one notification (at 100 a page: 10,000 events).
 const MAX_EVENT_PAGES: usize = 100;
-/// Most event pages read for one grant's notifications within a minute, on
-/// every replica together: one notification's worth, so replays and bursts
-/// cannot multiply the reads. A notification finding none left is deferred
-/// (no attempt counted) until the minute has passed.
-pub const PAGES_PER_CHANNEL_PER_MINUTE: i64 = MAX_EVENT_PAGES as i64;
-/// How long a processed notification is remembered: the same body delivered
-/// again within it is processed at most once more, never more.
-pub const NOTIFICATION_REPLAY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// What calgate did with a notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -567,17 +559,6 @@ impl CalendarService {
             if pages > MAX_EVENT_PAGES {
                 warn!(tenant = %tenant.id, sub, "more changed events than calgate reads for one notification; the rest are skipped");
                 break;
-            }
-            let page_left = self
-                .store
-                .take_channel_page(&tenant.id, &sub, PAGES_PER_CHANNEL_PER_MINUTE)
-                .await
-                .map_err(|error| store_failure(&tenant.id, "counting a channel's pages", &error))?;
-            if !page_left {
-                warn!(tenant = %tenant.id, sub, "this grant's pages of changed events for the minute are spent; deferred");
-                return Err(Error::RateBudgetExhausted {
-                    retry_after: Duration::from_secs(60),
-                });
             }
             let lease = self.access_token(tenant, selector, false).await?;
             let read = call_with_refresh!(
