@@ -20,9 +20,14 @@ use crate::{
 
 /// Longest the scenario waits for one change.
 const ARRIVAL: Duration = Duration::from_secs(30);
-/// Idle watchers opened for the memory figure, over this many connections.
+/// Idle watchers opened for the memory figure, over this many connections:
+/// calgate allows 100 streams a connection (`grpc.max_concurrent_streams`),
+/// so 1,000 watchers need at least 10; a client past the limit waits for a
+/// free stream, which is why every open below has a deadline.
 const IDLE_WATCHERS: usize = 1000;
-const CONNECTIONS: usize = 4;
+const CONNECTIONS: usize = 16;
+/// Longest the scenario waits for a WatchChanges stream to open.
+const OPEN: Duration = Duration::from_secs(10);
 
 fn authorized<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
@@ -41,10 +46,11 @@ async fn client(server: &Server) -> anyhow::Result<CalendarWriteServiceClient<Ch
 }
 
 async fn watch(client: &CalendarWriteServiceClient<Channel>) -> anyhow::Result<Streaming<pb::Change>> {
-    Ok(client
-        .clone()
-        .watch_changes(authorized(pb::WatchChangesRequest { after: String::new() }))
-        .await?
+    let mut client = client.clone();
+    let opening = client.watch_changes(authorized(pb::WatchChangesRequest { after: String::new() }));
+    Ok(tokio::time::timeout(OPEN, opening)
+        .await
+        .context("a WatchChanges stream did not open within 10 s (streams per connection exhausted?)")??
         .into_inner())
 }
 
