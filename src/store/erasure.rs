@@ -38,7 +38,13 @@ pub struct PurgeTarget {
 }
 
 /// Tables keyed by (tenant_id, sub) that hold nothing else worth keeping.
-const PER_SUB_TABLES: [&str; 4] = ["changes", "event_writes", "notifications", "refresh_marks"];
+const PER_SUB_TABLES: [&str; 5] = [
+    "changes",
+    "event_writes",
+    "notifications",
+    "channel_pages",
+    "refresh_marks",
+];
 
 impl Store {
     /// Erases everything about the grant (tenant, sub) and its user_refs, and
@@ -171,6 +177,7 @@ impl Store {
                 "change_sequences",
                 "event_writes",
                 "notifications",
+                "channel_pages",
                 "refresh_marks",
             ] {
                 other_rows += sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))

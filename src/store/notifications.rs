@@ -41,8 +41,13 @@ pub fn notification_id(channel_key: &str, body: &[u8]) -> String {
 }
 
 impl Store {
-    /// Queues a notification, due at once. A repeat of one still queued
-    /// bumps its generation instead. Returns whether it was new.
+    /// Queues a notification, due at once; returns whether it was new. A
+    /// repeat is never dropped (an identical body may announce a new change)
+    /// but coalesced: one still queued or being processed has its generation
+    /// bumped (processed again once done, `coalesce_seconds` after), one
+    /// already processed is due `coalesce_seconds` after that processing.
+    /// However often a body is delivered, it is processed at most once per
+    /// `coalesce_seconds`.
     pub async fn queue_notification(
         &self,
         id: &str,
@@ -50,13 +55,18 @@ impl Store {
         sub: &str,
         kind: &str,
         changes_since: Option<&str>,
+        coalesce_seconds: i64,
     ) -> Result<bool, StoreError> {
         let (now, _) = now();
         let inserted: i64 = with_pool!(self, pool => {
             sqlx::query_scalar(
                 "INSERT INTO notifications (id, tenant_id, sub, kind, changes_since, attempts, next_attempt_at, \
                  created_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $6) \
-                 ON CONFLICT (id) DO UPDATE SET generation = notifications.generation + 1 \
+                 ON CONFLICT (id) DO UPDATE SET \
+                   generation = notifications.generation + 1, \
+                   next_attempt_at = CASE WHEN notifications.processed_at IS NULL THEN notifications.next_attempt_at \
+                     WHEN notifications.processed_at + $7 > $6 THEN notifications.processed_at + $7 ELSE $6 END, \
+                   processed_at = NULL \
                  RETURNING generation",
             )
             .bind(id)
@@ -65,6 +75,7 @@ impl Store {
             .bind(kind)
             .bind(changes_since)
             .bind(now)
+            .bind(coalesce_seconds)
             .fetch_one(pool)
             .await?
         });
@@ -81,7 +92,7 @@ impl Store {
                 "SELECT id, tenant_id, sub, kind, changes_since, attempts, generation, next_attempt_at FROM ( \
                    SELECT id, tenant_id, sub, kind, changes_since, attempts, generation, next_attempt_at, created_at, \
                      ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY next_attempt_at, created_at) AS place \
-                   FROM notifications WHERE next_attempt_at <= $1) AS due \
+                   FROM notifications WHERE next_attempt_at <= $1 AND processed_at IS NULL) AS due \
                  WHERE place <= $2 ORDER BY next_attempt_at, created_at LIMIT $3",
             )
             .bind(now)
@@ -108,21 +119,30 @@ impl Store {
         Ok(updated == 1)
     }
 
-    /// The notification was processed (or given up on). Unless it was
-    /// delivered again meanwhile (its generation moved): then it is due again
-    /// at once, and this returns false.
-    pub async fn finish_notification(&self, queued: &QueuedNotification) -> Result<bool, StoreError> {
+    /// The notification was processed (or given up on): the row stays as a
+    /// processed marker, never due, so a replay of it is recognised. Unless
+    /// it was delivered again meanwhile (its generation moved): then it is
+    /// due again `coalesce_seconds` from now, and this returns false.
+    pub async fn finish_notification(
+        &self,
+        queued: &QueuedNotification,
+        coalesce_seconds: i64,
+    ) -> Result<bool, StoreError> {
         let (now, _) = now();
         let deleted = with_pool!(self, pool => {
-            let deleted = sqlx::query("DELETE FROM notifications WHERE id = $1 AND generation = $2")
-                .bind(&queued.id)
-                .bind(queued.generation)
-                .execute(pool)
-                .await?
-                .rows_affected();
+            let deleted = sqlx::query(
+                "UPDATE notifications SET processed_at = $3, next_attempt_at = $4 WHERE id = $1 AND generation = $2",
+            )
+            .bind(&queued.id)
+            .bind(queued.generation)
+            .bind(now)
+            .bind(i64::MAX)
+            .execute(pool)
+            .await?
+            .rows_affected();
             if deleted == 0 {
                 sqlx::query("UPDATE notifications SET next_attempt_at = $1 WHERE id = $2")
-                    .bind(now)
+                    .bind(now.saturating_add(coalesce_seconds))
                     .bind(&queued.id)
                     .execute(pool)
                     .await?;
@@ -149,10 +169,47 @@ impl Store {
     /// How many notifications wait (metrics, tests).
     pub async fn count_queued_notifications(&self) -> Result<i64, StoreError> {
         Ok(with_pool!(self, pool => {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM notifications")
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM notifications WHERE processed_at IS NULL")
                 .fetch_one(pool)
                 .await?
         }))
+    }
+
+    /// Forgets notifications processed before `before` (unix seconds): a
+    /// replay of one arriving later is processed as new. Returns how many went.
+    pub async fn prune_processed_notifications(&self, before: i64) -> Result<u64, StoreError> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query("DELETE FROM notifications WHERE processed_at IS NOT NULL AND processed_at < $1")
+                .bind(before)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
+    }
+
+    /// Takes one page from the grant's `per_minute` pages of changed events:
+    /// a window opens with the first page read and lasts a minute, shared by
+    /// every replica. False when the window's pages are spent.
+    pub async fn take_channel_page(&self, tenant: &str, sub: &str, per_minute: i64) -> Result<bool, StoreError> {
+        let (now, _) = now();
+        let taken = with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO channel_pages (tenant_id, sub, window_start, pages) VALUES ($1, $2, $3, 1) \
+                 ON CONFLICT (tenant_id, sub) DO UPDATE SET \
+                   pages = CASE WHEN channel_pages.window_start > $3 - 60 THEN channel_pages.pages + 1 ELSE 1 END, \
+                   window_start = CASE WHEN channel_pages.window_start > $3 - 60 \
+                     THEN channel_pages.window_start ELSE $3 END \
+                 WHERE channel_pages.window_start <= $3 - 60 OR channel_pages.pages < $4",
+            )
+            .bind(tenant)
+            .bind(sub)
+            .bind(now)
+            .bind(per_minute)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(taken == 1)
     }
 
     /// Remembers the state calgate just wrote of an event (a write or a

@@ -15,6 +15,7 @@ mod free_busy;
 mod helpers;
 mod hostile;
 mod lifecycle;
+mod notification_replay;
 mod notifications;
 mod observability;
 mod otel;

@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// Polls GetGrant until its change tracking is `want`.
-async fn tracking_becomes(app: &TestApp, sub: &str, want: pb::ChangeTracking) -> pb::Grant {
+pub(crate) async fn tracking_becomes(app: &TestApp, sub: &str, want: pb::ChangeTracking) -> pb::Grant {
     tokio::time::timeout(ARRIVAL, async {
         loop {
             let grant = fetch_grant(&app.client, ACME_KEY, sub).await.expect("grant");
@@ -49,7 +49,7 @@ async fn failure_reported(app: &TestApp, sub: &str) -> String {
 }
 
 /// Connects `user_ref` as acme and waits for its channel to open.
-async fn connect_tracked(app: &TestApp, user_ref: &str) -> (pb::Grant, String) {
+pub(crate) async fn connect_tracked(app: &TestApp, user_ref: &str) -> (pb::Grant, String) {
     let grant = app.connect(Some(user_ref)).await;
     tracking_becomes(app, &grant.sub, pb::ChangeTracking::Events).await;
     let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
@@ -75,7 +75,7 @@ async fn skip_connected(stream: &mut Streaming<pb::Change>) {
     assert_eq!(grant_change(&next(stream).await).reason, "CONNECTED");
 }
 
-async fn post(url: &str, body: &str, signature: Option<&str>) -> u16 {
+pub(crate) async fn post(url: &str, body: &str, signature: Option<&str>) -> u16 {
     let mut request = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json; charset=utf-8")

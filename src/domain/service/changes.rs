@@ -112,6 +112,11 @@ impl CalendarService {
             .prune_event_writes(cutoff.unix_timestamp())
             .await
             .map_err(|error| store_failure("*", "pruning deleted events", &error))?;
+        let forgotten = self.clock.now() - super::notifications::NOTIFICATION_MARKER_RETENTION;
+        self.store
+            .prune_processed_notifications(forgotten.unix_timestamp())
+            .await
+            .map_err(|error| store_failure("*", "pruning processed notifications", &error))?;
         Ok(removed)
     }
 

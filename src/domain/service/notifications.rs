@@ -50,6 +50,18 @@ const CLAIM_SECONDS: i64 = 120;
 const MAX_KIND_LEN: usize = 64;
 /// Most event pages read for one notification (at 100 a page: 10,000 events).
 const MAX_EVENT_PAGES: usize = 100;
+/// Most event pages read for one grant's notifications within a minute, on
+/// every replica together: one notification's worth, so replays and bursts
+/// cannot multiply the reads. A notification finding none left is deferred
+/// (no attempt counted) until the minute has passed.
+pub const PAGES_PER_CHANNEL_PER_MINUTE: i64 = MAX_EVENT_PAGES as i64;
+/// However often one body is delivered on a channel, it is processed at most
+/// once per this many seconds: repeats within it coalesce into one later
+/// processing. None is dropped: an identical body may announce a new change.
+pub const REPEAT_COALESCE_SECONDS: i64 = 1;
+/// How long a processed notification is kept as a marker (past the
+/// coalescing window it only saves the row's re-creation).
+pub const NOTIFICATION_MARKER_RETENTION: Duration = Duration::from_secs(3600);
 
 /// What calgate did with a notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +210,14 @@ impl CalendarService {
         let id = notification_id(channel_key, body);
         let queued = self
             .store
-            .queue_notification(&id, &owner.tenant_id, &owner.sub, &kind, changes_since.as_deref())
+            .queue_notification(
+                &id,
+                &owner.tenant_id,
+                &owner.sub,
+                &kind,
+                changes_since.as_deref(),
+                REPEAT_COALESCE_SECONDS,
+            )
             .await
             .map_err(|error| {
                 warn!(tenant = %owner.tenant_id, %error, "queueing a notification failed; Cronofy will retry");
@@ -458,7 +477,10 @@ impl CalendarService {
         let done = match outcome {
             Ok(()) => {
                 METRICS.notification("processed");
-                self.store.finish_notification(&queued).await.map(drop)
+                self.store
+                    .finish_notification(&queued, REPEAT_COALESCE_SECONDS)
+                    .await
+                    .map(drop)
             }
             // Background work's share was spent (callers went first): no
             // attempt was made, so none is counted.
@@ -471,7 +493,10 @@ impl CalendarService {
             Err(error) if queued.attempts + 1 >= MAX_NOTIFICATION_ATTEMPTS => {
                 METRICS.notification("dropped");
                 tracing::error!(tenant = %queued.tenant_id, sub = %queued.sub, kind = %queued.kind, %error, attempts = queued.attempts + 1, "a notification could not be processed; giving up on it");
-                self.store.finish_notification(&queued).await.map(drop)
+                self.store
+                    .finish_notification(&queued, REPEAT_COALESCE_SECONDS)
+                    .await
+                    .map(drop)
             }
             Err(error) => {
                 let delay = backoff(queued.attempts);
@@ -559,6 +584,17 @@ impl CalendarService {
             if pages > MAX_EVENT_PAGES {
                 warn!(tenant = %tenant.id, sub, "more changed events than calgate reads for one notification; the rest are skipped");
                 break;
+            }
+            let page_left = self
+                .store
+                .take_channel_page(&tenant.id, &sub, PAGES_PER_CHANNEL_PER_MINUTE)
+                .await
+                .map_err(|error| store_failure(&tenant.id, "counting a channel's pages", &error))?;
+            if !page_left {
+                warn!(tenant = %tenant.id, sub, "this grant's pages of changed events for the minute are spent; deferred");
+                return Err(Error::RateBudgetExhausted {
+                    retry_after: Duration::from_secs(60),
+                });
             }
             let lease = self.access_token(tenant, selector, false).await?;
             let read = call_with_refresh!(
