@@ -148,3 +148,44 @@ async fn pages_bounded(pg: Option<&PgTestDb>) {
         "bob's notification was read"
     );
 }
+
+#[tokio::test]
+async fn a_repeat_of_a_processed_notification_is_processed_when_its_second_ends() {
+    let app = spawn(None).await;
+    let (grant, _) = connect_tracked(&app, "ada").await;
+    let url = app.fake.channels(&grant.sub)[0].1.clone();
+    let before = settled_reads(&app).await;
+    let body = change_body("2026-01-01T00:00:00Z");
+    let signature = sign_callback(ACME_SECRET, body.as_bytes());
+    assert_eq!(post(&url, &body, Some(&signature)).await, 200);
+    let first = wait_for_reads_above(&app, before, Duration::from_secs(10))
+        .await
+        .expect("the notification is processed");
+
+    // The same body again at once, as a second change in the same second
+    // would send it: coalesced, then processed when the second ends; the
+    // worker is woken for it rather than left to its 5 s poll.
+    let posted = tokio::time::Instant::now();
+    assert_eq!(post(&url, &body, Some(&signature)).await, 200);
+    wait_for_reads_above(&app, first, Duration::from_secs(10))
+        .await
+        .expect("the repeat is processed, not dropped");
+    let waited = posted.elapsed();
+    assert!(
+        waited < Duration::from_secs(4),
+        "the repeat waited {waited:?}: for the worker's poll, not for its second"
+    );
+}
+
+/// Waits up to `limit` for the fake's event reads to pass `count`; returns them.
+async fn wait_for_reads_above(app: &TestApp, count: usize, limit: Duration) -> Option<usize> {
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < limit {
+        let now = event_reads(app);
+        if now > count {
+            return Some(now);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}

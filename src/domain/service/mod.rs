@@ -90,6 +90,7 @@ mod events;
 mod notifications;
 mod refresh_ahead;
 mod revoke;
+mod wake;
 
 pub use availability::{AvailabilityGroup, AvailabilityRequest};
 pub use changes::ChangeReceiver;
@@ -131,8 +132,8 @@ pub struct CalendarService {
     watchers: changes::Watchers,
     /// Signalled when a connect leaves a channel to open.
     channels_due: tokio::sync::Notify,
-    /// Signalled when a notification is queued.
-    notifications_due: tokio::sync::Notify,
+    /// Signalled when a notification is queued or a coalesced repeat falls due.
+    notifications_due: wake::Wake,
     /// Grants calls used, for the background refresher.
     usage: UsageLog,
     /// `[refresh_ahead]`.
@@ -211,7 +212,7 @@ impl CalendarService {
             audit_retention: parts.audit_retention,
             watchers: changes::Watchers::new(parts.max_watchers_per_tenant),
             channels_due: tokio::sync::Notify::new(),
-            notifications_due: tokio::sync::Notify::new(),
+            notifications_due: wake::Wake::default(),
             usage: UsageLog::default(),
             refresh_ahead: parts.refresh_ahead,
         }

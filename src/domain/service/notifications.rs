@@ -59,6 +59,7 @@ pub const PAGES_PER_CHANNEL_PER_MINUTE: i64 = MAX_EVENT_PAGES as i64;
 /// once per this many seconds: repeats within it coalesce into one later
 /// processing. None is dropped: an identical body may announce a new change.
 pub const REPEAT_COALESCE_SECONDS: i64 = 1;
+const COALESCE_WINDOW: Duration = Duration::from_secs(REPEAT_COALESCE_SECONDS as u64);
 /// How long a processed notification is kept as a marker (past the
 /// coalescing window it only saves the row's re-creation).
 pub const NOTIFICATION_MARKER_RETENTION: Duration = Duration::from_secs(3600);
@@ -223,7 +224,14 @@ impl CalendarService {
                 warn!(tenant = %owner.tenant_id, %error, "queueing a notification failed; Cronofy will retry");
                 CallbackError::Unavailable
             })?;
-        self.notifications_due.notify_one();
+        if queued {
+            self.notifications_due.now();
+        } else {
+            // A repeat of a body processed within the last second is due
+            // when that second ends; without this wake it would wait for the
+            // worker's next poll.
+            self.notifications_due.after(&self.tasks, COALESCE_WINDOW);
+        }
         Ok(if queued {
             NotificationOutcome::Queued
         } else {
@@ -241,7 +249,7 @@ impl CalendarService {
     pub async fn work_arrived(&self) {
         tokio::select! {
             () = self.channels_due.notified() => {}
-            () = self.notifications_due.notified() => {}
+            () = self.notifications_due.woken() => {}
         }
     }
 
@@ -466,6 +474,17 @@ impl CalendarService {
         started
     }
 
+    /// Marks `queued` processed. If it was delivered again meanwhile, the
+    /// repeat is due a coalescing window later; the worker is woken for it
+    /// then rather than at its next poll.
+    async fn finish_notification(&self, queued: &QueuedNotification) -> Result<(), crate::store::StoreError> {
+        let finished = self.store.finish_notification(queued, REPEAT_COALESCE_SECONDS).await?;
+        if !finished {
+            self.notifications_due.after(&self.tasks, COALESCE_WINDOW);
+        }
+        Ok(())
+    }
+
     /// Processes one claimed notification and records the outcome: done,
     /// retried later with backoff, or given up on.
     async fn handle_notification(&self, tenants: &HashMap<String, Arc<Tenant>>, queued: QueuedNotification) {
@@ -477,10 +496,7 @@ impl CalendarService {
         let done = match outcome {
             Ok(()) => {
                 METRICS.notification("processed");
-                self.store
-                    .finish_notification(&queued, REPEAT_COALESCE_SECONDS)
-                    .await
-                    .map(drop)
+                self.finish_notification(&queued).await
             }
             // Background work's share was spent (callers went first): no
             // attempt was made, so none is counted.
@@ -493,10 +509,7 @@ impl CalendarService {
             Err(error) if queued.attempts + 1 >= MAX_NOTIFICATION_ATTEMPTS => {
                 METRICS.notification("dropped");
                 tracing::error!(tenant = %queued.tenant_id, sub = %queued.sub, kind = %queued.kind, %error, attempts = queued.attempts + 1, "a notification could not be processed; giving up on it");
-                self.store
-                    .finish_notification(&queued, REPEAT_COALESCE_SECONDS)
-                    .await
-                    .map(drop)
+                self.finish_notification(&queued).await
             }
             Err(error) => {
                 let delay = backoff(queued.attempts);
