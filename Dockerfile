@@ -7,15 +7,20 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits reuse the cached dependency layer.
+# The workspace names the fake Cronofy's crate, so its manifest must be
+# present; the production build leaves out the `sandbox` feature, so nothing
+# of the fake is compiled into the image.
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY crates/fake-cronofy/Cargo.toml crates/fake-cronofy/Cargo.toml
 COPY proto proto
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
-    && cargo build --release --locked --bin calgate \
+RUN mkdir -p src crates/fake-cronofy/src && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
+    && echo '' > crates/fake-cronofy/src/lib.rs \
+    && cargo build --release --locked --no-default-features --bin calgate \
     && rm -rf src
 COPY migrations migrations
 COPY src src
 # Make sure cargo rebuilds the crate itself, not the placeholder above.
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin calgate
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --no-default-features --bin calgate
 
 FROM gcr.io/distroless/cc-debian12
 COPY --from=build /src/target/release/calgate /usr/local/bin/calgate

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use calgate::fake_cronofy::Endpoint;
+use fake_cronofy::Endpoint;
 use futures::future::join_all;
 use rand::seq::IndexedRandom;
 use time::OffsetDateTime;

@@ -4,9 +4,9 @@
 
 use calgate::{
     domain::grant::{ConnectMode, GrantKind, Tokens},
-    fake_cronofy::ConnectedAccount,
     store::{NewGrant, Store},
 };
+use fake_cronofy::ConnectedAccount;
 use futures::{StreamExt, TryStreamExt, stream};
 use secrecy::SecretString;
 use sqlx::{Connection, Executor};

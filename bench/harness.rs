@@ -11,11 +11,8 @@ use std::{
 
 use anyhow::{Context, bail};
 use base64::{Engine, engine::general_purpose::STANDARD};
-use calgate::{
-    config::Settings,
-    fake_cronofy::{ConnectedAccount, FakeCronofy},
-    store::Store,
-};
+use calgate::{config::Settings, store::Store};
+use fake_cronofy::{ConnectedAccount, FakeCronofy};
 use tokio::{
     process::{Child, Command},
     time::Instant,

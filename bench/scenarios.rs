@@ -8,9 +8,9 @@ use std::{
 use anyhow::Context;
 use calgate::{
     domain::grant::GrantSelector,
-    fake_cronofy::{Endpoint, RecordedRequest},
     grpc::pb::{self, calendar_write_service_client::CalendarWriteServiceClient},
 };
+use fake_cronofy::{Endpoint, RecordedRequest};
 use futures::{StreamExt, stream};
 use rand::seq::{IndexedRandom, SliceRandom};
 use sqlx::{Connection, Executor};
@@ -719,5 +719,5 @@ pub(crate) fn peak_in_clock_windows(
 pub(crate) fn peak_in_window(requests: &[RecordedRequest], window: Duration) -> usize {
     let mut times: Vec<_> = requests.iter().map(|r| r.at).collect();
     times.sort_unstable();
-    calgate::fake_cronofy::busiest_window(&times, window)
+    fake_cronofy::busiest_window(&times, window)
 }

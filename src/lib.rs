@@ -12,8 +12,9 @@
 //! - [`callbacks`]: the HTTP listener for Cronofy's Enterprise Connect callbacks;
 //! - [`server`]: start-up, health, reflection and graceful shutdown;
 //! - [`operations`]: operator commands (rekey, purge-tenant, audit);
-//! - [`fake_cronofy`]: a faithful HTTP fake of Cronofy for tests and local work;
-//! - [`sandbox`]: calgate with the fake embedded, for offline development.
+//! - `sandbox` (feature `sandbox`, on by default): calgate with the fake
+//!   Cronofy (the `fake-cronofy` crate of this workspace) embedded, for offline
+//!   development.
 //! - [`tasks`]: the owner of every spawned task and the shutdown signal.
 
 pub mod auth;
@@ -21,10 +22,10 @@ pub mod callbacks;
 pub mod config;
 pub mod cronofy;
 pub mod domain;
-pub mod fake_cronofy;
 pub mod grpc;
 pub mod operations;
 pub(crate) mod resilience;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod server;
 pub mod store;

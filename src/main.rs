@@ -1,11 +1,10 @@
 //! The `calgate` binary: parse the command line, load config, run.
 
-use std::{io::Read, net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{io::Read, path::PathBuf, process::ExitCode};
 
 use calgate::{
     auth::hash_api_key,
-    config::{LogSettings, Settings},
-    fake_cronofy::FakeCronofy,
+    config::Settings,
     server::{App, Listeners, shutdown_signal},
     telemetry,
 };
@@ -36,6 +35,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run the service against an embedded fake Cronofy (offline development; never a real Cronofy).
+    #[cfg(feature = "sandbox")]
     Sandbox {
         /// Config file (TOML); each tenant's Cronofy hosts are replaced by the fake's.
         /// Without one: a `demo` tenant with a fresh API key (printed), in memory.
@@ -94,13 +94,14 @@ enum Command {
     /// Print the SHA-256 of an API key read from standard input, for `api_key_sha256`.
     HashKey,
     /// Run the fake Cronofy used by the tests (loopback only, never a real Cronofy).
+    #[cfg(feature = "sandbox")]
     FakeCronofy {
         /// Address of the browser-facing (app) host.
         #[arg(long, default_value = "127.0.0.1:0")]
-        app_listen: SocketAddr,
+        app_listen: std::net::SocketAddr,
         /// Address of the API host.
         #[arg(long, default_value = "127.0.0.1:0")]
-        api_listen: SocketAddr,
+        api_listen: std::net::SocketAddr,
         /// OAuth client id to accept.
         #[arg(long)]
         client_id: String,
@@ -138,6 +139,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             app.serve(listeners, shutdown_signal()).await?;
             Ok(())
         }
+        #[cfg(feature = "sandbox")]
         Command::Sandbox { config } => {
             let settings = match config {
                 Some(config) => Settings::load(&config)?,
@@ -245,29 +247,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", hex::encode(hash_api_key(key)));
             Ok(())
         }
+        #[cfg(feature = "sandbox")]
         Command::FakeCronofy {
             app_listen,
             api_listen,
             client_id,
             client_secret_env,
         } => {
-            let _telemetry = telemetry::init(&LogSettings {
-                json: false,
-                level: "info".into(),
-            });
-            let secret = std::env::var(&client_secret_env)
-                .map_err(|_| anyhow::anyhow!("environment variable `{client_secret_env}` is not set"))?;
-            let app = tokio::net::TcpListener::bind(app_listen).await?;
-            let api = tokio::net::TcpListener::bind(api_listen).await?;
-            let fake = FakeCronofy::serve(app, api)?;
-            fake.register_client(&client_id, &secret);
-            // One JSON line on stdout tells scripts where the fake listens.
-            println!(
-                "{}",
-                serde_json::json!({"app_base_url": fake.app_base_url(), "api_base_url": fake.api_base_url()})
-            );
-            shutdown_signal().await;
-            Ok(())
+            calgate::sandbox::serve_fake_cronofy(
+                app_listen,
+                api_listen,
+                &client_id,
+                &client_secret_env,
+                shutdown_signal(),
+            )
+            .await
         }
     }
 }

@@ -13,9 +13,9 @@ use url::Url;
 use crate::{
     auth::hash_api_key,
     config::{ConfigError, SecretSource, Settings},
-    fake_cronofy::FakeCronofy,
     server::{App, Listeners},
 };
+use fake_cronofy::FakeCronofy;
 
 /// The redirect URI of the built-in demo tenant.
 pub const DEMO_REDIRECT_URI: &str = "http://localhost:3000/cronofy/callback";
@@ -76,5 +76,34 @@ pub async fn run(mut settings: Settings, shutdown: impl Future<Output = ()> + Se
     settings.drain_delay = std::time::Duration::ZERO;
     let listeners = Listeners::bind(&settings).await?;
     App::build(settings).await?.serve(listeners, shutdown).await?;
+    Ok(())
+}
+
+/// `calgate fake-cronofy`: the fake alone on `app_listen` and `api_listen`
+/// (loopback), accepting one OAuth client whose secret is read from the
+/// environment variable `client_secret_env`, until `shutdown` resolves. One
+/// JSON line on stdout tells scripts where it listens.
+pub async fn serve_fake_cronofy(
+    app_listen: std::net::SocketAddr,
+    api_listen: std::net::SocketAddr,
+    client_id: &str,
+    client_secret_env: &str,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let _telemetry = crate::telemetry::init(&crate::config::LogSettings {
+        json: false,
+        level: "info".into(),
+    });
+    let secret = std::env::var(client_secret_env)
+        .map_err(|_| anyhow::anyhow!("environment variable `{client_secret_env}` is not set"))?;
+    let app = tokio::net::TcpListener::bind(app_listen).await?;
+    let api = tokio::net::TcpListener::bind(api_listen).await?;
+    let fake = FakeCronofy::serve(app, api)?;
+    fake.register_client(client_id, &secret);
+    println!(
+        "{}",
+        serde_json::json!({"app_base_url": fake.app_base_url(), "api_base_url": fake.api_base_url()})
+    );
+    shutdown.await;
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! implementation) signs the body with; the body parser never panics.
 #![no_main]
 
-use calgate::{callbacks::signature, cronofy::enterprise::CallbackBody, fake_cronofy::sign_callback};
+use calgate::{callbacks::signature, cronofy::enterprise::CallbackBody};
+use fake_cronofy::sign_callback;
 use libfuzzer_sys::fuzz_target;
 use secrecy::SecretString;
 

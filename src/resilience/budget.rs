@@ -94,7 +94,7 @@ impl RateBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_cronofy::busiest_window;
+    use fake_cronofy::busiest_window;
 
     fn limit(per_second: u32, per_minute: u32) -> RateLimit {
         RateLimit { per_second, per_minute }

@@ -1,6 +1,7 @@
 //! QueryAvailability: several users, the tenant's client secret, Cronofy's answer.
 
-use calgate::{fake_cronofy::Endpoint, grpc::pb};
+use calgate::grpc::pb;
+use fake_cronofy::Endpoint;
 use tonic::Code;
 
 use crate::helpers::*;

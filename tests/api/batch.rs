@@ -1,9 +1,7 @@
 //! BatchWriteEvents: up to 50 writes in one Cronofy call, one status per item.
 
-use calgate::{
-    fake_cronofy::{Endpoint, Fault},
-    grpc::pb,
-};
+use calgate::grpc::pb;
+use fake_cronofy::{Endpoint, Fault};
 use prost::Message;
 use serde_json::json;
 use tonic::Code;

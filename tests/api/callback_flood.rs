@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use calgate::fake_cronofy::sign_callback;
+use fake_cronofy::sign_callback;
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpSocket, TcpStream},

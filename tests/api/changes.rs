@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use calgate::{fake_cronofy::NextAuthorization, grpc::pb};
+use calgate::grpc::pb;
+use fake_cronofy::NextAuthorization;
 use tonic::Code;
 
 use crate::{

@@ -4,11 +4,8 @@
 
 use std::{path::Path, time::Duration};
 
-use calgate::{
-    config::Settings,
-    fake_cronofy::{Endpoint, Fault, RefreshTokens},
-    grpc::pb,
-};
+use calgate::{config::Settings, grpc::pb};
+use fake_cronofy::{Endpoint, Fault, RefreshTokens};
 use tonic::Code;
 
 use crate::{helpers::*, postgres::PgTestDb};

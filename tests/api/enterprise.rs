@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use calgate::{
-    fake_cronofy::{Endpoint, Fault, sign_callback},
-    grpc::pb,
-};
+use calgate::grpc::pb;
+use fake_cronofy::{Endpoint, Fault, sign_callback};
 use tonic::Code;
 
 use crate::helpers::*;

@@ -1,7 +1,8 @@
 //! UpsertEvent, DeleteEvent, ListCalendars, GetGrant on the happy path, and
 //! validation before any upstream call.
 
-use calgate::{fake_cronofy::Endpoint, grpc::pb};
+use calgate::grpc::pb;
+use fake_cronofy::Endpoint;
 use serde_json::json;
 use tonic::Code;
 

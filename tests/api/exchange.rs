@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use calgate::{
-    fake_cronofy::{Endpoint, Fault, NextAuthorization},
-    grpc::pb,
-};
+use calgate::grpc::pb;
+use fake_cronofy::{Endpoint, Fault, NextAuthorization};
 use serde_json::json;
 use tonic::Code;
 

@@ -1,9 +1,7 @@
 //! ReadFreeBusy: every page followed, never onto another host.
 
-use calgate::{
-    fake_cronofy::{Endpoint, Fault},
-    grpc::pb,
-};
+use calgate::grpc::pb;
+use fake_cronofy::{Endpoint, Fault};
 use serde_json::json;
 use time::{Date, Duration, OffsetDateTime};
 use tonic::Code;

@@ -7,10 +7,10 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use calgate::{
     config::{CallbackLimits, CallbackSettings, SecretSource, Settings},
     domain::Clock,
-    fake_cronofy::FakeCronofy,
     grpc::pb::{self, calendar_write_service_client::CalendarWriteServiceClient},
     server::{App, Listeners},
 };
+use fake_cronofy::FakeCronofy;
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Request, Status, Streaming, transport::Channel};

@@ -11,11 +11,8 @@ use tokio::{
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use calgate::{
-    config::CallbackLimits,
-    fake_cronofy::{Endpoint, Fault},
-    grpc::pb,
-};
+use calgate::{config::CallbackLimits, grpc::pb};
+use fake_cronofy::{Endpoint, Fault};
 
 use crate::{helpers::*, process::start_binary};
 

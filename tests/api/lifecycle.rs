@@ -5,10 +5,8 @@
 
 use std::{process::Stdio, time::Duration};
 
-use calgate::{
-    fake_cronofy::{Endpoint, Fault},
-    grpc::pb::{self, calendar_write_service_client::CalendarWriteServiceClient},
-};
+use calgate::grpc::pb::{self, calendar_write_service_client::CalendarWriteServiceClient};
+use fake_cronofy::{Endpoint, Fault};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 use tonic::{Code, transport::Channel};
@@ -67,12 +65,7 @@ fn keys(work: &Workdir, ids: &[&str]) -> toml::Value {
 }
 
 /// The config for `store` (None: the work directory's SQLite file) with `key_ids`.
-fn config(
-    fake: &calgate::fake_cronofy::FakeCronofy,
-    work: &Workdir,
-    pg: Option<&PgTestDb>,
-    key_ids: &[&str],
-) -> String {
+fn config(fake: &fake_cronofy::FakeCronofy, work: &Workdir, pg: Option<&PgTestDb>, key_ids: &[&str]) -> String {
     let path = write_config(fake, work, |c| edit(c, work, pg, key_ids));
     path.display().to_string()
 }
@@ -85,7 +78,7 @@ fn edit(config: &mut toml::Table, work: &Workdir, pg: Option<&PgTestDb>, key_ids
 }
 
 async fn start(
-    fake: &calgate::fake_cronofy::FakeCronofy,
+    fake: &fake_cronofy::FakeCronofy,
     work: &Workdir,
     pg: Option<&PgTestDb>,
     key_ids: &[&str],
@@ -140,7 +133,7 @@ fn forget(
 
 /// Makes the grant NEEDS_REAUTH the way it happens in life: the user
 /// disconnects at Cronofy, and the next call's refresh is refused.
-async fn make_needs_reauth(binary: &Binary, fake: &calgate::fake_cronofy::FakeCronofy, sub: &str) {
+async fn make_needs_reauth(binary: &Binary, fake: &fake_cronofy::FakeCronofy, sub: &str) {
     let calendar = fake.calendar_ids(sub)[0].clone();
     fake.revoke_account(sub);
     fake.expire_access_tokens();
@@ -288,7 +281,7 @@ async fn rekey_while_serving(pg: Option<&PgTestDb>) {
 }
 
 /// No token, code or client secret in what the commands printed.
-fn assert_no_secret(fake: &calgate::fake_cronofy::FakeCronofy, outputs: &[&Ran]) {
+fn assert_no_secret(fake: &fake_cronofy::FakeCronofy, outputs: &[&Ran]) {
     let secrets = fake.issued_secrets();
     assert!(!secrets.is_empty());
     for output in outputs {

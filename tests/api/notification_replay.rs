@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use calgate::fake_cronofy::{Endpoint, sign_callback};
+use fake_cronofy::{Endpoint, sign_callback};
 
 use crate::{
     helpers::*,

@@ -5,10 +5,8 @@
 
 use std::time::Duration;
 
-use calgate::{
-    fake_cronofy::{Endpoint, Fault, NextAuthorization, sign_callback},
-    grpc::pb,
-};
+use calgate::grpc::pb;
+use fake_cronofy::{Endpoint, Fault, NextAuthorization, sign_callback};
 use tonic::{Code, Streaming};
 use tonic_types::StatusExt;
 

@@ -2,10 +2,8 @@
 
 use std::net::SocketAddr;
 
-use calgate::{
-    fake_cronofy::{Endpoint, Fault},
-    grpc::pb,
-};
+use calgate::grpc::pb;
+use fake_cronofy::{Endpoint, Fault};
 
 use crate::{helpers::*, process::start_binary};
 

@@ -8,10 +8,8 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use calgate::{
-    fake_cronofy::{Endpoint, FakeCronofy, Fault, RefreshTokens},
-    grpc::pb::{self, calendar_write_service_client::CalendarWriteServiceClient},
-};
+use calgate::grpc::pb::{self, calendar_write_service_client::CalendarWriteServiceClient};
+use fake_cronofy::{Endpoint, FakeCronofy, Fault, RefreshTokens};
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, BufReader},
     process::{Child, Command},

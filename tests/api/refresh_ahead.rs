@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use calgate::fake_cronofy::Endpoint;
+use fake_cronofy::Endpoint;
 
 use crate::{
     helpers::*,

@@ -3,10 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use calgate::{
-    fake_cronofy::{Endpoint, Fault, RefreshTokens},
-    grpc::pb,
-};
+use calgate::grpc::pb;
+use fake_cronofy::{Endpoint, Fault, RefreshTokens};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt;
@@ -17,7 +15,7 @@ use crate::{
     process::{Binary, set, set_in_first_tenant, start_binary_with, write_config},
 };
 
-async fn two_replicas(db: &PgTestDb) -> (calgate::fake_cronofy::FakeCronofy, Workdir, Binary, Binary) {
+async fn two_replicas(db: &PgTestDb) -> (fake_cronofy::FakeCronofy, Workdir, Binary, Binary) {
     let fake = start_fake().await;
     let work = Workdir::new();
     let a = start_binary_with(&fake, &work, |c| use_postgres(c, &db.url)).await;
@@ -193,14 +191,7 @@ async fn while_postgres_is_away_readiness_is_not_serving_liveness_stays_and_gran
 async fn breaker_replicas(
     db: &PgTestDb,
     cool_down: &str,
-) -> (
-    calgate::fake_cronofy::FakeCronofy,
-    Workdir,
-    Binary,
-    Binary,
-    String,
-    String,
-) {
+) -> (fake_cronofy::FakeCronofy, Workdir, Binary, Binary, String, String) {
     let fake = start_fake().await;
     let work = Workdir::new();
     let edit = |c: &mut toml::Table| {

@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use calgate::{
-    config::RateLimit,
-    fake_cronofy::{Endpoint, Fault},
-};
+use calgate::config::RateLimit;
+use fake_cronofy::{Endpoint, Fault};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 

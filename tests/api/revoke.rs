@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use calgate::{
-    fake_cronofy::{Endpoint, Fault, NextAuthorization},
-    grpc::pb,
-};
+use calgate::grpc::pb;
+use fake_cronofy::{Endpoint, Fault, NextAuthorization};
 use tonic::Code;
 
 use crate::helpers::*;

@@ -5,11 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use calgate::{
-    config::Settings,
-    fake_cronofy::{Endpoint, Fault, NextAuthorization},
-    grpc::pb,
-};
+use calgate::{config::Settings, grpc::pb};
+use fake_cronofy::{Endpoint, Fault, NextAuthorization};
 use secrecy::SecretString;
 use tonic::{Code, Status};
 
@@ -108,7 +105,7 @@ pub(crate) async fn delete(client: &Client, key: &str, sub: &str, calendar: &str
 }
 
 /// The summaries of the application's live events in the calendar.
-pub(crate) fn summaries(fake: &calgate::fake_cronofy::FakeCronofy, sub: &str, calendar: &str) -> Vec<String> {
+pub(crate) fn summaries(fake: &fake_cronofy::FakeCronofy, sub: &str, calendar: &str) -> Vec<String> {
     let mut found: Vec<String> = fake
         .event_ids("acme-client", sub, calendar)
         .iter()
@@ -726,7 +723,7 @@ async fn notifications_take_the_background_share(pg: Option<&PgTestDb>) {
         .map(|request| request.at)
         .collect();
     reads.sort();
-    let busiest = calgate::fake_cronofy::busiest_window(&reads, Duration::from_secs(1));
+    let busiest = fake_cronofy::busiest_window(&reads, Duration::from_secs(1));
     assert!(
         busiest <= 2,
         "notifications took {busiest} calls in one second; their share is 1 a second"

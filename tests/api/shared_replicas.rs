@@ -5,10 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use calgate::{
-    fake_cronofy::{FakeCronofy, NextAuthorization},
-    grpc::pb,
-};
+use calgate::grpc::pb;
+use fake_cronofy::{FakeCronofy, NextAuthorization};
 
 use crate::{
     helpers::*,

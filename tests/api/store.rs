@@ -5,13 +5,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use calgate::domain::audit::Actor;
-use calgate::fake_cronofy::busiest_window;
 use calgate::store::AuthorizationStatus;
 use calgate::{
     config::{EncryptionKey, RateLimit, StoreSettings},
     domain::grant::{ConnectMode, GrantKind, GrantSelector, GrantStatus, StatusReason, Tokens},
     store::{NewGrant, Store},
 };
+use fake_cronofy::busiest_window;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use time::OffsetDateTime;
 

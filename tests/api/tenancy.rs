@@ -1,6 +1,7 @@
 //! Caller authentication and tenant isolation.
 
-use calgate::{fake_cronofy::Endpoint, grpc::pb};
+use calgate::grpc::pb;
+use fake_cronofy::Endpoint;
 use std::time::Duration;
 use tonic::{Code, Request};
 

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use calgate::{fake_cronofy::Endpoint, grpc::pb};
+use calgate::grpc::pb;
+use fake_cronofy::Endpoint;
 use tonic::Code;
 
 use crate::{helpers::*, postgres::PgTestDb};

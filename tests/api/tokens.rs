@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use calgate::{
-    fake_cronofy::{Endpoint, Fault, NextAuthorization, RefreshTokens},
-    grpc::pb,
-};
+use calgate::grpc::pb;
+use fake_cronofy::{Endpoint, Fault, NextAuthorization, RefreshTokens};
 use tonic::Code;
 
 use crate::helpers::*;

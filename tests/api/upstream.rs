@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use calgate::{
-    fake_cronofy::{Endpoint, Fault},
-    grpc::pb,
-};
+use calgate::grpc::pb;
+use fake_cronofy::{Endpoint, Fault};
 use serde_json::json;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
