@@ -23,6 +23,7 @@ pub mod config;
 pub mod cronofy;
 pub mod domain;
 pub mod grpc;
+pub mod health;
 pub mod operations;
 pub(crate) mod resilience;
 #[cfg(feature = "sandbox")]
@@ -31,3 +32,4 @@ pub mod server;
 pub mod store;
 pub(crate) mod tasks;
 pub mod telemetry;
+pub(crate) mod workers;

@@ -1,13 +1,18 @@
 //! Start-up and serving: assembles calgate from [`Settings`] and serves it on
 //! a bound listener until a shutdown future resolves, then drains.
 
+mod listeners;
+mod metrics_endpoint;
+
+pub use listeners::Listeners;
+
 use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     service::interceptor::InterceptedService,
-    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
+    transport::{Server, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{error, info, warn};
@@ -27,12 +32,17 @@ use crate::{
         pb::{self, calendar_write_service_server::CalendarWriteServiceServer},
         stream_limits::{RequestReadDeadlineLayer, StreamCap},
     },
+    health::{LIVENESS_NAME, set_health},
     resilience::{Resilience, TenantLimits},
     store::{Store, StoreError},
     tasks::Tasks,
     telemetry::{
-        metrics::{GRANT_STATUSES, KeyLabel, KeyRoleLabels, METRICS, StatusLabel},
+        metrics::{KeyRoleLabels, METRICS},
         rpc_layer::RpcLayer,
+    },
+    workers::{
+        self, BackgroundRefresher, ChangeFeedPoller, NotificationWorker, RetentionPruner, RevocationRetrier,
+        StoreWatcher,
     },
 };
 
@@ -40,21 +50,11 @@ use crate::{
 /// bounded by `grpc.reflection_stream_lifetime` instead of the read deadline.
 const REFLECTION_PATHS: &[&str] = &["/grpc.reflection."];
 
-/// Name under which the calendar service reports health (readiness).
-pub const SERVICE_NAME: &str = "calgate.v1.CalendarWriteService";
-/// Health name that stays SERVING while the process runs, store or no store:
-/// for liveness probes, so an outage of PostgreSQL takes replicas out of
-/// rotation instead of restarting them.
-pub const LIVENESS_NAME: &str = "calgate.liveness";
 /// `callbacks.authorization_ttl` when there are no callbacks (nothing can be pending then).
 const DEFAULT_AUTHORIZATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// TCP keep-alive on gRPC connections: a peer that vanished without a FIN is
 /// found even when HTTP/2 PINGs cannot be sent.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
-/// How often the notification worker looks for due work without being woken.
-const NOTIFICATION_POLL: Duration = Duration::from_secs(5);
-/// How often the store is probed for the health status.
-const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Why calgate could not start or keep serving.
 #[derive(Debug, thiserror::Error)]
@@ -97,39 +97,6 @@ pub enum StartError {
     /// Reflection could not load the descriptors.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-}
-
-/// The sockets calgate serves on, bound before [`App::serve`] so that start-up
-/// binds in one place and tests hand in port-0 listeners.
-#[derive(Debug)]
-pub struct Listeners {
-    /// gRPC (`listen`).
-    pub grpc: TcpListener,
-    /// Prometheus metrics (`metrics_listen`), when served.
-    pub metrics: Option<TcpListener>,
-    /// Cronofy's callbacks (`callbacks.listen`); required when `[callbacks]` is configured.
-    pub callbacks: Option<TcpListener>,
-}
-
-impl Listeners {
-    /// Binds every address `settings` names, naming the key of one that cannot be bound.
-    pub async fn bind(settings: &Settings) -> Result<Listeners, StartError> {
-        let callbacks = match &settings.callbacks {
-            Some(callbacks) => Some(bind(callbacks.listen, "callbacks.listen").await?),
-            None => None,
-        };
-        Ok(Listeners {
-            grpc: bind(settings.listen, "listen").await?,
-            metrics: Some(bind(settings.metrics_listen, "metrics_listen").await?),
-            callbacks,
-        })
-    }
-}
-
-async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Listen { key, addr, source })
 }
 
 /// A ready-to-serve calgate.
@@ -275,6 +242,75 @@ impl App {
         self.clock.clone()
     }
 
+    /// Starts every background worker and the metrics endpoint: the one list
+    /// of what runs beside the gRPC server (the callback server starts with
+    /// its listener in [`App::serve`]).
+    fn start_workers(
+        &self,
+        tasks: &Tasks,
+        reporter: &HealthReporter,
+        draining: &CancellationToken,
+        notifications: bool,
+        metrics: Option<TcpListener>,
+    ) {
+        let (service, tenants) = (&self.service, &self.tenants);
+        workers::spawn(
+            tasks,
+            StoreWatcher {
+                service: service.clone(),
+                reporter: reporter.clone(),
+                draining: draining.clone(),
+            },
+        );
+        workers::spawn(
+            tasks,
+            RevocationRetrier {
+                service: service.clone(),
+                tenants: tenants.clone(),
+                interval: self.revoke_retry_interval,
+            },
+        );
+        workers::spawn(
+            tasks,
+            RetentionPruner {
+                service: service.clone(),
+                interval: self.changes.prune_interval,
+            },
+        );
+        workers::spawn(
+            tasks,
+            BackgroundRefresher {
+                service: service.clone(),
+                tenants: tenants.clone(),
+                interval: self.refresh_ahead_interval,
+            },
+        );
+        if service.store().is_shared() {
+            workers::spawn(
+                tasks,
+                ChangeFeedPoller {
+                    service: service.clone(),
+                    interval: self.changes.poll_interval,
+                },
+            );
+        }
+        if notifications {
+            workers::spawn(
+                tasks,
+                NotificationWorker {
+                    service: service.clone(),
+                    tenants: tenants.clone(),
+                },
+            );
+        }
+        if let Some(metrics) = metrics {
+            tasks.spawn_worker(
+                "metrics server",
+                metrics_endpoint::serve_metrics(metrics, service.clone(), tasks.shutdown()),
+            );
+        }
+    }
+
     /// Serves gRPC, metrics and callbacks on `listeners` until `shutdown`
     /// resolves; then reports NOT_SERVING at once and keeps serving for
     /// `drain_delay` (load balancers and clients move away meanwhile), stops
@@ -325,7 +361,7 @@ impl App {
                 REFLECTION_PATHS,
             ));
         if let Some(tls) = &self.tls {
-            builder = builder.tls_config(tls_config(tls).await?)?;
+            builder = builder.tls_config(listeners::tls_config(tls).await?)?;
         }
         let callbacks = match (&self.callbacks, listeners.callbacks) {
             (Some(settings), Some(listener)) => Some((listener, settings.limits)),
@@ -339,76 +375,7 @@ impl App {
 
         // Cancelled at SIGTERM: health stays NOT_SERVING from then on.
         let draining = CancellationToken::new();
-        tasks.spawn_worker(
-            "store watcher",
-            watch_store(
-                self.service.clone(),
-                reporter.clone(),
-                draining.clone(),
-                tasks.shutdown(),
-            ),
-        );
-        let (service, tenants, interval) = (self.service.clone(), self.tenants.clone(), self.revoke_retry_interval);
-        tasks.spawn_worker(
-            "revocation worker",
-            every(interval, tasks.shutdown(), move || {
-                let (service, tenants) = (service.clone(), tenants.clone());
-                async move {
-                    service.retry_revocations(&tenants, interval).await;
-                }
-            }),
-        );
-        let service = self.service.clone();
-        tasks.spawn_worker(
-            "retention pruner",
-            every(self.changes.prune_interval, tasks.shutdown(), move || {
-                let service = service.clone();
-                async move {
-                    // A failure is logged where it happens; the next round tries again.
-                    if let Ok(removed) = service.prune_changes().await
-                        && removed > 0
-                    {
-                        info!(removed, "changes past the retention removed");
-                    }
-                    if let Ok(removed) = service.prune_audit().await
-                        && removed > 0
-                    {
-                        info!(removed, "audit rows past the retention removed");
-                    }
-                }
-            }),
-        );
-        let (service, tenants) = (self.service.clone(), self.tenants.clone());
-        tasks.spawn_worker(
-            "background refresher",
-            every(self.refresh_ahead_interval, tasks.shutdown(), move || {
-                let (service, tenants) = (service.clone(), tenants.clone());
-                async move {
-                    service.refresh_ahead_round(&tenants).await;
-                }
-            }),
-        );
-        if self.service.store().is_shared() {
-            tasks.spawn_worker(
-                "change feed poller",
-                poll_change_feed(self.service.clone(), self.changes.poll_interval, tasks.shutdown()),
-            );
-        }
-        if let Some(metrics) = listeners.metrics {
-            tasks.spawn_worker(
-                "metrics server",
-                serve_metrics(metrics, self.service.clone(), tasks.shutdown()),
-            );
-        }
-        if callbacks.is_some() {
-            tasks.spawn_worker("notification worker", {
-                let (service, tenants, shutdown) = (self.service.clone(), self.tenants.clone(), tasks.shutdown());
-                async move {
-                    service.work_notifications(tenants, NOTIFICATION_POLL, shutdown).await;
-                    Ok::<(), std::convert::Infallible>(())
-                }
-            });
-        }
+        self.start_workers(&tasks, &reporter, &draining, callbacks.is_some(), listeners.metrics);
         if let Some((listener, limits)) = callbacks {
             tasks.spawn_worker(
                 "callback server",
@@ -501,61 +468,6 @@ impl App {
     }
 }
 
-/// `GET /metrics`: Prometheus text. Grants by status are counted at scrape time.
-async fn serve_metrics(
-    listener: TcpListener,
-    service: Arc<CalendarService>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let router = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let service = service.clone();
-            async move {
-                let counted =
-                    tokio::time::timeout(Duration::from_secs(2), service.store().count_grants_by_status()).await;
-                if let Ok(Ok(counts)) = counted {
-                    // A status no grant has any more counts 0, not its last count.
-                    for status in GRANT_STATUSES {
-                        let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
-                        METRICS
-                            .grants
-                            .get_or_create(&StatusLabel {
-                                status: (*status).to_owned(),
-                            })
-                            .set(count);
-                    }
-                }
-                let by_key = tokio::time::timeout(Duration::from_secs(2), service.store().count_grants_by_key()).await;
-                if let Ok(Ok(counts)) = by_key {
-                    // A key no grant uses any more counts 0 (it is safe to remove once every replica says so).
-                    for key_id in service.store().key_ids() {
-                        let count = counts.iter().find(|(k, _)| *k == key_id).map_or(0, |(_, n)| *n);
-                        METRICS.grants_by_key.get_or_create(&KeyLabel { key_id }).set(count);
-                    }
-                    for (key_id, count) in counts {
-                        METRICS.grants_by_key.get_or_create(&KeyLabel { key_id }).set(count);
-                    }
-                }
-                let queued =
-                    tokio::time::timeout(Duration::from_secs(2), service.store().count_queued_notifications()).await;
-                if let Ok(Ok(queued)) = queued {
-                    METRICS.notifications_queued.set(queued);
-                }
-                (
-                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                    METRICS.render(),
-                )
-            }
-        }),
-    );
-    let addr = listener.local_addr().ok();
-    info!(addr = ?addr, "metrics at GET /metrics");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-}
-
 /// Reflection over calgate.v1, the health service and google.rpc error details,
 /// so grpcurl can describe everything and decode error details.
 fn reflection() -> tonic_reflection::server::Builder<'static> {
@@ -563,112 +475,6 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-}
-
-async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
-    METRICS.ready.set(i64::from(status == ServingStatus::Serving));
-    reporter.set_service_status("", status).await;
-    reporter.set_service_status(SERVICE_NAME, status).await;
-}
-
-/// Reports NOT_SERVING while the store cannot be reached, SERVING again when it
-/// can; when it is reachable, writes refreshed tokens it refused earlier.
-async fn watch_store(
-    service: Arc<CalendarService>,
-    reporter: HealthReporter,
-    draining: CancellationToken,
-    shutdown: CancellationToken,
-) -> Result<(), std::convert::Infallible> {
-    let mut healthy = true;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            () = tokio::time::sleep(STORE_PROBE_INTERVAL) => {}
-        }
-        let reachable = matches!(
-            tokio::time::timeout(STORE_PROBE_INTERVAL, service.store().ping()).await,
-            Ok(Ok(()))
-        );
-        if reachable {
-            service.flush_pending_tokens().await;
-            let _ = service.store().prune_rate_windows().await;
-        }
-        // Once draining, health stays NOT_SERVING whatever the store does.
-        if reachable != healthy && !draining.is_cancelled() {
-            healthy = reachable;
-            if healthy {
-                info!("credential store reachable again: SERVING");
-                set_health(&reporter, ServingStatus::Serving).await;
-            } else {
-                warn!("credential store unreachable: NOT_SERVING");
-                set_health(&reporter, ServingStatus::NotServing).await;
-            }
-        }
-    }
-}
-
-/// Runs `round` every `interval` until `shutdown` (a worker's loop).
-async fn every<F, Fut>(
-    interval: Duration,
-    shutdown: CancellationToken,
-    mut round: F,
-) -> Result<(), std::convert::Infallible>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            () = tokio::time::sleep(interval) => {}
-        }
-        round().await;
-    }
-}
-
-/// PostgreSQL: wakes this replica's watchers, every `interval`, for changes
-/// other replicas recorded. One query per replica, whatever the number of
-/// watchers; a missed round only delays them to the next.
-async fn poll_change_feed(
-    service: Arc<CalendarService>,
-    interval: Duration,
-    shutdown: CancellationToken,
-) -> Result<(), std::convert::Infallible> {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            _ = ticks.tick() => {}
-        }
-        match service.store().poll_change_feed().await {
-            Ok(()) => failing = false,
-            // Logged once per outage: the store watcher reports the outage itself.
-            Err(error) if !failing => {
-                failing = true;
-                warn!(%error, "polling the change stream failed; watchers wait for the store");
-            }
-            Err(_) => {}
-        }
-    }
-}
-
-async fn tls_config(tls: &TlsSettings) -> Result<ServerTlsConfig, StartError> {
-    let read = |key: &'static str, path: std::path::PathBuf| async move {
-        tokio::fs::read(&path).await.map_err(|source| StartError::TlsFile {
-            key,
-            path: path.display().to_string(),
-            source,
-        })
-    };
-    let cert = read("tls.cert_file", tls.cert_file.clone()).await?;
-    let key = read("tls.key_file", tls.key_file.clone()).await?;
-    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-    if let Some(ca) = &tls.client_ca_file {
-        config = config.client_ca_root(Certificate::from_pem(read("tls.client_ca_file", ca.clone()).await?));
-    }
-    Ok(config)
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
