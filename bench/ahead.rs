@@ -16,11 +16,12 @@ use tokio::time::Instant;
 use tonic::{Code, transport::Channel};
 
 use crate::{
+    calls::upsert,
     grants::{self, Seeded},
     h2load::percentile,
     harness::{Bench, CalgateOptions, Server, free_port},
+    peaks::{peak_in_clock_windows, peak_in_window},
     report::{Report, Table},
-    scenarios::{peak_in_clock_windows, peak_in_window, upsert},
 };
 
 /// Cronofy's default budget for an application.

@@ -6,11 +6,13 @@
 //! prints medians and ratios. `calgate-bench passthrough` is that passthrough.
 
 mod ahead;
+mod calls;
 mod changes;
 mod grants;
 mod h2load;
 mod harness;
 mod passthrough;
+mod peaks;
 mod report;
 mod scenarios;
 mod soak;

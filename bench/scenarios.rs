@@ -6,22 +6,21 @@ use std::{
 };
 
 use anyhow::Context;
-use calgate::{
-    domain::grant::GrantSelector,
-    grpc::pb::{self, calendar_write_service_client::CalendarWriteServiceClient},
-};
-use fake_cronofy::{Endpoint, RecordedRequest};
+use calgate::domain::grant::GrantSelector;
+use fake_cronofy::Endpoint;
 use futures::{StreamExt, stream};
 use rand::seq::{IndexedRandom, SliceRandom};
 use sqlx::{Connection, Executor};
 use time::OffsetDateTime;
 use tokio::time::Instant;
-use tonic::{Code, Request, transport::Channel};
+use tonic::{Code, transport::Channel};
 
 use crate::{
+    calls::{upsert, upsert_request},
     grants::{self, Seeded},
     h2load::{self, Load, percentile},
-    harness::{API_KEY, Bench, CalgateOptions, Server, TENANT, free_port},
+    harness::{Bench, CalgateOptions, Server, TENANT, free_port},
+    peaks::{peak_in_clock_seconds, peak_in_window},
     report::{Report, Table, median, us},
 };
 
@@ -210,29 +209,6 @@ async fn print_machine(report: &mut Report, args: &RunArgs) {
             OffsetDateTime::now_utc().date()
         ),
     );
-}
-
-/// An UpsertEvent for `user_ref`: a 30-minute event tomorrow on the hour.
-fn upsert_request(user_ref: &str, calendar_id: &str, event_id: String) -> pb::UpsertEventRequest {
-    let start = OffsetDateTime::now_utc().unix_timestamp() / 3600 * 3600 + 86_400;
-    let at = |seconds| pb::EventTime {
-        value: Some(pb::event_time::Value::Time(prost_types::Timestamp {
-            seconds,
-            nanos: 0,
-        })),
-        tzid: None,
-    };
-    pb::UpsertEventRequest {
-        user: Some(pb::upsert_event_request::User::UserRef(user_ref.to_owned())),
-        calendar_id: calendar_id.to_owned(),
-        event: Some(pb::Event {
-            event_id,
-            summary: "Benchmark".into(),
-            start: Some(at(start)),
-            end: Some(at(start + 1800)),
-            ..Default::default()
-        }),
-    }
 }
 
 /// The UpsertEvent request every load run sends, as a gRPC frame file.
@@ -669,55 +645,4 @@ async fn expiry(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::R
     }
     report.section("Grants expiring at once", &table.finish());
     Ok(())
-}
-
-/// One UpsertEvent for `grant`, with a 60 s deadline as a patient caller would set.
-pub(crate) async fn upsert(channel: Channel, grant: &Seeded) -> Result<(), Code> {
-    let mut client = CalendarWriteServiceClient::new(channel);
-    let event_id = format!("expiry-{}", rand::random::<u32>());
-    let mut request = Request::new(upsert_request(&grant.user_ref, &grant.calendar_id, event_id));
-    request.set_timeout(Duration::from_secs(60));
-    let bearer = format!("Bearer {API_KEY}").parse().map_err(|_| Code::Internal)?;
-    request.metadata_mut().insert("authorization", bearer);
-    client
-        .upsert_event(request)
-        .await
-        .map(drop)
-        .map_err(|status| status.code())
-}
-
-/// The most upstream requests that arrived within one wall-clock second
-/// (`started` and `started_wall` are the same moment on both clocks).
-fn peak_in_clock_seconds(requests: &[RecordedRequest], started: Instant, started_wall: OffsetDateTime) -> usize {
-    peak_in_clock_windows(requests, started, started_wall, 1)
-}
-
-/// The most upstream requests that arrived within one wall-clock window of
-/// `seconds` (aligned on the unix epoch, as the shared budget's windows are).
-pub(crate) fn peak_in_clock_windows(
-    requests: &[RecordedRequest],
-    started: Instant,
-    started_wall: OffsetDateTime,
-    seconds: i64,
-) -> usize {
-    let started = started.into_std();
-    let mut per_window = std::collections::HashMap::<i64, usize>::new();
-    for request in requests {
-        let offset = if request.at >= started {
-            time::Duration::try_from(request.at - started).unwrap_or_default()
-        } else {
-            -time::Duration::try_from(started - request.at).unwrap_or_default()
-        };
-        *per_window
-            .entry((started_wall + offset).unix_timestamp().div_euclid(seconds))
-            .or_default() += 1;
-    }
-    per_window.into_values().max().unwrap_or_default()
-}
-
-/// The most upstream requests that arrived within any `window`.
-pub(crate) fn peak_in_window(requests: &[RecordedRequest], window: Duration) -> usize {
-    let mut times: Vec<_> = requests.iter().map(|r| r.at).collect();
-    times.sort_unstable();
-    fake_cronofy::busiest_window(&times, window)
 }

@@ -90,7 +90,7 @@ pub async fn serve_fake_cronofy(
     client_secret_env: &str,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let _telemetry = crate::telemetry::init(&crate::config::LogSettings {
+    let _telemetry = crate::telemetry::init(&crate::telemetry::LogSettings {
         json: false,
         level: "info".into(),
     });

@@ -30,6 +30,7 @@ pub use secrets::SecretSource;
 pub use policy::{BreakerPolicy, BucketShape, RateLimit, RetryPolicy};
 
 use crate::cronofy::DataCenter;
+pub use crate::telemetry::LogSettings;
 
 /// Top-level keys that environment variables may override. Other `CALGATE_…`
 /// variables (such as `CALGATE_CONFIG` or a secret named `CALGATE_KEY_K1`) are not config keys.
@@ -224,15 +225,6 @@ pub struct TlsSettings {
     pub key_file: PathBuf,
     /// PEM CA bundle; when set, clients must present a certificate it signed.
     pub client_ca_file: Option<PathBuf>,
-}
-
-/// Log output.
-#[derive(Debug, Clone)]
-pub struct LogSettings {
-    /// `text` (human-readable) or `json`.
-    pub json: bool,
-    /// Default filter directive, overridden by `RUST_LOG`.
-    pub level: String,
 }
 
 /// Outbound HTTP settings.

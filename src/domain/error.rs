@@ -302,6 +302,12 @@ impl Violations {
     }
 }
 
+/// Logs why the store failed (once, here) and reports it unavailable.
+pub(crate) fn store_failure(tenant: &str, doing: &str, error: &crate::store::StoreError) -> Error {
+    tracing::warn!(tenant, %error, "{doing} failed: the store is unavailable");
+    Error::StoreUnavailable
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,8 +29,8 @@ use tracing::{error, info, warn};
 use super::{
     Error, Tenant,
     clock::Clock,
+    error::store_failure,
     grant::{GrantSelector, GrantStatus, StatusReason, StoredGrant, Tokens},
-    service::store_failure,
     upstream,
 };
 use crate::{

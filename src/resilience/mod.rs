@@ -233,7 +233,11 @@ impl Resilience {
                     })
                     .clone();
                 background.insert(limits.tenant.clone(), share);
-                METRICS.budget_limit(&limits.application, limits.rate_limit);
+                METRICS.budget_limit(
+                    &limits.application,
+                    limits.rate_limit.per_second,
+                    limits.rate_limit.per_minute,
+                );
                 names.insert(limits.tenant.clone(), limits.application.clone());
                 let queue = app_queues.entry(limits.application.clone()).or_default().clone();
                 queues.insert(limits.tenant.clone(), (queue, limits.rate_limit.per_second));

@@ -430,9 +430,9 @@ impl Metrics {
             .inc();
     }
 
-    /// Publishes an application's configured budget (and its request
-    /// counters, at 0).
-    pub fn budget_limit(&self, application: &str, limit: crate::config::RateLimit) {
+    /// Publishes an application's configured budget, `per_second` and
+    /// `per_minute` (and its request counters, at 0).
+    pub fn budget_limit(&self, application: &str, per_second: u32, per_minute: u32) {
         for outcome in ["admitted", "refused"] {
             self.budget_requests
                 .get_or_create(&BudgetLabels {
@@ -441,7 +441,7 @@ impl Metrics {
                 })
                 .inc_by(0);
         }
-        for (window, value) in [("second", limit.per_second), ("minute", limit.per_minute)] {
+        for (window, value) in [("second", per_second), ("minute", per_minute)] {
             self.budget_limit
                 .get_or_create(&BudgetWindowLabels {
                     application: application.to_owned(),

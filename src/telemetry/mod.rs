@@ -10,13 +10,21 @@ pub(crate) mod rpc_layer;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::config::LogSettings;
-
 /// Keeps trace export alive; dropping it flushes pending spans.
 #[derive(Debug, Default)]
 pub struct TelemetryGuard {
     #[cfg(feature = "otel")]
     _otel: Option<otel::Exporter>,
+}
+
+/// Log output (`[log]` in the config): telemetry's own settings, so that
+/// telemetry, which every layer reports to, depends on no layer.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// `text` (human-readable) or `json`.
+    pub json: bool,
+    /// Default filter directive, overridden by `RUST_LOG`.
+    pub level: String,
 }
 
 /// Installs the global subscriber. Call once, from `main`, inside the runtime.

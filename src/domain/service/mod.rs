@@ -2,6 +2,7 @@
 //! describe grants) and `events` (writes and calendar reads); this module
 //! holds the service and the token handling both share.
 
+use super::error::store_failure;
 use std::{sync::Arc, time::Duration};
 
 use secrecy::SecretString;
@@ -138,12 +139,6 @@ pub struct CalendarService {
     usage: UsageLog,
     /// `[refresh_ahead]`.
     refresh_ahead: RefreshAheadSettings,
-}
-
-/// Logs why the store failed (once, here) and reports it unavailable.
-pub(super) fn store_failure(tenant: &str, doing: &str, error: &StoreError) -> Error {
-    warn!(tenant, %error, "{doing} failed: the store is unavailable");
-    Error::StoreUnavailable
 }
 
 /// Everything [`CalendarService::new`] is built from.
