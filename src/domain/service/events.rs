@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{CalendarService, Deadline, TokenLease, notifications::written_state, store_failure};
+use super::{CalendarService, Deadline, TokenLease, event_records::written_state, store_failure};
 use crate::{
     cronofy::{BatchEntry, CronofyClient, CronofyError, FreeBusyParams},
     domain::{

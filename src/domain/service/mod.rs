@@ -84,10 +84,13 @@ macro_rules! call_with_refresh {
 
 mod availability;
 mod changes;
+mod channels;
 mod connect;
 mod enterprise;
 mod erasure;
+mod event_records;
 mod events;
+mod notification_reads;
 mod notifications;
 mod refresh_ahead;
 mod revoke;

@@ -14,27 +14,19 @@ use tokio::task::JoinSet;
 
 use serde::Deserialize;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use super::{CalendarService, CallbackError, store_failure};
+use super::{CalendarService, CallbackError};
 use crate::{
-    cronofy::{CronofyClient, CronofyError, ReadEvent},
-    domain::{
-        Error, Tenant,
-        changes::{EventChange, EventChangeKind, EventState, SeenTime},
-        event::EventTime,
-        grant::{GrantSelector, GrantStatus},
-        upstream,
-    },
-    resilience::GuardError,
-    store::{DueChannel, QueuedNotification, is_channel_key, notification_id},
+    domain::{Error, Tenant},
+    store::{QueuedNotification, is_channel_key, notification_id},
     telemetry::metrics::METRICS,
 };
 
 /// Where Cronofy posts a channel's notifications, on the callback listener.
 pub const NOTIFICATION_PATH: &str = "/cronofy/notifications/{channel_key}";
 /// Rows a worker takes per round.
-const BATCH: i64 = 20;
+pub(super) const BATCH: i64 = 20;
 /// Notifications one replica processes at once.
 pub const MAX_NOTIFICATIONS_IN_FLIGHT: usize = 8;
 /// Of those, at most this many of one tenant.
@@ -45,11 +37,11 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 /// A notification still failing after this many attempts (about a day) is dropped, logged.
 const MAX_NOTIFICATION_ATTEMPTS: i64 = 30;
 /// How long a claimed row is left to its replica before another may take it.
-const CLAIM_SECONDS: i64 = 120;
+pub(super) const CLAIM_SECONDS: i64 = 120;
 /// Longest `notification.type` kept (Cronofy's are short words).
 const MAX_KIND_LEN: usize = 64;
 /// Most event pages read for one notification (at 100 a page: 10,000 events).
-const MAX_EVENT_PAGES: usize = 100;
+pub(super) const MAX_EVENT_PAGES: usize = 100;
 /// Most event pages read for one grant's notifications within a minute, on
 /// every replica together: one notification's worth, so replays and bursts
 /// cannot multiply the reads. A notification finding none left is deferred
@@ -110,67 +102,12 @@ fn is_handled(kind: &str) -> bool {
 }
 
 /// The delay before retry number `attempts + 1`.
-fn backoff(attempts: i64) -> Duration {
+pub(super) fn backoff(attempts: i64) -> Duration {
     let factor = 2u32.saturating_pow(attempts.clamp(0, 16) as u32);
     RETRY_BASE.saturating_mul(factor).min(MAX_RETRY_DELAY)
 }
 
-/// The state calgate wrote, as Cronofy will read it back.
-pub(super) fn written_state(start: &EventTime, end: &EventTime, summary: &str) -> EventState {
-    EventState::Present {
-        start: SeenTime::written(start),
-        end: SeenTime::written(end),
-        summary: summary.to_owned(),
-    }
-}
-
 impl CalendarService {
-    /// Whether calgate records the tenant's event writes: to tell its own
-    /// writes from changes (with `[callbacks]`), and to delete "all its
-    /// events" by id when it shares its Cronofy application. Otherwise the
-    /// record would cost a store write per event write for nothing.
-    fn records_writes(&self, tenant: &Tenant) -> bool {
-        self.callback_base.is_some() || tenant.shares_application()
-    }
-
-    /// Remembers what calgate just wrote of an event (by the caller's id):
-    /// reading it back after a notification is then no change, and a tenant
-    /// sharing its Cronofy application deletes "all its events" from this
-    /// record. A store failure costs a spurious change later, or an event a
-    /// later DeleteAllEvents misses: logged, never failing the write that succeeded.
-    pub(super) async fn remember_event(
-        &self,
-        tenant: &Tenant,
-        sub: &str,
-        calendar_id: &str,
-        event_id: &str,
-        state: EventState,
-    ) {
-        if !self.records_writes(tenant) {
-            return;
-        }
-        let tenant = tenant.id.as_str();
-        if let Err(error) = self
-            .store
-            .remember_event(tenant, sub, calendar_id, event_id, &state)
-            .await
-        {
-            warn!(tenant, sub, %error, "remembering an event write failed; a notification may report it as a change");
-        }
-    }
-
-    /// As [`Self::remember_event`] for a bulk delete.
-    pub(super) async fn remember_all_deleted(&self, tenant: &Tenant, sub: &str, calendar_ids: &[String]) {
-        if !self.records_writes(tenant) {
-            return;
-        }
-        let tenant = tenant.id.as_str();
-        let ids = (!calendar_ids.is_empty()).then_some(calendar_ids);
-        if let Err(error) = self.store.remember_all_deleted(tenant, sub, ids).await {
-            warn!(tenant, sub, %error, "remembering a bulk delete failed; notifications may report its events");
-        }
-    }
-
     /// A notification Cronofy posted to `channel_key`, signed by `signed_by`'s
     /// secrets: queued durably (processing happens in the background), or
     /// acknowledged. 404 when no grant of a signing tenant owns the key.
@@ -302,128 +239,6 @@ impl CalendarService {
         }
     }
 
-    /// One round of the channel worker: opens the channels that are due.
-    /// Returns how many were opened.
-    async fn open_due_channels(&self, tenants: &HashMap<String, Arc<Tenant>>) -> usize {
-        let due = match self.store.due_channels(BATCH).await {
-            Ok(due) => due,
-            Err(error) => {
-                warn!(%error, "reading channels to open failed");
-                return 0;
-            }
-        };
-        let mut opened = 0;
-        for channel in due {
-            let Some(tenant) = tenants.get(&channel.tenant_id) else {
-                continue;
-            };
-            match self.store.claim_channel(&channel, CLAIM_SECONDS).await {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(error) => {
-                    warn!(%error, "claiming a channel failed");
-                    continue;
-                }
-            }
-            match self.open_channel(tenant, &channel).await {
-                Ok(()) => opened += 1,
-                // No token to open it with until the user connects again (which asks anew).
-                Err(Error::GrantNeedsReauth | Error::GrantRevoked | Error::GrantNotFound) => {
-                    info!(tenant = %tenant.id, sub = %channel.sub, "no channel for a grant that needs the user again");
-                    if let Err(error) = self.store.forget_channel(&tenant.id, &channel.sub).await {
-                        warn!(%error, "dropping a channel request failed");
-                    }
-                }
-                Err(error) => {
-                    let delay = backoff(channel.channel_attempts);
-                    warn!(tenant = %tenant.id, sub = %channel.sub, %error, ?delay, "opening a push notification channel failed; retrying");
-                    let detail = format!("opening the channel failed: {error}");
-                    if let Err(error) = self
-                        .store
-                        .channel_failed(&tenant.id, &channel.sub, &detail, delay.as_secs() as i64)
-                        .await
-                    {
-                        warn!(%error, "recording a channel failure failed");
-                    }
-                }
-            }
-        }
-        opened
-    }
-
-    async fn open_channel(&self, tenant: &Arc<Tenant>, due: &DueChannel) -> Result<(), Error> {
-        let base = self.callback_base.as_ref().ok_or(Error::CallbacksNotConfigured)?;
-        let callback_url = notification_url(base, &due.channel_key);
-        let selector = GrantSelector::Sub(due.sub.clone());
-        let lease = self.access_token(tenant, &selector, false).await?;
-        let channel_id = call_with_refresh!(
-            self,
-            tenant,
-            background,
-            lease,
-            upstream::Call::other("channel"),
-            |token| { self.cronofy.create_channel(&tenant.app.endpoints, token, &callback_url) }
-        )?;
-        let readable = self.events_readable(tenant, &selector).await;
-        let kept = self
-            .store
-            .channel_opened(&tenant.id, &due.sub, &due.channel_key, &channel_id, readable)
-            .await
-            .map_err(|error| store_failure(&tenant.id, "recording a channel", &error))?;
-        if kept {
-            info!(tenant = %tenant.id, sub = %due.sub, events = readable, "push notification channel open");
-        } else {
-            // Revoked or reconnected meanwhile: this channel is nobody's.
-            self.close_channel(tenant, &selector, &channel_id).await;
-        }
-        Ok(())
-    }
-
-    /// Whether Cronofy lets calgate read the grant's own events (asked once,
-    /// when its channel opens): a 403 means event changes cannot be tracked.
-    async fn events_readable(&self, tenant: &Arc<Tenant>, selector: &GrantSelector) -> bool {
-        !matches!(self.probe_events(tenant, selector).await, Err(Error::InsufficientScope))
-    }
-
-    async fn probe_events(&self, tenant: &Arc<Tenant>, selector: &GrantSelector) -> Result<(), Error> {
-        let since = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
-        let url = CronofyClient::managed_events_url(&tenant.app.endpoints, &since);
-        let lease = self.access_token(tenant, selector, false).await?;
-        call_with_refresh!(
-            self,
-            tenant,
-            background,
-            lease,
-            upstream::Call::other("events"),
-            |token| { self.cronofy.read_events_page(&tenant.app.endpoints, token, &url) }
-        )
-        .map(drop)
-    }
-
-    /// Closes a channel at Cronofy, best effort: a revoked authorization's
-    /// channels stop with it at Cronofy anyway.
-    pub(super) async fn close_channel(&self, tenant: &Arc<Tenant>, selector: &GrantSelector, channel_id: &str) {
-        let Ok(lease) = self.access_token(tenant, selector, false).await else {
-            return;
-        };
-        let token = &lease.token;
-        let closed = self
-            .resilience
-            .call(&tenant.id, None, || {
-                self.cronofy.close_channel(&tenant.app.endpoints, token, channel_id)
-            })
-            .await;
-        match closed {
-            Ok(()) | Err(GuardError::Upstream(CronofyError::NotFound)) => {
-                debug!(tenant = %tenant.id, channel_id, "push notification channel closed");
-            }
-            Err(error) => {
-                let error = upstream::guard_error(error, upstream::Call::other("channel"));
-                warn!(tenant = %tenant.id, channel_id, %error, "closing a push notification channel failed");
-            }
-        }
-    }
-
     /// Claims due notifications of tenants with room and starts processing
     /// each in `running`. Returns the started tasks' ids with their tenants.
     async fn dispatch_notifications(
@@ -524,178 +339,6 @@ impl CalendarService {
             warn!(%error, "recording a notification's outcome failed; it will be processed again");
         }
     }
-
-    async fn process(&self, tenant: &Arc<Tenant>, queued: &QueuedNotification) -> Result<(), Error> {
-        let selector = GrantSelector::Sub(queued.sub.clone());
-        let stored = match self.find(tenant, &selector).await {
-            Ok(stored) => stored,
-            Err(Error::GrantNotFound) => return Ok(()),
-            Err(error) => return Err(error),
-        };
-        let status = stored.grant.status;
-        if matches!(status, GrantStatus::Revoked | GrantStatus::NeedsReauth) {
-            // Nothing can be read for it; its own changes were recorded already.
-            return Ok(());
-        }
-        if queued.kind.starts_with("profile_") || status == GrantStatus::ProfileDisconnected {
-            self.sync_profile(tenant, &selector).await?;
-        }
-        if queued.kind == "change"
-            && let Some(since) = &queued.changes_since
-        {
-            self.read_event_changes(tenant, &selector, since).await?;
-        }
-        Ok(())
-    }
-
-    /// Reads the account's profiles: a disconnected one disconnects the
-    /// grant (writes fail fast until the user relinks), all connected again
-    /// reconnects it.
-    async fn sync_profile(&self, tenant: &Arc<Tenant>, selector: &GrantSelector) -> Result<(), Error> {
-        let lease = self.access_token(tenant, selector, false).await?;
-        let sub = lease.sub.clone();
-        let info = call_with_refresh!(
-            self,
-            tenant,
-            background,
-            lease,
-            upstream::Call::other("user info"),
-            |token| { self.cronofy.userinfo(&tenant.app.endpoints, token) }
-        )?;
-        let profiles = info.data.map(|data| data.profiles).unwrap_or_default();
-        let disconnected = profiles.iter().find(|p| p.profile_connected == Some(false));
-        let relink_url = disconnected.and_then(|p| p.profile_relink_url.as_deref());
-        let changed = self
-            .store
-            .set_profile_connected(&tenant.id, &sub, disconnected.is_none(), relink_url)
-            .await
-            .map_err(|error| store_failure(&tenant.id, "recording a profile's state", &error))?;
-        if changed.is_some() {
-            self.tokens.forget_grant(&tenant.id, &sub);
-            info!(tenant = %tenant.id, sub, connected = disconnected.is_none(), "calendar profile state changed");
-        }
-        Ok(())
-    }
-
-    /// Reads the grant's own events changed since `since` (every page) and
-    /// records those that differ from what calgate last knew.
-    async fn read_event_changes(
-        &self,
-        tenant: &Arc<Tenant>,
-        selector: &GrantSelector,
-        since: &str,
-    ) -> Result<(), Error> {
-        let stored = self.find(tenant, selector).await?;
-        if stored.grant.change_tracking == crate::domain::grant::ChangeTracking::ProfileOnly {
-            return Ok(());
-        }
-        let sub = stored.grant.sub;
-        let mut page = Some(CronofyClient::managed_events_url(&tenant.app.endpoints, since));
-        let mut pages = 0;
-        while let Some(url) = page.take() {
-            pages += 1;
-            if pages > MAX_EVENT_PAGES {
-                warn!(tenant = %tenant.id, sub, "more changed events than calgate reads for one notification; the rest are skipped");
-                break;
-            }
-            let page_left = self
-                .store
-                .take_channel_page(&tenant.id, &sub, PAGES_PER_CHANNEL_PER_MINUTE)
-                .await
-                .map_err(|error| store_failure(&tenant.id, "counting a channel's pages", &error))?;
-            if !page_left {
-                warn!(tenant = %tenant.id, sub, "this grant's pages of changed events for the minute are spent; deferred");
-                return Err(Error::RateBudgetExhausted {
-                    retry_after: Duration::from_secs(60),
-                });
-            }
-            let lease = self.access_token(tenant, selector, false).await?;
-            let read = call_with_refresh!(
-                self,
-                tenant,
-                background,
-                lease,
-                upstream::Call::other("events"),
-                |token| { self.cronofy.read_events_page(&tenant.app.endpoints, token, &url) }
-            );
-            let (events, next) = match read {
-                Ok(read) => read,
-                Err(Error::InsufficientScope) => {
-                    warn!(tenant = %tenant.id, sub, "Cronofy refuses to read the grant's events; event tracking is off for it");
-                    return self
-                        .store
-                        .event_tracking_off(&tenant.id, &sub)
-                        .await
-                        .map_err(|error| store_failure(&tenant.id, "turning event tracking off", &error));
-                }
-                Err(error) => return Err(error),
-            };
-            for event in events {
-                self.observe(tenant, &sub, event).await?;
-            }
-            page = next;
-        }
-        Ok(())
-    }
-
-    async fn observe(&self, tenant: &Tenant, sub: &str, event: ReadEvent) -> Result<(), Error> {
-        // Another tenant of the application wrote it: not this tenant's to see.
-        let Some(event_id) = event
-            .event_id
-            .as_deref()
-            .and_then(|id| tenant.event_ids.caller(id))
-            .map(str::to_owned)
-        else {
-            return Ok(());
-        };
-        let start = event.start.as_deref().and_then(SeenTime::parse);
-        let end = event.end.as_deref().and_then(SeenTime::parse);
-        let summary = event.summary.unwrap_or_default();
-        let (seen, change) = match (event.deleted, start, end) {
-            (true, _, _) => (
-                EventState::Deleted,
-                EventChange {
-                    calendar_id: event.calendar_id,
-                    event_id,
-                    kind: EventChangeKind::Deleted,
-                    start: None,
-                    end: None,
-                    summary: String::new(),
-                },
-            ),
-            (false, Some(start), Some(end)) => (
-                EventState::Present {
-                    start,
-                    end,
-                    summary: summary.clone(),
-                },
-                EventChange {
-                    calendar_id: event.calendar_id,
-                    event_id,
-                    kind: EventChangeKind::Updated,
-                    start: Some(start),
-                    end: Some(end),
-                    summary,
-                },
-            ),
-            // Times calgate cannot read: nothing to compare.
-            (false, _, _) => return Ok(()),
-        };
-        self.store
-            .observe_event(&tenant.id, sub, &seen, &change)
-            .await
-            .map_err(|error| store_failure(&tenant.id, "recording an event change", &error))?;
-        Ok(())
-    }
-}
-
-/// The callback URL of a channel: `{public_url}/cronofy/notifications/{key}`.
-fn notification_url(base: &url::Url, channel_key: &str) -> String {
-    let mut url = base.clone();
-    let path = NOTIFICATION_PATH.replace("{channel_key}", channel_key);
-    url.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
-    url.set_query(None);
-    url.into()
 }
 
 #[cfg(test)]
@@ -708,15 +351,6 @@ mod tests {
         assert_eq!(backoff(1), Duration::from_secs(10));
         assert_eq!(backoff(30), MAX_RETRY_DELAY);
         assert_eq!(backoff(-3), Duration::from_secs(5));
-    }
-
-    #[test]
-    fn notification_urls_keep_the_public_path() {
-        let base = url::Url::parse("https://calgate.example/prefix/").expect("url");
-        assert_eq!(
-            notification_url(&base, "nabc"),
-            "https://calgate.example/prefix/cronofy/notifications/nabc"
-        );
     }
 
     #[test]

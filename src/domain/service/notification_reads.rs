@@ -1,0 +1,190 @@
+//! What processing a notification reads at Cronofy: the profile's state
+//! (UserInfo) for profile notifications, the changed events for a change
+//! notification, each compared with what calgate wrote and recorded as a
+//! change when it differs.
+
+use std::{sync::Arc, time::Duration};
+
+use tracing::{info, warn};
+
+use super::{
+    CalendarService,
+    notifications::{MAX_EVENT_PAGES, PAGES_PER_CHANNEL_PER_MINUTE},
+    store_failure,
+};
+use crate::{
+    cronofy::{CronofyClient, CronofyError, ReadEvent},
+    domain::{
+        Error, Tenant,
+        changes::{EventChange, EventChangeKind, EventState, SeenTime},
+        grant::{GrantSelector, GrantStatus},
+        upstream,
+    },
+    resilience::GuardError,
+    store::QueuedNotification,
+};
+
+impl CalendarService {
+    pub(super) async fn process(&self, tenant: &Arc<Tenant>, queued: &QueuedNotification) -> Result<(), Error> {
+        let selector = GrantSelector::Sub(queued.sub.clone());
+        let stored = match self.find(tenant, &selector).await {
+            Ok(stored) => stored,
+            Err(Error::GrantNotFound) => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        let status = stored.grant.status;
+        if matches!(status, GrantStatus::Revoked | GrantStatus::NeedsReauth) {
+            // Nothing can be read for it; its own changes were recorded already.
+            return Ok(());
+        }
+        if queued.kind.starts_with("profile_") || status == GrantStatus::ProfileDisconnected {
+            self.sync_profile(tenant, &selector).await?;
+        }
+        if queued.kind == "change"
+            && let Some(since) = &queued.changes_since
+        {
+            self.read_event_changes(tenant, &selector, since).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the account's profiles: a disconnected one disconnects the
+    /// grant (writes fail fast until the user relinks), all connected again
+    /// reconnects it.
+    async fn sync_profile(&self, tenant: &Arc<Tenant>, selector: &GrantSelector) -> Result<(), Error> {
+        let lease = self.access_token(tenant, selector, false).await?;
+        let sub = lease.sub.clone();
+        let info = call_with_refresh!(
+            self,
+            tenant,
+            background,
+            lease,
+            upstream::Call::other("user info"),
+            |token| { self.cronofy.userinfo(&tenant.app.endpoints, token) }
+        )?;
+        let profiles = info.data.map(|data| data.profiles).unwrap_or_default();
+        let disconnected = profiles.iter().find(|p| p.profile_connected == Some(false));
+        let relink_url = disconnected.and_then(|p| p.profile_relink_url.as_deref());
+        let changed = self
+            .store
+            .set_profile_connected(&tenant.id, &sub, disconnected.is_none(), relink_url)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "recording a profile's state", &error))?;
+        if changed.is_some() {
+            self.tokens.forget_grant(&tenant.id, &sub);
+            info!(tenant = %tenant.id, sub, connected = disconnected.is_none(), "calendar profile state changed");
+        }
+        Ok(())
+    }
+
+    /// Reads the grant's own events changed since `since` (every page) and
+    /// records those that differ from what calgate last knew.
+    async fn read_event_changes(
+        &self,
+        tenant: &Arc<Tenant>,
+        selector: &GrantSelector,
+        since: &str,
+    ) -> Result<(), Error> {
+        let stored = self.find(tenant, selector).await?;
+        if stored.grant.change_tracking == crate::domain::grant::ChangeTracking::ProfileOnly {
+            return Ok(());
+        }
+        let sub = stored.grant.sub;
+        let mut page = Some(CronofyClient::managed_events_url(&tenant.app.endpoints, since));
+        let mut pages = 0;
+        while let Some(url) = page.take() {
+            pages += 1;
+            if pages > MAX_EVENT_PAGES {
+                warn!(tenant = %tenant.id, sub, "more changed events than calgate reads for one notification; the rest are skipped");
+                break;
+            }
+            let page_left = self
+                .store
+                .take_channel_page(&tenant.id, &sub, PAGES_PER_CHANNEL_PER_MINUTE)
+                .await
+                .map_err(|error| store_failure(&tenant.id, "counting a channel's pages", &error))?;
+            if !page_left {
+                warn!(tenant = %tenant.id, sub, "this grant's pages of changed events for the minute are spent; deferred");
+                return Err(Error::RateBudgetExhausted {
+                    retry_after: Duration::from_secs(60),
+                });
+            }
+            let lease = self.access_token(tenant, selector, false).await?;
+            let read = call_with_refresh!(
+                self,
+                tenant,
+                background,
+                lease,
+                upstream::Call::other("events"),
+                |token| { self.cronofy.read_events_page(&tenant.app.endpoints, token, &url) }
+            );
+            let (events, next) = match read {
+                Ok(read) => read,
+                Err(Error::InsufficientScope) => {
+                    warn!(tenant = %tenant.id, sub, "Cronofy refuses to read the grant's events; event tracking is off for it");
+                    return self
+                        .store
+                        .event_tracking_off(&tenant.id, &sub)
+                        .await
+                        .map_err(|error| store_failure(&tenant.id, "turning event tracking off", &error));
+                }
+                Err(error) => return Err(error),
+            };
+            for event in events {
+                self.observe(tenant, &sub, event).await?;
+            }
+            page = next;
+        }
+        Ok(())
+    }
+
+    async fn observe(&self, tenant: &Tenant, sub: &str, event: ReadEvent) -> Result<(), Error> {
+        // Another tenant of the application wrote it: not this tenant's to see.
+        let Some(event_id) = event
+            .event_id
+            .as_deref()
+            .and_then(|id| tenant.event_ids.caller(id))
+            .map(str::to_owned)
+        else {
+            return Ok(());
+        };
+        let start = event.start.as_deref().and_then(SeenTime::parse);
+        let end = event.end.as_deref().and_then(SeenTime::parse);
+        let summary = event.summary.unwrap_or_default();
+        let (seen, change) = match (event.deleted, start, end) {
+            (true, _, _) => (
+                EventState::Deleted,
+                EventChange {
+                    calendar_id: event.calendar_id,
+                    event_id,
+                    kind: EventChangeKind::Deleted,
+                    start: None,
+                    end: None,
+                    summary: String::new(),
+                },
+            ),
+            (false, Some(start), Some(end)) => (
+                EventState::Present {
+                    start,
+                    end,
+                    summary: summary.clone(),
+                },
+                EventChange {
+                    calendar_id: event.calendar_id,
+                    event_id,
+                    kind: EventChangeKind::Updated,
+                    start: Some(start),
+                    end: Some(end),
+                    summary,
+                },
+            ),
+            // Times calgate cannot read: nothing to compare.
+            (false, _, _) => return Ok(()),
+        };
+        self.store
+            .observe_event(&tenant.id, sub, &seen, &change)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "recording an event change", &error))?;
+        Ok(())
+    }
+}
