@@ -8,6 +8,7 @@
 mod ahead;
 mod calls;
 mod changes;
+mod expiry;
 mod grants;
 mod h2load;
 mod harness;
@@ -15,6 +16,7 @@ mod passthrough;
 mod peaks;
 mod report;
 mod scenarios;
+mod setup;
 mod soak;
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -31,7 +33,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the benchmark scenarios and print the report.
-    Run(scenarios::RunArgs),
+    Run(setup::RunArgs),
     /// Steady load with injected Cronofy faults and a PostgreSQL restart (docs/security.md).
     Soak(soak::SoakArgs),
     /// Serve the bare passthrough: UpsertEvent → one reqwest POST, nothing else.

@@ -8,123 +8,23 @@ use std::{
 use anyhow::Context;
 use calgate::domain::grant::GrantSelector;
 use fake_cronofy::Endpoint;
-use futures::{StreamExt, stream};
-use rand::seq::{IndexedRandom, SliceRandom};
-use sqlx::{Connection, Executor};
+use rand::seq::IndexedRandom;
 use time::OffsetDateTime;
 use tokio::time::Instant;
-use tonic::{Code, transport::Channel};
 
 use crate::{
-    calls::{upsert, upsert_request},
+    calls::upsert_request,
     grants::{self, Seeded},
     h2load::{self, Load, percentile},
     harness::{Bench, CalgateOptions, Server, TENANT, free_port},
-    peaks::{peak_in_clock_seconds, peak_in_window},
     report::{Report, Table, median, us},
+    setup::{Backend, RunArgs},
 };
-
-/// `calgate-bench run` options.
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    /// Work folder (emptied first); the report is written to report.md there.
-    #[arg(long, default_value = "target/bench")]
-    out: PathBuf,
-    /// Repetitions of each load run; medians are reported.
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-    /// A short smoke run (CI): few requests, small stores, one repetition.
-    #[arg(long)]
-    quick: bool,
-    /// PostgreSQL admin URL: a database is created for the run and dropped after. Without it, PostgreSQL is skipped.
-    #[arg(long, env = "CALGATE_BENCH_POSTGRES_URL")]
-    postgres_url: Option<String>,
-    /// Grants stored in the large-store scenario.
-    #[arg(long, default_value_t = 1_000_000)]
-    grants: u64,
-    /// Grants expiring at once in the refresh scenario.
-    #[arg(long, default_value_t = 10_000)]
-    expiring: usize,
-    /// The tenant's request budget (per second) in the refresh scenario.
-    #[arg(long, default_value_t = 1000)]
-    refresh_budget: u32,
-    /// How long each refresh-ahead case writes.
-    #[arg(long, default_value_t = 300)]
-    ahead_seconds: u64,
-    /// The refresh-ahead write load, calls a second (the 5 by default).
-    #[arg(long, default_value_t = 5.0)]
-    ahead_writes: f64,
-    /// Refresh-ahead cases to run: steady, outage.
-    #[arg(long, value_delimiter = ',', default_value = "steady,outage")]
-    ahead_cases: Vec<String>,
-    /// Scenarios to run: throughput, startup, grants, expiry, changes, ahead.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "throughput,startup,grants,expiry,changes,ahead"
-    )]
-    only: Vec<String>,
-    /// The calgate binary (default: the one built beside this harness).
-    #[arg(long)]
-    calgate: Option<PathBuf>,
-}
 
 /// Calls in flight for the load runs.
 const IN_FLIGHT: [u32; 3] = [1, 16, 64];
 /// A rate budget high enough never to be what is measured.
 const NO_BUDGET: u32 = 1_000_000;
-
-/// A store to run against: SQLite in the work folder, or a PostgreSQL database made for the run.
-struct Backend {
-    label: &'static str,
-    url: String,
-    admin: Option<String>,
-}
-
-impl Backend {
-    async fn all(args: &RunArgs, bench: &Bench, name: &str) -> anyhow::Result<Vec<Backend>> {
-        let mut backends = vec![Backend {
-            label: "sqlite",
-            url: format!("sqlite://{}", bench.dir.join(format!("{name}.db")).display()),
-            admin: None,
-        }];
-        if let Some(admin) = &args.postgres_url {
-            let db = format!("calgate_bench_{name}_{}", hex::encode(rand::random::<[u8; 4]>()));
-            let mut conn = sqlx::PgConnection::connect(admin)
-                .await
-                .context("connect to PostgreSQL")?;
-            conn.execute(format!("CREATE DATABASE {db}").as_str()).await?;
-            let mut url = url::Url::parse(admin)?;
-            url.set_path(&db);
-            backends.push(Backend {
-                label: "postgres",
-                url: url.to_string(),
-                admin: Some(admin.clone()),
-            });
-        }
-        Ok(backends)
-    }
-
-    async fn drop_database(&self) {
-        let Some(admin) = &self.admin else { return };
-        let name = self.url.rsplit('/').next().unwrap_or_default();
-        if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
-            let _ = conn
-                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                .await;
-        }
-    }
-
-    fn options(&self, per_second: u32, token_cache_ttl: Option<&'static str>) -> CalgateOptions {
-        CalgateOptions {
-            per_minute: None,
-            store_url: self.url.clone(),
-            per_second,
-            extra: String::new(),
-            token_cache_ttl,
-        }
-    }
-}
 
 /// Runs the chosen scenarios and prints the report.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -143,7 +43,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         large_store(&args, &bench, &mut report).await?;
     }
     if wants("expiry") {
-        expiry(&args, &bench, &mut report).await?;
+        crate::expiry::run(&args, &bench, &mut report).await?;
     }
     if wants("changes") {
         let backends = Backend::all(&args, &bench, "changes").await?;
@@ -525,124 +425,4 @@ async fn lookup_latency(store: &calgate::store::Store, seeded: &[Seeded], count:
     }
     times.sort_unstable();
     Ok((us(percentile(&times, 0.5)), us(percentile(&times, 0.99))))
-}
-
-/// Calls in flight in the expiry scenario.
-const EXPIRY_IN_FLIGHT: usize = 64;
-
-/// `args.expiring` grants whose access tokens all expire now, each written to
-/// twice by callers 64 at a time: every grant refreshed once, no call failed,
-/// the tenant's budget never exceeded.
-async fn expiry(args: &RunArgs, bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
-    let count = if args.quick { 300 } else { args.expiring };
-    // The smoke run's 900 requests must press on the budget, or its check proves nothing.
-    let budget = if args.quick { 200 } else { args.refresh_budget };
-    let mut table = Table::new(&[
-        "backend",
-        "grants",
-        "calls",
-        "failed",
-        "refreshes",
-        "seconds",
-        "peak in any 1 s",
-        "peak in any 60 s",
-        "peak in a clock second",
-        "budget",
-    ]);
-    for backend in Backend::all(args, bench, "expiry").await? {
-        let config = bench.config(
-            &format!("expiry-{}", backend.label),
-            free_port()?,
-            &backend.options(budget, None),
-        )?;
-        let store = bench.open_store(&config).await?;
-        let seeded = grants::seed(bench, &store, 0..count, OffsetDateTime::now_utc()).await?;
-        drop(store);
-        let server = bench
-            .start_calgate(&format!("calgate-expiry-{}", backend.label), &config)
-            .await?;
-        bench.fake.clear_requests();
-        let mut calls: Vec<&Seeded> = seeded.iter().chain(&seeded).collect();
-        calls.shuffle(&mut rand::rng());
-        let channel = Channel::from_shared(format!("http://{}", server.addr))?
-            .connect()
-            .await?;
-        let started = Instant::now();
-        let started_wall = OffsetDateTime::now_utc();
-        let outcomes: Vec<Result<(), Code>> = stream::iter(calls.iter().copied())
-            .map(|grant| upsert(channel.clone(), grant))
-            .buffer_unordered(EXPIRY_IN_FLIGHT)
-            .collect()
-            .await;
-        let elapsed = started.elapsed();
-        let failed = outcomes.iter().filter(|o| o.is_err()).count();
-        let mut codes: Vec<String> = outcomes
-            .iter()
-            .filter_map(|o| o.err())
-            .map(|c| format!("{c:?}"))
-            .collect();
-        codes.sort();
-        codes.dedup();
-        let requests = bench.fake.requests();
-        let refreshes = requests.iter().filter(|r| r.endpoint == Endpoint::Token).count();
-        let writes = requests.iter().filter(|r| r.endpoint == Endpoint::UpsertEvent).count();
-        let (peak_second, peak_minute) = (
-            peak_in_window(&requests, Duration::from_secs(1)),
-            peak_in_window(&requests, Duration::from_secs(60)),
-        );
-        let peak_clock_second = peak_in_clock_seconds(&requests, started, started_wall);
-        report.check(
-            failed == 0,
-            format!("expiry on {}: {failed} calls failed ({codes:?})", backend.label),
-        );
-        report.check(
-            refreshes == count && writes == calls.len(),
-            format!(
-                "expiry on {}: {refreshes} refreshes for {count} grants, {writes} writes for {} calls",
-                backend.label,
-                calls.len()
-            ),
-        );
-        // The budget holds for the requests calgate *claims* in any sliding
-        // window, in one process or shared through PostgreSQL (token buckets,
-        // docs/postgres.md). The fake sees *arrivals*: a request claimed in a
-        // window's last moments may arrive in the next one, so a window of
-        // arrivals may hold up to the calls in flight more (measured: 203 and
-        // 213 for a budget of 200). A limiter that did not limit would show the
-        // whole load (~900 in the smoke run).
-        let in_flight = EXPIRY_IN_FLIGHT;
-        let within = peak_second <= budget as usize + in_flight && peak_minute <= budget as usize * 60 + in_flight;
-        report.check(
-            within,
-            format!(
-                "expiry on {}: {peak_second} requests in one second ({peak_clock_second} in a clock second), budget {budget}",
-                backend.label
-            ),
-        );
-        // The load reached the budget: a broken limiter would have shown.
-        let pressed = peak_second.max(peak_clock_second) >= budget as usize * 8 / 10;
-        report.check(
-            pressed,
-            format!(
-                "expiry on {}: the load reached {peak_second} requests in a second, under 80 % of the budget {budget}",
-                backend.label
-            ),
-        );
-        table.row(&[
-            backend.label.into(),
-            count.to_string(),
-            calls.len().to_string(),
-            failed.to_string(),
-            refreshes.to_string(),
-            format!("{:.1}", elapsed.as_secs_f64()),
-            peak_second.to_string(),
-            peak_minute.to_string(),
-            peak_clock_second.to_string(),
-            format!("{budget}/s, {}/min", budget * 60),
-        ]);
-        server.stop().await?;
-        backend.drop_database().await;
-    }
-    report.section("Grants expiring at once", &table.finish());
-    Ok(())
 }

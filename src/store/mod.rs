@@ -16,6 +16,7 @@ mod grants;
 mod lease;
 mod notifications;
 mod refresh_ahead;
+mod refresh_marks;
 mod rekey;
 mod revocations;
 mod shared;

@@ -8,6 +8,7 @@ use std::{
 use rand::{Rng, distr::Alphanumeric};
 
 use super::faults::{Endpoint, Fault};
+pub use super::recorded::{RecordedRequest, SentNotification, busiest_window};
 
 /// Shapes the next authorization the fake grants.
 #[derive(Debug, Clone, Default)]
@@ -32,55 +33,6 @@ pub enum RefreshTokens {
     Rotate,
     /// Leave `refresh_token` out of the answer; the old one stays valid.
     Omit,
-}
-
-/// One request the api host received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordedRequest {
-    /// Which endpoint.
-    pub endpoint: Endpoint,
-    /// The path as received.
-    pub path: String,
-    /// The raw query string, if any.
-    pub query: Option<String>,
-    /// The body as received (lossy UTF-8): what calgate sent, for tests to assert on.
-    pub body: String,
-    /// When it arrived (benchmarks check request rates against a budget).
-    pub at: Instant,
-}
-
-/// The most of `times` (sorted) within any window of `window`'s length,
-/// wherever it falls: how tests and benchmarks check a request budget.
-pub fn busiest_window<T>(times: &[T], window: std::time::Duration) -> usize
-where
-    T: Copy + std::ops::Sub<Output = std::time::Duration>,
-{
-    let mut first = 0;
-    let mut busiest = 0;
-    for (last, at) in times.iter().enumerate() {
-        while *at - times[first] >= window {
-            first += 1;
-        }
-        busiest = busiest.max(last - first + 1);
-    }
-    busiest
-}
-
-impl RecordedRequest {
-    /// The body parsed as JSON, if it is JSON.
-    pub fn json(&self) -> Option<serde_json::Value> {
-        serde_json::from_str(&self.body).ok()
-    }
-
-    /// The body or query parsed as form pairs (`application/x-www-form-urlencoded`).
-    pub fn form(&self) -> Vec<(String, String)> {
-        let source = if self.body.is_empty() {
-            self.query.as_deref().unwrap_or_default()
-        } else {
-            &self.body
-        };
-        url::form_urlencoded::parse(source.as_bytes()).into_owned().collect()
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -169,19 +121,6 @@ pub(super) struct Channel {
     pub(super) sub: String,
     pub(super) callback_url: String,
     pub(super) filters: serde_json::Value,
-}
-
-/// A push notification the fake delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentNotification {
-    /// The channel's callback URL.
-    pub url: String,
-    /// The exact body sent (signed as sent).
-    pub body: String,
-    /// `Cronofy-HMAC-SHA256` as sent.
-    pub signature: String,
-    /// The HTTP status calgate answered (0: no answer).
-    pub status: u16,
 }
 
 /// A period `GET /v1/free_busy` reports.
