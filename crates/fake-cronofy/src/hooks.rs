@@ -6,6 +6,31 @@ use std::time::Duration;
 
 use super::*;
 
+/// Shapes the next authorization the fake grants.
+#[derive(Debug, Clone, Default)]
+pub struct NextAuthorization {
+    /// Reuse this existing account (Cronofy's account linking hands the same sub back).
+    pub sub: Option<String>,
+    /// Provider of the linked profile, e.g. `google_free_busy` for Free/Busy mode.
+    pub provider_name: Option<String>,
+    /// Scope granted instead of the requested one.
+    pub scope: Option<String>,
+}
+
+/// How the fake answers a refresh, as far as the refresh token goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RefreshTokens {
+    /// Repeat the same refresh token, which stays valid — Cronofy's documented
+    /// example [docs: /developers/api/authorization/refresh-token] (the default).
+    #[default]
+    Echo,
+    /// Issue a new refresh token and retire the old one: Cronofy "may change
+    /// it" at a refresh [help centre]; a reused old one is `invalid_grant`.
+    Rotate,
+    /// Leave `refresh_token` out of the answer; the old one stays valid.
+    Omit,
+}
+
 impl FakeCronofy {
     /// Shapes the next authorization (reuse an account, choose the provider…).
     pub fn set_next_authorization(&self, next: NextAuthorization) {
