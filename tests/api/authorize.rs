@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use calgate::grpc::pb;
 use tonic::Code;
 
-use crate::helpers::*;
+use crate::support::*;
 
 fn query(url: &str) -> (url::Url, HashMap<String, String>) {
     let parsed = url::Url::parse(url).expect("url");

@@ -4,7 +4,7 @@ use calgate::grpc::pb;
 use fake_cronofy::Endpoint;
 use tonic::Code;
 
-use crate::helpers::*;
+use crate::support::*;
 
 const NINE: i64 = 1_796_115_600; // 2026-12-01T09:00:00Z
 

@@ -7,7 +7,7 @@ use serde_json::json;
 use tonic::Code;
 use tonic_types::pb::{BadRequest, ErrorInfo, Status as RpcStatus};
 
-use crate::helpers::*;
+use crate::support::*;
 
 fn upsert(calendar_id: &str, event_id: &str) -> pb::BatchItem {
     pb::BatchItem {

@@ -18,7 +18,7 @@ use tokio::{
     net::{TcpSocket, TcpStream},
 };
 
-use crate::helpers::*;
+use crate::support::*;
 
 /// A connection from `from` (any 127/8 address is loopback on Linux, so
 /// the attacker is a different peer from Cronofy's posts).

@@ -8,9 +8,9 @@ use fake_cronofy::NextAuthorization;
 use tonic::Code;
 
 use crate::{
-    helpers::*,
     postgres::{PgTestDb, use_postgres},
-    process::start_binary_with,
+    support::start_binary_with,
+    support::*,
 };
 
 /// The grant part of a change: (sub, user_ref, status, reason).
@@ -210,7 +210,8 @@ async fn shutdown_ends_streams_with_shutting_down_and_changes_outlive_a_restart(
     let mut stream = watch(&app.client, ACME_KEY, "").await.expect("watch");
     let ada = app.connect(Some("ada")).await;
     let connected = next(&mut stream).await;
-    let (fake, work) = tokio::time::timeout(ARRIVAL, app.stop())
+    // Under the shutdown grace: the stream is ended, not waited for.
+    let (fake, work) = tokio::time::timeout(SHUTDOWN_GRACE - Duration::from_secs(1), app.stop())
         .await
         .expect("an open stream does not hold the server up");
     let ended = tokio::time::timeout(ARRIVAL, stream.message())

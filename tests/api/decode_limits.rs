@@ -17,8 +17,8 @@ use tonic::{
 use tonic_types::StatusExt;
 
 use crate::{
-    helpers::*,
-    process::{Binary, start_binary},
+    support::*,
+    support::{Binary, start_binary},
 };
 
 const MIB: u64 = 1024;

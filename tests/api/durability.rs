@@ -8,7 +8,7 @@ use calgate::{config::Settings, grpc::pb};
 use fake_cronofy::{Endpoint, Fault, RefreshTokens};
 use tonic::Code;
 
-use crate::{helpers::*, postgres::PgTestDb};
+use crate::{postgres::PgTestDb, support::*};
 
 async fn upsert(app: &TestApp, sub: &str, event_id: &str) -> Result<(), tonic::Status> {
     Upsert::first_calendar(&app.fake, sub)
@@ -203,8 +203,8 @@ async fn a_rotated_pair_is_spilled_before_the_store_is_tried() {
 async fn an_unwritable_spill_directory_stops_the_start() {
     let fake = start_fake().await;
     let work = Workdir::new();
-    let config = crate::process::write_config(&fake, &work, |c| {
-        crate::process::set(c, "store.spill_dir", "/proc/calgate-spill");
+    let config = crate::support::write_config(&fake, &work, |c| {
+        crate::support::set(c, "store.spill_dir", "/proc/calgate-spill");
     });
     let ran = crate::lifecycle::calgate(&["serve", "--config", &config.display().to_string()]).await;
     assert!(!ran.ok, "started with an unwritable spill directory");

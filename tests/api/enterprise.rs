@@ -7,7 +7,7 @@ use calgate::grpc::pb;
 use fake_cronofy::{Endpoint, Fault, sign_callback};
 use tonic::Code;
 
-use crate::helpers::*;
+use crate::support::*;
 
 /// calgate with `[callbacks]` on a port-0 listener; returns the app and the callback base URL.
 async fn spawn_with_callbacks() -> (TestApp, String) {

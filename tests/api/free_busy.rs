@@ -6,7 +6,7 @@ use serde_json::json;
 use time::{Date, Duration, OffsetDateTime};
 use tonic::Code;
 
-use crate::helpers::*;
+use crate::support::*;
 
 /// A day relative to today (UTC): Cronofy reads only 42 days back to 201 ahead.
 fn day(offset: i64) -> Date {

@@ -14,7 +14,7 @@ use tonic_types::StatusExt;
 use calgate::{config::CallbackLimits, grpc::pb};
 use fake_cronofy::{Endpoint, Fault};
 
-use crate::{helpers::*, process::start_binary};
+use crate::{support::start_binary, support::*};
 
 /// About 1 MiB of over-long lists in one UpsertEvent: each list is reported
 /// once, the answer lists at most 50 violations, and memory stays flat.

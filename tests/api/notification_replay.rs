@@ -9,9 +9,9 @@ use std::time::Duration;
 use fake_cronofy::{Endpoint, sign_callback};
 
 use crate::{
-    helpers::*,
     notifications::{connect_tracked, post},
     postgres::PgTestDb,
+    support::*,
 };
 
 /// calgate with `[callbacks]`, on SQLite or `pg`.

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use calgate::grpc::pb;
 use fake_cronofy::{Endpoint, Fault};
 
-use crate::{helpers::*, process::start_binary};
+use crate::{support::start_binary, support::*};
 
 pub async fn scrape(metrics: SocketAddr) -> String {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -11,7 +11,7 @@ use std::{
 use axum::{Router, body::Bytes, extract::State, http::header, response::IntoResponse, routing::post};
 use calgate::grpc::pb;
 
-use crate::{helpers::*, process::start_binary_env};
+use crate::{support::start_binary_env, support::*};
 
 async fn export(State(seen): State<Arc<Mutex<Vec<u8>>>>, body: Bytes) -> impl IntoResponse {
     seen.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(&body);

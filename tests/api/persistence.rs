@@ -2,7 +2,7 @@
 
 use calgate::grpc::pb;
 
-use crate::helpers::*;
+use crate::support::*;
 
 async fn upsert_by_ref(app: &TestApp, sub: &str, user_ref: &str) {
     app.client

@@ -97,5 +97,5 @@ impl Drop for PgTestDb {
 
 /// The test config with its SQLite store swapped for `url`.
 pub fn use_postgres(config: &mut toml::Table, url: &str) {
-    crate::process::set(config, "store.url", url);
+    crate::support::set(config, "store.url", url);
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 use fake_cronofy::Endpoint;
 
 use crate::{
-    helpers::*,
     postgres::{PgTestDb, use_postgres},
-    process::{set, start_binary_with},
+    support::*,
+    support::{set, start_binary_with},
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,9 +10,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt;
 
 use crate::{
-    helpers::*,
     postgres::{PgTestDb, use_postgres},
-    process::{Binary, set, set_in_first_tenant, start_binary_with, write_config},
+    support::*,
+    support::{Binary, set, set_in_first_tenant, start_binary_with, write_config},
 };
 
 async fn two_replicas(db: &PgTestDb) -> (fake_cronofy::FakeCronofy, Workdir, Binary, Binary) {

@@ -7,7 +7,7 @@ use fake_cronofy::{Endpoint, Fault};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use crate::helpers::*;
+use crate::support::*;
 
 async fn upsert(app: &TestApp, sub: &str, timeout: Option<&str>) -> Result<(), Status> {
     Upsert::first_calendar(&app.fake, sub)

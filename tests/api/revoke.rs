@@ -6,7 +6,7 @@ use calgate::grpc::pb;
 use fake_cronofy::{Endpoint, Fault, NextAuthorization};
 use tonic::Code;
 
-use crate::helpers::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn revoking_erases_the_tokens_and_keeps_the_grant_visible() {

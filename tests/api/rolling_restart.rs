@@ -16,9 +16,9 @@ use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::{
-    helpers::*,
     postgres::{PgTestDb, use_postgres},
-    process::{Binary, set, start_binary_with},
+    support::*,
+    support::{Binary, set, start_binary_with},
 };
 
 /// How often the stand-in load balancer reads each replica's readiness.

@@ -9,11 +9,11 @@ use calgate::grpc::pb;
 use fake_cronofy::{FakeCronofy, NextAuthorization};
 
 use crate::{
-    helpers::*,
     lifecycle::calgate_ok,
     postgres::{PgTestDb, use_postgres},
-    process::{Binary, set, start_binary_with, write_config},
     shared_application::{delete, summaries, upsert},
+    support::*,
+    support::{Binary, set, start_binary_with, write_config},
 };
 
 /// Moves globex onto acme's application, the store onto `db`, and gives

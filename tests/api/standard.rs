@@ -5,7 +5,7 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_reflection::pb::{v1, v1alpha};
 
-use crate::helpers::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn health_reports_serving_for_the_server_and_the_service() {

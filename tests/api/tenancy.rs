@@ -5,7 +5,7 @@ use fake_cronofy::Endpoint;
 use std::time::Duration;
 use tonic::{Code, Request};
 
-use crate::helpers::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn missing_malformed_and_unknown_keys_are_unauthenticated() {

@@ -4,7 +4,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::*;
+use crate::support::*;
 
 /// A CA, a server certificate for `localhost` and a client certificate, all as PEM.
 struct Pki {

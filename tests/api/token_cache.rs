@@ -7,7 +7,7 @@ use calgate::grpc::pb;
 use fake_cronofy::Endpoint;
 use tonic::Code;
 
-use crate::{helpers::*, postgres::PgTestDb};
+use crate::{postgres::PgTestDb, support::*};
 
 fn by_ref(user_ref: &str) -> Option<pb::upsert_event_request::User> {
     Some(pb::upsert_event_request::User::UserRef(user_ref.into()))

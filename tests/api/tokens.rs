@@ -6,7 +6,7 @@ use calgate::grpc::pb;
 use fake_cronofy::{Endpoint, Fault, NextAuthorization, RefreshTokens};
 use tonic::Code;
 
-use crate::helpers::*;
+use crate::support::*;
 
 async fn upsert(app: &TestApp, sub: &str) -> Result<(), tonic::Status> {
     Upsert::first_calendar(&app.fake, sub).send(&app.client).await

@@ -11,8 +11,8 @@ use tokio::net::TcpStream;
 use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_request::MessageRequest};
 
 use crate::{
-    helpers::*,
-    process::{Binary, start_binary},
+    support::*,
+    support::{Binary, start_binary},
 };
 
 const MIB: u64 = 1024;

@@ -8,7 +8,7 @@ use serde_json::json;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use crate::helpers::*;
+use crate::support::*;
 
 async fn upsert(app: &TestApp, sub: &str, calendar_id: &str) -> Result<(), Status> {
     Upsert::new(by_sub(sub), calendar_id).send(&app.client).await

@@ -1,12 +1,14 @@
 //! UpsertEvent, DeleteEvent, ListCalendars, GetGrant on the happy path, and
 //! validation before any upstream call.
 
+mod delete_all;
+
 use calgate::grpc::pb;
 use fake_cronofy::Endpoint;
 use serde_json::json;
 use tonic::Code;
 
-use crate::helpers::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn upsert_maps_every_field_onto_cronofys_body() {
@@ -470,70 +472,4 @@ async fn list_calendars_maps_cronofys_fields() {
     assert!(primary.integrated_conferencing_available && primary.attachments_available);
     assert!(calendars[1].readonly && !calendars[1].primary);
     assert!(!calendars[1].integrated_conferencing_available && !calendars[1].attachments_available);
-}
-
-async fn write_events(app: &TestApp, sub: &str, calendar_id: &str, ids: &[&str]) {
-    for id in ids {
-        Upsert::new(by_sub(sub), calendar_id)
-            .event_id(id)
-            .send(&app.client)
-            .await
-            .expect("upsert");
-    }
-}
-
-async fn delete_all(app: &TestApp, sub: &str, calendar_ids: Vec<String>) -> Result<(), tonic::Status> {
-    app.client
-        .clone()
-        .delete_all_events(app.req(pb::DeleteAllEventsRequest {
-            user: Some(pb::delete_all_events_request::User::Sub(sub.into())),
-            calendar_ids,
-        }))
-        .await
-        .map(|_| ())
-}
-
-/// Offboarding: Cronofy's bulk delete removes every event calgate wrote for a
-/// user — in the calendars named, or everywhere — and nobody else's.
-#[tokio::test]
-async fn delete_all_events_removes_the_users_events_and_only_theirs() {
-    let app = spawn_app().await;
-    let ada = app.connect(Some("ada")).await;
-    let bob = app.connect(Some("bob")).await;
-    let ada_calendar = app.fake.calendar_ids(&ada.sub)[0].clone();
-    let bob_calendar = app.fake.calendar_ids(&bob.sub)[0].clone();
-    write_events(&app, &ada.sub, &ada_calendar, &["evt-1", "evt-2"]).await;
-    write_events(&app, &bob.sub, &bob_calendar, &["evt-1"]).await;
-
-    delete_all(&app, &ada.sub, vec![ada_calendar.clone()])
-        .await
-        .expect("in one calendar");
-    let sent = app.fake.requests().pop().expect("request");
-    assert_eq!(
-        (sent.endpoint, sent.path.as_str()),
-        (Endpoint::BulkDeleteEvents, "/v1/events")
-    );
-    assert_eq!(sent.json(), Some(json!({"calendar_ids": [ada_calendar]})));
-    assert_eq!(app.fake.event_count(&ada.sub), 0);
-
-    write_events(&app, &ada.sub, &ada_calendar, &["evt-3"]).await;
-    delete_all(&app, &ada.sub, vec![]).await.expect("everywhere");
-    assert_eq!(
-        app.fake.requests().pop().and_then(|r| r.json()),
-        Some(json!({"delete_all": true}))
-    );
-    assert_eq!(app.fake.event_count(&ada.sub), 0);
-    assert_eq!(app.fake.event_count(&bob.sub), 1, "another user's events stay");
-
-    let status = delete_all(&app, &ada.sub, vec![String::new()])
-        .await
-        .expect_err("invalid");
-    assert_status(&status, Code::InvalidArgument, "FIELD_INVALID");
-    assert_eq!(violated_fields(&status), ["calendar_ids[0]"]);
-    // A calendar Cronofy does not know: its 422 names the field.
-    let status = delete_all(&app, &ada.sub, vec!["cal_unknown".into()])
-        .await
-        .expect_err("unknown");
-    assert_status(&status, Code::InvalidArgument, "UPSTREAM_REJECTED");
-    assert_eq!(violated_fields(&status), ["calendar_ids"]);
 }

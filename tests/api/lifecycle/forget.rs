@@ -1,0 +1,106 @@
+//! Per-user erasure (ForgetUser).
+
+use super::*;
+
+async fn forget_user(pg: Option<&PgTestDb>) {
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let cfg = config(&fake, &work, pg, &["k1"]);
+    let binary = start(&fake, &work, pg, &["k1"], |_| {}).await;
+    let ada = binary.connect("forget-ada-91b0").await;
+    let bob = binary.connect("forget-bob-0c44").await;
+    let ada_calendar = fake.calendar_ids(&ada.sub)[0].clone();
+    binary.upsert(&ada.sub, &ada_calendar).await.expect("write");
+    assert_eq!(fake.event_count(&ada.sub), 1);
+    let client = binary.client.clone();
+    use pb::forget_user_request::User;
+
+    // Bad input names the field; another tenant cannot reach acme's user.
+    let bad = client
+        .clone()
+        .forget_user(with_key(ACME_KEY, pb::ForgetUserRequest::default()))
+        .await
+        .expect_err("no user");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&bad), vec!["user"]);
+    let foreign = client
+        .clone()
+        .forget_user(forget(GLOBEX_KEY, User::Sub(ada.sub.clone()), true))
+        .await
+        .expect_err("globex");
+    assert_eq!(foreign.code(), Code::NotFound);
+    assert_eq!(fake.event_count(&ada.sub), 1, "nothing happened to acme's user");
+
+    let forgotten = client
+        .clone()
+        .forget_user(forget(ACME_KEY, User::UserRef("forget-ada-91b0".into()), true))
+        .await
+        .expect("forget")
+        .into_inner();
+    assert_eq!(forgotten.sub, ada.sub);
+    assert!(forgotten.events_deleted && !forgotten.upstream_revoke_pending);
+    assert_eq!(fake.event_count(&ada.sub), 0, "the events calgate wrote are gone");
+    assert_eq!(fake.live_refresh_token_subs("acme-client"), vec![bob.sub.clone()]);
+    let gone = fetch_grant(&client, ACME_KEY, &ada.sub).await.expect_err("forgotten");
+    assert_eq!(gone.code(), Code::NotFound);
+    let again = client
+        .clone()
+        .forget_user(forget(ACME_KEY, User::Sub(ada.sub.clone()), false))
+        .await
+        .expect_err("already forgotten");
+    assert_eq!(again.code(), Code::NotFound);
+    let bob_calendar = fake.calendar_ids(&bob.sub)[0].clone();
+    binary.upsert(&bob.sub, &bob_calendar).await.expect("bob unaffected");
+    drop(binary);
+
+    match pg {
+        None => {
+            let bytes = database_bytes(&work);
+            for erased in [ada.sub.as_str(), "forget-ada-91b0"] {
+                assert!(!contains(&bytes, erased), "{erased} is still in the database file");
+            }
+            assert!(contains(&bytes, "forget-bob-0c44"), "the scan sees what is there");
+        }
+        Some(pg) => {
+            assert_eq!(rows_mentioning(pg, &[&ada.sub, "forget-ada-91b0"]).await, 0);
+            assert!(rows_mentioning(pg, &["forget-bob-0c44"]).await > 0);
+        }
+    }
+    // The person's audit rows remain, by hash, with the API key that asked.
+    let rows = calgate_ok(&[
+        "audit",
+        "--config",
+        &cfg,
+        "--tenant",
+        "acme",
+        "--user-ref",
+        "forget-ada-91b0",
+        "--verify",
+    ])
+    .await
+    .lines();
+    assert_eq!(kinds(&rows), vec!["grant_connected", "grant_forgotten"], "{rows:?}");
+    let key_id = format!("key:{}", &hex::encode(calgate::auth::hash_api_key(ACME_KEY))[..12]);
+    for row in &rows {
+        assert!(row["sub"].is_null() && row["user_ref"].is_null(), "{row}");
+        assert_eq!(row["actor"], key_id.as_str());
+        assert!(!row["request_id"].as_str().unwrap_or_default().is_empty());
+    }
+    let by_sub = calgate_ok(&["audit", "--config", &cfg, "--tenant", "acme", "--sub", &ada.sub])
+        .await
+        .lines();
+    assert_eq!(by_sub.len(), 2, "the sub finds the same rows by its hash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_user_erases_one_user_on_sqlite() {
+    forget_user(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_user_erases_one_user_on_postgres() {
+    let Some(pg) = PgTestDb::create().await else { return };
+    forget_user(Some(&pg)).await;
+}
+
+// ---------------------------------------------------------------- audit trail

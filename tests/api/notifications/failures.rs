@@ -1,0 +1,233 @@
+//! When things go wrong: a disconnected profile, Cronofy refusing reads, channels that cannot be opened, replicas, failed processing, grants that need their user.
+
+use super::*;
+
+#[tokio::test]
+async fn a_disconnected_profile_fails_writes_fast_until_the_user_relinks() {
+    let (app, _) = spawn_app_with_callbacks(|_| {}).await;
+    let mut stream = watch(&app.client, ACME_KEY, "").await.expect("watch");
+    let (grant, _) = connect_tracked(&app, "ada").await;
+    skip_connected(&mut stream).await;
+    let relink = app.fake.relink_url(&grant.sub);
+
+    assert_eq!(app.fake.disconnect_profile(&grant.sub).await, [200]);
+    let disconnected = next(&mut stream).await;
+    let change = grant_change(&disconnected);
+    assert_eq!(change.status, pb::GrantStatus::ProfileDisconnected as i32);
+    assert_eq!(change.reason, "PROFILE_DISCONNECTED");
+    assert_eq!(change.relink_url, relink);
+
+    let upserts = app.fake.count(Endpoint::UpsertEvent);
+    let refused = Upsert::first_calendar(&app.fake, &grant.sub)
+        .send(&app.client)
+        .await
+        .expect_err("fails fast");
+    assert_status(&refused, Code::FailedPrecondition, "PROFILE_DISCONNECTED");
+    let info = refused.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.metadata.get("relink_url"), Some(&relink));
+    assert_eq!(app.fake.count(Endpoint::UpsertEvent), upserts, "Cronofy was not asked");
+    let described = fetch_grant(&app.client, ACME_KEY, &grant.sub).await.expect("grant");
+    assert_eq!(described.status, pb::GrantStatus::ProfileDisconnected as i32);
+    assert_eq!(described.relink_url, relink);
+
+    assert_eq!(app.fake.reconnect_profile(&grant.sub).await, [200]);
+    let reconnected = next(&mut stream).await;
+    let change = grant_change(&reconnected);
+    assert_eq!(change.status, pb::GrantStatus::Active as i32);
+    assert_eq!(change.reason, "PROFILE_RECONNECTED");
+    Upsert::first_calendar(&app.fake, &grant.sub)
+        .send(&app.client)
+        .await
+        .expect("writes work again");
+    assert_eq!(
+        fetch_grant(&app.client, ACME_KEY, &grant.sub)
+            .await
+            .expect("grant")
+            .relink_url,
+        ""
+    );
+}
+
+#[tokio::test]
+async fn when_cronofy_refuses_to_read_events_only_grant_changes_flow() {
+    let (app, _) = spawn_app_with_callbacks(|_| {}).await;
+    let mut stream = watch(&app.client, ACME_KEY, "").await.expect("watch");
+    // The user chose Free/Busy mode: the application cannot read their calendar.
+    app.fake.set_next_authorization(NextAuthorization {
+        provider_name: Some("google_free_busy".into()),
+        ..Default::default()
+    });
+    let grant = app.connect(Some("ada")).await;
+    tracking_becomes(&app, &grant.sub, pb::ChangeTracking::ProfileOnly).await;
+    skip_connected(&mut stream).await;
+    let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+    Upsert::first_calendar(&app.fake, &grant.sub)
+        .event_id("invite")
+        .send(&app.client)
+        .await
+        .expect("upsert");
+    let reads = app.fake.count(Endpoint::ReadEvents);
+    assert_eq!(
+        app.fake.user_deletes_event(&grant.sub, &calendar, "invite").await,
+        [200]
+    );
+    assert_eq!(app.fake.disconnect_profile(&grant.sub).await, [200]);
+    assert_eq!(
+        grant_change(&next(&mut stream).await).reason,
+        "PROFILE_DISCONNECTED",
+        "no event change came first"
+    );
+    assert_eq!(
+        app.fake.count(Endpoint::ReadEvents),
+        reads,
+        "events are not read for it"
+    );
+}
+
+#[tokio::test]
+async fn a_channel_that_cannot_be_opened_is_retried_and_reported_and_revoke_closes_it() {
+    let (app, _) = spawn_app_with_callbacks(|_| {}).await;
+    // Four 503s: the first attempts fail (the tests' upstream.max_attempts is 2; the
+    // breaker opens at five).
+    let mut fault = Fault::status(Endpoint::CreateChannel, 503);
+    fault.times = 4;
+    app.fake.inject(fault);
+    let grant = app.connect(Some("ada")).await;
+    assert_eq!(
+        grant.status,
+        pb::GrantStatus::Active as i32,
+        "the exchange did not fail"
+    );
+    let pending = tracking_becomes(&app, &grant.sub, pb::ChangeTracking::Pending).await;
+    let reported = failure_reported(&app, &grant.sub).await;
+    assert!(reported.contains("unavailable"), "{reported}");
+    assert_eq!(pending.status, pb::GrantStatus::Active as i32);
+    // Cronofy recovers: the worker's retry (after 5 s) opens it.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while app.fake.channels(&grant.sub).is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("retried until open");
+    tracking_becomes(&app, &grant.sub, pb::ChangeTracking::Events).await;
+
+    app.client
+        .clone()
+        .revoke_grant(with_key(
+            ACME_KEY,
+            pb::RevokeGrantRequest {
+                user: Some(pb::revoke_grant_request::User::Sub(grant.sub.clone())),
+                profile_id: None,
+            },
+        ))
+        .await
+        .expect("revoke");
+    assert!(app.fake.channels(&grant.sub).is_empty(), "the channel was closed");
+    assert_eq!(app.fake.count(Endpoint::CloseChannel), 1);
+    let revoked = fetch_grant(&app.client, ACME_KEY, &grant.sub).await.expect("grant");
+    assert_eq!(revoked.change_tracking, pb::ChangeTracking::Off as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_channels_and_a_notification_at_both_records_once() {
+    let Some(db) = PgTestDb::create().await else { return };
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    // Cronofy calls one public URL (here: a's listener); b has a listener of its own.
+    let (port_a, port_b) = (free_port(), free_port());
+    let a = start_binary_with(&fake, &work, |c| {
+        use_postgres(c, &db.url);
+        with_callbacks(c, port_a, port_a);
+    })
+    .await;
+    let b = start_binary_with(&fake, &work, |c| {
+        use_postgres(c, &db.url);
+        with_callbacks(c, port_b, port_a);
+    })
+    .await;
+    let mut on_b = watch(&b.client, ACME_KEY, "").await.expect("watch on b");
+    let grant = a.connect("ada").await;
+    assert_eq!(grant_change(&next(&mut on_b).await).reason, "CONNECTED");
+    tokio::time::timeout(ARRIVAL, async {
+        while fake.channels(&grant.sub).is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("a channel opens");
+    let calendar = fake.calendar_ids(&grant.sub)[0].clone();
+    for id in ["one", "two"] {
+        Upsert::first_calendar(&fake, &grant.sub)
+            .event_id(id)
+            .send(&b.client)
+            .await
+            .expect("upsert through b");
+    }
+
+    assert_eq!(fake.user_deletes_event(&grant.sub, &calendar, "one").await, [200]);
+    assert_eq!(event_change(&next(&mut on_b).await).event_id, "one");
+    // The same notification reaches the other replica too (a retry, a load balancer).
+    let sent = fake.notifications_sent().last().cloned().expect("sent");
+    let at_b = sent.url.replace(&port_a.to_string(), &port_b.to_string());
+    assert_eq!(post(&at_b, &sent.body, Some(&sent.signature)).await, 200);
+    assert_eq!(fake.user_deletes_event(&grant.sub, &calendar, "two").await, [200]);
+    assert_eq!(
+        event_change(&next(&mut on_b).await).event_id,
+        "two",
+        "the notification processed by both replicas recorded one change"
+    );
+    // Two replicas, one channel.
+    assert_eq!(fake.count(Endpoint::CreateChannel), 1);
+}
+
+#[tokio::test]
+async fn a_notification_whose_processing_fails_is_retried_until_its_change_is_recorded() {
+    let (app, _) = spawn_app_with_callbacks(|_| {}).await;
+    let mut stream = watch(&app.client, ACME_KEY, "").await.expect("watch");
+    let (grant, calendar) = connect_tracked(&app, "ada").await;
+    skip_connected(&mut stream).await;
+    Upsert::first_calendar(&app.fake, &grant.sub)
+        .event_id("retried")
+        .send(&app.client)
+        .await
+        .expect("upsert");
+    // Four 503s: the first two processing attempts fail (two tries each; the breaker opens at five).
+    let mut fault = Fault::status(Endpoint::ReadEvents, 503);
+    fault.times = 4;
+    app.fake.inject(fault);
+    assert_eq!(
+        app.fake.user_deletes_event(&grant.sub, &calendar, "retried").await,
+        [200],
+        "answered at once, whatever processing meets"
+    );
+    // The worker retries after its backoff (5 s, then 10 s) and records the change then.
+    let deleted = next(&mut stream).await;
+    assert_eq!(event_change(&deleted).event_id, "retried");
+    assert_eq!(
+        app.fake.count(Endpoint::ReadEvents),
+        1 + 4 + 1,
+        "the probe, the failed attempts, the last retry"
+    );
+}
+
+#[tokio::test]
+async fn a_grant_that_needs_its_user_again_stops_asking_for_a_channel() {
+    let (app, _) = spawn_app_with_callbacks(|_| {}).await;
+    let mut fault = Fault::status(Endpoint::CreateChannel, 503);
+    fault.times = 4;
+    app.fake.inject(fault);
+    let grant = app.connect(Some("ada")).await;
+    failure_reported(&app, &grant.sub).await;
+    let attempts = app.fake.count(Endpoint::CreateChannel);
+    // Before the retry, the user revokes access at Cronofy and the token expires.
+    app.fake.revoke_account(&grant.sub);
+    app.clock.advance(Duration::from_secs(3600));
+    let off = tracking_becomes(&app, &grant.sub, pb::ChangeTracking::Off).await;
+    assert_eq!(off.status, pb::GrantStatus::NeedsReauth as i32);
+    assert_eq!(
+        app.fake.count(Endpoint::CreateChannel),
+        attempts,
+        "no channel request after Cronofy refused the grant"
+    );
+}
