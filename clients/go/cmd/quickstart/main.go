@@ -192,14 +192,19 @@ func event(summary string) *calgatev1.Event {
 	}
 }
 
+// upsertRequest writes the quickstart's event, titled summary, for its user.
+func upsertRequest(calendarID, summary string) *calgatev1.UpsertEventRequest {
+	return &calgatev1.UpsertEventRequest{
+		User:       &calgatev1.UpsertEventRequest_UserRef{UserRef: userRef},
+		CalendarId: calendarID,
+		Event:      event(summary),
+	}
+}
+
 func upsertAndDelete(client calgatev1.CalendarWriteServiceClient, calendarID string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	written, err := client.UpsertEvent(ctx, &calgatev1.UpsertEventRequest{
-		User:       &calgatev1.UpsertEventRequest_UserRef{UserRef: userRef},
-		CalendarId: calendarID,
-		Event:      event("Written by clients/go/cmd/quickstart"),
-	})
+	written, err := client.UpsertEvent(ctx, upsertRequest(calendarID, "Written by clients/go/cmd/quickstart"))
 	if err != nil {
 		return fmt.Errorf("UpsertEvent: %w", err)
 	}
@@ -222,11 +227,7 @@ func upsertAndDelete(client calgatev1.CalendarWriteServiceClient, calendarID str
 func showBadRequest(client calgatev1.CalendarWriteServiceClient, calendarID string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	_, err := client.UpsertEvent(ctx, &calgatev1.UpsertEventRequest{
-		User:       &calgatev1.UpsertEventRequest_UserRef{UserRef: userRef},
-		CalendarId: calendarID,
-		Event:      event(""),
-	})
+	_, err := client.UpsertEvent(ctx, upsertRequest(calendarID, ""))
 	refused, ok := status.FromError(err)
 	if err == nil || !ok || refused.Code() != codes.InvalidArgument {
 		return fmt.Errorf("an event without a summary: expected INVALID_ARGUMENT, got %v", err)
@@ -261,11 +262,7 @@ func followChanges(client calgatev1.CalendarWriteServiceClient, stream grpc.Serv
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	if _, err := client.UpsertEvent(ctx, &calgatev1.UpsertEventRequest{
-		User:       &calgatev1.UpsertEventRequest_UserRef{UserRef: userRef},
-		CalendarId: calendarID,
-		Event:      event("Interview"),
-	}); err != nil {
+	if _, err := client.UpsertEvent(ctx, upsertRequest(calendarID, "Interview")); err != nil {
 		return fmt.Errorf("UpsertEvent: %w", err)
 	}
 	if err := sandboxControl(ctx, fakeHost, "accounts/"+sub+"/events/delete",
