@@ -56,16 +56,24 @@ async fn an_expiry_causes_one_refresh_across_replicas_and_rotation_stays_alive()
     }
 }
 
-/// Replica A holds the grant's lease and is waiting on Cronofy's token
-/// endpoint when it is killed; `fault` says whether Cronofy had acted.
-/// Returns the grant's status as B sees it after B's own write.
-async fn kill_a_mid_refresh(db: &PgTestDb, fault: Fault, rotate: bool) -> (i32, usize) {
-    let (grant, tokens) = kill_a_mid_refresh_grant(db, fault, rotate).await;
-    (grant.status, tokens)
+/// What replica B saw and did after A died mid-refresh.
+struct AfterKill {
+    /// The grant as B reports it after its own call.
+    grant: pb::Grant,
+    /// Calls to Cronofy's token endpoint in all (the exchange included).
+    tokens: usize,
+    /// Refreshes the fake answered for the grant during B's call.
+    b_refreshes: usize,
+    /// B's UpsertEvent.
+    b_upsert: Result<(), tonic::Status>,
+    /// The grant's events at Cronofy (A's write died before it reached them).
+    events: usize,
 }
 
-/// As [`kill_a_mid_refresh`], with the whole grant as B reports it.
-async fn kill_a_mid_refresh_grant(db: &PgTestDb, fault: Fault, rotate: bool) -> (pb::Grant, usize) {
+/// Replica A holds the grant's lease and is waiting on Cronofy's token
+/// endpoint when it is killed; `fault` says whether Cronofy had acted.
+/// Then B writes to the same grant.
+async fn kill_a_mid_refresh(db: &PgTestDb, fault: Fault, rotate: bool) -> AfterKill {
     let (fake, _work, mut a, b) = two_replicas(db).await;
     fake.set_refresh_tokens(if rotate {
         RefreshTokens::Rotate
@@ -95,9 +103,26 @@ async fn kill_a_mid_refresh_grant(db: &PgTestDb, fault: Fault, rotate: bool) -> 
         doomed.await.expect("task").is_err(),
         "the killed replica's caller sees an error"
     );
-    let _ = b.upsert(&grant.sub, &calendar).await;
+    let refreshed_before_b = fake.refreshes_of(&grant.sub);
+    let b_upsert = b.upsert(&grant.sub, &calendar).await;
+    let b_refreshes = fake.refreshes_of(&grant.sub) - refreshed_before_b;
     let fetched = fetch_grant(&b.client, ACME_KEY, &grant.sub).await.expect("grant");
-    (fetched, fake.count(Endpoint::Token))
+    AfterKill {
+        grant: fetched,
+        tokens: fake.count(Endpoint::Token),
+        b_refreshes,
+        b_upsert,
+        events: fake.event_count(&grant.sub),
+    }
+}
+
+/// B refreshed the grant itself (Cronofy answered a refresh during B's
+/// call) and its write reached Cronofy.
+fn assert_b_refreshed_and_wrote(after: &AfterKill) {
+    assert_eq!(after.b_refreshes, 1, "B's own refresh, answered by Cronofy");
+    assert!(after.b_upsert.is_ok(), "B's write: {:?}", after.b_upsert);
+    assert_eq!(after.events, 1, "B's event at Cronofy");
+    assert_eq!(after.grant.status, pb::GrantStatus::Active as i32, "B carried on");
 }
 
 /// Killed before Cronofy acted (its answer was still to come): the lease dies
@@ -106,10 +131,10 @@ async fn kill_a_mid_refresh_grant(db: &PgTestDb, fault: Fault, rotate: bool) -> 
 async fn a_replica_killed_before_cronofy_acted_leaves_the_grant_to_the_other() {
     let Some(db) = PgTestDb::create().await else { return };
     let stall = Fault::delay(Endpoint::Token, Duration::from_millis(1500));
-    let (status, tokens) = kill_a_mid_refresh(&db, stall, true).await;
-    assert_eq!(status, pb::GrantStatus::Active as i32, "B carried on");
+    let after = kill_a_mid_refresh(&db, stall, true).await;
+    assert_b_refreshed_and_wrote(&after);
     // The exchange, A's refresh (cut off before it was processed), B's.
-    assert_eq!(tokens, 3);
+    assert_eq!(after.tokens, 3);
 }
 
 /// The dangerous case: Cronofy processed A's refresh and answered late, and A
@@ -124,22 +149,21 @@ async fn a_replica_killed_after_cronofy_acted_loses_nothing_cronofy_kept() {
         return;
     };
     let late = || Fault::delay(Endpoint::Token, Duration::from_millis(1500)).after_processing();
-    let (status, _) = kill_a_mid_refresh(&echoing, late(), false).await;
+    let echoed = kill_a_mid_refresh(&echoing, late(), false).await;
+    assert_b_refreshed_and_wrote(&echoed);
+    let rotated = kill_a_mid_refresh(&rotating, late(), true).await;
     assert_eq!(
-        status,
-        pb::GrantStatus::Active as i32,
-        "an echoed refresh token survives A"
-    );
-    let (grant, _) = kill_a_mid_refresh_grant(&rotating, late(), true).await;
-    assert_eq!(
-        grant.status,
+        rotated.grant.status,
         pb::GrantStatus::NeedsReauth as i32,
         "a rotated token that died with A: re-authorization"
     );
     assert_eq!(
-        grant.status_reason, "REFRESH_ANSWER_LOST",
+        rotated.grant.status_reason, "REFRESH_ANSWER_LOST",
         "named for what happened: A's refresh was in flight when it died, not the user's revocation"
     );
+    assert!(rotated.b_upsert.is_err(), "B's write cannot succeed without a token");
+    assert_eq!(rotated.b_refreshes, 0, "Cronofy refused B's refresh");
+    assert_eq!(rotated.events, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
