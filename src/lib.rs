@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod callbacks;
+pub mod clock;
 pub mod config;
 pub mod cronofy;
 pub mod domain;

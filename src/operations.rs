@@ -84,7 +84,8 @@ pub async fn purge_tenant(settings: Settings, tenant_id: &str) -> anyhow::Result
     })?;
     eprintln!("purge-tenant: revoking {tenant_id}'s grants at Cronofy");
     let purged = app
-        .service()
+        .services()
+        .erasure
         .purge_tenant(&tenant, &Actor::operator(), |done, total| {
             if done == total || done % 100 == 0 {
                 eprintln!("purge-tenant: {done}/{total} grants revoked or queued");

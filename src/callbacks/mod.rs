@@ -36,14 +36,14 @@ use crate::telemetry::metrics::METRICS;
 use crate::{
     config::CallbackLimits,
     domain::{
-        CALLBACK_PATH, CalendarService, CallbackError, NOTIFICATION_PATH, Tenant, authorization_fingerprint,
+        CALLBACK_PATH, CallbackError, NOTIFICATION_PATH, Services, Tenant, authorization_fingerprint,
         is_authorization_id,
     },
 };
 
 #[derive(Clone)]
 struct Callbacks {
-    service: Arc<CalendarService>,
+    services: Arc<Services>,
     tenants: Arc<HashMap<String, Arc<Tenant>>>,
     limits: CallbackLimits,
     /// Callbacks being processed; more are answered 503.
@@ -96,7 +96,8 @@ async fn notification(
         return StatusCode::UNAUTHORIZED.into_response();
     }
     match callbacks
-        .service
+        .services
+        .changes
         .receive_notification(&signed_by, &channel_key, &body)
         .await
     {
@@ -214,7 +215,8 @@ async fn answer(callbacks: &Callbacks, id: &str, headers: &HeaderMap, body: Byte
         return StatusCode::UNAUTHORIZED;
     }
     match callbacks
-        .service
+        .services
+        .enterprise
         .complete_enterprise_callback(signed_by, id.to_owned(), body.to_vec())
         .await
     {
@@ -234,7 +236,7 @@ async fn answer(callbacks: &Callbacks, id: &str, headers: &HeaderMap, body: Byte
 /// Serves the callback until `shutdown` is signalled, within `limits`.
 pub async fn serve(
     listener: TcpListener,
-    service: Arc<CalendarService>,
+    services: Arc<Services>,
     tenants: Arc<HashMap<String, Arc<Tenant>>>,
     limits: CallbackLimits,
     shutdown: CancellationToken,
@@ -246,7 +248,7 @@ pub async fn serve(
         // The handler reads the body itself, within its own limit and deadline.
         .layer(DefaultBodyLimit::disable())
         .with_state(Callbacks {
-            service,
+            services,
             tenants,
             limits,
             in_flight,

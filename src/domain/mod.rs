@@ -4,7 +4,6 @@
 
 pub mod audit;
 pub mod changes;
-mod clock;
 pub mod error;
 pub mod event;
 pub mod event_ids;
@@ -19,13 +18,14 @@ mod token_cache;
 mod upstream;
 mod usage;
 
-pub use clock::Clock;
+pub use crate::clock::Clock;
 pub use error::{Error, FieldViolation, FieldViolations, MAX_FIELD_VIOLATIONS, Violations};
 pub use service::{
-    AuthorizeRequest, AuthorizeUrl, AvailabilityGroup, AvailabilityRequest, BatchOp, CALLBACK_PATH, CalendarService,
-    CallbackError, CallbackOutcome, ChangeReceiver, Deadline, EnterpriseAuthorization, EnterpriseUserRequest,
-    ExchangeRequest, Forgotten, FreeBusyQuery, MAX_BATCH_ITEMS, NOTIFICATION_PATH, NotificationOutcome, Purged,
-    Revoked, ServiceParts, authorization_fingerprint, is_authorization_id,
+    AuthorizeRequest, AuthorizeUrl, AvailabilityGroup, AvailabilityRequest, BatchOp, CALLBACK_PATH, CallbackError,
+    CallbackOutcome, ChangeReceiver, ChangeService, Channels, ConnectService, Credentials, Deadline,
+    EnterpriseAuthorization, EnterpriseService, EnterpriseUserRequest, ErasureService, EventService, ExchangeRequest,
+    Forgotten, FreeBusyQuery, MAX_BATCH_ITEMS, NOTIFICATION_PATH, NotificationOutcome, Purged, Revoked, ServiceParts,
+    Services, authorization_fingerprint, is_authorization_id,
 };
 
 use secrecy::SecretString;

@@ -12,18 +12,18 @@ use super::{
     pb::{self, calendar_write_service_server::CalendarWriteService},
     status,
 };
-use crate::domain::CalendarService;
+use crate::domain::Services;
 
 /// The calgate.v1 CalendarWriteService.
 #[derive(Debug, Clone)]
 pub struct CalendarWriteApi {
-    service: Arc<CalendarService>,
+    services: Arc<Services>,
 }
 
 impl CalendarWriteApi {
-    /// Serves the given domain service.
-    pub fn new(service: Arc<CalendarService>) -> Self {
-        CalendarWriteApi { service }
+    /// Serves the given domain services.
+    pub fn new(services: Arc<Services>) -> Self {
+        CalendarWriteApi { services }
     }
 }
 
@@ -40,7 +40,7 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
         let caller = caller(&request)?;
         let after = convert::watch_request(request.get_ref())?;
-        let changes = self.service.watch_changes(&caller.tenant, after).await?;
+        let changes = self.services.changes.watch_changes(&caller.tenant, after).await?;
         let stream = ReceiverStream::new(changes).map(|item| item.map(convert::change).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
@@ -51,7 +51,7 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::BuildAuthorizeUrlResponse>, Status> {
         let caller = caller(&request)?;
         let parsed = convert::authorize_request(request.into_inner())?;
-        let built = self.service.build_authorize_url(&caller.tenant, parsed)?;
+        let built = self.services.connect.build_authorize_url(&caller.tenant, parsed)?;
         Ok(Response::new(pb::BuildAuthorizeUrlResponse {
             url: built.url,
             state: built.state,
@@ -68,7 +68,9 @@ impl CalendarWriteService for CalendarWriteApi {
         let parsed = convert::exchange_request(request.into_inner())?;
         let grant = deadline::within(
             deadline,
-            self.service.exchange_code(&caller.tenant, parsed, caller.actor.clone()),
+            self.services
+                .connect
+                .exchange_code(&caller.tenant, parsed, caller.actor.clone()),
         )
         .await?;
         Ok(Response::new(pb::ExchangeCodeResponse {
@@ -85,7 +87,8 @@ impl CalendarWriteService for CalendarWriteApi {
         let deadline = deadline::deadline(&request);
         let access_mode = deadline::within(
             deadline,
-            self.service
+            self.services
+                .events
                 .upsert_event(&caller.tenant, &selector, &calendar_id, &event, deadline),
         )
         .await?;
@@ -103,7 +106,8 @@ impl CalendarWriteService for CalendarWriteApi {
         let deadline = deadline::deadline(&request);
         deadline::within(
             deadline,
-            self.service
+            self.services
+                .events
                 .delete_all_events(&caller.tenant, &selector, &calendar_ids, deadline),
         )
         .await?;
@@ -119,7 +123,8 @@ impl CalendarWriteService for CalendarWriteApi {
         let deadline = deadline::deadline(&request);
         deadline::within(
             deadline,
-            self.service
+            self.services
+                .events
                 .delete_event(&caller.tenant, &selector, &calendar_id, &event_id, deadline),
         )
         .await?;
@@ -135,7 +140,7 @@ impl CalendarWriteService for CalendarWriteApi {
         let deadline = deadline::deadline(&request);
         let calendars = deadline::within(
             deadline,
-            self.service.list_calendars(&caller.tenant, &selector, deadline),
+            self.services.events.list_calendars(&caller.tenant, &selector, deadline),
         )
         .await?;
         Ok(Response::new(pb::ListCalendarsResponse {
@@ -146,7 +151,7 @@ impl CalendarWriteService for CalendarWriteApi {
     async fn get_grant(&self, request: Request<pb::GetGrantRequest>) -> Result<Response<pb::GetGrantResponse>, Status> {
         let caller = caller(&request)?;
         let selector = convert::grant_selector(request.get_ref())?;
-        let grant = self.service.get_grant(&caller.tenant, &selector).await?;
+        let grant = self.services.connect.get_grant(&caller.tenant, &selector).await?;
         Ok(Response::new(pb::GetGrantResponse {
             grant: Some(convert::grant(grant)),
         }))
@@ -162,7 +167,8 @@ impl CalendarWriteService for CalendarWriteApi {
         if let Some(profile_id) = profile_id {
             let grant = deadline::within(
                 deadline,
-                self.service
+                self.services
+                    .connect
                     .revoke_profile(&caller.tenant, &selector, &profile_id, deadline),
             )
             .await?;
@@ -174,7 +180,8 @@ impl CalendarWriteService for CalendarWriteApi {
         }
         let revoked = deadline::within(
             deadline,
-            self.service
+            self.services
+                .connect
                 .revoke_grant(&caller.tenant, &selector, deadline, &caller.actor),
         )
         .await?;
@@ -195,7 +202,8 @@ impl CalendarWriteService for CalendarWriteApi {
         let deadline = deadline::deadline(&request);
         let forgotten = deadline::within(
             deadline,
-            self.service
+            self.services
+                .erasure
                 .forget_user(&caller.tenant, &selector, delete_events, deadline, &caller.actor),
         )
         .await?;
@@ -215,7 +223,9 @@ impl CalendarWriteService for CalendarWriteApi {
         let deadline = deadline::deadline(&request);
         let outcomes = deadline::within(
             deadline,
-            self.service.batch_write(&caller.tenant, &selector, &ops, deadline),
+            self.services
+                .events
+                .batch_write(&caller.tenant, &selector, &ops, deadline),
         )
         .await?;
         Ok(Response::new(pb::BatchWriteEventsResponse {
@@ -232,7 +242,9 @@ impl CalendarWriteService for CalendarWriteApi {
         let deadline = deadline::deadline(&request);
         let periods = deadline::within(
             deadline,
-            self.service.read_free_busy(&caller.tenant, &selector, &query, deadline),
+            self.services
+                .events
+                .read_free_busy(&caller.tenant, &selector, &query, deadline),
         )
         .await?;
         Ok(Response::new(pb::ReadFreeBusyResponse {
@@ -249,7 +261,9 @@ impl CalendarWriteService for CalendarWriteApi {
         let deadline = deadline::deadline(&request);
         let periods = deadline::within(
             deadline,
-            self.service.query_availability(&caller.tenant, &query, deadline),
+            self.services
+                .events
+                .query_availability(&caller.tenant, &query, deadline),
         )
         .await?;
         Ok(Response::new(pb::QueryAvailabilityResponse {
@@ -266,7 +280,8 @@ impl CalendarWriteService for CalendarWriteApi {
         let deadline = deadline::deadline(&request);
         let authorization = deadline::within(
             deadline,
-            self.service
+            self.services
+                .enterprise
                 .authorize_enterprise_user(&caller.tenant, &parsed, deadline),
         )
         .await?;
@@ -281,7 +296,11 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::GetEnterpriseUserAuthorizationResponse>, Status> {
         let caller = caller(&request)?;
         let id = convert::authorization_id(request.get_ref())?;
-        let authorization = self.service.get_enterprise_authorization(&caller.tenant, &id).await?;
+        let authorization = self
+            .services
+            .enterprise
+            .get_enterprise_authorization(&caller.tenant, &id)
+            .await?;
         Ok(Response::new(pb::GetEnterpriseUserAuthorizationResponse {
             authorization: Some(convert::enterprise_authorization(authorization)),
         }))

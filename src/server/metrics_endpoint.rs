@@ -1,29 +1,28 @@
 //! `GET /metrics` on `metrics_listen`.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::{
-    domain::CalendarService,
+    store::Store,
     telemetry::metrics::{GRANT_STATUSES, KeyLabel, METRICS, StatusLabel},
 };
 
 /// `GET /metrics`: Prometheus text. Grants by status are counted at scrape time.
 pub(super) async fn serve_metrics(
     listener: TcpListener,
-    service: Arc<CalendarService>,
+    store: Store,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let router = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let service = service.clone();
+            let store = store.clone();
             async move {
-                let counted =
-                    tokio::time::timeout(Duration::from_secs(2), service.store().count_grants_by_status()).await;
+                let counted = tokio::time::timeout(Duration::from_secs(2), store.count_grants_by_status()).await;
                 if let Ok(Ok(counts)) = counted {
                     // A status no grant has any more counts 0, not its last count.
                     for status in GRANT_STATUSES {
@@ -36,10 +35,10 @@ pub(super) async fn serve_metrics(
                             .set(count);
                     }
                 }
-                let by_key = tokio::time::timeout(Duration::from_secs(2), service.store().count_grants_by_key()).await;
+                let by_key = tokio::time::timeout(Duration::from_secs(2), store.count_grants_by_key()).await;
                 if let Ok(Ok(counts)) = by_key {
                     // A key no grant uses any more counts 0 (it is safe to remove once every replica says so).
-                    for key_id in service.store().key_ids() {
+                    for key_id in store.key_ids() {
                         let count = counts.iter().find(|(k, _)| *k == key_id).map_or(0, |(_, n)| *n);
                         METRICS.grants_by_key.get_or_create(&KeyLabel { key_id }).set(count);
                     }
@@ -47,8 +46,7 @@ pub(super) async fn serve_metrics(
                         METRICS.grants_by_key.get_or_create(&KeyLabel { key_id }).set(count);
                     }
                 }
-                let queued =
-                    tokio::time::timeout(Duration::from_secs(2), service.store().count_queued_notifications()).await;
+                let queued = tokio::time::timeout(Duration::from_secs(2), store.count_queued_notifications()).await;
                 if let Ok(Ok(queued)) = queued {
                     METRICS.notifications_queued.set(queued);
                 }

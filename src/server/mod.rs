@@ -23,7 +23,7 @@ use crate::{
         CallbackSettings, ChangeSettings, GrpcSettings, MAX_MESSAGE_BYTES, Settings, TenantSettings, TlsSettings,
     },
     cronofy::CronofyClient,
-    domain::{CalendarService, Clock, ServiceParts, Tenant, state::StateCodec},
+    domain::{Clock, ServiceParts, Services, Tenant, state::StateCodec},
     grpc::{
         CalendarWriteApi, connections,
         deadline::DeadlineLayer,
@@ -102,7 +102,7 @@ pub enum StartError {
 /// A ready-to-serve calgate.
 #[derive(Debug)]
 pub struct App {
-    service: Arc<CalendarService>,
+    services: Arc<Services>,
     tenants: Arc<HashMap<String, Arc<Tenant>>>,
     callbacks: Option<CallbackSettings>,
     authenticator: Authenticator,
@@ -168,7 +168,11 @@ async fn build_tenants(
 impl App {
     /// Opens the store, builds the Cronofy client and the tenants.
     pub async fn build(settings: Settings) -> Result<App, StartError> {
-        let store = Store::connect(&settings.store, &settings.encryption_keys).await?;
+        // One clock for the domain and the store, so tests that move time move both.
+        let clock = Clock::default();
+        let store = Store::connect(&settings.store, &settings.encryption_keys)
+            .await?
+            .with_clock(clock.clone());
         let cronofy = CronofyClient::new(settings.upstream.request_timeout, settings.upstream.connect_timeout)?;
         let tenants = build_tenants(&settings.tenants, &store).await?;
         let by_id = tenants
@@ -187,9 +191,8 @@ impl App {
             }),
             &store,
         );
-        let clock = Clock::default();
         let tasks = Tasks::new();
-        let service = CalendarService::new(ServiceParts {
+        let services = Services::new(ServiceParts {
             store,
             cronofy,
             resilience: Arc::new(resilience),
@@ -211,7 +214,7 @@ impl App {
             refresh_ahead: settings.refresh_ahead,
         });
         Ok(App {
-            service: Arc::new(service),
+            services: Arc::new(services),
             tenants: Arc::new(by_id),
             callbacks: settings.callbacks,
             authenticator,
@@ -227,9 +230,9 @@ impl App {
         })
     }
 
-    /// The service (operator commands run its operations without serving).
-    pub fn service(&self) -> &Arc<CalendarService> {
-        &self.service
+    /// The services (operator commands run their operations without serving).
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
     }
 
     /// A configured tenant.
@@ -253,11 +256,12 @@ impl App {
         notifications: bool,
         metrics: Option<TcpListener>,
     ) {
-        let (service, tenants) = (&self.service, &self.tenants);
+        let (services, tenants) = (&self.services, &self.tenants);
         workers::spawn(
             tasks,
             StoreWatcher {
-                service: service.clone(),
+                store: services.store().clone(),
+                credentials: services.credentials.clone(),
                 reporter: reporter.clone(),
                 draining: draining.clone(),
             },
@@ -265,7 +269,7 @@ impl App {
         workers::spawn(
             tasks,
             RevocationRetrier {
-                service: service.clone(),
+                connect: services.connect.clone(),
                 tenants: tenants.clone(),
                 interval: self.revoke_retry_interval,
             },
@@ -273,23 +277,24 @@ impl App {
         workers::spawn(
             tasks,
             RetentionPruner {
-                service: service.clone(),
+                changes: services.changes.clone(),
+                erasure: services.erasure.clone(),
                 interval: self.changes.prune_interval,
             },
         );
         workers::spawn(
             tasks,
             BackgroundRefresher {
-                service: service.clone(),
+                credentials: services.credentials.clone(),
                 tenants: tenants.clone(),
                 interval: self.refresh_ahead_interval,
             },
         );
-        if service.store().is_shared() {
+        if services.store().is_shared() {
             workers::spawn(
                 tasks,
                 ChangeFeedPoller {
-                    service: service.clone(),
+                    store: services.store().clone(),
                     interval: self.changes.poll_interval,
                 },
             );
@@ -298,7 +303,7 @@ impl App {
             workers::spawn(
                 tasks,
                 NotificationWorker {
-                    service: service.clone(),
+                    changes: services.changes.clone(),
                     tenants: tenants.clone(),
                 },
             );
@@ -306,7 +311,7 @@ impl App {
         if let Some(metrics) = metrics {
             tasks.spawn_worker(
                 "metrics server",
-                metrics_endpoint::serve_metrics(metrics, service.clone(), tasks.shutdown()),
+                metrics_endpoint::serve_metrics(metrics, services.store().clone(), tasks.shutdown()),
             );
         }
     }
@@ -323,7 +328,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let tasks = self.tasks.clone();
-        for (index, key_id) in self.service.store().key_ids().into_iter().enumerate() {
+        for (index, key_id) in self.services.store().key_ids().into_iter().enumerate() {
             let role = if index == 0 { "encrypt" } else { "decrypt" };
             METRICS
                 .encryption_keys
@@ -340,7 +345,7 @@ impl App {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
         let api = InterceptedService::new(
-            CalendarWriteServiceServer::new(CalendarWriteApi::new(self.service.clone()))
+            CalendarWriteServiceServer::new(CalendarWriteApi::new(self.services.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             AuthInterceptor::new(self.authenticator.clone(), self.grpc.tenant_calls_in_flight),
         );
@@ -381,7 +386,7 @@ impl App {
                 "callback server",
                 crate::callbacks::serve(
                     listener,
-                    self.service.clone(),
+                    self.services.clone(),
                     self.tenants.clone(),
                     limits,
                     tasks.shutdown(),
@@ -454,8 +459,8 @@ impl App {
         tasks.stop();
         tasks.drain(grace.saturating_sub(stopping_since.elapsed())).await;
         // Which grants calls used since the last round (the background refresher's "used recently").
-        self.service.record_usage().await;
-        for (tenant, sub) in self.service.flush_pending_tokens().await {
+        self.services.credentials.record_usage().await;
+        for (tenant, sub) in self.services.credentials.flush_pending_tokens().await {
             error!(
                 %tenant,
                 sub,

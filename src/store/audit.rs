@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::{Store, StoreError, crypto::Binding, now, with_pool};
+use super::{Store, StoreError, crypto::Binding, with_pool};
 use crate::domain::audit::{AuditEntry, AuditRecord, ChainBreak, ChainVerifier, MAX_DETAIL, pseudonym};
 
 /// The pseudonym key; never printed.
@@ -212,7 +212,7 @@ impl Store {
         let sealed = self
             .cipher()
             .seal(&SecretString::from(hex::encode(key)), &audit_key_binding());
-        let (now, _) = now();
+        let (now, _) = self.now();
         with_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO store_keys (name, key_id, sealed, created_at) VALUES ($1, $2, $3, $4) \
@@ -276,7 +276,7 @@ impl Store {
 
     /// Records one audit entry on its own (events with no state change beside them).
     pub async fn record_audit(&self, tenant: &str, entry: &AuditEntry<'_>) -> Result<i64, StoreError> {
-        let (_, now_ms) = now();
+        let (_, now_ms) = self.now();
         Ok(with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let seq = record_audit!(tx, self, tenant, entry, now_ms);

@@ -1,6 +1,6 @@
 //! Enterprise Connect member authorizations.
 
-use super::{Store, StoreError, now, with_pool};
+use super::{Store, StoreError, with_pool};
 
 /// Where a member authorization stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +123,7 @@ impl Store {
     /// replica that died mid-exchange. False when another callback holds it
     /// or it has finished.
     pub async fn claim_authorization(&self, id: &str, stale_before: i64) -> Result<bool, StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         let updated = with_pool!(self, pool => {
             sqlx::query(
                 "UPDATE enterprise_authorizations SET status = 'exchanging', updated_at = $1 \
@@ -142,7 +142,7 @@ impl Store {
     /// Hands a claimed authorization back (the exchange failed transiently):
     /// Cronofy's next callback, or a new request, may complete it.
     pub async fn release_authorization(&self, id: &str) -> Result<(), StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         with_pool!(self, pool => {
             sqlx::query(
                 "UPDATE enterprise_authorizations SET status = 'pending', updated_at = $1 \
@@ -159,7 +159,7 @@ impl Store {
     /// Marks a pending authorization created before `created_before` (unix
     /// seconds) EXPIRED. False when it was not pending or is younger.
     pub async fn expire_authorization(&self, id: &str, created_before: i64) -> Result<bool, StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         let updated = with_pool!(self, pool => {
             sqlx::query(
                 "UPDATE enterprise_authorizations SET status = 'expired', updated_at = $1 \
@@ -183,7 +183,7 @@ impl Store {
         error_key: Option<&str>,
         grant_sub: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         let updated = with_pool!(self, pool => {
             sqlx::query(
                 "UPDATE enterprise_authorizations SET status = $1, error_key = $2, grant_sub = $3, updated_at = $4 \

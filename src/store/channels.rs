@@ -7,7 +7,7 @@ use super::{
     Store, StoreError,
     audit::record_grant_audit,
     changes::{grant_payload, update_recording_change},
-    now, with_pool,
+    with_pool,
 };
 use crate::domain::{
     audit::{Actor, AuditKind},
@@ -63,7 +63,7 @@ pub struct ChannelOwner {
 impl Store {
     /// Up to `limit` channels due to be created now.
     pub async fn due_channels(&self, limit: i64) -> Result<Vec<DueChannel>, StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         Ok(with_pool!(self, pool => {
             sqlx::query_as::<_, DueChannel>(
                 "SELECT tenant_id, sub, channel_key, channel_due_at, channel_attempts FROM grants \
@@ -80,7 +80,7 @@ impl Store {
     /// Claims a due channel for `hold_seconds` (compare-and-swap on its due
     /// time), so that one replica creates it. False when another did.
     pub async fn claim_channel(&self, due: &DueChannel, hold_seconds: i64) -> Result<bool, StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         let updated = with_pool!(self, pool => {
             sqlx::query(
                 "UPDATE grants SET channel_due_at = $1 WHERE tenant_id = $2 AND sub = $3 \
@@ -133,7 +133,7 @@ impl Store {
         error: &str,
         after_seconds: i64,
     ) -> Result<(), StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         with_pool!(self, pool => {
             sqlx::query(
                 "UPDATE grants SET channel_attempts = channel_attempts + 1, channel_due_at = $1, \
@@ -200,7 +200,7 @@ impl Store {
         connected: bool,
         relink_url: Option<&str>,
     ) -> Result<Option<i64>, StoreError> {
-        let (now, now_ms) = now();
+        let (now, now_ms) = self.now();
         let (from, to, reason) = if connected {
             (
                 GrantStatus::ProfileDisconnected,

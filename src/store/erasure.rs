@@ -7,7 +7,7 @@
 
 use tracing::warn;
 
-use super::{Backend, Store, StoreError, audit::record_audit, now, with_pool};
+use super::{Backend, Store, StoreError, audit::record_audit, with_pool};
 use crate::domain::audit::{Actor, AuditEntry, AuditKind};
 
 /// What erasing one user removed.
@@ -57,7 +57,7 @@ impl Store {
         actor: &Actor,
         detail: String,
     ) -> Result<Option<ForgottenUser>, StoreError> {
-        let (_, now_ms) = now();
+        let (_, now_ms) = self.now();
         let sub_hash = self.pseudonym(tenant, "sub", sub);
         let forgotten = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -165,7 +165,7 @@ impl Store {
         actor: &Actor,
         detail: String,
     ) -> Result<PurgedRows, StoreError> {
-        let (_, now_ms) = now();
+        let (_, now_ms) = self.now();
         let purged = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut other_rows = 0;

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{Backend, Store, StoreError, now, with_pool};
+use super::{Backend, Store, StoreError, with_pool};
 use crate::domain::{changes::EventState, event_ids::EventIds, grant::GrantStatus};
 
 /// Any number, the same in every replica: the advisory lock that makes two
@@ -23,7 +23,7 @@ impl Store {
         &self,
         applications: &[Vec<String>],
     ) -> Result<HashMap<String, EventIds>, StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         let recorded: Vec<(String, String)> = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             if let Backend::Postgres(_) = &self.backend {

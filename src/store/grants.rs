@@ -8,7 +8,7 @@ use super::{
     audit::record_grant_audit,
     changes::{grant_payload, record_change, update_recording_change},
     crypto::Binding,
-    now, with_pool,
+    with_pool,
 };
 use crate::domain::{
     audit::{Actor, AuditKind},
@@ -129,7 +129,7 @@ pub(super) const MARK_NEEDS_REAUTH: &str = "UPDATE grants SET status = $1, versi
 /// `Some((stored reason, change number))`, or None when the grant moved on.
 macro_rules! mark_needs_reauth_in {
     ($tx:expr, $store:expr, $tenant:expr, $sub:expr, $version:expr, $attempt:expr) => {{
-        let (now, now_ms) = $crate::store::now();
+        let (now, now_ms) = $store.now();
         let reason: Option<Option<String>> = sqlx::query_scalar($crate::store::grants::MARK_NEEDS_REAUTH)
             .bind(GrantStatus::NeedsReauth.as_str())
             .bind(now)
@@ -203,7 +203,7 @@ impl Store {
         user_ref: Option<&str>,
         actor: &Actor,
     ) -> Result<StoredGrant, StoreError> {
-        let (now, now_ms) = now();
+        let (now, now_ms) = self.now();
         let (key_id, access, refresh) = seal(self, tenant, &new.sub, &new.tokens);
         let scope = new.scope.join(" ");
         let connected = grant_payload(&GrantChange::new(GrantStatus::Active, GrantChangeReason::Connected));
@@ -319,7 +319,7 @@ impl Store {
         tokens: &Tokens,
     ) -> Result<Option<i64>, StoreError> {
         let (key_id, access, refresh) = seal(self, tenant, sub, tokens);
-        let (now, _) = now();
+        let (now, _) = self.now();
         let updated = with_pool!(self, pool => {
             sqlx::query(UPDATE_TOKENS)
                 .bind(&key_id)
@@ -381,7 +381,7 @@ impl Store {
         actor: &Actor,
         detail: String,
     ) -> Result<Option<StoredGrant>, StoreError> {
-        let (now, now_ms) = now();
+        let (now, now_ms) = self.now();
         let revoked = grant_payload(&GrantChange::new(GrantStatus::Revoked, GrantChangeReason::Revoked));
         update_recording_change!(self, tenant, sub, &revoked, now_ms, |tx| {
             let updated = sqlx::query(

@@ -12,7 +12,6 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::{
     Backend, Store, StoreError,
     grants::{GrantRow, SELECT_BY_SUB, UPDATE_TOKENS, mark_needs_reauth_in, seal},
-    now,
 };
 use crate::domain::{
     changes::{GrantChange, GrantChangeReason},
@@ -86,7 +85,7 @@ impl GrantLease {
             return self.store.update_tokens(&self.tenant, &self.sub, version, tokens).await;
         };
         let (key_id, access, refresh) = seal(&self.store, &self.tenant, &self.sub, tokens);
-        let (now, _) = now();
+        let (now, _) = self.store.now();
         let updated = sqlx::query(UPDATE_TOKENS)
             .bind(&key_id)
             .bind(&access)

@@ -50,7 +50,10 @@ pub use revocations::PendingRevocation;
 pub use shared::{BreakerRecord, RateClaim};
 pub use spill::SpilledPair;
 
-use crate::config::{EncryptionKey, StoreBackend, StoreSettings};
+use crate::{
+    clock::Clock,
+    config::{EncryptionKey, StoreBackend, StoreSettings},
+};
 
 /// Failures of the store.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +160,9 @@ pub struct Store {
     /// The audit trail's pseudonym key (HMAC of subs and user_refs), read
     /// from `store_keys` at connect.
     audit_key: Arc<audit::AuditKey>,
+    /// The time every row is stamped with: the same clock as the domain's,
+    /// so a test that moves time moves both.
+    clock: Clock,
 }
 
 impl Store {
@@ -201,6 +207,7 @@ impl Store {
             cipher: Arc::new(TokenCipher::new(keys)),
             feed: Arc::default(),
             audit_key: Arc::new(audit::AuditKey::default()),
+            clock: Clock::default(),
         };
         if settings.auto_migrate {
             store.migrate().await?;
@@ -316,8 +323,17 @@ fn max_leases(connections: u32) -> usize {
     (connections as usize / 2).max(1)
 }
 
-/// Now, in unix seconds and milliseconds.
-fn now() -> (i64, i64) {
-    let now = time::OffsetDateTime::now_utc();
-    (now.unix_timestamp(), (now.unix_timestamp_nanos() / 1_000_000) as i64)
+impl Store {
+    /// Stamps rows with `clock` from now on (the domain's clock; the wall
+    /// clock by default).
+    pub fn with_clock(mut self, clock: Clock) -> Store {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, in unix seconds and milliseconds.
+    fn now(&self) -> (i64, i64) {
+        let now = self.clock.now();
+        (now.unix_timestamp(), (now.unix_timestamp_nanos() / 1_000_000) as i64)
+    }
 }

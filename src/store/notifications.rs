@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use super::{
     Store, StoreError,
     changes::{event_payload, record_change},
-    now, with_pool,
+    with_pool,
 };
 use crate::domain::changes::{EventChange, EventState};
 
@@ -57,7 +57,7 @@ impl Store {
         changes_since: Option<&str>,
         coalesce_seconds: i64,
     ) -> Result<bool, StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         let inserted: i64 = with_pool!(self, pool => {
             sqlx::query_scalar(
                 "INSERT INTO notifications (id, tenant_id, sub, kind, changes_since, attempts, next_attempt_at, \
@@ -86,7 +86,7 @@ impl Store {
     /// `per_tenant` of any one tenant (so one tenant's backlog never fills
     /// the page and hides another tenant's notification).
     pub async fn due_notifications(&self, per_tenant: i64, limit: i64) -> Result<Vec<QueuedNotification>, StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         Ok(with_pool!(self, pool => {
             sqlx::query_as::<_, QueuedNotification>(
                 "SELECT id, tenant_id, sub, kind, changes_since, attempts, generation, next_attempt_at FROM ( \
@@ -106,7 +106,7 @@ impl Store {
     /// Claims a due notification for `hold_seconds` (compare-and-swap), so
     /// one replica processes it at a time. False when another claimed it.
     pub async fn claim_notification(&self, queued: &QueuedNotification, hold_seconds: i64) -> Result<bool, StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         let updated = with_pool!(self, pool => {
             sqlx::query("UPDATE notifications SET next_attempt_at = $1 WHERE id = $2 AND next_attempt_at = $3")
                 .bind(now.saturating_add(hold_seconds))
@@ -128,7 +128,7 @@ impl Store {
         queued: &QueuedNotification,
         coalesce_seconds: i64,
     ) -> Result<bool, StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         let deleted = with_pool!(self, pool => {
             let deleted = sqlx::query(
                 "UPDATE notifications SET processed_at = $3, next_attempt_at = $4 WHERE id = $1 AND generation = $2",
@@ -154,7 +154,7 @@ impl Store {
 
     /// Processing failed: try again in `after_seconds`.
     pub async fn postpone_notification(&self, id: &str, after_seconds: i64, attempted: bool) -> Result<(), StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         with_pool!(self, pool => {
             sqlx::query("UPDATE notifications SET attempts = attempts + $3, next_attempt_at = $1 WHERE id = $2")
                 .bind(now.saturating_add(after_seconds))
@@ -191,7 +191,7 @@ impl Store {
     /// a window opens with the first page read and lasts a minute, shared by
     /// every replica. False when the window's pages are spent.
     pub async fn take_channel_page(&self, tenant: &str, sub: &str, per_minute: i64) -> Result<bool, StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         let taken = with_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO channel_pages (tenant_id, sub, window_start, pages) VALUES ($1, $2, $3, 1) \
@@ -222,7 +222,7 @@ impl Store {
         event_id: &str,
         state: &EventState,
     ) -> Result<(), StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         with_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO event_writes (tenant_id, sub, calendar_id, event_id, digest, updated_at) \
@@ -248,7 +248,7 @@ impl Store {
         sub: &str,
         calendar_ids: Option<&[String]>,
     ) -> Result<(), StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         let deleted = EventState::Deleted.digest();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -297,7 +297,7 @@ impl Store {
         seen: &EventState,
         change: &EventChange,
     ) -> Result<Option<i64>, StoreError> {
-        let (now, now_ms) = now();
+        let (now, now_ms) = self.now();
         let digest = seen.digest();
         let payload = event_payload(change);
         let seq = with_pool!(self, pool => {

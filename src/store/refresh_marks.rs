@@ -2,14 +2,14 @@
 //! lease) before the token call, so that a refresh a killed replica left
 //! behind can be told from a refresh token Cronofy simply refused.
 
-use super::{Store, StoreError, now, with_pool};
+use super::{Store, StoreError, with_pool};
 
 impl Store {
     /// Records, committed at once (outside any lease), that refresh `attempt`
     /// of this grant is about to reach Cronofy: if this replica dies before
     /// the answer, the mark stays for the next refresh to find.
     pub async fn mark_refresh_started(&self, tenant: &str, sub: &str, attempt: &str) -> Result<(), StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         with_pool!(self, pool => {
             sqlx::query("INSERT INTO refresh_marks (tenant_id, sub, attempt, started_at) VALUES ($1, $2, $3, $4)")
                 .bind(tenant)
@@ -42,7 +42,7 @@ impl Store {
     /// Records that a refresh of this grant may have rotated its refresh
     /// token without calgate hearing the answer (kept until a refresh succeeds).
     pub async fn mark_refresh_unsure(&self, tenant: &str, sub: &str) -> Result<(), StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         with_pool!(self, pool => {
             sqlx::query(
                 "UPDATE grants SET refresh_unsure_since = COALESCE(refresh_unsure_since, $1) \

@@ -1,6 +1,6 @@
 //! Revocations at Cronofy still to be made (see the migration's comment).
 
-use super::{Store, StoreError, now, with_pool};
+use super::{Store, StoreError, with_pool};
 
 /// One revocation waiting to be retried.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -16,7 +16,7 @@ pub struct PendingRevocation {
 impl Store {
     /// Queues a revocation (idempotent), due at once.
     pub async fn queue_revocation(&self, tenant: &str, sub: &str) -> Result<(), StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         with_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO pending_revocations (tenant_id, sub, attempts, next_attempt_at, created_at) \
@@ -33,7 +33,7 @@ impl Store {
 
     /// Up to `limit` revocations due now, oldest first.
     pub async fn due_revocations(&self, limit: i64) -> Result<Vec<PendingRevocation>, StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         Ok(with_pool!(self, pool => {
             sqlx::query_as::<_, PendingRevocation>(
                 "SELECT tenant_id, sub, attempts FROM pending_revocations WHERE next_attempt_at <= $1 \
@@ -60,7 +60,7 @@ impl Store {
 
     /// Another attempt failed: try again in `after_seconds`.
     pub async fn postpone_revocation(&self, tenant: &str, sub: &str, after_seconds: i64) -> Result<(), StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         with_pool!(self, pool => {
             sqlx::query(
                 "UPDATE pending_revocations SET attempts = attempts + 1, next_attempt_at = $1 \

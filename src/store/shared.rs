@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{Store, StoreError, now};
+use super::{Store, StoreError};
 use crate::config::BucketShape;
 
 /// A breaker's shared state after a write.
@@ -51,7 +51,7 @@ impl Store {
         want: u32,
     ) -> Result<Result<RateClaim, Duration>, StoreError> {
         // The claim is spent within this replica's current second.
-        let (_, now_ms) = now();
+        let (_, now_ms) = self.now();
         let second = now_ms / 1000;
         let Some(pool) = self.shared_pool() else {
             return Ok(Ok(RateClaim { granted: want, second }));
@@ -109,7 +109,7 @@ impl Store {
     /// migration 0010) once they have ended; called periodically.
     pub async fn prune_rate_windows(&self) -> Result<(), StoreError> {
         let Some(pool) = self.shared_pool() else { return Ok(()) };
-        let (_, now_ms) = now();
+        let (_, now_ms) = self.now();
         sqlx::query(
             "DELETE FROM rate_windows WHERE (window_kind = 's' AND window_start < $1) OR (window_kind = 'm' AND window_start < $2)",
         )
@@ -157,7 +157,7 @@ impl Store {
                 open_until_ms: 0,
             });
         };
-        let (_, now_ms) = now();
+        let (_, now_ms) = self.now();
         let (failures, open_until_ms): (i64, i64) = sqlx::query_as(
             "INSERT INTO breakers (name, failures, open_until) VALUES ($1, 1, CASE WHEN 1 >= $2 THEN $3 + $4 ELSE 0 END) \
              ON CONFLICT (name) DO UPDATE SET failures = breakers.failures + 1, open_until = CASE \
@@ -194,7 +194,7 @@ impl Store {
     /// Claims the half-open probe of an open breaker whose cool-down has passed:
     /// true for exactly one replica, which then owns the probe for `cool_down`.
     pub async fn claim_breaker_probe(&self, name: &str, cool_down: Duration) -> Result<Option<i64>, StoreError> {
-        let (_, now_ms) = now();
+        let (_, now_ms) = self.now();
         let lease = now_ms + cool_down.as_millis() as i64;
         let Some(pool) = self.shared_pool() else {
             return Ok(Some(lease));
@@ -218,7 +218,7 @@ impl Store {
         let Some(pool) = self.shared_pool() else {
             return Ok(());
         };
-        let (_, now_ms) = now();
+        let (_, now_ms) = self.now();
         sqlx::query("UPDATE breakers SET open_until = $3 WHERE name = $1 AND open_until = $2")
             .bind(name)
             .bind(lease)

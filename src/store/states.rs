@@ -2,7 +2,7 @@
 
 use time::OffsetDateTime;
 
-use super::{Store, StoreError, now, with_pool};
+use super::{Store, StoreError, with_pool};
 
 impl Store {
     /// Records a state nonce as redeemed. False when it already was.
@@ -12,7 +12,7 @@ impl Store {
         nonce: &str,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let (now, _) = now();
+        let (now, _) = self.now();
         let inserted = with_pool!(self, pool => {
             // Expired nonces can never be presented again (the state's own expiry refuses them).
             sqlx::query("DELETE FROM redeemed_states WHERE expires_at < $1").bind(now).execute(pool).await?;

@@ -1,19 +1,19 @@
 //! PostgreSQL: wakes this replica's watchers for changes other replicas recorded.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::Worker;
-use crate::domain::CalendarService;
+use crate::store::Store;
 
 /// Every `interval` (`changes.poll_interval`), one query per replica,
 /// whatever the number of watchers; a missed round only delays them to the next.
 pub(crate) struct ChangeFeedPoller {
     /// The service whose store holds the feed.
-    pub service: Arc<CalendarService>,
+    pub store: Store,
     /// How often.
     pub interval: Duration,
 }
@@ -30,7 +30,7 @@ impl Worker for ChangeFeedPoller {
                 () = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            match self.service.store().poll_change_feed().await {
+            match self.store.poll_change_feed().await {
                 Ok(()) => failing = false,
                 // Logged once per outage: the store watcher reports the outage itself.
                 Err(error) if !failing => {

@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use super::Worker;
-use crate::domain::{CalendarService, Tenant};
+use crate::domain::{ChangeService, Tenant};
 
 /// How often the notification worker looks for due work without being woken.
 const NOTIFICATION_POLL: Duration = Duration::from_secs(5);
@@ -14,7 +14,7 @@ const NOTIFICATION_POLL: Duration = Duration::from_secs(5);
 /// at once when this replica queues work and every 5 s for the rest.
 pub(crate) struct NotificationWorker {
     /// The service that processes them.
-    pub service: Arc<CalendarService>,
+    pub changes: Arc<ChangeService>,
     /// Configured tenants by id.
     pub tenants: Arc<HashMap<String, Arc<Tenant>>>,
 }
@@ -23,7 +23,7 @@ impl Worker for NotificationWorker {
     const NAME: &'static str = "notification worker";
 
     async fn run(self, shutdown: CancellationToken) {
-        self.service
+        self.changes
             .work_notifications(self.tenants, NOTIFICATION_POLL, shutdown)
             .await;
     }

@@ -5,13 +5,13 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use super::{Worker, every};
-use crate::domain::{CalendarService, Tenant};
+use crate::domain::{Credentials, Tenant};
 
 /// Every `interval`, refreshes the grants whose tokens expire soon and that
 /// calls used recently, within the background share of each budget.
 pub(crate) struct BackgroundRefresher {
     /// The service that refreshes.
-    pub service: Arc<CalendarService>,
+    pub credentials: Arc<Credentials>,
     /// Configured tenants by id.
     pub tenants: Arc<HashMap<String, Arc<Tenant>>>,
     /// `refresh_ahead.interval`.
@@ -23,7 +23,7 @@ impl Worker for BackgroundRefresher {
 
     async fn run(self, shutdown: CancellationToken) {
         every(self.interval, &shutdown, || {
-            self.service.refresh_ahead_round(&self.tenants)
+            self.credentials.refresh_ahead_round(&self.tenants)
         })
         .await;
     }

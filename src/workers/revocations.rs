@@ -5,13 +5,13 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use super::{Worker, every};
-use crate::domain::{CalendarService, Tenant};
+use crate::domain::{ConnectService, Tenant};
 
 /// Every `interval`, retries the queued revocations (RevokeGrant, ForgetUser)
 /// that Cronofy failed.
 pub(crate) struct RevocationRetrier {
     /// The service that revokes.
-    pub service: Arc<CalendarService>,
+    pub connect: Arc<ConnectService>,
     /// Configured tenants by id.
     pub tenants: Arc<HashMap<String, Arc<Tenant>>>,
     /// `revoke_retry_interval`.
@@ -23,7 +23,7 @@ impl Worker for RevocationRetrier {
 
     async fn run(self, shutdown: CancellationToken) {
         every(self.interval, &shutdown, || {
-            self.service.retry_revocations(&self.tenants, self.interval)
+            self.connect.retry_revocations(&self.tenants, self.interval)
         })
         .await;
     }

@@ -7,7 +7,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
 use super::Worker;
-use crate::{domain::CalendarService, health::set_health};
+use crate::{domain::Credentials, health::set_health, store::Store};
 
 /// How often the store is probed for the health status.
 const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -16,8 +16,10 @@ const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// it can; when it is reachable, writes refreshed tokens it refused earlier
 /// and prunes spent rate windows.
 pub(crate) struct StoreWatcher {
-    /// The service whose store is probed.
-    pub service: Arc<CalendarService>,
+    /// The store probed.
+    pub store: Store,
+    /// Writes the refreshed tokens the store refused.
+    pub credentials: Arc<Credentials>,
     /// Where health is reported.
     pub reporter: HealthReporter,
     /// Cancelled at SIGTERM: from then on health stays NOT_SERVING.
@@ -35,12 +37,12 @@ impl Worker for StoreWatcher {
                 () = tokio::time::sleep(STORE_PROBE_INTERVAL) => {}
             }
             let reachable = matches!(
-                tokio::time::timeout(STORE_PROBE_INTERVAL, self.service.store().ping()).await,
+                tokio::time::timeout(STORE_PROBE_INTERVAL, self.store.ping()).await,
                 Ok(Ok(()))
             );
             if reachable {
-                self.service.flush_pending_tokens().await;
-                let _ = self.service.store().prune_rate_windows().await;
+                self.credentials.flush_pending_tokens().await;
+                let _ = self.store.prune_rate_windows().await;
             }
             if reachable != healthy && !self.draining.is_cancelled() {
                 healthy = reachable;

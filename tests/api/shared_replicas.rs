@@ -142,7 +142,9 @@ async fn one_tenants_burst_on_one_replica_does_not_starve_another_tenant_on_the_
             .await
             .expect("globex's write");
         let took = started.elapsed();
-        assert!(took < Duration::from_secs(2), "globex's write {n} waited {took:?}");
+        // Starved, it would wait behind acme's 150 writes at 5/s: 30 s. A fair
+        // turn takes well under a second; 5 s leaves room for a loaded machine.
+        assert!(took < Duration::from_secs(5), "globex's write {n} waited {took:?}");
     }
     assert!(waiting.len() > 100, "acme's burst was still waiting");
     waiting.abort_all();

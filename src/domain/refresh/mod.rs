@@ -28,12 +28,12 @@ use tracing::{info, warn};
 
 use super::{
     Error, Tenant,
-    clock::Clock,
     error::store_failure,
     grant::{GrantSelector, GrantStatus, StatusReason, StoredGrant, Tokens},
     upstream,
 };
 use crate::{
+    clock::Clock,
     cronofy::{CronofyClient, CronofyError},
     resilience::{BackgroundRefusal, GuardError, Resilience},
     store::Store,

@@ -2,7 +2,7 @@
 
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use super::{CalendarService, Deadline};
+use super::{Deadline, EventService};
 use crate::{
     cronofy::availability::{self as wire, AllMarker, Member, Minutes, Period, Required},
     domain::reads::AvailablePeriod,
@@ -35,7 +35,7 @@ fn utc(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap_or_default()
 }
 
-impl CalendarService {
+impl EventService {
     /// Finds available periods. Every member must be a grant of this tenant
     /// that calgate can act on; none of them is resolved for another tenant.
     pub async fn query_availability(
@@ -48,7 +48,7 @@ impl CalendarService {
         for group in &request.groups {
             let mut members = Vec::with_capacity(group.members.len());
             for selector in &group.members {
-                let stored = self.find(tenant, selector).await?;
+                let stored = self.credentials.find(tenant, selector).await?;
                 usable_tokens(&stored)?;
                 members.push(Member { sub: stored.grant.sub });
             }

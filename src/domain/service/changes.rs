@@ -17,12 +17,14 @@ use std::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, warn};
 
-use super::{CalendarService, store_failure};
+use super::{Channels, Credentials, store_failure, wake::Wake};
 use crate::domain::{
     Error, Tenant, Violations,
     changes::{Change, Cursor},
 };
 use crate::telemetry::metrics::METRICS;
+use crate::{clock::Clock, cronofy::CronofyClient, resilience::Resilience, store::Store, tasks::Tasks};
+use std::time::Duration;
 
 /// Changes read from the store at once.
 const PAGE: i64 = 100;
@@ -31,6 +33,24 @@ const SEND_BUFFER: usize = 16;
 
 /// What a watcher receives: changes, then perhaps the error that ended the stream.
 pub type ChangeReceiver = mpsc::Receiver<Result<Change, Error>>;
+
+/// Change streams (WatchChanges), push notifications and what they announce.
+#[derive(Debug)]
+pub struct ChangeService {
+    pub(super) store: Store,
+    pub(super) cronofy: CronofyClient,
+    pub(super) resilience: Arc<Resilience>,
+    pub(super) clock: Clock,
+    pub(super) credentials: Arc<Credentials>,
+    pub(super) channels: Arc<Channels>,
+    pub(super) tasks: Tasks,
+    /// How long recorded changes are kept.
+    pub(super) change_retention: Duration,
+    /// Open WatchChanges streams, bounded per tenant.
+    pub(super) watchers: Watchers,
+    /// Signalled when a notification is queued or a coalesced repeat falls due.
+    pub(super) notifications_due: Wake,
+}
 
 /// Places for open watchers, per tenant (`changes.max_watchers_per_tenant`).
 #[derive(Debug)]
@@ -62,7 +82,7 @@ impl Watchers {
     }
 }
 
-impl CalendarService {
+impl ChangeService {
     /// Opens a stream of the tenant's changes recorded after `after`, or
     /// from now on when it is None. Fails at once for a cursor the stream
     /// never reached (INVALID_ARGUMENT) or one whose successors were removed
@@ -118,16 +138,6 @@ impl CalendarService {
             .await
             .map_err(|error| store_failure("*", "pruning processed notifications", &error))?;
         Ok(removed)
-    }
-
-    /// Removes audit rows recorded longer ago than `audit.retention`.
-    /// Returns how many went.
-    pub async fn prune_audit(&self) -> Result<u64, Error> {
-        let cutoff = self.clock.now() - self.audit_retention;
-        self.store
-            .prune_audit((cutoff.unix_timestamp_nanos() / 1_000_000) as i64)
-            .await
-            .map_err(|error| store_failure("*", "pruning the audit trail", &error))
     }
 }
 

@@ -7,7 +7,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tracing::{debug, info, warn};
 
 use super::{
-    CalendarService,
+    Credentials,
     notifications::{BATCH, CLAIM_SECONDS, NOTIFICATION_PATH, backoff},
     store_failure,
 };
@@ -17,8 +17,22 @@ use crate::{
     resilience::GuardError,
     store::DueChannel,
 };
+use crate::{resilience::Resilience, store::Store};
 
-impl CalendarService {
+/// Push notification channels: opened for connected grants, closed on revoke.
+#[derive(Debug)]
+pub struct Channels {
+    pub(super) store: Store,
+    pub(super) cronofy: CronofyClient,
+    pub(super) resilience: Arc<Resilience>,
+    pub(super) credentials: Arc<Credentials>,
+    /// `callbacks.public_url`: where Cronofy posts notifications.
+    pub(super) callback_base: Option<url::Url>,
+    /// Signalled when a connect leaves a channel to open.
+    pub(super) due: tokio::sync::Notify,
+}
+
+impl Channels {
     /// One round of the channel worker: opens the channels that are due.
     /// Returns how many were opened.
     pub(super) async fn open_due_channels(&self, tenants: &HashMap<String, Arc<Tenant>>) -> usize {
@@ -72,7 +86,7 @@ impl CalendarService {
         let base = self.callback_base.as_ref().ok_or(Error::CallbacksNotConfigured)?;
         let callback_url = notification_url(base, &due.channel_key);
         let selector = GrantSelector::Sub(due.sub.clone());
-        let lease = self.access_token(tenant, &selector, false).await?;
+        let lease = self.credentials.access_token(tenant, &selector, false).await?;
         let channel_id = call_with_refresh!(
             self,
             tenant,
@@ -105,7 +119,7 @@ impl CalendarService {
     async fn probe_events(&self, tenant: &Arc<Tenant>, selector: &GrantSelector) -> Result<(), Error> {
         let since = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
         let url = CronofyClient::managed_events_url(&tenant.app.endpoints, &since);
-        let lease = self.access_token(tenant, selector, false).await?;
+        let lease = self.credentials.access_token(tenant, selector, false).await?;
         call_with_refresh!(
             self,
             tenant,
@@ -120,7 +134,7 @@ impl CalendarService {
     /// Closes a channel at Cronofy, best effort: a revoked authorization's
     /// channels stop with it at Cronofy anyway.
     pub(super) async fn close_channel(&self, tenant: &Arc<Tenant>, selector: &GrantSelector, channel_id: &str) {
-        let Ok(lease) = self.access_token(tenant, selector, false).await else {
+        let Ok(lease) = self.credentials.access_token(tenant, selector, false).await else {
             return;
         };
         let token = &lease.token;
@@ -139,6 +153,31 @@ impl CalendarService {
                 warn!(tenant = %tenant.id, channel_id, %error, "closing a push notification channel failed");
             }
         }
+    }
+
+    /// Closes the grant's push notification channel, if it has one: before
+    /// any revoke, as closing needs the grant's token. Best effort at Cronofy.
+    pub(super) async fn close_grant_channel(&self, tenant: &Arc<Tenant>, sub: &str) -> Result<(), Error> {
+        if let Some(channel_id) = self
+            .store
+            .forget_channel(&tenant.id, sub)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "forgetting a channel", &error))?
+        {
+            self.close_channel(tenant, &GrantSelector::Sub(sub.to_owned()), &channel_id)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Whether calgate has a callback listener Cronofy can post notifications to.
+    pub(super) fn listener_configured(&self) -> bool {
+        self.callback_base.is_some()
+    }
+
+    /// Wakes the channel worker: a connect left a channel to open.
+    pub(super) fn mark_due(&self) {
+        self.due.notify_one();
     }
 }
 

@@ -7,7 +7,11 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-use super::{CalendarService, store_failure};
+use super::{Channels, Credentials, store_failure};
+use crate::{
+    clock::Clock, cronofy::CronofyClient, domain::single_flight::SingleFlight, resilience::Resilience, store::Store,
+    tasks::Tasks,
+};
 use crate::{
     cronofy::{CronofyError, Host, TokenResponse},
     domain::{
@@ -61,6 +65,23 @@ pub struct AuthorizeUrl {
     pub state_expires_at: OffsetDateTime,
 }
 
+/// Connecting users (authorize URL, code exchange), describing and revoking grants.
+#[derive(Debug)]
+pub struct ConnectService {
+    pub(super) store: Store,
+    pub(super) cronofy: CronofyClient,
+    pub(super) resilience: Arc<Resilience>,
+    pub(super) clock: Clock,
+    pub(super) credentials: Arc<Credentials>,
+    pub(super) channels: Arc<Channels>,
+    pub(super) states: Arc<StateCodec>,
+    pub(super) state_ttl: Duration,
+    pub(super) tasks: Tasks,
+    /// Code exchanges in flight, by (tenant, state nonce): the code's SHA-256
+    /// and the shared outcome.
+    pub(super) exchanges: SingleFlight<(String, String), Result<Grant, Error>, String>,
+}
+
 /// A checked ExchangeCode request.
 #[derive(Debug)]
 pub struct ExchangeRequest {
@@ -74,7 +95,7 @@ pub struct ExchangeRequest {
     pub expected_user_ref: Option<String>,
 }
 
-impl CalendarService {
+impl ConnectService {
     /// Builds the consent URL and its sealed, single-use state. Calls nobody.
     pub fn build_authorize_url(&self, tenant: &Tenant, request: AuthorizeRequest) -> Result<AuthorizeUrl, Error> {
         let mut violations = Violations::default();
@@ -235,7 +256,7 @@ impl CalendarService {
                 .await
                 .map_err(|error| store_failure(&tenant.id, "reading a state's outcome", &error))?;
             return match earlier {
-                Some(sub) => Ok(self.find(tenant, &GrantSelector::Sub(sub)).await?.grant),
+                Some(sub) => Ok(self.credentials.find(tenant, &GrantSelector::Sub(sub)).await?.grant),
                 None => Err(Error::StateInvalid("already used")),
             };
         }
@@ -295,7 +316,7 @@ impl CalendarService {
         let access_mode = AccessMode::of_provider(provider_name, provider_service);
         Ok(NewGrant {
             // Push notifications need the callback listener; service accounts have no calendar.
-            track_changes: self.callback_base.is_some() && kind == GrantKind::User,
+            track_changes: self.channels.listener_configured() && kind == GrantKind::User,
             account_id: response.account_id.unwrap_or_else(|| sub.clone()),
             sub,
             scope: response.scope.split_whitespace().map(str::to_owned).collect(),
@@ -331,11 +352,11 @@ impl CalendarService {
             match self.store.save_grant(&tenant.id, new, user_ref, actor).await {
                 Ok(stored) => {
                     if new.track_changes {
-                        self.channels_due();
+                        self.channels.mark_due();
                     }
-                    self.tokens.forget_grant(&tenant.id, &new.sub);
+                    self.credentials.tokens.forget_grant(&tenant.id, &new.sub);
                     if let Some(user_ref) = user_ref {
-                        self.tokens.forget_user_ref(&tenant.id, user_ref);
+                        self.credentials.tokens.forget_user_ref(&tenant.id, user_ref);
                     }
                     return Ok(stored);
                 }
@@ -353,6 +374,6 @@ impl CalendarService {
 
     /// Describes a grant.
     pub async fn get_grant(&self, tenant: &Tenant, selector: &GrantSelector) -> Result<Grant, Error> {
-        Ok(self.find(tenant, selector).await?.grant)
+        Ok(self.credentials.find(tenant, selector).await?.grant)
     }
 }

@@ -20,7 +20,10 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use url::Url;
 
-use super::{CalendarService, Deadline, store_failure};
+use super::{ConnectService, Credentials, Deadline, store_failure};
+use crate::{
+    clock::Clock, cronofy::CronofyClient, domain::state::StateCodec, resilience::Resilience, store::Store, tasks::Tasks,
+};
 use crate::{
     cronofy::{
         CronofyError,
@@ -36,6 +39,24 @@ use crate::{
     resilience::GuardError,
     store::{AuthorizationRecord, AuthorizationStatus},
 };
+
+/// Enterprise Connect: member authorizations through a service account.
+#[derive(Debug)]
+pub struct EnterpriseService {
+    pub(super) store: Store,
+    pub(super) cronofy: CronofyClient,
+    pub(super) resilience: Arc<Resilience>,
+    pub(super) clock: Clock,
+    pub(super) credentials: Arc<Credentials>,
+    /// Turns a member's token response into a stored grant.
+    pub(super) connect: Arc<ConnectService>,
+    pub(super) states: Arc<StateCodec>,
+    /// `callbacks.public_url`, when Enterprise Connect callbacks are configured.
+    pub(super) callback_base: Option<url::Url>,
+    /// How long a member authorization waits for its callback.
+    pub(super) authorization_ttl: Duration,
+    pub(super) tasks: Tasks,
+}
 
 /// The callback's path on `callbacks.listen`.
 pub const CALLBACK_PATH: &str = "/cronofy/enterprise-connect/callback";
@@ -109,7 +130,7 @@ pub enum CallbackError {
     Unavailable,
 }
 
-impl CalendarService {
+impl EnterpriseService {
     /// Records a pending authorization, then asks Cronofy to authorize the member.
     pub async fn authorize_enterprise_user(
         &self,
@@ -118,7 +139,7 @@ impl CalendarService {
         deadline: Deadline,
     ) -> Result<EnterpriseAuthorization, Error> {
         let base = self.callback_base.as_ref().ok_or(Error::CallbacksNotConfigured)?;
-        let service_account = self.find(tenant, &request.service_account).await?;
+        let service_account = self.credentials.find(tenant, &request.service_account).await?;
         if service_account.grant.kind != GrantKind::ServiceAccount {
             return Err(Error::GrantNotServiceAccount);
         }
@@ -165,7 +186,7 @@ impl CalendarService {
         };
         let selector = GrantSelector::Sub(service_account.grant.sub.clone());
         let asked: Result<(), Error> = async {
-            let lease = self.access_token(tenant, &selector, false).await?;
+            let lease = self.credentials.access_token(tenant, &selector, false).await?;
             call_with_refresh!(
                 self,
                 tenant,
@@ -209,7 +230,11 @@ impl CalendarService {
         }
         let grant = match &record.grant_sub {
             Some(sub) => {
-                let mut grant = self.find(tenant, &GrantSelector::Sub(sub.clone())).await?.grant;
+                let mut grant = self
+                    .credentials
+                    .find(tenant, &GrantSelector::Sub(sub.clone()))
+                    .await?
+                    .grant;
                 grant.user_ref = Some(record.user_ref.clone());
                 Some(grant)
             }
@@ -347,7 +372,7 @@ impl CalendarService {
                 return Err(CallbackError::Unavailable);
             }
         };
-        let new = match self.new_grant(response, ConnectMode::Enterprise) {
+        let new = match self.connect.new_grant(response, ConnectMode::Enterprise) {
             Ok(new) => new,
             Err(error) => {
                 warn!(tenant = %tenant.id, authorization = %fingerprint, %error, "Cronofy's answer to a member's code is unusable");
@@ -356,6 +381,7 @@ impl CalendarService {
             }
         };
         let stored = match self
+            .connect
             .save_with_retries(tenant, &new, Some(&record.user_ref), &Actor::cronofy())
             .await
         {

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::{CalendarService, Deadline, revoke::UpstreamRevoke, store_failure};
+use super::{Channels, ConnectService, Credentials, Deadline, EventService, revoke::UpstreamRevoke, store_failure};
+use crate::{clock::Clock, store::Store, tasks::Tasks};
 use crate::{
     domain::{
         Error, Tenant,
@@ -18,6 +19,24 @@ use crate::{
     },
     store::{PurgeTarget, PurgedRows},
 };
+use std::time::Duration;
+
+/// Erasure (ForgetUser, purge-tenant) and the audit trail's retention.
+#[derive(Debug)]
+pub struct ErasureService {
+    pub(super) store: Store,
+    pub(super) clock: Clock,
+    pub(super) credentials: Arc<Credentials>,
+    /// Revokes at Cronofy.
+    pub(super) connect: Arc<ConnectService>,
+    /// Deletes the user's events.
+    pub(super) events: Arc<EventService>,
+    /// Closes the user's channel.
+    pub(super) channels: Arc<Channels>,
+    pub(super) tasks: Tasks,
+    /// How long audit rows are kept.
+    pub(super) audit_retention: Duration,
+}
 
 /// What ForgetUser did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +64,17 @@ pub struct Purged {
     pub rows: PurgedRows,
 }
 
-impl CalendarService {
+impl ErasureService {
+    /// Removes audit rows recorded longer ago than `audit.retention`.
+    /// Returns how many went.
+    pub async fn prune_audit(&self) -> Result<u64, Error> {
+        let cutoff = self.clock.now() - self.audit_retention;
+        self.store
+            .prune_audit((cutoff.unix_timestamp_nanos() / 1_000_000) as i64)
+            .await
+            .map_err(|error| store_failure("*", "pruning the audit trail", &error))
+    }
+
     /// Erases one user: their events when `delete_events`, their channel and
     /// authorization at Cronofy, and every row about them here. Runs as its
     /// own task: a caller who gives up midway (its deadline, a dropped
@@ -76,18 +105,18 @@ impl CalendarService {
         deadline: Deadline,
         actor: &Actor,
     ) -> Result<Forgotten, Error> {
-        let stored = self.find(tenant, selector).await?;
+        let stored = self.credentials.find(tenant, selector).await?;
         let sub = stored.grant.sub.clone();
         let by_sub = GrantSelector::Sub(sub.clone());
         if delete_events {
             // Fails (and erases nothing) when the grant cannot be used: the caller asked for this.
-            self.delete_all_events(tenant, &by_sub, &[], deadline).await?;
+            self.events.delete_all_events(tenant, &by_sub, &[], deadline).await?;
         }
         let upstream = if stored.grant.status == GrantStatus::Revoked {
             UpstreamRevoke::Revoked
         } else {
-            self.close_grant_channel(tenant, &sub).await?;
-            self.revoke_upstream(tenant, &sub, deadline).await?
+            self.channels.close_grant_channel(tenant, &sub).await?;
+            self.connect.revoke_upstream(tenant, &sub, deadline).await?
         };
         let upstream_pending = upstream == UpstreamRevoke::Queued;
         let detail = format!(
@@ -100,9 +129,9 @@ impl CalendarService {
             .await
             .map_err(|error| store_failure(&tenant.id, "forgetting a user", &error))?
             .ok_or(Error::GrantNotFound)?;
-        self.tokens.forget_grant(&tenant.id, &sub);
+        self.credentials.tokens.forget_grant(&tenant.id, &sub);
         for user_ref in &forgotten.user_refs {
-            self.tokens.forget_user_ref(&tenant.id, user_ref);
+            self.credentials.tokens.forget_user_ref(&tenant.id, user_ref);
         }
         info!(tenant = %tenant.id, events_deleted = delete_events, upstream_pending, "user forgotten");
         Ok(Forgotten {
@@ -143,11 +172,11 @@ impl CalendarService {
         for (done, sub) in to_revoke.iter().enumerate() {
             if targets.iter().any(|target| target.sub == *sub && target.has_tokens) {
                 // Best effort, and before the revoke: closing needs the grant's token.
-                if let Err(error) = self.close_grant_channel(tenant, sub).await {
+                if let Err(error) = self.channels.close_grant_channel(tenant, sub).await {
                     warn!(tenant = %tenant.id, %error, "closing a channel before a purge failed");
                 }
             }
-            match self.revoke_upstream(tenant, sub, None).await? {
+            match self.connect.revoke_upstream(tenant, sub, None).await? {
                 UpstreamRevoke::Queued => purged.revoke_pending.push((*sub).to_owned()),
                 UpstreamRevoke::Revoked => {
                     purged.revoked += 1;
@@ -173,7 +202,7 @@ impl CalendarService {
             .map_err(|error| store_failure(&tenant.id, "purging a tenant", &error))?;
         for target in &targets {
             self.store.remove_spilled(&tenant.id, &target.sub);
-            self.tokens.forget_grant(&tenant.id, &target.sub);
+            self.credentials.tokens.forget_grant(&tenant.id, &target.sub);
         }
         info!(tenant = %tenant.id, grants = purged.rows.grants, revoked = purged.revoked, pending = purged.revoke_pending.len(), "tenant purged");
         Ok(purged)

@@ -4,7 +4,7 @@
 
 use tracing::warn;
 
-use super::CalendarService;
+use super::EventService;
 use crate::domain::{
     Tenant,
     changes::{EventState, SeenTime},
@@ -20,7 +20,7 @@ pub(super) fn written_state(start: &EventTime, end: &EventTime, summary: &str) -
     }
 }
 
-impl CalendarService {
+impl EventService {
     /// Whether calgate records the tenant's event writes: to tell its own
     /// writes from changes (with `[callbacks]`), and to delete "all its
     /// events" by id when it shares its Cronofy application. Otherwise the

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use super::{CalendarService, Deadline, TokenLease, event_records::written_state, store_failure};
+use super::{Credentials, Deadline, credentials::TokenLease, event_records::written_state, store_failure};
+use crate::{clock::Clock, resilience::Resilience, store::Store};
 use crate::{
     cronofy::{BatchEntry, CronofyClient, CronofyError, FreeBusyParams},
     domain::{
@@ -15,6 +16,18 @@ use crate::{
     },
     resilience::GuardError,
 };
+
+/// Writes the application's events and reads the user's calendars.
+#[derive(Debug)]
+pub struct EventService {
+    pub(super) store: Store,
+    pub(super) cronofy: CronofyClient,
+    pub(super) resilience: Arc<Resilience>,
+    pub(super) clock: Clock,
+    pub(super) credentials: Arc<Credentials>,
+    /// `callbacks.public_url`: with it, writes are recorded to tell them from changes.
+    pub(super) callback_base: Option<url::Url>,
+}
 
 /// Most free/busy pages followed for one read.
 const MAX_FREE_BUSY_PAGES: usize = 50;
@@ -107,7 +120,7 @@ fn check_event_ids<'a>(tenant: &Tenant, ids: impl IntoIterator<Item = (String, &
     violations.finish()
 }
 
-impl CalendarService {
+impl EventService {
     /// Creates or updates one of the application's events; answers how the
     /// write reaches the user (a calendar write, or an email invite).
     pub async fn upsert_event(
@@ -120,7 +133,7 @@ impl CalendarService {
     ) -> Result<AccessMode, Error> {
         check_event_ids(tenant, [("event.event_id".to_owned(), event.event_id.as_str())])?;
         let upstream_id = tenant.event_ids.upstream(&event.event_id);
-        let lease = self.access_token(tenant, selector, true).await?;
+        let lease = self.credentials.access_token(tenant, selector, true).await?;
         let access_mode = lease.access_mode;
         let sub = lease.sub.clone();
         call_with_refresh!(
@@ -151,7 +164,7 @@ impl CalendarService {
     ) -> Result<(), Error> {
         check_event_ids(tenant, [("event_id".to_owned(), event_id)])?;
         let upstream_id = tenant.event_ids.upstream(event_id);
-        let lease = self.access_token(tenant, selector, true).await?;
+        let lease = self.credentials.access_token(tenant, selector, true).await?;
         let sub = lease.sub.clone();
         call_with_refresh!(self, tenant, deadline, lease, Call::event("", "calendar_id"), |token| {
             self.cronofy
@@ -174,7 +187,7 @@ impl CalendarService {
         calendar_ids: &[String],
         deadline: Deadline,
     ) -> Result<(), Error> {
-        let lease = self.access_token(tenant, selector, true).await?;
+        let lease = self.credentials.access_token(tenant, selector, true).await?;
         let sub = lease.sub.clone();
         if tenant.shares_application() {
             return self.delete_written_events(tenant, lease, calendar_ids, deadline).await;
@@ -221,7 +234,7 @@ impl CalendarService {
                 .collect();
             let lease = match first_lease.take() {
                 Some(lease) => lease,
-                None => self.access_token(tenant, &selector, true).await?,
+                None => self.credentials.access_token(tenant, &selector, true).await?,
             };
             let outcomes = call_with_refresh!(
                 self,
@@ -258,7 +271,7 @@ impl CalendarService {
         selector: &GrantSelector,
         deadline: Deadline,
     ) -> Result<Vec<Calendar>, Error> {
-        let lease = self.access_token(tenant, selector, false).await?;
+        let lease = self.credentials.access_token(tenant, selector, false).await?;
         call_with_refresh!(self, tenant, deadline, lease, Call::other("calendar list"), |token| {
             self.cronofy.list_calendars(&tenant.app.endpoints, token)
         })
@@ -296,7 +309,7 @@ impl CalendarService {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let lease = self.access_token(tenant, selector, true).await?;
+        let lease = self.credentials.access_token(tenant, selector, true).await?;
         let sub = lease.sub.clone();
         let outcomes = call_with_refresh!(self, tenant, deadline, lease, Call::other("batch endpoint"), |token| {
             self.cronofy.batch(&tenant.app.endpoints, token, &entries)
@@ -353,7 +366,7 @@ impl CalendarService {
         ));
         let mut periods = Vec::new();
         let mut pages = 0;
-        let mut lease = self.access_token(tenant, selector, false).await?;
+        let mut lease = self.credentials.access_token(tenant, selector, false).await?;
         while let Some(url) = page.take() {
             pages += 1;
             if pages > MAX_FREE_BUSY_PAGES {
@@ -373,7 +386,7 @@ impl CalendarService {
             page = next;
             if page.is_some() {
                 // A refresh on this page leaves the lease stale; take the current token.
-                lease = self.access_token(tenant, selector, false).await?;
+                lease = self.credentials.access_token(tenant, selector, false).await?;
             }
         }
         Ok(periods)

@@ -1,37 +1,26 @@
-//! The operations behind the RPCs: `connect` (authorize, exchange, revoke,
-//! describe grants) and `events` (writes and calendar reads); this module
-//! holds the service and the token handling both share.
+//! The operations behind the RPCs, one service per concern, each owning
+//! what it uses and composed in one place ([`Services::new`]):
+//!
+//! - [`Credentials`]: grants' access tokens, refreshed as needed;
+//! - [`ConnectService`]: authorize, exchange, describe and revoke grants;
+//! - [`EventService`]: event writes, calendar and free/busy reads, availability;
+//! - [`ChangeService`]: WatchChanges, push notifications and what they announce;
+//! - [`Channels`]: the push notification channels themselves;
+//! - [`ErasureService`]: ForgetUser, purge-tenant and audit retention;
+//! - [`EnterpriseService`]: Enterprise Connect member authorizations.
 
 use super::error::store_failure;
 use std::{sync::Arc, time::Duration};
 
-use secrecy::SecretString;
 use tokio::time::Instant;
-use tracing::{info, warn};
 
 use super::{
-    Error, Tenant,
-    clock::Clock,
-    grant::{AccessMode, Grant, GrantKind, GrantSelector, GrantStatus, StoredGrant},
-    refresh::{Fresh, Need, Refresher, usable_tokens},
-    single_flight::SingleFlight,
-    state::StateCodec,
-    token_cache::{CachedToken, TokenCache},
-    usage::UsageLog,
+    refresh::Refresher, single_flight::SingleFlight, state::StateCodec, token_cache::TokenCache, usage::UsageLog,
 };
 use crate::{
-    config::RefreshAheadSettings,
-    cronofy::CronofyClient,
-    resilience::Resilience,
-    store::{Store, StoreError},
+    clock::Clock, config::RefreshAheadSettings, cronofy::CronofyClient, resilience::Resilience, store::Store,
     tasks::Tasks,
-    telemetry::metrics::METRICS,
 };
-
-/// A token expiring later than this is used by a call while a refresh runs
-/// behind it; one closer to expiry is refreshed first (a call takes up to
-/// `upstream.retry_ceiling`, but a 401 is refreshed and retried once anyway).
-const STILL_VALID_FOR: Duration = Duration::from_secs(30);
 
 /// The caller's deadline, when it gave one (`grpc-timeout`).
 pub type Deadline = Option<Instant>;
@@ -53,7 +42,7 @@ macro_rules! call_with_refresh {
         };
         let result = match first {
             Err(GuardError::Upstream(CronofyError::Unauthorized)) => {
-                let fresh = $self.after_unauthorized($tenant, &lease).await?;
+                let fresh = $self.credentials.after_unauthorized($tenant, &lease).await?;
                 let $token = &fresh.token;
                 $self
                     .resilience
@@ -72,7 +61,7 @@ macro_rules! call_with_refresh {
         };
         let result = match first {
             Err(GuardError::Upstream(CronofyError::Unauthorized)) => {
-                let fresh = $self.after_unauthorized($tenant, &lease).await?;
+                let fresh = $self.credentials.after_unauthorized($tenant, &lease).await?;
                 let $token = &fresh.token;
                 $self.resilience.call(&$tenant.id, $deadline, || $call).await
             }
@@ -86,6 +75,7 @@ mod availability;
 mod changes;
 mod channels;
 mod connect;
+mod credentials;
 mod enterprise;
 mod erasure;
 mod event_records;
@@ -97,54 +87,20 @@ mod revoke;
 mod wake;
 
 pub use availability::{AvailabilityGroup, AvailabilityRequest};
-pub use changes::ChangeReceiver;
-pub use connect::{AuthorizeRequest, AuthorizeUrl, ExchangeRequest};
+pub use changes::{ChangeReceiver, ChangeService};
+pub use channels::Channels;
+pub use connect::{AuthorizeRequest, AuthorizeUrl, ConnectService, ExchangeRequest};
+pub use credentials::Credentials;
 pub use enterprise::{
-    CALLBACK_PATH, CallbackError, CallbackOutcome, EnterpriseAuthorization, EnterpriseUserRequest,
+    CALLBACK_PATH, CallbackError, CallbackOutcome, EnterpriseAuthorization, EnterpriseService, EnterpriseUserRequest,
     authorization_fingerprint, is_authorization_id,
 };
-pub use erasure::{Forgotten, Purged};
-pub use events::{BatchOp, FreeBusyQuery, MAX_BATCH_ITEMS};
+pub use erasure::{ErasureService, Forgotten, Purged};
+pub use events::{BatchOp, EventService, FreeBusyQuery, MAX_BATCH_ITEMS};
 pub use notifications::{NOTIFICATION_PATH, NotificationOutcome};
 pub use revoke::Revoked;
 
-/// calgate's operations, shared by every tenant.
-#[derive(Debug)]
-pub struct CalendarService {
-    store: Store,
-    cronofy: CronofyClient,
-    resilience: Arc<Resilience>,
-    states: StateCodec,
-    state_ttl: Duration,
-    clock: Clock,
-    refresher: Arc<Refresher>,
-    /// Access tokens of recently used grants.
-    tokens: TokenCache,
-    /// `callbacks.public_url`, when Enterprise Connect callbacks are configured.
-    callback_base: Option<url::Url>,
-    /// How long a member authorization waits for its callback.
-    authorization_ttl: Duration,
-    /// Owner of the tasks the service spawns.
-    tasks: Tasks,
-    /// Code exchanges in flight, by (tenant, state nonce): the code's SHA-256
-    /// and the shared outcome.
-    exchanges: SingleFlight<(String, String), Result<Grant, Error>, String>,
-    /// How long recorded changes are kept.
-    change_retention: Duration,
-    audit_retention: Duration,
-    /// Open WatchChanges streams, bounded per tenant.
-    watchers: changes::Watchers,
-    /// Signalled when a connect leaves a channel to open.
-    channels_due: tokio::sync::Notify,
-    /// Signalled when a notification is queued or a coalesced repeat falls due.
-    notifications_due: wake::Wake,
-    /// Grants calls used, for the background refresher.
-    usage: UsageLog,
-    /// `[refresh_ahead]`.
-    refresh_ahead: RefreshAheadSettings,
-}
-
-/// Everything [`CalendarService::new`] is built from.
+/// Everything [`Services::new`] is built from.
 #[derive(Debug)]
 pub struct ServiceParts {
     /// The credential store.
@@ -181,8 +137,28 @@ pub struct ServiceParts {
     pub refresh_ahead: RefreshAheadSettings,
 }
 
-impl CalendarService {
-    /// Assembles the service.
+/// calgate's services, shared by every tenant: built once, here, from their parts.
+#[derive(Debug)]
+pub struct Services {
+    /// Grants' access tokens.
+    pub credentials: Arc<Credentials>,
+    /// Connecting, describing and revoking grants.
+    pub connect: Arc<ConnectService>,
+    /// Event writes and calendar reads.
+    pub events: Arc<EventService>,
+    /// Change streams and push notifications.
+    pub changes: Arc<ChangeService>,
+    /// Push notification channels.
+    pub channels: Arc<Channels>,
+    /// ForgetUser, purge-tenant, audit retention.
+    pub erasure: Arc<ErasureService>,
+    /// Enterprise Connect.
+    pub enterprise: Arc<EnterpriseService>,
+    store: Store,
+}
+
+impl Services {
+    /// Assembles the services: the one place that knows who uses what.
     pub fn new(parts: ServiceParts) -> Self {
         let refresher = Refresher::new(
             parts.store.clone(),
@@ -193,26 +169,86 @@ impl CalendarService {
             parts.refresh_ahead.lead,
             parts.tasks.clone(),
         );
-        CalendarService {
-            store: parts.store,
-            cronofy: parts.cronofy,
-            resilience: parts.resilience,
-            states: parts.states,
-            state_ttl: parts.state_ttl,
-            clock: parts.clock,
+        let credentials = Arc::new(Credentials {
+            store: parts.store.clone(),
+            clock: parts.clock.clone(),
             refresher: Arc::new(refresher),
             tokens: TokenCache::new(parts.token_cache_ttl, parts.token_cache_entries),
+            usage: UsageLog::default(),
+            refresh_ahead: parts.refresh_ahead,
+        });
+        let states = Arc::new(parts.states);
+        let channels = Arc::new(Channels {
+            store: parts.store.clone(),
+            cronofy: parts.cronofy.clone(),
+            resilience: parts.resilience.clone(),
+            credentials: credentials.clone(),
+            callback_base: parts.callback_base.clone(),
+            due: tokio::sync::Notify::new(),
+        });
+        let connect = Arc::new(ConnectService {
+            store: parts.store.clone(),
+            cronofy: parts.cronofy.clone(),
+            resilience: parts.resilience.clone(),
+            clock: parts.clock.clone(),
+            credentials: credentials.clone(),
+            channels: channels.clone(),
+            states: states.clone(),
+            state_ttl: parts.state_ttl,
+            tasks: parts.tasks.clone(),
+            exchanges: SingleFlight::default(),
+        });
+        let events = Arc::new(EventService {
+            store: parts.store.clone(),
+            cronofy: parts.cronofy.clone(),
+            resilience: parts.resilience.clone(),
+            clock: parts.clock.clone(),
+            credentials: credentials.clone(),
+            callback_base: parts.callback_base.clone(),
+        });
+        let changes = Arc::new(ChangeService {
+            store: parts.store.clone(),
+            cronofy: parts.cronofy.clone(),
+            resilience: parts.resilience.clone(),
+            clock: parts.clock.clone(),
+            credentials: credentials.clone(),
+            channels: channels.clone(),
+            tasks: parts.tasks.clone(),
+            change_retention: parts.change_retention,
+            watchers: changes::Watchers::new(parts.max_watchers_per_tenant),
+            notifications_due: wake::Wake::default(),
+        });
+        let erasure = Arc::new(ErasureService {
+            store: parts.store.clone(),
+            clock: parts.clock.clone(),
+            credentials: credentials.clone(),
+            connect: connect.clone(),
+            events: events.clone(),
+            channels: channels.clone(),
+            tasks: parts.tasks.clone(),
+            audit_retention: parts.audit_retention,
+        });
+        let enterprise = Arc::new(EnterpriseService {
+            store: parts.store.clone(),
+            cronofy: parts.cronofy,
+            resilience: parts.resilience,
+            clock: parts.clock,
+            credentials: credentials.clone(),
+            connect: connect.clone(),
+            states,
             callback_base: parts.callback_base,
             authorization_ttl: parts.authorization_ttl,
             tasks: parts.tasks,
-            exchanges: SingleFlight::default(),
-            change_retention: parts.change_retention,
-            audit_retention: parts.audit_retention,
-            watchers: changes::Watchers::new(parts.max_watchers_per_tenant),
-            channels_due: tokio::sync::Notify::new(),
-            notifications_due: wake::Wake::default(),
-            usage: UsageLog::default(),
-            refresh_ahead: parts.refresh_ahead,
+        });
+        Services {
+            credentials,
+            connect,
+            events,
+            changes,
+            channels,
+            erasure,
+            enterprise,
+            store: parts.store,
         }
     }
 
@@ -220,142 +256,4 @@ impl CalendarService {
     pub fn store(&self) -> &Store {
         &self.store
     }
-
-    /// Writes refreshed tokens the store refused earlier (called when it is
-    /// back, and at shutdown). Returns the (tenant, sub) of pairs still unwritten.
-    pub async fn flush_pending_tokens(&self) -> Vec<(String, String)> {
-        self.refresher.flush_all_pending().await
-    }
-
-    async fn find(&self, tenant: &Tenant, selector: &GrantSelector) -> Result<StoredGrant, Error> {
-        self.store
-            .find_grant(&tenant.id, selector)
-            .await
-            .map_err(|error| match error {
-                StoreError::Corrupt(detail) => {
-                    tracing::error!(tenant = %tenant.id, %detail, "a stored grant cannot be decrypted: is an encryption key missing from encryption.keys?");
-                    Error::GrantUnreadable
-                }
-                other => {
-                    warn!(tenant = %tenant.id, error = %other, "grant lookup failed");
-                    Error::StoreUnavailable
-                }
-            })?
-            .ok_or(Error::GrantNotFound)
-    }
-
-    /// A usable access token for the selected grant, refreshed first when it
-    /// expires within the margin. Event writes refuse service accounts. A
-    /// cached token is used while it is outside the refresh window.
-    async fn access_token(
-        &self,
-        tenant: &Arc<Tenant>,
-        selector: &GrantSelector,
-        writes_events: bool,
-    ) -> Result<TokenLease, Error> {
-        let refuse_kind = |kind: GrantKind| writes_events && kind == GrantKind::ServiceAccount;
-        if let Some(cached) = self.tokens.get(&tenant.id, selector)
-            && (!self
-                .refresher
-                .needs_refresh(&tenant.id, &cached.sub, cached.access_expires_at)
-                || self.still_valid(cached.access_expires_at))
-        {
-            if refuse_kind(cached.kind) {
-                return Err(Error::GrantIsServiceAccount);
-            }
-            self.usage
-                .record(&tenant.id, &cached.sub, self.clock.now().unix_timestamp());
-            if self
-                .refresher
-                .needs_refresh(&tenant.id, &cached.sub, cached.access_expires_at)
-            {
-                // Still valid: the call goes on with it while the refresh runs behind it.
-                self.refresher.refresh_behind(tenant, &cached.sub);
-            }
-            return Ok(TokenLease {
-                sub: cached.sub.clone(),
-                token: cached.token.clone(),
-                version: cached.version,
-                access_mode: cached.access_mode,
-            });
-        }
-        let stored = self.find(tenant, selector).await?;
-        if refuse_kind(stored.grant.kind) {
-            return Err(Error::GrantIsServiceAccount);
-        }
-        if writes_events && stored.grant.status == GrantStatus::ProfileDisconnected {
-            // Cronofy would accept the write and never deliver it.
-            return Err(Error::ProfileDisconnected {
-                relink_url: stored.grant.relink_url.clone(),
-            });
-        }
-        let tokens = usable_tokens(&stored)?;
-        let sub = stored.grant.sub.clone();
-        self.usage.record(&tenant.id, &sub, self.clock.now().unix_timestamp());
-        let needs_refresh = self.refresher.needs_refresh(&tenant.id, &sub, tokens.access_expires_at);
-        if needs_refresh && self.still_valid(tokens.access_expires_at) {
-            // Callers never wait for a refresh of a token that still works.
-            self.refresher.refresh_behind(tenant, &sub);
-        } else if needs_refresh {
-            METRICS.refresh_waits.inc();
-            // The refreshed token is cached by the next call's store read.
-            match self.refresher.refresh(tenant, &sub, Need::Expiring).await {
-                Ok(fresh) => {
-                    return Ok(TokenLease {
-                        sub,
-                        token: fresh.token,
-                        version: fresh.version,
-                        access_mode: stored.grant.access_mode(),
-                    });
-                }
-                // Cronofy is having a bad moment but the token still works: use it.
-                Err(error) if error.is_upstream_transient() && tokens.access_expires_at > self.clock.now() => {
-                    warn!(tenant = %tenant.id, sub, %error, "refresh failed; using the access token while it is still valid");
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        let lease = TokenLease {
-            sub: sub.clone(),
-            token: tokens.access_token.clone(),
-            version: stored.version,
-            access_mode: stored.grant.access_mode(),
-        };
-        let cached = CachedToken {
-            sub,
-            token: tokens.access_token.clone(),
-            version: stored.version,
-            access_expires_at: tokens.access_expires_at,
-            kind: stored.grant.kind,
-            access_mode: stored.grant.access_mode(),
-        };
-        self.tokens.put(&tenant.id, selector, cached);
-        Ok(lease)
-    }
-
-    /// Whether an access token still works long enough for a call to use it
-    /// (it expires more than [`STILL_VALID_FOR`] from now).
-    fn still_valid(&self, access_expires_at: time::OffsetDateTime) -> bool {
-        access_expires_at - self.clock.now() > STILL_VALID_FOR
-    }
-
-    /// Cronofy refused `lease`'s token: refresh once (unless someone already did).
-    async fn after_unauthorized(&self, tenant: &Arc<Tenant>, lease: &TokenLease) -> Result<Fresh, Error> {
-        info!(tenant = %tenant.id, sub = %lease.sub, "Cronofy refused the access token; refreshing once");
-        METRICS.refresh_waits.inc();
-        self.tokens.forget_grant(&tenant.id, &lease.sub);
-        self.refresher
-            .refresh(tenant, &lease.sub, Need::Rejected { version: lease.version })
-            .await
-    }
-}
-
-/// An access token and the grant version it was read at.
-#[derive(Clone)]
-struct TokenLease {
-    sub: String,
-    token: SecretString,
-    version: i64,
-    /// How writes with it reach the user.
-    access_mode: AccessMode,
 }

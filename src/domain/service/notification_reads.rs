@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use tracing::{info, warn};
 
 use super::{
-    CalendarService,
+    ChangeService,
     notifications::{MAX_EVENT_PAGES, PAGES_PER_CHANNEL_PER_MINUTE},
     store_failure,
 };
@@ -24,10 +24,10 @@ use crate::{
     store::QueuedNotification,
 };
 
-impl CalendarService {
+impl ChangeService {
     pub(super) async fn process(&self, tenant: &Arc<Tenant>, queued: &QueuedNotification) -> Result<(), Error> {
         let selector = GrantSelector::Sub(queued.sub.clone());
-        let stored = match self.find(tenant, &selector).await {
+        let stored = match self.credentials.find(tenant, &selector).await {
             Ok(stored) => stored,
             Err(Error::GrantNotFound) => return Ok(()),
             Err(error) => return Err(error),
@@ -52,7 +52,7 @@ impl CalendarService {
     /// grant (writes fail fast until the user relinks), all connected again
     /// reconnects it.
     async fn sync_profile(&self, tenant: &Arc<Tenant>, selector: &GrantSelector) -> Result<(), Error> {
-        let lease = self.access_token(tenant, selector, false).await?;
+        let lease = self.credentials.access_token(tenant, selector, false).await?;
         let sub = lease.sub.clone();
         let info = call_with_refresh!(
             self,
@@ -71,7 +71,7 @@ impl CalendarService {
             .await
             .map_err(|error| store_failure(&tenant.id, "recording a profile's state", &error))?;
         if changed.is_some() {
-            self.tokens.forget_grant(&tenant.id, &sub);
+            self.credentials.tokens.forget_grant(&tenant.id, &sub);
             info!(tenant = %tenant.id, sub, connected = disconnected.is_none(), "calendar profile state changed");
         }
         Ok(())
@@ -85,7 +85,7 @@ impl CalendarService {
         selector: &GrantSelector,
         since: &str,
     ) -> Result<(), Error> {
-        let stored = self.find(tenant, selector).await?;
+        let stored = self.credentials.find(tenant, selector).await?;
         if stored.grant.change_tracking == crate::domain::grant::ChangeTracking::ProfileOnly {
             return Ok(());
         }
@@ -109,7 +109,7 @@ impl CalendarService {
                     retry_after: Duration::from_secs(60),
                 });
             }
-            let lease = self.access_token(tenant, selector, false).await?;
+            let lease = self.credentials.access_token(tenant, selector, false).await?;
             let read = call_with_refresh!(
                 self,
                 tenant,

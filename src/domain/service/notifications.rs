@@ -16,7 +16,7 @@ use serde::Deserialize;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tracing::{debug, warn};
 
-use super::{CalendarService, CallbackError};
+use super::{CallbackError, ChangeService};
 use crate::{
     domain::{Error, Tenant},
     store::{QueuedNotification, is_channel_key, notification_id},
@@ -107,7 +107,7 @@ pub(super) fn backoff(attempts: i64) -> Duration {
     RETRY_BASE.saturating_mul(factor).min(MAX_RETRY_DELAY)
 }
 
-impl CalendarService {
+impl ChangeService {
     /// A notification Cronofy posted to `channel_key`, signed by `signed_by`'s
     /// secrets: queued durably (processing happens in the background), or
     /// acknowledged. 404 when no grant of a signing tenant owns the key.
@@ -176,16 +176,11 @@ impl CalendarService {
         })
     }
 
-    /// Wakes the channel worker: a grant was connected.
-    pub(super) fn channels_due(&self) {
-        self.channels_due.notify_one();
-    }
-
     /// Resolves when a connect or a notification on this replica may have
     /// left work for the notification worker (it also runs on a timer).
     pub async fn work_arrived(&self) {
         tokio::select! {
-            () = self.channels_due.notified() => {}
+            () = self.channels.due.notified() => {}
             () = self.notifications_due.woken() => {}
         }
     }
@@ -208,7 +203,7 @@ impl CalendarService {
         let mut busy: HashMap<String, usize> = HashMap::new();
         let mut running_tenants: HashMap<tokio::task::Id, String> = HashMap::new();
         loop {
-            self.open_due_channels(&tenants).await;
+            self.channels.open_due_channels(&tenants).await;
             for (id, tenant) in self.dispatch_notifications(&tenants, &mut running, &busy).await {
                 *busy.entry(tenant.clone()).or_default() += 1;
                 running_tenants.insert(id, tenant);

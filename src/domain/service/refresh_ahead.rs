@@ -9,8 +9,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use futures::StreamExt;
 use tracing::{debug, warn};
 
-use super::CalendarService;
-use super::Need;
+use super::super::refresh::Need;
+use super::Credentials;
 use crate::domain::{Error, Tenant};
 
 /// Candidates read per round, soonest expiry first.
@@ -32,7 +32,7 @@ pub struct AheadRound {
     pub deferred: usize,
 }
 
-impl CalendarService {
+impl Credentials {
     /// Writes the grants calls used since the last round (`last_used_at`).
     pub async fn record_usage(&self) {
         let now = self.clock.now().unix_timestamp();

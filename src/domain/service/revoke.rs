@@ -1,12 +1,12 @@
 //! Revoking grants, fail-safe: the grant is REVOKED and its tokens erased
 //! here whatever Cronofy answers; a revoke Cronofy did not take is queued in
-//! the store and retried by a background worker ([`CalendarService::retry_revocations`]).
+//! the store and retried by a background worker ([`ConnectService::retry_revocations`]).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tracing::{info, warn};
 
-use super::{CalendarService, Deadline, store_failure};
+use super::{ConnectService, Deadline, store_failure};
 use crate::{
     cronofy::CronofyError,
     domain::{
@@ -55,7 +55,7 @@ pub struct Revoked {
     pub upstream_pending: bool,
 }
 
-impl CalendarService {
+impl ConnectService {
     /// Revokes the grant at Cronofy (by sub) and erases its tokens; the grant
     /// stays visible as revoked. When Cronofy's revoke fails, the local revoke
     /// happens anyway and Cronofy's is retried in the background. While
@@ -69,7 +69,7 @@ impl CalendarService {
         deadline: Deadline,
         actor: &Actor,
     ) -> Result<Revoked, Error> {
-        let stored = self.find(tenant, selector).await?;
+        let stored = self.credentials.find(tenant, selector).await?;
         if stored.grant.status == GrantStatus::Revoked {
             return Ok(Revoked {
                 grant: stored.grant,
@@ -77,7 +77,7 @@ impl CalendarService {
             });
         }
         let sub = stored.grant.sub.clone();
-        self.close_grant_channel(tenant, &sub).await?;
+        self.channels.close_grant_channel(tenant, &sub).await?;
         let upstream = self.revoke_upstream(tenant, &sub, deadline).await?;
         let upstream_pending = upstream == UpstreamRevoke::Queued;
         let mut grant = self
@@ -92,7 +92,7 @@ impl CalendarService {
             .map_err(|error| store_failure(&tenant.id, "revoking a grant", &error))?
             .ok_or(Error::GrantNotFound)?
             .grant;
-        self.tokens.forget_grant(&tenant.id, &sub);
+        self.credentials.tokens.forget_grant(&tenant.id, &sub);
         if let GrantSelector::UserRef(user_ref) = selector {
             grant.user_ref = Some(user_ref.clone());
         }
@@ -101,21 +101,6 @@ impl CalendarService {
             grant,
             upstream_pending,
         })
-    }
-
-    /// Closes the grant's push notification channel, if it has one: before
-    /// any revoke, as closing needs the grant's token. Best effort at Cronofy.
-    pub(super) async fn close_grant_channel(&self, tenant: &Arc<Tenant>, sub: &str) -> Result<(), Error> {
-        if let Some(channel_id) = self
-            .store
-            .forget_channel(&tenant.id, sub)
-            .await
-            .map_err(|error| store_failure(&tenant.id, "forgetting a channel", &error))?
-        {
-            self.close_channel(tenant, &GrantSelector::Sub(sub.to_owned()), &channel_id)
-                .await;
-        }
-        Ok(())
     }
 
     /// Revokes the grant at Cronofy by sub — unless another tenant of the
@@ -174,7 +159,7 @@ impl CalendarService {
         profile_id: &str,
         deadline: Deadline,
     ) -> Result<Grant, Error> {
-        let lease = self.access_token(tenant, selector, false).await?;
+        let lease = self.credentials.access_token(tenant, selector, false).await?;
         call_with_refresh!(
             self,
             tenant,
@@ -183,7 +168,7 @@ impl CalendarService {
             upstream::Call::other("calendar profile"),
             |token| { self.cronofy.revoke_profile(&tenant.app.endpoints, token, profile_id) }
         )?;
-        let stored = self.find(tenant, selector).await?;
+        let stored = self.credentials.find(tenant, selector).await?;
         info!(tenant = %tenant.id, sub = %stored.grant.sub, profile_id, "calendar profile revoked");
         Ok(stored.grant)
     }
