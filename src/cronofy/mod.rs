@@ -4,12 +4,14 @@
 pub mod availability;
 pub mod enterprise;
 mod error;
+pub mod event_body;
 mod hosts;
 mod model;
 mod notifications;
 pub mod parse;
 mod response;
 
+use event_body::EventBody;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -74,7 +76,7 @@ pub struct BatchEntry {
 
 impl BatchEntry {
     /// An upsert of `event` into `calendar_id`, under Cronofy's `event_id`.
-    pub fn upsert(calendar_id: &str, event_id: &str, event: &impl Serialize) -> Result<BatchEntry, serde_json::Error> {
+    pub fn upsert(calendar_id: &str, event_id: &str, event: &EventBody<'_>) -> Result<BatchEntry, serde_json::Error> {
         Ok(BatchEntry {
             method: "POST",
             relative_url: Endpoints::api_path(&["v1", "calendars", calendar_id, "events"]),
@@ -100,10 +102,10 @@ struct DeleteEventBody<'a> {
 /// An upsert's body: the event under the `event_id` Cronofy keeps (calgate's
 /// id for it, which may differ from the caller's: see `domain::event_ids`).
 #[derive(Serialize)]
-struct ManagedEvent<'a, E: Serialize> {
+struct ManagedEvent<'a> {
     event_id: &'a str,
     #[serde(flatten)]
-    event: &'a E,
+    event: &'a EventBody<'a>,
 }
 
 /// The query of `GET /v1/free_busy`; unset dates take Cronofy's defaults.
@@ -198,7 +200,7 @@ impl CronofyClient {
         access_token: &SecretString,
         calendar_id: &str,
         event_id: &str,
-        event: &impl Serialize,
+        event: &EventBody<'_>,
     ) -> Result<(), CronofyError> {
         let url = endpoints.url(Host::Api, &["v1", "calendars", calendar_id, "events"]);
         let request = self

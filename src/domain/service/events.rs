@@ -133,6 +133,7 @@ impl EventService {
     ) -> Result<AccessMode, Error> {
         check_event_ids(tenant, [("event.event_id".to_owned(), event.event_id.as_str())])?;
         let upstream_id = tenant.event_ids.upstream(&event.event_id);
+        let body = event.to_cronofy();
         let lease = self.credentials.access_token(tenant, selector, true).await?;
         let access_mode = lease.access_mode;
         let sub = lease.sub.clone();
@@ -144,7 +145,7 @@ impl EventService {
             Call::event("event.", "calendar_id"),
             |token| {
                 self.cronofy
-                    .upsert_event(&tenant.app.endpoints, token, calendar_id, &upstream_id, event)
+                    .upsert_event(&tenant.app.endpoints, token, calendar_id, &upstream_id, &body)
             }
         )?;
         let written = written_state(&event.start, &event.end, &event.summary);
@@ -301,7 +302,7 @@ impl EventService {
             .iter()
             .map(|op| match op {
                 BatchOp::Upsert { calendar_id, event } => {
-                    BatchEntry::upsert(calendar_id, &ids.upstream(&event.event_id), event)
+                    BatchEntry::upsert(calendar_id, &ids.upstream(&event.event_id), &event.to_cronofy())
                         .map_err(|_| Error::UpstreamRefused("an event could not be encoded"))
                 }
                 BatchOp::Delete { calendar_id, event_id } => {
