@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::{Store, StoreError, crypto::Binding, with_pool};
+use super::{Store, StoreError, crypto::Binding, in_transaction::InTransaction, with_pool};
 use crate::domain::audit::{AuditEntry, AuditRecord, ChainBreak, ChainVerifier, MAX_DETAIL, pseudonym};
 
 /// The pseudonym key; never printed.
@@ -41,64 +41,6 @@ pub(super) const SET_HEAD_HASH: &str = "UPDATE audit_heads SET last_hash = $2 WH
 /// The user_ref bound to (tenant = $1, sub = $2) most recently.
 pub(super) const BOUND_USER_REF: &str = "SELECT user_ref FROM user_refs WHERE tenant_id = $1 AND sub = $2 \
      ORDER BY bound_at DESC, user_ref DESC LIMIT 1";
-
-/// Records an audit entry inside the transaction `$tx` (of either backend).
-/// `$store` gives the pseudonym key. Evaluates to the row's number.
-macro_rules! record_audit {
-    ($tx:expr, $store:expr, $tenant:expr, $entry:expr, $now_ms:expr) => {{
-        let entry: &$crate::domain::audit::AuditEntry<'_> = $entry;
-        let (seq, prev): (i64, String) = sqlx::query_as($crate::store::audit::NEXT_AUDIT)
-            .bind($tenant)
-            .fetch_one(&mut *$tx)
-            .await?;
-        let row = $store.audit_row($tenant, seq, prev, entry, $now_ms);
-        sqlx::query($crate::store::audit::INSERT_AUDIT)
-            .bind(&row.tenant)
-            .bind(row.seq)
-            .bind($now_ms)
-            .bind(&row.kind)
-            .bind(&row.sub)
-            .bind(&row.user_ref)
-            .bind(&row.sub_hash)
-            .bind(&row.user_ref_hash)
-            .bind(&row.actor)
-            .bind(&row.request_id)
-            .bind(&row.detail)
-            .bind(&row.prev_hash)
-            .bind(&row.hash)
-            .execute(&mut *$tx)
-            .await?;
-        sqlx::query($crate::store::audit::SET_HEAD_HASH)
-            .bind($tenant)
-            .bind(&row.hash)
-            .execute(&mut *$tx)
-            .await?;
-        seq
-    }};
-}
-pub(super) use record_audit;
-
-/// Records an audit entry about the grant (tenant, sub) inside `$tx`, naming
-/// the user_ref bound to it most recently.
-macro_rules! record_grant_audit {
-    ($tx:expr, $store:expr, $tenant:expr, $sub:expr, $kind:expr, $actor:expr, $detail:expr, $now_ms:expr) => {{
-        let user_ref: Option<String> = sqlx::query_scalar($crate::store::audit::BOUND_USER_REF)
-            .bind($tenant)
-            .bind($sub)
-            .fetch_optional(&mut *$tx)
-            .await?;
-        let entry = $crate::domain::audit::AuditEntry {
-            kind: $kind,
-            sub: Some($sub),
-            user_ref: user_ref.as_deref(),
-            actor: $actor,
-            detail: $detail,
-            ids_erased: false,
-        };
-        $crate::store::audit::record_audit!($tx, $store, $tenant, &entry, $now_ms)
-    }};
-}
-pub(super) use record_grant_audit;
 
 #[derive(sqlx::FromRow)]
 struct AuditRow {
@@ -279,7 +221,7 @@ impl Store {
         let (_, now_ms) = self.now();
         Ok(with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let seq = record_audit!(tx, self, tenant, entry, now_ms);
+            let seq = tx.record_audit(self, tenant, entry, now_ms).await?;
             tx.commit().await?;
             seq
         }))

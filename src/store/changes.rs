@@ -33,52 +33,6 @@ pub(super) const INSERT_CHANGE: &str = "INSERT INTO changes (tenant_id, seq, sub
      VALUES ($1, $2, $3, COALESCE((SELECT u.user_ref FROM user_refs u WHERE u.tenant_id = $1 AND u.sub = $3 \
      ORDER BY u.bound_at DESC, u.user_ref DESC LIMIT 1), ''), $4, $5)";
 
-/// Records a change inside the transaction `$tx` (of either backend) and
-/// evaluates to its number. Callers tell the feed after the commit.
-macro_rules! record_change {
-    ($tx:expr, $tenant:expr, $sub:expr, $payload:expr, $now_ms:expr) => {{
-        let seq: i64 = sqlx::query_scalar($crate::store::changes::NEXT_SEQ)
-            .bind($tenant)
-            .fetch_one(&mut *$tx)
-            .await?;
-        sqlx::query($crate::store::changes::INSERT_CHANGE)
-            .bind($tenant)
-            .bind(seq)
-            .bind($sub)
-            .bind($now_ms)
-            .bind($payload)
-            .execute(&mut *$tx)
-            .await?;
-        seq
-    }};
-}
-pub(super) use record_change;
-
-/// Runs `$update` (evaluating to the rows it changed) in a transaction of
-/// `$store`'s, named `$tx`; when it changed the one row, records `$payload`
-/// for (tenant, sub) in the same transaction and tells the feed after the
-/// commit. Evaluates to the change's number, None when nothing changed.
-macro_rules! update_recording_change {
-    ($store:expr, $tenant:expr, $sub:expr, $payload:expr, $now_ms:expr, |$tx:ident| $update:expr) => {{
-        let seq: Option<i64> = $crate::store::with_pool!($store, pool => {
-            let mut $tx = pool.begin().await?;
-            let updated: u64 = $update;
-            let seq = if updated == 1 {
-                Some($crate::store::changes::record_change!($tx, $tenant, $sub, $payload, $now_ms))
-            } else {
-                None
-            };
-            $tx.commit().await?;
-            seq
-        });
-        if let Some(seq) = seq {
-            $store.feed.advance($tenant, seq);
-        }
-        seq
-    }};
-}
-pub(super) use update_recording_change;
-
 /// A change as stored in `changes.payload`. Tagged, so kinds can be added.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

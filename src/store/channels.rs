@@ -5,8 +5,8 @@ use rand::Rng;
 
 use super::{
     Store, StoreError,
-    audit::record_grant_audit,
-    changes::{grant_payload, update_recording_change},
+    changes::grant_payload,
+    in_transaction::{GrantAudit, InTransaction},
     with_pool,
 };
 use crate::domain::{
@@ -225,7 +225,8 @@ impl Store {
         } else {
             AuditKind::ProfileDisconnected
         };
-        let seq = update_recording_change!(self, tenant, sub, &change, now_ms, |tx| {
+        let seq = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
             let updated = sqlx::query(
                 "UPDATE grants SET status = $1, relink_url = $2, version = version + 1, updated_at = $3 \
                  WHERE tenant_id = $4 AND sub = $5 AND status = $6",
@@ -239,12 +240,20 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            if updated == 1 {
+            let seq = if updated == 1 {
                 let cronofy = Actor::cronofy();
-                record_grant_audit!(tx, self, tenant, sub, kind, &cronofy, String::new(), now_ms);
-            }
-            updated
+                let audit = GrantAudit { kind, actor: &cronofy, detail: String::new(), now_ms };
+                tx.record_grant_audit(self, tenant, sub, audit).await?;
+                Some(tx.record_change(tenant, sub, &change, now_ms).await?)
+            } else {
+                None
+            };
+            tx.commit().await?;
+            seq
         });
+        if let Some(seq) = seq {
+            self.feed.advance(tenant, seq);
+        }
         Ok(seq)
     }
 }

@@ -7,7 +7,7 @@
 
 use tracing::warn;
 
-use super::{Backend, Store, StoreError, audit::record_audit, with_pool};
+use super::{Backend, Store, StoreError, in_transaction::InTransaction, with_pool};
 use crate::domain::audit::{Actor, AuditEntry, AuditKind};
 
 /// What erasing one user removed.
@@ -120,7 +120,7 @@ impl Store {
                 detail,
                 ids_erased: true,
             };
-            record_audit!(tx, self, tenant, &entry, now_ms);
+            tx.record_audit(self, tenant, &entry, now_ms).await?;
             sqlx::query("DELETE FROM user_refs WHERE tenant_id = $1 AND sub = $2")
                 .bind(tenant)
                 .bind(sub)
@@ -219,7 +219,7 @@ impl Store {
                 detail,
                 ids_erased: true,
             };
-            record_audit!(tx, self, tenant, &entry, now_ms);
+            tx.record_audit(self, tenant, &entry, now_ms).await?;
             tx.commit().await?;
             PurgedRows {
                 grants,

@@ -5,9 +5,9 @@ use time::OffsetDateTime;
 
 use super::{
     Store, StoreError,
-    audit::record_grant_audit,
-    changes::{grant_payload, record_change, update_recording_change},
+    changes::grant_payload,
     crypto::Binding,
+    in_transaction::{GrantAudit, InTransaction},
     with_pool,
 };
 use crate::domain::{
@@ -122,60 +122,6 @@ pub(super) const MARK_NEEDS_REAUTH: &str = "UPDATE grants SET status = $1, versi
      THEN 'INVALID_GRANT' ELSE 'REFRESH_ANSWER_LOST' END \
      WHERE tenant_id = $3 AND sub = $4 AND version = $5 RETURNING status_reason";
 
-/// Marks the grant (tenant, sub) as needing re-authorization inside the
-/// transaction `$tx` if it is still at `$version`, recording the
-/// `REFRESH_REJECTED` change and the audit entries (`grant_refresh_rejected`,
-/// `grant_needs_reauth`; `$store` gives the audit key); evaluates to
-/// `Some((stored reason, change number))`, or None when the grant moved on.
-macro_rules! mark_needs_reauth_in {
-    ($tx:expr, $store:expr, $tenant:expr, $sub:expr, $version:expr, $attempt:expr) => {{
-        let (now, now_ms) = $store.now();
-        let reason: Option<Option<String>> = sqlx::query_scalar($crate::store::grants::MARK_NEEDS_REAUTH)
-            .bind(GrantStatus::NeedsReauth.as_str())
-            .bind(now)
-            .bind($tenant)
-            .bind($sub)
-            .bind($version)
-            .bind($attempt)
-            .fetch_optional(&mut *$tx)
-            .await?;
-        match reason {
-            Some(reason) => {
-                let change = $crate::store::changes::grant_payload(&GrantChange::new(
-                    GrantStatus::NeedsReauth,
-                    GrantChangeReason::RefreshRejected,
-                ));
-                let seq = $crate::store::changes::record_change!($tx, $tenant, $sub, &change, now_ms);
-                let calgate = $crate::domain::audit::Actor::calgate();
-                let why = reason.clone().unwrap_or_default();
-                $crate::store::audit::record_grant_audit!(
-                    $tx,
-                    $store,
-                    $tenant,
-                    $sub,
-                    $crate::domain::audit::AuditKind::GrantRefreshRejected,
-                    &calgate,
-                    format!("Cronofy refused the refresh token ({why})"),
-                    now_ms
-                );
-                $crate::store::audit::record_grant_audit!(
-                    $tx,
-                    $store,
-                    $tenant,
-                    $sub,
-                    $crate::domain::audit::AuditKind::GrantNeedsReauth,
-                    &calgate,
-                    why,
-                    now_ms
-                );
-                Some((reason, seq))
-            }
-            None => None,
-        }
-    }};
-}
-pub(super) use mark_needs_reauth_in;
-
 pub(super) const ACCESS: &str = "access_token";
 pub(super) const REFRESH: &str = "refresh_token";
 
@@ -251,7 +197,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            let seq = record_change!(tx, tenant, &new.sub, &connected, now_ms);
+            let seq = tx.record_change(tenant, &new.sub, &connected, now_ms).await?;
             // A revocation queued for an earlier consent must not end this one.
             let dropped = sqlx::query("DELETE FROM pending_revocations WHERE tenant_id = $1 AND sub = $2")
                 .bind(tenant)
@@ -260,27 +206,21 @@ impl Store {
                 .await?
                 .rows_affected();
             if dropped > 0 {
-                record_grant_audit!(
-                    tx,
-                    self,
-                    tenant,
-                    &new.sub,
-                    AuditKind::RevocationDropped,
+                let audit = GrantAudit {
+                    kind: AuditKind::RevocationDropped,
                     actor,
-                    "the user consented again before Cronofy took the queued revocation".to_owned(),
-                    now_ms
-                );
+                    detail: "the user consented again before Cronofy took the queued revocation".to_owned(),
+                    now_ms,
+                };
+                tx.record_grant_audit(self, tenant, &new.sub, audit).await?;
             }
-            record_grant_audit!(
-                tx,
-                self,
-                tenant,
-                &new.sub,
-                AuditKind::GrantConnected,
+            let audit = GrantAudit {
+                kind: AuditKind::GrantConnected,
                 actor,
-                format!("{} connect, {}", new.connect_mode.as_str(), new.kind.as_str()),
-                now_ms
-            );
+                detail: format!("{} connect, {}", new.connect_mode.as_str(), new.kind.as_str()),
+                now_ms,
+            };
+            tx.record_grant_audit(self, tenant, &new.sub, audit).await?;
             let row = sqlx::query_as::<_, GrantRow>(SELECT_BY_SUB)
                 .bind(tenant)
                 .bind(&new.sub)
@@ -349,14 +289,14 @@ impl Store {
     ) -> Result<Option<StatusReason>, StoreError> {
         let marked = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let marked = mark_needs_reauth_in!(tx, self, tenant, sub, expected_version, attempt);
+            let marked = tx.mark_needs_reauth(self, tenant, sub, expected_version, attempt).await?;
             tx.commit().await?;
             marked
         });
         Ok(self.after_needs_reauth(tenant, marked))
     }
 
-    /// Tells the feed of a change [`mark_needs_reauth_in!`] recorded, and reads its reason.
+    /// Tells the feed of a change [`InTransaction::mark_needs_reauth`] recorded, and reads its reason.
     pub(super) fn after_needs_reauth(
         &self,
         tenant: &str,
@@ -383,7 +323,8 @@ impl Store {
     ) -> Result<Option<StoredGrant>, StoreError> {
         let (now, now_ms) = self.now();
         let revoked = grant_payload(&GrantChange::new(GrantStatus::Revoked, GrantChangeReason::Revoked));
-        update_recording_change!(self, tenant, sub, &revoked, now_ms, |tx| {
+        let seq = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
             let updated = sqlx::query(
                 "UPDATE grants SET status = $1, key_id = NULL, access_token = NULL, refresh_token = NULL, \
                  access_expires_at = NULL, version = version + 1, updated_at = $2 \
@@ -396,11 +337,19 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            if updated == 1 {
-                record_grant_audit!(tx, self, tenant, sub, AuditKind::GrantRevoked, actor, detail, now_ms);
-            }
-            updated
+            let seq = if updated == 1 {
+                let audit = GrantAudit { kind: AuditKind::GrantRevoked, actor, detail, now_ms };
+                tx.record_grant_audit(self, tenant, sub, audit).await?;
+                Some(tx.record_change(tenant, sub, &revoked, now_ms).await?)
+            } else {
+                None
+            };
+            tx.commit().await?;
+            seq
         });
+        if let Some(seq) = seq {
+            self.feed.advance(tenant, seq);
+        }
         self.find_grant(tenant, &GrantSelector::Sub(sub.to_owned())).await
     }
 

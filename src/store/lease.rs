@@ -11,12 +11,10 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{
     Backend, Store, StoreError,
-    grants::{GrantRow, SELECT_BY_SUB, UPDATE_TOKENS, mark_needs_reauth_in, seal},
+    grants::{GrantRow, SELECT_BY_SUB, UPDATE_TOKENS, seal},
+    in_transaction::InTransaction,
 };
-use crate::domain::{
-    changes::{GrantChange, GrantChangeReason},
-    grant::{GrantSelector, GrantStatus, StatusReason, StoredGrant, Tokens},
-};
+use crate::domain::grant::{GrantSelector, StatusReason, StoredGrant, Tokens};
 
 /// Longest a replica waits for another's refresh of the same grant; above the
 /// retry ceiling of a refresh call.
@@ -112,7 +110,9 @@ impl GrantLease {
                 .mark_needs_reauth(&self.tenant, &self.sub, version, attempt)
                 .await;
         };
-        let marked = mark_needs_reauth_in!(transaction, &self.store, &self.tenant, &self.sub, version, attempt);
+        let marked = transaction
+            .mark_needs_reauth(&self.store, &self.tenant, &self.sub, version, attempt)
+            .await?;
         transaction.commit().await?;
         Ok(self.store.after_needs_reauth(&self.tenant, marked))
     }

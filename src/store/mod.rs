@@ -13,6 +13,7 @@ mod crypto;
 mod erasure;
 mod event_ids;
 mod grants;
+mod in_transaction;
 mod lease;
 mod notifications;
 mod refresh_ahead;

@@ -3,11 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{
-    Store, StoreError,
-    changes::{event_payload, record_change},
-    with_pool,
-};
+use super::{Store, StoreError, changes::event_payload, in_transaction::InTransaction, with_pool};
 use crate::domain::changes::{EventChange, EventState};
 
 /// A notification to process.
@@ -329,7 +325,7 @@ impl Store {
                     .await?
                     .rows_affected();
                     if moved == 1 {
-                        Some(record_change!(tx, tenant, sub, &payload, now_ms))
+                        Some(tx.record_change(tenant, sub, &payload, now_ms).await?)
                     } else {
                         None
                     }

@@ -1,0 +1,192 @@
+//! Writes that happen inside a caller's transaction, on either backend: the
+//! change stream's next row, an audit row (and the chain head it extends),
+//! marking a grant as needing its user again. Each is one plain method of
+//! [`InTransaction`], written once for SQLite and PostgreSQL: both run the same
+//! SQL text, and the bounds below say what that SQL needs of a database.
+
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Transaction, Type};
+
+use super::{Store, audit, changes, grants};
+use crate::domain::{
+    audit::{Actor, AuditEntry, AuditKind},
+    changes::{GrantChange, GrantChangeReason},
+    grant::GrantStatus,
+};
+
+/// A transaction of the store's (SQLite or PostgreSQL), and what is written in it.
+pub(super) trait InTransaction {
+    /// Records a change of (tenant, sub) with `payload`; returns its number.
+    /// Callers tell the feed after the commit.
+    async fn record_change(&mut self, tenant: &str, sub: &str, payload: &str, now_ms: i64) -> Result<i64, sqlx::Error>;
+
+    /// Records an audit entry (pseudonyms keyed by `store`'s audit key),
+    /// extending the tenant's hash chain; returns the row's number.
+    async fn record_audit(
+        &mut self,
+        store: &Store,
+        tenant: &str,
+        entry: &AuditEntry<'_>,
+        now_ms: i64,
+    ) -> Result<i64, sqlx::Error>;
+
+    /// Records an audit entry about the grant (tenant, sub), naming the
+    /// user_ref bound to it most recently.
+    async fn record_grant_audit(
+        &mut self,
+        store: &Store,
+        tenant: &str,
+        sub: &str,
+        audit: GrantAudit<'_>,
+    ) -> Result<i64, sqlx::Error>;
+
+    /// Marks the grant as needing re-authorization if it is still at
+    /// `version`, recording the `REFRESH_REJECTED` change and the audit
+    /// entries (`grant_refresh_rejected`, `grant_needs_reauth`). Returns the
+    /// stored reason and the change's number, or None when the grant moved on.
+    async fn mark_needs_reauth(
+        &mut self,
+        store: &Store,
+        tenant: &str,
+        sub: &str,
+        version: i64,
+        attempt: &str,
+    ) -> Result<Option<(Option<String>, i64)>, sqlx::Error>;
+}
+
+/// What an audit row about a grant says.
+pub(super) struct GrantAudit<'a> {
+    pub kind: AuditKind,
+    pub actor: &'a Actor,
+    pub detail: String,
+    pub now_ms: i64,
+}
+
+impl<DB> InTransaction for Transaction<'_, DB>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: Executor<'e, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    async fn record_change(&mut self, tenant: &str, sub: &str, payload: &str, now_ms: i64) -> Result<i64, sqlx::Error> {
+        let seq: i64 = sqlx::query_scalar(changes::NEXT_SEQ)
+            .bind(tenant)
+            .fetch_one(&mut **self)
+            .await?;
+        sqlx::query(changes::INSERT_CHANGE)
+            .bind(tenant)
+            .bind(seq)
+            .bind(sub)
+            .bind(now_ms)
+            .bind(payload)
+            .execute(&mut **self)
+            .await?;
+        Ok(seq)
+    }
+
+    async fn record_audit(
+        &mut self,
+        store: &Store,
+        tenant: &str,
+        entry: &AuditEntry<'_>,
+        now_ms: i64,
+    ) -> Result<i64, sqlx::Error> {
+        let (seq, prev): (i64, String) = sqlx::query_as(audit::NEXT_AUDIT)
+            .bind(tenant)
+            .fetch_one(&mut **self)
+            .await?;
+        let row = store.audit_row(tenant, seq, prev, entry, now_ms);
+        sqlx::query(audit::INSERT_AUDIT)
+            .bind(row.tenant)
+            .bind(row.seq)
+            .bind(now_ms)
+            .bind(row.kind)
+            .bind(row.sub)
+            .bind(row.user_ref)
+            .bind(row.sub_hash)
+            .bind(row.user_ref_hash)
+            .bind(row.actor)
+            .bind(row.request_id)
+            .bind(row.detail)
+            .bind(row.prev_hash)
+            .bind(row.hash.clone())
+            .execute(&mut **self)
+            .await?;
+        sqlx::query(audit::SET_HEAD_HASH)
+            .bind(tenant)
+            .bind(row.hash)
+            .execute(&mut **self)
+            .await?;
+        Ok(seq)
+    }
+
+    async fn record_grant_audit(
+        &mut self,
+        store: &Store,
+        tenant: &str,
+        sub: &str,
+        audit: GrantAudit<'_>,
+    ) -> Result<i64, sqlx::Error> {
+        let user_ref: Option<String> = sqlx::query_scalar(audit::BOUND_USER_REF)
+            .bind(tenant)
+            .bind(sub)
+            .fetch_optional(&mut **self)
+            .await?;
+        let entry = AuditEntry {
+            kind: audit.kind,
+            sub: Some(sub),
+            user_ref: user_ref.as_deref(),
+            actor: audit.actor,
+            detail: audit.detail,
+            ids_erased: false,
+        };
+        self.record_audit(store, tenant, &entry, audit.now_ms).await
+    }
+
+    async fn mark_needs_reauth(
+        &mut self,
+        store: &Store,
+        tenant: &str,
+        sub: &str,
+        version: i64,
+        attempt: &str,
+    ) -> Result<Option<(Option<String>, i64)>, sqlx::Error> {
+        let (now, now_ms) = store.now();
+        let reason: Option<Option<String>> = sqlx::query_scalar(grants::MARK_NEEDS_REAUTH)
+            .bind(GrantStatus::NeedsReauth.as_str())
+            .bind(now)
+            .bind(tenant)
+            .bind(sub)
+            .bind(version)
+            .bind(attempt)
+            .fetch_optional(&mut **self)
+            .await?;
+        let Some(reason) = reason else { return Ok(None) };
+        let change = changes::grant_payload(&GrantChange::new(
+            GrantStatus::NeedsReauth,
+            GrantChangeReason::RefreshRejected,
+        ));
+        let seq = self.record_change(tenant, sub, &change, now_ms).await?;
+        let calgate = Actor::calgate();
+        let why = reason.clone().unwrap_or_default();
+        let refused = GrantAudit {
+            kind: AuditKind::GrantRefreshRejected,
+            actor: &calgate,
+            detail: format!("Cronofy refused the refresh token ({why})"),
+            now_ms,
+        };
+        self.record_grant_audit(store, tenant, sub, refused).await?;
+        let needs_reauth = GrantAudit {
+            kind: AuditKind::GrantNeedsReauth,
+            actor: &calgate,
+            detail: why,
+            now_ms,
+        };
+        self.record_grant_audit(store, tenant, sub, needs_reauth).await?;
+        Ok(Some((reason, seq)))
+    }
+}
