@@ -111,10 +111,11 @@ struct ManagedEvent<'a> {
 /// The query of `GET /v1/free_busy`; unset dates take Cronofy's defaults.
 #[derive(Debug, Clone)]
 pub struct FreeBusyParams<'a> {
-    /// First day, `YYYY-MM-DD`.
-    pub from: Option<String>,
-    /// Day after the last, `YYYY-MM-DD`.
-    pub to: Option<String>,
+    /// First day, `YYYY-MM-DD`: always sent, as Cronofy's default does not
+    /// bound the application's own events.
+    pub from: String,
+    /// Day after the last, `YYYY-MM-DD`: always sent, likewise.
+    pub to: String,
     /// The zone the dates are read in.
     pub tzid: &'a str,
     /// Only these calendars; empty means all.
@@ -288,12 +289,8 @@ impl CronofyClient {
         let mut url = endpoints.url(Host::Api, &["v1", "free_busy"]);
         {
             let mut query = url.query_pairs_mut();
-            if let Some(from) = &params.from {
-                query.append_pair("from", from);
-            }
-            if let Some(to) = &params.to {
-                query.append_pair("to", to);
-            }
+            query.append_pair("from", &params.from);
+            query.append_pair("to", &params.to);
             query.append_pair("tzid", params.tzid);
             for calendar_id in params.calendar_ids {
                 query.append_pair("calendar_ids[]", calendar_id);

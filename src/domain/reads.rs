@@ -120,6 +120,28 @@ pub const FREE_BUSY_DAYS_BACK: i64 = 42;
 /// How far ahead free/busy reaches: Cronofy's documented maximum of `to` (exclusive).
 pub const FREE_BUSY_DAYS_AHEAD: i64 = 201;
 
+/// Cronofy's default free/busy dates, `from` 42 days back and `to` 201 days
+/// ahead of today in `tzid` (docs: events/free-busy); None for a zone calgate
+/// does not know. calgate always sends both: Cronofy applies its defaults to
+/// other events only and returns the application's own "across all of time".
+pub fn default_free_busy_dates(now: OffsetDateTime, tzid: &str) -> Option<(Date, Date)> {
+    let zone = jiff::tz::TimeZone::get(tzid).ok()?;
+    let today = jiff::Timestamp::from_second(now.unix_timestamp())
+        .ok()?
+        .to_zoned_datetime(zone)
+        .date();
+    let today = Date::from_calendar_date(
+        i32::from(today.year()),
+        time::Month::try_from(u8::try_from(today.month()).ok()?).ok()?,
+        u8::try_from(today.day()).ok()?,
+    )
+    .ok()?;
+    Some((
+        today - time::Duration::days(FREE_BUSY_DAYS_BACK),
+        today + time::Duration::days(FREE_BUSY_DAYS_AHEAD),
+    ))
+}
+
 /// The window a free/busy read may ask for, seen from `today` (UTC). One day
 /// of slack each way: the caller's dates are in its `tzid`, up to a day from
 /// UTC, and Cronofy itself decides the last day.

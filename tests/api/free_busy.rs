@@ -235,5 +235,85 @@ async fn dates_outside_cronofys_window_are_refused_and_empty_ones_default() {
     };
     assert_eq!(read(&app, defaults).await.expect("defaults").len(), 2);
     let sent = app.fake.requests().pop().expect("request").form();
-    assert!(!sent.iter().any(|(k, _)| k == "from" || k == "to"), "{sent:?}");
+    let (from, to) = cronofys_default_window("Europe/London");
+    assert!(
+        sent.contains(&("from".into(), from)),
+        "Cronofy's default, sent explicitly: {sent:?}"
+    );
+    assert!(
+        sent.contains(&("to".into(), to)),
+        "Cronofy's default, sent explicitly: {sent:?}"
+    );
+}
+
+/// Cronofy's default dates seen from today in `tzid`: 42 days back, 201 ahead.
+fn cronofys_default_window(tzid: &str) -> (String, String) {
+    use jiff::ToSpan;
+    let zone = jiff::tz::TimeZone::get(tzid).expect("a known zone");
+    let today = jiff::Timestamp::now().to_zoned_datetime(zone).date();
+    ((today - 42.days()).to_string(), (today + 201.days()).to_string())
+}
+
+/// Cronofy applies its default dates to other events only: asked with
+/// neither date, it returns the application's own events "across all of
+/// time" (docs: events/free-busy). Empty dates promise Cronofy's window, so
+/// calgate sends that window explicitly and nothing outside it comes back.
+#[tokio::test]
+async fn empty_dates_keep_calgates_own_events_inside_the_default_window() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    let calendar_id = app.fake.calendar_ids(&grant.sub)[0].clone();
+    for (event_id, offset) in [("evt-next-week", 7), ("evt-long-ago", -400), ("evt-next-year", 400)] {
+        let mut placed = event(event_id);
+        let start = day(offset).midnight().assume_utc() + Duration::hours(14);
+        placed.start = Some(at(start.unix_timestamp()));
+        placed.end = Some(at(start.unix_timestamp() + 3600));
+        app.client
+            .clone()
+            .upsert_event(app.req(pb::UpsertEventRequest {
+                user: by_sub(&grant.sub),
+                calendar_id: calendar_id.clone(),
+                event: Some(placed),
+            }))
+            .await
+            .expect("upsert");
+    }
+    let defaults = pb::ReadFreeBusyRequest {
+        from: String::new(),
+        to: String::new(),
+        ..request(&grant.sub, vec![])
+    };
+    let periods = read(&app, defaults).await.expect("defaults");
+    let next_week = day(7).midnight().assume_utc() + Duration::hours(14);
+    assert_eq!(periods.len(), 1, "only the event inside Cronofy's window: {periods:?}");
+    assert!(matches!(
+        periods[0].start.as_ref().and_then(|t| t.value.clone()),
+        Some(pb::event_time::Value::Time(ts)) if ts.seconds == next_week.unix_timestamp()
+    ));
+
+    // Only `to` given: the window still starts at Cronofy's default `from`.
+    let only_to = pb::ReadFreeBusyRequest {
+        from: String::new(),
+        to: day(30).to_string(),
+        ..request(&grant.sub, vec![])
+    };
+    assert_eq!(read(&app, only_to).await.expect("only to").len(), 1);
+    let sent = app.fake.requests().pop().expect("request").form();
+    let (from, _) = cronofys_default_window("Europe/London");
+    assert!(sent.contains(&("from".into(), from)), "{sent:?}");
+}
+
+/// A zone calgate cannot read the default dates in is named before any call.
+#[tokio::test]
+async fn an_unknown_time_zone_is_named() {
+    let app = spawn_app().await;
+    let grant = app.connect(None).await;
+    let unknown = pb::ReadFreeBusyRequest {
+        tzid: "Mars/Olympus_Mons".into(),
+        ..request(&grant.sub, vec![])
+    };
+    let status = read(&app, unknown).await.expect_err("unknown zone");
+    assert_status(&status, Code::InvalidArgument, "FIELD_INVALID");
+    assert_eq!(violated_fields(&status), ["tzid"]);
+    assert_eq!(app.fake.count(Endpoint::FreeBusy), 0, "refused before Cronofy");
 }

@@ -1,7 +1,10 @@
 //! `GET /v1/free_busy` as documented [docs: /developers/api/events/free-busy]:
 //! `from`/`to` dates read in `tzid`, defaulting to (and bounded by) 42 days
 //! back and 201 days ahead; periods that "start before `to` and end on or after
-//! `from`"; the application's own events only with `include_managed`; pages
+//! `from`"; the application's own events only with `include_managed`, and
+//! those "not subject to the default from and to date restrictions": a bound
+//! left out does not apply to them, so with neither the application reads its
+//! events "across all of time"; pages
 //! linked by `pages.next_page`, a `…/v1/free_busy/pages/<token>` URL.
 
 // Helpers return ready-made responses as errors; their size does not matter in a fake.
@@ -44,6 +47,10 @@ struct Window {
     to: Timestamp,
     from_date: Date,
     to_date: Date,
+    /// Whether the query gave `from` / `to` (the application's own events
+    /// ignore a default bound).
+    from_given: bool,
+    to_given: bool,
     calendar_ids: Vec<String>,
     include_managed: bool,
 }
@@ -91,6 +98,8 @@ fn window(pairs: &[(String, String)]) -> Result<Window, Response> {
         to,
         from_date,
         to_date,
+        from_given: param("from").is_some(),
+        to_given: param("to").is_some(),
         calendar_ids: pairs
             .iter()
             .filter(|(k, _)| k == "calendar_ids[]")
@@ -101,13 +110,16 @@ fn window(pairs: &[(String, String)]) -> Result<Window, Response> {
 }
 
 /// Whether a period (Times, or Dates for all-day) overlaps the window:
-/// starts before `to` and ends on or after `from`.
-fn overlaps(window: &Window, start: &str, end: &str) -> bool {
+/// starts before `to` and ends on or after `from`. `defaults_apply` is false
+/// for the application's own events: only the bounds the query gave hold.
+fn overlaps(window: &Window, start: &str, end: &str, defaults_apply: bool) -> bool {
+    let before_to = |starts_before: bool| starts_before || !(defaults_apply || window.to_given);
+    let after_from = |ends_after: bool| ends_after || !(defaults_apply || window.from_given);
     if let (Ok(start), Ok(end)) = (start.parse::<Timestamp>(), end.parse::<Timestamp>()) {
-        return start < window.to && end >= window.from;
+        return before_to(start < window.to) && after_from(end >= window.from);
     }
     match (start.parse::<Date>(), end.parse::<Date>()) {
-        (Ok(start), Ok(end)) => start < window.to_date && end >= window.from_date,
+        (Ok(start), Ok(end)) => before_to(start < window.to_date) && after_from(end >= window.from_date),
         _ => false,
     }
 }
@@ -120,7 +132,7 @@ fn periods(account: &Account, client_id: &str, window: &Window) -> Vec<Value> {
     let busy = account
         .busy
         .iter()
-        .filter(|p| wanted(&p.calendar_id) && overlaps(window, &p.start, &p.end))
+        .filter(|p| wanted(&p.calendar_id) && overlaps(window, &p.start, &p.end, true))
         .map(|p| json!({"calendar_id": p.calendar_id, "start": p.start, "end": p.end, "free_busy_status": p.status}));
     let managed = account
         .events
@@ -128,14 +140,15 @@ fn periods(account: &Account, client_id: &str, window: &Window) -> Vec<Value> {
         // Another application's events are ordinary events of the calendar to
         // this one: always busy; the reader's own only with include_managed.
         .filter(|((client, _, _), _)| window.include_managed || client != client_id)
-        .filter_map(|((_, calendar_id, _), event)| {
+        .filter_map(|((client, calendar_id, _), event)| {
             let edge = |v: &Value| {
                 v.as_str()
                     .or_else(|| v.get("time").and_then(Value::as_str))
                     .map(str::to_owned)
             };
             let (start, end) = (edge(&event["start"])?, edge(&event["end"])?);
-            (wanted(calendar_id) && overlaps(window, &start, &end)).then(|| {
+            let own = client == client_id;
+            (wanted(calendar_id) && overlaps(window, &start, &end, !own)).then(|| {
                 let status = if event["transparency"] == "transparent" {
                     "free"
                 } else {

@@ -68,6 +68,26 @@ impl FreeBusyQuery {
         }
         v.finish()
     }
+
+    /// The dates to send: the caller's, and Cronofy's defaults in `tzid` for
+    /// those left empty, so that calgate's own events, which Cronofy's
+    /// defaults do not bound, stay inside the window the API promises.
+    fn explicit_dates(&self, now: time::OffsetDateTime) -> Result<(time::Date, time::Date), Error> {
+        let mut v = Violations::default();
+        let Some((default_from, default_to)) = reads::default_free_busy_dates(now, &self.tzid) else {
+            v.add("tzid", "is not an IANA time zone calgate knows");
+            return v.finish_with(None);
+        };
+        let (from, to) = (self.from.unwrap_or(default_from), self.to.unwrap_or(default_to));
+        if to <= from {
+            let field = if self.to.is_some() { "to" } else { "from" };
+            v.add(
+                field,
+                "must leave a day between from and to (an empty date is Cronofy's default)",
+            );
+        }
+        v.finish().map(|()| (from, to))
+    }
 }
 
 /// Most writes one batch may carry (Cronofy's limit).
@@ -352,14 +372,15 @@ impl EventService {
         query: &FreeBusyQuery,
         deadline: Deadline,
     ) -> Result<Vec<FreeBusyPeriod>, Error> {
-        query.check_window(self.clock.now().date())?;
+        let now = self.clock.now();
+        query.check_window(now.date())?;
+        let (from, to) = query.explicit_dates(now)?;
         let endpoints = &tenant.app.endpoints;
-        let date = |d: Option<time::Date>| d.map(|d| d.to_string());
         let mut page = Some(CronofyClient::free_busy_url(
             endpoints,
             &FreeBusyParams {
-                from: date(query.from),
-                to: date(query.to),
+                from: from.to_string(),
+                to: to.to_string(),
                 tzid: &query.tzid,
                 calendar_ids: &query.calendar_ids,
                 include_managed: query.include_managed,
