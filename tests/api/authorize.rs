@@ -77,7 +77,6 @@ async fn optional_parameters_appear_only_when_set_and_are_encoded() {
             scope: vec!["read_events".into(), "create_event".into()],
             user_ref: Some("user 42&x=y".into()),
             provider_name: Some("office365".into()),
-            allow_linking: Some(false),
             link_token: Some("lt+/=&?".into()),
             locale: Some("de".into()),
             ..Default::default()
@@ -88,7 +87,10 @@ async fn optional_parameters_appear_only_when_set_and_are_encoded() {
     let (_, params) = query(&built.url);
     assert_eq!(params["scope"], "read_events create_event");
     assert_eq!(params["provider_name"], "office365");
-    assert_eq!(params["avoid_linking"], "true");
+    assert!(
+        !params.contains_key("avoid_linking"),
+        "an explicit link is not sent with avoid_linking: {params:?}"
+    );
     assert_eq!(params["link_token"], "lt+/=&?");
     assert_eq!(params["locale"], "de");
     assert!(
@@ -100,6 +102,38 @@ async fn optional_parameters_appear_only_when_set_and_are_encoded() {
         "nothing of user_ref is readable in the URL"
     );
     assert!(built.url.contains("link_token=lt%2B%2F%3D%26%3F"), "{}", built.url);
+}
+
+/// `link_token` asks Cronofy to link the authorization to an existing account
+/// (docs: api-alpha/explicit-linking); `avoid_linking` asks it not to link.
+/// With a link_token calgate leaves the tenant's default `avoid_linking` out,
+/// and a request asking for both is refused, naming `allow_linking`.
+#[tokio::test]
+async fn a_link_token_is_never_sent_with_avoid_linking() {
+    let app = spawn_app().await;
+    let build = |allow_linking: Option<bool>, link_token: Option<&str>| {
+        let mut client = app.client.clone();
+        let request = app.req(pb::BuildAuthorizeUrlRequest {
+            redirect_uri: ACME_REDIRECT.into(),
+            allow_linking,
+            link_token: link_token.map(str::to_owned),
+            ..Default::default()
+        });
+        async move { client.build_authorize_url(request).await }
+    };
+    let (_, by_default) = query(&build(None, None).await.expect("url").into_inner().url);
+    assert_eq!(
+        by_default["avoid_linking"], "true",
+        "the tenant avoids linking by default"
+    );
+
+    let (_, linked) = query(&build(None, Some("lt_1")).await.expect("url").into_inner().url);
+    assert_eq!(linked["link_token"], "lt_1");
+    assert!(!linked.contains_key("avoid_linking"), "{linked:?}");
+
+    let status = build(Some(false), Some("lt_1")).await.expect_err("contradiction");
+    assert_status(&status, Code::InvalidArgument, "FIELD_INVALID");
+    assert_eq!(violated_fields(&status), ["allow_linking"]);
 }
 
 #[tokio::test]

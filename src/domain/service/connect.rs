@@ -109,6 +109,12 @@ impl ConnectService {
         if request.connect_mode == ConnectMode::Individual && !request.delegated_scope.is_empty() {
             violations.add("delegated_scope", "is only valid with CONNECT_MODE_ENTERPRISE");
         }
+        if request.link_token.is_some() && request.avoid_linking == Some(true) {
+            violations.add(
+                "allow_linking",
+                "must not be false with link_token: an explicit link links the account",
+            );
+        }
         violations.finish()?;
 
         let expires_at = self.clock.now() + self.state_ttl;
@@ -151,8 +157,9 @@ impl ConnectService {
                 query.append_pair("provider_name", provider);
             }
             // Cronofy links accounts authorized from one browser unless told
-            // not to: two users sharing a sub would share a revoke.
-            if request.avoid_linking.unwrap_or(tenant.avoid_linking) {
+            // not to: two users sharing a sub would share a revoke. An
+            // explicit link (link_token) is the caller's choice to link.
+            if request.link_token.is_none() && request.avoid_linking.unwrap_or(tenant.avoid_linking) {
                 query.append_pair("avoid_linking", "true");
             }
             if let Some(link_token) = &request.link_token {
