@@ -48,6 +48,13 @@ impl FakeCronofy {
         self.shared.lock().refresh_tokens_mode = mode;
     }
 
+    /// From now on, a service account's token answer carries its `ser_` id as
+    /// `sub` and leaves `service_account_id` out: the shape a client must
+    /// still recognise as a service account.
+    pub fn name_service_accounts_by_sub(&self) {
+        self.shared.lock().service_accounts_by_sub = true;
+    }
+
     /// Makes every access token issued so far expire now.
     pub fn expire_access_tokens(&self) {
         self.shared.lock().expire_access_tokens();

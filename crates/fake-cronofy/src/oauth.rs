@@ -156,6 +156,7 @@ pub(super) async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap,
     // answering with it (Some) or without any (None).
     let (access, new_refresh) = state.issue(client_id, &sub, &scope, refresh.is_none());
     let answered_refresh = refresh.unwrap_or(new_refresh);
+    let by_sub = state.service_accounts_by_sub;
     let Some(account) = state.accounts.get(&sub) else {
         return oauth_error("invalid_grant");
     };
@@ -198,10 +199,16 @@ pub(super) async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap,
         object.remove("refresh_token");
     }
     if account.service_account {
-        answer["service_account_id"] = json!(sub);
+        if by_sub {
+            answer["sub"] = json!(sub);
+        } else {
+            answer["service_account_id"] = json!(sub);
+        }
         if let Some(object) = answer.as_object_mut() {
             object.remove("account_id");
-            object.remove("sub");
+            if !by_sub {
+                object.remove("sub");
+            }
             object.remove("linking_profile");
             object.remove("userinfo");
         }

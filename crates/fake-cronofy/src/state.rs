@@ -164,6 +164,9 @@ pub(crate) struct State {
     pub(super) next_authorization: Option<NextAuthorization>,
     pub(super) access_token_ttl: Duration,
     pub(super) refresh_tokens_mode: RefreshTokens,
+    /// Service accounts' token answers name them by `sub` (their `ser_` id)
+    /// instead of `service_account_id` ([`FakeCronofy::name_service_accounts_by_sub`]).
+    pub(super) service_accounts_by_sub: bool,
     pub(super) faults: Vec<Fault>,
     pub(super) requests: Vec<RecordedRequest>,
     pub(super) issued_secrets: Vec<String>,
@@ -207,6 +210,7 @@ impl Default for State {
             next_authorization: None,
             access_token_ttl: Duration::from_secs(3600),
             refresh_tokens_mode: RefreshTokens::Echo,
+            service_accounts_by_sub: false,
             faults: Vec::new(),
             requests: Vec::new(),
             issued_secrets: Vec::new(),

@@ -65,6 +65,9 @@ pub struct AuthorizeUrl {
     pub state_expires_at: OffsetDateTime,
 }
 
+/// How Cronofy's ids of Enterprise Connect service accounts begin.
+const SERVICE_ACCOUNT_PREFIX: &str = "ser_";
+
 /// Connecting users (authorize URL, code exchange), describing and revoking grants.
 #[derive(Debug)]
 pub struct ConnectService {
@@ -306,7 +309,15 @@ impl ConnectService {
     /// The grant a token response describes, ready to store.
     pub(super) fn new_grant(&self, response: TokenResponse, connect_mode: ConnectMode) -> Result<NewGrant, Error> {
         let unexpected = || Error::UpstreamRefused("Cronofy's token response lacks an account or refresh token");
-        let kind = if response.service_account_id.is_some() {
+        // A service account is named by `service_account_id`, or only by its
+        // `ser_` sub (an assumption, docs/cronofy-mapping.md): taken for a
+        // user, its grant would accept event writes Cronofy cannot hold.
+        let service_account = response.service_account_id.is_some()
+            || response
+                .sub
+                .as_deref()
+                .is_some_and(|sub| sub.starts_with(SERVICE_ACCOUNT_PREFIX));
+        let kind = if service_account {
             GrantKind::ServiceAccount
         } else {
             GrantKind::User

@@ -393,3 +393,26 @@ async fn an_enterprise_admin_grant_is_a_service_account_that_cannot_hold_events(
     assert_status(&status, Code::FailedPrecondition, "GRANT_IS_SERVICE_ACCOUNT");
     assert_eq!(app.fake.count(Endpoint::UpsertEvent), upserts);
 }
+
+/// A service account's token answer may name it by a `ser_` sub alone,
+/// without `service_account_id`: it is still a service account, never a user
+/// whose calendar takes events.
+#[tokio::test]
+async fn a_service_account_named_only_by_its_ser_sub_is_still_a_service_account() {
+    let app = spawn_app().await;
+    app.fake.name_service_accounts_by_sub();
+    let grant = app.connect_enterprise_admin("org-7").await;
+    assert!(grant.sub.starts_with("ser_"), "{}", grant.sub);
+    assert_eq!(grant.kind, pb::GrantKind::ServiceAccount as i32);
+    let status = app
+        .client
+        .clone()
+        .upsert_event(app.req(pb::UpsertEventRequest {
+            user: Some(pb::upsert_event_request::User::UserRef("org-7".into())),
+            calendar_id: "cal_any".into(),
+            event: Some(event("evt-1")),
+        }))
+        .await
+        .expect_err("a service account holds no events");
+    assert_status(&status, Code::FailedPrecondition, "GRANT_IS_SERVICE_ACCOUNT");
+}
