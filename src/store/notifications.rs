@@ -25,6 +25,9 @@ pub struct QueuedNotification {
     pub generation: i64,
     /// When it was due (the claim compares it).
     pub next_attempt_at: i64,
+    /// Where reading its changed events goes on: the next unread page, kept
+    /// when a minute's pages ran out ([`Store::resume_notification_at`]).
+    pub resume_page: Option<String>,
 }
 
 /// The queue id of a notification: the same delivery twice is one row.
@@ -85,8 +88,9 @@ impl Store {
         let (now, _) = self.now();
         Ok(with_pool!(self, pool => {
             sqlx::query_as::<_, QueuedNotification>(
-                "SELECT id, tenant_id, sub, kind, changes_since, attempts, generation, next_attempt_at FROM ( \
-                   SELECT id, tenant_id, sub, kind, changes_since, attempts, generation, next_attempt_at, created_at, \
+                "SELECT id, tenant_id, sub, kind, changes_since, attempts, generation, next_attempt_at, resume_page FROM ( \
+                   SELECT id, tenant_id, sub, kind, changes_since, attempts, generation, next_attempt_at, resume_page, \
+                     created_at, \
                      ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY next_attempt_at, created_at) AS place \
                    FROM notifications WHERE next_attempt_at <= $1 AND processed_at IS NULL) AS due \
                  WHERE place <= $2 ORDER BY next_attempt_at, created_at LIMIT $3",
@@ -127,7 +131,8 @@ impl Store {
         let (now, _) = self.now();
         let deleted = with_pool!(self, pool => {
             let deleted = sqlx::query(
-                "UPDATE notifications SET processed_at = $3, next_attempt_at = $4 WHERE id = $1 AND generation = $2",
+                "UPDATE notifications SET processed_at = $3, next_attempt_at = $4, resume_page = NULL \
+                 WHERE id = $1 AND generation = $2",
             )
             .bind(&queued.id)
             .bind(queued.generation)
@@ -137,7 +142,8 @@ impl Store {
             .await?
             .rows_affected();
             if deleted == 0 {
-                sqlx::query("UPDATE notifications SET next_attempt_at = $1 WHERE id = $2")
+                // Delivered again meanwhile: read again from the first page.
+                sqlx::query("UPDATE notifications SET next_attempt_at = $1, resume_page = NULL WHERE id = $2")
                     .bind(now.saturating_add(coalesce_seconds))
                     .bind(&queued.id)
                     .execute(pool)
@@ -146,6 +152,19 @@ impl Store {
             deleted
         });
         Ok(deleted == 1)
+    }
+
+    /// Reading stopped before `page` (None: start again from the first page);
+    /// the next attempt goes on from there.
+    pub async fn resume_notification_at(&self, id: &str, page: Option<&str>) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE notifications SET resume_page = $1 WHERE id = $2")
+                .bind(page)
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
     }
 
     /// Processing failed: try again in `after_seconds`.

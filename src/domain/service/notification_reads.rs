@@ -7,11 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use tracing::{info, warn};
 
-use super::{
-    ChangeService,
-    notifications::{MAX_EVENT_PAGES, PAGES_PER_CHANNEL_PER_MINUTE},
-    store_failure,
-};
+use super::{ChangeService, notifications::PAGES_PER_CHANNEL_PER_MINUTE, store_failure};
 use crate::{
     cronofy::{CronofyClient, CronofyError, ReadEvent},
     domain::{
@@ -43,7 +39,7 @@ impl ChangeService {
         if queued.kind == "change"
             && let Some(since) = &queued.changes_since
         {
-            self.read_event_changes(tenant, &selector, since).await?;
+            self.read_event_changes(tenant, &selector, queued, since).await?;
         }
         Ok(())
     }
@@ -78,11 +74,15 @@ impl ChangeService {
     }
 
     /// Reads the grant's own events changed since `since` (every page) and
-    /// records those that differ from what calgate last knew.
+    /// records those that differ from what calgate last knew. When the
+    /// grant's pages for the minute run out, the next unread page is kept
+    /// with the notification and the next attempt goes on from it: nothing
+    /// is skipped, no page is read twice.
     async fn read_event_changes(
         &self,
         tenant: &Arc<Tenant>,
         selector: &GrantSelector,
+        queued: &QueuedNotification,
         since: &str,
     ) -> Result<(), Error> {
         let stored = self.credentials.find(tenant, selector).await?;
@@ -90,21 +90,27 @@ impl ChangeService {
             return Ok(());
         }
         let sub = stored.grant.sub;
-        let mut page = Some(CronofyClient::managed_events_url(&tenant.app.endpoints, since));
-        let mut pages = 0;
+        let first = CronofyClient::managed_events_url(&tenant.app.endpoints, since);
+        let resumed = queued
+            .resume_page
+            .as_deref()
+            .and_then(|page| url::Url::parse(page).ok())
+            // Only ever on the tenant's API origin: the user's token goes there.
+            .filter(|page| page.origin() == first.origin());
+        let mut resuming = resumed.is_some();
+        let mut page = Some(resumed.unwrap_or(first));
         while let Some(url) = page.take() {
-            pages += 1;
-            if pages > MAX_EVENT_PAGES {
-                warn!(tenant = %tenant.id, sub, "more changed events than calgate reads for one notification; the rest are skipped");
-                break;
-            }
             let page_left = self
                 .store
                 .take_channel_page(&tenant.id, &sub, PAGES_PER_CHANNEL_PER_MINUTE)
                 .await
                 .map_err(|error| store_failure(&tenant.id, "counting a channel's pages", &error))?;
             if !page_left {
-                warn!(tenant = %tenant.id, sub, "this grant's pages of changed events for the minute are spent; deferred");
+                info!(tenant = %tenant.id, sub, "this grant's pages of changed events for the minute are spent; reading goes on from here later");
+                self.store
+                    .resume_notification_at(&queued.id, Some(url.as_str()))
+                    .await
+                    .map_err(|error| store_failure(&tenant.id, "keeping where reading stopped", &error))?;
                 return Err(Error::RateBudgetExhausted {
                     retry_after: Duration::from_secs(60),
                 });
@@ -128,8 +134,14 @@ impl ChangeService {
                         .await
                         .map_err(|error| store_failure(&tenant.id, "turning event tracking off", &error));
                 }
+                Err(error @ Error::UpstreamNotFound(_)) if resuming => {
+                    // The kept page is gone at Cronofy: the next attempt starts over.
+                    let _ = self.store.resume_notification_at(&queued.id, None).await;
+                    return Err(error);
+                }
                 Err(error) => return Err(error),
             };
+            resuming = false;
             for event in events {
                 self.observe(tenant, &sub, event).await?;
             }

@@ -40,13 +40,12 @@ const MAX_NOTIFICATION_ATTEMPTS: i64 = 30;
 pub(super) const CLAIM_SECONDS: i64 = 120;
 /// Longest `notification.type` kept (Cronofy's are short words).
 const MAX_KIND_LEN: usize = 64;
-/// Most event pages read for one notification (at 100 a page: 10,000 events).
-pub(super) const MAX_EVENT_PAGES: usize = 100;
 /// Most event pages read for one grant's notifications within a minute, on
-/// every replica together: one notification's worth, so replays and bursts
-/// cannot multiply the reads. A notification finding none left is deferred
-/// (no attempt counted) until the minute has passed.
-pub const PAGES_PER_CHANNEL_PER_MINUTE: i64 = MAX_EVENT_PAGES as i64;
+/// every replica together (at 100 events a page: 10,000 events), so replays
+/// and bursts cannot multiply the reads. A notification finding none left is
+/// deferred (no attempt counted) until the minute has passed, and goes on
+/// from the page where it stopped.
+pub const PAGES_PER_CHANNEL_PER_MINUTE: i64 = 100;
 /// However often one body is delivered on a channel, it is processed at most
 /// once per this many seconds: repeats within it coalesce into one later
 /// processing. None is dropped: an identical body may announce a new change.

@@ -297,6 +297,69 @@ async fn every_page_of_changed_events_is_read() {
     assert_eq!(pages, 2, "followed next_page to the third page");
 }
 
+/// More changed events than a grant's pages for a minute: reading stops
+/// there and goes on the next minute from the page where it stopped, so no
+/// change is dropped and no page is read twice.
+#[tokio::test]
+async fn changes_past_a_minutes_pages_are_read_the_next_minute_from_where_reading_stopped() {
+    let (app, _) = spawn_app_with_callbacks(|_| {}).await;
+    let mut stream = watch(&app.client, ACME_KEY, "").await.expect("watch");
+    let (grant, calendar) = connect_tracked(&app, "ada").await;
+    skip_connected(&mut stream).await;
+    const EVENTS: usize = 102; // one page each: two more than a minute's 100 pages
+    for n in 0..EVENTS {
+        Upsert::first_calendar(&app.fake, &grant.sub)
+            .event_id(&format!("evt-{n:03}"))
+            .send(&app.client)
+            .await
+            .expect("upsert");
+    }
+    app.fake.set_event_page_size(1);
+    let minute_ago = (time::OffsetDateTime::now_utc() - time::Duration::seconds(60))
+        .replace_nanosecond(0)
+        .expect("whole seconds")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    app.fake.pin_changes_since(Some(&minute_ago));
+    let reads_since = |prefix: &'static str, before: usize| {
+        app.fake
+            .requests()
+            .iter()
+            .filter(|r| r.endpoint == Endpoint::ReadEvents && r.path.starts_with(prefix))
+            .count()
+            - before
+    };
+    // Opening the channel probed the events once already.
+    let (probes, later_probes) = (reads_since("/v1/events", 0), reads_since("/v1/events/pages/", 0));
+    let reads = |prefix: &'static str| reads_since(prefix, if prefix == "/v1/events" { probes } else { later_probes });
+    // The fake pages events in id order: this one is on the last page.
+    let last = format!("evt-{:03}", EVENTS - 1);
+    assert_eq!(app.fake.user_deletes_event(&grant.sub, &calendar, &last).await, [200]);
+    tokio::time::timeout(ARRIVAL, async {
+        while reads("/v1/events") < 100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the minute's pages are read");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(reads("/v1/events"), 100, "a minute's pages, no more");
+
+    app.clock.advance(Duration::from_secs(61));
+    let deleted = next(&mut stream).await;
+    assert_eq!(
+        event_change(&deleted).event_id,
+        last,
+        "the change on the last page is not dropped"
+    );
+    assert_eq!(reads("/v1/events/pages/"), EVENTS - 1, "every later page read once");
+    assert_eq!(
+        reads("/v1/events") - reads("/v1/events/pages/"),
+        1,
+        "reading went on from the page where it stopped, not from the first"
+    );
+}
+
 #[tokio::test]
 async fn a_notification_delivered_twice_records_its_changes_once() {
     let (app, _) = spawn_app_with_callbacks(|_| {}).await;
