@@ -118,6 +118,33 @@ pub enum Error {
     /// The replica is shutting down; a stream is ended so the caller resumes elsewhere.
     #[error("this replica is shutting down; reconnect and resume after the last cursor received")]
     ShuttingDown,
+    /// A participant's calendar is not known to Cronofy (No-Access mode, a
+    /// disconnected profile): answering would call unknown time free.
+    #[error("calgate cannot know the availability of {}", .0.iter().map(|p| p.field.as_str()).collect::<Vec<_>>().join(", "))]
+    AvailabilityUnknown(Vec<UnknownAvailability>),
+}
+
+/// A participant whose availability Cronofy does not know, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownAvailability {
+    /// The participant's path in the request (e.g. `participants[0].members[1]`).
+    pub field: String,
+    /// Why its calendar is not known.
+    pub reason: &'static str,
+}
+
+impl UnknownAvailability {
+    /// Why calgate cannot know the grant's availability, if it cannot.
+    pub fn of(grant: &crate::domain::grant::Grant) -> Option<&'static str> {
+        use crate::domain::grant::{AccessMode, GrantStatus};
+        if grant.status == GrantStatus::ProfileDisconnected {
+            Some("the user's calendar profile is disconnected at Cronofy and no longer synced; the user must relink it")
+        } else if grant.access_mode() == AccessMode::NoAccess {
+            Some("connected in No-Access mode: Cronofy knows only the events this application wrote, not the calendar")
+        } else {
+            None
+        }
+    }
 }
 
 impl Error {

@@ -93,6 +93,17 @@ pub fn from_domain(error: Error) -> Status {
             ErrorDetails::with_retry_info(Some(DEFAULT_RETRY_DELAY)),
         ),
         Error::ShuttingDown => status(Code::Unavailable, "SHUTTING_DOWN", message, plain()),
+        Error::AvailabilityUnknown(participants) => {
+            let mut details = ErrorDetails::new();
+            for participant in &participants {
+                details.add_precondition_failure_violation(
+                    "AVAILABILITY_UNKNOWN",
+                    &participant.field,
+                    participant.reason,
+                );
+            }
+            status(Code::FailedPrecondition, "AVAILABILITY_UNKNOWN", message, details)
+        }
         Error::ProfileDisconnected { relink_url } => {
             let mut details = ErrorDetails::new();
             let metadata = relink_url

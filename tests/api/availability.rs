@@ -1,8 +1,9 @@
 //! QueryAvailability: several users, the tenant's client secret, Cronofy's answer.
 
 use calgate::grpc::pb;
-use fake_cronofy::Endpoint;
+use fake_cronofy::{Endpoint, NextAuthorization};
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::support::*;
 
@@ -172,4 +173,48 @@ async fn bad_queries_name_their_fields() {
         violated_fields(&status),
         ["participants", "required_duration_minutes", "query_periods"]
     );
+}
+
+/// A No-Access user's calendar is unknown to Cronofy beyond the events the
+/// application wrote (docs: access-modes/no-access): asking for their
+/// availability or free/busy would call unknown time free. Both RPCs refuse
+/// them by name, before any call to Cronofy.
+#[tokio::test]
+async fn a_no_access_user_is_refused_by_name_not_called_free() {
+    let app = spawn_app().await;
+    app.connect(Some("ada")).await;
+    app.fake.set_next_authorization(NextAuthorization {
+        provider_name: Some("cronofy".into()),
+        ..Default::default()
+    });
+    let nora = app.connect(Some("nora")).await;
+    assert_eq!(nora.access_mode, pb::AccessMode::NoAccess as i32);
+
+    let status = app
+        .client
+        .clone()
+        .query_availability(app.req(query(vec![by_ref("ada"), by_ref("nora")], None, 30)))
+        .await
+        .expect_err("nora's availability is unknown");
+    assert_status(&status, Code::FailedPrecondition, "AVAILABILITY_UNKNOWN");
+    let failure = status.get_details_precondition_failure().expect("PreconditionFailure");
+    let subjects: Vec<&str> = failure.violations.iter().map(|v| v.subject.as_str()).collect();
+    assert_eq!(subjects, ["participants[0].members[1]"]);
+    assert!(failure.violations[0].description.contains("No-Access"));
+    assert_eq!(app.fake.count(Endpoint::Availability), 0, "Cronofy was not asked");
+
+    let status = app
+        .client
+        .clone()
+        .read_free_busy(app.req(pb::ReadFreeBusyRequest {
+            user: Some(pb::read_free_busy_request::User::UserRef("nora".into())),
+            tzid: "Europe/London".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect_err("nora's free/busy is unknown");
+    assert_status(&status, Code::FailedPrecondition, "AVAILABILITY_UNKNOWN");
+    let failure = status.get_details_precondition_failure().expect("PreconditionFailure");
+    assert_eq!(failure.violations[0].subject, "user_ref");
+    assert_eq!(app.fake.count(Endpoint::FreeBusy), 0, "Cronofy was not asked");
 }

@@ -6,7 +6,7 @@ use super::{Deadline, EventService};
 use crate::{
     cronofy::availability::{self as wire, AllMarker, Member, Minutes, Period, Required},
     domain::reads::AvailablePeriod,
-    domain::{Error, Tenant, grant::GrantSelector, refresh::usable_tokens, upstream},
+    domain::{Error, Tenant, error::UnknownAvailability, grant::GrantSelector, refresh::usable_tokens, upstream},
 };
 
 /// One group: members and how many must be free (None: all).
@@ -45,17 +45,26 @@ impl EventService {
         deadline: Deadline,
     ) -> Result<Vec<AvailablePeriod>, Error> {
         let mut participants = Vec::with_capacity(request.groups.len());
-        for group in &request.groups {
+        let mut unknown = Vec::new();
+        for (g, group) in request.groups.iter().enumerate() {
             let mut members = Vec::with_capacity(group.members.len());
-            for selector in &group.members {
+            for (m, selector) in group.members.iter().enumerate() {
                 let stored = self.credentials.find(tenant, selector).await?;
                 usable_tokens(&stored)?;
+                if let Some(reason) = UnknownAvailability::of(&stored.grant) {
+                    let field = format!("participants[{g}].members[{m}]");
+                    unknown.push(UnknownAvailability { field, reason });
+                }
                 members.push(Member { sub: stored.grant.sub });
             }
             participants.push(wire::ParticipantGroup {
                 members,
                 required: group.required.map_or(Required::All(AllMarker), Required::Count),
             });
+        }
+        if !unknown.is_empty() {
+            // Cronofy would count their unknown time as free: a double booking.
+            return Err(Error::AvailabilityUnknown(unknown));
         }
         let query = wire::AvailabilityQuery {
             participants,

@@ -3,18 +3,20 @@
 use std::sync::Arc;
 
 use super::{Credentials, Deadline, credentials::TokenLease, event_records::written_state, store_failure};
-use crate::{clock::Clock, resilience::Resilience, store::Store};
 use crate::{
+    clock::Clock,
     cronofy::{BatchEntry, CronofyClient, CronofyError, FreeBusyParams},
     domain::{
         Error, Tenant, Violations,
         changes::EventState,
+        error::UnknownAvailability,
         event::Event,
         grant::{AccessMode, GrantSelector},
         reads::{self, Calendar, FreeBusyPeriod},
         upstream::{self, Call},
     },
-    resilience::GuardError,
+    resilience::{GuardError, Resilience},
+    store::Store,
 };
 
 /// Writes the application's events and reads the user's calendars.
@@ -374,6 +376,18 @@ impl EventService {
     ) -> Result<Vec<FreeBusyPeriod>, Error> {
         let now = self.clock.now();
         query.check_window(now.date())?;
+        let stored = self.credentials.find(tenant, selector).await?;
+        if let Some(reason) = UnknownAvailability::of(&stored.grant) {
+            let field = match selector {
+                GrantSelector::Sub(_) => "sub",
+                GrantSelector::UserRef(_) => "user_ref",
+            };
+            // Free/busy of a calendar Cronofy does not know reads as free.
+            return Err(Error::AvailabilityUnknown(vec![UnknownAvailability {
+                field: field.to_owned(),
+                reason,
+            }]));
+        }
         let (from, to) = query.explicit_dates(now)?;
         let endpoints = &tenant.app.endpoints;
         let mut page = Some(CronofyClient::free_busy_url(

@@ -2,6 +2,41 @@
 
 use super::*;
 
+/// A disconnected profile stops syncing (docs: faqs/profile-reconnection-process):
+/// its calendar is not known, so availability and free/busy refuse the user by
+/// name until the user relinks.
+#[tokio::test]
+async fn a_disconnected_profile_leaves_availability_unknown_until_the_user_relinks() {
+    let (app, _) = spawn_app_with_callbacks(|_| {}).await;
+    let mut stream = watch(&app.client, ACME_KEY, "").await.expect("watch");
+    let (grant, _) = connect_tracked(&app, "ada").await;
+    skip_connected(&mut stream).await;
+    let free_busy = || {
+        let mut client = app.client.clone();
+        let request = app.req(pb::ReadFreeBusyRequest {
+            user: Some(pb::read_free_busy_request::User::Sub(grant.sub.clone())),
+            tzid: "Europe/London".into(),
+            ..Default::default()
+        });
+        async move { client.read_free_busy(request).await }
+    };
+    free_busy().await.expect("a connected profile's free/busy");
+
+    assert_eq!(app.fake.disconnect_profile(&grant.sub).await, [200]);
+    next(&mut stream).await;
+    let reads = app.fake.count(Endpoint::FreeBusy);
+    let status = free_busy().await.expect_err("not synced");
+    assert_status(&status, Code::FailedPrecondition, "AVAILABILITY_UNKNOWN");
+    let failure = status.get_details_precondition_failure().expect("PreconditionFailure");
+    assert_eq!(failure.violations[0].subject, "sub");
+    assert!(failure.violations[0].description.contains("disconnected"));
+    assert_eq!(app.fake.count(Endpoint::FreeBusy), reads, "Cronofy was not asked");
+
+    assert_eq!(app.fake.reconnect_profile(&grant.sub).await, [200]);
+    next(&mut stream).await;
+    free_busy().await.expect("known again once relinked");
+}
+
 #[tokio::test]
 async fn a_disconnected_profile_fails_writes_fast_until_the_user_relinks() {
     let (app, _) = spawn_app_with_callbacks(|_| {}).await;
