@@ -116,7 +116,10 @@ pub(super) const UPDATE_TOKENS: &str = "UPDATE grants SET key_id = $1, access_to
 /// refresh's attempt id). The reason is REFRESH_ANSWER_LOST when a refresh
 /// answer was lost since the last good one: heard to be unsure, or left in
 /// flight by another attempt (its replica died waiting).
+/// The grant's channel goes with its authorization: it is gone at Cronofy,
+/// so reconnecting opens a new one.
 pub(super) const MARK_NEEDS_REAUTH: &str = "UPDATE grants SET status = $1, version = version + 1, updated_at = $2, \
+     channel_state = 'none', channel_due_at = NULL, \
      status_reason = CASE WHEN refresh_unsure_since IS NULL AND NOT EXISTS (SELECT 1 FROM refresh_marks m \
        WHERE m.tenant_id = $3 AND m.sub = $4 AND m.attempt <> $6) \
      THEN 'INVALID_GRANT' ELSE 'REFRESH_ANSWER_LOST' END \

@@ -387,6 +387,8 @@ impl State {
     pub(super) fn revoke_account(&mut self, sub: &str) {
         self.access_tokens.retain(|_, token| token.sub != sub);
         self.refresh_tokens.retain(|_, token| token.sub != sub);
+        // A channel lives with the authorization it was created under.
+        self.channels.retain(|_, channel| channel.sub != sub);
     }
 
     /// Ends one application's authorization of the account, every token of
@@ -398,6 +400,8 @@ impl State {
             .retain(|_, token| token.sub != sub || token.client_id != client_id);
         self.refresh_tokens
             .retain(|_, token| token.sub != sub || token.client_id != client_id);
+        self.channels
+            .retain(|_, channel| channel.sub != sub || channel.client_id != client_id);
     }
 
     /// The account behind a bearer token that is known and not expired.

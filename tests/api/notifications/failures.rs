@@ -266,3 +266,39 @@ async fn a_grant_that_needs_its_user_again_stops_asking_for_a_channel() {
         "no channel request after Cronofy refused the grant"
     );
 }
+
+/// A channel lives with the authorization it was opened under: once the grant
+/// lost it (NEEDS_REAUTH), the channel is gone at Cronofy, so when the user
+/// connects again calgate opens a new one instead of trusting the old.
+#[tokio::test]
+async fn a_grant_that_lost_its_authorization_gets_a_new_channel_when_the_user_reconnects() {
+    let (app, _) = spawn_app_with_callbacks(|_| {}).await;
+    let (grant, _) = connect_tracked(&app, "ada").await;
+    let opened = app.fake.count(Endpoint::CreateChannel);
+
+    app.fake.revoke_account(&grant.sub);
+    app.clock.advance(Duration::from_secs(3600));
+    let refused = Upsert::first_calendar(&app.fake, &grant.sub)
+        .send(&app.client)
+        .await
+        .expect_err("the authorization is gone");
+    assert_status(&refused, Code::FailedPrecondition, "GRANT_NEEDS_REAUTH");
+    let lost = fetch_grant(&app.client, ACME_KEY, &grant.sub).await.expect("grant");
+    assert_ne!(
+        lost.change_tracking,
+        pb::ChangeTracking::Events as i32,
+        "no channel while the grant has no authorization"
+    );
+
+    app.fake.set_next_authorization(NextAuthorization {
+        sub: Some(grant.sub.clone()),
+        ..Default::default()
+    });
+    app.connect(Some("ada")).await;
+    tracking_becomes(&app, &grant.sub, pb::ChangeTracking::Events).await;
+    assert_eq!(
+        app.fake.count(Endpoint::CreateChannel),
+        opened + 1,
+        "a new channel for the new authorization"
+    );
+}
