@@ -243,8 +243,7 @@ impl Store {
             let seq = if updated == 1 {
                 let cronofy = Actor::cronofy();
                 let audit = GrantAudit { kind, actor: &cronofy, detail: String::new(), now_ms };
-                tx.record_grant_audit(self, tenant, sub, audit).await?;
-                Some(tx.record_change(tenant, sub, &change, now_ms).await?)
+                Some(tx.record_grant_change(self, tenant, sub, audit, &change).await?)
             } else {
                 None
             };

@@ -342,8 +342,7 @@ impl Store {
             .rows_affected();
             let seq = if updated == 1 {
                 let audit = GrantAudit { kind: AuditKind::GrantRevoked, actor, detail, now_ms };
-                tx.record_grant_audit(self, tenant, sub, audit).await?;
-                Some(tx.record_change(tenant, sub, &revoked, now_ms).await?)
+                Some(tx.record_grant_change(self, tenant, sub, audit, &revoked).await?)
             } else {
                 None
             };

@@ -39,6 +39,18 @@ pub(super) trait InTransaction {
         audit: GrantAudit<'_>,
     ) -> Result<i64, sqlx::Error>;
 
+    /// Records what happened to the grant (tenant, sub) twice over: the audit
+    /// row `audit`, then the change `payload` on the stream; returns the
+    /// change's number. Callers tell the feed after the commit.
+    async fn record_grant_change(
+        &mut self,
+        store: &Store,
+        tenant: &str,
+        sub: &str,
+        audit: GrantAudit<'_>,
+        payload: &str,
+    ) -> Result<i64, sqlx::Error>;
+
     /// Marks the grant as needing re-authorization if it is still at
     /// `version`, recording the `REFRESH_REJECTED` change and the audit
     /// entries (`grant_refresh_rejected`, `grant_needs_reauth`). Returns the
@@ -145,6 +157,19 @@ where
             ids_erased: false,
         };
         self.record_audit(store, tenant, &entry, audit.now_ms).await
+    }
+
+    async fn record_grant_change(
+        &mut self,
+        store: &Store,
+        tenant: &str,
+        sub: &str,
+        audit: GrantAudit<'_>,
+        payload: &str,
+    ) -> Result<i64, sqlx::Error> {
+        let now_ms = audit.now_ms;
+        self.record_grant_audit(store, tenant, sub, audit).await?;
+        self.record_change(tenant, sub, payload, now_ms).await
     }
 
     async fn mark_needs_reauth(

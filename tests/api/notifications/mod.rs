@@ -56,6 +56,27 @@ pub(crate) async fn connect_tracked(app: &TestApp, user_ref: &str) -> (pb::Grant
     (grant, calendar)
 }
 
+/// A minute ago in whole seconds, as a notification's `changes_since`.
+fn minute_ago() -> String {
+    (time::OffsetDateTime::now_utc() - time::Duration::seconds(60))
+        .replace_nanosecond(0)
+        .expect("whole seconds")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format")
+}
+
+/// The user's events `evt-000`…, written through calgate (padded, so the
+/// fake pages them in this order).
+async fn write_events(app: &TestApp, sub: &str, count: usize) {
+    for n in 0..count {
+        Upsert::first_calendar(&app.fake, sub)
+            .event_id(&format!("evt-{n:03}"))
+            .send(&app.client)
+            .await
+            .expect("upsert");
+    }
+}
+
 fn event_change(change: &pb::Change) -> &pb::EventChanged {
     match &change.change {
         Some(pb::change::Change::Event(event)) => event,
@@ -269,25 +290,18 @@ async fn every_page_of_changed_events_is_read() {
     let mut stream = watch(&app.client, ACME_KEY, "").await.expect("watch");
     let (grant, calendar) = connect_tracked(&app, "ada").await;
     skip_connected(&mut stream).await;
-    for n in 0..5 {
-        Upsert::first_calendar(&app.fake, &grant.sub)
-            .event_id(&format!("evt-{n}"))
-            .send(&app.client)
-            .await
-            .expect("upsert");
-    }
+    write_events(&app, &grant.sub, 5).await;
     app.fake.set_event_page_size(2);
     // Changes since a minute ago: all five events, three pages; the deleted
-    // one (evt-4) is on the last.
-    let minute_ago = (time::OffsetDateTime::now_utc() - time::Duration::seconds(60))
-        .replace_nanosecond(0)
-        .expect("whole seconds")
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("format");
+    // one (evt-004) is on the last.
+    let minute_ago = minute_ago();
     app.fake.pin_changes_since(Some(&minute_ago));
-    assert_eq!(app.fake.user_deletes_event(&grant.sub, &calendar, "evt-4").await, [200]);
+    assert_eq!(
+        app.fake.user_deletes_event(&grant.sub, &calendar, "evt-004").await,
+        [200]
+    );
     let deleted = next(&mut stream).await;
-    assert_eq!(event_change(&deleted).event_id, "evt-4");
+    assert_eq!(event_change(&deleted).event_id, "evt-004");
     let pages = app
         .fake
         .requests()
@@ -307,19 +321,9 @@ async fn changes_past_a_minutes_pages_are_read_the_next_minute_from_where_readin
     let (grant, calendar) = connect_tracked(&app, "ada").await;
     skip_connected(&mut stream).await;
     const EVENTS: usize = 102; // one page each: two more than a minute's 100 pages
-    for n in 0..EVENTS {
-        Upsert::first_calendar(&app.fake, &grant.sub)
-            .event_id(&format!("evt-{n:03}"))
-            .send(&app.client)
-            .await
-            .expect("upsert");
-    }
+    write_events(&app, &grant.sub, EVENTS).await;
     app.fake.set_event_page_size(1);
-    let minute_ago = (time::OffsetDateTime::now_utc() - time::Duration::seconds(60))
-        .replace_nanosecond(0)
-        .expect("whole seconds")
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("format");
+    let minute_ago = minute_ago();
     app.fake.pin_changes_since(Some(&minute_ago));
     let reads_since = |prefix: &'static str, before: usize| {
         app.fake
