@@ -103,4 +103,84 @@ async fn forget_user_erases_one_user_on_postgres() {
     forget_user(Some(&pg)).await;
 }
 
+/// With `[callbacks]`, calgate also holds what it wrote of each event
+/// (`event_writes`), the user's queued and processed notifications and their
+/// channel: ForgetUser erases those rows too, on both backends — nothing in
+/// the database names the person's sub, user_ref or calendar afterwards.
+async fn forget_user_with_notifications(pg: Option<&PgTestDb>) {
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let port = free_port();
+    let binary = start(&fake, &work, pg, &["k1"], |c| with_callbacks(c, port, port)).await;
+    let mut changes = watch(&binary.client, ACME_KEY, "").await.expect("watch");
+    let ada = binary.connect("forget-noted-ada-5e21").await;
+    let bob = binary.connect("forget-noted-bob-77d0").await;
+    tokio::time::timeout(ARRIVAL, async {
+        while fake.channels(&ada.sub).is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("ada's channel opens");
+    let calendar = fake.calendar_ids(&ada.sub)[0].clone();
+    for id in ["kept", "moved-away"] {
+        Upsert::new(by_sub(&ada.sub), &calendar)
+            .event_id(id)
+            .send(&binary.client)
+            .await
+            .expect("write");
+    }
+    assert_eq!(fake.user_deletes_event(&ada.sub, &calendar, "moved-away").await, [200]);
+    let noticed = tokio::time::timeout(ARRIVAL, async {
+        loop {
+            let change = next(&mut changes).await;
+            if matches!(change.change, Some(pb::change::Change::Event(_))) {
+                break change;
+            }
+        }
+    })
+    .await
+    .expect("the user's deletion is noticed through a notification");
+    assert_eq!(noticed.sub, ada.sub);
+
+    binary
+        .client
+        .clone()
+        .forget_user(forget(
+            ACME_KEY,
+            pb::forget_user_request::User::UserRef("forget-noted-ada-5e21".into()),
+            true,
+        ))
+        .await
+        .expect("forget");
+    assert!(fake.channels(&ada.sub).is_empty(), "the channel is closed at Cronofy");
+    drop(binary);
+
+    let erased = [ada.sub.as_str(), "forget-noted-ada-5e21", calendar.as_str()];
+    match pg {
+        None => {
+            let bytes = database_bytes(&work);
+            for needle in erased {
+                assert!(!contains(&bytes, needle), "{needle} is still in the database file");
+            }
+            assert!(contains(&bytes, &bob.sub), "the scan sees what is there");
+        }
+        Some(pg) => {
+            assert_eq!(rows_mentioning(pg, &erased).await, 0);
+            assert!(rows_mentioning(pg, &[&bob.sub]).await > 0);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_user_erases_notifications_and_event_records_on_sqlite() {
+    forget_user_with_notifications(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_user_erases_notifications_and_event_records_on_postgres() {
+    let Some(pg) = PgTestDb::create().await else { return };
+    forget_user_with_notifications(Some(&pg)).await;
+}
+
 // ---------------------------------------------------------------- audit trail
