@@ -236,6 +236,11 @@ pub struct ChangeSettings {
     /// WatchChanges streams one tenant may hold open on one replica; more are
     /// refused RESOURCE_EXHAUSTED `WATCHERS_EXHAUSTED`.
     pub max_watchers_per_tenant: u32,
+    /// How often each open push notification channel is checked against
+    /// Cronofy's list (`GET /v1/channels`, one background call per grant);
+    /// one Cronofy closed is reopened and its gap reported.
+    #[serde(with = "humantime_serde")]
+    pub channel_check_interval: Duration,
 }
 
 impl Default for ChangeSettings {
@@ -245,6 +250,7 @@ impl Default for ChangeSettings {
             prune_interval: Duration::from_secs(60),
             poll_interval: Duration::from_millis(500),
             max_watchers_per_tenant: 64,
+            channel_check_interval: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -256,6 +262,12 @@ impl ChangeSettings {
         }
         if self.prune_interval.is_zero() {
             return Err(ConfigError::invalid("changes.prune_interval", "must be positive"));
+        }
+        if self.channel_check_interval < Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                "changes.channel_check_interval",
+                "must be at least 1m (each check is a call to Cronofy per grant)",
+            ));
         }
         if !(Duration::from_millis(50)..=Duration::from_secs(2)).contains(&self.poll_interval) {
             return Err(ConfigError::invalid(

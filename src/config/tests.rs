@@ -70,6 +70,7 @@ fn a_minimal_config_gets_the_contract_defaults() {
     assert_eq!(settings.upstream.breaker.failure_threshold, 5);
     assert_eq!(settings.tenants[0].client_secret.expose_secret(), "s3cret");
     assert!(settings.tls.is_none());
+    assert_eq!(settings.changes.channel_check_interval, Duration::from_secs(6 * 3600));
 }
 
 #[test]
@@ -91,6 +92,10 @@ fn errors_name_the_key() {
         (
             config("", "[upstream.breaker]\nfailure_threshold = 0"),
             "upstream.breaker.failure_threshold",
+        ),
+        (
+            config("", "[changes]\nchannel_check_interval = \"30s\""),
+            "changes.channel_check_interval",
         ),
     ];
     for (text, key) in cases {

@@ -1,7 +1,7 @@
 //! Push notification channels and the reads a notification leads to:
-//! `POST`/`DELETE /v1/channels` [docs: /developers/api/push-notifications/create-channel,
-//! /close-channel; cronofy-ruby `spec/lib/cronofy/client_spec.rb`: 200
-//! `{"channel": …}`, close 202], `GET /v1/events` [docs:
+//! `POST`/`GET`/`DELETE /v1/channels` [docs: /developers/api/push-notifications/create-channel,
+//! /list-channels, /close-channel; cronofy-ruby `spec/lib/cronofy/client_spec.rb`: 200
+//! `{"channel": …}`, list 200 `{"channels": […]}`, close 202], `GET /v1/events` [docs:
 //! /developers/api/events/read-events] and `GET /v1/userinfo` [docs:
 //! /developers/api/identity/userinfo].
 
@@ -22,6 +22,11 @@ struct ChannelResponse {
 #[derive(Deserialize)]
 struct CreatedChannel {
     channel_id: String,
+}
+
+#[derive(Deserialize)]
+struct ChannelList {
+    channels: Vec<CreatedChannel>,
 }
 
 /// One event of `GET /v1/events`.
@@ -83,6 +88,20 @@ impl CronofyClient {
         let response = check_status(send("create_channel", request).await?).await?;
         let created: ChannelResponse = decode(response, "channels").await?;
         Ok(created.channel.channel_id)
+    }
+
+    /// `GET /v1/channels` with the user's token: the ids of the account's
+    /// open channels (of this application: the token is the application's).
+    pub async fn list_channels(
+        &self,
+        endpoints: &Endpoints,
+        access_token: &SecretString,
+    ) -> Result<Vec<String>, CronofyError> {
+        let url = endpoints.url(Host::Api, &["v1", "channels"]);
+        let request = self.http.get(url).bearer_auth(access_token.expose_secret());
+        let response = check_status(send("list_channels", request).await?).await?;
+        let listed: ChannelList = decode(response, "channels").await?;
+        Ok(listed.channels.into_iter().map(|channel| channel.channel_id).collect())
     }
 
     /// `DELETE /v1/channels/{channel_id}`; Cronofy answers 202.

@@ -159,6 +159,9 @@ pub struct GrantChange {
     pub reason: GrantChangeReason,
     /// Where the user can relink a disconnected calendar profile, when Cronofy gave one.
     pub relink_url: Option<String>,
+    /// With [`GrantChangeReason::TrackingResumed`]: from when (Unix seconds)
+    /// event changes may not have been notified.
+    pub events_missed_since: Option<i64>,
 }
 
 /// Why a grant changed.
@@ -175,10 +178,13 @@ pub enum GrantChangeReason {
     ProfileDisconnected,
     /// The user relinked the profile; the grant is active again.
     ProfileReconnected,
+    /// Cronofy had closed the grant's channel; calgate opened a new one and
+    /// reads back what changed in the gap.
+    TrackingResumed,
 }
 
 impl GrantChangeReason {
-    /// As stored and shown to callers: `CONNECTED`, `REFRESH_REJECTED`, `REVOKED`.
+    /// As stored and shown to callers: `CONNECTED`, `REFRESH_REJECTED`, `REVOKED`, ….
     pub fn as_str(self) -> &'static str {
         match self {
             GrantChangeReason::Connected => "CONNECTED",
@@ -186,6 +192,7 @@ impl GrantChangeReason {
             GrantChangeReason::Revoked => "REVOKED",
             GrantChangeReason::ProfileDisconnected => "PROFILE_DISCONNECTED",
             GrantChangeReason::ProfileReconnected => "PROFILE_RECONNECTED",
+            GrantChangeReason::TrackingResumed => "TRACKING_RESUMED",
         }
     }
 
@@ -197,6 +204,7 @@ impl GrantChangeReason {
             "REVOKED" => Some(GrantChangeReason::Revoked),
             "PROFILE_DISCONNECTED" => Some(GrantChangeReason::ProfileDisconnected),
             "PROFILE_RECONNECTED" => Some(GrantChangeReason::ProfileReconnected),
+            "TRACKING_RESUMED" => Some(GrantChangeReason::TrackingResumed),
             _ => None,
         }
     }
@@ -209,6 +217,7 @@ impl GrantChange {
             status,
             reason,
             relink_url: None,
+            events_missed_since: None,
         }
     }
 }
@@ -246,6 +255,7 @@ mod tests {
             GrantChangeReason::Revoked,
             GrantChangeReason::ProfileDisconnected,
             GrantChangeReason::ProfileReconnected,
+            GrantChangeReason::TrackingResumed,
         ] {
             assert_eq!(GrantChangeReason::parse(reason.as_str()), Some(reason));
         }

@@ -160,6 +160,7 @@ impl App {
                 .map_or(DEFAULT_AUTHORIZATION_TTL, |c| c.authorization_ttl),
             tasks: tasks.clone(),
             change_retention: settings.changes.retention,
+            channel_check_interval: settings.changes.channel_check_interval,
             audit_retention: settings.audit.retention,
             max_watchers_per_tenant: settings.changes.max_watchers_per_tenant,
             refresh_ahead: settings.refresh_ahead,

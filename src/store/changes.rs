@@ -42,6 +42,9 @@ enum Payload {
         reason: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         relink_url: Option<String>,
+        /// Unix seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        events_missed_since: Option<i64>,
     },
     Event {
         calendar_id: String,
@@ -86,6 +89,7 @@ pub(super) fn grant_payload(change: &GrantChange) -> String {
         status: change.status.as_str().to_owned(),
         reason: change.reason.as_str().to_owned(),
         relink_url: change.relink_url.clone(),
+        events_missed_since: change.events_missed_since,
     };
     serde_json::to_string(&payload).expect("a payload of strings always serializes")
 }
@@ -97,10 +101,12 @@ fn decode_payload(text: &str) -> Result<ChangeKind, StoreError> {
             status,
             reason,
             relink_url,
+            events_missed_since,
         } => Ok(ChangeKind::Grant(GrantChange {
             status: GrantStatus::parse(&status).ok_or_else(corrupt)?,
             reason: GrantChangeReason::parse(&reason).ok_or_else(corrupt)?,
             relink_url,
+            events_missed_since,
         })),
         Payload::Event {
             calendar_id,
@@ -299,6 +305,7 @@ mod tests {
             status: GrantStatus::NeedsReauth,
             reason: GrantChangeReason::RefreshRejected,
             relink_url: None,
+            events_missed_since: None,
         };
         let text = grant_payload(&change);
         assert_eq!(

@@ -49,6 +49,17 @@ pub struct DueChannel {
     pub channel_attempts: i64,
 }
 
+/// A channel Cronofy just created.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenedChannel<'a> {
+    /// The key its callback URL names.
+    pub channel_key: &'a str,
+    /// Cronofy's channel id.
+    pub channel_id: &'a str,
+    /// Whether Cronofy lets calgate read the grant's own events.
+    pub events_readable: bool,
+}
+
 /// The grant a channel key names.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ChannelOwner {
@@ -97,32 +108,58 @@ impl Store {
         Ok(updated == 1)
     }
 
-    /// Cronofy created the channel. False when the grant moved on meanwhile
+    /// Cronofy created the channel; its first check against Cronofy's list is
+    /// due in `check_seconds`. False when the grant moved on meanwhile
     /// (revoked, or reconnected with another key): the caller closes it again.
+    /// A channel reopened after Cronofy closed one ([`Store::channel_missing`])
+    /// records the `TRACKING_RESUMED` change and queues a read of the events
+    /// changed since the gap began, in the same transaction.
     pub async fn channel_opened(
         &self,
         tenant: &str,
         sub: &str,
-        channel_key: &str,
-        channel_id: &str,
-        events_readable: bool,
+        opened: OpenedChannel<'_>,
+        check_seconds: i64,
     ) -> Result<bool, StoreError> {
-        let updated = with_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE grants SET channel_state = 'open', channel_id = $1, channel_error = NULL, \
-                 channel_due_at = NULL, event_tracking = $2 \
-                 WHERE tenant_id = $3 AND sub = $4 AND channel_key = $5 AND channel_state = 'pending'",
+        let (now, now_ms) = self.now();
+        let resumed = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let gap: Option<Option<i64>> = sqlx::query_scalar(
+                "SELECT channel_gap_since FROM grants \
+                 WHERE tenant_id = $1 AND sub = $2 AND channel_key = $3 AND channel_state = 'pending'",
             )
-            .bind(channel_id)
-            .bind(if events_readable { "on" } else { "off" })
             .bind(tenant)
             .bind(sub)
-            .bind(channel_key)
-            .execute(pool)
-            .await?
-            .rows_affected()
+            .bind(opened.channel_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(gap) = gap else {
+                return Ok(false);
+            };
+            sqlx::query(
+                "UPDATE grants SET channel_state = 'open', channel_id = $1, channel_error = NULL, \
+                 channel_due_at = NULL, event_tracking = $2, channel_check_at = $3, channel_seen_at = $4, \
+                 channel_gap_since = NULL WHERE tenant_id = $5 AND sub = $6",
+            )
+            .bind(opened.channel_id)
+            .bind(if opened.events_readable { "on" } else { "off" })
+            .bind(now.saturating_add(check_seconds))
+            .bind(now)
+            .bind(tenant)
+            .bind(sub)
+            .execute(&mut *tx)
+            .await?;
+            let resumed = match gap {
+                Some(since) => Some(tx.tracking_resumed(tenant, sub, opened.channel_key, since, now_ms).await?),
+                None => None,
+            };
+            tx.commit().await?;
+            resumed
         });
-        Ok(updated == 1)
+        if let Some(seq) = resumed {
+            self.feed.advance(tenant, seq);
+        }
+        Ok(true)
     }
 
     /// Creating the channel failed: try again in `after_seconds`.
@@ -149,11 +186,13 @@ impl Store {
         Ok(())
     }
 
-    /// The grant has no channel any more (revoked); returns the one it had.
+    /// The grant has no channel any more (revoked; a gap in its tracking no
+    /// longer matters); returns the one it had.
     pub async fn forget_channel(&self, tenant: &str, sub: &str) -> Result<Option<String>, StoreError> {
         let channel_id: Option<Option<String>> = with_pool!(self, pool => {
             sqlx::query_scalar(
-                "UPDATE grants SET channel_state = 'none', channel_due_at = NULL, channel_error = NULL \
+                "UPDATE grants SET channel_state = 'none', channel_due_at = NULL, channel_error = NULL, \
+                 channel_check_at = NULL, channel_gap_since = NULL \
                  WHERE tenant_id = $1 AND sub = $2 RETURNING channel_id",
             )
             .bind(tenant)
@@ -219,6 +258,7 @@ impl Store {
             status: to,
             reason,
             relink_url: relink_url.map(str::to_owned),
+            events_missed_since: None,
         });
         let kind = if connected {
             AuditKind::ProfileReconnected

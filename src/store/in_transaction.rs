@@ -6,7 +6,9 @@
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Transaction, Type};
 
-use super::{Store, audit, changes, grants};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use super::{Store, audit, changes, grants, notifications::notification_id};
 use crate::domain::{
     audit::{Actor, AuditEntry, AuditKind},
     changes::{GrantChange, GrantChangeReason},
@@ -63,6 +65,20 @@ pub(super) trait InTransaction {
         version: i64,
         attempt: &str,
     ) -> Result<Option<(Option<String>, i64)>, sqlx::Error>;
+
+    /// The grant's event tracking resumed on a new channel after Cronofy
+    /// closed the old one, unnoticed since `since` (Unix seconds): records
+    /// the `TRACKING_RESUMED` change and queues a read of the grant's events
+    /// changed since then, as a `change` notification on `channel_key` would.
+    /// Returns the change's number.
+    async fn tracking_resumed(
+        &mut self,
+        tenant: &str,
+        sub: &str,
+        channel_key: &str,
+        since: i64,
+        now_ms: i64,
+    ) -> Result<i64, sqlx::Error>;
 }
 
 /// What an audit row about a grant says.
@@ -213,5 +229,49 @@ where
         };
         self.record_grant_audit(store, tenant, sub, needs_reauth).await?;
         Ok(Some((reason, seq)))
+    }
+
+    async fn tracking_resumed(
+        &mut self,
+        tenant: &str,
+        sub: &str,
+        channel_key: &str,
+        since: i64,
+        now_ms: i64,
+    ) -> Result<i64, sqlx::Error> {
+        let status: String = sqlx::query_scalar("SELECT status FROM grants WHERE tenant_id = $1 AND sub = $2")
+            .bind(tenant)
+            .bind(sub)
+            .fetch_one(&mut **self)
+            .await?;
+        let status = GrantStatus::parse(&status)
+            .ok_or_else(|| sqlx::Error::Protocol(format!("unknown grant status {status:?}")))?;
+        let changes_since = OffsetDateTime::from_unix_timestamp(since)
+            .ok()
+            .and_then(|at| at.format(&Rfc3339).ok())
+            .ok_or_else(|| sqlx::Error::Protocol(format!("a channel gap at {since} is no time")))?;
+        let id = notification_id(
+            channel_key,
+            format!("tracking resumed since {changes_since}").as_bytes(),
+        );
+        let now = now_ms.div_euclid(1000);
+        sqlx::query(
+            "INSERT INTO notifications (id, tenant_id, sub, kind, changes_since, attempts, next_attempt_at, \
+             created_at) VALUES ($1, $2, $3, 'change', $4, 0, $5, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(tenant)
+        .bind(sub)
+        .bind(changes_since)
+        .bind(now)
+        .execute(&mut **self)
+        .await?;
+        let change = changes::grant_payload(&GrantChange {
+            status,
+            reason: GrantChangeReason::TrackingResumed,
+            relink_url: None,
+            events_missed_since: Some(since),
+        });
+        self.record_change(tenant, sub, &change, now_ms).await
     }
 }

@@ -8,6 +8,7 @@
 mod audit;
 mod authorizations;
 mod changes;
+mod channel_checks;
 mod channels;
 mod crypto;
 mod erasure;
@@ -38,7 +39,8 @@ use sqlx::{
 pub use audit::{AuditQuery, ChainReport};
 pub use authorizations::{AuthorizationRecord, AuthorizationStatus};
 pub use changes::{ChangeFeed, ChangePage, StreamPosition};
-pub use channels::{ChannelOwner, DueChannel, is_channel_key};
+pub use channel_checks::ChannelToCheck;
+pub use channels::{ChannelOwner, DueChannel, OpenedChannel, is_channel_key};
 pub use crypto::CryptoError;
 use crypto::TokenCipher;
 pub use erasure::{ForgottenUser, PurgeTarget, PurgedRows};

@@ -120,6 +120,7 @@ const NOTIFICATION_OUTCOMES: &[&str] = &[
     "dropped",
 ];
 const CALLBACK_OUTCOMES: &[&str] = &["handled", "refused"];
+const CHANNEL_CHECK_OUTCOMES: &[&str] = &["open", "missing", "failed"];
 /// The limits on peers that refuse or close something (see docs/security.md).
 pub const PEER_LIMITS: &[&str] = &[
     "grpc_connections",
@@ -161,6 +162,9 @@ pub struct Metrics {
     pub notifications: Family<OutcomeLabel, Counter>,
     /// Notifications waiting to be processed (counted at scrape time).
     pub notifications_queued: Gauge,
+    /// Checks of open channels against Cronofy's list: `open`, `missing`
+    /// (Cronofy had closed it; reopened), `failed` (retried in 5 minutes).
+    pub channel_checks: Family<OutcomeLabel, Counter>,
     /// WatchChanges streams open on this replica.
     pub change_watchers: Gauge,
     /// Requests to Cronofy the application's budget admitted or refused, from this replica.
@@ -212,6 +216,7 @@ impl Metrics {
         let revocations = Family::<OutcomeLabel, Counter>::default();
         let notifications = Family::<OutcomeLabel, Counter>::default();
         let notifications_queued = Gauge::default();
+        let channel_checks = Family::<OutcomeLabel, Counter>::default();
         let change_watchers = Gauge::default();
         let budget_requests = Family::<BudgetLabels, Counter>::default();
         let budget_limit = Family::<BudgetWindowLabels, Gauge>::default();
@@ -267,6 +272,11 @@ impl Metrics {
             "notifications_queued",
             "Push notifications waiting to be processed",
             notifications_queued.clone(),
+        );
+        registry.register(
+            "channel_checks",
+            "Checks of open push notification channels by outcome (open, missing, failed)",
+            channel_checks.clone(),
         );
         registry.register(
             "change_watchers",
@@ -327,6 +337,7 @@ impl Metrics {
         outcomes(&revocations, REVOCATION_OUTCOMES);
         outcomes(&notifications, NOTIFICATION_OUTCOMES);
         outcomes(&enterprise_callbacks, CALLBACK_OUTCOMES);
+        outcomes(&channel_checks, CHANNEL_CHECK_OUTCOMES);
         for status in GRANT_STATUSES {
             grants
                 .get_or_create(&StatusLabel {
@@ -339,6 +350,7 @@ impl Metrics {
             revocations,
             notifications,
             notifications_queued,
+            channel_checks,
             change_watchers,
             budget_requests,
             budget_limit,
@@ -409,6 +421,16 @@ impl Metrics {
     pub fn peer_refused(&self, limit: &'static str) {
         debug_assert!(PEER_LIMITS.contains(&limit), "{limit}");
         self.peer_refusals.get_or_create(&LimitLabel { limit }).inc();
+    }
+
+    /// Counts a channel check's outcome, one of [`CHANNEL_CHECK_OUTCOMES`].
+    pub fn channel_check(&self, outcome: &'static str) {
+        debug_assert!(CHANNEL_CHECK_OUTCOMES.contains(&outcome), "{outcome}");
+        self.channel_checks
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a push notification outcome.

@@ -17,18 +17,6 @@ async fn upsert(app: &TestApp, sub: &str, event_id: &str) -> Result<(), tonic::S
         .await
 }
 
-/// Polls the fake until `endpoint` has been called `count` times.
-async fn until_called(app: &TestApp, endpoint: Endpoint, count: usize) {
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
-    while app.fake.count(endpoint) < count {
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "{endpoint:?} was not called {count} times"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// PostgreSQL as the store; `spill` as store.spill_dir; calgate waits for a
 /// slow token answer (it must receive the rotated pair the store then refuses).
 fn on_postgres(db: &PgTestDb, spill: Option<&Path>) -> impl FnOnce(&mut Settings) {
@@ -62,7 +50,7 @@ async fn lose_the_store_mid_refresh(app: &TestApp, db: &PgTestDb, sub: &str) {
         });
         tokio::spawn(async move { client.clone().upsert_event(request).await })
     };
-    until_called(app, Endpoint::Token, tokens + 1).await;
+    app.until_called(Endpoint::Token, tokens + 1).await;
     db.refuse_connections().await;
     let status = write.await.expect("task").expect_err("the store refused the new pair");
     assert_status(&status, Code::Unavailable, "STORE_UNAVAILABLE");
@@ -174,7 +162,7 @@ async fn a_rotated_pair_is_spilled_before_the_store_is_tried() {
         });
         tokio::spawn(async move { client.clone().upsert_event(request).await })
     };
-    until_called(&app, Endpoint::Token, tokens + 1).await;
+    app.until_called(Endpoint::Token, tokens + 1).await;
     db.refuse_connections().await;
     let spilled = |dir: &Path| std::fs::read_dir(dir).map(|d| d.flatten().count()).unwrap_or(0);
     let give_up = tokio::time::Instant::now() + Duration::from_secs(20);

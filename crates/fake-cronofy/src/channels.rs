@@ -122,6 +122,33 @@ pub(super) async fn close_channel(
     }
 }
 
+/// `GET /v1/channels`: the account's open channels created by the bearer's
+/// application → 200 `{"channels": [{"channel_id", "callback_url", "filters"}]}`
+/// (docs /developers/api/push-notifications/list-channels; cronofy-ruby
+/// `Client#list_channels` and its spec).
+pub(super) async fn list_channels(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(response) = arrive_authenticated(&shared, Endpoint::ListChannels, "/v1/channels", &headers).await {
+        return response;
+    }
+    let state = shared.lock();
+    let (sub, _) = match authenticate(&state, &headers) {
+        Ok(bearer) => bearer,
+        Err(response) => return response,
+    };
+    let client_id = bearer_client(&state, &headers).unwrap_or_default();
+    let mut channels: Vec<(&String, &Channel)> = state
+        .channels
+        .iter()
+        .filter(|(_, channel)| channel.sub == sub && channel.client_id == client_id)
+        .collect();
+    channels.sort_by(|a, b| a.0.cmp(b.0));
+    let channels: Vec<Value> = channels
+        .into_iter()
+        .map(|(id, channel)| channel_json(id, channel))
+        .collect();
+    Json(json!({ "channels": channels })).into_response()
+}
+
 /// `GET /v1/userinfo`: the account and its profiles.
 pub(super) async fn userinfo(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Some(response) = arrive_authenticated(&shared, Endpoint::UserInfo, "/v1/userinfo", &headers).await {

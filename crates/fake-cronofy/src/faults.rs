@@ -36,6 +36,8 @@ pub enum Endpoint {
     CreateChannel,
     /// `DELETE /v1/channels/{channel_id}`.
     CloseChannel,
+    /// `GET /v1/channels`.
+    ListChannels,
     /// `GET /v1/events` and its pages.
     ReadEvents,
     /// `GET /v1/userinfo`.

@@ -167,6 +167,15 @@ impl FakeCronofy {
         channels
     }
 
+    /// Closes every channel of an account without telling anyone, as Cronofy
+    /// does after days of failed deliveries; returns how many were closed.
+    pub fn close_channels_silently(&self, sub: &str) -> usize {
+        let mut state = self.shared.lock();
+        let before = state.channels.len();
+        state.channels.retain(|_, channel| channel.sub != sub);
+        before - state.channels.len()
+    }
+
     /// The push notifications delivered so far, in order.
     pub fn notifications_sent(&self) -> Vec<SentNotification> {
         self.shared.lock().notifications_sent.clone()

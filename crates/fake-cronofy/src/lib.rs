@@ -120,7 +120,10 @@ impl FakeCronofy {
                 axum::routing::delete(api::bulk_delete).get(channels::read_events),
             )
             .route("/v1/events/pages/{token}", get(channels::read_events_page))
-            .route("/v1/channels", post(channels::create_channel))
+            .route(
+                "/v1/channels",
+                post(channels::create_channel).get(channels::list_channels),
+            )
             .route(
                 "/v1/channels/{channel_id}",
                 axum::routing::delete(channels::close_channel),

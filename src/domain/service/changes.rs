@@ -256,6 +256,7 @@ mod tests {
                 status: GrantStatus::Active,
                 reason: GrantChangeReason::Connected,
                 relink_url: None,
+                events_missed_since: None,
             }),
         }
     }

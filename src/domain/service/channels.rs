@@ -15,7 +15,7 @@ use crate::{
     cronofy::{CronofyClient, CronofyError},
     domain::{Error, Tenant, grant::GrantSelector, upstream},
     resilience::GuardError,
-    store::DueChannel,
+    store::{DueChannel, OpenedChannel},
 };
 use crate::{resilience::Resilience, store::Store};
 
@@ -28,6 +28,8 @@ pub struct Channels {
     pub(super) credentials: Arc<Credentials>,
     /// `callbacks.public_url`: where Cronofy posts notifications.
     pub(super) callback_base: Option<url::Url>,
+    /// `changes.channel_check_interval`.
+    pub(super) check_interval: std::time::Duration,
     /// Signalled when a connect leaves a channel to open.
     pub(super) due: tokio::sync::Notify,
 }
@@ -96,9 +98,15 @@ impl Channels {
             |token| { self.cronofy.create_channel(&tenant.app.endpoints, token, &callback_url) }
         )?;
         let readable = self.events_readable(tenant, &selector).await;
+        let opened = OpenedChannel {
+            channel_key: &due.channel_key,
+            channel_id: &channel_id,
+            events_readable: readable,
+        };
+        let check_seconds = self.check_interval.as_secs() as i64;
         let kept = self
             .store
-            .channel_opened(&tenant.id, &due.sub, &due.channel_key, &channel_id, readable)
+            .channel_opened(&tenant.id, &due.sub, opened, check_seconds)
             .await
             .map_err(|error| store_failure(&tenant.id, "recording a channel", &error))?;
         if kept {

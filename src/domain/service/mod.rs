@@ -73,6 +73,7 @@ macro_rules! call_with_refresh {
 
 mod availability;
 mod changes;
+mod channel_checks;
 mod channels;
 mod connect;
 mod credentials;
@@ -129,6 +130,9 @@ pub struct ServiceParts {
     pub tasks: Tasks,
     /// `changes.retention`.
     pub change_retention: Duration,
+    /// `changes.channel_check_interval`: how often each open channel is
+    /// checked against Cronofy's list.
+    pub channel_check_interval: Duration,
     /// How long audit rows are kept.
     pub audit_retention: Duration,
     /// `changes.max_watchers_per_tenant`.
@@ -184,6 +188,7 @@ impl Services {
             resilience: parts.resilience.clone(),
             credentials: credentials.clone(),
             callback_base: parts.callback_base.clone(),
+            check_interval: parts.channel_check_interval,
             due: tokio::sync::Notify::new(),
         });
         let connect = Arc::new(ConnectService {

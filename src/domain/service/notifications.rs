@@ -203,6 +203,7 @@ impl ChangeService {
         let mut running_tenants: HashMap<tokio::task::Id, String> = HashMap::new();
         loop {
             self.channels.open_due_channels(&tenants).await;
+            self.channels.check_open_channels(&tenants).await;
             for (id, tenant) in self.dispatch_notifications(&tenants, &mut running, &busy).await {
                 *busy.entry(tenant.clone()).or_default() += 1;
                 running_tenants.insert(id, tenant);

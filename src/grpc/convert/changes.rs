@@ -52,6 +52,7 @@ pub fn change(change: Change) -> pb::Change {
                 status: grant_status(grant.status) as i32,
                 reason: grant.reason.as_str().to_owned(),
                 relink_url: grant.relink_url.unwrap_or_default(),
+                events_missed_since: grant.events_missed_since.map(|seconds| Timestamp { seconds, nanos: 0 }),
             }),
             ChangeKind::Event(event) => pb::change::Change::Event(pb::EventChanged {
                 calendar_id: event.calendar_id,

@@ -302,3 +302,79 @@ async fn a_grant_that_lost_its_authorization_gets_a_new_channel_when_the_user_re
         "a new channel for the new authorization"
     );
 }
+
+/// Cronofy closes a channel whose deliveries keep failing, and tells nobody
+/// (docs: push-notifications). calgate looks for each open channel in
+/// `GET /v1/channels` every `changes.channel_check_interval`; a missing one
+/// is opened again, the watcher learns of the gap (`TRACKING_RESUMED`, with
+/// the last time the old channel was known open) and the changes made in the
+/// gap are read back and reported.
+#[tokio::test]
+async fn a_channel_cronofy_closed_without_notice_is_reopened_and_the_gap_read_back() {
+    let (app, _) = spawn_app_with_callbacks(|_| {}).await;
+    let mut stream = watch(&app.client, ACME_KEY, "").await.expect("watch");
+    let (grant, calendar) = connect_tracked(&app, "ada").await;
+    let opened_at = app.clock.now().unix_timestamp();
+    skip_connected(&mut stream).await;
+    Upsert::first_calendar(&app.fake, &grant.sub)
+        .event_id("interview")
+        .send(&app.client)
+        .await
+        .expect("upsert");
+    assert_eq!(app.fake.count(Endpoint::ListChannels), 0, "no check before it is due");
+
+    assert_eq!(app.fake.close_channels_silently(&grant.sub), 1);
+    // The user deletes the event: with the channel gone, nobody is told.
+    assert_eq!(
+        app.fake.user_deletes_event(&grant.sub, &calendar, "interview").await,
+        Vec::<u16>::new()
+    );
+    app.clock.advance(Duration::from_secs(6 * 3600 + 1));
+
+    let resumed = next(&mut stream).await;
+    assert_eq!(resumed.sub, grant.sub);
+    let change = grant_change(&resumed);
+    assert_eq!(change.reason, "TRACKING_RESUMED");
+    assert_eq!(change.status, pb::GrantStatus::Active as i32);
+    let since = change.events_missed_since.expect("events_missed_since").seconds;
+    assert!(
+        (opened_at..opened_at + 5).contains(&since),
+        "the gap begins when the old channel was last known open: {since} vs {opened_at}"
+    );
+    let deleted = next(&mut stream).await;
+    let event = event_change(&deleted);
+    assert_eq!(
+        (event.event_id.as_str(), event.kind),
+        ("interview", pb::EventChangeKind::Deleted as i32),
+        "the change made in the gap is read back"
+    );
+    assert!(app.fake.count(Endpoint::ListChannels) >= 1);
+    assert_eq!(app.fake.channels(&grant.sub).len(), 1, "a new channel");
+    let described = tracking_becomes(&app, &grant.sub, pb::ChangeTracking::Events).await;
+    assert!(described.change_tracking_error.is_empty());
+}
+
+/// A check finding the channel listed changes nothing; one Cronofy cannot
+/// answer is tried again later, and the channel stays as it was.
+#[tokio::test]
+async fn a_listed_channel_stays_and_a_failed_check_is_retried() {
+    let (app, _) = spawn_app_with_callbacks(|_| {}).await;
+    let (grant, _) = connect_tracked(&app, "ada").await;
+    let channel = app.fake.channels(&grant.sub);
+    let opened = app.fake.count(Endpoint::CreateChannel);
+
+    // Cronofy fails every check for a while: nothing is reopened.
+    app.fake.inject(Fault::status(Endpoint::ListChannels, 503).times(100));
+    app.clock.advance(Duration::from_secs(6 * 3600 + 1));
+    app.until_called(Endpoint::ListChannels, 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let failed = app.fake.count(Endpoint::ListChannels);
+    app.fake.clear_faults();
+    // Tried again five minutes later, when it finds the channel listed.
+    app.clock.advance(Duration::from_secs(301));
+    app.until_called(Endpoint::ListChannels, failed + 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(app.fake.channels(&grant.sub), channel, "the same channel");
+    assert_eq!(app.fake.count(Endpoint::CreateChannel), opened, "nothing reopened");
+    tracking_becomes(&app, &grant.sub, pb::ChangeTracking::Events).await;
+}

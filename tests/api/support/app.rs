@@ -10,7 +10,7 @@ use calgate::{
     grpc::pb::{self, calendar_write_service_client::CalendarWriteServiceClient},
     server::{App, Listeners},
 };
-use fake_cronofy::FakeCronofy;
+use fake_cronofy::{Endpoint, FakeCronofy};
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Request, Status, transport::Channel};
@@ -279,6 +279,18 @@ async fn spawn_app_from(
 }
 
 impl TestApp {
+    /// Polls the fake until `endpoint` has been called `count` times (10 s at most).
+    pub async fn until_called(&self, endpoint: Endpoint, count: usize) {
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.fake.count(endpoint) < count {
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "{endpoint:?} was not called {count} times"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the server and hands back the fake and files for a restart.
     /// Asserts a clean exit: `serve` returned Ok (the task did not panic)
     /// within [`STOP_WITHIN`].
