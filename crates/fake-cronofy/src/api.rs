@@ -14,7 +14,11 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{Endpoint, Shared, arrive, state::State as FakeState, validate};
+use super::{
+    Endpoint, Shared, arrive,
+    state::{ChangedBy, State as FakeState},
+    validate,
+};
 
 /// Records the request and applies a pending fault — only to a request with
 /// a valid bearer token: Cronofy authenticates before anything else can go
@@ -167,7 +171,11 @@ fn upsert(state: &mut FakeState, bearer: &Bearer, calendar_id: &str, event: Valu
         return rejected(json!(errors));
     }
     let event_id = event["event_id"].as_str().unwrap_or_default().to_owned();
-    account.put_event((bearer.client_id.clone(), calendar_id.to_owned(), event_id), event);
+    account.put_event(
+        (bearer.client_id.clone(), calendar_id.to_owned(), event_id),
+        event,
+        ChangedBy::Application,
+    );
     (StatusCode::ACCEPTED, None)
 }
 
@@ -186,7 +194,10 @@ fn delete(state: &mut FakeState, bearer: &Bearer, calendar_id: &str, body: &Valu
     if !can_delete(scope) {
         return (StatusCode::FORBIDDEN, None);
     }
-    account.drop_event(&(bearer.client_id.clone(), calendar_id.to_owned(), event_id.to_owned()));
+    account.drop_event(
+        &(bearer.client_id.clone(), calendar_id.to_owned(), event_id.to_owned()),
+        ChangedBy::Application,
+    );
     (StatusCode::ACCEPTED, None)
 }
 
@@ -291,7 +302,7 @@ pub(super) async fn bulk_delete(State(shared): State<Arc<Shared>>, headers: Head
         .cloned()
         .collect();
     for key in &doomed {
-        account.drop_event(key);
+        account.drop_event(key, ChangedBy::Application);
     }
     StatusCode::ACCEPTED.into_response()
 }

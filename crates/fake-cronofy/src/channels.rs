@@ -29,9 +29,11 @@ use super::{
     state::{Channel, PageToken, SentNotification, State as FakeState, random_token},
 };
 
-/// Providers whose users chose an access mode in which the application cannot
-/// see their calendar (Free/Busy and No-Access modes).
-const INVITE_ONLY_PROVIDERS: &[&str] = &["cronofy", "google_free_busy", "ms_graph_free_busy"];
+/// Providers whose users chose Free/Busy access mode: Cronofy does not sync
+/// their events' details, so the application cannot read their calendar. (A
+/// No-Access user's calendar, provider `cronofy`, is Cronofy's own and reads as
+/// any other.)
+const FREE_BUSY_PROVIDERS: &[&str] = &["google_free_busy", "ms_graph_free_busy"];
 
 fn can_write(scope: &str) -> bool {
     scope
@@ -207,8 +209,11 @@ pub(super) fn relink_url(profile_id: &str) -> String {
 /// `GET /v1/events`: `tzid` required. Managed events only with `only_managed=true`
 /// (any scope that writes events may read them; other events need
 /// `read_events`); `include_deleted` adds deleted ones; `last_modified` keeps
-/// those changed at or after it. Users in an invite-only access mode have no
-/// calendar the application can read: 403 (an assumption, the strict choice).
+/// those the user (not the application) changed at or after it (docs
+/// /developers/calendars-events/event-filtering). A No-Access calendar "acts as
+/// any other calendar in the Cronofy APIs" (docs access-modes/no-access); users
+/// in a Free/Busy access mode have no calendar the application can read: 403
+/// (an assumption, the strict choice).
 pub(super) async fn read_events(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<Vec<(String, String)>>,
@@ -232,16 +237,16 @@ pub(super) async fn read_events(
         }
     }
     let only_managed = params.get("only_managed") == Some(&"true");
-    let invite_only = state
+    let free_busy_only = state
         .accounts
         .get(&sub)
-        .is_some_and(|account| INVITE_ONLY_PROVIDERS.contains(&account.provider_name.as_str()));
+        .is_some_and(|account| FREE_BUSY_PROVIDERS.contains(&account.provider_name.as_str()));
     let allowed = if only_managed {
         can_write(&scope) || can_read_events(&scope)
     } else {
         can_read_events(&scope)
     };
-    if !allowed || invite_only {
+    if !allowed || free_busy_only {
         return (
             StatusCode::FORBIDDEN,
             Json(json!({"message": "insufficient permissions"})),
@@ -304,7 +309,12 @@ fn page_of_events(
         .event_log
         .iter()
         .filter(|((client, _, _), record)| {
-            client == client_id && since.is_none_or(|since| seconds(record.updated) >= seconds(since))
+            client == client_id
+                && since.is_none_or(|since| {
+                    record
+                        .externally_modified
+                        .is_some_and(|at| seconds(at) >= seconds(since))
+                })
         })
         .filter_map(|(key, record)| {
             let (_, calendar_id, event_id) = key;

@@ -28,7 +28,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Shared, channels};
+use super::{Shared, channels, state::ChangedBy};
 
 /// The `changes_since` a change notification carries: a second before now,
 /// unless a test pinned it.
@@ -56,7 +56,7 @@ pub(super) async fn user_deletes_event(
     let deleted = shared.lock().accounts.get_mut(sub).is_some_and(|account| {
         account
             .event_key(calendar_id, event_id)
-            .is_some_and(|key| account.drop_event(&key))
+            .is_some_and(|key| account.drop_event(&key, ChangedBy::User))
     });
     if !deleted {
         return None;
@@ -91,7 +91,7 @@ pub(super) async fn user_edits_event(shared: &Arc<Shared>, sub: &str, edit: Even
         if let Some(summary) = edit.summary {
             event["summary"] = json!(summary);
         }
-        account.put_event(key, event);
+        account.put_event(key, event, ChangedBy::User);
     }
     Some(notify_change(shared, sub, since).await)
 }

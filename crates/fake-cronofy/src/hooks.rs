@@ -167,6 +167,14 @@ impl FakeCronofy {
         channels
     }
 
+    /// The user changes every event the application wrote in the account, at
+    /// once and without a notification: each is externally modified now.
+    pub fn user_touches_all_events(&self, sub: &str) {
+        if let Some(account) = self.shared.lock().accounts.get_mut(sub) {
+            account.touch_all_events();
+        }
+    }
+
     /// Closes every channel of an account without telling anyone, as Cronofy
     /// does after days of failed deliveries; returns how many were closed.
     pub fn close_channels_silently(&self, sub: &str) -> usize {

@@ -50,21 +50,50 @@ pub(super) type EventKey = (String, String, String);
 pub(super) struct EventRecord {
     /// Last created, changed or deleted (Cronofy's `updated`).
     pub(super) updated: time::OffsetDateTime,
+    /// Last changed or deleted by the user rather than the application: what
+    /// `last_modified` filters on ("when they were last externally modified,
+    /// ie not by the application", docs /developers/calendars-events/event-filtering).
+    pub(super) externally_modified: Option<time::OffsetDateTime>,
     /// The event's last body, once deleted.
     pub(super) tombstone: Option<serde_json::Value>,
 }
 
+/// Who changed an event: the application through the API, or the user in their calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ChangedBy {
+    Application,
+    User,
+}
+
 impl Account {
-    /// Creates or replaces an event, noting when.
-    pub(super) fn put_event(&mut self, key: EventKey, event: serde_json::Value) {
+    /// Creates or replaces an event, noting when and by whom.
+    pub(super) fn put_event(&mut self, key: EventKey, event: serde_json::Value, by: ChangedBy) {
+        self.note_change(&key, by, None);
+        self.events.insert(key, event);
+    }
+
+    fn note_change(&mut self, key: &EventKey, by: ChangedBy, tombstone: Option<serde_json::Value>) {
+        let now = time::OffsetDateTime::now_utc();
+        let earlier = self.event_log.get(key).and_then(|record| record.externally_modified);
+        let externally_modified = if by == ChangedBy::User { Some(now) } else { earlier };
         self.event_log.insert(
             key.clone(),
             EventRecord {
-                updated: time::OffsetDateTime::now_utc(),
-                tombstone: None,
+                updated: now,
+                externally_modified,
+                tombstone,
             },
         );
-        self.events.insert(key, event);
+    }
+
+    /// Every event the application wrote is changed by the user now (tests
+    /// use it to make many changes at once, without a notification).
+    pub(super) fn touch_all_events(&mut self) {
+        let now = time::OffsetDateTime::now_utc();
+        for record in self.event_log.values_mut() {
+            record.updated = now;
+            record.externally_modified = Some(now);
+        }
     }
 
     /// The key of the live event with this calendar and `event_id`, whichever
@@ -77,17 +106,11 @@ impl Account {
     }
 
     /// Deletes an event, keeping its tombstone; false when there was none.
-    pub(super) fn drop_event(&mut self, key: &EventKey) -> bool {
+    pub(super) fn drop_event(&mut self, key: &EventKey, by: ChangedBy) -> bool {
         let Some(event) = self.events.remove(key) else {
             return false;
         };
-        self.event_log.insert(
-            key.clone(),
-            EventRecord {
-                updated: time::OffsetDateTime::now_utc(),
-                tombstone: Some(event),
-            },
-        );
+        self.note_change(key, by, Some(event));
         true
     }
 }

@@ -177,3 +177,73 @@ async fn an_application_reaches_only_its_own_users() {
     assert_eq!(revoke("a", "secret-a", ada.sub.clone()).await, 200);
     assert_eq!(fake.revoked_subs("a"), vec![ada.sub]);
 }
+
+/// `last_modified` keeps only events the user changed ("last externally
+/// modified, ie not by the application"); the list of channels holds the
+/// account's channels until Cronofy closes them, silently or not.
+#[tokio::test]
+async fn change_reads_hold_only_the_users_changes_and_channels_are_listed() {
+    let fake = FakeCronofy::start().await.expect("fake");
+    fake.register_client("a", "secret-a");
+    let ada = fake.connect_account("a", "free_busy_write");
+    let client = http().build().expect("client");
+    let api = fake.api_base_url();
+    for id in ["mine", "theirs"] {
+        let status = client
+            .post(format!("{api}v1/calendars/{}/events", ada.calendar_id))
+            .bearer_auth(&ada.access_token)
+            .json(&json!({"event_id": id, "summary": id, "start": "2026-12-01T09:00:00Z",
+                "end": "2026-12-01T10:00:00Z", "tzid": "Etc/UTC"}))
+            .send()
+            .await
+            .expect("upsert")
+            .status();
+        assert_eq!(status.as_u16(), 202);
+    }
+    fake.user_deletes_event(&ada.sub, &ada.calendar_id, "theirs").await;
+    let read = client
+        .get(format!(
+            "{api}v1/events?tzid=Etc/UTC&only_managed=true&include_deleted=true&last_modified=2020-01-01T00:00:00Z"
+        ))
+        .bearer_auth(&ada.access_token)
+        .send()
+        .await
+        .expect("read")
+        .json::<Value>()
+        .await
+        .expect("JSON");
+    let ids: Vec<&str> = read["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["event_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["theirs"], "the application's own write is not an external change");
+
+    let list = || async {
+        client
+            .get(format!("{api}v1/channels"))
+            .bearer_auth(&ada.access_token)
+            .send()
+            .await
+            .expect("list")
+            .json::<Value>()
+            .await
+            .expect("JSON")["channels"]
+            .as_array()
+            .expect("channels")
+            .len()
+    };
+    assert_eq!(list().await, 0);
+    let created = client
+        .post(format!("{api}v1/channels"))
+        .bearer_auth(&ada.access_token)
+        .json(&json!({"callback_url": "http://127.0.0.1:9/hook", "filters": {"only_managed": true}}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status().as_u16(), 200);
+    assert_eq!(list().await, 1);
+    assert_eq!(fake.close_channels_silently(&ada.sub), 1);
+    assert_eq!(list().await, 0);
+}

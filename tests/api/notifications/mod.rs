@@ -291,6 +291,8 @@ async fn every_page_of_changed_events_is_read() {
     let (grant, calendar) = connect_tracked(&app, "ada").await;
     skip_connected(&mut stream).await;
     write_events(&app, &grant.sub, 5).await;
+    // Only the user's changes come back in a change read: the user touches all five.
+    app.fake.user_touches_all_events(&grant.sub);
     app.fake.set_event_page_size(2);
     // Changes since a minute ago: all five events, three pages; the deleted
     // one (evt-004) is on the last.
@@ -322,6 +324,7 @@ async fn changes_past_a_minutes_pages_are_read_the_next_minute_from_where_readin
     skip_connected(&mut stream).await;
     const EVENTS: usize = 102; // one page each: two more than a minute's 100 pages
     write_events(&app, &grant.sub, EVENTS).await;
+    app.fake.user_touches_all_events(&grant.sub);
     app.fake.set_event_page_size(1);
     let minute_ago = minute_ago();
     app.fake.pin_changes_since(Some(&minute_ago));
@@ -439,4 +442,30 @@ async fn forged_or_misdirected_notifications_are_refused_and_unknown_types_ignor
     assert_eq!(status, pb::GrantStatus::Active as i32);
     assert_eq!(app.fake.user_deletes_event(&grant.sub, &calendar, "kept").await, [200]);
     assert_eq!(event_change(&next(&mut stream).await).event_id, "kept");
+}
+
+/// A No-Access user's calendar is Cronofy's own and "acts as any other
+/// calendar in the Cronofy APIs" (docs: access-modes/no-access): calgate
+/// reads back its events like any other, so the user's changes are tracked.
+#[tokio::test]
+async fn a_no_access_users_events_are_tracked_like_any_other() {
+    let (app, _) = spawn_app_with_callbacks(|_| {}).await;
+    let mut stream = watch(&app.client, ACME_KEY, "").await.expect("watch");
+    app.fake.set_next_authorization(NextAuthorization {
+        provider_name: Some("cronofy".into()),
+        ..Default::default()
+    });
+    let (grant, calendar) = connect_tracked(&app, "ada").await;
+    skip_connected(&mut stream).await;
+    Upsert::first_calendar(&app.fake, &grant.sub)
+        .event_id("invite")
+        .send(&app.client)
+        .await
+        .expect("upsert");
+    assert_eq!(
+        app.fake.user_deletes_event(&grant.sub, &calendar, "invite").await,
+        [200]
+    );
+    let deleted = next(&mut stream).await;
+    assert_eq!(event_change(&deleted).event_id, "invite");
 }
