@@ -21,7 +21,7 @@ use serde::Serialize;
 pub use error::{CronofyError, UpstreamFieldError};
 pub use hosts::{DataCenter, Endpoints, Host};
 use model::CalendarsResponse;
-pub use model::{CalendarEntry, FreeBusyEntry, LinkingProfile, TokenResponse, UserInfo, UserInfoData};
+pub use model::{CalendarEntry, FreeBusyEntry, LinkingProfile, ProfileCalendar, TokenResponse, UserInfo, UserInfoData};
 pub use notifications::ReadEvent;
 
 use response::{body_bytes, check_status, decode, expect_success, oauth_error, send};

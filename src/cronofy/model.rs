@@ -64,6 +64,7 @@ impl TokenResponse {
                         .or_else(|| same.and_then(|p| p.profile_name.clone())),
                     profile_connected: same.and_then(|p| p.profile_connected),
                     profile_relink_url: same.and_then(|p| p.profile_relink_url.clone()),
+                    profile_calendars: Vec::new(),
                 }
             }
             None => match profiles {
@@ -88,6 +89,10 @@ pub struct UserInfoData {
     /// The account's calendar profiles.
     #[serde(default)]
     pub profiles: Vec<LinkingProfile>,
+    /// The account's conferencing profiles (Zoom, Teams…) [docs:
+    /// /developers/api/conferencing-services/conferencing-profiles].
+    #[serde(default)]
+    pub conferencing_profiles: Vec<LinkingProfile>,
 }
 
 /// The calendar profile linked by an authorization.
@@ -111,6 +116,16 @@ pub struct LinkingProfile {
     /// UserInfo: where the user relinks a disconnected profile.
     #[serde(default)]
     pub profile_relink_url: Option<String>,
+    /// UserInfo: a calendar profile's calendars.
+    #[serde(default)]
+    pub profile_calendars: Vec<ProfileCalendar>,
+}
+
+/// One calendar of a UserInfo profile, as far as calgate reads it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ProfileCalendar {
+    /// `cal_…`.
+    pub calendar_id: String,
 }
 
 impl LinkingProfile {

@@ -6,7 +6,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use time::{Date, OffsetDateTime, format_description::well_known::Rfc3339};
 
-use super::{event::EventTime, grant::GrantStatus};
+use super::{event::EventTime, grant::GrantStatus, profile::Profile};
 
 /// A position in one tenant's change stream: the number of the last change a
 /// watcher processed. Shown to callers as `c<number>`; callers treat it as opaque.
@@ -162,6 +162,8 @@ pub struct GrantChange {
     /// With [`GrantChangeReason::TrackingResumed`]: from when (Unix seconds)
     /// event changes may not have been notified.
     pub events_missed_since: Option<i64>,
+    /// With a profile reason: the account's profiles and their states now.
+    pub profiles: Vec<Profile>,
 }
 
 /// Why a grant changed.
@@ -181,6 +183,11 @@ pub enum GrantChangeReason {
     /// Cronofy had closed the grant's channel; calgate opened a new one and
     /// reads back what changed in the gap.
     TrackingResumed,
+    /// A conferencing profile was disconnected: integrated conferencing on
+    /// writes fails until the user relinks it.
+    ConferencingProfileDisconnected,
+    /// A disconnected conferencing profile is connected again.
+    ConferencingProfileReconnected,
 }
 
 impl GrantChangeReason {
@@ -193,6 +200,8 @@ impl GrantChangeReason {
             GrantChangeReason::ProfileDisconnected => "PROFILE_DISCONNECTED",
             GrantChangeReason::ProfileReconnected => "PROFILE_RECONNECTED",
             GrantChangeReason::TrackingResumed => "TRACKING_RESUMED",
+            GrantChangeReason::ConferencingProfileDisconnected => "CONFERENCING_PROFILE_DISCONNECTED",
+            GrantChangeReason::ConferencingProfileReconnected => "CONFERENCING_PROFILE_RECONNECTED",
         }
     }
 
@@ -205,6 +214,8 @@ impl GrantChangeReason {
             "PROFILE_DISCONNECTED" => Some(GrantChangeReason::ProfileDisconnected),
             "PROFILE_RECONNECTED" => Some(GrantChangeReason::ProfileReconnected),
             "TRACKING_RESUMED" => Some(GrantChangeReason::TrackingResumed),
+            "CONFERENCING_PROFILE_DISCONNECTED" => Some(GrantChangeReason::ConferencingProfileDisconnected),
+            "CONFERENCING_PROFILE_RECONNECTED" => Some(GrantChangeReason::ConferencingProfileReconnected),
             _ => None,
         }
     }
@@ -218,6 +229,7 @@ impl GrantChange {
             reason,
             relink_url: None,
             events_missed_since: None,
+            profiles: Vec::new(),
         }
     }
 }
@@ -256,6 +268,8 @@ mod tests {
             GrantChangeReason::ProfileDisconnected,
             GrantChangeReason::ProfileReconnected,
             GrantChangeReason::TrackingResumed,
+            GrantChangeReason::ConferencingProfileDisconnected,
+            GrantChangeReason::ConferencingProfileReconnected,
         ] {
             assert_eq!(GrantChangeReason::parse(reason.as_str()), Some(reason));
         }

@@ -137,7 +137,8 @@ impl UnknownAvailability {
     /// Why calgate cannot know the grant's availability, if it cannot.
     pub fn of(grant: &crate::domain::grant::Grant) -> Option<&'static str> {
         use crate::domain::grant::{AccessMode, GrantStatus};
-        if grant.status == GrantStatus::ProfileDisconnected {
+        if grant.status == GrantStatus::ProfileDisconnected || grant.profiles.disconnected_calendars().next().is_some()
+        {
             Some("the user's calendar profile is disconnected at Cronofy and no longer synced; the user must relink it")
         } else if grant.access_mode() == AccessMode::NoAccess {
             Some("connected in No-Access mode: Cronofy knows only the events this application wrote, not the calendar")

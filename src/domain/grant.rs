@@ -5,6 +5,8 @@ use std::fmt;
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
+use super::profile::Profiles;
+
 /// How a grant was connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectMode {
@@ -136,6 +138,9 @@ pub struct Grant {
     pub status_reason: Option<StatusReason>,
     /// Where the user relinks a disconnected profile, when Cronofy gave one.
     pub relink_url: Option<String>,
+    /// The account's profiles as UserInfo last described them (none until
+    /// calgate has read it).
+    pub profiles: Profiles,
     /// Whether calgate hears of changes Cronofy sees.
     pub change_tracking: ChangeTracking,
 }

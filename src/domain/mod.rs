@@ -8,6 +8,7 @@ pub mod error;
 pub mod event;
 pub mod event_ids;
 pub mod grant;
+pub mod profile;
 pub mod reads;
 mod refresh;
 pub mod rules;
@@ -17,6 +18,7 @@ pub mod state;
 mod token_cache;
 mod upstream;
 mod usage;
+pub mod write_gate;
 
 pub use crate::clock::Clock;
 pub use error::{Error, FieldViolation, FieldViolations, MAX_FIELD_VIOLATIONS, Violations};

@@ -50,6 +50,8 @@ pub(super) struct CachedToken {
     pub(super) access_expires_at: OffsetDateTime,
     pub(super) kind: GrantKind,
     pub(super) access_mode: AccessMode,
+    /// The grant's disconnected profiles, checked by writes.
+    pub(super) gate: std::sync::Arc<super::write_gate::WriteGate>,
 }
 
 impl std::fmt::Debug for CachedToken {
@@ -167,6 +169,7 @@ mod tests {
             access_expires_at: OffsetDateTime::now_utc(),
             kind: GrantKind::User,
             access_mode: AccessMode::ReadWrite,
+            gate: Default::default(),
         }
     }
 

@@ -19,6 +19,7 @@ use super::{Store, StoreError, with_pool};
 use crate::domain::{
     changes::{Change, ChangeKind, Cursor, EventChange, EventChangeKind, GrantChange, GrantChangeReason, SeenTime},
     grant::GrantStatus,
+    profile::Profile,
 };
 
 /// Takes the tenant's next change number ($1 tenant), locking its sequence row
@@ -45,6 +46,8 @@ enum Payload {
         /// Unix seconds.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         events_missed_since: Option<i64>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        profiles: Vec<Profile>,
     },
     Event {
         calendar_id: String,
@@ -90,6 +93,7 @@ pub(super) fn grant_payload(change: &GrantChange) -> String {
         reason: change.reason.as_str().to_owned(),
         relink_url: change.relink_url.clone(),
         events_missed_since: change.events_missed_since,
+        profiles: change.profiles.clone(),
     };
     serde_json::to_string(&payload).expect("a payload of strings always serializes")
 }
@@ -102,11 +106,13 @@ fn decode_payload(text: &str) -> Result<ChangeKind, StoreError> {
             reason,
             relink_url,
             events_missed_since,
+            profiles,
         } => Ok(ChangeKind::Grant(GrantChange {
             status: GrantStatus::parse(&status).ok_or_else(corrupt)?,
             reason: GrantChangeReason::parse(&reason).ok_or_else(corrupt)?,
             relink_url,
             events_missed_since,
+            profiles,
         })),
         Payload::Event {
             calendar_id,
@@ -306,6 +312,7 @@ mod tests {
             reason: GrantChangeReason::RefreshRejected,
             relink_url: None,
             events_missed_since: None,
+            profiles: Vec::new(),
         };
         let text = grant_payload(&change);
         assert_eq!(

@@ -6,14 +6,20 @@ use rand::Rng;
 use super::{
     Store, StoreError,
     changes::grant_payload,
-    in_transaction::{GrantAudit, InTransaction},
+    in_transaction::{GrantAudit, InTransaction, QueuedRead},
+    notifications::notification_id,
     with_pool,
 };
 use crate::domain::{
     audit::{Actor, AuditKind},
     changes::{GrantChange, GrantChangeReason},
     grant::GrantStatus,
+    profile::{ProfileKind, Profiles, ProfilesChange},
 };
+
+/// The kind of the queued read of an account's profiles calgate makes when a
+/// channel opens (its own, in the namespace of Cronofy's `profile_…` types).
+pub const PROFILE_READ: &str = "profile_read_by_calgate";
 
 /// Length of a channel key: `n` and 32 hex digits (128 random bits).
 const CHANNEL_KEY_LEN: usize = 33;
@@ -113,7 +119,8 @@ impl Store {
     /// (revoked, or reconnected with another key): the caller closes it again.
     /// A channel reopened after Cronofy closed one ([`Store::channel_missing`])
     /// records the `TRACKING_RESUMED` change and queues a read of the events
-    /// changed since the gap began, in the same transaction.
+    /// changed since the gap began, in the same transaction. Every opening
+    /// queues a read of the account's profiles.
     pub async fn channel_opened(
         &self,
         tenant: &str,
@@ -149,6 +156,11 @@ impl Store {
             .bind(sub)
             .execute(&mut *tx)
             .await?;
+            // What the account's profiles are is read once the channel is open
+            // (and again on each profile notification).
+            let id = notification_id(opened.channel_key, format!("profiles of {}", opened.channel_id).as_bytes());
+            let read = QueuedRead { id: &id, kind: PROFILE_READ, changes_since: None };
+            tx.queue_read(tenant, sub, read, now_ms).await?;
             let resumed = match gap {
                 Some(since) => Some(tx.tracking_resumed(tenant, sub, opened.channel_key, since, now_ms).await?),
                 None => None,
@@ -227,65 +239,54 @@ impl Store {
         Ok(())
     }
 
-    /// Records what UserInfo says of the grant's profiles: an active grant
-    /// whose profile is disconnected becomes PROFILE_DISCONNECTED (with the
-    /// relink URL), a disconnected one whose profiles are connected again
-    /// becomes ACTIVE; each with its change, in one transaction. Returns the
-    /// change's number, None when nothing changed.
-    pub async fn set_profile_connected(
-        &self,
-        tenant: &str,
-        sub: &str,
-        connected: bool,
-        relink_url: Option<&str>,
-    ) -> Result<Option<i64>, StoreError> {
+    /// Records what UserInfo says of the grant's profiles. The grant is
+    /// PROFILE_DISCONNECTED while every calendar profile is disconnected
+    /// (relink_url: the first one's), ACTIVE otherwise; writes to a
+    /// disconnected profile's calendars are refused either way. A profile
+    /// connected or disconnected records a change (and, for a calendar
+    /// profile, an audit row), in one transaction. A grant that needs its
+    /// user again, or was revoked, is left alone. Returns the change's number,
+    /// None when no profile's state changed.
+    pub async fn set_profiles(&self, tenant: &str, sub: &str, profiles: &Profiles) -> Result<Option<i64>, StoreError> {
         let (now, now_ms) = self.now();
-        let (from, to, reason) = if connected {
-            (
-                GrantStatus::ProfileDisconnected,
-                GrantStatus::Active,
-                GrantChangeReason::ProfileReconnected,
-            )
-        } else {
-            (
-                GrantStatus::Active,
-                GrantStatus::ProfileDisconnected,
-                GrantChangeReason::ProfileDisconnected,
-            )
-        };
-        let relink_url = relink_url.filter(|_| !connected);
-        let change = grant_payload(&GrantChange {
-            status: to,
-            reason,
-            relink_url: relink_url.map(str::to_owned),
-            events_missed_since: None,
-        });
-        let kind = if connected {
-            AuditKind::ProfileReconnected
-        } else {
-            AuditKind::ProfileDisconnected
-        };
         let seq = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let updated = sqlx::query(
-                "UPDATE grants SET status = $1, relink_url = $2, version = version + 1, updated_at = $3 \
-                 WHERE tenant_id = $4 AND sub = $5 AND status = $6",
+            let row: Option<(String, Option<String>)> =
+                sqlx::query_as("SELECT status, profiles FROM grants WHERE tenant_id = $1 AND sub = $2")
+                    .bind(tenant)
+                    .bind(sub)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some((status, stored)) = row else { return Ok(None) };
+            let corrupt = |what: &str| StoreError::Corrupt(format!("grant column {what}"));
+            let from = GrantStatus::parse(&status).ok_or_else(|| corrupt("status"))?;
+            if !matches!(from, GrantStatus::Active | GrantStatus::ProfileDisconnected) {
+                return Ok(None);
+            }
+            let before = Profiles::from_stored(stored.as_deref()).ok_or_else(|| corrupt("profiles"))?;
+            let to = if profiles.all_calendars_disconnected() {
+                GrantStatus::ProfileDisconnected
+            } else {
+                GrantStatus::Active
+            };
+            let relink_url = profiles.disconnected_calendars().find_map(|p| p.relink_url.clone());
+            let status_changed = to != from;
+            sqlx::query(
+                "UPDATE grants SET status = $1, relink_url = $2, profiles = $3, updated_at = $4, \
+                 version = version + $5 WHERE tenant_id = $6 AND sub = $7",
             )
             .bind(to.as_str())
-            .bind(relink_url)
+            .bind(relink_url.as_deref().filter(|_| to == GrantStatus::ProfileDisconnected))
+            .bind(profiles.to_stored())
             .bind(now)
+            .bind(i64::from(status_changed))
             .bind(tenant)
             .bind(sub)
-            .bind(from.as_str())
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            let seq = if updated == 1 {
-                let cronofy = Actor::cronofy();
-                let audit = GrantAudit { kind, actor: &cronofy, detail: String::new(), now_ms };
-                Some(tx.record_grant_change(self, tenant, sub, audit, &change).await?)
-            } else {
-                None
+            .await?;
+            let seq = match profiles.change_from(&before) {
+                None => None,
+                Some(change) => Some(record_profiles_change(&mut tx, self, tenant, sub, (to, change), profiles, now_ms).await?),
             };
             tx.commit().await?;
             seq
@@ -294,6 +295,60 @@ impl Store {
             self.feed.advance(tenant, seq);
         }
         Ok(seq)
+    }
+}
+
+/// Records the change (and, for a calendar profile, the audit row) of the
+/// grant's profiles changing as `change` says, the grant now `status`.
+async fn record_profiles_change<T: InTransaction>(
+    tx: &mut T,
+    store: &Store,
+    tenant: &str,
+    sub: &str,
+    (status, change): (GrantStatus, ProfilesChange),
+    profiles: &Profiles,
+    now_ms: i64,
+) -> Result<i64, sqlx::Error> {
+    let (reason, audit) = match change {
+        ProfilesChange::Disconnected => (
+            GrantChangeReason::ProfileDisconnected,
+            Some(AuditKind::ProfileDisconnected),
+        ),
+        ProfilesChange::Reconnected => (
+            GrantChangeReason::ProfileReconnected,
+            Some(AuditKind::ProfileReconnected),
+        ),
+        ProfilesChange::ConferencingDisconnected => (GrantChangeReason::ConferencingProfileDisconnected, None),
+        ProfilesChange::ConferencingReconnected => (GrantChangeReason::ConferencingProfileReconnected, None),
+    };
+    let relink_url = match change {
+        ProfilesChange::Disconnected => profiles.disconnected_calendars().find_map(|p| p.relink_url.clone()),
+        ProfilesChange::ConferencingDisconnected => profiles
+            .0
+            .iter()
+            .find(|p| p.kind == ProfileKind::Conferencing && !p.connected)
+            .and_then(|p| p.relink_url.clone()),
+        _ => None,
+    };
+    let payload = grant_payload(&GrantChange {
+        status,
+        reason,
+        relink_url,
+        events_missed_since: None,
+        profiles: profiles.0.clone(),
+    });
+    match audit {
+        Some(kind) => {
+            let cronofy = Actor::cronofy();
+            let audit = GrantAudit {
+                kind,
+                actor: &cronofy,
+                detail: String::new(),
+                now_ms,
+            };
+            tx.record_grant_change(store, tenant, sub, audit, &payload).await
+        }
+        None => tx.record_change(tenant, sub, &payload, now_ms).await,
     }
 }
 

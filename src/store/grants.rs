@@ -16,6 +16,7 @@ use crate::domain::{
     grant::{
         ChangeTracking, ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus, StatusReason, StoredGrant, Tokens,
     },
+    profile::Profiles,
 };
 
 /// A grant as received from Cronofy, ready to store.
@@ -67,6 +68,7 @@ pub(super) struct GrantRow {
     channel_error: Option<String>,
     event_tracking: String,
     relink_url: Option<String>,
+    profiles: Option<String>,
     bound_user_ref: Option<String>,
 }
 
@@ -74,7 +76,7 @@ pub(super) struct GrantRow {
 pub(super) const SELECT_BY_SUB: &str = "SELECT g.sub, g.account_id, g.scope, g.connect_mode, g.kind, g.status, \
      g.provider_name, g.profile_name, g.free_busy_mode, g.key_id, g.access_token, g.refresh_token, \
      g.access_expires_at, g.version, g.created_at, g.updated_at, g.status_reason, g.channel_state, \
-     g.channel_error, g.event_tracking, g.relink_url, (SELECT u.user_ref FROM user_refs u WHERE u.tenant_id = $1 AND u.sub = g.sub \
+     g.channel_error, g.event_tracking, g.relink_url, g.profiles, (SELECT u.user_ref FROM user_refs u WHERE u.tenant_id = $1 AND u.sub = g.sub \
       ORDER BY u.bound_at DESC, u.user_ref DESC LIMIT 1) AS bound_user_ref \
      FROM grants g WHERE g.tenant_id = $1 AND g.sub = $2";
 
@@ -82,7 +84,7 @@ pub(super) const SELECT_BY_SUB: &str = "SELECT g.sub, g.account_id, g.scope, g.c
 const SELECT_BY_USER_REF: &str = "SELECT g.sub, g.account_id, g.scope, g.connect_mode, g.kind, g.status, \
      g.provider_name, g.profile_name, g.free_busy_mode, g.key_id, g.access_token, g.refresh_token, \
      g.access_expires_at, g.version, g.created_at, g.updated_at, g.status_reason, g.channel_state, \
-     g.channel_error, g.event_tracking, g.relink_url, u.user_ref AS bound_user_ref \
+     g.channel_error, g.event_tracking, g.relink_url, g.profiles, u.user_ref AS bound_user_ref \
      FROM user_refs u JOIN grants g ON g.tenant_id = u.tenant_id AND g.sub = u.sub \
      WHERE u.tenant_id = $1 AND u.user_ref = $2";
 
@@ -95,7 +97,7 @@ const UPSERT_GRANT: &str = "INSERT INTO grants (tenant_id, sub, account_id, scop
      free_busy_mode = excluded.free_busy_mode, key_id = excluded.key_id, access_token = excluded.access_token, \
      refresh_token = excluded.refresh_token, access_expires_at = excluded.access_expires_at, \
      version = grants.version + 1, updated_at = excluded.updated_at, refresh_unsure_since = NULL, \
-     status_reason = NULL, relink_url = NULL, last_used_at = excluded.last_used_at, refresh_claimed_until = NULL";
+     status_reason = NULL, relink_url = NULL, profiles = NULL, last_used_at = excluded.last_used_at, refresh_claimed_until = NULL";
 
 /// A connected user grant's channel is to be created (unless one is open):
 /// ($1 tenant, $2 sub, $3 now, $4 a new channel key, kept if one exists).
@@ -396,6 +398,7 @@ impl Store {
             updated_at: timestamp(row.updated_at).ok_or_else(|| corrupt("updated_at"))?,
             status_reason: row.status_reason.as_deref().and_then(StatusReason::parse),
             relink_url: row.relink_url,
+            profiles: Profiles::from_stored(row.profiles.as_deref()).ok_or_else(|| corrupt("profiles"))?,
             change_tracking: match (row.channel_state.as_str(), row.event_tracking.as_str()) {
                 ("pending", _) => ChangeTracking::Pending {
                     error: row.channel_error,

@@ -66,6 +66,16 @@ pub(super) trait InTransaction {
         attempt: &str,
     ) -> Result<Option<(Option<String>, i64)>, sqlx::Error>;
 
+    /// Queues work for the notification worker as if Cronofy had notified
+    /// it (`read`), due at once; the same id twice is one row.
+    async fn queue_read(
+        &mut self,
+        tenant: &str,
+        sub: &str,
+        read: QueuedRead<'_>,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error>;
+
     /// The grant's event tracking resumed on a new channel after Cronofy
     /// closed the old one, unnoticed since `since` (Unix seconds): records
     /// the `TRACKING_RESUMED` change and queues a read of the grant's events
@@ -79,6 +89,16 @@ pub(super) trait InTransaction {
         since: i64,
         now_ms: i64,
     ) -> Result<i64, sqlx::Error>;
+}
+
+/// Work queued with the notifications: a read calgate decided on itself.
+pub(super) struct QueuedRead<'a> {
+    /// Unique per read ([`notification_id`] of the channel key and a description).
+    pub id: &'a str,
+    /// As Cronofy's `notification.type`: `change` reads events, `profile_…` UserInfo.
+    pub kind: &'a str,
+    /// For `change`: read events changed since then (RFC 3339).
+    pub changes_since: Option<&'a str>,
 }
 
 /// What an audit row about a grant says.
@@ -254,24 +274,42 @@ where
             channel_key,
             format!("tracking resumed since {changes_since}").as_bytes(),
         );
-        let now = now_ms.div_euclid(1000);
-        sqlx::query(
-            "INSERT INTO notifications (id, tenant_id, sub, kind, changes_since, attempts, next_attempt_at, \
-             created_at) VALUES ($1, $2, $3, 'change', $4, 0, $5, $5) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(tenant)
-        .bind(sub)
-        .bind(changes_since)
-        .bind(now)
-        .execute(&mut **self)
-        .await?;
+        let read = QueuedRead {
+            id: &id,
+            kind: "change",
+            changes_since: Some(&changes_since),
+        };
+        self.queue_read(tenant, sub, read, now_ms).await?;
         let change = changes::grant_payload(&GrantChange {
             status,
             reason: GrantChangeReason::TrackingResumed,
             relink_url: None,
             events_missed_since: Some(since),
+            profiles: Vec::new(),
         });
         self.record_change(tenant, sub, &change, now_ms).await
+    }
+
+    async fn queue_read(
+        &mut self,
+        tenant: &str,
+        sub: &str,
+        read: QueuedRead<'_>,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        let now = now_ms.div_euclid(1000);
+        sqlx::query(
+            "INSERT INTO notifications (id, tenant_id, sub, kind, changes_since, attempts, next_attempt_at, \
+             created_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(read.id)
+        .bind(tenant)
+        .bind(sub)
+        .bind(read.kind)
+        .bind(read.changes_since.map(str::to_owned))
+        .bind(now)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
     }
 }

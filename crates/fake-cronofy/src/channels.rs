@@ -151,46 +151,6 @@ pub(super) async fn list_channels(State(shared): State<Arc<Shared>>, headers: He
     Json(json!({ "channels": channels })).into_response()
 }
 
-/// `GET /v1/userinfo`: the account and its profiles.
-pub(super) async fn userinfo(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Some(response) = arrive_authenticated(&shared, Endpoint::UserInfo, "/v1/userinfo", &headers).await {
-        return response;
-    }
-    let state = shared.lock();
-    let (sub, scope) = match authenticate(&state, &headers) {
-        Ok(bearer) => bearer,
-        Err(response) => return response,
-    };
-    let Some(account) = state.accounts.get(&sub) else {
-        return StatusCode::UNAUTHORIZED.into_response();
-    };
-    let mut profile = json!({
-        "provider_name": account.provider_name,
-        "profile_id": account.profile_id,
-        "profile_name": account.profile_name,
-        "profile_connected": account.profile_connected,
-        "profile_calendars": account.calendars.iter().map(|c| json!({
-            "calendar_id": c.calendar_id,
-            "calendar_name": c.name,
-            "calendar_readonly": c.readonly,
-            "calendar_primary": c.primary,
-        })).collect::<Vec<_>>(),
-    });
-    if !account.profile_connected {
-        profile["profile_relink_url"] = json!(relink_url(&account.profile_id));
-    }
-    Json(json!({
-        "sub": sub,
-        "email": account.profile_name,
-        "cronofy.type": "account",
-        "cronofy.data": {
-            "authorization": {"scope": scope, "status": "active"},
-            "profiles": [profile],
-        },
-    }))
-    .into_response()
-}
-
 /// The OAuth client the bearer token was issued to.
 pub(super) fn bearer_client(state: &FakeState, headers: &HeaderMap) -> Option<String> {
     let token = headers
@@ -199,11 +159,6 @@ pub(super) fn bearer_client(state: &FakeState, headers: &HeaderMap) -> Option<St
         .ok()?
         .strip_prefix("Bearer ")?;
     state.bearer(token).map(|access| access.client_id.clone())
-}
-
-/// Where the fake sends a user to relink a profile.
-pub(super) fn relink_url(profile_id: &str) -> String {
-    format!("https://app.cronofy.example/relink/{profile_id}")
 }
 
 /// `GET /v1/events`: `tzid` required. Managed events only with `only_managed=true`

@@ -175,6 +175,27 @@ impl FakeCronofy {
         }
     }
 
+    /// Adds a calendar profile (say `exchange`) to the account, with one
+    /// writable calendar: returns the profile's and the calendar's ids.
+    pub fn add_calendar_profile(&self, sub: &str, provider: &str) -> (String, String) {
+        let (profile_id, calendar_id) =
+            profiles::add_profile(&self.shared, sub, provider, true).expect("the account exists");
+        (profile_id, calendar_id.expect("a calendar profile's calendar"))
+    }
+
+    /// Adds a conferencing profile (say `zoom`) to the account; returns its id.
+    pub fn add_conferencing_profile(&self, sub: &str, provider: &str) -> String {
+        profiles::add_profile(&self.shared, sub, provider, false)
+            .expect("the account exists")
+            .0
+    }
+
+    /// Disconnects (or relinks) a profile added with [`Self::add_calendar_profile`]
+    /// or [`Self::add_conferencing_profile`], notifying the account's channels.
+    pub async fn set_profile_connected(&self, sub: &str, profile_id: &str, connected: bool) -> Vec<u16> {
+        profiles::set_connected(&self.shared, sub, profile_id, connected).await
+    }
+
     /// Closes every channel of an account without telling anyone, as Cronofy
     /// does after days of failed deliveries; returns how many were closed.
     pub fn close_channels_silently(&self, sub: &str) -> usize {
@@ -264,7 +285,7 @@ impl FakeCronofy {
             .get(sub)
             .map(|account| account.profile_id.clone())
             .unwrap_or_default();
-        channels::relink_url(&profile_id)
+        profiles::relink_url(&profile_id)
     }
 
     /// The stored event with this Cronofy `event_id`, as the JSON calgate

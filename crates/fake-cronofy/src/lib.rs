@@ -9,10 +9,12 @@ mod availability;
 mod channels;
 mod controls;
 mod enterprise;
+mod event_log;
 mod faults;
 mod free_busy;
 mod hooks;
 mod oauth;
+mod profiles;
 mod recorded;
 mod state;
 mod validate;
@@ -128,7 +130,7 @@ impl FakeCronofy {
                 "/v1/channels/{channel_id}",
                 axum::routing::delete(channels::close_channel),
             )
-            .route("/v1/userinfo", get(channels::userinfo))
+            .route("/v1/userinfo", get(profiles::userinfo))
             .route("/v1/profiles/{profile_id}/revoke", post(api::revoke_profile))
             .route("/v1/free_busy", get(free_busy::free_busy))
             .route("/v1/free_busy/pages/{token}", get(free_busy::free_busy_page))

@@ -257,6 +257,7 @@ mod tests {
                 reason: GrantChangeReason::Connected,
                 relink_url: None,
                 events_missed_since: None,
+                profiles: Vec::new(),
             }),
         }
     }

@@ -9,10 +9,11 @@ use tracing::{info, warn};
 
 use super::super::{
     Error, Tenant,
-    grant::{AccessMode, GrantKind, GrantSelector, GrantStatus, StoredGrant},
+    grant::{AccessMode, GrantKind, GrantSelector, StoredGrant},
     refresh::{Fresh, Need, Refresher, usable_tokens},
     token_cache::{CachedToken, TokenCache},
     usage::UsageLog,
+    write_gate::WriteGate,
 };
 use crate::{
     clock::Clock,
@@ -97,18 +98,14 @@ impl Credentials {
                 token: cached.token.clone(),
                 version: cached.version,
                 access_mode: cached.access_mode,
+                gate: cached.gate.clone(),
             });
         }
         let stored = self.find(tenant, selector).await?;
         if refuse_kind(stored.grant.kind) {
             return Err(Error::GrantIsServiceAccount);
         }
-        if writes_events && stored.grant.status == GrantStatus::ProfileDisconnected {
-            // Cronofy would accept the write and never deliver it.
-            return Err(Error::ProfileDisconnected {
-                relink_url: stored.grant.relink_url.clone(),
-            });
-        }
+        let gate = Arc::new(WriteGate::of(&stored.grant));
         let tokens = usable_tokens(&stored)?;
         let sub = stored.grant.sub.clone();
         self.usage.record(&tenant.id, &sub, self.clock.now().unix_timestamp());
@@ -126,6 +123,7 @@ impl Credentials {
                         token: fresh.token,
                         version: fresh.version,
                         access_mode: stored.grant.access_mode(),
+                        gate,
                     });
                 }
                 // Cronofy is having a bad moment but the token still works: use it.
@@ -140,6 +138,7 @@ impl Credentials {
             token: tokens.access_token.clone(),
             version: stored.version,
             access_mode: stored.grant.access_mode(),
+            gate: gate.clone(),
         };
         let cached = CachedToken {
             sub,
@@ -148,6 +147,7 @@ impl Credentials {
             access_expires_at: tokens.access_expires_at,
             kind: stored.grant.kind,
             access_mode: stored.grant.access_mode(),
+            gate,
         };
         self.tokens.put(&tenant.id, selector, cached);
         Ok(lease)
@@ -178,4 +178,6 @@ pub(super) struct TokenLease {
     pub(super) version: i64,
     /// How writes with it reach the user.
     pub(super) access_mode: AccessMode,
+    /// What a write to one of the grant's calendars must pass.
+    pub(super) gate: Arc<WriteGate>,
 }

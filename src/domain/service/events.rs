@@ -157,6 +157,7 @@ impl EventService {
         let upstream_id = tenant.event_ids.upstream(&event.event_id);
         let body = event.to_cronofy();
         let lease = self.credentials.access_token(tenant, selector, true).await?;
+        lease.gate.check(calendar_id)?;
         let access_mode = lease.access_mode;
         let sub = lease.sub.clone();
         call_with_refresh!(
@@ -188,6 +189,7 @@ impl EventService {
         check_event_ids(tenant, [("event_id".to_owned(), event_id)])?;
         let upstream_id = tenant.event_ids.upstream(event_id);
         let lease = self.credentials.access_token(tenant, selector, true).await?;
+        lease.gate.check(calendar_id)?;
         let sub = lease.sub.clone();
         call_with_refresh!(self, tenant, deadline, lease, Call::event("", "calendar_id"), |token| {
             self.cronofy
@@ -202,7 +204,9 @@ impl EventService {
     /// calendars or (none named) in all of them. Alone on its Cronofy
     /// application, a tenant uses Cronofy's bulk delete; sharing it, the bulk
     /// delete would take the other tenants' events too, so calgate deletes
-    /// the events it recorded writing, by id.
+    /// the events it recorded writing, by id. Never refused for a
+    /// disconnected profile: Cronofy accepts the deletes, and an erasure
+    /// must not wait for the user to relink.
     pub async fn delete_all_events(
         &self,
         tenant: &Arc<Tenant>,
@@ -333,6 +337,10 @@ impl EventService {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let lease = self.credentials.access_token(tenant, selector, true).await?;
+        for op in ops {
+            let (BatchOp::Upsert { calendar_id, .. } | BatchOp::Delete { calendar_id, .. }) = op;
+            lease.gate.check(calendar_id)?;
+        }
         let sub = lease.sub.clone();
         let outcomes = call_with_refresh!(self, tenant, deadline, lease, Call::other("batch endpoint"), |token| {
             self.cronofy.batch(&tenant.app.endpoints, token, &entries)

@@ -9,11 +9,12 @@ use tracing::{info, warn};
 
 use super::{ChangeService, notifications::PAGES_PER_CHANNEL_PER_MINUTE, store_failure};
 use crate::{
-    cronofy::{CronofyClient, CronofyError, ReadEvent},
+    cronofy::{CronofyClient, CronofyError, LinkingProfile, ReadEvent, UserInfoData},
     domain::{
         Error, Tenant,
         changes::{EventChange, EventChangeKind, EventState, SeenTime},
         grant::{GrantSelector, GrantStatus},
+        profile::{Profile, ProfileKind, Profiles},
         upstream,
     },
     resilience::GuardError,
@@ -33,7 +34,14 @@ impl ChangeService {
             // Nothing can be read for it; its own changes were recorded already.
             return Ok(());
         }
-        if queued.kind.starts_with("profile_") || status == GrantStatus::ProfileDisconnected {
+        // A relink is announced by `change` notifications only: any notification
+        // of a grant with a disconnected profile reads the profiles again.
+        let any_disconnected = stored.grant.profiles.0.iter().any(|p| !p.connected);
+        if queued.kind.starts_with("profile_")
+            || queued.kind.starts_with("conferencing_profile_")
+            || status == GrantStatus::ProfileDisconnected
+            || any_disconnected
+        {
             self.sync_profile(tenant, &selector).await?;
         }
         if queued.kind == "change"
@@ -44,10 +52,11 @@ impl ChangeService {
         Ok(())
     }
 
-    /// Reads the account's profiles: a disconnected one disconnects the
-    /// grant (writes fail fast until the user relinks), all connected again
-    /// reconnects it.
-    async fn sync_profile(&self, tenant: &Arc<Tenant>, selector: &GrantSelector) -> Result<(), Error> {
+    /// Reads the account's profiles (UserInfo) and records their states:
+    /// writes to a disconnected calendar profile's calendars fail fast until
+    /// the user relinks it; the grant is PROFILE_DISCONNECTED while every
+    /// calendar profile is.
+    pub(super) async fn sync_profile(&self, tenant: &Arc<Tenant>, selector: &GrantSelector) -> Result<(), Error> {
         let lease = self.credentials.access_token(tenant, selector, false).await?;
         let sub = lease.sub.clone();
         let info = call_with_refresh!(
@@ -58,17 +67,17 @@ impl ChangeService {
             upstream::Call::other("user info"),
             |token| { self.cronofy.userinfo(&tenant.app.endpoints, token) }
         )?;
-        let profiles = info.data.map(|data| data.profiles).unwrap_or_default();
-        let disconnected = profiles.iter().find(|p| p.profile_connected == Some(false));
-        let relink_url = disconnected.and_then(|p| p.profile_relink_url.as_deref());
+        let profiles = profiles_of(info.data.unwrap_or_default());
         let changed = self
             .store
-            .set_profile_connected(&tenant.id, &sub, disconnected.is_none(), relink_url)
+            .set_profiles(&tenant.id, &sub, &profiles)
             .await
-            .map_err(|error| store_failure(&tenant.id, "recording a profile's state", &error))?;
+            .map_err(|error| store_failure(&tenant.id, "recording the profiles' states", &error))?;
+        // The cached token carries the profiles' states that writes are checked against.
+        self.credentials.tokens.forget_grant(&tenant.id, &sub);
         if changed.is_some() {
-            self.credentials.tokens.forget_grant(&tenant.id, &sub);
-            info!(tenant = %tenant.id, sub, connected = disconnected.is_none(), "calendar profile state changed");
+            let disconnected = profiles.0.iter().filter(|p| !p.connected).count();
+            info!(tenant = %tenant.id, sub, disconnected, "profile state changed");
         }
         Ok(())
     }
@@ -199,4 +208,24 @@ impl ChangeService {
             .map_err(|error| store_failure(&tenant.id, "recording an event change", &error))?;
         Ok(())
     }
+}
+
+/// UserInfo's profiles as calgate keeps them (a profile whose state Cronofy
+/// does not give is taken as connected, as the docs' examples show it).
+fn profiles_of(data: UserInfoData) -> Profiles {
+    let profile = |p: LinkingProfile, kind: ProfileKind| Profile {
+        profile_id: p.profile_id.unwrap_or_default(),
+        kind,
+        provider_name: p.provider_name.unwrap_or_default(),
+        profile_name: p.profile_name.unwrap_or_default(),
+        connected: p.profile_connected != Some(false),
+        relink_url: p.profile_relink_url.filter(|_| p.profile_connected == Some(false)),
+        calendar_ids: p.profile_calendars.into_iter().map(|c| c.calendar_id).collect(),
+    };
+    let calendars = data.profiles.into_iter().map(|p| profile(p, ProfileKind::Calendar));
+    let conferencing = data
+        .conferencing_profiles
+        .into_iter()
+        .map(|p| profile(p, ProfileKind::Conferencing));
+    Profiles(calendars.chain(conferencing).collect())
 }

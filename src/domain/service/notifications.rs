@@ -95,9 +95,10 @@ struct Notification {
 }
 
 /// Whether calgate acts on a notification type: changes, and anything about
-/// the profile (`profile_disconnected` and the profile sync types).
+/// a profile (`profile_disconnected`, the profile sync types,
+/// `conferencing_profile_disconnected`).
 fn is_handled(kind: &str) -> bool {
-    kind == "change" || kind.starts_with("profile_")
+    kind == "change" || kind.starts_with("profile_") || kind.starts_with("conferencing_profile_")
 }
 
 /// The delay before retry number `attempts + 1`.
@@ -350,7 +351,12 @@ mod tests {
 
     #[test]
     fn profile_types_and_changes_are_handled_others_ignored() {
-        for kind in ["change", "profile_disconnected", "profile_initial_sync_completed"] {
+        for kind in [
+            "change",
+            "profile_disconnected",
+            "profile_initial_sync_completed",
+            "conferencing_profile_disconnected",
+        ] {
             assert!(is_handled(kind), "{kind}");
         }
         for kind in ["verification", "future_type", ""] {

@@ -53,6 +53,7 @@ pub fn change(change: Change) -> pb::Change {
                 reason: grant.reason.as_str().to_owned(),
                 relink_url: grant.relink_url.unwrap_or_default(),
                 events_missed_since: grant.events_missed_since.map(|seconds| Timestamp { seconds, nanos: 0 }),
+                profiles: super::profiles(grant.profiles),
             }),
             ChangeKind::Event(event) => pb::change::Change::Event(pb::EventChanged {
                 calendar_id: event.calendar_id,

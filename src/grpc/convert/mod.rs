@@ -19,6 +19,7 @@ use crate::domain::{
     AuthorizeRequest, Error, ExchangeRequest, Violations,
     event::{Event, limits},
     grant::{AccessMode, ChangeTracking, ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus},
+    profile::{Profile, ProfileKind},
     reads::Calendar,
     rules,
     state::MAX_STATE_LEN,
@@ -292,7 +293,27 @@ pub fn grant(grant: Grant) -> pb::Grant {
             .status_reason
             .map(|reason| reason.as_str().to_owned())
             .unwrap_or_default(),
+        profiles: profiles(grant.profiles.0),
     }
+}
+
+/// An account's profiles as the API shows them.
+pub fn profiles(profiles: Vec<Profile>) -> Vec<pb::Profile> {
+    profiles
+        .into_iter()
+        .map(|profile| pb::Profile {
+            profile_id: profile.profile_id,
+            kind: match profile.kind {
+                ProfileKind::Calendar => pb::ProfileKind::Calendar,
+                ProfileKind::Conferencing => pb::ProfileKind::Conferencing,
+            } as i32,
+            provider_name: profile.provider_name,
+            profile_name: profile.profile_name,
+            connected: profile.connected,
+            relink_url: profile.relink_url.unwrap_or_default(),
+            calendar_ids: profile.calendar_ids,
+        })
+        .collect()
 }
 
 /// A Cronofy calendar as the API shows it.

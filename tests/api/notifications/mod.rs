@@ -4,6 +4,7 @@
 //! disconnection, all reaching WatchChanges.
 
 mod failures;
+mod profiles;
 
 use std::time::Duration;
 
