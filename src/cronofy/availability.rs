@@ -50,6 +50,13 @@ impl Serialize for AllMarker {
 pub struct Member {
     /// Cronofy's sub.
     pub sub: String,
+    /// Use the member's managed availability (availability rules and
+    /// available periods) [docs: /developers/scheduling/managed-availability].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub managed_availability: bool,
+    /// With managed availability: only these availability rules.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub availability_rule_ids: Vec<String>,
 }
 
 /// A duration in minutes.

@@ -134,13 +134,14 @@ pub struct UnknownAvailability {
 }
 
 impl UnknownAvailability {
-    /// Why calgate cannot know the grant's availability, if it cannot.
-    pub fn of(grant: &crate::domain::grant::Grant) -> Option<&'static str> {
+    /// Why calgate cannot know the grant's availability, if it cannot. A
+    /// No-Access user is known through `managed` availability, if asked for.
+    pub fn of(grant: &crate::domain::grant::Grant, managed: bool) -> Option<&'static str> {
         use crate::domain::grant::{AccessMode, GrantStatus};
         if grant.status == GrantStatus::ProfileDisconnected || grant.profiles.disconnected_calendars().next().is_some()
         {
             Some("the user's calendar profile is disconnected at Cronofy and no longer synced; the user must relink it")
-        } else if grant.access_mode() == AccessMode::NoAccess {
+        } else if grant.access_mode() == AccessMode::NoAccess && !managed {
             Some("connected in No-Access mode: Cronofy knows only the events this application wrote, not the calendar")
         } else {
             None

@@ -23,8 +23,8 @@ pub mod write_gate;
 pub use crate::clock::Clock;
 pub use error::{Error, FieldViolation, FieldViolations, MAX_FIELD_VIOLATIONS, Violations};
 pub use service::{
-    AuthorizeRequest, AuthorizeUrl, AvailabilityGroup, AvailabilityRequest, BatchOp, CALLBACK_PATH, CallbackError,
-    CallbackOutcome, ChangeReceiver, ChangeService, Channels, ConnectService, Credentials, Deadline,
+    AuthorizeRequest, AuthorizeUrl, AvailabilityGroup, AvailabilityMember, AvailabilityRequest, BatchOp, CALLBACK_PATH,
+    CallbackError, CallbackOutcome, ChangeReceiver, ChangeService, Channels, ConnectService, Credentials, Deadline,
     EnterpriseAuthorization, EnterpriseService, EnterpriseUserRequest, ErasureService, EventService, ExchangeRequest,
     Forgotten, FreeBusyQuery, MAX_BATCH_ITEMS, NOTIFICATION_PATH, NotificationOutcome, Purged, Revoked, ServiceParts,
     Services, authorization_fingerprint, is_authorization_id,

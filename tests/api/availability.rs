@@ -12,6 +12,7 @@ const NINE: i64 = 1_796_115_600; // 2026-12-01T09:00:00Z
 fn by_ref(user_ref: &str) -> pb::GrantRef {
     pb::GrantRef {
         user: Some(pb::grant_ref::User::UserRef(user_ref.into())),
+        ..Default::default()
     }
 }
 
@@ -133,7 +134,7 @@ async fn another_tenants_user_is_not_found_and_nothing_is_sent() {
 async fn bad_queries_name_their_fields() {
     let app = spawn_app().await;
     let mut bad = query(
-        vec![by_ref("ada"), pb::GrantRef { user: None }],
+        vec![by_ref("ada"), pb::GrantRef::default()],
         Some(pb::participant_group::Required::Count(3)),
         0,
     );
@@ -217,4 +218,69 @@ async fn a_no_access_user_is_refused_by_name_not_called_free() {
     let failure = status.get_details_precondition_failure().expect("PreconditionFailure");
     assert_eq!(failure.violations[0].subject, "user_ref");
     assert_eq!(app.fake.count(Endpoint::FreeBusy), 0, "Cronofy was not asked");
+}
+
+/// Managed availability (docs: scheduling/managed-availability) says when a
+/// No-Access user is free: asked for, the user is no longer refused, and the
+/// member goes to Cronofy with `managed_availability` and its rule ids.
+#[tokio::test]
+async fn managed_availability_makes_a_no_access_user_known() {
+    let app = spawn_app().await;
+    app.connect(Some("ada")).await;
+    app.fake.set_next_authorization(NextAuthorization {
+        provider_name: Some("cronofy".into()),
+        ..Default::default()
+    });
+    app.connect(Some("nora")).await;
+    let managed = |rule_ids: Vec<String>| pb::GrantRef {
+        managed_availability: true,
+        availability_rule_ids: rule_ids,
+        ..by_ref("nora")
+    };
+
+    app.client
+        .clone()
+        .query_availability(app.req(query(
+            vec![by_ref("ada"), managed(vec!["office-hours".into()])],
+            None,
+            30,
+        )))
+        .await
+        .expect("nora's managed availability is known");
+    let sent = app
+        .fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.endpoint == Endpoint::Availability)
+        .expect("an availability query");
+    let body: serde_json::Value = serde_json::from_str(&sent.body).expect("JSON");
+    let members = &body["participants"][0]["members"];
+    assert_eq!(members[0].get("managed_availability"), None, "only where asked");
+    assert_eq!(members[1]["managed_availability"], true);
+    assert_eq!(members[1]["availability_rule_ids"], serde_json::json!(["office-hours"]));
+
+    let status = app
+        .client
+        .clone()
+        .query_availability(app.req(query(
+            vec![
+                pb::GrantRef {
+                    availability_rule_ids: vec!["office-hours".into()],
+                    ..by_ref("ada")
+                },
+                managed(vec!["x".repeat(65)]),
+            ],
+            None,
+            30,
+        )))
+        .await
+        .expect_err("bad rule ids");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        violated_fields(&status),
+        [
+            "participants[0].members[0].availability_rule_ids",
+            "participants[0].members[1].availability_rule_ids[0]"
+        ]
+    );
 }

@@ -81,6 +81,13 @@ pub(super) async fn availability(State(shared): State<Arc<Shared>>, headers: Hea
     };
     let mut groups = Vec::new();
     for group in body.get("participants").and_then(Value::as_array).into_iter().flatten() {
+        let member_values = group.get("members").and_then(Value::as_array).into_iter().flatten();
+        if member_values.clone().any(|m| !managed_availability_ok(m)) {
+            return reject(
+                "participants",
+                "managed_availability must be a boolean; availability_rule_ids (strings of up to 64 ASCII characters) need it true",
+            );
+        }
         let members: Vec<String> = group
             .get("members")
             .and_then(Value::as_array)
@@ -162,4 +169,29 @@ pub(super) async fn availability(State(shared): State<Arc<Shared>>, headers: Hea
         })
         .collect();
     Json(json!({ "available_periods": periods })).into_response()
+}
+
+/// A member's managed availability options, as the docs define them
+/// (/developers/scheduling/managed-availability): `managed_availability` a
+/// boolean; `availability_rule_ids` rule ids ("ASCII-only String of up to 64
+/// characters", /developers/api/scheduling/availability-rules), only with
+/// managed availability (an assumption, the strict choice). The fake keeps no
+/// rules or available periods: such a member's busy times are its events'.
+fn managed_availability_ok(member: &Value) -> bool {
+    let managed = match member.get("managed_availability") {
+        None => false,
+        Some(Value::Bool(managed)) => *managed,
+        Some(_) => return false,
+    };
+    match member.get("availability_rule_ids") {
+        None => true,
+        Some(Value::Array(ids)) => {
+            managed
+                && ids.iter().all(|id| {
+                    id.as_str()
+                        .is_some_and(|id| !id.is_empty() && id.len() <= 64 && id.is_ascii())
+                })
+        }
+        Some(_) => false,
+    }
 }

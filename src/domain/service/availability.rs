@@ -13,9 +13,21 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct AvailabilityGroup {
     /// The members.
-    pub members: Vec<GrantSelector>,
+    pub members: Vec<AvailabilityMember>,
     /// At least this many free; None means all.
     pub required: Option<u32>,
+}
+
+/// One member of a group: who, and whether Cronofy's managed availability
+/// (availability rules, available periods) says when they are free.
+#[derive(Debug, Clone)]
+pub struct AvailabilityMember {
+    /// Which grant.
+    pub selector: GrantSelector,
+    /// Use the member's managed availability.
+    pub managed: bool,
+    /// With `managed`: only these availability rules (empty: all).
+    pub rule_ids: Vec<String>,
 }
 
 /// A checked QueryAvailability request.
@@ -48,14 +60,18 @@ impl EventService {
         let mut unknown = Vec::new();
         for (g, group) in request.groups.iter().enumerate() {
             let mut members = Vec::with_capacity(group.members.len());
-            for (m, selector) in group.members.iter().enumerate() {
-                let stored = self.credentials.find(tenant, selector).await?;
+            for (m, member) in group.members.iter().enumerate() {
+                let stored = self.credentials.find(tenant, &member.selector).await?;
                 usable_tokens(&stored)?;
-                if let Some(reason) = UnknownAvailability::of(&stored.grant) {
+                if let Some(reason) = UnknownAvailability::of(&stored.grant, member.managed) {
                     let field = format!("participants[{g}].members[{m}]");
                     unknown.push(UnknownAvailability { field, reason });
                 }
-                members.push(Member { sub: stored.grant.sub });
+                members.push(Member {
+                    sub: stored.grant.sub,
+                    managed_availability: member.managed,
+                    availability_rule_ids: member.rule_ids.clone(),
+                });
             }
             participants.push(wire::ParticipantGroup {
                 members,

@@ -385,7 +385,7 @@ impl EventService {
         let now = self.clock.now();
         query.check_window(now.date())?;
         let stored = self.credentials.find(tenant, selector).await?;
-        if let Some(reason) = UnknownAvailability::of(&stored.grant) {
+        if let Some(reason) = UnknownAvailability::of(&stored.grant, false) {
             let field = match selector {
                 GrantSelector::Sub(_) => "sub",
                 GrantSelector::UserRef(_) => "user_ref",

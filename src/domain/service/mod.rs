@@ -87,7 +87,7 @@ mod refresh_ahead;
 mod revoke;
 mod wake;
 
-pub use availability::{AvailabilityGroup, AvailabilityRequest};
+pub use availability::{AvailabilityGroup, AvailabilityMember, AvailabilityRequest};
 pub use changes::{ChangeReceiver, ChangeService};
 pub use channels::Channels;
 pub use connect::{AuthorizeRequest, AuthorizeUrl, ConnectService, ExchangeRequest};

@@ -2,7 +2,8 @@
 
 use super::{event_fields, pb, selector, timestamp};
 use crate::domain::{
-    AvailabilityGroup, AvailabilityRequest, BatchOp, Error, FreeBusyQuery, MAX_BATCH_ITEMS, Violations,
+    AvailabilityGroup, AvailabilityMember, AvailabilityRequest, BatchOp, Error, FreeBusyQuery, MAX_BATCH_ITEMS,
+    Violations,
     event::limits,
     grant::GrantSelector,
     reads::{AvailablePeriod, FreeBusyPeriod, PeriodTime},
@@ -112,6 +113,51 @@ pub(crate) const MAX_MEMBERS: usize = 10;
 /// QueryAvailability's query periods at most.
 pub(crate) const MAX_PERIODS: usize = 50;
 
+/// Availability rules named for one member at most.
+pub(crate) const MAX_RULE_IDS: usize = 10;
+/// An availability rule id's length at most (docs: availability-rules, "up to 64 characters").
+const MAX_RULE_ID_LEN: usize = 64;
+
+/// One QueryAvailability member at `field`: who, and its managed availability.
+fn availability_member(v: &mut Violations, field: &str, member: &pb::GrantRef) -> Option<AvailabilityMember> {
+    let selector = match &member.user {
+        Some(pb::grant_ref::User::Sub(sub)) => v
+            .check(format!("{field}.sub"), rules::identifier(sub, limits::ID))
+            .map(GrantSelector::Sub),
+        Some(pb::grant_ref::User::UserRef(user_ref)) => v
+            .check(format!("{field}.user_ref"), rules::identifier(user_ref, limits::ID))
+            .map(GrantSelector::UserRef),
+        None => {
+            v.add(field.to_owned(), "one of sub or user_ref is required");
+            None
+        }
+    };
+    let rules_field = format!("{field}.availability_rule_ids");
+    if !member.availability_rule_ids.is_empty() && !member.managed_availability {
+        v.add(rules_field.clone(), "only with managed_availability");
+    }
+    let rule_ids: Vec<String> = v
+        .bounded(&rules_field, &member.availability_rule_ids, MAX_RULE_IDS, "rule ids")
+        .iter()
+        .enumerate()
+        .filter_map(|(r, id)| {
+            let ok = !id.is_empty() && id.len() <= MAX_RULE_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                v.add(
+                    format!("{rules_field}[{r}]"),
+                    format!("must be 1 to {MAX_RULE_ID_LEN} printable ASCII characters"),
+                );
+            }
+            ok.then(|| id.clone())
+        })
+        .collect();
+    Some(AvailabilityMember {
+        selector: selector?,
+        managed: member.managed_availability,
+        rule_ids,
+    })
+}
+
 /// Parses QueryAvailability: groups, duration, periods, buffer.
 pub fn availability_request(request: &pb::QueryAvailabilityRequest) -> Result<AvailabilityRequest, Error> {
     const MAX_MINUTES: u32 = 1440;
@@ -126,25 +172,11 @@ pub fn availability_request(request: &pb::QueryAvailabilityRequest) -> Result<Av
         if group.members.is_empty() {
             v.add(format!("{path}.members"), format!("must hold 1 to {MAX_MEMBERS} users"));
         }
-        let members: Vec<GrantSelector> = v
+        let members: Vec<AvailabilityMember> = v
             .bounded(&format!("{path}.members"), &group.members, MAX_MEMBERS, "users")
             .iter()
             .enumerate()
-            .filter_map(|(m, member)| {
-                let field = format!("{path}.members[{m}]");
-                match &member.user {
-                    Some(pb::grant_ref::User::Sub(sub)) => v
-                        .check(format!("{field}.sub"), rules::identifier(sub, limits::ID))
-                        .map(GrantSelector::Sub),
-                    Some(pb::grant_ref::User::UserRef(user_ref)) => v
-                        .check(format!("{field}.user_ref"), rules::identifier(user_ref, limits::ID))
-                        .map(GrantSelector::UserRef),
-                    None => {
-                        v.add(field, "one of sub or user_ref is required");
-                        None
-                    }
-                }
-            })
+            .filter_map(|(m, member)| availability_member(&mut v, &format!("{path}.members[{m}]"), member))
             .collect();
         let required = match group.required {
             None | Some(pb::participant_group::Required::All(_)) => None,
