@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::{Store, StoreError, crypto::Binding, in_transaction::InTransaction, with_pool};
+use super::{BeginWrite, Store, StoreError, crypto::Binding, in_transaction::InTransaction, with_pool};
 use crate::domain::audit::{AuditEntry, AuditRecord, ChainBreak, ChainVerifier, MAX_DETAIL, pseudonym};
 
 /// The pseudonym key; never printed.
@@ -220,7 +220,7 @@ impl Store {
     pub async fn record_audit(&self, tenant: &str, entry: &AuditEntry<'_>) -> Result<i64, StoreError> {
         let (_, now_ms) = self.now();
         Ok(with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let seq = tx.record_audit(self, tenant, entry, now_ms).await?;
             tx.commit().await?;
             seq
@@ -307,7 +307,7 @@ impl Store {
         let mut removed = 0;
         for (tenant, through) in due {
             removed += with_pool!(self, pool => {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 let hash: Option<String> =
                     sqlx::query_scalar("SELECT hash FROM audit_events WHERE tenant_id = $1 AND seq = $2")
                         .bind(&tenant)

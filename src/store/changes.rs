@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::sync::watch;
 
-use super::{Store, StoreError, with_pool};
+use super::{BeginWrite, Store, StoreError, with_pool};
 use crate::domain::{
     changes::{Change, ChangeKind, Cursor, EventChange, EventChangeKind, GrantChange, GrantChangeReason, SeenTime},
     grant::GrantStatus,
@@ -278,7 +278,7 @@ impl Store {
         let mut removed = 0;
         for (tenant, through) in due {
             removed += with_pool!(self, pool => {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 // pruned_through first: a reader that sees the rows gone also sees why.
                 sqlx::query(
                     "UPDATE change_sequences SET pruned_through = $2 WHERE tenant_id = $1 AND pruned_through < $2",

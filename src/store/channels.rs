@@ -4,7 +4,7 @@
 use rand::Rng;
 
 use super::{
-    Store, StoreError,
+    BeginWrite, Store, StoreError,
     changes::grant_payload,
     in_transaction::{GrantAudit, InTransaction, QueuedRead},
     notifications::notification_id,
@@ -130,7 +130,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let (now, now_ms) = self.now();
         let resumed = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let gap: Option<Option<i64>> = sqlx::query_scalar(
                 "SELECT channel_gap_since FROM grants \
                  WHERE tenant_id = $1 AND sub = $2 AND channel_key = $3 AND channel_state = 'pending'",
@@ -250,7 +250,7 @@ impl Store {
     pub async fn set_profiles(&self, tenant: &str, sub: &str, profiles: &Profiles) -> Result<Option<i64>, StoreError> {
         let (now, now_ms) = self.now();
         let seq = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let row: Option<(String, Option<String>)> =
                 sqlx::query_as("SELECT status, profiles FROM grants WHERE tenant_id = $1 AND sub = $2")
                     .bind(tenant)

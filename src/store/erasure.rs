@@ -7,7 +7,7 @@
 
 use tracing::warn;
 
-use super::{Backend, Store, StoreError, in_transaction::InTransaction, with_pool};
+use super::{Backend, BeginWrite, Store, StoreError, in_transaction::InTransaction, with_pool};
 use crate::domain::audit::{Actor, AuditEntry, AuditKind};
 
 /// What erasing one user removed.
@@ -60,7 +60,7 @@ impl Store {
         let (_, now_ms) = self.now();
         let sub_hash = self.pseudonym(tenant, "sub", sub);
         let forgotten = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM grants WHERE tenant_id = $1 AND sub = $2")
                 .bind(tenant)
                 .bind(sub)
@@ -167,7 +167,7 @@ impl Store {
     ) -> Result<PurgedRows, StoreError> {
         let (_, now_ms) = self.now();
         let purged = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let mut other_rows = 0;
             for table in [
                 "user_refs",

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{Backend, Store, StoreError, with_pool};
+use super::{Backend, BeginWrite, Store, StoreError, with_pool};
 use crate::domain::{changes::EventState, event_ids::EventIds, grant::GrantStatus};
 
 /// Any number, the same in every replica: the advisory lock that makes two
@@ -25,7 +25,7 @@ impl Store {
     ) -> Result<HashMap<String, EventIds>, StoreError> {
         let (now, _) = self.now();
         let recorded: Vec<(String, String)> = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             if let Backend::Postgres(_) = &self.backend {
                 // Only PostgreSQL runs this here; SQLite's single writer serialises it anyway.
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")

@@ -4,7 +4,7 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use super::{
-    Store, StoreError,
+    BeginWrite, Store, StoreError,
     changes::grant_payload,
     crypto::Binding,
     in_transaction::{GrantAudit, InTransaction},
@@ -159,7 +159,7 @@ impl Store {
         let scope = new.scope.join(" ");
         let connected = grant_payload(&GrantChange::new(GrantStatus::Active, GrantChangeReason::Connected));
         let (row, seq): (GrantRow, i64) = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(UPSERT_GRANT)
                 .bind(tenant)
                 .bind(&new.sub)
@@ -293,7 +293,7 @@ impl Store {
         attempt: &str,
     ) -> Result<Option<StatusReason>, StoreError> {
         let marked = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let marked = tx.mark_needs_reauth(self, tenant, sub, expected_version, attempt).await?;
             tx.commit().await?;
             marked
@@ -329,7 +329,7 @@ impl Store {
         let (now, now_ms) = self.now();
         let revoked = grant_payload(&GrantChange::new(GrantStatus::Revoked, GrantChangeReason::Revoked));
         let seq = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let updated = sqlx::query(
                 "UPDATE grants SET status = $1, key_id = NULL, access_token = NULL, refresh_token = NULL, \
                  access_expires_at = NULL, version = version + 1, updated_at = $2 \

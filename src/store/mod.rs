@@ -117,6 +117,39 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Begins a transaction that writes. On SQLite (WAL) it is `BEGIN IMMEDIATE`:
+/// the write lock is taken when it begins, waiting up to `busy_timeout`. A
+/// deferred transaction that reads before it writes fails at once with
+/// SQLITE_BUSY when another connection committed in between (busy_timeout
+/// does not cover that upgrade): a store error with nothing wrong.
+/// PostgreSQL begins as usual.
+pub(crate) trait BeginWrite {
+    /// The pool's database.
+    type Database: sqlx::Database;
+    /// A transaction holding (on SQLite) the write lock.
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Database>, sqlx::Error>> + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Database = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>> + Send {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Database = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>> + Send {
+        self.begin()
+    }
+}
+
 /// Connections of the PostgreSQL counters pool ([`Store`]).
 const COUNTER_CONNECTIONS: u32 = 2;
 

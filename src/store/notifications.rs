@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{Store, StoreError, changes::event_payload, in_transaction::InTransaction, with_pool};
+use super::{BeginWrite, Store, StoreError, changes::event_payload, in_transaction::InTransaction, with_pool};
 use crate::domain::changes::{EventChange, EventState};
 
 /// A notification to process.
@@ -266,7 +266,7 @@ impl Store {
         let (now, _) = self.now();
         let deleted = EventState::Deleted.digest();
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             match calendar_ids {
                 None => {
                     sqlx::query(
@@ -316,7 +316,7 @@ impl Store {
         let digest = seen.digest();
         let payload = event_payload(change);
         let seq = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let known: Option<String> = sqlx::query_scalar(
                 "SELECT digest FROM event_writes WHERE tenant_id = $1 AND sub = $2 AND calendar_id = $3 \
                  AND event_id = $4",

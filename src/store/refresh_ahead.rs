@@ -2,7 +2,7 @@
 //! grants were last used, which are due, and a claim per grant so that one
 //! replica refreshes it.
 
-use super::{Store, StoreError, with_pool};
+use super::{BeginWrite, Store, StoreError, with_pool};
 
 /// A grant the background refresher may refresh.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -22,7 +22,7 @@ impl Store {
             return Ok(());
         }
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for (tenant, sub) in grants {
                 sqlx::query(
                     "UPDATE grants SET last_used_at = $1 WHERE tenant_id = $2 AND sub = $3 \

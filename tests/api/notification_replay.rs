@@ -116,6 +116,9 @@ async fn pages_bounded(pg: Option<&PgTestDb>) {
         .send(&app.client)
         .await
         .expect("upsert");
+    // Change reads return only the users' changes: each user touches their events.
+    app.fake.user_touches_all_events(&grant.sub);
+    app.fake.user_touches_all_events(&other.sub);
     app.fake.set_event_page_size(1);
     let before = settled_reads(&app).await;
 

@@ -422,3 +422,50 @@ async fn the_shared_budget_holds_in_every_sliding_window() {
         .expect("store");
     assert_eq!(claim.map(|claim| claim.granted), Ok(1), "granted once the wait is over");
 }
+
+/// SQLite in WAL mode: a transaction that reads before it writes (profiles,
+/// erasure, channel openings) must take the write lock when it begins. A
+/// deferred one fails at once with SQLITE_BUSY when another connection
+/// wrote in between — busy_timeout does not apply to that upgrade — which is
+/// how a ForgetUser once answered STORE_UNAVAILABLE with nothing else wrong.
+#[tokio::test]
+async fn read_then_write_transactions_never_fail_busy_on_sqlite() {
+    use calgate::domain::profile::{Profile, ProfileKind, Profiles};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&format!("sqlite://{}", dir.path().join("busy.db").display())).await;
+    for n in 0..4 {
+        store
+            .save_grant("acme", &new_grant(&format!("acc_{n}"), "a"), None, &Actor::operator())
+            .await
+            .expect("save");
+    }
+    let profiles = |connected: bool| {
+        Profiles(vec![Profile {
+            profile_id: "pro_1".into(),
+            kind: ProfileKind::Calendar,
+            provider_name: "google".into(),
+            profile_name: "ada@example.com".into(),
+            connected,
+            relink_url: None,
+            calendar_ids: vec!["cal_1".into()],
+        }])
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..64 {
+        let store = store.clone();
+        let profiles = profiles(n % 2 == 0);
+        tasks.spawn(async move { store.set_profiles("acme", &format!("acc_{}", n % 4), &profiles).await });
+    }
+    let mut failures = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        if let Err(error) = done.expect("task") {
+            failures.push(error.to_string());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 64 failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
+}
