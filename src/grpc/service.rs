@@ -211,6 +211,7 @@ impl CalendarWriteService for CalendarWriteApi {
             sub: forgotten.sub,
             events_deleted: forgotten.events_deleted,
             upstream_revoke_pending: forgotten.upstream_pending,
+            other_subs: forgotten.other_subs,
         }))
     }
 

@@ -69,13 +69,31 @@ impl Store {
             if exists.is_none() {
                 return Ok(None);
             }
+            // Every user_ref ever bound to the grant, the latest first.
             let user_refs: Vec<String> = sqlx::query_scalar(
-                "SELECT user_ref FROM user_refs WHERE tenant_id = $1 AND sub = $2 ORDER BY bound_at DESC, user_ref DESC",
+                "SELECT user_ref FROM (SELECT user_ref, bound_at FROM user_refs WHERE tenant_id = $1 AND sub = $2 \
+                 UNION ALL SELECT user_ref, bound_at FROM user_ref_history WHERE tenant_id = $1 AND sub = $2) b \
+                 GROUP BY user_ref ORDER BY MAX(bound_at) DESC, user_ref DESC",
             )
             .bind(tenant)
             .bind(sub)
             .fetch_all(&mut *tx)
             .await?;
+            // Enterprise Connect authorizations of the person, whatever their status:
+            // by grant, by user_ref, and by the member's email those name.
+            let emails: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT email FROM enterprise_authorizations WHERE tenant_id = $1 AND grant_sub = $2",
+            )
+            .bind(tenant)
+            .bind(sub)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.erase_user_refs(self, tenant, &user_refs, emails).await?;
+            sqlx::query("DELETE FROM user_ref_history WHERE tenant_id = $1 AND sub = $2")
+                .bind(tenant)
+                .bind(sub)
+                .execute(&mut *tx)
+                .await?;
             for table in PER_SUB_TABLES {
                 sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND sub = $2"))
                     .bind(tenant)
@@ -98,20 +116,6 @@ impl Store {
                 .bind(&sub_hash)
                 .execute(&mut *tx)
                 .await?;
-            for user_ref in &user_refs {
-                sqlx::query("DELETE FROM enterprise_authorizations WHERE tenant_id = $1 AND user_ref = $2")
-                    .bind(tenant)
-                    .bind(user_ref)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "UPDATE audit_events SET sub = NULL, user_ref = NULL WHERE tenant_id = $1 AND user_ref_hash = $2",
-                )
-                .bind(tenant)
-                .bind(self.pseudonym(tenant, "user_ref", user_ref))
-                .execute(&mut *tx)
-                .await?;
-            }
             let entry = AuditEntry {
                 kind: AuditKind::GrantForgotten,
                 sub: Some(sub),
@@ -137,6 +141,63 @@ impl Store {
         self.remove_spilled(tenant, sub);
         self.checkpoint_erasure().await;
         Ok(Some(forgotten))
+    }
+
+    /// The other grants of the person whose grant is (tenant, sub): those
+    /// its user_refs were ever bound to (a user who connected again under
+    /// another sub), oldest first.
+    pub async fn other_grants_of_person(&self, tenant: &str, sub: &str) -> Result<Vec<String>, StoreError> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT g.sub FROM grants g WHERE g.tenant_id = $1 AND g.sub <> $2 AND g.sub IN \
+                 (SELECT o.sub FROM user_ref_history o JOIN user_ref_history h \
+                  ON h.tenant_id = o.tenant_id AND h.user_ref = o.user_ref \
+                  WHERE h.tenant_id = $1 AND h.sub = $2) ORDER BY g.created_at, g.sub",
+            )
+            .bind(tenant)
+            .bind(sub)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Erases what is left of a user_ref that names no grant (an Enterprise
+    /// Connect authorization pending or failed, past bindings, changes) and
+    /// records `grant_forgotten`. False when nothing was stored about it.
+    pub async fn forget_user_ref(&self, tenant: &str, user_ref: &str, actor: &Actor) -> Result<bool, StoreError> {
+        let (_, now_ms) = self.now();
+        let user_refs = [user_ref.to_owned()];
+        let found = with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let mut found: i64 = 0;
+            for table in ["enterprise_authorizations", "user_ref_history", "changes"] {
+                found += sqlx::query_scalar::<_, i64>(&format!(
+                    "SELECT COUNT(*) FROM {table} WHERE tenant_id = $1 AND user_ref = $2"
+                ))
+                .bind(tenant)
+                .bind(user_ref)
+                .fetch_one(&mut *tx)
+                .await?;
+            }
+            if found > 0 {
+                tx.erase_user_refs(self, tenant, &user_refs, Vec::new()).await?;
+                let entry = AuditEntry {
+                    kind: AuditKind::GrantForgotten,
+                    sub: None,
+                    user_ref: Some(user_ref),
+                    actor,
+                    detail: "no grant: authorizations and bindings only".to_owned(),
+                    ids_erased: true,
+                };
+                tx.record_audit(self, tenant, &entry, now_ms).await?;
+            }
+            tx.commit().await?;
+            found > 0
+        });
+        if found {
+            self.checkpoint_erasure().await;
+        }
+        Ok(found)
     }
 
     /// The tenant's grants, for revoking and closing before a purge.
@@ -171,6 +232,7 @@ impl Store {
             let mut other_rows = 0;
             for table in [
                 "user_refs",
+                "user_ref_history",
                 "redeemed_states",
                 "enterprise_authorizations",
                 "changes",

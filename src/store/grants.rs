@@ -108,6 +108,10 @@ const CHANNEL_PENDING: &str = "UPDATE grants SET channel_state = 'pending', chan
 const BIND_USER_REF: &str = "INSERT INTO user_refs (tenant_id, user_ref, sub, bound_at) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (tenant_id, user_ref) DO UPDATE SET sub = excluded.sub, bound_at = excluded.bound_at";
 
+/// Remembers that a user_ref was bound to a sub (same parameters as [`BIND_USER_REF`]).
+const REMEMBER_BINDING: &str = "INSERT INTO user_ref_history (tenant_id, user_ref, sub, bound_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, user_ref, sub) DO NOTHING";
+
 /// Compare-and-swap of a grant's tokens: ($1 key_id, $2 access, $3 refresh, $4 expiry, $5 now,
 /// $6 tenant, $7 sub, $8 expected version).
 pub(super) const UPDATE_TOKENS: &str = "UPDATE grants SET key_id = $1, access_token = $2, refresh_token = $3, \
@@ -185,13 +189,15 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             if let Some(user_ref) = user_ref {
-                sqlx::query(BIND_USER_REF)
-                    .bind(tenant)
-                    .bind(user_ref)
-                    .bind(&new.sub)
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
+                for binding in [BIND_USER_REF, REMEMBER_BINDING] {
+                    sqlx::query(binding)
+                        .bind(tenant)
+                        .bind(user_ref)
+                        .bind(&new.sub)
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             if new.track_changes {
                 sqlx::query(CHANNEL_PENDING)

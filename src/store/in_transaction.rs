@@ -66,6 +66,18 @@ pub(super) trait InTransaction {
         attempt: &str,
     ) -> Result<Option<(Option<String>, i64)>, sqlx::Error>;
 
+    /// Erases what names the person's `user_refs` but no grant: their
+    /// Enterprise Connect authorizations in any status (and any other for the
+    /// members' `emails` or theirs), past bindings and changes; their audit
+    /// rows keep only keyed hashes.
+    async fn erase_user_refs(
+        &mut self,
+        store: &Store,
+        tenant: &str,
+        user_refs: &[String],
+        emails: Vec<String>,
+    ) -> Result<(), sqlx::Error>;
+
     /// Queues work for the notification worker as if Cronofy had notified
     /// it (`read`), due at once; the same id twice is one row.
     async fn queue_read(
@@ -310,6 +322,51 @@ where
         .bind(now)
         .execute(&mut **self)
         .await?;
+        Ok(())
+    }
+
+    async fn erase_user_refs(
+        &mut self,
+        store: &Store,
+        tenant: &str,
+        user_refs: &[String],
+        mut emails: Vec<String>,
+    ) -> Result<(), sqlx::Error> {
+        for user_ref in user_refs {
+            let theirs: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT email FROM enterprise_authorizations WHERE tenant_id = $1 AND user_ref = $2",
+            )
+            .bind(tenant)
+            .bind(user_ref)
+            .fetch_all(&mut **self)
+            .await?;
+            emails.extend(theirs);
+            for erase in [
+                "DELETE FROM enterprise_authorizations WHERE tenant_id = $1 AND user_ref = $2",
+                "DELETE FROM user_ref_history WHERE tenant_id = $1 AND user_ref = $2",
+                "DELETE FROM changes WHERE tenant_id = $1 AND user_ref = $2",
+            ] {
+                sqlx::query(erase)
+                    .bind(tenant)
+                    .bind(user_ref)
+                    .execute(&mut **self)
+                    .await?;
+            }
+            sqlx::query(
+                "UPDATE audit_events SET sub = NULL, user_ref = NULL WHERE tenant_id = $1 AND user_ref_hash = $2",
+            )
+            .bind(tenant)
+            .bind(store.pseudonym(tenant, "user_ref", user_ref))
+            .execute(&mut **self)
+            .await?;
+        }
+        for email in emails {
+            sqlx::query("DELETE FROM enterprise_authorizations WHERE tenant_id = $1 AND email = $2")
+                .bind(tenant)
+                .bind(email)
+                .execute(&mut **self)
+                .await?;
+        }
         Ok(())
     }
 }

@@ -346,3 +346,51 @@ async fn without_callbacks_configured_members_cannot_be_authorized() {
         .expect_err("no callbacks");
     assert_status(&status, Code::FailedPrecondition, "CALLBACKS_NOT_CONFIGURED");
 }
+
+/// ForgetUser of a member whose authorization is still pending (or failed)
+/// erases it — email and user_ref — and Cronofy's late callback for it then
+/// connects nobody (issue #26).
+#[tokio::test]
+async fn forgetting_a_pending_member_erases_the_authorization_and_a_late_callback_connects_nobody() {
+    let (app, base) = spawn_with_callbacks().await;
+    let id = pending_without_callback(&app).await;
+    let forgotten = app
+        .client
+        .clone()
+        .forget_user(app.req(pb::ForgetUserRequest {
+            user: Some(pb::forget_user_request::User::UserRef("ada".into())),
+            delete_events: false,
+        }))
+        .await
+        .expect("a pending member is forgotten")
+        .into_inner();
+    assert_eq!(forgotten.sub, "", "no grant was stored for the member");
+    let gone = get(&app, ACME_KEY, &id).await.expect_err("erased");
+    assert_eq!(gone.code(), Code::NotFound);
+
+    let code = app.fake.member_code_for(&id);
+    let callback = serde_json::json!({"authorization": {"code": code}});
+    assert_eq!(post_signed(&base, &id, &callback).await, 404, "nobody waits for it");
+    let status = fetch_grant_by_ref(&app, "ada").await;
+    assert_eq!(status.code(), Code::NotFound, "the member was not connected again");
+    let again = app
+        .client
+        .clone()
+        .forget_user(app.req(pb::ForgetUserRequest {
+            user: Some(pb::forget_user_request::User::UserRef("ada".into())),
+            delete_events: false,
+        }))
+        .await
+        .expect_err("nothing left");
+    assert_eq!(again.code(), Code::NotFound);
+}
+
+async fn fetch_grant_by_ref(app: &TestApp, user_ref: &str) -> tonic::Status {
+    app.client
+        .clone()
+        .get_grant(app.req(pb::GetGrantRequest {
+            user: Some(pb::get_grant_request::User::UserRef(user_ref.into())),
+        }))
+        .await
+        .expect_err("no grant")
+}

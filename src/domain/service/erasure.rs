@@ -38,6 +38,17 @@ pub struct ErasureService {
     pub(super) audit_retention: Duration,
 }
 
+/// What an erasure does with one grant's events at Cronofy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Events {
+    /// Leaves them.
+    Keep,
+    /// They were deleted already.
+    Deleted,
+    /// Deletes them while the grant can still be used.
+    DeleteIfUsable,
+}
+
 /// What ForgetUser did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forgotten {
@@ -47,6 +58,9 @@ pub struct Forgotten {
     pub events_deleted: bool,
     /// Cronofy's revoke failed and waits in the revocation queue.
     pub upstream_pending: bool,
+    /// The person's earlier grants, erased with it: subs their user_refs
+    /// were bound to before.
+    pub other_subs: Vec<String>,
 }
 
 /// What purging a tenant did.
@@ -105,39 +119,115 @@ impl ErasureService {
         deadline: Deadline,
         actor: &Actor,
     ) -> Result<Forgotten, Error> {
-        let stored = self.credentials.find(tenant, selector).await?;
+        let stored = match (self.credentials.find(tenant, selector).await, selector) {
+            (Ok(stored), _) => stored,
+            // No grant, but perhaps an Enterprise Connect authorization or past bindings.
+            (Err(Error::GrantNotFound), GrantSelector::UserRef(user_ref)) => {
+                return self.forget_unbound(tenant, user_ref, actor).await;
+            }
+            (Err(error), _) => return Err(error),
+        };
         let sub = stored.grant.sub.clone();
-        let by_sub = GrantSelector::Sub(sub.clone());
         if delete_events {
             // Fails (and erases nothing) when the grant cannot be used: the caller asked for this.
+            let by_sub = GrantSelector::Sub(sub.clone());
             self.events.delete_all_events(tenant, &by_sub, &[], deadline).await?;
         }
-        let upstream = if stored.grant.status == GrantStatus::Revoked {
-            UpstreamRevoke::Revoked
-        } else {
-            self.channels.close_grant_channel(tenant, &sub).await?;
-            self.connect.revoke_upstream(tenant, &sub, deadline).await?
-        };
-        let upstream_pending = upstream == UpstreamRevoke::Queued;
-        let detail = format!(
-            "events deleted: {delete_events}; upstream revoke: {}",
-            upstream.as_str()
-        );
-        let forgotten = self
+        // The person's earlier grants (their user_ref connected under another
+        // sub before) go first: a failure here leaves the user_ref to retry with.
+        let others = self
             .store
-            .forget_grant(&tenant.id, &sub, actor, detail)
+            .other_grants_of_person(&tenant.id, &sub)
             .await
-            .map_err(|error| store_failure(&tenant.id, "forgetting a user", &error))?
-            .ok_or(Error::GrantNotFound)?;
-        self.credentials.tokens.forget_grant(&tenant.id, &sub);
-        for user_ref in &forgotten.user_refs {
+            .map_err(|error| store_failure(&tenant.id, "finding a user's other grants", &error))?;
+        let mut upstream_pending = false;
+        let their_events = if delete_events {
+            Events::DeleteIfUsable
+        } else {
+            Events::Keep
+        };
+        for other in &others {
+            let (pending, _) = self.forget_grant(tenant, other, their_events, deadline, actor).await?;
+            upstream_pending |= pending;
+        }
+        let events = if delete_events { Events::Deleted } else { Events::Keep };
+        let (pending, user_refs) = self.forget_grant(tenant, &sub, events, deadline, actor).await?;
+        upstream_pending |= pending;
+        for user_ref in &user_refs {
             self.credentials.tokens.forget_user_ref(&tenant.id, user_ref);
         }
-        info!(tenant = %tenant.id, events_deleted = delete_events, upstream_pending, "user forgotten");
+        info!(tenant = %tenant.id, events_deleted = delete_events, upstream_pending, earlier_grants = others.len(), "user forgotten");
         Ok(Forgotten {
             sub,
             events_deleted: delete_events,
             upstream_pending,
+            other_subs: others,
+        })
+    }
+
+    /// Revokes one grant of the person at Cronofy (its events first, when
+    /// asked and it can still be used) and erases its rows. Returns whether
+    /// the revoke waits in the queue, and the user_refs it had.
+    async fn forget_grant(
+        &self,
+        tenant: &Arc<Tenant>,
+        sub: &str,
+        events: Events,
+        deadline: Deadline,
+        actor: &Actor,
+    ) -> Result<(bool, Vec<String>), Error> {
+        let stored = self
+            .credentials
+            .find(tenant, &GrantSelector::Sub(sub.to_owned()))
+            .await?;
+        let by_sub = GrantSelector::Sub(sub.to_owned());
+        let events_deleted = match events {
+            Events::Keep => false,
+            Events::Deleted => true,
+            Events::DeleteIfUsable => match self.events.delete_all_events(tenant, &by_sub, &[], deadline).await {
+                Ok(()) => true,
+                // An earlier grant without its authorization: no token deletes its events.
+                Err(Error::GrantNeedsReauth | Error::GrantRevoked | Error::GrantIsServiceAccount) => false,
+                Err(error) => return Err(error),
+            },
+        };
+        let upstream = if stored.grant.status == GrantStatus::Revoked {
+            UpstreamRevoke::Revoked
+        } else {
+            self.channels.close_grant_channel(tenant, sub).await?;
+            self.connect.revoke_upstream(tenant, sub, deadline).await?
+        };
+        let detail = format!(
+            "events deleted: {events_deleted}; upstream revoke: {}",
+            upstream.as_str()
+        );
+        let forgotten = self
+            .store
+            .forget_grant(&tenant.id, sub, actor, detail)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "forgetting a user", &error))?
+            .ok_or(Error::GrantNotFound)?;
+        self.credentials.tokens.forget_grant(&tenant.id, sub);
+        Ok((upstream == UpstreamRevoke::Queued, forgotten.user_refs))
+    }
+
+    /// ForgetUser of a user_ref naming no grant: what is left of it (an
+    /// Enterprise Connect authorization pending or failed, past bindings).
+    async fn forget_unbound(&self, tenant: &Arc<Tenant>, user_ref: &str, actor: &Actor) -> Result<Forgotten, Error> {
+        let found = self
+            .store
+            .forget_user_ref(&tenant.id, user_ref, actor)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "forgetting a user_ref", &error))?;
+        if !found {
+            return Err(Error::GrantNotFound);
+        }
+        info!(tenant = %tenant.id, "user_ref without a grant forgotten");
+        Ok(Forgotten {
+            sub: String::new(),
+            events_deleted: false,
+            upstream_pending: false,
+            other_subs: Vec::new(),
         })
     }
 

@@ -113,7 +113,13 @@ async fn forget_user_with_notifications(pg: Option<&PgTestDb>) {
     let port = free_port();
     let binary = start(&fake, &work, pg, &["k1"], |c| with_callbacks(c, port, port)).await;
     let mut changes = watch(&binary.client, ACME_KEY, "").await.expect("watch");
+    // Ada connected once under another sub (another account) before: the
+    // user_ref now points at her second grant; her first is hers all the same.
+    let ada_before = binary.connect("forget-noted-ada-5e21").await;
+    let calendar_before = fake.calendar_ids(&ada_before.sub)[0].clone();
+    binary.upsert(&ada_before.sub, &calendar_before).await.expect("write");
     let ada = binary.connect("forget-noted-ada-5e21").await;
+    assert_ne!(ada.sub, ada_before.sub);
     let bob = binary.connect("forget-noted-bob-77d0").await;
     tokio::time::timeout(ARRIVAL, async {
         while fake.channels(&ada.sub).is_empty() {
@@ -143,7 +149,7 @@ async fn forget_user_with_notifications(pg: Option<&PgTestDb>) {
     .expect("the user's deletion is noticed through a notification");
     assert_eq!(noticed.sub, ada.sub);
 
-    binary
+    let forgotten = binary
         .client
         .clone()
         .forget_user(forget(
@@ -152,11 +158,29 @@ async fn forget_user_with_notifications(pg: Option<&PgTestDb>) {
             true,
         ))
         .await
-        .expect("forget");
+        .expect("forget")
+        .into_inner();
     assert!(fake.channels(&ada.sub).is_empty(), "the channel is closed at Cronofy");
+    assert_eq!(forgotten.sub, ada.sub);
+    assert_eq!(
+        forgotten.other_subs,
+        std::slice::from_ref(&ada_before.sub),
+        "her earlier grant goes too"
+    );
+    assert_eq!(fake.event_count(&ada_before.sub), 0, "its events deleted at Cronofy");
+    assert!(
+        fake.revoked_subs("acme-client").contains(&ada_before.sub),
+        "and revoked"
+    );
     drop(binary);
 
-    let erased = [ada.sub.as_str(), "forget-noted-ada-5e21", calendar.as_str()];
+    let erased = [
+        ada.sub.as_str(),
+        ada_before.sub.as_str(),
+        "forget-noted-ada-5e21",
+        calendar.as_str(),
+        calendar_before.as_str(),
+    ];
     match pg {
         None => {
             let bytes = database_bytes(&work);
