@@ -87,9 +87,22 @@ enum Command {
         /// Only rows about this sub (found by its keyed hash, also after it was erased).
         #[arg(long)]
         sub: Option<String>,
-        /// Check the tenant's whole chain; exit 1 if a row was edited, removed or inserted.
+        /// Check the tenant's whole chain; exit 1 if a row was edited, removed,
+        /// inserted or written without the audit key, or the pruning mark is not calgate's.
         #[arg(long)]
         verify: bool,
+        /// With --verify: rows up to this number may carry plain SHA-256 hashes
+        /// (recorded before calgate keyed its chains).
+        #[arg(long, default_value_t = 0)]
+        unkeyed_through: i64,
+        /// With --verify: a head printed by --head earlier (a file); exit 1 if
+        /// the chain no longer holds it.
+        #[arg(long)]
+        expect_head: Option<PathBuf>,
+        /// Print the chain's head, signed with the audit key, as one JSON line
+        /// (keep it elsewhere; check it later with --verify --expect-head).
+        #[arg(long, conflicts_with = "verify")]
+        head: bool,
     },
     /// Print the SHA-256 of an API key read from standard input, for `api_key_sha256`.
     HashKey,
@@ -231,13 +244,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
             user_ref,
             sub,
             verify,
+            unkeyed_through,
+            expect_head,
+            head,
         } => {
             let since = since
                 .map(|since| time::OffsetDateTime::parse(&since, &time::format_description::well_known::Rfc3339))
                 .transpose()
                 .map_err(|_| anyhow::anyhow!("--since must be an RFC 3339 instant, such as 2026-01-31T00:00:00Z"))?;
             let query = calgate::store::AuditQuery { since, user_ref, sub };
-            operations::audit(Settings::load(&config)?, &tenant, query, verify).await
+            let check = operations::AuditCheck {
+                verify,
+                unkeyed_through,
+                expect_head,
+                head,
+            };
+            operations::audit(Settings::load(&config)?, &tenant, query, check).await
         }
         Command::HashKey => {
             let mut key = String::new();

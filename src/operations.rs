@@ -12,6 +12,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::{
     config::Settings,
     domain::audit::{Actor, AuditEntry, AuditKind, AuditRecord},
+    domain::audit_chain::SignedHead,
     server::App,
     store::{AuditQuery, Store},
 };
@@ -114,10 +115,31 @@ pub async fn purge_tenant(settings: Settings, tenant_id: &str) -> anyhow::Result
     Ok(())
 }
 
-/// `calgate audit`: prints a tenant's audit rows; `verify` checks its chain.
-pub async fn audit(settings: Settings, tenant: &str, query: AuditQuery, verify: bool) -> anyhow::Result<()> {
+/// What `calgate audit` does beside printing rows.
+#[derive(Debug, Clone, Default)]
+pub struct AuditCheck {
+    /// Check the tenant's whole chain (`--verify`).
+    pub verify: bool,
+    /// Rows up to this one may carry plain hashes: they were recorded before
+    /// calgate keyed its chains (`--unkeyed-through`).
+    pub unkeyed_through: i64,
+    /// A head printed by `--head` earlier, kept elsewhere: the chain must
+    /// still hold it (`--expect-head FILE`).
+    pub expect_head: Option<std::path::PathBuf>,
+    /// Print the chain's signed head instead of its rows (`--head`).
+    pub head: bool,
+}
+
+/// `calgate audit`: prints a tenant's audit rows (or, with `--head`, its
+/// signed head); `verify` checks its chain.
+pub async fn audit(settings: Settings, tenant: &str, query: AuditQuery, check: AuditCheck) -> anyhow::Result<()> {
     let store = connect(&settings).await?;
     let mut out = std::io::stdout().lock();
+    if check.head {
+        let head = store.signed_audit_head(tenant).await?;
+        writeln!(out, "{}", serde_json::to_string(&head)?)?;
+        return Ok(());
+    }
     let mut after = 0;
     loop {
         let page = store.audit_page(tenant, &query, after, AUDIT_PAGE).await?;
@@ -128,8 +150,20 @@ pub async fn audit(settings: Settings, tenant: &str, query: AuditQuery, verify: 
         }
     }
     out.flush()?;
-    if verify {
-        let report = store.verify_audit_chain(tenant).await?;
+    if check.verify {
+        let expect_head = match &check.expect_head {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| anyhow::anyhow!("reading --expect-head {}: {error}", path.display()))?;
+                let head: SignedHead = serde_json::from_str(text.trim())
+                    .map_err(|_| anyhow::anyhow!("--expect-head {} is not a head printed by --head", path.display()))?;
+                Some(head)
+            }
+        };
+        let report = store
+            .verify_audit_chain(tenant, check.unkeyed_through, expect_head.as_ref())
+            .await?;
         match report.broken {
             None => eprintln!(
                 "audit: {tenant}'s chain verifies: {} rows, head {}",

@@ -1,9 +1,9 @@
-//! The audit trail's vocabulary: what happened to a credential, who made it
-//! happen, and how rows chain. Rows are stored by [`crate::store::Store`];
+//! The audit trail's vocabulary: what happened to a credential and who made
+//! it happen; how rows chain is [`super::audit_chain`]. Rows are stored by [`crate::store::Store`];
 //! nothing here holds a token, code or secret.
 
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use time::OffsetDateTime;
 
 /// What happened.
@@ -163,74 +163,6 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
-impl AuditRecord {
-    /// The hash this row should carry, from its own fields.
-    pub fn expected_hash(&self) -> String {
-        chain_hash(&ChainFields {
-            tenant: &self.tenant,
-            seq: self.seq,
-            recorded_at_ms: (self.recorded_at.unix_timestamp_nanos() / 1_000_000) as i64,
-            kind: &self.kind,
-            sub_hash: &self.sub_hash,
-            user_ref_hash: &self.user_ref_hash,
-            actor: &self.actor,
-            request_id: &self.request_id,
-            detail: &self.detail,
-            prev_hash: &self.prev_hash,
-        })
-    }
-}
-
-/// What a row's hash covers: everything but the clear sub and user_ref, so
-/// erasing those never breaks the chain.
-#[derive(Debug)]
-pub struct ChainFields<'a> {
-    /// Tenant id.
-    pub tenant: &'a str,
-    /// Number in the chain.
-    pub seq: i64,
-    /// Unix milliseconds.
-    pub recorded_at_ms: i64,
-    /// Kind name.
-    pub kind: &'a str,
-    /// Keyed hash of the sub.
-    pub sub_hash: &'a str,
-    /// Keyed hash of the user_ref.
-    pub user_ref_hash: &'a str,
-    /// Actor.
-    pub actor: &'a str,
-    /// Request id.
-    pub request_id: &'a str,
-    /// Detail.
-    pub detail: &'a str,
-    /// The previous row's hash.
-    pub prev_hash: &'a str,
-}
-
-/// SHA-256 (hex) over the length-prefixed fields: no two rows share an encoding.
-pub fn chain_hash(fields: &ChainFields<'_>) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(b"calgate/audit/v1");
-    let seq = fields.seq.to_string();
-    let at = fields.recorded_at_ms.to_string();
-    for part in [
-        fields.tenant,
-        &seq,
-        &at,
-        fields.kind,
-        fields.sub_hash,
-        fields.user_ref_hash,
-        fields.actor,
-        fields.request_id,
-        fields.detail,
-        fields.prev_hash,
-    ] {
-        hasher.update((part.len() as u32).to_be_bytes());
-        hasher.update(part.as_bytes());
-    }
-    hex::encode(hasher.finalize())
-}
-
 /// The keyed hash of a person's id within a tenant (HMAC-SHA-256, hex):
 /// stable while the audit key lasts, useless without it.
 pub fn pseudonym(key: &[u8; 32], tenant: &str, what: &str, id: &str) -> String {
@@ -242,150 +174,9 @@ pub fn pseudonym(key: &[u8; 32], tenant: &str, what: &str, id: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// Where a chain is broken, if anywhere.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChainBreak {
-    /// A row's hash does not match its fields: it was edited.
-    Edited {
-        /// The row.
-        seq: i64,
-    },
-    /// A row does not carry the previous row's hash, or numbers skip: rows were removed or inserted.
-    Gap {
-        /// The first row after the break (or the head's number when rows are missing at the end).
-        seq: i64,
-    },
-}
-
-impl std::fmt::Display for ChainBreak {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ChainBreak::Edited { seq } => write!(f, "row {seq} was edited (its hash does not match its fields)"),
-            ChainBreak::Gap { seq } => write!(f, "rows are missing or were inserted before row {seq}"),
-        }
-    }
-}
-
-/// Checks a chain incrementally, row after row in number order.
-#[derive(Debug)]
-pub struct ChainVerifier {
-    expected_seq: i64,
-    expected_prev: String,
-    /// Rows checked.
-    pub checked: u64,
-}
-
-impl ChainVerifier {
-    /// Starts after the rows retention removed: the first remaining row is
-    /// `pruned_through + 1` and carries `pruned_hash`.
-    pub fn new(pruned_through: i64, pruned_hash: &str) -> ChainVerifier {
-        ChainVerifier {
-            expected_seq: pruned_through + 1,
-            expected_prev: pruned_hash.to_owned(),
-            checked: 0,
-        }
-    }
-
-    /// Checks the next row.
-    pub fn check(&mut self, row: &AuditRecord) -> Result<(), ChainBreak> {
-        if row.seq != self.expected_seq || row.prev_hash != self.expected_prev {
-            return Err(ChainBreak::Gap { seq: row.seq });
-        }
-        if row.expected_hash() != row.hash {
-            return Err(ChainBreak::Edited { seq: row.seq });
-        }
-        self.expected_seq += 1;
-        self.expected_prev.clone_from(&row.hash);
-        self.checked += 1;
-        Ok(())
-    }
-
-    /// Checks that the chain ends where its head says.
-    pub fn finish(&self, last_seq: i64, last_hash: &str) -> Result<(), ChainBreak> {
-        if self.expected_seq != last_seq + 1 || self.expected_prev != last_hash {
-            return Err(ChainBreak::Gap { seq: last_seq });
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row(seq: i64, prev: &str) -> AuditRecord {
-        let mut row = AuditRecord {
-            tenant: "acme".into(),
-            seq,
-            recorded_at: OffsetDateTime::from_unix_timestamp(1_800_000_000 + seq).expect("valid"),
-            kind: "grant_connected".into(),
-            sub: Some("acc_1".into()),
-            user_ref: None,
-            sub_hash: pseudonym(&[7; 32], "acme", "sub", "acc_1"),
-            user_ref_hash: String::new(),
-            actor: "operator".into(),
-            request_id: String::new(),
-            detail: String::new(),
-            prev_hash: prev.into(),
-            hash: String::new(),
-        };
-        row.hash = row.expected_hash();
-        row
-    }
-
-    fn chain(n: i64) -> Vec<AuditRecord> {
-        let mut rows: Vec<AuditRecord> = Vec::new();
-        for seq in 1..=n {
-            let prev = rows.last().map_or(String::new(), |r| r.hash.clone());
-            rows.push(row(seq, &prev));
-        }
-        rows
-    }
-
-    fn verify(rows: &[AuditRecord], through: i64, pruned: &str) -> Result<u64, ChainBreak> {
-        let mut verifier = ChainVerifier::new(through, pruned);
-        for row in rows {
-            verifier.check(row)?;
-        }
-        let last = rows
-            .last()
-            .map_or((through, pruned.to_owned()), |r| (r.seq, r.hash.clone()));
-        verifier.finish(last.0, &last.1)?;
-        Ok(verifier.checked)
-    }
-
-    #[test]
-    fn an_intact_chain_verifies_even_with_ids_erased() {
-        let mut rows = chain(4);
-        assert_eq!(verify(&rows, 0, ""), Ok(4));
-        rows[1].sub = None;
-        rows[2].user_ref = None;
-        assert_eq!(verify(&rows, 0, ""), Ok(4));
-        // After retention removed the first two rows.
-        let pruned = rows[1].hash.clone();
-        assert_eq!(verify(&rows[2..], 2, &pruned), Ok(2));
-    }
-
-    #[test]
-    fn edits_removals_and_insertions_are_found() {
-        let rows = chain(4);
-        let mut edited = rows.clone();
-        edited[2].actor = "key:000000000000".into();
-        assert_eq!(verify(&edited, 0, ""), Err(ChainBreak::Edited { seq: 3 }));
-        let mut removed = rows.clone();
-        removed.remove(1);
-        assert_eq!(verify(&removed, 0, ""), Err(ChainBreak::Gap { seq: 3 }));
-        // The last row removed: only the head tells.
-        let mut verifier = ChainVerifier::new(0, "");
-        for row in &rows[..3] {
-            verifier.check(row).expect("intact so far");
-        }
-        assert_eq!(verifier.finish(4, &rows[3].hash), Err(ChainBreak::Gap { seq: 4 }));
-        // A renumbered forgery without the right previous hash.
-        let mut forged = rows.clone();
-        forged[3] = row(4, "f00d");
-        assert_eq!(verify(&forged, 0, ""), Err(ChainBreak::Gap { seq: 4 }));
-    }
 
     #[test]
     fn pseudonyms_are_keyed_and_per_tenant() {

@@ -3,6 +3,7 @@
 //! [`crate::cronofy::CronofyClient`] and to the store through [`crate::store::Store`].
 
 pub mod audit;
+pub mod audit_chain;
 pub mod changes;
 pub mod error;
 pub mod event;

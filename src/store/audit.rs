@@ -12,7 +12,10 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::{BeginWrite, Store, StoreError, crypto::Binding, in_transaction::InTransaction, with_pool};
-use crate::domain::audit::{AuditEntry, AuditRecord, ChainBreak, ChainVerifier, MAX_DETAIL, pseudonym};
+use crate::domain::{
+    audit::{AuditEntry, AuditRecord, MAX_DETAIL, pseudonym},
+    audit_chain::{ChainBreak, ChainVerifier, PruneMark, SignedHead},
+};
 
 /// The pseudonym key; never printed.
 #[derive(Default)]
@@ -212,7 +215,7 @@ impl Store {
             prev_hash,
             hash: String::new(),
         };
-        row.hash = row.expected_hash();
+        row.hash = row.keyed_hash(&self.audit_key.0);
         row
     }
 
@@ -260,18 +263,72 @@ impl Store {
         rows.into_iter().map(AuditRow::into_record).collect()
     }
 
-    /// Walks the tenant's whole chain and reports the first break.
-    pub async fn verify_audit_chain(&self, tenant: &str) -> Result<ChainReport, StoreError> {
-        const PAGE: i64 = 1000;
-        let head: Option<(i64, String, i64, String)> = with_pool!(self, pool => {
-            sqlx::query_as("SELECT last_seq, last_hash, pruned_through, pruned_hash FROM audit_heads WHERE tenant_id = $1")
-                .bind(tenant)
-                .fetch_optional(pool)
-                .await?
+    /// The tenant's chain head and pruning mark.
+    async fn audit_head_row(&self, tenant: &str) -> Result<(i64, String, PruneMark), StoreError> {
+        type Head = (i64, String, i64, String, i64, i64, i64, String);
+        let head: Option<Head> = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT last_seq, last_hash, pruned_through, pruned_hash, pruned_recorded_at, pruned_at, \
+                 pruned_retention, pruned_mac FROM audit_heads WHERE tenant_id = $1",
+            )
+            .bind(tenant)
+            .fetch_optional(pool)
+            .await?
         });
-        let (last_seq, last_hash, pruned_through, pruned_hash) = head.unwrap_or((0, String::new(), 0, String::new()));
-        let mut verifier = ChainVerifier::new(pruned_through, &pruned_hash);
-        let mut after = pruned_through;
+        let Some((last_seq, last_hash, through, hash, recorded_at_ms, pruned_at_ms, retention_ms, mac)) = head else {
+            return Ok((0, String::new(), PruneMark::default()));
+        };
+        let mark = PruneMark {
+            through,
+            hash,
+            recorded_at_ms,
+            pruned_at_ms,
+            retention_ms,
+            mac,
+        };
+        Ok((last_seq, last_hash, mark))
+    }
+
+    /// The tenant's chain head now, signed with the audit key: what
+    /// `calgate audit --head` prints for operators to keep elsewhere.
+    pub async fn signed_audit_head(&self, tenant: &str) -> Result<SignedHead, StoreError> {
+        let (last_seq, last_hash, _) = self.audit_head_row(tenant).await?;
+        Ok(SignedHead::sign(
+            tenant,
+            last_seq,
+            &last_hash,
+            self.clock.now(),
+            &self.audit_key.0,
+        ))
+    }
+
+    /// Walks the tenant's whole chain and reports the first break. Rows up
+    /// to `unkeyed_through` may carry plain hashes (recorded before calgate
+    /// keyed its chains); `expect_head`, a head kept elsewhere, must still be
+    /// in the chain.
+    pub async fn verify_audit_chain(
+        &self,
+        tenant: &str,
+        unkeyed_through: i64,
+        expect_head: Option<&SignedHead>,
+    ) -> Result<ChainReport, StoreError> {
+        const PAGE: i64 = 1000;
+        let (last_seq, last_hash, mark) = self.audit_head_row(tenant).await?;
+        let report = |checked, broken| ChainReport {
+            checked,
+            broken,
+            head_hash: last_hash.clone(),
+        };
+        if let Some(head) = expect_head
+            && let Err(broken) = self.reaches(tenant, head, last_seq, &mark).await
+        {
+            return Ok(report(0, Some(broken)));
+        }
+        let mut verifier = match ChainVerifier::new(tenant, &mark, &self.audit_key.0, unkeyed_through) {
+            Ok(verifier) => verifier,
+            Err(broken) => return Ok(report(0, Some(broken))),
+        };
+        let mut after = mark.through;
         let everything = AuditQuery::default();
         loop {
             let page = self.audit_page(tenant, &everything, after, PAGE).await?;
@@ -279,50 +336,97 @@ impl Store {
             after = last.seq;
             for row in &page {
                 if let Err(broken) = verifier.check(row) {
-                    return Ok(ChainReport {
-                        checked: verifier.checked,
-                        broken: Some(broken),
-                        head_hash: last_hash,
-                    });
+                    return Ok(report(verifier.checked, Some(broken)));
                 }
             }
         }
         let broken = verifier.finish(last_seq, &last_hash).err();
-        Ok(ChainReport {
-            checked: verifier.checked,
-            broken,
-            head_hash: last_hash,
-        })
+        Ok(report(verifier.checked, broken))
+    }
+
+    /// Whether the chain still holds `head` (a row retention removed since
+    /// is taken on the signed pruning mark's word).
+    async fn reaches(
+        &self,
+        tenant: &str,
+        head: &SignedHead,
+        last_seq: i64,
+        mark: &PruneMark,
+    ) -> Result<(), ChainBreak> {
+        let broken = |why| Err(ChainBreak::HeadNotReached { seq: head.seq, why });
+        if head.tenant != tenant || !head.is_signed_by(&self.audit_key.0) {
+            return broken("is not a head of this tenant's chain signed with the audit key");
+        }
+        if head.seq > last_seq {
+            return broken("is beyond the chain's end: rows were removed");
+        }
+        if head.seq < mark.through {
+            return Ok(());
+        }
+        let hash = if head.seq == mark.through {
+            Some(mark.hash.clone())
+        } else {
+            let hash: Result<Option<String>, sqlx::Error> = with_pool!(self, pool => {
+                sqlx::query_scalar("SELECT hash FROM audit_events WHERE tenant_id = $1 AND seq = $2")
+                    .bind(tenant)
+                    .bind(head.seq)
+                    .fetch_optional(pool)
+                    .await
+            });
+            hash.ok().flatten()
+        };
+        match hash {
+            None => broken("is gone from the chain"),
+            Some(hash) if hash != head.hash => broken("was rewritten"),
+            Some(_) => Ok(()),
+        }
     }
 
     /// Removes audit rows recorded before `before_ms`, tenant by tenant,
-    /// keeping each chain verifiable from its first remaining row.
-    pub async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
+    /// keeping each chain verifiable from its first remaining row: the mark
+    /// of the last row removed is signed with the audit key, with when it was
+    /// recorded, when it went, and `retention_ms`.
+    pub async fn prune_audit(&self, before_ms: i64, retention_ms: i64) -> Result<u64, StoreError> {
         let due: Vec<(String, i64)> = with_pool!(self, pool => {
             sqlx::query_as("SELECT tenant_id, MAX(seq) FROM audit_events WHERE recorded_at < $1 GROUP BY tenant_id")
                 .bind(before_ms)
                 .fetch_all(pool)
                 .await?
         });
+        let (_, now_ms) = self.now();
         let mut removed = 0;
         for (tenant, through) in due {
             removed += with_pool!(self, pool => {
                 let mut tx = pool.begin_write().await?;
-                let hash: Option<String> =
-                    sqlx::query_scalar("SELECT hash FROM audit_events WHERE tenant_id = $1 AND seq = $2")
+                let last: Option<(String, i64)> =
+                    sqlx::query_as("SELECT hash, recorded_at FROM audit_events WHERE tenant_id = $1 AND seq = $2")
                         .bind(&tenant)
                         .bind(through)
                         .fetch_optional(&mut *tx)
                         .await?;
-                let deleted = match hash {
-                    Some(hash) => {
+                let deleted = match last {
+                    Some((hash, recorded_at_ms)) => {
+                        let mut mark = PruneMark {
+                            through,
+                            hash,
+                            recorded_at_ms,
+                            pruned_at_ms: now_ms,
+                            retention_ms,
+                            mac: String::new(),
+                        };
+                        mark.mac = mark.expected_mac(&tenant, &self.audit_key.0);
                         sqlx::query(
-                            "UPDATE audit_heads SET pruned_through = $2, pruned_hash = $3 \
+                            "UPDATE audit_heads SET pruned_through = $2, pruned_hash = $3, pruned_recorded_at = $4, \
+                             pruned_at = $5, pruned_retention = $6, pruned_mac = $7 \
                              WHERE tenant_id = $1 AND pruned_through < $2",
                         )
                         .bind(&tenant)
                         .bind(through)
-                        .bind(&hash)
+                        .bind(&mark.hash)
+                        .bind(mark.recorded_at_ms)
+                        .bind(mark.pruned_at_ms)
+                        .bind(mark.retention_ms)
+                        .bind(&mark.mac)
                         .execute(&mut *tx)
                         .await?;
                         sqlx::query("DELETE FROM audit_events WHERE tenant_id = $1 AND seq <= $2")

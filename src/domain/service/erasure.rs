@@ -84,7 +84,10 @@ impl ErasureService {
     pub async fn prune_audit(&self) -> Result<u64, Error> {
         let cutoff = self.clock.now() - self.audit_retention;
         self.store
-            .prune_audit((cutoff.unix_timestamp_nanos() / 1_000_000) as i64)
+            .prune_audit(
+                (cutoff.unix_timestamp_nanos() / 1_000_000) as i64,
+                self.audit_retention.as_millis() as i64,
+            )
             .await
             .map_err(|error| store_failure("*", "pruning the audit trail", &error))
     }

@@ -4,6 +4,7 @@
 //! hash-chained audit trail (`calgate audit`), on SQLite and PostgreSQL.
 
 mod audit;
+mod audit_keyed;
 mod forget;
 mod purge;
 mod rekey;
@@ -26,6 +27,8 @@ use crate::{
 /// What a calgate command did.
 pub(crate) struct Ran {
     pub(crate) ok: bool,
+    /// The exit code (None when a signal ended it).
+    pub(crate) code: Option<i32>,
     pub(crate) stdout: String,
     pub(crate) stderr: String,
 }
@@ -51,6 +54,7 @@ pub(crate) async fn calgate(args: &[&str]) -> Ran {
         .expect("run calgate");
     Ran {
         ok: output.status.success(),
+        code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
