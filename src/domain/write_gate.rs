@@ -4,7 +4,7 @@
 use super::{
     error::Error,
     grant::{Grant, GrantStatus},
-    profile::Profiles,
+    profile::{ProfileKind, Profiles},
 };
 
 /// What a write to one of a grant's calendars must pass: the grant's
@@ -24,6 +24,23 @@ impl WriteGate {
         WriteGate {
             whole_grant: (grant.status == GrantStatus::ProfileDisconnected).then(|| grant.relink_url.clone()),
             profiles: grant.profiles.clone(),
+        }
+    }
+
+    /// Refuses integrated conferencing through a conferencing profile
+    /// Cronofy reports disconnected (with its relink URL): the event would be
+    /// written without its conference.
+    pub fn check_conferencing(&self, profile_id: &str) -> Result<(), Error> {
+        match self
+            .profiles
+            .0
+            .iter()
+            .find(|p| p.kind == ProfileKind::Conferencing && p.profile_id == profile_id && !p.connected)
+        {
+            Some(profile) => Err(Error::ProfileDisconnected {
+                relink_url: profile.relink_url.clone(),
+            }),
+            None => Ok(()),
         }
     }
 

@@ -158,6 +158,9 @@ impl EventService {
         let body = event.to_cronofy();
         let lease = self.credentials.access_token(tenant, selector, true).await?;
         lease.gate.check(calendar_id)?;
+        if let Some(conferencing) = &event.conferencing {
+            lease.gate.check_conferencing(&conferencing.profile_id)?;
+        }
         let access_mode = lease.access_mode;
         let sub = lease.sub.clone();
         call_with_refresh!(
@@ -340,6 +343,11 @@ impl EventService {
         for op in ops {
             let (BatchOp::Upsert { calendar_id, .. } | BatchOp::Delete { calendar_id, .. }) = op;
             lease.gate.check(calendar_id)?;
+            if let BatchOp::Upsert { event, .. } = op
+                && let Some(conferencing) = &event.conferencing
+            {
+                lease.gate.check_conferencing(&conferencing.profile_id)?;
+            }
         }
         let sub = lease.sub.clone();
         let outcomes = call_with_refresh!(self, tenant, deadline, lease, Call::other("batch endpoint"), |token| {

@@ -144,6 +144,23 @@ async fn a_disconnected_conferencing_profile_is_reported_and_writes_go_on() {
         .send(&app.client)
         .await
         .expect("calendar writes go on");
+    let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+    let mut with_zoom = pb::UpsertEventRequest {
+        user: Some(pb::upsert_event_request::User::Sub(grant.sub.clone())),
+        calendar_id: calendar,
+        event: Some(event("zoom-call")),
+    };
+    with_zoom.event.as_mut().expect("event").conferencing = Some(pb::Conferencing {
+        profile_id: zoom.clone(),
+        ..Default::default()
+    });
+    let refused = app
+        .client
+        .clone()
+        .upsert_event(app.req(with_zoom))
+        .await
+        .expect_err("its conference could not be made");
+    assert_status(&refused, Code::FailedPrecondition, "PROFILE_DISCONNECTED");
 
     assert_eq!(app.fake.set_profile_connected(&grant.sub, &zoom, true).await, [200]);
     let change = next(&mut stream).await;
