@@ -1,6 +1,8 @@
 //! Key rotation to completion (`calgate rekey`) while serving, and rotating
 //! the state key with consents in flight.
 
+use tokio::io::AsyncBufReadExt;
+
 use super::*;
 
 async fn rekey_while_serving(pg: Option<&PgTestDb>) {
@@ -206,4 +208,161 @@ async fn rotating_the_state_key_keeps_consents_in_flight() {
     let refused = exchange(&binary, abandoned).await.expect_err("s1 is gone");
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     exchange(&binary, fresh).await.expect("s2's state");
+}
+
+// ---------------------------------------------------------------- killed half-way
+
+/// The store as `config` names it (its keys, its spill directory), in this process.
+async fn open_store(config: &str) -> calgate::store::Store {
+    let settings = calgate::config::Settings::load(std::path::Path::new(config)).expect("config");
+    calgate::store::Store::connect(&settings.store, &settings.encryption_keys)
+        .await
+        .expect("the store opens: its audit key is readable")
+}
+
+/// Every grant of `subs` opens (tokens readable), and so does every spilled
+/// pair. Returns how many grants each key seals.
+async fn all_readable(config: &str, subs: &[String], spilled: usize) -> Vec<(String, i64)> {
+    let store = open_store(config).await;
+    for sub in subs {
+        let grant = store
+            .find_grant("acme", &calgate::domain::grant::GrantSelector::Sub(sub.clone()))
+            .await
+            .unwrap_or_else(|error| panic!("{sub} cannot be read: {error}"))
+            .expect("still stored");
+        assert!(grant.tokens.is_some(), "{sub} lost its tokens");
+    }
+    assert_eq!(store.spilled_pairs().len(), spilled, "every spilled pair opens");
+    store.count_grants_by_key().await.expect("count")
+}
+
+/// `calgate rekey` killed with SIGKILL at random points, ten times, while a
+/// replica serves and writes: every grant, spilled pair and the audit key
+/// stay readable after each kill, and the next rekey finishes the job.
+async fn rekey_killed_half_way(pg: Option<&PgTestDb>) {
+    const GRANTS: usize = 1000;
+    const SPILLED: usize = 12;
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let binary = start(&fake, &work, pg, &["k1"], |_| {}).await;
+    let ada = binary.connect("ada").await;
+    drop(binary);
+
+    // Many grants (so a rekey takes a while) and spilled pairs, under k1.
+    let k1 = config(&fake, &work, pg, &["k1"]);
+    let store = open_store(&k1).await;
+    let mut subs = vec![ada.sub.clone()];
+    for n in 0..GRANTS {
+        let sub = format!("acc_rekey_{n:04}");
+        let mut grant = new_grant(&sub);
+        grant.track_changes = false;
+        store
+            .save_grant("acme", &grant, None, &calgate::domain::audit::Actor::operator())
+            .await
+            .expect("save");
+        if n < SPILLED {
+            store.spill_pair("acme", &sub, 1, &grant.tokens);
+        }
+        subs.push(sub);
+    }
+    drop(store);
+
+    // [k2, k1]: a replica serves (its own spill directory) and writes meanwhile.
+    let rotating = config(&fake, &work, pg, &["k2", "k1"]);
+    let serving_spill = work.path("serving-spill");
+    let binary = start(&fake, &work, pg, &["k2", "k1"], |c| {
+        set(c, "store.spill_dir", serving_spill.display().to_string());
+    })
+    .await;
+    let calendar = fake.calendar_ids(&ada.sub)[0].clone();
+    let writer = {
+        let (client, sub) = (binary.client.clone(), ada.sub.clone());
+        tokio::spawn(async move {
+            let mut failures = 0;
+            for _ in 0..40 {
+                if Binary::upsert_with(client.clone(), &sub, &calendar).await.is_err() {
+                    failures += 1;
+                }
+            }
+            failures
+        })
+    };
+    // Each run rotates the other way (k2 first, then k1 first…), so each has
+    // every grant to re-seal when it is killed.
+    let back = config(&fake, &work, pg, &["k1", "k2"]);
+    let mut killed_mid_way = 0;
+    for run in 0..10 {
+        let direction = if run % 2 == 0 { &rotating } else { &back };
+        let mut rekey = tokio::process::Command::new(env!("CARGO_BIN_EXE_calgate"))
+            .args(["rekey", "--config", direction])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start rekey");
+        // Past start-up (config, store, keys), then a random moment of the re-sealing.
+        let mut stderr = tokio::io::BufReader::new(rekey.stderr.take().expect("stderr")).lines();
+        let started = tokio::time::timeout(ARRIVAL, stderr.next_line()).await;
+        assert!(
+            matches!(&started, Ok(Ok(Some(line))) if line.contains("sealing everything")),
+            "{started:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(rand::random_range(0..300))).await;
+        rekey.start_kill().ok();
+        rekey.wait().await.expect("killed");
+        if all_readable(&rotating, &subs, SPILLED).await.len() == 2 {
+            // Grants under both keys: this kill landed in the middle of the grants.
+            killed_mid_way += 1;
+        }
+    }
+    assert!(
+        killed_mid_way >= 3,
+        "only {killed_mid_way} of 10 kills landed among the grants"
+    );
+    assert_eq!(
+        writer.await.expect("writer"),
+        0,
+        "writes failed while rekeys were killed"
+    );
+
+    let ran = calgate_ok(&["rekey", "--config", &rotating]).await;
+    let summary = &ran.lines()[0];
+    assert_eq!(summary["remaining_under_other_keys"], 0, "{summary}");
+    drop(binary);
+
+    // k1 gone: everything opens under k2 alone, spilled pairs included.
+    let k2_only = config(&fake, &work, pg, &["k2"]);
+    all_readable(&k2_only, &subs, SPILLED).await;
+    calgate_ok(&["audit", "--config", &k2_only, "--tenant", "acme", "--verify"]).await;
+}
+
+fn new_grant(sub: &str) -> calgate::store::NewGrant {
+    use calgate::domain::grant::{ConnectMode, GrantKind, Tokens};
+    calgate::store::NewGrant {
+        sub: sub.into(),
+        account_id: sub.into(),
+        scope: vec!["free_busy_write".into()],
+        connect_mode: ConnectMode::Individual,
+        kind: GrantKind::User,
+        provider_name: "google".into(),
+        profile_name: format!("{sub}@example.com"),
+        track_changes: false,
+        free_busy_mode: false,
+        tokens: Tokens {
+            access_token: secrecy::SecretString::from(format!("access-{sub}")),
+            refresh_token: secrecy::SecretString::from(format!("refresh-{sub}")),
+            access_expires_at: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_killed_half_way_loses_nothing_on_sqlite() {
+    rekey_killed_half_way(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_killed_half_way_loses_nothing_on_postgres() {
+    let Some(pg) = PgTestDb::create().await else { return };
+    rekey_killed_half_way(Some(&pg)).await;
 }
