@@ -367,6 +367,17 @@ async fn forgetting_a_pending_member_erases_the_authorization_and_a_late_callbac
     assert_eq!(forgotten.sub, "", "no grant was stored for the member");
     let gone = get(&app, ACME_KEY, &id).await.expect_err("erased");
     assert_eq!(gone.code(), Code::NotFound);
+    // Nothing in the database files names the member any more.
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(app.work.dir.path()).expect("work dir").flatten() {
+        if entry.file_name().to_string_lossy().starts_with("calgate.db") {
+            bytes.extend(std::fs::read(entry.path()).expect("database file"));
+        }
+    }
+    assert!(!bytes.is_empty(), "no database file");
+    let named = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(!named("ada@org.example"), "the member's email is still in the database");
+    assert!(named("org-42"), "the scan sees what is there");
 
     let code = app.fake.member_code_for(&id);
     let callback = serde_json::json!({"authorization": {"code": code}});
