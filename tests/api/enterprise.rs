@@ -354,13 +354,7 @@ async fn without_callbacks_configured_members_cannot_be_authorized() {
 async fn forgetting_a_pending_member_erases_the_authorization_and_a_late_callback_connects_nobody() {
     let (app, base) = spawn_with_callbacks().await;
     let id = pending_without_callback(&app).await;
-    let forgotten = app
-        .client
-        .clone()
-        .forget_user(app.req(pb::ForgetUserRequest {
-            user: Some(pb::forget_user_request::User::UserRef("ada".into())),
-            delete_events: false,
-        }))
+    let forgotten = forget_ada(&app)
         .await
         .expect("a pending member is forgotten")
         .into_inner();
@@ -384,16 +378,18 @@ async fn forgetting_a_pending_member_erases_the_authorization_and_a_late_callbac
     assert_eq!(post_signed(&base, &id, &callback).await, 404, "nobody waits for it");
     let status = fetch_grant_by_ref(&app, "ada").await;
     assert_eq!(status.code(), Code::NotFound, "the member was not connected again");
-    let again = app
-        .client
+    let again = forget_ada(&app).await.expect_err("nothing left");
+    assert_eq!(again.code(), Code::NotFound);
+}
+
+async fn forget_ada(app: &TestApp) -> Result<tonic::Response<pb::ForgetUserResponse>, tonic::Status> {
+    app.client
         .clone()
         .forget_user(app.req(pb::ForgetUserRequest {
             user: Some(pb::forget_user_request::User::UserRef("ada".into())),
             delete_events: false,
         }))
         .await
-        .expect_err("nothing left");
-    assert_eq!(again.code(), Code::NotFound);
 }
 
 async fn fetch_grant_by_ref(app: &TestApp, user_ref: &str) -> tonic::Status {

@@ -43,7 +43,8 @@ fn tokens(tag: &str, expires_in: i64) -> Tokens {
     }
 }
 
-fn new_grant(sub: &str, tag: &str) -> NewGrant {
+/// A user grant of `sub` connected with tokens tagged `tag` (other test modules use it too).
+pub(crate) fn new_grant(sub: &str, tag: &str) -> NewGrant {
     NewGrant {
         sub: sub.into(),
         account_id: sub.into(),

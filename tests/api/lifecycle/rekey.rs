@@ -254,8 +254,7 @@ async fn rekey_killed_half_way(pg: Option<&PgTestDb>) {
     let mut subs = vec![ada.sub.clone()];
     for n in 0..GRANTS {
         let sub = format!("acc_rekey_{n:04}");
-        let mut grant = new_grant(&sub);
-        grant.track_changes = false;
+        let grant = crate::store::new_grant(&sub, &sub);
         store
             .save_grant("acme", &grant, None, &calgate::domain::audit::Actor::operator())
             .await
@@ -334,26 +333,6 @@ async fn rekey_killed_half_way(pg: Option<&PgTestDb>) {
     let k2_only = config(&fake, &work, pg, &["k2"]);
     all_readable(&k2_only, &subs, SPILLED).await;
     calgate_ok(&["audit", "--config", &k2_only, "--tenant", "acme", "--verify"]).await;
-}
-
-fn new_grant(sub: &str) -> calgate::store::NewGrant {
-    use calgate::domain::grant::{ConnectMode, GrantKind, Tokens};
-    calgate::store::NewGrant {
-        sub: sub.into(),
-        account_id: sub.into(),
-        scope: vec!["free_busy_write".into()],
-        connect_mode: ConnectMode::Individual,
-        kind: GrantKind::User,
-        provider_name: "google".into(),
-        profile_name: format!("{sub}@example.com"),
-        track_changes: false,
-        free_busy_mode: false,
-        tokens: Tokens {
-            access_token: secrecy::SecretString::from(format!("access-{sub}")),
-            refresh_token: secrecy::SecretString::from(format!("refresh-{sub}")),
-            access_expires_at: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
-        },
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
