@@ -72,6 +72,12 @@ pub enum CronofyError {
         /// `timeout`, `connect` or `io`.
         kind: &'static str,
     },
+    /// An answer longer than calgate reads ([`super::response::MAX_ANSWER_BYTES`]).
+    #[error("Cronofy's answer from {endpoint} was longer than calgate reads")]
+    TooLarge {
+        /// Which endpoint answered.
+        endpoint: &'static str,
+    },
     /// A 2xx answer whose body is not what the API documents.
     #[error("unexpected response body from Cronofy ({endpoint})")]
     Decode {

@@ -24,6 +24,7 @@ use model::CalendarsResponse;
 pub use model::{CalendarEntry, FreeBusyEntry, LinkingProfile, ProfileCalendar, TokenResponse, UserInfo, UserInfoData};
 pub use notifications::ReadEvent;
 
+pub use response::MAX_ANSWER_BYTES;
 use response::{body_bytes, check_status, decode, expect_success, oauth_error, send};
 
 /// A tenant's Cronofy OAuth application.
@@ -281,7 +282,7 @@ impl CronofyClient {
             .bearer_auth(access_token.expose_secret())
             .json(&serde_json::json!({ "batch": entries }));
         let response = check_status(send("batch", request).await?).await?;
-        parse::batch(&body_bytes(response).await?, entries.len())
+        parse::batch(&body_bytes(response, "batch").await?, entries.len())
     }
 
     /// The first page's URL of `GET /v1/free_busy` [docs: /developers/api/events/free-busy].
@@ -314,7 +315,10 @@ impl CronofyClient {
     ) -> Result<(Vec<FreeBusyEntry>, Option<url::Url>), CronofyError> {
         let request = self.http.get(page.clone()).bearer_auth(access_token.expose_secret());
         let response = send("free_busy", request).await?;
-        parse::free_busy_page(&body_bytes(check_status(response).await?).await?, endpoints)
+        parse::free_busy_page(
+            &body_bytes(check_status(response).await?, "free_busy").await?,
+            endpoints,
+        )
     }
 
     /// `POST /v1/availability`, authenticated with the application's client

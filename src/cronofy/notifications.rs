@@ -138,7 +138,7 @@ impl CronofyClient {
     ) -> Result<(Vec<ReadEvent>, Option<url::Url>), CronofyError> {
         let request = self.http.get(page.clone()).bearer_auth(access_token.expose_secret());
         let response = check_status(send("read_events", request).await?).await?;
-        let body: ReadEventsResponse = json(&body_bytes(response).await?, "events")?;
+        let body: ReadEventsResponse = json(&body_bytes(response, "events").await?, "events")?;
         let next = match body.pages.and_then(|pages| pages.next_page) {
             None => None,
             Some(next) => {

@@ -15,8 +15,7 @@ use crate::telemetry::metrics::METRICS;
 /// A token endpoint's 400: only the RFC 6749 error code is read; the rest of
 /// the body is never kept.
 pub(super) async fn oauth_error(response: Response) -> CronofyError {
-    let error = response
-        .json::<OAuthErrorBody>()
+    let error = error_body::<OAuthErrorBody>(response)
         .await
         .map(|body| body.error)
         .unwrap_or_default();
@@ -61,7 +60,7 @@ pub(super) async fn check_status(response: Response) -> Result<Response, Cronofy
     let retry_after = retry_after(&response);
     // Only a 422's body is read: it carries the field errors.
     let body = if status == StatusCode::UNPROCESSABLE_ENTITY {
-        response.json::<serde_json::Value>().await.ok()
+        error_body::<serde_json::Value>(response).await
     } else {
         None
     };
@@ -128,13 +127,45 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 pub(super) async fn decode<T: DeserializeOwned>(response: Response, endpoint: &'static str) -> Result<T, CronofyError> {
-    super::parse::json(&body_bytes(response).await?, endpoint)
+    super::parse::json(&body_bytes(response, endpoint).await?, endpoint)
 }
 
-/// A whole answer's body.
-pub(super) async fn body_bytes(response: Response) -> Result<bytes::Bytes, CronofyError> {
-    response
-        .bytes()
+/// Most bytes calgate reads of one Cronofy answer: a page of 100 events or
+/// 50 batch results is far below it, and a broken or hostile answer cannot
+/// make a replica buffer more.
+pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+/// Most bytes read of an error answer (a 400's RFC 6749 code, a 422's field errors).
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// A whole answer's body, at most [`MAX_ANSWER_BYTES`]: a longer one is
+/// refused as soon as it passes the limit (whatever its Content-Length says).
+pub(super) async fn body_bytes(response: Response, endpoint: &'static str) -> Result<bytes::Bytes, CronofyError> {
+    bounded_body(response, MAX_ANSWER_BYTES)
+        .await?
+        .ok_or(CronofyError::TooLarge { endpoint })
+}
+
+/// The body if it holds at most `limit` bytes; None when it is longer.
+async fn bounded_body(mut response: Response, limit: usize) -> Result<Option<bytes::Bytes>, CronofyError> {
+    if response.content_length().is_some_and(|length| length > limit as u64) {
+        return Ok(None);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|error| CronofyError::from_reqwest(&error))
+        .map_err(|error| CronofyError::from_reqwest(&error))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
+}
+
+/// An error answer's JSON body, if it is JSON and at most [`MAX_ERROR_BYTES`].
+async fn error_body<T: DeserializeOwned>(response: Response) -> Option<T> {
+    let body = bounded_body(response, MAX_ERROR_BYTES).await.ok()??;
+    serde_json::from_slice(&body).ok()
 }

@@ -103,7 +103,7 @@ pub(super) fn api_error(error: CronofyError, call: Call<'_>) -> Error {
         }
         CronofyError::PaymentRequired => Error::UpstreamRefused("the Cronofy plan does not include this feature"),
         CronofyError::Locked => Error::UpstreamRefused("the calendar profile is locked (disconnected at the provider)"),
-        CronofyError::UnexpectedStatus { .. } | CronofyError::Decode { .. } => {
+        CronofyError::UnexpectedStatus { .. } | CronofyError::Decode { .. } | CronofyError::TooLarge { .. } => {
             Error::UpstreamRefused("Cronofy gave an unexpected answer")
         }
     }

@@ -263,3 +263,40 @@ async fn invalid_protobuf_is_a_bad_request() {
     assert_names(&status, "request");
     assert!(status.message().contains("UTF-8"), "{}", status.message());
 }
+
+/// What Cronofy (or a broken proxy before it) answers is read only up to
+/// `MAX_ANSWER_BYTES` (8 MiB): four 256 MiB answers at once cost a replica
+/// about that each, and the calls fail with a clear status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_answer_from_cronofy_is_cut_off_at_its_limit() {
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let binary = start_binary(&fake, &work).await;
+    let grant = binary.connect("ada").await;
+    let idle = binary.rss_kib();
+    assert_eq!(calgate::cronofy::MAX_ANSWER_BYTES, 8 * 1024 * 1024);
+    fake.inject(fake_cronofy::Fault::huge_body(fake_cronofy::Endpoint::ListCalendars, 256 << 20).times(4));
+    let calls = (0..4).map(|_| {
+        let mut client = binary.client.clone();
+        let sub = grant.sub.clone();
+        async move {
+            client
+                .list_calendars(with_key(
+                    ACME_KEY,
+                    pb::ListCalendarsRequest {
+                        user: Some(pb::list_calendars_request::User::Sub(sub)),
+                    },
+                ))
+                .await
+        }
+    });
+    for answer in futures::future::join_all(calls).await {
+        let status = answer.expect_err("cut off");
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert!(status.message().contains("unexpected answer"), "{status:?}");
+    }
+    let peak = binary.peak_rss_kib().saturating_sub(idle);
+    assert!(peak < 80 * MIB, "four endless answers: peak RSS grew {peak} KiB");
+    let calendars = fake.calendar_ids(&grant.sub);
+    assert!(!calendars.is_empty(), "the fake is fine");
+}

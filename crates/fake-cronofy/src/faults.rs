@@ -62,6 +62,9 @@ pub struct Fault {
     /// Process the request first (a token rotates, an event is written), then
     /// answer late or with `status`: the answer is lost, not the request.
     pub after_processing: bool,
+    /// Answer 200 with a streamed JSON body of this many bytes (an array of
+    /// spaces), never held in memory: a broken or hostile answer.
+    pub huge_body: Option<u64>,
 }
 
 impl Fault {
@@ -75,6 +78,15 @@ impl Fault {
             times: 1,
             delay: None,
             after_processing: false,
+            huge_body: None,
+        }
+    }
+
+    /// Answer 200 once on `endpoint` with a streamed body of `bytes` bytes.
+    pub fn huge_body(endpoint: Endpoint, bytes: u64) -> Fault {
+        Fault {
+            huge_body: Some(bytes),
+            ..Fault::status(endpoint, 200)
         }
     }
 
@@ -115,6 +127,9 @@ impl Fault {
     /// The response the fault produces, if it answers instead of the handler.
     pub(super) fn response(&self) -> Option<Response> {
         let status = StatusCode::from_u16(self.status?).ok()?;
+        if let Some(bytes) = self.huge_body {
+            return Some(streamed_body(bytes));
+        }
         let body = self.body.clone().unwrap_or_else(|| match status.as_u16() {
             400 => serde_json::json!({"error": "invalid_grant"}),
             422 => serde_json::json!({"errors": {"event_id": [{"key": "errors.required", "description": "required"}]}}),
@@ -130,4 +145,26 @@ impl Fault {
         }
         Some(response)
     }
+}
+
+/// 200 with `[`, spaces, `]` — `bytes` in all — sent in 64 KiB chunks.
+fn streamed_body(bytes: u64) -> Response {
+    const CHUNK: u64 = 64 * 1024;
+    let chunks = bytes.div_ceil(CHUNK);
+    let stream = futures::stream::iter((0..chunks).map(move |n| {
+        let len = CHUNK.min(bytes - n * CHUNK) as usize;
+        let mut chunk = vec![b' '; len];
+        if n == 0 {
+            chunk[0] = b'[';
+        }
+        if n + 1 == chunks {
+            chunk[len - 1] = b']';
+        }
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(chunk))
+    }));
+    let mut response = Response::new(axum::body::Body::from_stream(stream));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
