@@ -103,8 +103,17 @@ pub async fn purge_tenant(settings: Settings, tenant_id: &str) -> anyhow::Result
             "revoked_at_cronofy": purged.revoked,
             "revocations_pending": purged.revoke_pending.len(),
             "left_to_other_tenants": purged.left_to_other_tenants,
+            "erasures_pending": purged.erasures_pending.len(),
         })
     );
+    if !purged.erasures_pending.is_empty() {
+        bail!(
+            "{} ForgetUser erasures still wait for Cronofy to apply the deletes it accepted: their grants are kept \
+             (hidden, not revoked) until the events are seen gone; a serving replica's erasure worker keeps trying \
+             — run purge-tenant again later",
+            purged.erasures_pending.len()
+        );
+    }
     if !purged.revoke_pending.is_empty() {
         bail!(
             "{} grants could not be revoked at Cronofy: everything else is erased; their subs wait in the \

@@ -312,6 +312,46 @@ impl AuditSettings {
     }
 }
 
+/// `[erasure]`: how ForgetUser(delete_events) waits for Cronofy to apply
+/// the deletes it accepted before it revokes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErasureSettings {
+    /// How long ForgetUser reads the user's events back, waiting to see the
+    /// tenant's gone, before it answers `EVENTS_DELETION_PENDING` and leaves
+    /// the rest to the erasure worker (also bounded by the call's deadline).
+    #[serde(with = "humantime_serde")]
+    pub confirm_within: Duration,
+    /// How often the erasure worker looks for erasures due; each waits
+    /// twice as long after every attempt that still saw events (at most an hour).
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
+}
+
+impl Default for ErasureSettings {
+    fn default() -> Self {
+        ErasureSettings {
+            confirm_within: Duration::from_secs(10),
+            retry_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ErasureSettings {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if self.confirm_within > Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                "erasure.confirm_within",
+                "must be at most 1m (ForgetUser waits this long)",
+            ));
+        }
+        if self.retry_interval < Duration::from_secs(1) {
+            return Err(ConfigError::invalid("erasure.retry_interval", "must be at least 1s"));
+        }
+        Ok(())
+    }
+}
+
 /// `[refresh_ahead]`: the background refresher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -21,7 +21,8 @@ use secrecy::{SecretBox, SecretString};
 use url::Url;
 
 pub use limits::{
-    AuditSettings, CallbackLimits, ChangeSettings, GrpcSettings, MAX_MESSAGE_BYTES, RefreshAheadSettings,
+    AuditSettings, CallbackLimits, ChangeSettings, ErasureSettings, GrpcSettings, MAX_MESSAGE_BYTES,
+    RefreshAheadSettings,
 };
 pub use raw::RawConfig;
 pub use resolve::is_loopback;
@@ -55,6 +56,7 @@ const ENV_KEYS: &[&str] = &[
     "grpc",
     "changes",
     "audit",
+    "erasure",
     "refresh_ahead",
 ];
 
@@ -124,6 +126,8 @@ pub struct Settings {
     pub changes: ChangeSettings,
     /// The audit trail.
     pub audit: AuditSettings,
+    /// ForgetUser's wait for deleted events, and the erasure worker.
+    pub erasure: ErasureSettings,
     /// The background refresher.
     pub refresh_ahead: RefreshAheadSettings,
 }
@@ -350,6 +354,7 @@ impl Settings {
         raw.grpc.check()?;
         raw.changes.check()?;
         raw.audit.check()?;
+        raw.erasure.check()?;
         raw.refresh_ahead.check()?;
         positive(raw.state_ttl, "state_ttl")?;
         positive(raw.shutdown_grace, "shutdown_grace")?;
@@ -408,6 +413,7 @@ impl Settings {
             grpc: raw.grpc,
             changes: raw.changes,
             audit: raw.audit,
+            erasure: raw.erasure,
             refresh_ahead: raw.refresh_ahead,
         })
     }

@@ -128,6 +128,18 @@ impl CronofyClient {
         url
     }
 
+    /// The first page's URL of a read of every live event the application
+    /// manages for the account, times in UTC: with neither `from` nor `to`,
+    /// "you will retrieve all the events you are managing for the account
+    /// across all of time" [docs: /developers/api/events/read-events].
+    pub fn all_managed_events_url(endpoints: &Endpoints) -> url::Url {
+        let mut url = endpoints.url(Host::Api, &["v1", "events"]);
+        url.query_pairs_mut()
+            .append_pair("tzid", "Etc/UTC")
+            .append_pair("only_managed", "true");
+        url
+    }
+
     /// One page of `GET /v1/events`, and the next page's URL (refused on
     /// another origin: following it would send the user's token elsewhere).
     pub async fn read_events_page(

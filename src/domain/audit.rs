@@ -32,11 +32,17 @@ pub enum AuditKind {
     /// A revocation still queued for Cronofy was dropped: the user consented
     /// again, or another tenant of the application now holds the account.
     RevocationDropped,
+    /// ForgetUser could not see the person's events gone at Cronofy yet: the
+    /// grant is hidden and its user_refs erased; the erasure worker finishes it.
+    ErasureDeferred,
+    /// An erasure still waiting for its events to go was dropped: the user
+    /// consented again with the same account.
+    ErasureDropped,
 }
 
 impl AuditKind {
     /// Every kind, for parsing and documentation.
-    pub const ALL: [AuditKind; 11] = [
+    pub const ALL: [AuditKind; 13] = [
         AuditKind::GrantConnected,
         AuditKind::GrantRefreshRejected,
         AuditKind::GrantNeedsReauth,
@@ -48,6 +54,8 @@ impl AuditKind {
         AuditKind::KeysRotated,
         AuditKind::TenantPurged,
         AuditKind::RevocationDropped,
+        AuditKind::ErasureDeferred,
+        AuditKind::ErasureDropped,
     ];
 
     /// The stored (and printed) name.
@@ -64,6 +72,8 @@ impl AuditKind {
             AuditKind::KeysRotated => "keys_rotated",
             AuditKind::TenantPurged => "tenant_purged",
             AuditKind::RevocationDropped => "revocation_dropped",
+            AuditKind::ErasureDeferred => "erasure_deferred",
+            AuditKind::ErasureDropped => "erasure_dropped",
         }
     }
 }

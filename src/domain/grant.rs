@@ -105,6 +105,9 @@ pub enum GrantSelector {
     Sub(String),
     /// The caller's own id, bound at BuildAuthorizeUrl.
     UserRef(String),
+    /// A grant whose erasure waits, by sub: only the erasure worker selects
+    /// this way (no request can), and no other selector finds such a grant.
+    Erasing(String),
 }
 
 /// What callers may see of a grant: never its tokens.
@@ -232,4 +235,7 @@ pub struct StoredGrant {
     pub tokens: Option<Tokens>,
     /// Incremented by every write; token writes compare-and-swap on it.
     pub version: i64,
+    /// Its erasure waits for Cronofy to confirm the person's events deleted:
+    /// hidden from callers, kept for the erasure worker.
+    pub erasing: bool,
 }

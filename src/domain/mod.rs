@@ -26,9 +26,9 @@ pub use error::{Error, FieldViolation, FieldViolations, MAX_FIELD_VIOLATIONS, Vi
 pub use service::{
     AuthorizeRequest, AuthorizeUrl, AvailabilityGroup, AvailabilityMember, AvailabilityRequest, BatchOp, CALLBACK_PATH,
     CallbackError, CallbackOutcome, ChangeReceiver, ChangeService, Channels, ConnectService, Credentials, Deadline,
-    EnterpriseAuthorization, EnterpriseService, EnterpriseUserRequest, ErasureService, EventService, ExchangeRequest,
-    Forgotten, FreeBusyQuery, MAX_BATCH_ITEMS, NOTIFICATION_PATH, NotificationOutcome, Purged, Revoked, ServiceParts,
-    Services, authorization_fingerprint, is_authorization_id,
+    EnterpriseAuthorization, EnterpriseService, EnterpriseUserRequest, ErasureService, EventService, EventsDeletion,
+    ExchangeRequest, Forgotten, FreeBusyQuery, MAX_BATCH_ITEMS, NOTIFICATION_PATH, NotificationOutcome, Purged,
+    Revoked, ServiceParts, Services, authorization_fingerprint, is_authorization_id,
 };
 
 use secrecy::SecretString;

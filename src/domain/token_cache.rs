@@ -116,6 +116,8 @@ impl TokenCache {
                 let sub = self.fresh(self.refs.as_ref()?.get(&KeyRef(tenant, user_ref)))?;
                 self.fresh(tokens.get(&KeyRef(tenant, &sub)))
             }
+            // Never cached: each attempt of an erasure reads the store.
+            GrantSelector::Erasing(_) => None,
         }
     }
 
@@ -124,6 +126,10 @@ impl TokenCache {
         let (Some(refs), Some(tokens)) = (&self.refs, &self.tokens) else {
             return;
         };
+        if matches!(selector, GrantSelector::Erasing(_)) {
+            // A caller's lookup by sub must not find it here.
+            return;
+        }
         let at = Instant::now();
         if let GrantSelector::UserRef(user_ref) = selector {
             let sub = Stamped {

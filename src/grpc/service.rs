@@ -12,7 +12,7 @@ use super::{
     pb::{self, calendar_write_service_server::CalendarWriteService},
     status,
 };
-use crate::domain::Services;
+use crate::domain::{EventsDeletion, Services};
 
 /// The calgate.v1 CalendarWriteService.
 #[derive(Debug, Clone)]
@@ -209,9 +209,10 @@ impl CalendarWriteService for CalendarWriteApi {
         .await?;
         Ok(Response::new(pb::ForgetUserResponse {
             sub: forgotten.sub,
-            events_deleted: forgotten.events_deleted,
+            events_deleted: forgotten.events == EventsDeletion::Confirmed,
             upstream_revoke_pending: forgotten.upstream_pending,
             other_subs: forgotten.other_subs,
+            events_deletion: convert::events_deletion(forgotten.events) as i32,
         }))
     }
 

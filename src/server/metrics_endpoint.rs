@@ -46,6 +46,11 @@ pub(super) async fn serve_metrics(
                         METRICS.grants_by_key.get_or_create(&KeyLabel { key_id }).set(count);
                     }
                 }
+                let erasures = tokio::time::timeout(Duration::from_secs(2), store.erasure_backlog()).await;
+                if let Ok(Ok(backlog)) = erasures {
+                    METRICS.erasures_pending.set(backlog.count);
+                    METRICS.erasure_oldest_pending_seconds.set(backlog.oldest_age_seconds);
+                }
                 let queued = tokio::time::timeout(Duration::from_secs(2), store.count_queued_notifications()).await;
                 if let Ok(Ok(queued)) = queued {
                     METRICS.notifications_queued.set(queued);

@@ -40,8 +40,8 @@ use crate::{
         rpc_layer::RpcLayer,
     },
     workers::{
-        self, BackgroundRefresher, ChangeFeedPoller, NotificationWorker, RetentionPruner, RevocationRetrier,
-        StoreWatcher,
+        self, BackgroundRefresher, ChangeFeedPoller, ErasureFinisher, NotificationWorker, RetentionPruner,
+        RevocationRetrier, StoreWatcher,
     },
 };
 
@@ -111,6 +111,8 @@ pub struct App {
     drain_delay: Duration,
     grpc: GrpcSettings,
     revoke_retry_interval: Duration,
+    /// `erasure.retry_interval`.
+    erasure_retry_interval: Duration,
     changes: ChangeSettings,
     refresh_ahead_interval: Duration,
     tasks: Tasks,
@@ -162,6 +164,7 @@ impl App {
             change_retention: settings.changes.retention,
             channel_check_interval: settings.changes.channel_check_interval,
             audit_retention: settings.audit.retention,
+            erasure: settings.erasure,
             max_watchers_per_tenant: settings.changes.max_watchers_per_tenant,
             refresh_ahead: settings.refresh_ahead,
         });
@@ -176,6 +179,7 @@ impl App {
             drain_delay: settings.drain_delay,
             grpc: settings.grpc,
             revoke_retry_interval: settings.upstream.revoke_retry_interval,
+            erasure_retry_interval: settings.erasure.retry_interval,
             changes: settings.changes,
             refresh_ahead_interval: settings.refresh_ahead.interval,
             tasks,
@@ -224,6 +228,14 @@ impl App {
                 connect: services.connect.clone(),
                 tenants: tenants.clone(),
                 interval: self.revoke_retry_interval,
+            },
+        );
+        workers::spawn(
+            tasks,
+            ErasureFinisher {
+                erasure: services.erasure.clone(),
+                tenants: tenants.clone(),
+                interval: self.erasure_retry_interval,
             },
         );
         workers::spawn(

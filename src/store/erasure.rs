@@ -38,8 +38,9 @@ pub struct PurgeTarget {
 }
 
 /// Tables keyed by (tenant_id, sub) that hold nothing else worth keeping.
-const PER_SUB_TABLES: [&str; 5] = [
+const PER_SUB_TABLES: [&str; 6] = [
     "changes",
+    "pending_erasures",
     "event_writes",
     "notifications",
     "channel_pages",
@@ -69,31 +70,7 @@ impl Store {
             if exists.is_none() {
                 return Ok(None);
             }
-            // Every user_ref ever bound to the grant, the latest first.
-            let user_refs: Vec<String> = sqlx::query_scalar(
-                "SELECT user_ref FROM (SELECT user_ref, bound_at FROM user_refs WHERE tenant_id = $1 AND sub = $2 \
-                 UNION ALL SELECT user_ref, bound_at FROM user_ref_history WHERE tenant_id = $1 AND sub = $2) b \
-                 GROUP BY user_ref ORDER BY MAX(bound_at) DESC, user_ref DESC",
-            )
-            .bind(tenant)
-            .bind(sub)
-            .fetch_all(&mut *tx)
-            .await?;
-            // Enterprise Connect authorizations of the person, whatever their status:
-            // by grant, by user_ref, and by the member's email those name.
-            let emails: Vec<String> = sqlx::query_scalar(
-                "SELECT DISTINCT email FROM enterprise_authorizations WHERE tenant_id = $1 AND grant_sub = $2",
-            )
-            .bind(tenant)
-            .bind(sub)
-            .fetch_all(&mut *tx)
-            .await?;
-            tx.erase_user_refs(self, tenant, &user_refs, emails).await?;
-            sqlx::query("DELETE FROM user_ref_history WHERE tenant_id = $1 AND sub = $2")
-                .bind(tenant)
-                .bind(sub)
-                .execute(&mut *tx)
-                .await?;
+            let user_refs = tx.erase_bindings_of_grant(self, tenant, sub).await?;
             for table in PER_SUB_TABLES {
                 sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND sub = $2"))
                     .bind(tenant)
@@ -102,11 +79,6 @@ impl Store {
                     .await?;
             }
             sqlx::query("DELETE FROM redeemed_states WHERE tenant_id = $1 AND grant_sub = $2")
-                .bind(tenant)
-                .bind(sub)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM enterprise_authorizations WHERE tenant_id = $1 AND grant_sub = $2")
                 .bind(tenant)
                 .bind(sub)
                 .execute(&mut *tx)
@@ -125,11 +97,6 @@ impl Store {
                 ids_erased: true,
             };
             tx.record_audit(self, tenant, &entry, now_ms).await?;
-            sqlx::query("DELETE FROM user_refs WHERE tenant_id = $1 AND sub = $2")
-                .bind(tenant)
-                .bind(sub)
-                .execute(&mut *tx)
-                .await?;
             sqlx::query("DELETE FROM grants WHERE tenant_id = $1 AND sub = $2")
                 .bind(tenant)
                 .bind(sub)
@@ -217,12 +184,15 @@ impl Store {
     }
 
     /// Deletes every row of the tenant but its audit trail (whose ids become
-    /// hashes) and the revocations in `keep_revocations` (still to be made at
-    /// Cronofy), and records `tenant_purged`, in one transaction.
+    /// hashes), the revocations in `keep_revocations` (still to be made at
+    /// Cronofy) and the grants of the erasures in `keep_erasures` (with their
+    /// event records: their events are still to be seen gone), and records
+    /// `tenant_purged`, in one transaction.
     pub async fn purge_tenant_rows(
         &self,
         tenant: &str,
         keep_revocations: &[String],
+        keep_erasures: &[String],
         actor: &Actor,
         detail: String,
     ) -> Result<PurgedRows, StoreError> {
@@ -237,7 +207,6 @@ impl Store {
                 "enterprise_authorizations",
                 "changes",
                 "change_sequences",
-                "event_writes",
                 "notifications",
                 "channel_pages",
                 "refresh_marks",
@@ -260,11 +229,40 @@ impl Store {
                     .await?
                     .rows_affected();
             }
-            let grants = sqlx::query("DELETE FROM grants WHERE tenant_id = $1")
-                .bind(tenant)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            // What a waiting erasure needs stays: its grant, its event records, its row.
+            let mut grants = 0;
+            // Without any (the usual case) all go at once; with some, grant by grant.
+            let subs: Vec<String> = if keep_erasures.is_empty() {
+                vec![String::new()]
+            } else {
+                sqlx::query_scalar("SELECT sub FROM grants WHERE tenant_id = $1")
+                    .bind(tenant)
+                    .fetch_all(&mut *tx)
+                    .await?
+            };
+            let by_sub = !keep_erasures.is_empty();
+            for sub in subs.iter().filter(|sub| !keep_erasures.contains(sub)) {
+                for (table, counted) in [("event_writes", false), ("pending_erasures", false), ("grants", true)] {
+                    let removed = if by_sub {
+                        sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND sub = $2"))
+                            .bind(tenant)
+                            .bind(sub)
+                            .execute(&mut *tx)
+                            .await?
+                    } else {
+                        sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
+                            .bind(tenant)
+                            .execute(&mut *tx)
+                            .await?
+                    }
+                    .rows_affected();
+                    if counted {
+                        grants += removed;
+                    } else {
+                        other_rows += removed;
+                    }
+                }
+            }
             let audit_rows_pseudonymised = sqlx::query(
                 "UPDATE audit_events SET sub = NULL, user_ref = NULL \
                  WHERE tenant_id = $1 AND (sub IS NOT NULL OR user_ref IS NOT NULL)",
@@ -296,7 +294,7 @@ impl Store {
     /// SQLite: copies committed pages into the database file and empties the
     /// write-ahead log, so erased bytes do not linger there. Best effort: a
     /// busy reader only delays it to SQLite's next automatic checkpoint.
-    async fn checkpoint_erasure(&self) {
+    pub(super) async fn checkpoint_erasure(&self) {
         let Backend::Sqlite(pool) = &self.backend else { return };
         for _ in 0..3 {
             // (busy, log frames, checkpointed frames): busy = 1 when a reader kept the log in use.

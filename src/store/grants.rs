@@ -70,6 +70,7 @@ pub(super) struct GrantRow {
     relink_url: Option<String>,
     profiles: Option<String>,
     bound_user_ref: Option<String>,
+    erasing: bool,
 }
 
 /// The grant by (tenant = $1, sub = $2), with the user_ref bound to it most recently.
@@ -77,14 +78,16 @@ pub(super) const SELECT_BY_SUB: &str = "SELECT g.sub, g.account_id, g.scope, g.c
      g.provider_name, g.profile_name, g.free_busy_mode, g.key_id, g.access_token, g.refresh_token, \
      g.access_expires_at, g.version, g.created_at, g.updated_at, g.status_reason, g.channel_state, \
      g.channel_error, g.event_tracking, g.relink_url, g.profiles, (SELECT u.user_ref FROM user_refs u WHERE u.tenant_id = $1 AND u.sub = g.sub \
-      ORDER BY u.bound_at DESC, u.user_ref DESC LIMIT 1) AS bound_user_ref \
+      ORDER BY u.bound_at DESC, u.user_ref DESC LIMIT 1) AS bound_user_ref, \
+     EXISTS (SELECT 1 FROM pending_erasures e WHERE e.tenant_id = $1 AND e.sub = g.sub) AS erasing \
      FROM grants g WHERE g.tenant_id = $1 AND g.sub = $2";
 
 /// The grant a user_ref (tenant = $1, user_ref = $2) points at.
 const SELECT_BY_USER_REF: &str = "SELECT g.sub, g.account_id, g.scope, g.connect_mode, g.kind, g.status, \
      g.provider_name, g.profile_name, g.free_busy_mode, g.key_id, g.access_token, g.refresh_token, \
      g.access_expires_at, g.version, g.created_at, g.updated_at, g.status_reason, g.channel_state, \
-     g.channel_error, g.event_tracking, g.relink_url, g.profiles, u.user_ref AS bound_user_ref \
+     g.channel_error, g.event_tracking, g.relink_url, g.profiles, u.user_ref AS bound_user_ref, \
+     EXISTS (SELECT 1 FROM pending_erasures e WHERE e.tenant_id = $1 AND e.sub = g.sub) AS erasing \
      FROM user_refs u JOIN grants g ON g.tenant_id = u.tenant_id AND g.sub = u.sub \
      WHERE u.tenant_id = $1 AND u.user_ref = $2";
 
@@ -216,6 +219,23 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            // So is an erasure still waiting for the events it deleted to go:
+            // the user is back, with the same account.
+            let erasure_dropped = sqlx::query("DELETE FROM pending_erasures WHERE tenant_id = $1 AND sub = $2")
+                .bind(tenant)
+                .bind(&new.sub)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if erasure_dropped > 0 {
+                let audit = GrantAudit {
+                    kind: AuditKind::ErasureDropped,
+                    actor,
+                    detail: "the user consented again before Cronofy's deletes were seen applied".to_owned(),
+                    now_ms,
+                };
+                tx.record_grant_audit(self, tenant, &new.sub, audit).await?;
+            }
             if dropped > 0 {
                 let audit = GrantAudit {
                     kind: AuditKind::RevocationDropped,
@@ -251,7 +271,7 @@ impl Store {
     /// Finds a tenant's grant by sub or user_ref. Another tenant's grant is never found.
     pub async fn find_grant(&self, tenant: &str, selector: &GrantSelector) -> Result<Option<StoredGrant>, StoreError> {
         let (sql, key) = match selector {
-            GrantSelector::Sub(sub) => (SELECT_BY_SUB, sub),
+            GrantSelector::Sub(sub) | GrantSelector::Erasing(sub) => (SELECT_BY_SUB, sub),
             GrantSelector::UserRef(user_ref) => (SELECT_BY_USER_REF, user_ref),
         };
         let row: Option<GrantRow> = with_pool!(self, pool => {
@@ -419,6 +439,7 @@ impl Store {
             grant,
             tokens,
             version: row.version,
+            erasing: row.erasing,
         })
     }
 }

@@ -78,6 +78,17 @@ pub(super) trait InTransaction {
         emails: Vec<String>,
     ) -> Result<(), sqlx::Error>;
 
+    /// Erases what binds people to the grant (tenant, sub): every user_ref
+    /// ever bound to it and what names those ([`Self::erase_user_refs`], the
+    /// members' emails included), and the bindings themselves. Returns the
+    /// user_refs, the latest first.
+    async fn erase_bindings_of_grant(
+        &mut self,
+        store: &Store,
+        tenant: &str,
+        sub: &str,
+    ) -> Result<Vec<String>, sqlx::Error>;
+
     /// Queues work for the notification worker as if Cronofy had notified
     /// it (`read`), due at once; the same id twice is one row.
     async fn queue_read(
@@ -323,6 +334,41 @@ where
         .execute(&mut **self)
         .await?;
         Ok(())
+    }
+
+    async fn erase_bindings_of_grant(
+        &mut self,
+        store: &Store,
+        tenant: &str,
+        sub: &str,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let user_refs: Vec<String> = sqlx::query_scalar(
+            "SELECT user_ref FROM (SELECT user_ref, bound_at FROM user_refs WHERE tenant_id = $1 AND sub = $2 \
+             UNION ALL SELECT user_ref, bound_at FROM user_ref_history WHERE tenant_id = $1 AND sub = $2) b \
+             GROUP BY user_ref ORDER BY MAX(bound_at) DESC, user_ref DESC",
+        )
+        .bind(tenant)
+        .bind(sub)
+        .fetch_all(&mut **self)
+        .await?;
+        // Enterprise Connect authorizations of the person, whatever their status:
+        // by grant, by user_ref, and by the member's email those name.
+        let emails: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT email FROM enterprise_authorizations WHERE tenant_id = $1 AND grant_sub = $2",
+        )
+        .bind(tenant)
+        .bind(sub)
+        .fetch_all(&mut **self)
+        .await?;
+        self.erase_user_refs(store, tenant, &user_refs, emails).await?;
+        for erase in [
+            "DELETE FROM user_ref_history WHERE tenant_id = $1 AND sub = $2",
+            "DELETE FROM enterprise_authorizations WHERE tenant_id = $1 AND grant_sub = $2",
+            "DELETE FROM user_refs WHERE tenant_id = $1 AND sub = $2",
+        ] {
+            sqlx::query(erase).bind(tenant).bind(sub).execute(&mut **self).await?;
+        }
+        Ok(user_refs)
     }
 
     async fn erase_user_refs(

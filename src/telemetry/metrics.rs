@@ -3,91 +3,15 @@
 
 use std::sync::LazyLock;
 
+pub use super::labels::{
+    BreakerLabel, BudgetLabels, BudgetWindowLabels, EndpointLabel, KeyLabel, KeyRoleLabels, LimitLabel, OutcomeLabel,
+    RpcLabels, StatusLabel, UpstreamLabels,
+};
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-
-/// An RPC's method and final gRPC code.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RpcLabels {
-    /// e.g. `UpsertEvent` (or the full path for services other than calgate's).
-    pub method: String,
-    /// e.g. `OK`, `INVALID_ARGUMENT`.
-    pub code: String,
-}
-
-/// A Cronofy endpoint and the answer it gave.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct UpstreamLabels {
-    /// e.g. `upsert_event`, `oauth_token`.
-    pub endpoint: String,
-    /// HTTP status, or `timeout` / `connect` / `io` when there was none.
-    pub status: String,
-}
-
-/// A Cronofy endpoint.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EndpointLabel {
-    /// e.g. `upsert_event`.
-    pub endpoint: String,
-}
-
-/// One label: `outcome`, `status` or `breaker`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabel {
-    /// The outcome.
-    pub outcome: String,
-}
-
-/// A grant status.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StatusLabel {
-    /// `active`, `needs_reauth`, `revoked`, `profile_disconnected`.
-    pub status: String,
-}
-
-/// An encryption key, by id.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KeyLabel {
-    /// The key's configured id.
-    pub key_id: String,
-}
-
-/// A configured encryption key and what it does.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KeyRoleLabels {
-    /// The key's configured id.
-    pub key_id: String,
-    /// `encrypt` (the first key: seals and opens) or `decrypt` (opens only: to be rotated out).
-    pub role: String,
-}
-
-/// A Cronofy application's budget outcome.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BudgetLabels {
-    /// `client_id@data_centre`.
-    pub application: String,
-    /// `admitted` or `refused`.
-    pub outcome: String,
-}
-
-/// A Cronofy application's budget window.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BudgetWindowLabels {
-    /// `client_id@data_centre`.
-    pub application: String,
-    /// `second` or `minute`.
-    pub window: String,
-}
-
-/// A breaker's name, `tenant/data_centre`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BreakerLabel {
-    /// The breaker.
-    pub breaker: String,
-}
 
 fn latency_histogram() -> Histogram {
     // 0.5 ms … ~16 s.
@@ -108,6 +32,7 @@ const REFRESH_OUTCOMES: &[&str] = &[
     "parked",
 ];
 const REVOCATION_OUTCOMES: &[&str] = &["revoked", "failed", "dropped"];
+const ERASURE_OUTCOMES: &[&str] = &["confirmed", "deferred", "confirmed_later", "unconfirmed"];
 const NOTIFICATION_OUTCOMES: &[&str] = &[
     "queued",
     "duplicate",
@@ -157,6 +82,15 @@ pub struct Metrics {
     pub breaker_state: Family<BreakerLabel, Gauge>,
     /// Background revokes at Cronofy by outcome (`revoked`, `failed`).
     pub revocations: Family<OutcomeLabel, Counter>,
+    /// Erasures that deleted events, by outcome: `confirmed` (seen gone
+    /// before the revoke), `deferred` (not seen gone in time: left to the
+    /// erasure worker), `confirmed_later` (the worker saw them gone),
+    /// `unconfirmed` (the grant could no longer be used: erased without seeing them gone).
+    pub erasures: Family<OutcomeLabel, Counter>,
+    /// Erasures waiting for their events to be seen gone (counted at scrape time).
+    pub erasures_pending: Gauge,
+    /// Seconds since the oldest waiting erasure was asked for; 0 when none waits.
+    pub erasure_oldest_pending_seconds: Gauge,
     /// Push notifications by outcome (received: `queued`, `duplicate`,
     /// `verified`, `ignored`, `refused`; processed: `processed`, `retried`, `dropped`).
     pub notifications: Family<OutcomeLabel, Counter>,
@@ -183,13 +117,6 @@ pub struct Metrics {
     /// Connections, streams and requests a peer limit refused or closed, by
     /// limit (one of [`PEER_LIMITS`]).
     pub peer_refusals: Family<LimitLabel, Counter>,
-}
-
-/// One label: `limit`, a fixed name from [`PEER_LIMITS`].
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LimitLabel {
-    /// The limit.
-    pub limit: &'static str,
 }
 
 impl Metrics {
@@ -319,6 +246,24 @@ impl Metrics {
             "Circuit breaker per tenant/data centre: 0 closed, 1 open, 2 half-open",
             breaker_state.clone(),
         );
+        let erasures = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "erasures",
+            "Erasures that deleted events, by outcome (confirmed, deferred, confirmed_later, unconfirmed)",
+            erasures.clone(),
+        );
+        let erasures_pending = Gauge::default();
+        registry.register(
+            "erasures_pending",
+            "Erasures waiting for Cronofy's deletes to be seen applied before the revoke",
+            erasures_pending.clone(),
+        );
+        let erasure_oldest_pending_seconds = Gauge::default();
+        registry.register(
+            "erasure_oldest_pending_seconds",
+            "Age of the oldest erasure waiting for its events to be seen gone; 0 when none waits",
+            erasure_oldest_pending_seconds.clone(),
+        );
         registry.register(
             "background_revocations",
             "Revokes at Cronofy retried in the background, by outcome",
@@ -335,6 +280,7 @@ impl Metrics {
         };
         outcomes(&refreshes, REFRESH_OUTCOMES);
         outcomes(&revocations, REVOCATION_OUTCOMES);
+        outcomes(&erasures, ERASURE_OUTCOMES);
         outcomes(&notifications, NOTIFICATION_OUTCOMES);
         outcomes(&enterprise_callbacks, CALLBACK_OUTCOMES);
         outcomes(&channel_checks, CHANNEL_CHECK_OUTCOMES);
@@ -348,6 +294,9 @@ impl Metrics {
         Metrics {
             registry,
             revocations,
+            erasures,
+            erasures_pending,
+            erasure_oldest_pending_seconds,
             notifications,
             notifications_queued,
             channel_checks,
@@ -406,6 +355,15 @@ impl Metrics {
     /// Counts a background revoke's outcome.
     pub fn revocation(&self, outcome: &str) {
         self.revocations
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an erasure's outcome (one of `ERASURE_OUTCOMES`).
+    pub fn erasure(&self, outcome: &str) {
+        self.erasures
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
             })

@@ -3,6 +3,7 @@
 //! Built with `--features otel`, spans are also exported over OTLP/gRPC when
 //! the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variable is set.
 
+mod labels;
 pub mod metrics;
 #[cfg(feature = "otel")]
 mod otel;

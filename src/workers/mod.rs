@@ -3,6 +3,7 @@
 //! (`server::App::start_workers`).
 
 mod change_feed;
+mod erasures;
 mod notifications;
 mod refresher;
 mod retention;
@@ -14,6 +15,7 @@ use std::{convert::Infallible, future::Future, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use change_feed::ChangeFeedPoller;
+pub(crate) use erasures::ErasureFinisher;
 pub(crate) use notifications::NotificationWorker;
 pub(crate) use refresher::BackgroundRefresher;
 pub(crate) use retention::RetentionPruner;

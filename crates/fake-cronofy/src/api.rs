@@ -238,9 +238,10 @@ pub(super) async fn delete_event(
 }
 
 /// `DELETE /v1/events` with exactly one of `{"delete_all": true}` or
-/// `{"calendar_ids": [...]}` (at least one): deletes the application's own
-/// events of the account, there — every tenant's of an application, none of
-/// another application's; 202. Both keys, neither, or an unknown
+/// `{"calendar_ids": [...]}` (at least one): accepts (202) the deletion of
+/// the application's own events of the account, there — every tenant's of an
+/// application, none of another application's — and applies it a little
+/// later, unless the authorization is revoked first (deletes.rs). Both keys, neither, or an unknown
 /// calendar: 422 (the first two documented; the last an assumption).
 pub(super) async fn bulk_delete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let (mut state, Bearer { sub, scope, client_id }) =
@@ -301,9 +302,8 @@ pub(super) async fn bulk_delete(State(shared): State<Arc<Shared>>, headers: Head
         })
         .cloned()
         .collect();
-    for key in &doomed {
-        account.drop_event(key, ChangedBy::Application);
-    }
+    // Applied later, and dropped if the authorization is revoked first (deletes.rs).
+    state.queued_deletes.accept(&client_id, &sub, doomed);
     StatusCode::ACCEPTED.into_response()
 }
 

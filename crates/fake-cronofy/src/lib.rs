@@ -8,6 +8,7 @@ mod api;
 mod availability;
 mod channels;
 mod controls;
+mod deletes;
 mod enterprise;
 mod event_log;
 mod faults;
@@ -44,8 +45,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The state, with the bulk deletes whose time has come applied.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.apply_queued_deletes(false);
+        state
     }
 }
 

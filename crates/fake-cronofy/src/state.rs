@@ -150,6 +150,8 @@ pub(crate) struct State {
     pub(super) event_page_size: usize,
     /// `changes_since` of change notifications, when a test pins it.
     pub(super) pinned_changes_since: Option<String>,
+    /// Bulk deletes accepted (202) and not applied yet.
+    pub(super) queued_deletes: super::deletes::QueuedDeletes,
     next_id: u64,
 }
 
@@ -183,6 +185,7 @@ impl Default for State {
             event_pages: HashMap::new(),
             event_page_size: 100,
             pinned_changes_since: None,
+            queued_deletes: Default::default(),
             next_id: 0,
         }
     }
@@ -348,6 +351,7 @@ impl State {
         self.refresh_tokens.retain(|_, token| token.sub != sub);
         // A channel lives with the authorization it was created under.
         self.channels.retain(|_, channel| channel.sub != sub);
+        self.queued_deletes.drop_revoked(None, sub);
     }
 
     /// Ends one application's authorization of the account, every token of
@@ -361,6 +365,8 @@ impl State {
             .retain(|_, token| token.sub != sub || token.client_id != client_id);
         self.channels
             .retain(|_, channel| channel.sub != sub || channel.client_id != client_id);
+        // What it had asked for and Cronofy had not done yet goes with it.
+        self.queued_deletes.drop_revoked(Some(client_id), sub);
     }
 
     /// The account behind a bearer token that is known and not expired.

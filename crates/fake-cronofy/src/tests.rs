@@ -247,3 +247,58 @@ async fn change_reads_hold_only_the_users_changes_and_channels_are_listed() {
     assert_eq!(fake.close_channels_silently(&ada.sub), 1);
     assert_eq!(list().await, 0);
 }
+
+/// A bulk delete is accepted (202) and applied later; one still queued when
+/// the authorization is revoked is dropped, and the events stay.
+#[tokio::test]
+async fn a_bulk_delete_is_applied_later_and_dropped_by_a_revoke() {
+    let fake = FakeCronofy::start().await.expect("fake");
+    fake.register_client("a", "secret-a");
+    fake.apply_bulk_deletes_after(Duration::from_millis(200));
+    let client = http().build().expect("client");
+    let api = fake.api_base_url();
+    let write_and_bulk_delete = |account: ConnectedAccount| {
+        let (client, api) = (client.clone(), api.clone());
+        async move {
+            let status = client
+                .post(format!("{api}v1/calendars/{}/events", account.calendar_id))
+                .bearer_auth(&account.access_token)
+                .json(
+                    &json!({"event_id": "e", "summary": "e", "start": "2026-12-01T09:00:00Z",
+                    "end": "2026-12-01T10:00:00Z", "tzid": "Etc/UTC"}),
+                )
+                .send()
+                .await
+                .expect("upsert")
+                .status();
+            assert_eq!(status.as_u16(), 202);
+            let status = client
+                .delete(format!("{api}v1/events"))
+                .bearer_auth(&account.access_token)
+                .json(&json!({"delete_all": true}))
+                .send()
+                .await
+                .expect("bulk delete")
+                .status();
+            assert_eq!(status.as_u16(), 202);
+            account
+        }
+    };
+    let ada = write_and_bulk_delete(fake.connect_account("a", "free_busy_write")).await;
+    assert_eq!(fake.event_count(&ada.sub), 1, "not applied yet");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.event_count(&ada.sub), 0, "applied");
+    assert_eq!(fake.queued_deletes(), 0);
+
+    let bob = write_and_bulk_delete(fake.connect_account("a", "free_busy_write")).await;
+    let revoked = client
+        .post(format!("{api}oauth/token/revoke"))
+        .json(&json!({"client_id": "a", "client_secret": "secret-a", "sub": bob.sub}))
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status().as_u16(), 200);
+    assert_eq!(fake.queued_deletes(), 0, "dropped with the authorization");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.event_count(&bob.sub), 1, "the events stay");
+}

@@ -63,6 +63,11 @@ impl Credentials {
                 }
             })?
             .ok_or(Error::GrantNotFound)
+            // A grant being erased is gone for callers; only its erasure reaches it.
+            .and_then(|stored| match (stored.erasing, selector) {
+                (true, GrantSelector::Erasing(_)) | (false, _) => Ok(stored),
+                (true, _) => Err(Error::GrantNotFound),
+            })
     }
 
     /// A usable access token for the selected grant, refreshed first when it

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::{Channels, ConnectService, Credentials, Deadline, EventService, revoke::UpstreamRevoke, store_failure};
-use crate::{clock::Clock, store::Store, tasks::Tasks};
+use crate::{clock::Clock, config::ErasureSettings, store::Store, tasks::Tasks, telemetry::metrics::METRICS};
 use crate::{
     domain::{
         Error, Tenant,
@@ -36,17 +36,50 @@ pub struct ErasureService {
     pub(super) tasks: Tasks,
     /// How long audit rows are kept.
     pub(super) audit_retention: Duration,
+    /// `[erasure]`: waiting for deleted events.
+    pub(super) settings: ErasureSettings,
 }
 
-/// What an erasure does with one grant's events at Cronofy.
+/// What became of one grant's events at Cronofy, as far as an erasure got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Events {
-    /// Leaves them.
-    Keep,
-    /// They were deleted already.
-    Deleted,
-    /// Deletes them while the grant can still be used.
-    DeleteIfUsable,
+pub(super) enum Deleted {
+    /// Not asked for: they stay.
+    NotAsked,
+    /// Deleted, and a read of the user's events found none of the tenant's left at this time.
+    Confirmed(time::OffsetDateTime),
+    /// Asked for, but not seen done yet (Cronofy slow or failing): the erasure waits.
+    Unconfirmed,
+    /// Asked for, but no token can delete them any more (the grant needs its
+    /// user again, or was revoked): an earlier grant of the person's.
+    Impossible,
+}
+
+impl Deleted {
+    /// How the audit row's detail says it.
+    pub(super) fn describe(self) -> String {
+        match self {
+            Deleted::NotAsked => "events kept".to_owned(),
+            Deleted::Confirmed(at) => format!(
+                "events deleted, confirmed at {}",
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            ),
+            Deleted::Unconfirmed => "events deletion pending".to_owned(),
+            Deleted::Impossible => "events not deleted: the grant could no longer be used".to_owned(),
+        }
+    }
+}
+
+/// Whether the person's events are confirmed gone, as ForgetUser answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventsDeletion {
+    /// The caller did not ask for it.
+    NotAsked,
+    /// Every grant's events were seen gone at Cronofy before its revoke.
+    Confirmed,
+    /// Cronofy accepted the deletes (or failed them) and they were not seen
+    /// applied yet: the erasure worker finishes the erasure once they are.
+    Pending,
 }
 
 /// What ForgetUser did.
@@ -54,13 +87,23 @@ enum Events {
 pub struct Forgotten {
     /// The sub forgotten.
     pub sub: String,
-    /// The user's events were deleted at Cronofy.
-    pub events_deleted: bool,
+    /// What became of the person's events.
+    pub events: EventsDeletion,
     /// Cronofy's revoke failed and waits in the revocation queue.
     pub upstream_pending: bool,
     /// The person's earlier grants, erased with it: subs their user_refs
     /// were bound to before.
     pub other_subs: Vec<String>,
+}
+
+/// What erasing one grant did.
+pub(super) struct GrantErased {
+    /// Cronofy's revoke waits in the revocation queue.
+    pub(super) upstream_pending: bool,
+    /// The user_refs it had.
+    pub(super) user_refs: Vec<String>,
+    /// Its erasure waits for its events to be seen gone.
+    pub(super) deferred: bool,
 }
 
 /// What purging a tenant did.
@@ -74,6 +117,10 @@ pub struct Purged {
     /// Grants not revoked at Cronofy because another tenant of the
     /// application holds the account (its tokens here are erased all the same).
     pub left_to_other_tenants: u64,
+    /// Subs of ForgetUser erasures whose deleted events are still not seen
+    /// gone: their grants (tokens and event records) are kept, not revoked,
+    /// for the erasure worker or the next purge-tenant run.
+    pub erasures_pending: Vec<String>,
     /// Rows deleted and audit rows pseudonymised.
     pub rows: PurgedRows,
 }
@@ -131,79 +178,98 @@ impl ErasureService {
             (Err(error), _) => return Err(error),
         };
         let sub = stored.grant.sub.clone();
-        if delete_events {
-            // Fails (and erases nothing) when the grant cannot be used: the caller asked for this.
-            let by_sub = GrantSelector::Sub(sub.clone());
-            self.events.delete_all_events(tenant, &by_sub, &[], deadline).await?;
-        }
+        // The grant's own events first: when the grant cannot be used this
+        // fails, and erases nothing (the caller asked for the deletion).
+        let deleted = if delete_events {
+            self.delete_events(tenant, &GrantSelector::Sub(sub.clone()), true, deadline)
+                .await?
+        } else {
+            Deleted::NotAsked
+        };
         // The person's earlier grants (their user_ref connected under another
-        // sub before) go first: a failure here leaves the user_ref to retry with.
+        // sub before) go next: a failure here leaves the user_ref to retry with.
         let others = self
             .store
             .other_grants_of_person(&tenant.id, &sub)
             .await
             .map_err(|error| store_failure(&tenant.id, "finding a user's other grants", &error))?;
-        let mut upstream_pending = false;
-        let their_events = if delete_events {
-            Events::DeleteIfUsable
-        } else {
-            Events::Keep
-        };
+        let (mut upstream_pending, mut deferred) = (false, false);
         for other in &others {
-            let (pending, _) = self.forget_grant(tenant, other, their_events, deadline, actor).await?;
-            upstream_pending |= pending;
+            let selector = GrantSelector::Sub(other.clone());
+            let theirs = if delete_events {
+                self.delete_events(tenant, &selector, false, deadline).await?
+            } else {
+                Deleted::NotAsked
+            };
+            let erased = self.erase_grant(tenant, other, theirs, deadline, actor).await?;
+            upstream_pending |= erased.upstream_pending;
+            deferred |= erased.deferred;
         }
-        let events = if delete_events { Events::Deleted } else { Events::Keep };
-        let (pending, user_refs) = self.forget_grant(tenant, &sub, events, deadline, actor).await?;
-        upstream_pending |= pending;
-        for user_ref in &user_refs {
+        let erased = self.erase_grant(tenant, &sub, deleted, deadline, actor).await?;
+        upstream_pending |= erased.upstream_pending;
+        deferred |= erased.deferred;
+        for user_ref in &erased.user_refs {
             self.credentials.tokens.forget_user_ref(&tenant.id, user_ref);
         }
-        info!(tenant = %tenant.id, events_deleted = delete_events, upstream_pending, earlier_grants = others.len(), "user forgotten");
+        let events = match (delete_events, deferred) {
+            (false, _) => EventsDeletion::NotAsked,
+            (true, false) => EventsDeletion::Confirmed,
+            (true, true) => EventsDeletion::Pending,
+        };
+        info!(tenant = %tenant.id, ?events, upstream_pending, earlier_grants = others.len(), "user forgotten");
         Ok(Forgotten {
             sub,
-            events_deleted: delete_events,
+            events,
             upstream_pending,
             other_subs: others,
         })
     }
 
-    /// Revokes one grant of the person at Cronofy (its events first, when
-    /// asked and it can still be used) and erases its rows. Returns whether
-    /// the revoke waits in the queue, and the user_refs it had.
-    async fn forget_grant(
+    /// Erases one grant of the person: revokes it at Cronofy and deletes its
+    /// rows — or, while its events are not seen gone, hides it from callers
+    /// (erasing its user_refs) and leaves the rest to the erasure worker.
+    pub(super) async fn erase_grant(
         &self,
         tenant: &Arc<Tenant>,
         sub: &str,
-        events: Events,
+        deleted: Deleted,
         deadline: Deadline,
         actor: &Actor,
-    ) -> Result<(bool, Vec<String>), Error> {
+    ) -> Result<GrantErased, Error> {
+        if deleted == Deleted::Unconfirmed {
+            // Its changes must not reach callers meanwhile; the token stays, to delete and read with.
+            self.channels.close_grant_channel(tenant, sub).await?;
+            let user_refs = self
+                .store
+                .defer_erasure(
+                    &tenant.id,
+                    sub,
+                    actor,
+                    self.settings.retry_interval.as_secs().max(1) as i64,
+                    "Cronofy's deletes not seen applied yet; revoked once they are".to_owned(),
+                )
+                .await
+                .map_err(|error| store_failure(&tenant.id, "deferring an erasure", &error))?
+                .ok_or(Error::GrantNotFound)?;
+            self.credentials.tokens.forget_grant(&tenant.id, sub);
+            METRICS.erasure("deferred");
+            return Ok(GrantErased {
+                upstream_pending: false,
+                user_refs,
+                deferred: true,
+            });
+        }
         let stored = self
             .credentials
-            .find(tenant, &GrantSelector::Sub(sub.to_owned()))
+            .find(tenant, &GrantSelector::Erasing(sub.to_owned()))
             .await?;
-        let by_sub = GrantSelector::Sub(sub.to_owned());
-        let events_deleted = match events {
-            Events::Keep => false,
-            Events::Deleted => true,
-            Events::DeleteIfUsable => match self.events.delete_all_events(tenant, &by_sub, &[], deadline).await {
-                Ok(()) => true,
-                // An earlier grant without its authorization: no token deletes its events.
-                Err(Error::GrantNeedsReauth | Error::GrantRevoked | Error::GrantIsServiceAccount) => false,
-                Err(error) => return Err(error),
-            },
-        };
         let upstream = if stored.grant.status == GrantStatus::Revoked {
             UpstreamRevoke::Revoked
         } else {
             self.channels.close_grant_channel(tenant, sub).await?;
             self.connect.revoke_upstream(tenant, sub, deadline).await?
         };
-        let detail = format!(
-            "events deleted: {events_deleted}; upstream revoke: {}",
-            upstream.as_str()
-        );
+        let detail = format!("{}; upstream revoke: {}", deleted.describe(), upstream.as_str());
         let forgotten = self
             .store
             .forget_grant(&tenant.id, sub, actor, detail)
@@ -211,7 +277,14 @@ impl ErasureService {
             .map_err(|error| store_failure(&tenant.id, "forgetting a user", &error))?
             .ok_or(Error::GrantNotFound)?;
         self.credentials.tokens.forget_grant(&tenant.id, sub);
-        Ok((upstream == UpstreamRevoke::Queued, forgotten.user_refs))
+        if matches!(deleted, Deleted::Confirmed(_)) {
+            METRICS.erasure(if stored.erasing { "confirmed_later" } else { "confirmed" });
+        }
+        Ok(GrantErased {
+            upstream_pending: upstream == UpstreamRevoke::Queued,
+            user_refs: forgotten.user_refs,
+            deferred: false,
+        })
     }
 
     /// ForgetUser of a user_ref naming no grant: what is left of it (an
@@ -228,26 +301,49 @@ impl ErasureService {
         info!(tenant = %tenant.id, "user_ref without a grant forgotten");
         Ok(Forgotten {
             sub: String::new(),
-            events_deleted: false,
+            events: EventsDeletion::NotAsked,
             upstream_pending: false,
             other_subs: Vec::new(),
         })
     }
 
-    /// Offboards a tenant: closes every channel and revokes every grant at
+    /// Offboards a tenant: gives each ForgetUser erasure still waiting one
+    /// more attempt, closes every channel and revokes every other grant at
     /// Cronofy (with the usual retries), retries revocations still queued,
-    /// then deletes every row of the tenant. `progress` hears of each grant.
+    /// then deletes every row of the tenant but the grants of erasures that
+    /// still wait. `progress` hears of each grant.
     pub async fn purge_tenant(
         &self,
         tenant: &Arc<Tenant>,
         actor: &Actor,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Purged, Error> {
-        let targets = self
+        // ForgetUser erasures still waiting go first, each given one more
+        // attempt: a grant whose events are not seen gone is not revoked.
+        let waiting = self
+            .store
+            .erasures_of(&tenant.id)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "listing a tenant's pending erasures", &error))?;
+        let mut erasures_pending = Vec::new();
+        for erasure in &waiting {
+            match self.finish_erasure(tenant, erasure).await {
+                Ok(true) => {}
+                Ok(false) => erasures_pending.push(erasure.sub.clone()),
+                Err(error) => {
+                    warn!(tenant = %tenant.id, %error, "a pending erasure failed during the purge");
+                    erasures_pending.push(erasure.sub.clone());
+                }
+            }
+        }
+        let targets: Vec<PurgeTarget> = self
             .store
             .purge_targets(&tenant.id)
             .await
-            .map_err(|error| store_failure(&tenant.id, "listing a tenant's grants", &error))?;
+            .map_err(|error| store_failure(&tenant.id, "listing a tenant's grants", &error))?
+            .into_iter()
+            .filter(|target| !erasures_pending.contains(&target.sub))
+            .collect();
         let queued = self
             .store
             .revocations_of(&tenant.id)
@@ -261,7 +357,10 @@ impl ErasureService {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let mut purged = Purged::default();
+        let mut purged = Purged {
+            erasures_pending,
+            ..Purged::default()
+        };
         for (done, sub) in to_revoke.iter().enumerate() {
             if targets.iter().any(|target| target.sub == *sub && target.has_tokens) {
                 // Best effort, and before the revoke: closing needs the grant's token.
@@ -283,14 +382,21 @@ impl ErasureService {
             progress(done + 1, to_revoke.len());
         }
         let detail = format!(
-            "{} grants; {} revoked at Cronofy; {} revocations pending",
+            "{} grants; {} revoked at Cronofy; {} revocations pending; {} erasures waiting for deleted events",
             targets.len(),
             purged.revoked,
-            purged.revoke_pending.len()
+            purged.revoke_pending.len(),
+            purged.erasures_pending.len()
         );
         purged.rows = self
             .store
-            .purge_tenant_rows(&tenant.id, &purged.revoke_pending, actor, detail)
+            .purge_tenant_rows(
+                &tenant.id,
+                &purged.revoke_pending,
+                &purged.erasures_pending,
+                actor,
+                detail,
+            )
             .await
             .map_err(|error| store_failure(&tenant.id, "purging a tenant", &error))?;
         for target in &targets {

@@ -395,7 +395,7 @@ impl EventService {
         let stored = self.credentials.find(tenant, selector).await?;
         if let Some(reason) = UnknownAvailability::of(&stored.grant, false) {
             let field = match selector {
-                GrantSelector::Sub(_) => "sub",
+                GrantSelector::Sub(_) | GrantSelector::Erasing(_) => "sub",
                 GrantSelector::UserRef(_) => "user_ref",
             };
             // Free/busy of a calendar Cronofy does not know reads as free.

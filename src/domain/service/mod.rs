@@ -79,6 +79,7 @@ mod connect;
 mod credentials;
 mod enterprise;
 mod erasure;
+mod erasure_confirm;
 mod event_records;
 mod events;
 mod notification_reads;
@@ -96,7 +97,7 @@ pub use enterprise::{
     CALLBACK_PATH, CallbackError, CallbackOutcome, EnterpriseAuthorization, EnterpriseService, EnterpriseUserRequest,
     authorization_fingerprint, is_authorization_id,
 };
-pub use erasure::{ErasureService, Forgotten, Purged};
+pub use erasure::{ErasureService, EventsDeletion, Forgotten, Purged};
 pub use events::{BatchOp, EventService, FreeBusyQuery, MAX_BATCH_ITEMS};
 pub use notifications::{NOTIFICATION_PATH, NotificationOutcome};
 pub use revoke::Revoked;
@@ -135,6 +136,8 @@ pub struct ServiceParts {
     pub channel_check_interval: Duration,
     /// How long audit rows are kept.
     pub audit_retention: Duration,
+    /// `[erasure]`: how ForgetUser waits for deleted events, and the worker.
+    pub erasure: crate::config::ErasureSettings,
     /// `changes.max_watchers_per_tenant`.
     pub max_watchers_per_tenant: u32,
     /// `[refresh_ahead]`: the background refresher.
@@ -232,6 +235,7 @@ impl Services {
             channels: channels.clone(),
             tasks: parts.tasks.clone(),
             audit_retention: parts.audit_retention,
+            settings: parts.erasure,
         });
         let enterprise = Arc::new(EnterpriseService {
             store: parts.store.clone(),

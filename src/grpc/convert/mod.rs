@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use super::pb;
 use crate::domain::{
-    AuthorizeRequest, Error, ExchangeRequest, Violations,
+    AuthorizeRequest, Error, EventsDeletion, ExchangeRequest, Violations,
     event::{Event, limits},
     grant::{AccessMode, ChangeTracking, ConnectMode, Grant, GrantKind, GrantSelector, GrantStatus},
     profile::{Profile, ProfileKind},
@@ -99,6 +99,15 @@ pub fn access_mode(mode: AccessMode) -> pb::AccessMode {
         AccessMode::ReadWrite => pb::AccessMode::ReadWrite,
         AccessMode::FreeBusy => pb::AccessMode::FreeBusy,
         AccessMode::NoAccess => pb::AccessMode::NoAccess,
+    }
+}
+
+/// What became of a forgotten user's events, as ForgetUser answers it.
+pub fn events_deletion(events: EventsDeletion) -> pb::EventsDeletion {
+    match events {
+        EventsDeletion::NotAsked => pb::EventsDeletion::Unspecified,
+        EventsDeletion::Confirmed => pb::EventsDeletion::Confirmed,
+        EventsDeletion::Pending => pb::EventsDeletion::Pending,
     }
 }
 

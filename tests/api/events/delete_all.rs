@@ -44,6 +44,8 @@ async fn delete_all_events_removes_the_users_events_and_only_theirs() {
         (Endpoint::BulkDeleteEvents, "/v1/events")
     );
     assert_eq!(sent.json(), Some(json!({"calendar_ids": [ada_calendar]})));
+    // Accepted (202): Cronofy applies it a little later.
+    app.fake.apply_queued_deletes();
     assert_eq!(app.fake.event_count(&ada.sub), 0);
 
     write_events(&app, &ada.sub, &ada_calendar, &["evt-3"]).await;
@@ -52,6 +54,7 @@ async fn delete_all_events_removes_the_users_events_and_only_theirs() {
         app.fake.requests().pop().and_then(|r| r.json()),
         Some(json!({"delete_all": true}))
     );
+    app.fake.apply_queued_deletes();
     assert_eq!(app.fake.event_count(&ada.sub), 0);
     assert_eq!(app.fake.event_count(&bob.sub), 1, "another user's events stay");
 

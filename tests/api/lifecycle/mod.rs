@@ -5,6 +5,7 @@
 
 mod audit;
 mod audit_keyed;
+mod erasure_pending;
 mod forget;
 mod purge;
 mod rekey;

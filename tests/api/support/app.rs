@@ -87,6 +87,10 @@ keys = [{keys}]
 [refresh_ahead]
 enabled = false
 
+# ForgetUser(delete_events) waits this long to see the deletes applied (the fake applies them 300 ms later).
+[erasure]
+confirm_within = "10s"
+
 [upstream]
 request_timeout = "1s"
 max_attempts = 2
