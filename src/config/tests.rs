@@ -71,6 +71,8 @@ fn a_minimal_config_gets_the_contract_defaults() {
     assert_eq!(settings.tenants[0].client_secret.expose_secret(), "s3cret");
     assert!(settings.tls.is_none());
     assert_eq!(settings.changes.channel_check_interval, Duration::from_secs(6 * 3600));
+    assert_eq!(settings.erasure.confirm_within, Duration::from_secs(10));
+    assert_eq!(settings.erasure.retry_interval, Duration::from_secs(60));
 }
 
 #[test]
@@ -96,6 +98,14 @@ fn errors_name_the_key() {
         (
             config("", "[changes]\nchannel_check_interval = \"30s\""),
             "changes.channel_check_interval",
+        ),
+        (
+            config("", "[erasure]\nconfirm_within = \"2m\""),
+            "erasure.confirm_within",
+        ),
+        (
+            config("", "[erasure]\nretry_interval = \"500ms\""),
+            "erasure.retry_interval",
         ),
     ];
     for (text, key) in cases {
