@@ -50,11 +50,68 @@ pub enum ProfilesChange {
     ConferencingReconnected,
 }
 
+/// Most profiles kept per grant: far more than a person links (a work and a
+/// personal calendar, a conferencing service or two), and a bound on what
+/// one UserInfo answer makes calgate store and put in every `Grant`.
+pub const MAX_PROFILES: usize = 32;
+/// Most calendar ids kept per profile.
+pub const MAX_PROFILE_CALENDARS: usize = 256;
+/// Longest id, name or URL kept, in bytes: a profile or calendar with a
+/// longer id is left out, a longer name or relink URL is dropped.
+pub const MAX_PROFILE_TEXT: usize = 1024;
+
 /// The profiles of one grant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Profiles(pub Vec<Profile>);
 
 impl Profiles {
+    /// The profiles Cronofy listed, within [`MAX_PROFILES`],
+    /// [`MAX_PROFILE_CALENDARS`] and [`MAX_PROFILE_TEXT`]. Past the count,
+    /// what decides writes and status is kept first: one connected calendar
+    /// profile, the disconnected ones, then the rest; in Cronofy's order.
+    pub fn bounded(listed: Vec<Profile>) -> Profiles {
+        let fits = |text: &str| text.len() <= MAX_PROFILE_TEXT;
+        let mut listed: Vec<Profile> = listed
+            .into_iter()
+            .filter(|p| fits(&p.profile_id))
+            .map(|mut p| {
+                p.calendar_ids.retain(|id| fits(id));
+                p.calendar_ids.truncate(MAX_PROFILE_CALENDARS);
+                for text in [&mut p.provider_name, &mut p.profile_name] {
+                    if !fits(text) {
+                        text.clear();
+                    }
+                }
+                p.relink_url = p.relink_url.filter(|url| fits(url));
+                p
+            })
+            .collect();
+        if listed.len() > MAX_PROFILES {
+            let connected_calendar = listed
+                .iter()
+                .position(|p| p.connected && p.kind == ProfileKind::Calendar);
+            // One connected calendar profile first (else the grant would read all
+            // disconnected), then the disconnected ones, then the rest.
+            let rank = |i: usize, p: &Profile| match (Some(i) == connected_calendar, p.connected) {
+                (true, _) => 0,
+                (false, false) => 1,
+                (false, true) => 2,
+            };
+            let mut order: Vec<usize> = (0..listed.len()).collect();
+            order.sort_by_key(|&i| (rank(i, &listed[i]), i));
+            order.truncate(MAX_PROFILES);
+            order.sort_unstable();
+            let mut kept = order.into_iter().peekable();
+            let mut index = 0;
+            listed.retain(|_| {
+                let keep = kept.next_if_eq(&index).is_some();
+                index += 1;
+                keep
+            });
+        }
+        Profiles(listed)
+    }
+
     /// The calendar profiles Cronofy cannot sync.
     pub fn disconnected_calendars(&self) -> impl Iterator<Item = &Profile> {
         self.0
@@ -130,6 +187,50 @@ mod tests {
             relink_url: (!connected).then(|| format!("https://relink/{id}")),
             calendar_ids: calendars.iter().map(|c| (*c).to_owned()).collect(),
         }
+    }
+
+    #[test]
+    fn what_one_answer_lists_is_bounded_keeping_what_decides() {
+        let mut listed: Vec<Profile> = (0..40)
+            .map(|i| profile(&format!("pro_{i}"), ProfileKind::Calendar, i % 10 != 9, &["cal"]))
+            .collect();
+        listed.push(profile(
+            &"x".repeat(MAX_PROFILE_TEXT + 1),
+            ProfileKind::Calendar,
+            false,
+            &[],
+        ));
+        listed[0].calendar_ids = (0..300).map(|i| format!("cal_{i}")).collect();
+        listed[1].profile_name = "n".repeat(MAX_PROFILE_TEXT + 1);
+        let bounded = Profiles::bounded(listed);
+        assert_eq!(bounded.0.len(), MAX_PROFILES);
+        assert!(
+            bounded.0.iter().all(|p| p.profile_id.len() <= MAX_PROFILE_TEXT),
+            "an over-long id goes"
+        );
+        let disconnected: Vec<&str> = bounded
+            .disconnected_calendars()
+            .map(|p| p.profile_id.as_str())
+            .collect();
+        assert_eq!(
+            disconnected,
+            ["pro_9", "pro_19", "pro_29", "pro_39"],
+            "every disconnected one stays"
+        );
+        assert_eq!(bounded.0[0].profile_id, "pro_0", "in Cronofy's order");
+        assert_eq!(bounded.0[0].calendar_ids.len(), MAX_PROFILE_CALENDARS);
+        assert!(bounded.0[1].profile_name.is_empty());
+        assert!(!bounded.all_calendars_disconnected());
+
+        // Only disconnected ones past the count: one connected calendar profile still stays.
+        let mut listed: Vec<Profile> = (0..40)
+            .map(|i| profile(&format!("pro_{i}"), ProfileKind::Calendar, false, &[]))
+            .collect();
+        listed.push(profile("pro_ok", ProfileKind::Calendar, true, &[]));
+        let bounded = Profiles::bounded(listed);
+        assert_eq!(bounded.0.len(), MAX_PROFILES);
+        assert!(bounded.0.iter().any(|p| p.profile_id == "pro_ok"));
+        assert!(!bounded.all_calendars_disconnected());
     }
 
     #[test]

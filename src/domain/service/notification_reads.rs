@@ -210,8 +210,9 @@ impl ChangeService {
     }
 }
 
-/// UserInfo's profiles as calgate keeps them (a profile whose state Cronofy
-/// does not give is taken as connected, as the docs' examples show it).
+/// UserInfo's profiles as calgate keeps them, bounded ([`Profiles::bounded`];
+/// a profile whose state Cronofy does not give is taken as connected, as the
+/// docs' examples show it).
 fn profiles_of(data: UserInfoData) -> Profiles {
     let profile = |p: LinkingProfile, kind: ProfileKind| Profile {
         profile_id: p.profile_id.unwrap_or_default(),
@@ -227,5 +228,5 @@ fn profiles_of(data: UserInfoData) -> Profiles {
         .conferencing_profiles
         .into_iter()
         .map(|p| profile(p, ProfileKind::Conferencing));
-    Profiles(calendars.chain(conferencing).collect())
+    Profiles::bounded(calendars.chain(conferencing).collect())
 }

@@ -199,3 +199,32 @@ async fn forget_user_deletes_the_events_of_a_disconnected_profile() {
     assert!(forgotten.events_deleted);
     assert_eq!(app.fake.event_count(&grant.sub), 0, "the user's events are gone");
 }
+
+/// An account listing more profiles than calgate keeps (32): GetGrant shows
+/// 32, the disconnected one among them, and a write to its calendar is still
+/// refused; the grant stays ACTIVE.
+#[tokio::test]
+async fn the_profiles_kept_are_bounded_and_the_disconnected_one_stays() {
+    let (app, _) = spawn_app_with_callbacks(|_| {}).await;
+    let (grant, _) = connect_tracked(&app, "ada").await;
+    profiles_known(&app, &grant.sub, 1).await;
+    for _ in 0..40 {
+        app.fake.add_calendar_profile(&grant.sub, "exchange");
+    }
+    let (last, last_calendar) = app.fake.add_calendar_profile(&grant.sub, "exchange");
+    assert_eq!(app.fake.set_profile_connected(&grant.sub, &last, false).await, [200]);
+    let described = profiles_known(&app, &grant.sub, 32).await;
+    assert!(
+        !profile(&described, &last).connected,
+        "the disconnected profile is kept"
+    );
+    assert_eq!(described.status(), pb::GrantStatus::Active);
+    let refused = Upsert::new(
+        Some(pb::upsert_event_request::User::Sub(grant.sub.clone())),
+        &last_calendar,
+    )
+    .send(&app.client)
+    .await
+    .expect_err("its calendar is refused");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+}
