@@ -74,7 +74,9 @@ def main():
     # The user leaves (a privacy request): their events, their Cronofy authorization and every row
     # calgate held about them go; the audit trail keeps only keyed hashes of their ids.
     forgotten = stub.ForgetUser(pb.ForgetUserRequest(user_ref="py-quickstart", delete_events=True), metadata=AUTH)
-    print(f"forgot {forgotten.sub} (events deleted: {forgotten.events_deleted})")
+    # CONFIRMED: the events were seen gone before the authorization was revoked (PENDING: calgate's
+    # erasure worker finishes once Cronofy has applied the deletes).
+    print(f"forgot {forgotten.sub} (events: {pb.EventsDeletion.Name(forgotten.events_deletion)})")
     try:
         stub.GetGrant(pb.GetGrantRequest(user_ref="py-quickstart"), metadata=AUTH)
         raise SystemExit("a forgotten user is still known")

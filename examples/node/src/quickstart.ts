@@ -51,11 +51,13 @@ async function main(): Promise<void> {
 
   // The user leaves (a privacy request): their events, their Cronofy authorization and every row
   // calgate held about them go; the audit trail keeps only keyed hashes of their ids.
-  const forgotten = await call<{ sub: string; events_deleted: boolean }>("ForgetUser", {
+  // events_deletion CONFIRMED: the events were seen gone before the authorization was revoked
+  // (PENDING: calgate's erasure worker finishes once Cronofy has applied the deletes).
+  const forgotten = await call<{ sub: string; events_deletion: string }>("ForgetUser", {
     user_ref: "ts-quickstart",
     delete_events: true,
   });
-  console.log(`forgot ${forgotten.sub} (events deleted: ${forgotten.events_deleted})`);
+  console.log(`forgot ${forgotten.sub} (events: ${forgotten.events_deletion})`);
   try {
     await call("GetGrant", { user_ref: "ts-quickstart" });
     throw new Error("a forgotten user is still known");
