@@ -19,6 +19,7 @@ pub(crate) fn upsert_request(user_ref: &str, calendar_id: &str, event_id: String
         tzid: None,
     };
     pb::UpsertEventRequest {
+        mode: Default::default(),
         user: Some(pb::upsert_event_request::User::UserRef(user_ref.to_owned())),
         calendar_id: calendar_id.to_owned(),
         event: Some(pb::Event {

@@ -143,6 +143,7 @@ async fn write_event(
     client
         .clone()
         .upsert_event(authorized(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: Some(pb::upsert_event_request::User::Sub(sub.to_owned())),
             calendar_id: calendar_id.to_owned(),
             event: Some(pb::Event {

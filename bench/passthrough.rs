@@ -126,6 +126,7 @@ passthrough_service! {
     get_grant: GetGrantRequest => GetGrantResponse,
     revoke_grant: RevokeGrantRequest => RevokeGrantResponse,
     forget_user: ForgetUserRequest => ForgetUserResponse,
+    get_write: GetWriteRequest => GetWriteResponse,
 }
 
 /// Serves the passthrough on `listen` until the process is stopped; prints

@@ -264,6 +264,7 @@ async fn soak(bench: &Bench, args: &SoakArgs, store_url: &str) -> anyhow::Result
 
 fn upsert(user: &Seeded, event_id: &str) -> Request<pb::UpsertEventRequest> {
     let mut request = Request::new(pb::UpsertEventRequest {
+        mode: Default::default(),
         user: Some(pb::upsert_event_request::User::UserRef(user.user_ref.clone())),
         calendar_id: user.calendar_id.clone(),
         event: Some(pb::Event {

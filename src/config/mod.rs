@@ -6,6 +6,7 @@
 
 mod limits;
 mod policy;
+mod queue;
 mod raw;
 mod resolve;
 mod secrets;
@@ -32,6 +33,7 @@ pub use store::{DEFAULT_SPILL_DIR, StoreBackend, StoreSettings};
 use store::{check_store_url, default_spill_dir};
 
 pub use policy::{BreakerPolicy, BucketShape, RateLimit, RetryPolicy};
+pub use queue::QueueSettings;
 
 use crate::cronofy::DataCenter;
 pub use crate::telemetry::LogSettings;
@@ -57,6 +59,7 @@ const ENV_KEYS: &[&str] = &[
     "changes",
     "audit",
     "erasure",
+    "queue",
     "refresh_ahead",
 ];
 
@@ -128,6 +131,8 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// ForgetUser's wait for deleted events, and the erasure worker.
     pub erasure: ErasureSettings,
+    /// Queued writes.
+    pub queue: QueueSettings,
     /// The background refresher.
     pub refresh_ahead: RefreshAheadSettings,
 }
@@ -355,6 +360,7 @@ impl Settings {
         raw.changes.check()?;
         raw.audit.check()?;
         raw.erasure.check()?;
+        raw.queue.check()?;
         raw.refresh_ahead.check()?;
         positive(raw.state_ttl, "state_ttl")?;
         positive(raw.shutdown_grace, "shutdown_grace")?;
@@ -414,6 +420,7 @@ impl Settings {
             changes: raw.changes,
             audit: raw.audit,
             erasure: raw.erasure,
+            queue: raw.queue,
             refresh_ahead: raw.refresh_ahead,
         })
     }

@@ -34,6 +34,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub(super) erasure: super::ErasureSettings,
     #[serde(default)]
+    pub(super) queue: super::QueueSettings,
+    #[serde(default)]
     pub(super) refresh_ahead: super::RefreshAheadSettings,
     #[serde(default = "default_state_ttl", with = "humantime_serde")]
     pub(super) state_ttl: Duration,

@@ -103,10 +103,10 @@ struct DeleteEventBody<'a> {
 /// An upsert's body: the event under the `event_id` Cronofy keeps (calgate's
 /// id for it, which may differ from the caller's: see `domain::event_ids`).
 #[derive(Serialize)]
-struct ManagedEvent<'a> {
+struct ManagedEvent<'a, E: Serialize> {
     event_id: &'a str,
     #[serde(flatten)]
-    event: &'a EventBody<'a>,
+    event: &'a E,
 }
 
 /// The query of `GET /v1/free_busy`; unset dates take Cronofy's defaults.
@@ -195,14 +195,15 @@ impl CronofyClient {
     }
 
     /// `POST /v1/calendars/{calendar_id}/events` of `event` as Cronofy's
-    /// `event_id`; Cronofy answers 202.
-    pub async fn upsert_event(
+    /// `event_id`; Cronofy answers 202. `event` is an [`EventBody`], or the
+    /// JSON object one became (a queued write's, as stored).
+    pub async fn upsert_event<E: Serialize>(
         &self,
         endpoints: &Endpoints,
         access_token: &SecretString,
         calendar_id: &str,
         event_id: &str,
-        event: &EventBody<'_>,
+        event: &E,
     ) -> Result<(), CronofyError> {
         let url = endpoints.url(Host::Api, &["v1", "calendars", calendar_id, "events"]);
         let request = self

@@ -52,6 +52,8 @@ pub enum ChangeKind {
     Grant(GrantChange),
     /// One of the events calgate wrote changed outside calgate.
     Event(EventChange),
+    /// A queued write settled.
+    Write(super::write_queue::WriteSettled),
 }
 
 /// An event calgate wrote, changed by someone else (the user, their calendar app).
@@ -108,7 +110,7 @@ impl SeenTime {
     }
 
     /// One canonical text per value (UTC for instants).
-    fn canonical(&self) -> String {
+    pub fn canonical(&self) -> String {
         match self {
             SeenTime::Time(at) => at.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_default(),
             SeenTime::Date(date) => date.to_string(),

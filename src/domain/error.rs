@@ -118,6 +118,15 @@ pub enum Error {
     /// The replica is shutting down; a stream is ended so the caller resumes elsewhere.
     #[error("this replica is shutting down; reconnect and resume after the last cursor received")]
     ShuttingDown,
+    /// No such queued write for this tenant (or it settled longer ago than the retention).
+    #[error("write not found")]
+    WriteNotFound,
+    /// The tenant's queue of writes is full.
+    #[error("this tenant already has {limit} queued writes waiting (queue.max_per_tenant)")]
+    QueueFull {
+        /// `queue.max_per_tenant`.
+        limit: u32,
+    },
     /// A participant's calendar is not known to Cronofy (No-Access mode, a
     /// disconnected profile): answering would call unknown time free.
     #[error("calgate cannot know the availability of {}", .0.iter().map(|p| p.field.as_str()).collect::<Vec<_>>().join(", "))]

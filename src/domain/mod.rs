@@ -19,16 +19,19 @@ pub mod state;
 mod token_cache;
 mod upstream;
 mod usage;
+pub mod write_errors;
 pub mod write_gate;
+pub mod write_queue;
 
 pub use crate::clock::Clock;
 pub use error::{Error, FieldViolation, FieldViolations, MAX_FIELD_VIOLATIONS, Violations};
 pub use service::{
-    AuthorizeRequest, AuthorizeUrl, AvailabilityGroup, AvailabilityMember, AvailabilityRequest, BatchOp, CALLBACK_PATH,
-    CallbackError, CallbackOutcome, ChangeReceiver, ChangeService, Channels, ConnectService, Credentials, Deadline,
-    EnterpriseAuthorization, EnterpriseService, EnterpriseUserRequest, ErasureService, EventService, EventsDeletion,
-    ExchangeRequest, Forgotten, FreeBusyQuery, MAX_BATCH_ITEMS, NOTIFICATION_PATH, NotificationOutcome, Purged,
-    Revoked, ServiceParts, Services, authorization_fingerprint, is_authorization_id,
+    Accepted, AuthorizeRequest, AuthorizeUrl, AvailabilityGroup, AvailabilityMember, AvailabilityRequest, BatchOp,
+    CALLBACK_PATH, CallbackError, CallbackOutcome, ChangeReceiver, ChangeService, Channels, ConnectService,
+    Credentials, Deadline, EnterpriseAuthorization, EnterpriseService, EnterpriseUserRequest, ErasureService,
+    EventService, EventsDeletion, ExchangeRequest, Forgotten, FreeBusyQuery, MAX_BATCH_ITEMS, NOTIFICATION_PATH,
+    NotificationOutcome, Purged, QueueService, Revoked, ServiceParts, Services, authorization_fingerprint,
+    is_authorization_id,
 };
 
 use secrecy::SecretString;

@@ -84,6 +84,18 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::UpsertEventResponse>, Status> {
         let caller = caller(&request)?;
         let (selector, calendar_id, event) = convert::upsert_request(request.get_ref())?;
+        if convert::queued(request.get_ref().mode)? {
+            let accepted = self
+                .services
+                .queue
+                .accept_upsert(&caller.tenant, &selector, &calendar_id, &event)
+                .await?;
+            return Ok(Response::new(pb::UpsertEventResponse {
+                delivery: convert::delivery(accepted.access_mode) as i32,
+                write_id: accepted.write_id,
+                state: pb::WriteState::Queued as i32,
+            }));
+        }
         let deadline = deadline::deadline(&request);
         let access_mode = deadline::within(
             deadline,
@@ -94,6 +106,8 @@ impl CalendarWriteService for CalendarWriteApi {
         .await?;
         Ok(Response::new(pb::UpsertEventResponse {
             delivery: convert::delivery(access_mode) as i32,
+            write_id: String::new(),
+            state: pb::WriteState::Delivered as i32,
         }))
     }
 
@@ -120,6 +134,17 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::DeleteEventResponse>, Status> {
         let caller = caller(&request)?;
         let (selector, calendar_id, event_id) = convert::delete_request(request.get_ref())?;
+        if convert::queued(request.get_ref().mode)? {
+            let accepted = self
+                .services
+                .queue
+                .accept_delete(&caller.tenant, &selector, &calendar_id, &event_id)
+                .await?;
+            return Ok(Response::new(pb::DeleteEventResponse {
+                write_id: accepted.write_id,
+                state: pb::WriteState::Queued as i32,
+            }));
+        }
         let deadline = deadline::deadline(&request);
         deadline::within(
             deadline,
@@ -128,7 +153,22 @@ impl CalendarWriteService for CalendarWriteApi {
                 .delete_event(&caller.tenant, &selector, &calendar_id, &event_id, deadline),
         )
         .await?;
-        Ok(Response::new(pb::DeleteEventResponse {}))
+        Ok(Response::new(pb::DeleteEventResponse {
+            write_id: String::new(),
+            state: pb::WriteState::Delivered as i32,
+        }))
+    }
+
+    async fn get_write(&self, request: Request<pb::GetWriteRequest>) -> Result<Response<pb::GetWriteResponse>, Status> {
+        let caller = caller(&request)?;
+        let record = self
+            .services
+            .queue
+            .get_write(&caller.tenant, &request.get_ref().write_id)
+            .await?;
+        Ok(Response::new(pb::GetWriteResponse {
+            write: Some(convert::write(record)),
+        }))
     }
 
     async fn list_calendars(

@@ -93,6 +93,13 @@ pub fn from_domain(error: Error) -> Status {
             ErrorDetails::with_retry_info(Some(DEFAULT_RETRY_DELAY)),
         ),
         Error::ShuttingDown => status(Code::Unavailable, "SHUTTING_DOWN", message, plain()),
+        Error::WriteNotFound => status(Code::NotFound, "WRITE_NOT_FOUND", message, plain()),
+        Error::QueueFull { .. } => status(
+            Code::ResourceExhausted,
+            "QUEUE_FULL",
+            message,
+            ErrorDetails::with_retry_info(Some(DEFAULT_RETRY_DELAY)),
+        ),
         Error::AvailabilityUnknown(participants) => {
             let mut details = ErrorDetails::new();
             for participant in &participants {

@@ -8,19 +8,20 @@ use tracing::info;
 
 use crate::{
     store::Store,
-    telemetry::metrics::{GRANT_STATUSES, KeyLabel, METRICS, StatusLabel},
+    telemetry::metrics::{GRANT_STATUSES, KeyLabel, METRICS, StatusLabel, TenantLabel},
 };
 
 /// `GET /metrics`: Prometheus text. Grants by status are counted at scrape time.
 pub(super) async fn serve_metrics(
     listener: TcpListener,
     store: Store,
+    tenants: Vec<String>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let router = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let store = store.clone();
+            let (store, tenants) = (store.clone(), tenants.clone());
             async move {
                 let counted = tokio::time::timeout(Duration::from_secs(2), store.count_grants_by_status()).await;
                 if let Ok(Ok(counts)) = counted {
@@ -44,6 +45,19 @@ pub(super) async fn serve_metrics(
                     }
                     for (key_id, count) in counts {
                         METRICS.grants_by_key.get_or_create(&KeyLabel { key_id }).set(count);
+                    }
+                }
+                let depths = tokio::time::timeout(Duration::from_secs(2), store.queue_depths()).await;
+                if let Ok(Ok(depths)) = depths {
+                    // A configured tenant with nothing queued shows 0, not its last depth.
+                    for tenant in &tenants {
+                        let (count, oldest) = depths
+                            .iter()
+                            .find(|(id, _, _)| id == tenant)
+                            .map_or((0, 0), |(_, count, oldest)| (*count, *oldest));
+                        let label = TenantLabel { tenant: tenant.clone() };
+                        METRICS.queue_depth.get_or_create(&label).set(count);
+                        METRICS.queue_oldest_seconds.get_or_create(&label).set(oldest);
                     }
                 }
                 let erasures = tokio::time::timeout(Duration::from_secs(2), store.erasure_backlog()).await;

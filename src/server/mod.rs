@@ -40,7 +40,7 @@ use crate::{
         rpc_layer::RpcLayer,
     },
     workers::{
-        self, BackgroundRefresher, ChangeFeedPoller, ErasureFinisher, NotificationWorker, RetentionPruner,
+        self, BackgroundRefresher, ChangeFeedPoller, ErasureFinisher, NotificationWorker, QueueWorker, RetentionPruner,
         RevocationRetrier, StoreWatcher,
     },
 };
@@ -165,6 +165,11 @@ impl App {
             channel_check_interval: settings.changes.channel_check_interval,
             audit_retention: settings.audit.retention,
             erasure: settings.erasure,
+            queue: settings.queue,
+            // A refresh and the call, each within the retry ceiling (its last
+            // attempt may start just before it), and a margin.
+            queue_claim: (settings.upstream.retry.ceiling + settings.upstream.request_timeout) * 2
+                + Duration::from_secs(10),
             max_watchers_per_tenant: settings.changes.max_watchers_per_tenant,
             refresh_ahead: settings.refresh_ahead,
         });
@@ -232,6 +237,13 @@ impl App {
         );
         workers::spawn(
             tasks,
+            QueueWorker {
+                queue: services.queue.clone(),
+                tenants: tenants.clone(),
+            },
+        );
+        workers::spawn(
+            tasks,
             ErasureFinisher {
                 erasure: services.erasure.clone(),
                 tenants: tenants.clone(),
@@ -275,7 +287,12 @@ impl App {
         if let Some(metrics) = metrics {
             tasks.spawn_worker(
                 "metrics server",
-                metrics_endpoint::serve_metrics(metrics, services.store().clone(), tasks.shutdown()),
+                metrics_endpoint::serve_metrics(
+                    metrics,
+                    services.store().clone(),
+                    self.tenants.keys().cloned().collect(),
+                    tasks.shutdown(),
+                ),
             );
         }
     }

@@ -20,6 +20,7 @@ use crate::domain::{
     changes::{Change, ChangeKind, Cursor, EventChange, EventChangeKind, GrantChange, GrantChangeReason, SeenTime},
     grant::GrantStatus,
     profile::Profile,
+    write_queue::{WriteFailure, WriteSettled, WriteState},
 };
 
 /// Takes the tenant's next change number ($1 tenant), locking its sequence row
@@ -61,6 +62,30 @@ enum Payload {
         end: Option<String>,
         summary: String,
     },
+    Write {
+        write_id: String,
+        /// `delivered`, `failed` or `superseded`.
+        state: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<WriteFailure>,
+        calendar_id: String,
+        event_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        superseded_by: Option<String>,
+    },
+}
+
+/// The stored form of a queued write's settlement.
+pub(super) fn write_payload(settled: &WriteSettled) -> String {
+    let payload = Payload::Write {
+        write_id: settled.write_id.clone(),
+        state: settled.state.as_str().to_owned(),
+        error: settled.error.clone(),
+        calendar_id: settled.calendar_id.clone(),
+        event_id: settled.event_id.clone(),
+        superseded_by: settled.superseded_by.clone(),
+    };
+    serde_json::to_string(&payload).expect("a payload of strings always serializes")
 }
 
 /// The stored form of an event change.
@@ -113,6 +138,21 @@ fn decode_payload(text: &str) -> Result<ChangeKind, StoreError> {
             relink_url,
             events_missed_since,
             profiles,
+        })),
+        Payload::Write {
+            write_id,
+            state,
+            error,
+            calendar_id,
+            event_id,
+            superseded_by,
+        } => Ok(ChangeKind::Write(WriteSettled {
+            write_id,
+            state: WriteState::parse(&state).ok_or_else(corrupt)?,
+            error,
+            calendar_id,
+            event_id,
+            superseded_by,
         })),
         Payload::Event {
             calendar_id,

@@ -71,6 +71,7 @@ impl Store {
                 return Ok(None);
             }
             let user_refs = tx.erase_bindings_of_grant(self, tenant, sub).await?;
+            let (dropped, seq) = tx.drop_queued_writes(tenant, sub, now_ms).await?;
             for table in PER_SUB_TABLES {
                 sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND sub = $2"))
                     .bind(tenant)
@@ -93,7 +94,7 @@ impl Store {
                 sub: Some(sub),
                 user_ref: user_refs.first().map(String::as_str),
                 actor,
-                detail,
+                detail: with_dropped_writes(detail, dropped),
                 ids_erased: true,
             };
             tx.record_audit(self, tenant, &entry, now_ms).await?;
@@ -103,8 +104,12 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            ForgottenUser { user_refs }
+            (ForgottenUser { user_refs }, seq)
         });
+        let (forgotten, seq) = forgotten;
+        if let Some(seq) = seq {
+            self.feed.advance(tenant, seq);
+        }
         self.remove_spilled(tenant, sub);
         self.checkpoint_erasure().await;
         Ok(Some(forgotten))
@@ -210,6 +215,7 @@ impl Store {
                 "notifications",
                 "channel_pages",
                 "refresh_marks",
+                "queued_writes",
             ] {
                 other_rows += sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                     .bind(tenant)
@@ -311,5 +317,14 @@ impl Store {
             }
         }
         warn!("the write-ahead log stayed in use after an erasure: erased bytes leave it at the next checkpoint");
+    }
+}
+
+/// An erasure's audit detail, saying how many queued writes it dropped.
+pub(super) fn with_dropped_writes(detail: String, dropped: u64) -> String {
+    if dropped == 0 {
+        detail
+    } else {
+        format!("{detail}; {dropped} queued writes dropped")
     }
 }

@@ -13,6 +13,7 @@ use crate::domain::{
     audit::{Actor, AuditEntry, AuditKind},
     changes::{GrantChange, GrantChangeReason},
     grant::GrantStatus,
+    write_queue::{WriteFailure, WriteSettled, WriteState},
 };
 
 /// A transaction of the store's (SQLite or PostgreSQL), and what is written in it.
@@ -88,6 +89,18 @@ pub(super) trait InTransaction {
         tenant: &str,
         sub: &str,
     ) -> Result<Vec<String>, sqlx::Error>;
+
+    /// Drops the grant's queued writes as its user is erased: each settles
+    /// FAILED (`GRANT_NOT_FOUND`) on the change stream — naming neither the
+    /// person nor their calendar, only the write_id — and every write row of
+    /// the grant goes. Returns how many were waiting, and the last change's
+    /// number (callers tell the feed after the commit).
+    async fn drop_queued_writes(
+        &mut self,
+        tenant: &str,
+        sub: &str,
+        now_ms: i64,
+    ) -> Result<(u64, Option<i64>), sqlx::Error>;
 
     /// Queues work for the notification worker as if Cronofy had notified
     /// it (`read`), due at once; the same id twice is one row.
@@ -369,6 +382,42 @@ where
             sqlx::query(erase).bind(tenant).bind(sub).execute(&mut **self).await?;
         }
         Ok(user_refs)
+    }
+
+    async fn drop_queued_writes(
+        &mut self,
+        tenant: &str,
+        sub: &str,
+        now_ms: i64,
+    ) -> Result<(u64, Option<i64>), sqlx::Error> {
+        let waiting: Vec<String> = sqlx::query_scalar(
+            "SELECT write_id FROM queued_writes WHERE tenant_id = $1 AND sub = $2 AND state = 'queued' ORDER BY accepted_at, write_id",
+        )
+        .bind(tenant)
+        .bind(sub)
+        .fetch_all(&mut **self)
+        .await?;
+        let mut last_seq = None;
+        for write_id in &waiting {
+            let settled = WriteSettled {
+                write_id: write_id.clone(),
+                state: WriteState::Failed,
+                error: Some(WriteFailure::GrantNotFound),
+                calendar_id: String::new(),
+                event_id: String::new(),
+                superseded_by: None,
+            };
+            last_seq = Some(
+                self.record_change(tenant, "", &changes::write_payload(&settled), now_ms)
+                    .await?,
+            );
+        }
+        sqlx::query("DELETE FROM queued_writes WHERE tenant_id = $1 AND sub = $2")
+            .bind(tenant)
+            .bind(sub)
+            .execute(&mut **self)
+            .await?;
+        Ok((waiting.len() as u64, last_seq))
     }
 
     async fn erase_user_refs(

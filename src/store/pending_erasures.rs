@@ -72,6 +72,7 @@ impl Store {
                 return Ok(None);
             }
             let user_refs = tx.erase_bindings_of_grant(self, tenant, sub).await?;
+            let (dropped, seq) = tx.drop_queued_writes(tenant, sub, now_ms).await?;
             // The change stream forgets the person now; what the worker needs stays.
             sqlx::query("DELETE FROM changes WHERE tenant_id = $1 AND sub = $2")
                 .bind(tenant)
@@ -100,13 +101,17 @@ impl Store {
                 sub: Some(sub),
                 user_ref: user_refs.first().map(String::as_str),
                 actor,
-                detail,
+                detail: super::erasure::with_dropped_writes(detail, dropped),
                 ids_erased: true,
             };
             tx.record_audit(self, tenant, &entry, now_ms).await?;
             tx.commit().await?;
-            user_refs
+            (user_refs, seq)
         });
+        let (user_refs, seq) = user_refs;
+        if let Some(seq) = seq {
+            self.feed.advance(tenant, seq);
+        }
         self.checkpoint_erasure().await;
         Ok(Some(user_refs))
     }

@@ -88,3 +88,10 @@ pub struct LimitLabel {
     /// The limit.
     pub limit: &'static str,
 }
+
+/// A configured tenant, by id (the label set is bounded by the config).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabel {
+    /// The tenant's id.
+    pub tenant: String,
+}

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 pub use super::labels::{
     BreakerLabel, BudgetLabels, BudgetWindowLabels, EndpointLabel, KeyLabel, KeyRoleLabels, LimitLabel, OutcomeLabel,
-    RpcLabels, StatusLabel, UpstreamLabels,
+    RpcLabels, StatusLabel, TenantLabel, UpstreamLabels,
 };
 use prometheus_client::{
     encoding::text::encode,
@@ -33,6 +33,14 @@ const REFRESH_OUTCOMES: &[&str] = &[
 ];
 const REVOCATION_OUTCOMES: &[&str] = &["revoked", "failed", "dropped"];
 const ERASURE_OUTCOMES: &[&str] = &["confirmed", "deferred", "confirmed_later", "unconfirmed"];
+const QUEUED_WRITE_OUTCOMES: &[&str] = &[
+    "accepted",
+    "refused_full",
+    "delivered",
+    "retried",
+    "failed",
+    "superseded",
+];
 const NOTIFICATION_OUTCOMES: &[&str] = &[
     "queued",
     "duplicate",
@@ -87,6 +95,14 @@ pub struct Metrics {
     /// erasure worker), `confirmed_later` (the worker saw them gone),
     /// `unconfirmed` (the grant could no longer be used: erased without seeing them gone).
     pub erasures: Family<OutcomeLabel, Counter>,
+    /// Queued writes by outcome: `accepted`, `refused_full` (QUEUE_FULL),
+    /// `delivered`, `retried` (a transient failure; due again later),
+    /// `failed`, `superseded`.
+    pub queued_writes: Family<OutcomeLabel, Counter>,
+    /// Queued writes waiting, per tenant (counted at scrape time).
+    pub queue_depth: Family<TenantLabel, Gauge>,
+    /// Seconds since the oldest waiting write of each tenant was accepted (counted at scrape time).
+    pub queue_oldest_seconds: Family<TenantLabel, Gauge>,
     /// Erasures waiting for their events to be seen gone (counted at scrape time).
     pub erasures_pending: Gauge,
     /// Seconds since the oldest waiting erasure was asked for; 0 when none waits.
@@ -246,6 +262,20 @@ impl Metrics {
             "Circuit breaker per tenant/data centre: 0 closed, 1 open, 2 half-open",
             breaker_state.clone(),
         );
+        let queued_writes = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "queued_writes",
+            "Queued writes by outcome (accepted, refused_full, delivered, retried, failed, superseded)",
+            queued_writes.clone(),
+        );
+        let queue_depth = Family::<TenantLabel, Gauge>::default();
+        registry.register("queue_depth", "Queued writes waiting, per tenant", queue_depth.clone());
+        let queue_oldest_seconds = Family::<TenantLabel, Gauge>::default();
+        registry.register(
+            "queue_oldest_seconds",
+            "Age of each tenant's oldest waiting queued write; 0 when none waits",
+            queue_oldest_seconds.clone(),
+        );
         let erasures = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "erasures",
@@ -281,6 +311,7 @@ impl Metrics {
         outcomes(&refreshes, REFRESH_OUTCOMES);
         outcomes(&revocations, REVOCATION_OUTCOMES);
         outcomes(&erasures, ERASURE_OUTCOMES);
+        outcomes(&queued_writes, QUEUED_WRITE_OUTCOMES);
         outcomes(&notifications, NOTIFICATION_OUTCOMES);
         outcomes(&enterprise_callbacks, CALLBACK_OUTCOMES);
         outcomes(&channel_checks, CHANNEL_CHECK_OUTCOMES);
@@ -295,6 +326,9 @@ impl Metrics {
             registry,
             revocations,
             erasures,
+            queued_writes,
+            queue_depth,
+            queue_oldest_seconds,
             erasures_pending,
             erasure_oldest_pending_seconds,
             notifications,
@@ -355,6 +389,15 @@ impl Metrics {
     /// Counts a background revoke's outcome.
     pub fn revocation(&self, outcome: &str) {
         self.revocations
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a queued write's outcome (one of `QUEUED_WRITE_OUTCOMES`).
+    pub fn queued_write(&self, outcome: &str) {
+        self.queued_writes
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
             })

@@ -81,6 +81,7 @@ const CALGATE_METHODS: &[&str] = &[
     "RevokeGrant",
     "WatchChanges",
     "ForgetUser",
+    "GetWrite",
 ];
 
 /// The standard services' methods, labelled by their full path.

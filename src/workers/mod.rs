@@ -5,6 +5,7 @@
 mod change_feed;
 mod erasures;
 mod notifications;
+mod queue;
 mod refresher;
 mod retention;
 mod revocations;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use change_feed::ChangeFeedPoller;
 pub(crate) use erasures::ErasureFinisher;
 pub(crate) use notifications::NotificationWorker;
+pub(crate) use queue::QueueWorker;
 pub(crate) use refresher::BackgroundRefresher;
 pub(crate) use retention::RetentionPruner;
 pub(crate) use revocations::RevocationRetrier;

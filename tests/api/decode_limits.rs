@@ -46,6 +46,7 @@ fn empty_attendees(sub: &str, attendees: usize) -> pb::UpsertEventRequest {
         ..Default::default()
     });
     pb::UpsertEventRequest {
+        mode: Default::default(),
         user: by_sub(sub),
         calendar_id: "cal".into(),
         event: Some(event),
@@ -202,6 +203,7 @@ async fn large_requests_share_one_decoding_budget() {
     let grant = app.connect(Some("ada")).await;
     let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
     let upsert = || pb::UpsertEventRequest {
+        mode: Default::default(),
         user: by_sub(&grant.sub),
         calendar_id: calendar.clone(),
         event: Some(event("evt-large")),

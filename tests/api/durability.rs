@@ -44,6 +44,7 @@ async fn lose_the_store_mid_refresh(app: &TestApp, db: &PgTestDb, sub: &str) {
     let write = {
         let client = app.client.clone();
         let request = app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: by_sub(sub),
             calendar_id: app.fake.calendar_ids(sub)[0].clone(),
             event: Some(event("evt-during-outage")),
@@ -156,6 +157,7 @@ async fn a_rotated_pair_is_spilled_before_the_store_is_tried() {
     let write = {
         let client = app.client.clone();
         let request = app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: by_sub(&grant.sub),
             calendar_id: app.fake.calendar_ids(&grant.sub)[0].clone(),
             event: Some(event("evt-during-outage")),

@@ -91,6 +91,7 @@ async fn a_member_is_connected_through_the_callback_and_can_be_written_to() {
     app.client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: Some(pb::upsert_event_request::User::UserRef("ada".into())),
             calendar_id: app.fake.calendar_ids(&grant.sub)[0].clone(),
             event: Some(event("evt-1")),

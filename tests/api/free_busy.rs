@@ -181,6 +181,7 @@ async fn the_applications_own_events_count_unless_left_out() {
     app.client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: by_sub(&grant.sub),
             calendar_id: calendar_id.clone(),
             event: Some(interview),
@@ -271,6 +272,7 @@ async fn empty_dates_keep_calgates_own_events_inside_the_default_window() {
         app.client
             .clone()
             .upsert_event(app.req(pb::UpsertEventRequest {
+                mode: Default::default(),
                 user: by_sub(&grant.sub),
                 calendar_id: calendar_id.clone(),
                 event: Some(placed),

@@ -47,6 +47,7 @@ async fn over_long_lists_are_refused_once_each_with_a_small_answer() {
         5
     ];
     let request = pb::UpsertEventRequest {
+        mode: Default::default(),
         user: by_sub(&grant.sub),
         calendar_id: calendar,
         event: Some(hostile),

@@ -21,6 +21,7 @@ mod otel;
 mod persistence;
 mod postgres;
 mod process;
+mod queue;
 mod refresh_ahead;
 mod replicas;
 mod resilience;

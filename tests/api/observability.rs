@@ -40,6 +40,7 @@ async fn metrics_count_exactly_the_calls_made() {
         with_key(
             ACME_KEY,
             pb::UpsertEventRequest {
+                mode: Default::default(),
                 user: by_sub(&grant.sub),
                 calendar_id: calendar.clone(),
                 event: Some(event(event_id)),

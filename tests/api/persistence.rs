@@ -8,6 +8,7 @@ async fn upsert_by_ref(app: &TestApp, sub: &str, user_ref: &str) {
     app.client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: Some(pb::upsert_event_request::User::UserRef(user_ref.into())),
             calendar_id: app.fake.calendar_ids(sub)[0].clone(),
             event: Some(event("evt-restart")),

@@ -99,6 +99,7 @@ async fn no_secret_reaches_the_logs_at_debug_level() {
     let mut traced = with_key(
         ACME_KEY,
         pb::UpsertEventRequest {
+            mode: Default::default(),
             user: by_sub(&grant.sub),
             calendar_id: calendar.clone(),
             event: Some(event("evt-traced")),

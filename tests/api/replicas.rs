@@ -188,6 +188,7 @@ async fn while_postgres_is_away_readiness_is_not_serving_liveness_stays_and_gran
         .client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: Some(pb::upsert_event_request::User::UserRef("ada".into())),
             calendar_id: calendar.clone(),
             event: Some(event("evt-1")),
@@ -201,6 +202,7 @@ async fn while_postgres_is_away_readiness_is_not_serving_liveness_stays_and_gran
     app.client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: Some(pb::upsert_event_request::User::UserRef("ada".into())),
             calendar_id: calendar,
             event: Some(event("evt-1")),
@@ -307,6 +309,7 @@ async fn the_request_budget_is_shared_by_replicas() {
         let mut request = with_key(
             ACME_KEY,
             pb::UpsertEventRequest {
+                mode: Default::default(),
                 user: by_sub(&grant.sub),
                 calendar_id: calendar.clone(),
                 event: Some(event("evt-1")),
@@ -395,6 +398,7 @@ async fn a_refresh_storm_leaves_connections_for_everyone_else() {
         .map(|grant| {
             let client = app.client.clone();
             let request = app.req(pb::UpsertEventRequest {
+                mode: Default::default(),
                 user: by_sub(&grant.sub),
                 calendar_id: app.fake.calendar_ids(&grant.sub)[0].clone(),
                 event: Some(event("evt-1")),

@@ -34,6 +34,7 @@ async fn revoking_erases_the_tokens_and_keeps_the_grant_visible() {
         .client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: Some(pb::upsert_event_request::User::UserRef("ada".into())),
             calendar_id: calendar,
             event: Some(event("evt-1")),
@@ -88,6 +89,7 @@ async fn a_failed_upstream_revoke_revokes_here_and_is_retried_in_the_background(
         .client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: by_sub(&grant.sub),
             calendar_id: calendar,
             event: Some(event("evt-1")),

@@ -51,6 +51,7 @@ async fn another_tenants_grant_is_not_found_and_cronofy_is_not_called() {
         .upsert_event(with_key(
             GLOBEX_KEY,
             pb::UpsertEventRequest {
+                mode: Default::default(),
                 user: by_sub(&grant.sub),
                 calendar_id: calendar.clone(),
                 event: Some(event("evt-1")),
@@ -66,6 +67,7 @@ async fn another_tenants_grant_is_not_found_and_cronofy_is_not_called() {
         .delete_event(with_key(
             GLOBEX_KEY,
             pb::DeleteEventRequest {
+                mode: Default::default(),
                 user: Some(pb::delete_event_request::User::UserRef("ada".into())),
                 calendar_id: calendar,
                 event_id: "evt-1".into(),
@@ -166,6 +168,7 @@ async fn two_tenants_of_one_application_share_its_request_budget() {
                 let mut request = with_key(
                     key,
                     pb::UpsertEventRequest {
+                        mode: Default::default(),
                         user: by_sub(&sub),
                         calendar_id,
                         event: Some(event(&format!("evt-{n}"))),

@@ -239,6 +239,7 @@ async fn a_caller_giving_up_mid_refresh_leaves_nothing_wedged() {
     app.fake
         .inject(Fault::delay(Endpoint::Token, Duration::from_millis(600)));
     let mut impatient = app.req(pb::UpsertEventRequest {
+        mode: Default::default(),
         user: by_sub(&grant.sub),
         calendar_id: app.fake.calendar_ids(&grant.sub)[0].clone(),
         event: Some(event("evt-1")),

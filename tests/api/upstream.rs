@@ -108,6 +108,7 @@ async fn a_404_names_what_the_endpoint_found_missing() {
         .client
         .clone()
         .delete_event(app.req(pb::DeleteEventRequest {
+            mode: Default::default(),
             user: Some(pb::delete_event_request::User::Sub(grant.sub.clone())),
             calendar_id: calendar.clone(),
             event_id: "evt-1".into(),
@@ -191,6 +192,7 @@ async fn the_callers_deadline_is_respected() {
     app.fake
         .inject(Fault::delay(Endpoint::UpsertEvent, Duration::from_secs(3)));
     let mut request = app.req(pb::UpsertEventRequest {
+        mode: Default::default(),
         user: by_sub(&grant.sub),
         calendar_id: calendar,
         event: Some(event("evt-1")),

@@ -132,6 +132,11 @@ impl ChangeService {
             .prune_event_writes(cutoff.unix_timestamp())
             .await
             .map_err(|error| store_failure("*", "pruning deleted events", &error))?;
+        // A settled queued write stays for GetWrite as long as its WriteSettled change does.
+        self.store
+            .prune_settled_writes(before_ms)
+            .await
+            .map_err(|error| store_failure("*", "pruning settled writes", &error))?;
         let forgotten = self.clock.now() - super::notifications::NOTIFICATION_MARKER_RETENTION;
         self.store
             .prune_processed_notifications(forgotten.unix_timestamp())

@@ -132,7 +132,10 @@ impl BatchOp {
 
 /// Refuses caller event ids the tenant's scheme has no room for (or that
 /// take calgate's reserved prefix), each named by its field.
-fn check_event_ids<'a>(tenant: &Tenant, ids: impl IntoIterator<Item = (String, &'a str)>) -> Result<(), Error> {
+pub(super) fn check_event_ids<'a>(
+    tenant: &Tenant,
+    ids: impl IntoIterator<Item = (String, &'a str)>,
+) -> Result<(), Error> {
     let mut violations = Violations::default();
     for (field, id) in ids {
         if let Err(problem) = tenant.event_ids.check(id) {

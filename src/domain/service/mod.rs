@@ -84,6 +84,8 @@ mod event_records;
 mod events;
 mod notification_reads;
 mod notifications;
+mod queue;
+mod queued_delivery;
 mod refresh_ahead;
 mod revoke;
 mod wake;
@@ -100,6 +102,7 @@ pub use enterprise::{
 pub use erasure::{ErasureService, EventsDeletion, Forgotten, Purged};
 pub use events::{BatchOp, EventService, FreeBusyQuery, MAX_BATCH_ITEMS};
 pub use notifications::{NOTIFICATION_PATH, NotificationOutcome};
+pub use queue::{Accepted, QueueService};
 pub use revoke::Revoked;
 
 /// Everything [`Services::new`] is built from.
@@ -138,6 +141,11 @@ pub struct ServiceParts {
     pub audit_retention: Duration,
     /// `[erasure]`: how ForgetUser waits for deleted events, and the worker.
     pub erasure: crate::config::ErasureSettings,
+    /// `[queue]`: queued writes.
+    pub queue: crate::config::QueueSettings,
+    /// How long a replica holds a queued write it delivers: longer than one
+    /// attempt can take (a refresh and the call, each within the retry ceiling).
+    pub queue_claim: Duration,
     /// `changes.max_watchers_per_tenant`.
     pub max_watchers_per_tenant: u32,
     /// `[refresh_ahead]`: the background refresher.
@@ -161,6 +169,8 @@ pub struct Services {
     pub erasure: Arc<ErasureService>,
     /// Enterprise Connect.
     pub enterprise: Arc<EnterpriseService>,
+    /// Queued writes.
+    pub queue: Arc<QueueService>,
     store: Store,
 }
 
@@ -237,6 +247,15 @@ impl Services {
             audit_retention: parts.audit_retention,
             settings: parts.erasure,
         });
+        let queue = Arc::new(QueueService {
+            store: parts.store.clone(),
+            clock: parts.clock.clone(),
+            credentials: credentials.clone(),
+            events: events.clone(),
+            settings: parts.queue,
+            claim: parts.queue_claim,
+            accepted: wake::Wake::default(),
+        });
         let enterprise = Arc::new(EnterpriseService {
             store: parts.store.clone(),
             cronofy: parts.cronofy,
@@ -257,6 +276,7 @@ impl Services {
             channels,
             erasure,
             enterprise,
+            queue,
             store: parts.store,
         }
     }

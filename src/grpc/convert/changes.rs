@@ -66,6 +66,7 @@ pub fn change(change: Change) -> pb::Change {
                 end: event.end.map(event_time),
                 summary: event.summary,
             }),
+            ChangeKind::Write(settled) => pb::change::Change::Write(super::write_settled(settled)),
         }),
     }
 }

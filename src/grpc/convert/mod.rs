@@ -5,10 +5,12 @@ mod changes;
 mod enterprise;
 mod event_fields;
 pub(crate) mod reads;
+mod writes;
 
 pub use changes::{change, watch_request};
 pub use enterprise::{authorization_id, enterprise_authorization, enterprise_user_request};
 pub use reads::{availability_request, available_period, batch_request, free_busy_period, free_busy_request};
+pub use writes::{queued, write, write_settled, write_state};
 
 use prost_types::Timestamp;
 use secrecy::SecretString;

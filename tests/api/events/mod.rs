@@ -64,6 +64,7 @@ async fn upsert_maps_every_field_onto_cronofys_body() {
     app.client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: by_sub(&grant.sub),
             calendar_id: calendar_id.clone(),
             event: Some(full),
@@ -128,6 +129,7 @@ async fn upsert_is_idempotent_by_event_id_and_reaches_the_grant_by_user_ref() {
         app.client
             .clone()
             .upsert_event(app.req(pb::UpsertEventRequest {
+                mode: Default::default(),
                 user: Some(pb::upsert_event_request::User::UserRef("ada".into())),
                 calendar_id: calendar_id.clone(),
                 event: Some(e),
@@ -165,6 +167,7 @@ async fn all_day_events_and_url_removal() {
     app.client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: by_sub(&grant.sub),
             calendar_id: calendar_id.clone(),
             event: Some(e),
@@ -359,6 +362,7 @@ async fn bad_events_name_their_fields_and_never_reach_cronofy() {
     ];
     for (name, change, expected) in cases {
         let mut request = pb::UpsertEventRequest {
+            mode: Default::default(),
             user: by_sub(&grant.sub),
             calendar_id: calendar_id.clone(),
             event: Some(event("evt-1")),
@@ -385,6 +389,7 @@ async fn a_message_over_the_transport_limit_is_refused_without_harm() {
         .client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: by_sub(&grant.sub),
             calendar_id: app.fake.calendar_ids(&grant.sub)[0].clone(),
             event: Some(huge),
@@ -413,6 +418,7 @@ async fn delete_removes_the_event_and_is_idempotent() {
     app.client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: by_sub(&grant.sub),
             calendar_id: calendar_id.clone(),
             event: Some(event("evt-1")),
@@ -420,6 +426,7 @@ async fn delete_removes_the_event_and_is_idempotent() {
         .await
         .expect("upsert");
     let delete = || pb::DeleteEventRequest {
+        mode: Default::default(),
         user: Some(pb::delete_event_request::User::Sub(grant.sub.clone())),
         calendar_id: calendar_id.clone(),
         event_id: "evt-1".into(),

@@ -102,6 +102,7 @@ async fn the_access_mode_is_reported_and_upserts_say_how_they_are_delivered() {
             .client
             .clone()
             .upsert_event(app.req(pb::UpsertEventRequest {
+                mode: Default::default(),
                 user: by_sub(&grant.sub),
                 calendar_id,
                 event: Some(event("evt-1")),
@@ -272,6 +273,7 @@ async fn a_used_code_is_code_invalid_and_leaves_the_stored_grant_alone() {
     app.client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: Some(pb::upsert_event_request::User::UserRef("ada".into())),
             calendar_id: app.fake.calendar_ids(&grant.sub)[0].clone(),
             event: Some(event("evt-1")),
@@ -373,6 +375,7 @@ async fn an_enterprise_admin_grant_is_a_service_account_that_cannot_hold_events(
         .client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: Some(pb::upsert_event_request::User::UserRef("org-42".into())),
             calendar_id: "cal_any".into(),
             event: Some(event("evt-1")),
@@ -384,6 +387,7 @@ async fn an_enterprise_admin_grant_is_a_service_account_that_cannot_hold_events(
         .client
         .clone()
         .delete_event(app.req(pb::DeleteEventRequest {
+            mode: Default::default(),
             user: Some(pb::delete_event_request::User::UserRef("org-42".into())),
             calendar_id: "cal_any".into(),
             event_id: "evt-1".into(),
@@ -408,6 +412,7 @@ async fn a_service_account_named_only_by_its_ser_sub_is_still_a_service_account(
         .client
         .clone()
         .upsert_event(app.req(pb::UpsertEventRequest {
+            mode: Default::default(),
             user: Some(pb::upsert_event_request::User::UserRef("org-7".into())),
             calendar_id: "cal_any".into(),
             event: Some(event("evt-1")),

@@ -227,6 +227,7 @@ async fn events_the_user_moves_or_deletes_reach_the_watcher_and_calgates_own_wri
         .delete_event(with_key(
             ACME_KEY,
             pb::DeleteEventRequest {
+                mode: Default::default(),
                 user: Some(pb::delete_event_request::User::Sub(grant.sub.clone())),
                 calendar_id: calendar.clone(),
                 event_id: "interview".into(),

@@ -146,6 +146,7 @@ async fn a_disconnected_conferencing_profile_is_reported_and_writes_go_on() {
         .expect("calendar writes go on");
     let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
     let mut with_zoom = pb::UpsertEventRequest {
+        mode: Default::default(),
         user: Some(pb::upsert_event_request::User::Sub(grant.sub.clone())),
         calendar_id: calendar,
         event: Some(event("zoom-call")),

@@ -23,6 +23,7 @@ async fn budget_is_shared_fairly(pg: Option<&PgTestDb>) {
             let mut request = with_key(
                 ACME_KEY,
                 pb::UpsertEventRequest {
+                    mode: Default::default(),
                     user: by_sub(&sub),
                     calendar_id: calendar,
                     event: Some(event(&format!("burst-{n}"))),

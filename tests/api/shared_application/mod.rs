@@ -83,6 +83,7 @@ pub(crate) async fn upsert(
         .upsert_event(with_key(
             key,
             pb::UpsertEventRequest {
+                mode: Default::default(),
                 user: by_sub(sub),
                 calendar_id: calendar.into(),
                 event: Some(event),
@@ -99,6 +100,7 @@ pub(crate) async fn delete(client: &Client, key: &str, sub: &str, calendar: &str
         .delete_event(with_key(
             key,
             pb::DeleteEventRequest {
+                mode: Default::default(),
                 user: Some(pb::delete_event_request::User::Sub(sub.into())),
                 calendar_id: calendar.into(),
                 event_id: id.into(),

@@ -91,6 +91,9 @@ enabled = false
 [erasure]
 confirm_within = "10s"
 
+# Tests that count queue retries set queue.* themselves.
+[queue]
+
 [upstream]
 request_timeout = "1s"
 max_attempts = 2

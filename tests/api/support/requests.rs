@@ -63,6 +63,7 @@ impl Upsert {
         let mut request = with_key(
             ACME_KEY,
             pb::UpsertEventRequest {
+                mode: Default::default(),
                 user: self.user.clone(),
                 calendar_id: self.calendar_id.clone(),
                 event: Some(event(&self.event_id)),

@@ -1,0 +1,305 @@
+//! Queued writes: accepted after the same checks as an immediate write and
+//! stored, with no call to Cronofy in the request; delivered by the queue
+//! worker on any replica — in order per event, tenants in turn, inside the
+//! background share of the application's budget — retried while the
+//! failure is transient and younger than `queue.max_age`, and settled
+//! exactly once, with a `WriteSettled` change.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{
+    Credentials, EventService, events::check_event_ids, queued_delivery::QueuedUpsert, store_failure, wake::Wake,
+};
+use crate::{
+    clock::Clock,
+    config::QueueSettings,
+    domain::{
+        Error, Tenant,
+        event::Event,
+        grant::{AccessMode, GrantKind, GrantSelector},
+        write_gate::WriteGate,
+        write_queue::{WriteFailure, WriteKind, WriteRecord, WriteState, is_write_id, new_write_id},
+    },
+    store::{ClaimedWrite, NewWrite, Store},
+    telemetry::metrics::METRICS,
+};
+
+/// First pause after a transient failure; it doubles per attempt up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// A queued write calgate accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Its id.
+    pub write_id: String,
+    /// How it will reach the user (an upsert's Delivery).
+    pub access_mode: AccessMode,
+}
+
+/// Queued writes: accepting, delivering, reporting.
+#[derive(Debug)]
+pub struct QueueService {
+    pub(super) store: Store,
+    pub(super) clock: Clock,
+    pub(super) credentials: Arc<Credentials>,
+    /// Delivers with the same calls as immediate writes.
+    pub(super) events: Arc<EventService>,
+    /// `[queue]`.
+    pub(super) settings: QueueSettings,
+    /// How long one replica holds a write it delivers: longer than any one
+    /// attempt, so another replica takes a write over only once the replica
+    /// that claimed it is surely gone.
+    pub(super) claim: Duration,
+    /// Wakes this replica's worker when a write is accepted.
+    pub(super) accepted: Wake,
+}
+
+impl QueueService {
+    /// Accepts an upsert after the checks an immediate one makes before
+    /// calling Cronofy.
+    pub async fn accept_upsert(
+        &self,
+        tenant: &Arc<Tenant>,
+        selector: &GrantSelector,
+        calendar_id: &str,
+        event: &Event,
+    ) -> Result<Accepted, Error> {
+        check_event_ids(tenant, [("event.event_id".to_owned(), event.event_id.as_str())])?;
+        let (sub, gate, access_mode) = self.writable(tenant, selector).await?;
+        gate.check(calendar_id)?;
+        if let Some(conferencing) = &event.conferencing {
+            gate.check_conferencing(&conferencing.profile_id)?;
+        }
+        let body = serde_json::to_string(&QueuedUpsert::of(event)?)
+            .map_err(|_| Error::UpstreamRefused("an event could not be encoded"))?;
+        let body = SecretString::from(body);
+        let write_id = self
+            .enqueue(
+                tenant,
+                selector,
+                &sub,
+                calendar_id,
+                &event.event_id,
+                WriteKind::Upsert,
+                Some(&body),
+            )
+            .await?;
+        Ok(Accepted { write_id, access_mode })
+    }
+
+    /// Accepts a delete after the checks an immediate one makes.
+    pub async fn accept_delete(
+        &self,
+        tenant: &Arc<Tenant>,
+        selector: &GrantSelector,
+        calendar_id: &str,
+        event_id: &str,
+    ) -> Result<Accepted, Error> {
+        check_event_ids(tenant, [("event_id".to_owned(), event_id)])?;
+        let (sub, gate, access_mode) = self.writable(tenant, selector).await?;
+        gate.check(calendar_id)?;
+        let write_id = self
+            .enqueue(tenant, selector, &sub, calendar_id, event_id, WriteKind::Delete, None)
+            .await?;
+        Ok(Accepted { write_id, access_mode })
+    }
+
+    /// The grant a write names, if events can be written to it now: its
+    /// sub, its write gate and its access mode.
+    async fn writable(
+        &self,
+        tenant: &Arc<Tenant>,
+        selector: &GrantSelector,
+    ) -> Result<(String, WriteGate, AccessMode), Error> {
+        let stored = self.credentials.find(tenant, selector).await?;
+        if stored.grant.kind == GrantKind::ServiceAccount {
+            return Err(Error::GrantIsServiceAccount);
+        }
+        crate::domain::refresh::usable_tokens(&stored)?;
+        Ok((
+            stored.grant.sub.clone(),
+            WriteGate::of(&stored.grant),
+            stored.grant.access_mode(),
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn enqueue(
+        &self,
+        tenant: &Tenant,
+        selector: &GrantSelector,
+        sub: &str,
+        calendar_id: &str,
+        event_id: &str,
+        kind: WriteKind,
+        body: Option<&SecretString>,
+    ) -> Result<String, Error> {
+        let write_id = new_write_id();
+        let user_ref = match selector {
+            GrantSelector::UserRef(user_ref) => Some(user_ref.as_str()),
+            _ => None,
+        };
+        let new = NewWrite {
+            write_id: &write_id,
+            tenant: &tenant.id,
+            sub,
+            user_ref,
+            calendar_id,
+            event_id,
+            kind,
+            body,
+        };
+        let accepted = self
+            .store
+            .enqueue_write(&new, self.settings.max_per_tenant)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "queueing a write", &error))?;
+        let Some(superseded) = accepted else {
+            METRICS.queued_write("refused_full");
+            return Err(Error::QueueFull {
+                limit: self.settings.max_per_tenant,
+            });
+        };
+        METRICS.queued_write("accepted");
+        for _ in 0..superseded {
+            METRICS.queued_write("superseded");
+        }
+        self.accepted.now();
+        Ok(write_id)
+    }
+
+    /// One of the tenant's queued writes (GetWrite).
+    pub async fn get_write(&self, tenant: &Tenant, write_id: &str) -> Result<WriteRecord, Error> {
+        if !is_write_id(write_id) {
+            let mut violations = crate::domain::Violations::default();
+            violations.add("write_id", "must be a write_id calgate answered (w_ and 32 hex digits)");
+            violations.finish()?;
+        }
+        self.store
+            .get_write(&tenant.id, write_id)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "reading a queued write", &error))?
+            .ok_or(Error::WriteNotFound)
+    }
+
+    /// The queue worker, until `shutdown`: delivers the writes due, at once
+    /// when this replica accepts one and every `queue.poll_interval` (retries,
+    /// and writes other replicas accepted).
+    pub async fn work(self: Arc<Self>, tenants: Arc<HashMap<String, Arc<Tenant>>>, shutdown: CancellationToken) {
+        loop {
+            // Drain: a full round means more may be due.
+            while !shutdown.is_cancelled() && self.deliver_round(&tenants).await >= self.round_size() {}
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.accepted.woken() => {}
+                () = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+    }
+
+    fn round_size(&self) -> usize {
+        self.settings.concurrency as usize * 4
+    }
+
+    /// Claims up to a round of writes due and delivers them, `queue.concurrency`
+    /// at a time. Returns how many were claimed.
+    pub async fn deliver_round(&self, tenants: &HashMap<String, Arc<Tenant>>) -> usize {
+        let claimed = match self
+            .store
+            .claim_writes(self.round_size(), self.claim.as_millis() as i64)
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                warn!(%error, "claiming queued writes failed");
+                return 0;
+            }
+        };
+        let count = claimed.len();
+        futures::stream::iter(claimed)
+            .for_each_concurrent(self.settings.concurrency as usize, |write| async move {
+                self.deliver(tenants, write).await;
+            })
+            .await;
+        count
+    }
+
+    /// One attempt at one claimed write, and what follows: settled
+    /// (delivered, or failed for good) or due again later.
+    async fn deliver(&self, tenants: &HashMap<String, Arc<Tenant>>, write: ClaimedWrite) {
+        let outcome = match tenants.get(&write.tenant_id) {
+            // A tenant removed from the config: nobody can deliver for it any more.
+            None => Err(Error::GrantNotFound),
+            Some(tenant) => self.attempt(tenant, &write).await,
+        };
+        let failure = match outcome {
+            Ok(()) => None,
+            Err(error) => Some(WriteFailure::of(&error)),
+        };
+        let age_ms = (self.clock.now().unix_timestamp_nanos() / 1_000_000) as i64 - write.accepted_at;
+        let too_old = age_ms >= self.settings.max_age.as_millis() as i64;
+        let result = match &failure {
+            Some(failure) if failure.is_transient() && !too_old => {
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(2u32.saturating_pow(write.attempts.min(20)))
+                    .min(MAX_BACKOFF)
+                    .max(failure.retry_after().unwrap_or_default());
+                let state = self
+                    .store
+                    .retry_write_later(&write, backoff.as_millis() as i64, failure)
+                    .await;
+                if let Ok(state) = state {
+                    METRICS.queued_write(if state == WriteState::Superseded {
+                        "superseded"
+                    } else {
+                        "retried"
+                    });
+                }
+                state.map(|_| true)
+            }
+            Some(failure) => {
+                METRICS.queued_write("failed");
+                self.store.settle_write(&write, WriteState::Failed, Some(failure)).await
+            }
+            None => {
+                METRICS.queued_write("delivered");
+                self.store.settle_write(&write, WriteState::Delivered, None).await
+            }
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) => info!(tenant = %write.tenant_id, "a queued write was taken over by another replica"),
+            Err(error) => {
+                // Its claim runs out and the write is tried again: a delivered
+                // write is sent twice then, never lost (Cronofy's upsert and
+                // delete are idempotent by event_id).
+                warn!(tenant = %write.tenant_id, %error, "recording a queued write's outcome failed; it is tried again");
+            }
+        }
+    }
+
+    async fn attempt(&self, tenant: &Arc<Tenant>, write: &ClaimedWrite) -> Result<(), Error> {
+        match write.kind {
+            WriteKind::Upsert => {
+                // A body no configured key opens (its key was removed) cannot be sent.
+                let body = write.body.as_ref().ok_or(Error::GrantUnreadable)?;
+                let upsert: QueuedUpsert =
+                    serde_json::from_str(body.expose_secret()).map_err(|_| Error::GrantUnreadable)?;
+                self.events
+                    .deliver_upsert(tenant, &write.sub, &write.calendar_id, &write.event_id, &upsert)
+                    .await
+            }
+            WriteKind::Delete => {
+                self.events
+                    .deliver_delete(tenant, &write.sub, &write.calendar_id, &write.event_id)
+                    .await
+            }
+        }
+    }
+}
