@@ -443,3 +443,34 @@ async fn no_queued_write_is_lost_or_settled_twice_across_a_kill_on_postgres() {
     let Some(pg) = PgTestDb::create().await else { return };
     survives_a_kill(Some(&pg)).await;
 }
+
+/// A write Cronofy keeps failing settles FAILED once `queue.max_age` has
+/// passed, with the last failure an immediate call would have returned.
+#[tokio::test]
+async fn a_write_still_failing_at_its_max_age_fails() {
+    let app = spawn_app_edited(|settings| {
+        settings.queue.max_age = Duration::from_secs(2);
+        settings.queue.poll_interval = Duration::from_millis(100);
+    })
+    .await;
+    let ada = app.connect(Some("queue-aged-ada")).await;
+    let calendar = app.fake.calendar_ids(&ada.sub)[0].clone();
+    let mut stream = watch(&app.client, ACME_KEY, "").await.expect("watch");
+    outage(&app.fake);
+    let accepted = app
+        .client
+        .clone()
+        .upsert_event(queued_upsert(&ada.sub, &calendar, "aged", "Aged"))
+        .await
+        .expect("accepted")
+        .into_inner();
+    let started = tokio::time::Instant::now();
+    let failed = settled(&mut stream, 1).await;
+    let (_, write) = &failed[&accepted.write_id];
+    assert_eq!(write.state(), pb::WriteState::Failed);
+    assert!(started.elapsed() >= Duration::from_millis(1500), "failed before its max age");
+    let status = write.error.as_ref().expect("the last failure");
+    assert_eq!(status.code, Code::Unavailable as i32);
+    assert!(app.fake.count(Endpoint::UpsertEvent) >= 2, "it was retried meanwhile");
+    assert!(app.fake.event(&ada.sub, &calendar, "aged").is_none());
+}
