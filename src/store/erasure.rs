@@ -59,7 +59,6 @@ impl Store {
         detail: String,
     ) -> Result<Option<ForgottenUser>, StoreError> {
         let (_, now_ms) = self.now();
-        let sub_hash = self.pseudonym(tenant, "sub", sub);
         let forgotten = with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM grants WHERE tenant_id = $1 AND sub = $2")
@@ -82,11 +81,6 @@ impl Store {
             sqlx::query("DELETE FROM redeemed_states WHERE tenant_id = $1 AND grant_sub = $2")
                 .bind(tenant)
                 .bind(sub)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE audit_events SET sub = NULL, user_ref = NULL WHERE tenant_id = $1 AND sub_hash = $2")
-                .bind(tenant)
-                .bind(&sub_hash)
                 .execute(&mut *tx)
                 .await?;
             let entry = AuditEntry {

@@ -81,8 +81,9 @@ pub(super) trait InTransaction {
 
     /// Erases what binds people to the grant (tenant, sub): every user_ref
     /// ever bound to it and what names those ([`Self::erase_user_refs`], the
-    /// members' emails included), and the bindings themselves. Returns the
-    /// user_refs, the latest first.
+    /// members' emails included), the bindings themselves, and the clear ids
+    /// of its audit rows (their keyed hashes stay). Returns the user_refs,
+    /// the latest first.
     async fn erase_bindings_of_grant(
         &mut self,
         store: &Store,
@@ -381,6 +382,11 @@ where
         ] {
             sqlx::query(erase).bind(tenant).bind(sub).execute(&mut **self).await?;
         }
+        sqlx::query("UPDATE audit_events SET sub = NULL, user_ref = NULL WHERE tenant_id = $1 AND sub_hash = $2")
+            .bind(tenant)
+            .bind(store.pseudonym(tenant, "sub", sub))
+            .execute(&mut **self)
+            .await?;
         Ok(user_refs)
     }
 

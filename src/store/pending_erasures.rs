@@ -60,7 +60,6 @@ impl Store {
         detail: String,
     ) -> Result<Option<Vec<String>>, StoreError> {
         let (now, now_ms) = self.now();
-        let sub_hash = self.pseudonym(tenant, "sub", sub);
         let user_refs = with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM grants WHERE tenant_id = $1 AND sub = $2")
@@ -77,11 +76,6 @@ impl Store {
             sqlx::query("DELETE FROM changes WHERE tenant_id = $1 AND sub = $2")
                 .bind(tenant)
                 .bind(sub)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE audit_events SET sub = NULL, user_ref = NULL WHERE tenant_id = $1 AND sub_hash = $2")
-                .bind(tenant)
-                .bind(&sub_hash)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(

@@ -468,7 +468,10 @@ async fn a_write_still_failing_at_its_max_age_fails() {
     let failed = settled(&mut stream, 1).await;
     let (_, write) = &failed[&accepted.write_id];
     assert_eq!(write.state(), pb::WriteState::Failed);
-    assert!(started.elapsed() >= Duration::from_millis(1500), "failed before its max age");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "failed before its max age"
+    );
     let status = write.error.as_ref().expect("the last failure");
     assert_eq!(status.code, Code::Unavailable as i32);
     assert!(app.fake.count(Endpoint::UpsertEvent) >= 2, "it was retried meanwhile");

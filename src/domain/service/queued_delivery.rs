@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::EventService;
+use super::{EventService, credentials::TokenLease};
 use crate::{
     cronofy::CronofyError,
     domain::{
@@ -70,11 +70,7 @@ impl EventService {
         upsert: &QueuedUpsert,
     ) -> Result<(), Error> {
         let upstream_id = tenant.event_ids.upstream(event_id);
-        let lease = self
-            .credentials
-            .access_token(tenant, &GrantSelector::Sub(sub.to_owned()), true)
-            .await?;
-        lease.gate.check(calendar_id)?;
+        let lease = self.writable_lease(tenant, sub, calendar_id).await?;
         if let Some(profile_id) = &upsert.conferencing_profile {
             lease.gate.check_conferencing(profile_id)?;
         }
@@ -104,11 +100,7 @@ impl EventService {
         event_id: &str,
     ) -> Result<(), Error> {
         let upstream_id = tenant.event_ids.upstream(event_id);
-        let lease = self
-            .credentials
-            .access_token(tenant, &GrantSelector::Sub(sub.to_owned()), true)
-            .await?;
-        lease.gate.check(calendar_id)?;
+        let lease = self.writable_lease(tenant, sub, calendar_id).await?;
         call_with_refresh!(
             self,
             tenant,
@@ -123,5 +115,15 @@ impl EventService {
         self.remember_event(tenant, sub, calendar_id, event_id, EventState::Deleted)
             .await;
         Ok(())
+    }
+
+    /// A token to write with into the grant's `calendar_id`, if a write may go there now.
+    async fn writable_lease(&self, tenant: &Arc<Tenant>, sub: &str, calendar_id: &str) -> Result<TokenLease, Error> {
+        let lease = self
+            .credentials
+            .access_token(tenant, &GrantSelector::Sub(sub.to_owned()), true)
+            .await?;
+        lease.gate.check(calendar_id)?;
+        Ok(lease)
     }
 }

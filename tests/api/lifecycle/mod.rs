@@ -163,6 +163,24 @@ fn database_bytes(work: &Workdir) -> Vec<u8> {
     bytes
 }
 
+/// The store holds none of `erased` (SQLite: the database files' bytes;
+/// PostgreSQL: every table's rows) and still holds `kept`, so the scan is seen to work.
+async fn assert_store_holds_none(work: &Workdir, pg: Option<&PgTestDb>, erased: &[&str], kept: &str) {
+    match pg {
+        None => {
+            let bytes = database_bytes(work);
+            for needle in erased {
+                assert!(!contains(&bytes, needle), "{needle} is still in the database file");
+            }
+            assert!(contains(&bytes, kept), "the scan sees what is there");
+        }
+        Some(pg) => {
+            assert_eq!(rows_mentioning(pg, erased).await, 0, "rows still name {erased:?}");
+            assert!(rows_mentioning(pg, &[kept]).await > 0, "the scan sees what is there");
+        }
+    }
+}
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack.windows(needle.len()).any(|window| window == needle.as_bytes())
 }
