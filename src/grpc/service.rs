@@ -262,6 +262,28 @@ impl CalendarWriteService for CalendarWriteApi {
     ) -> Result<Response<pb::BatchWriteEventsResponse>, Status> {
         let caller = caller(&request)?;
         let (selector, ops) = convert::batch_request(request.get_ref())?;
+        if convert::queued(request.get_ref().mode)? {
+            let accepted = self
+                .services
+                .queue
+                .accept_batch(&caller.tenant, &selector, &ops)
+                .await?;
+            let state = |item: &Result<String, _>| match item {
+                Ok(_) => pb::WriteState::Queued as i32,
+                Err(_) => pb::WriteState::Unspecified as i32,
+            };
+            return Ok(Response::new(pb::BatchWriteEventsResponse {
+                states: accepted.iter().map(state).collect(),
+                write_ids: accepted
+                    .iter()
+                    .map(|item| item.as_ref().cloned().unwrap_or_default())
+                    .collect(),
+                results: accepted
+                    .into_iter()
+                    .map(|item| status::item_status(item.map(drop)))
+                    .collect(),
+            }));
+        }
         let deadline = deadline::deadline(&request);
         let outcomes = deadline::within(
             deadline,
@@ -270,7 +292,13 @@ impl CalendarWriteService for CalendarWriteApi {
                 .batch_write(&caller.tenant, &selector, &ops, deadline),
         )
         .await?;
+        let state = |outcome: &Result<(), _>| match outcome {
+            Ok(()) => pb::WriteState::Delivered as i32,
+            Err(_) => pb::WriteState::Failed as i32,
+        };
         Ok(Response::new(pb::BatchWriteEventsResponse {
+            states: outcomes.iter().map(state).collect(),
+            write_ids: vec![String::new(); outcomes.len()],
             results: outcomes.into_iter().map(status::item_status).collect(),
         }))
     }

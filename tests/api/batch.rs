@@ -29,6 +29,7 @@ fn delete(calendar_id: &str, event_id: &str) -> pb::BatchItem {
 
 fn batch(sub: &str, items: Vec<pb::BatchItem>) -> pb::BatchWriteEventsRequest {
     pb::BatchWriteEventsRequest {
+        mode: Default::default(),
         user: Some(pb::batch_write_events_request::User::Sub(sub.into())),
         items,
     }
@@ -58,7 +59,7 @@ async fn a_batch_applies_every_write_and_reports_each_item() {
     let grant = app.connect(None).await;
     let calendars = app.fake.calendar_ids(&grant.sub);
     let (writable, readonly) = (&calendars[0], &calendars[1]);
-    let results = app
+    let answer = app
         .client
         .clone()
         .batch_write_events(app.req(batch(
@@ -73,8 +74,17 @@ async fn a_batch_applies_every_write_and_reports_each_item() {
         )))
         .await
         .expect("batch")
-        .into_inner()
-        .results;
+        .into_inner();
+    use pb::WriteState::{Delivered, Failed};
+    assert_eq!(
+        answer.states().collect::<Vec<_>>(),
+        [Delivered, Delivered, Failed, Delivered, Failed]
+    );
+    assert!(
+        answer.write_ids.iter().all(String::is_empty),
+        "an immediate batch has no write ids"
+    );
+    let results = answer.results;
     let described: Vec<_> = results.iter().map(describe).collect();
     assert_eq!(described[0], (0, String::new(), vec![]));
     assert_eq!(described[1], (0, String::new(), vec![]));

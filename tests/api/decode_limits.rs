@@ -33,6 +33,7 @@ fn empty_batch(sub: &str, items: usize) -> pb::BatchWriteEventsRequest {
         })),
     };
     pb::BatchWriteEventsRequest {
+        mode: Default::default(),
         user: Some(pb::batch_write_events_request::User::Sub(sub.into())),
         items: vec![item; items],
     }

@@ -128,6 +128,7 @@ async fn an_answer_lists_at_most_fifty_violations_and_counts_the_rest() {
         .client
         .clone()
         .batch_write_events(app.req(pb::BatchWriteEventsRequest {
+            mode: Default::default(),
             user: Some(pb::batch_write_events_request::User::Sub(grant.sub.clone())),
             items,
         }))
@@ -331,6 +332,7 @@ async fn one_tenant_cannot_take_every_place() {
     // The place is taken from the headers, before the body is decoded: an
     // over-long request is refused for want of a place, not read.
     let over_long = pb::BatchWriteEventsRequest {
+        mode: Default::default(),
         user: Some(pb::batch_write_events_request::User::Sub(grant.sub.clone())),
         items: vec![pb::BatchItem::default(); 10_000],
     };

@@ -477,3 +477,84 @@ async fn a_write_still_failing_at_its_max_age_fails() {
     assert!(app.fake.count(Endpoint::UpsertEvent) >= 2, "it was retried meanwhile");
     assert!(app.fake.event(&ada.sub, &calendar, "aged").is_none());
 }
+
+fn batch_upsert(calendar_id: &str, event_id: &str) -> pb::BatchItem {
+    pb::BatchItem {
+        operation: Some(pb::batch_item::Operation::Upsert(pb::BatchUpsert {
+            calendar_id: calendar_id.into(),
+            event: Some(event(event_id)),
+        })),
+    }
+}
+
+/// A queued BatchWriteEvents: every item checked first (one bad item fails
+/// the call and queues nothing), then each queued on its own — here the
+/// third meets the full queue — and each settles on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_batch_queues_each_item_on_its_own() {
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let binary = start(&fake, &work, None, |c| set(c, "queue.max_per_tenant", 2i64)).await;
+    let ada = binary.connect("queue-batch-ada").await;
+    let calendar = fake.calendar_ids(&ada.sub)[0].clone();
+    let mut stream = watch(&binary.client, ACME_KEY, "").await.expect("watch");
+    let batch = |items: Vec<pb::BatchItem>| {
+        with_key(
+            ACME_KEY,
+            pb::BatchWriteEventsRequest {
+                user: Some(pb::batch_write_events_request::User::Sub(ada.sub.clone())),
+                items,
+                mode: pb::WriteMode::Queued as i32,
+            },
+        )
+    };
+    let bad = binary
+        .client
+        .clone()
+        .batch_write_events(batch(vec![batch_upsert(&calendar, "ok"), batch_upsert(&calendar, "")]))
+        .await
+        .expect_err("a bad item");
+    assert_eq!(violated_fields(&bad), ["items[1].upsert.event.event_id"]);
+
+    outage(&fake);
+    let answer = binary
+        .client
+        .clone()
+        .batch_write_events(batch(vec![
+            batch_upsert(&calendar, "one"),
+            batch_upsert(&calendar, "two"),
+            batch_upsert(&calendar, "three"),
+        ]))
+        .await
+        .expect("queued")
+        .into_inner();
+    assert_eq!(
+        answer.states().collect::<Vec<_>>(),
+        [
+            pb::WriteState::Queued,
+            pb::WriteState::Queued,
+            pb::WriteState::Unspecified
+        ]
+    );
+    assert!(answer.write_ids[0].starts_with("w_") && answer.write_ids[1].starts_with("w_"));
+    assert!(answer.write_ids[2].is_empty());
+    assert_eq!(answer.results[0].code, Code::Ok as i32);
+    assert_eq!(
+        answer.results[2].code,
+        Code::ResourceExhausted as i32,
+        "{:?}",
+        answer.results[2]
+    );
+
+    fake.clear_faults();
+    let done = settled(&mut stream, 2).await;
+    for (id, event_id) in answer.write_ids.iter().zip(["one", "two"]) {
+        assert_eq!(done[id].1.state(), pb::WriteState::Delivered);
+        assert!(fake.event(&ada.sub, &calendar, event_id).is_some(), "{event_id}");
+    }
+    assert!(
+        fake.event(&ada.sub, &calendar, "ok").is_none(),
+        "the refused batch queued nothing"
+    );
+    assert!(fake.event(&ada.sub, &calendar, "three").is_none());
+}

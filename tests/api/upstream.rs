@@ -122,6 +122,7 @@ async fn a_404_names_what_the_endpoint_found_missing() {
         .client
         .clone()
         .batch_write_events(app.req(pb::BatchWriteEventsRequest {
+            mode: Default::default(),
             user: Some(pb::batch_write_events_request::User::Sub(grant.sub.clone())),
             items: vec![pb::BatchItem {
                 operation: Some(pb::batch_item::Operation::Delete(pb::BatchDelete {

@@ -130,6 +130,14 @@ impl BatchOp {
     }
 }
 
+/// A batch's event ids, each with its field path.
+pub(super) fn batch_event_ids(ops: &[BatchOp]) -> impl Iterator<Item = (String, &str)> {
+    ops.iter().enumerate().map(|(index, op)| match op {
+        BatchOp::Upsert { event, .. } => (format!("items[{index}].upsert.event.event_id"), event.event_id.as_str()),
+        BatchOp::Delete { event_id, .. } => (format!("items[{index}].delete.event_id"), event_id.as_str()),
+    })
+}
+
 /// Refuses caller event ids the tenant's scheme has no room for (or that
 /// take calgate's reserved prefix), each named by its field.
 pub(super) fn check_event_ids<'a>(
@@ -320,15 +328,7 @@ impl EventService {
         ops: &[BatchOp],
         deadline: Deadline,
     ) -> Result<Vec<Result<(), Error>>, Error> {
-        check_event_ids(
-            tenant,
-            ops.iter().enumerate().map(|(index, op)| match op {
-                BatchOp::Upsert { event, .. } => {
-                    (format!("items[{index}].upsert.event.event_id"), event.event_id.as_str())
-                }
-                BatchOp::Delete { event_id, .. } => (format!("items[{index}].delete.event_id"), event_id.as_str()),
-            }),
-        )?;
+        check_event_ids(tenant, batch_event_ids(ops))?;
         let ids = &tenant.event_ids;
         let entries = ops
             .iter()

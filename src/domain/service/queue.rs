@@ -13,7 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{
-    Credentials, EventService, events::check_event_ids, queued_delivery::QueuedUpsert, store_failure, wake::Wake,
+    BatchOp, Credentials, EventService,
+    events::{batch_event_ids, check_event_ids},
+    queued_delivery::QueuedUpsert,
+    store_failure,
+    wake::Wake,
 };
 use crate::{
     clock::Clock,
@@ -108,6 +112,53 @@ impl QueueService {
             .enqueue(tenant, selector, &sub, calendar_id, event_id, WriteKind::Delete, None)
             .await?;
         Ok(Accepted { write_id, access_mode })
+    }
+
+    /// Accepts a batch's items as queued writes of their own, in order,
+    /// after checking them all as an immediate batch does (ids, the grant,
+    /// each calendar's and conferencing profile's state): one bad item fails
+    /// the call and queues nothing. Then each is queued; one the full queue
+    /// refuses has its error, the rest their write_id.
+    pub async fn accept_batch(
+        &self,
+        tenant: &Arc<Tenant>,
+        selector: &GrantSelector,
+        ops: &[BatchOp],
+    ) -> Result<Vec<Result<String, Error>>, Error> {
+        check_event_ids(tenant, batch_event_ids(ops))?;
+        let (sub, gate, _) = self.writable(tenant, selector).await?;
+        let mut bodies = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (BatchOp::Upsert { calendar_id, .. } | BatchOp::Delete { calendar_id, .. }) = op;
+            gate.check(calendar_id)?;
+            bodies.push(match op {
+                BatchOp::Upsert { event, .. } => {
+                    if let Some(conferencing) = &event.conferencing {
+                        gate.check_conferencing(&conferencing.profile_id)?;
+                    }
+                    let body = serde_json::to_string(&QueuedUpsert::of(event)?)
+                        .map_err(|_| Error::UpstreamRefused("an event could not be encoded"))?;
+                    Some(SecretString::from(body))
+                }
+                BatchOp::Delete { .. } => None,
+            });
+        }
+        let mut accepted = Vec::with_capacity(ops.len());
+        for (op, body) in ops.iter().zip(&bodies) {
+            let (calendar_id, event_id, kind) = match op {
+                BatchOp::Upsert { calendar_id, event } => (calendar_id, &event.event_id, WriteKind::Upsert),
+                BatchOp::Delete { calendar_id, event_id } => (calendar_id, event_id, WriteKind::Delete),
+            };
+            let queued = self
+                .enqueue(tenant, selector, &sub, calendar_id, event_id, kind, body.as_ref())
+                .await;
+            if let Err(Error::StoreUnavailable) = queued {
+                // The store is down: the rest would fail the same way; the caller retries the call.
+                return Err(Error::StoreUnavailable);
+            }
+            accepted.push(queued);
+        }
+        Ok(accepted)
     }
 
     /// The grant a write names, if events can be written to it now: its
