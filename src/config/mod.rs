@@ -32,7 +32,7 @@ pub use secrets::SecretSource;
 pub use store::{DEFAULT_SPILL_DIR, StoreBackend, StoreSettings};
 use store::{check_store_url, default_spill_dir};
 
-pub use policy::{BreakerPolicy, BucketShape, RateLimit, RetryPolicy};
+pub use policy::{BreakerPolicy, BucketShape, RateLimit, Reserve, RetryPolicy};
 pub use queue::QueueSettings;
 
 use crate::cronofy::DataCenter;
@@ -186,6 +186,9 @@ pub struct TenantSettings {
     pub app_base_url: Option<Url>,
     /// Requests allowed to the tenant's Cronofy application.
     pub rate_limit: RateLimit,
+    /// Whether a `/v1/batch` request counts against `rate_limit` once per
+    /// entry (default true: Cronofy does not say) or once.
+    pub count_batch_entries: bool,
     /// Ask Cronofy not to link accounts authorized from one browser, unless a
     /// request chooses otherwise (default true).
     pub avoid_linking: bool,

@@ -13,6 +13,9 @@ pub struct RateLimit {
     pub per_minute: u32,
 }
 
+/// Tokens a taker must leave in each bucket of a budget (per second, per minute).
+pub type Reserve = [u32; 2];
+
 impl RateLimit {
     /// The two token buckets that enforce this limit: per second and per minute.
     pub fn buckets(&self) -> [BucketShape; 2] {
@@ -20,6 +23,27 @@ impl RateLimit {
             BucketShape::within(self.per_second, Duration::from_secs(1)),
             BucketShape::within(self.per_minute, Duration::from_secs(60)),
         ]
+    }
+
+    /// What queued deliveries leave callers: half the minute's burst (25
+    /// requests at Cronofy's default), so calls arriving meanwhile find
+    /// budget at once. The second's bucket refills within milliseconds and
+    /// keeps nothing back.
+    pub fn queue_reserve(&self) -> Reserve {
+        let [_, minute] = self.buckets();
+        [0, minute.capacity / 2]
+    }
+
+    /// The most requests one take may count while leaving `keep`: a bucket
+    /// never holds more than its capacity.
+    pub fn largest_take(&self, keep: Reserve) -> u32 {
+        self.buckets()
+            .iter()
+            .zip(keep)
+            .map(|(bucket, keep)| bucket.capacity.saturating_sub(keep))
+            .min()
+            .unwrap_or(1)
+            .max(1)
     }
 }
 

@@ -132,6 +132,14 @@ pub(super) struct RawRateLimit {
     pub(super) per_second: u32,
     #[serde(default = "default_per_minute")]
     pub(super) per_minute: u32,
+    /// Whether a `/v1/batch` request counts one request per entry.
+    #[serde(default = "default_count_batch_entries")]
+    pub(super) count_batch_entries: bool,
+}
+
+/// Cronofy does not say how a batch counts against its limit: assume each entry does.
+fn default_count_batch_entries() -> bool {
+    true
 }
 
 impl Default for RawRateLimit {
@@ -139,6 +147,7 @@ impl Default for RawRateLimit {
         RawRateLimit {
             per_second: default_per_second(),
             per_minute: default_per_minute(),
+            count_batch_entries: default_count_batch_entries(),
         }
     }
 }

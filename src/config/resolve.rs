@@ -167,6 +167,7 @@ pub(super) fn resolve_tenants(raw: &[RawTenant], secrets: &SecretSource) -> Resu
             api_base_url,
             app_base_url,
             rate_limit,
+            count_batch_entries: tenant.rate_limit.count_batch_entries,
             avoid_linking: tenant.avoid_linking,
             allow_plain_http,
         });
@@ -186,7 +187,7 @@ fn check_shared_applications(tenants: &[TenantSettings]) -> Result<(), ConfigErr
         else {
             continue;
         };
-        if first.rate_limit != tenant.rate_limit {
+        if first.rate_limit != tenant.rate_limit || first.count_batch_entries != tenant.count_batch_entries {
             return Err(ConfigError::invalid(
                 format!("tenants[{index}].rate_limit"),
                 format!(

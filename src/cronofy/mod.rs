@@ -11,7 +11,7 @@ mod notifications;
 pub mod parse;
 mod response;
 
-use event_body::EventBody;
+pub use event_body::EventBody;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -77,7 +77,8 @@ pub struct BatchEntry {
 
 impl BatchEntry {
     /// An upsert of `event` into `calendar_id`, under Cronofy's `event_id`.
-    pub fn upsert(calendar_id: &str, event_id: &str, event: &EventBody<'_>) -> Result<BatchEntry, serde_json::Error> {
+    /// `event` is an [`EventBody`], or one stored as JSON (a queued write's).
+    pub fn upsert<E: Serialize>(calendar_id: &str, event_id: &str, event: &E) -> Result<BatchEntry, serde_json::Error> {
         Ok(BatchEntry {
             method: "POST",
             relative_url: Endpoints::api_path(&["v1", "calendars", calendar_id, "events"]),

@@ -6,7 +6,10 @@
 //! Token calls count too. Time is tokio's, so tests pause it.
 
 use crate::config::BucketShape;
-pub use crate::config::RateLimit;
+pub use crate::config::{RateLimit, Reserve};
+
+/// Leaves nothing behind.
+pub const NO_RESERVE: Reserve = [0, 0];
 use std::{sync::Mutex, time::Duration};
 
 use tokio::time::Instant;
@@ -36,12 +39,12 @@ impl Bucket {
         self.updated = now;
     }
 
-    /// How long until one token is available (zero when one is).
-    fn wait(&self) -> Duration {
-        if self.tokens >= 1.0 {
+    /// How long until `need` tokens are available (zero when they are).
+    fn wait(&self, need: f64) -> Duration {
+        if self.tokens >= need {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / self.refill_per_sec)
+            Duration::from_secs_f64((need - self.tokens) / self.refill_per_sec)
         }
     }
 }
@@ -62,18 +65,32 @@ impl RateBudget {
     }
 
     /// Takes one request from both buckets, or says how long until it could.
+    #[cfg(test)]
     pub fn try_acquire(&self) -> Result<(), Duration> {
+        self.try_take(1, NO_RESERVE)
+    }
+
+    /// Takes `cost` requests from both buckets if each keeps at least its
+    /// `keep` tokens afterwards, or says how long until it could. A cost
+    /// larger than a bucket's capacity less its `keep` never fits: callers
+    /// size their takes with [`RateLimit::largest_take`].
+    pub fn try_take(&self, cost: u32, keep: Reserve) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         for bucket in buckets.iter_mut() {
             bucket.refill(now);
         }
-        let wait = buckets.iter().map(Bucket::wait).max().unwrap_or_default();
+        let wait = buckets
+            .iter()
+            .zip(keep)
+            .map(|(bucket, keep)| bucket.wait(f64::from(cost) + f64::from(keep)))
+            .max()
+            .unwrap_or_default();
         if !wait.is_zero() {
             return Err(wait);
         }
         for bucket in buckets.iter_mut() {
-            bucket.tokens -= 1.0;
+            bucket.tokens -= f64::from(cost);
         }
         Ok(())
     }
@@ -81,8 +98,14 @@ impl RateBudget {
     /// Waits for budget until `give_up_at`; past it, returns how long the caller
     /// would have had to wait (for RetryInfo).
     pub async fn acquire(&self, give_up_at: Instant) -> Result<(), Duration> {
+        self.take(1, NO_RESERVE, give_up_at).await
+    }
+
+    /// Waits until `cost` requests fit, leaving `keep` (see [`RateBudget::try_take`]),
+    /// until `give_up_at`.
+    pub async fn take(&self, cost: u32, keep: Reserve, give_up_at: Instant) -> Result<(), Duration> {
         loop {
-            match self.try_acquire() {
+            match self.try_take(cost, keep) {
                 Ok(()) => return Ok(()),
                 Err(wait) if Instant::now() + wait <= give_up_at => tokio::time::sleep(wait).await,
                 Err(wait) => return Err(wait),
@@ -145,6 +168,33 @@ mod tests {
         assert!(busiest_window(&granted, Duration::from_secs(60)) <= 500);
         assert!(busiest_window(&granted, Duration::from_secs(1)) <= 50);
         assert!(granted.len() >= 50 + 450 * 2, "{}", granted.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_take_of_several_leaves_the_reserve_and_never_overruns_a_window() {
+        let limit = limit(50, 500);
+        let keep = limit.queue_reserve();
+        assert_eq!(keep, [0, 25], "half the minute's burst of 50");
+        assert_eq!(limit.largest_take(keep), 5, "the second's burst");
+        let budget = RateBudget::new(limit);
+        let end = Instant::now() + Duration::from_secs(120);
+        let mut granted = Vec::new();
+        while Instant::now() < end {
+            if budget.try_take(5, keep).is_ok() {
+                granted.extend([Instant::now(); 5]);
+            }
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        assert!(busiest_window(&granted, Duration::from_secs(60)) <= 500);
+        assert!(busiest_window(&granted, Duration::from_secs(1)) <= 50);
+        // The reserve is left: 25 callers within a second (25/s, under the
+        // second's refill) find budget at once, although the minute refills only 7.5 a second.
+        for n in 0..25 {
+            assert!(budget.try_acquire().is_ok(), "caller {n} found the reserve");
+            tokio::time::advance(Duration::from_millis(40)).await;
+        }
+        // Sustained, the takes get what the minute refills (450 in 60 s), less the reserve kept.
+        assert!(granted.len() >= 25 + 450 * 2 - 30, "{}", granted.len());
     }
 
     #[tokio::test(start_paused = true)]

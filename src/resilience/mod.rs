@@ -8,6 +8,7 @@
 mod breaker;
 mod budget;
 mod fair;
+mod queued;
 mod retry;
 mod retrying;
 mod shared;
@@ -25,10 +26,10 @@ use std::{
 use tokio::time::Instant;
 
 pub use breaker::{Admission, Breaker, BreakerPolicy, BreakerState};
-pub use budget::{RateBudget, RateLimit};
+pub use budget::{NO_RESERVE, RateBudget, RateLimit, Reserve};
 pub use retry::RetryPolicy;
 
-use retrying::Payer;
+pub use retrying::Payer;
 use shared::{SharedBreaker, SharedBudget};
 
 use crate::{cronofy::CronofyError, store::Store, telemetry::metrics::METRICS};
@@ -83,18 +84,19 @@ impl TenantGuards {
         }
     }
 
-    /// Takes budget now or not at all.
-    async fn try_now(&self) -> Result<(), Duration> {
+    /// Takes `cost` requests of budget now, leaving `keep`, or not at all.
+    async fn try_now(&self, cost: u32, keep: Reserve) -> Result<(), Duration> {
         match self {
-            TenantGuards::Local { budget, .. } => budget.try_acquire(),
-            TenantGuards::Shared { budget, .. } => budget.acquire(Instant::now()).await,
+            TenantGuards::Local { budget, .. } => budget.try_take(cost, keep),
+            TenantGuards::Shared { budget, .. } => budget.take(cost, keep, Instant::now()).await,
         }
     }
 
-    async fn acquire(&self, give_up_at: Instant) -> Result<(), Duration> {
+    /// Waits for `cost` requests of budget until `give_up_at`.
+    async fn acquire(&self, cost: u32, give_up_at: Instant) -> Result<(), Duration> {
         match self {
-            TenantGuards::Local { budget, .. } => budget.acquire(give_up_at).await,
-            TenantGuards::Shared { budget, .. } => budget.acquire(give_up_at).await,
+            TenantGuards::Local { budget, .. } => budget.take(cost, NO_RESERVE, give_up_at).await,
+            TenantGuards::Shared { budget, .. } => budget.take(cost, NO_RESERVE, give_up_at).await,
         }
     }
 
@@ -115,6 +117,11 @@ struct BackgroundGuard {
     callers_waiting: AtomicUsize,
     /// After Cronofy answered a background request 429: no background work until then.
     paused_until: Mutex<Option<Instant>>,
+    /// Tenants take turns at the background share, so one tenant's
+    /// background work cannot hold another's behind it.
+    turns: fair::FairQueue,
+    /// Tenants take turns at what queued deliveries may spend.
+    queue_turns: fair::FairQueue,
 }
 
 #[derive(Debug)]
@@ -159,6 +166,8 @@ pub struct Resilience {
     applications: HashMap<String, String>,
     /// Each tenant's application's queue for budget, and its per-second limit.
     queues: HashMap<String, (Arc<fair::FairQueue>, u32)>,
+    /// Each tenant's application's limit, and whether a batch counts each entry.
+    limits: HashMap<String, (RateLimit, bool)>,
 }
 
 /// What [`Resilience::new`] needs to know of a tenant.
@@ -174,6 +183,9 @@ pub struct TenantLimits {
     pub rate_limit: RateLimit,
     /// The most of that budget background refreshes may take, in percent.
     pub background_percent: u32,
+    /// Whether a `/v1/batch` request counts as one request per entry
+    /// (`rate_limit.count_batch_entries`; Cronofy does not say).
+    pub count_batch_entries: bool,
 }
 
 impl TenantLimits {
@@ -212,6 +224,7 @@ impl Resilience {
         let mut names = HashMap::new();
         let mut app_queues: HashMap<String, Arc<fair::FairQueue>> = HashMap::new();
         let mut queues = HashMap::new();
+        let mut limit_of = HashMap::new();
         let tenants = tenants
             .into_iter()
             .map(|limits| {
@@ -230,6 +243,8 @@ impl Resilience {
                             },
                             callers_waiting: AtomicUsize::new(0),
                             paused_until: Mutex::new(None),
+                            turns: fair::FairQueue::default(),
+                            queue_turns: fair::FairQueue::default(),
                         })
                     })
                     .clone();
@@ -240,6 +255,7 @@ impl Resilience {
                     limits.rate_limit.per_minute,
                 );
                 names.insert(limits.tenant.clone(), limits.application.clone());
+                limit_of.insert(limits.tenant.clone(), (limits.rate_limit, limits.count_batch_entries));
                 let queue = app_queues.entry(limits.application.clone()).or_default().clone();
                 queues.insert(limits.tenant.clone(), (queue, limits.rate_limit.per_second));
                 let guards = applications
@@ -267,6 +283,7 @@ impl Resilience {
             background,
             applications: names,
             queues,
+            limits: limit_of,
         }
     }
 
@@ -289,6 +306,12 @@ impl Resilience {
     /// pays for it, waiting for budget until `give_up_at`. The attempt's
     /// outcome goes to [`Ticket::record`].
     pub async fn admit(&self, tenant: &str, give_up_at: Instant) -> Result<Ticket<'_>, GuardError> {
+        self.admit_costing(tenant, give_up_at, 1).await
+    }
+
+    /// [`Resilience::admit`] for an attempt that counts as `cost` requests
+    /// (a batch whose entries count: [`Resilience::batch_cost`]).
+    pub async fn admit_costing(&self, tenant: &str, give_up_at: Instant, cost: u32) -> Result<Ticket<'_>, GuardError> {
         let Some(guards) = self.tenants.get(tenant) else {
             // Tenants are fixed at start-up; an unknown one is a programming error, not the caller's.
             return Err(GuardError::Upstream(CronofyError::Transport { kind: "unknown tenant" }));
@@ -308,7 +331,7 @@ impl Resilience {
             share.callers_waiting.fetch_add(1, Ordering::SeqCst);
             &share.callers_waiting
         }));
-        let paid = self.pay(tenant, guards, give_up_at).await;
+        let paid = self.pay(tenant, guards, give_up_at, cost).await;
         METRICS.budget(application, if paid.is_ok() { "admitted" } else { "refused" });
         paid.map_err(|retry_after| GuardError::BudgetExhausted { retry_after })?;
         Ok(Ticket { guards, probe })
@@ -317,18 +340,18 @@ impl Resilience {
     /// Pays for one attempt from the application's budget: at once when
     /// nobody waits and there is room; otherwise in the tenant's turn
     /// ([`fair::FairQueue`]), waiting for budget until `give_up_at`.
-    async fn pay(&self, tenant: &str, guards: &TenantGuards, give_up_at: Instant) -> Result<(), Duration> {
+    async fn pay(&self, tenant: &str, guards: &TenantGuards, give_up_at: Instant, cost: u32) -> Result<(), Duration> {
         let Some((queue, per_second)) = self.queues.get(tenant) else {
-            return guards.acquire(give_up_at).await;
+            return guards.acquire(cost, give_up_at).await;
         };
-        if queue.is_idle() && guards.try_now().await.is_ok() {
+        if queue.is_idle() && guards.try_now(cost, NO_RESERVE).await.is_ok() {
             return Ok(());
         }
         let _turn = queue
             .turn(tenant, give_up_at)
             .await
             .map_err(|waiting| fair::queue_wait(waiting, *per_second))?;
-        guards.acquire(give_up_at).await
+        guards.acquire(cost, give_up_at).await
     }
 
     /// Permission for one background attempt. It waits (until `give_up_at`)
@@ -365,7 +388,7 @@ impl Resilience {
             armed: admission == Admission::Probe,
         };
         guards
-            .acquire(Instant::now())
+            .acquire(1, Instant::now())
             .await
             .map_err(BackgroundRefusal::BudgetSpent)?;
         let application = self.applications.get(tenant).map_or("", String::as_str);
@@ -410,7 +433,7 @@ impl Resilience {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CronofyError>>,
     {
-        self.retrying(tenant, self.give_up_at(deadline), Payer::Caller, attempt)
+        self.retrying(tenant, self.give_up_at(deadline), Payer::Caller { cost: 1 }, attempt)
             .await
     }
 }

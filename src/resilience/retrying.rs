@@ -28,6 +28,22 @@ impl Resilience {
         self.retrying(tenant, give_up_at, Payer::Background, attempt).await
     }
 
+    /// Runs `attempt` for `tenant`, each try paid by `payer`, transient
+    /// failures retried until `give_up_at`.
+    pub async fn call_paid<T, F, Fut>(
+        &self,
+        tenant: &str,
+        give_up_at: Instant,
+        payer: Payer,
+        attempt: F,
+    ) -> Result<T, GuardError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CronofyError>>,
+    {
+        self.retrying(tenant, give_up_at, payer, attempt).await
+    }
+
     /// Runs `attempt`, each try admitted and paid for by `payer`; transient
     /// failures are retried with jittered backoff until `give_up_at`.
     pub(super) async fn retrying<T, F, Fut>(
@@ -45,11 +61,12 @@ impl Resilience {
         loop {
             tries += 1;
             let ticket = match payer {
-                Payer::Caller => self.admit(tenant, give_up_at).await?,
+                Payer::Caller { cost } => self.admit_costing(tenant, give_up_at, cost).await?,
                 Payer::Background => self.admit_background_until(tenant, give_up_at).await?,
+                Payer::Queue { cost } => self.admit_queued(tenant, give_up_at, cost).await?,
             };
             let outcome = attempt().await;
-            if payer == Payer::Background
+            if !matches!(payer, Payer::Caller { .. })
                 && let Err(CronofyError::RateLimited { retry_after }) = &outcome
             {
                 self.pause_background(tenant, retry_after.unwrap_or_default().max(BACKGROUND_PAUSE_AFTER_429));
@@ -70,6 +87,22 @@ impl Resilience {
     /// Waits for a background admission until `give_up_at`: while callers
     /// wait, after a pause, or for the share to refill.
     async fn admit_background_until(&self, tenant: &str, give_up_at: Instant) -> Result<Ticket<'_>, GuardError> {
+        // Tenants take turns at the share: one tenant's backlog waits behind
+        // another's next request, not the other way round.
+        let _turn = match self.background.get(tenant) {
+            Some(share) => {
+                Some(
+                    share
+                        .turns
+                        .turn(tenant, give_up_at)
+                        .await
+                        .map_err(|_| GuardError::BudgetExhausted {
+                            retry_after: CALLERS_WAITING_POLL,
+                        })?,
+                )
+            }
+            None => None,
+        };
         loop {
             let wait = match self.admit_background(tenant, give_up_at).await {
                 Ok(ticket) => return Ok(ticket),
@@ -88,12 +121,22 @@ impl Resilience {
     }
 }
 
-/// Who pays for an attempt: a caller from the application's budget, or
-/// background work from its share.
+/// Who pays for an attempt, and how many requests it counts as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Payer {
-    Caller,
+pub enum Payer {
+    /// A caller, from the application's budget, in its tenant's turn.
+    Caller {
+        /// Requests the attempt counts as.
+        cost: u32,
+    },
+    /// Background work (refreshes ahead, push notification reads, channel
+    /// checks), from its share, after callers.
     Background,
+    /// A queued delivery: from what callers leave (see [`Resilience::admit_queued`]).
+    Queue {
+        /// Requests the attempt counts as.
+        cost: u32,
+    },
 }
 
 /// How often background work looks again while callers wait for budget.

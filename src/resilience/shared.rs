@@ -7,7 +7,7 @@ use std::{sync::Mutex, time::Duration};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{BreakerPolicy, RateBudget, RateLimit};
+use super::{BreakerPolicy, RateBudget, RateLimit, Reserve, budget::NO_RESERVE};
 use crate::store::{BreakerRecord, Store};
 use crate::telemetry::metrics::METRICS;
 
@@ -65,6 +65,36 @@ impl SharedBudget {
             return true;
         }
         false
+    }
+
+    /// Takes `cost` requests at once leaving `keep` (see
+    /// [`RateBudget::try_take`]), waiting until `give_up_at`: claimed whole
+    /// from the shared row (none of this replica's claimed requests are
+    /// used), so a refusal spends nothing.
+    pub(super) async fn take(&self, cost: u32, keep: Reserve, give_up_at: Instant) -> Result<(), Duration> {
+        if cost <= 1 && keep == NO_RESERVE {
+            return self.acquire(give_up_at).await;
+        }
+        // The buckets as they look to this taker: their capacity less what it must leave.
+        let mut shapes = self.limit.buckets();
+        for (shape, keep) in shapes.iter_mut().zip(keep) {
+            shape.capacity = shape.capacity.saturating_sub(keep).max(1);
+        }
+        loop {
+            let taken = self
+                .store
+                .take_rate_budget_whole(&self.application, &shapes, cost)
+                .await;
+            match taken {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(wait)) if Instant::now() + wait <= give_up_at => tokio::time::sleep(wait).await,
+                Ok(Err(wait)) => return Err(wait),
+                Err(error) => {
+                    warn!(application = %self.application, %error, "shared request budget unreachable; limiting locally");
+                    return self.fallback.take(cost, keep, give_up_at).await;
+                }
+            }
+        }
     }
 
     pub(super) async fn acquire(&self, give_up_at: Instant) -> Result<(), Duration> {

@@ -19,6 +19,7 @@ fn resilience(max_attempts: u32) -> Resilience {
             application: TenantLimits::application_key("acme-client", "uk"),
             rate_limit: RateLimit::default(),
             background_percent: 20,
+            count_batch_entries: true,
         }],
     )
 }

@@ -141,6 +141,7 @@ impl App {
                 application: TenantLimits::application_key(&tenant.client_id, &tenant.data_center.to_string()),
                 rate_limit: tenant.rate_limit,
                 background_percent: settings.refresh_ahead.budget_percent,
+                count_batch_entries: tenant.count_batch_entries,
             }),
             &store,
         );

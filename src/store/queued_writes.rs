@@ -3,6 +3,8 @@
 //! the oldest of an event's writes — and settled exactly once, in the same
 //! transaction as their `WriteSettled` change.
 
+use std::collections::HashMap;
+
 use secrecy::SecretString;
 
 use super::{
@@ -185,8 +187,14 @@ impl Store {
     /// Claims up to `limit` writes due for one delivery attempt each, for
     /// `claim_ms`: the oldest QUEUED write of each event no replica is
     /// delivering, taken from the tenants in turn (a tenant with a long queue
-    /// does not hold the others back). Their bodies are opened.
-    pub async fn claim_writes(&self, limit: usize, claim_ms: i64) -> Result<Vec<ClaimedWrite>, StoreError> {
+    /// does not hold the others back), at most `room[tenant]` of a tenant's
+    /// (a tenant not in `room` has no such limit). Their bodies are opened.
+    pub async fn claim_writes(
+        &self,
+        limit: usize,
+        claim_ms: i64,
+        room: &HashMap<String, usize>,
+    ) -> Result<Vec<ClaimedWrite>, StoreError> {
         let (_, now_ms) = self.now();
         let claim = hex::encode(rand::random::<[u8; 16]>());
         let candidates: Vec<(String, String)> = with_pool!(self, pool => {
@@ -197,7 +205,16 @@ impl Store {
                 .await?
         });
         let mut picked = Vec::new();
-        for write_id in in_turn(candidates).into_iter().take(limit) {
+        let mut taken: HashMap<String, usize> = HashMap::new();
+        let within_room = candidates
+            .into_iter()
+            .filter(|(_, tenant)| {
+                let count = taken.entry(tenant.clone()).or_default();
+                *count += 1;
+                room.get(tenant).is_none_or(|room| *count <= *room)
+            })
+            .collect();
+        for write_id in in_turn(within_room).into_iter().take(limit) {
             let claimed = with_pool!(self, pool => {
                 sqlx::query(
                     "UPDATE queued_writes SET claim = $1, claimed_until = $2 WHERE write_id = $3 \

@@ -50,6 +50,28 @@ impl Store {
         buckets: &[BucketShape; 2],
         want: u32,
     ) -> Result<Result<RateClaim, Duration>, StoreError> {
+        self.take_rate_budget_of(application, buckets, want, 1).await
+    }
+
+    /// Like [`Store::take_rate_budget`], but all of `want` or nothing: a
+    /// request that counts as several (a batch) is sent whole or not yet,
+    /// and a refusal spends nothing. `wait` says when both buckets will hold `want`.
+    pub async fn take_rate_budget_whole(
+        &self,
+        application: &str,
+        buckets: &[BucketShape; 2],
+        want: u32,
+    ) -> Result<Result<RateClaim, Duration>, StoreError> {
+        self.take_rate_budget_of(application, buckets, want, want).await
+    }
+
+    async fn take_rate_budget_of(
+        &self,
+        application: &str,
+        buckets: &[BucketShape; 2],
+        want: u32,
+        at_least: u32,
+    ) -> Result<Result<RateClaim, Duration>, StoreError> {
         // The claim is spent within this replica's current second.
         let (_, now_ms) = self.now();
         let second = now_ms / 1000;
@@ -57,12 +79,14 @@ impl Store {
             return Ok(Ok(RateClaim { granted: want, second }));
         };
         let want = want.max(1);
+        let at_least = at_least.clamp(1, want);
         let [per_second, per_minute] = buckets;
         let (second_interval, minute_interval) = (per_second.interval_ms(), per_minute.interval_ms());
         let second_tolerance = f64::from(per_second.capacity) * second_interval;
         let minute_tolerance = f64::from(per_minute.capacity) * minute_interval;
         // A new row is a full bucket: its first claim gets what both capacities allow.
         let first_grant = want.min(per_second.capacity).min(per_minute.capacity);
+        let first_grant = if first_grant < at_least { 0 } else { first_grant };
         // Time is PostgreSQL's, read once the row is locked, so replicas whose
         // clocks disagree still share one bucket. Tokens a bucket holds:
         // (tolerance - time still owed) / interval; the epsilon keeps a whole
@@ -74,11 +98,12 @@ impl Store {
              ON CONFLICT (application) DO UPDATE SET \
                (granted, second_tat_ms, minute_tat_ms, claimed_at_ms) = ( \
                  SELECT n, s + n * $2, m + n * $4, now_ms FROM ( \
+                   SELECT s, m, now_ms, (CASE WHEN free >= $8 THEN free ELSE 0 END)::BIGINT AS n FROM ( \
                    SELECT s, m, now_ms, GREATEST(0, LEAST($5, \
                        FLOOR(($3 - (s - now_ms)) / $2 + 1e-9), \
-                       FLOOR(($6 - (m - now_ms)) / $4 + 1e-9)))::BIGINT AS n \
+                       FLOOR(($6 - (m - now_ms)) / $4 + 1e-9))) AS free \
                    FROM (SELECT GREATEST(b.second_tat_ms, now_ms) AS s, GREATEST(b.minute_tat_ms, now_ms) AS m, now_ms \
-                         FROM {NOW}) AS owed) AS grant_) \
+                         FROM {NOW}) AS owed) AS free_) AS grant_) \
              RETURNING granted, second_tat_ms, minute_tat_ms, claimed_at_ms"
         );
         let (granted, second_tat, minute_tat, now): (i64, f64, f64, f64) = sqlx::query_as(&sql)
@@ -89,6 +114,7 @@ impl Store {
             .bind(f64::from(want))
             .bind(minute_tolerance)
             .bind(i64::from(first_grant))
+            .bind(f64::from(at_least))
             .fetch_one(pool)
             .await?;
         if granted > 0 {
@@ -97,9 +123,10 @@ impl Store {
                 second,
             }));
         }
-        // When each bucket will hold one token again.
-        let wait = (second_tat + second_interval - second_tolerance - now)
-            .max(minute_tat + minute_interval - minute_tolerance - now)
+        // When each bucket will hold `at_least` tokens again.
+        let need = f64::from(at_least);
+        let wait = (second_tat + need * second_interval - second_tolerance - now)
+            .max(minute_tat + need * minute_interval - minute_tolerance - now)
             .ceil()
             .max(1.0);
         Ok(Err(Duration::from_millis(wait as u64)))

@@ -22,6 +22,8 @@ mod persistence;
 mod postgres;
 mod process;
 mod queue;
+mod queue_delivery;
+mod queue_limits;
 mod refresh_ahead;
 mod replicas;
 mod resilience;

@@ -16,13 +16,13 @@ use crate::{
 };
 
 /// Every Cronofy event write fails (503) until the faults are cleared.
-fn outage(fake: &fake_cronofy::FakeCronofy) {
-    for endpoint in [Endpoint::UpsertEvent, Endpoint::DeleteEvent] {
+pub(crate) fn outage(fake: &fake_cronofy::FakeCronofy) {
+    for endpoint in [Endpoint::UpsertEvent, Endpoint::DeleteEvent, Endpoint::Batch] {
         fake.inject(Fault::status(endpoint, 503).times(1_000_000));
     }
 }
 
-async fn start(
+pub(crate) async fn start(
     fake: &fake_cronofy::FakeCronofy,
     work: &Workdir,
     pg: Option<&PgTestDb>,
@@ -39,7 +39,7 @@ async fn start(
     .await
 }
 
-fn queued_upsert(
+pub(crate) fn queued_upsert(
     sub: &str,
     calendar_id: &str,
     event_id: &str,
@@ -58,7 +58,7 @@ fn queued_upsert(
     )
 }
 
-fn queued_delete(sub: &str, calendar_id: &str, event_id: &str) -> tonic::Request<pb::DeleteEventRequest> {
+pub(crate) fn queued_delete(sub: &str, calendar_id: &str, event_id: &str) -> tonic::Request<pb::DeleteEventRequest> {
     with_key(
         ACME_KEY,
         pb::DeleteEventRequest {
@@ -70,7 +70,7 @@ fn queued_delete(sub: &str, calendar_id: &str, event_id: &str) -> tonic::Request
     )
 }
 
-async fn get_write(binary: &Binary, key: &str, write_id: &str) -> Result<pb::Write, tonic::Status> {
+pub(crate) async fn get_write(binary: &Binary, key: &str, write_id: &str) -> Result<pb::Write, tonic::Status> {
     let response = binary
         .client
         .clone()
@@ -85,7 +85,10 @@ async fn get_write(binary: &Binary, key: &str, write_id: &str) -> Result<pb::Wri
 }
 
 /// The next `count` WriteSettled changes, by write_id (other changes skipped).
-async fn settled(stream: &mut Streaming<pb::Change>, count: usize) -> HashMap<String, (pb::Change, pb::WriteSettled)> {
+pub(crate) async fn settled(
+    stream: &mut Streaming<pb::Change>,
+    count: usize,
+) -> HashMap<String, (pb::Change, pb::WriteSettled)> {
     let mut seen = HashMap::new();
     tokio::time::timeout(Duration::from_secs(60), async {
         while seen.len() < count {
@@ -172,8 +175,7 @@ async fn queued_writes(pg: Option<&PgTestDb>) {
     }
 
     // Cronofy is back: everything settles once.
-    let upserts_before = fake.count(Endpoint::UpsertEvent);
-    let deletes_before = fake.count(Endpoint::DeleteEvent);
+    let requests_before = fake.requests().len();
     fake.clear_faults();
     let first_round = settled(&mut stream, 7).await;
     let state = |id: &str| first_round[id].1.state();
@@ -184,12 +186,19 @@ async fn queued_writes(pg: Option<&PgTestDb>) {
         assert_eq!(state(id), pb::WriteState::Superseded, "{id}");
         assert!(!first_round[id].1.superseded_by.is_empty());
     }
+    let mut sent: Vec<(String, String)> = fake.requests()[requests_before..]
+        .iter()
+        .flat_map(|request| request.event_writes())
+        .collect();
+    sent.sort();
     assert_eq!(
-        fake.count(Endpoint::UpsertEvent) - upserts_before,
-        1,
-        "after the outage only the kept event's upsert is sent"
+        sent,
+        [
+            ("DELETE".to_owned(), "churn".to_owned()),
+            ("POST".to_owned(), "kept".to_owned())
+        ],
+        "after the outage only the kept event's upsert and the delete are sent (one batch or two calls)"
     );
-    assert_eq!(fake.count(Endpoint::DeleteEvent) - deletes_before, 1, "and the delete");
     assert_eq!(
         fake.event(&ada.sub, &calendar, "kept").expect("kept")["summary"],
         "Kept"
@@ -244,117 +253,6 @@ async fn queued_writes_are_delivered_and_settle_once_on_postgres() {
     queued_writes(Some(&pg)).await;
 }
 
-/// A queued write is checked as an immediate one before it is stored; the
-/// queue is bounded per tenant; ForgetUser drops the person's queued writes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queued_writes_are_checked_bounded_and_dropped_with_their_user() {
-    let fake = start_fake().await;
-    let work = Workdir::new();
-    let binary = start(&fake, &work, None, |c| set(c, "queue.max_per_tenant", 2i64)).await;
-    let ada = binary.connect("queue-bounded-ada").await;
-    let calendar = fake.calendar_ids(&ada.sub)[0].clone();
-    let client = binary.client.clone();
-
-    let mut bad = queued_upsert(&ada.sub, &calendar, "x", "");
-    bad.get_mut().event.as_mut().expect("event").summary = "s".repeat(2000);
-    let invalid = client.clone().upsert_event(bad).await.expect_err("too long");
-    assert_status(&invalid, Code::InvalidArgument, "FIELD_INVALID");
-    assert_eq!(violated_fields(&invalid), ["event.summary"]);
-    let mut unknown_mode = queued_upsert(&ada.sub, &calendar, "x", "X");
-    unknown_mode.get_mut().mode = 7;
-    let mode = client.clone().upsert_event(unknown_mode).await.expect_err("mode");
-    assert_eq!(violated_fields(&mode), ["mode"]);
-    let missing = client
-        .clone()
-        .upsert_event(queued_upsert("acc_nobody", &calendar, "x", "X"))
-        .await
-        .expect_err("no grant");
-    assert_status(&missing, Code::NotFound, "GRANT_NOT_FOUND");
-    let bad_id = get_write(&binary, ACME_KEY, "w_nope").await.expect_err("shape");
-    assert_eq!(violated_fields(&bad_id), ["write_id"]);
-    // A grant that needs its user is refused now, as an immediate write would be.
-    let bob = binary.connect("queue-bounded-bob").await;
-    let bob_calendar = fake.calendar_ids(&bob.sub)[0].clone();
-    fake.revoke_account(&bob.sub);
-    fake.expire_access_tokens();
-    binary
-        .upsert(&bob.sub, &bob_calendar)
-        .await
-        .expect_err("refresh refused");
-    let needs_user = client
-        .clone()
-        .upsert_event(queued_upsert(&bob.sub, &bob_calendar, "x", "X"))
-        .await
-        .expect_err("needs its user");
-    assert_status(&needs_user, Code::FailedPrecondition, "GRANT_NEEDS_REAUTH");
-
-    outage(&fake);
-    let mut accepted = Vec::new();
-    for id in ["a", "b"] {
-        accepted.push(
-            client
-                .clone()
-                .upsert_event(queued_upsert(&ada.sub, &calendar, id, id))
-                .await
-                .expect("room")
-                .into_inner()
-                .write_id,
-        );
-    }
-    let full = client
-        .clone()
-        .upsert_event(queued_upsert(&ada.sub, &calendar, "c", "c"))
-        .await
-        .expect_err("full");
-    assert_status(&full, Code::ResourceExhausted, "QUEUE_FULL");
-    // The other tenant's queue is its own.
-    let globex = connect_globex(&binary).await;
-    let globex_calendar = fake.calendar_ids(&globex)[0].clone();
-    let mut theirs = queued_upsert(&globex, &globex_calendar, "g", "g");
-    theirs
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {GLOBEX_KEY}").parse().expect("header"));
-    client.clone().upsert_event(theirs).await.expect("globex has room");
-
-    // ForgetUser drops ada's waiting writes: each settles FAILED, naming nobody.
-    let mut stream = watch(&binary.client, ACME_KEY, "").await.expect("watch");
-    client
-        .clone()
-        .forget_user(with_key(
-            ACME_KEY,
-            pb::ForgetUserRequest {
-                user: Some(pb::forget_user_request::User::Sub(ada.sub.clone())),
-                delete_events: false,
-            },
-        ))
-        .await
-        .expect("forget");
-    let dropped = settled(&mut stream, 2).await;
-    for id in &accepted {
-        let (change, write) = &dropped[id];
-        assert_eq!(write.state(), pb::WriteState::Failed);
-        assert_eq!(write.error.as_ref().map(|e| e.code), Some(Code::NotFound as i32));
-        assert!(change.sub.is_empty() && change.user_ref.is_empty() && write.calendar_id.is_empty());
-        let gone = get_write(&binary, ACME_KEY, id).await.expect_err("erased");
-        assert_status(&gone, Code::NotFound, "WRITE_NOT_FOUND");
-    }
-}
-
-/// A globex user, connected through the browser flow; returns its sub.
-async fn connect_globex(binary: &Binary) -> String {
-    binary
-        .connect_as(
-            GLOBEX_KEY,
-            pb::BuildAuthorizeUrlRequest {
-                redirect_uri: GLOBEX_REDIRECT.into(),
-                user_ref: Some("queue-globex".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .sub
-}
-
 /// Nothing lost, nothing settled twice: writes accepted during an outage,
 /// the replica SIGKILLed while delivering them, a new replica finishes —
 /// every write settles exactly once and every event ends with its last body.
@@ -377,7 +275,7 @@ async fn survives_a_kill(pg: Option<&PgTestDb>) {
                 .clone()
                 .upsert_event(queued_upsert(&ada.sub, &calendar, &event_id, &summary))
                 .await
-                .expect("accepted")
+                .unwrap_or_else(|e| panic!("accepted: {e:?} {}", binary.logs()))
                 .into_inner();
             ids.push(accepted.write_id);
             last.insert(event_id, summary);
@@ -385,10 +283,17 @@ async fn survives_a_kill(pg: Option<&PgTestDb>) {
     }
     // Cronofy answers slowly: the kill lands while writes are being delivered.
     fake.clear_faults();
-    fake.inject(Fault::delay(Endpoint::UpsertEvent, Duration::from_millis(300)).times(1_000_000));
-    let before = fake.count(Endpoint::UpsertEvent);
+    for endpoint in [Endpoint::UpsertEvent, Endpoint::Batch] {
+        fake.inject(Fault::delay(endpoint, Duration::from_millis(300)).times(1_000_000));
+    }
+    let before = fake.requests().len();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while fake.count(Endpoint::UpsertEvent) < before + 4 {
+    while fake.requests()[before..]
+        .iter()
+        .map(|request| request.event_writes().len())
+        .sum::<usize>()
+        < 4
+    {
         assert!(tokio::time::Instant::now() < deadline, "delivery never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -42,6 +42,40 @@ impl RecordedRequest {
         serde_json::from_str(&self.body).ok()
     }
 
+    /// The event writes this request carried, as (method, event_id): one
+    /// for an upsert or a delete, one per entry of a `/v1/batch` request.
+    pub fn event_writes(&self) -> Vec<(String, String)> {
+        let body = self.json().unwrap_or_default();
+        let event_id = |data: &serde_json::Value| data["event_id"].as_str().unwrap_or_default().to_owned();
+        match self.endpoint {
+            Endpoint::UpsertEvent => vec![("POST".to_owned(), event_id(&body))],
+            Endpoint::DeleteEvent => vec![("DELETE".to_owned(), event_id(&body))],
+            Endpoint::Batch => body["batch"]
+                .as_array()
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .map(|entry| {
+                            (
+                                entry["method"].as_str().unwrap_or_default().to_owned(),
+                                event_id(&entry["data"]),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// How many requests this one counts as if each batch entry counts.
+    pub fn weight(&self) -> usize {
+        match self.endpoint {
+            Endpoint::Batch => self.event_writes().len().max(1),
+            _ => 1,
+        }
+    }
+
     /// The body or query parsed as form pairs (`application/x-www-form-urlencoded`).
     pub fn form(&self) -> Vec<(String, String)> {
         let source = if self.body.is_empty() {

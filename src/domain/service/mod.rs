@@ -28,16 +28,27 @@ pub type Deadline = Option<Instant>;
 /// Makes a guarded Cronofy API call with a lease's token; on 401, refreshes
 /// once and repeats it. Maps the final failure to a domain error.
 /// `background` in place of the deadline pays from background work's share
-/// of the budget ([`Resilience::call_background`]).
+/// of the budget ([`Resilience::call_background`]); `paid_by(payer)` pays as
+/// `payer` says ([`Resilience::call_paid`]); both give up at the retry ceiling.
 macro_rules! call_with_refresh {
-    ($self:ident, $tenant:expr, background, $lease:expr, $meaning:expr, |$token:ident| $call:expr) => {{
+    ($self:ident, $tenant:expr, background, $lease:expr, $meaning:expr, |$token:ident| $call:expr) => {
+        call_with_refresh!(
+            $self,
+            $tenant,
+            paid_by($crate::resilience::Payer::Background),
+            $lease,
+            $meaning,
+            |$token| $call
+        )
+    };
+    ($self:ident, $tenant:expr, paid_by($payer:expr), $lease:expr, $meaning:expr, |$token:ident| $call:expr) => {{
         let lease = $lease;
         let give_up_at = $self.resilience.give_up_at(None);
         let first = {
             let $token = &lease.token;
             $self
                 .resilience
-                .call_background(&$tenant.id, give_up_at, || $call)
+                .call_paid(&$tenant.id, give_up_at, $payer, || $call)
                 .await
         };
         let result = match first {
@@ -46,7 +57,7 @@ macro_rules! call_with_refresh {
                 let $token = &fresh.token;
                 $self
                     .resilience
-                    .call_background(&$tenant.id, give_up_at, || $call)
+                    .call_paid(&$tenant.id, give_up_at, $payer, || $call)
                     .await
             }
             other => other,
@@ -85,6 +96,7 @@ mod events;
 mod notification_reads;
 mod notifications;
 mod queue;
+mod queue_worker;
 mod queued_delivery;
 mod refresh_ahead;
 mod revoke;

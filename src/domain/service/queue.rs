@@ -7,15 +7,14 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{
     BatchOp, Credentials, EventService,
+    events::MAX_BATCH_ITEMS,
     events::{batch_event_ids, check_event_ids},
-    queued_delivery::QueuedUpsert,
+    queued_delivery::{QueuedOp, QueuedUpsert},
     store_failure,
     wake::Wake,
 };
@@ -36,6 +35,8 @@ use crate::{
 /// First pause after a transient failure; it doubles per attempt up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The least pause after a delivery the budget had no room for.
+const BUDGET_RETRY_MIN: Duration = Duration::from_millis(100);
 
 /// A queued write calgate accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,56 +240,45 @@ impl QueueService {
             .ok_or(Error::WriteNotFound)
     }
 
-    /// The queue worker, until `shutdown`: delivers the writes due, at once
-    /// when this replica accepts one and every `queue.poll_interval` (retries,
-    /// and writes other replicas accepted).
-    pub async fn work(self: Arc<Self>, tenants: Arc<HashMap<String, Arc<Tenant>>>, shutdown: CancellationToken) {
-        loop {
-            // Drain: a full round means more may be due.
-            while !shutdown.is_cancelled() && self.deliver_round(&tenants).await >= self.round_size() {}
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = self.accepted.woken() => {}
-                () = tokio::time::sleep(self.settings.poll_interval) => {}
-            }
+    /// One request's writes delivered (one alone, several in a batch), each
+    /// then settled or put back for later.
+    pub(super) async fn deliver_request(&self, tenants: &HashMap<String, Arc<Tenant>>, writes: Vec<ClaimedWrite>) {
+        let outcomes = match tenants.get(&writes[0].tenant_id) {
+            // A tenant removed from the config: nobody can deliver for it any more.
+            None => vec![Err(Error::GrantNotFound); writes.len()],
+            Some(tenant) if writes.len() == 1 => vec![self.attempt(tenant, &writes[0]).await],
+            Some(tenant) => self.attempt_batch(tenant, &writes).await,
+        };
+        for (write, outcome) in writes.into_iter().zip(outcomes) {
+            self.finish(write, outcome).await;
         }
     }
 
-    fn round_size(&self) -> usize {
-        self.settings.concurrency as usize * 4
-    }
-
-    /// Claims up to a round of writes due and delivers them, `queue.concurrency`
-    /// at a time. Returns how many were claimed.
-    pub async fn deliver_round(&self, tenants: &HashMap<String, Arc<Tenant>>) -> usize {
-        let claimed = match self
-            .store
-            .claim_writes(self.round_size(), self.claim.as_millis() as i64)
-            .await
-        {
-            Ok(claimed) => claimed,
-            Err(error) => {
-                warn!(%error, "claiming queued writes failed");
-                return 0;
+    /// The requests claimed writes go in: each user's writes in the order
+    /// claimed (one per event), as many to a batch as its tenant's budget allows.
+    pub(super) fn requests(&self, claimed: Vec<ClaimedWrite>) -> Vec<Vec<ClaimedWrite>> {
+        let mut requests: Vec<Vec<ClaimedWrite>> = Vec::new();
+        let mut open: HashMap<(String, String), usize> = HashMap::new();
+        for write in claimed {
+            let largest = self
+                .events
+                .resilience
+                .largest_batch(&write.tenant_id, true, MAX_BATCH_ITEMS);
+            let key = (write.tenant_id.clone(), write.sub.clone());
+            match open.get(&key) {
+                Some(&index) if requests[index].len() < largest => requests[index].push(write),
+                _ => {
+                    open.insert(key, requests.len());
+                    requests.push(vec![write]);
+                }
             }
-        };
-        let count = claimed.len();
-        futures::stream::iter(claimed)
-            .for_each_concurrent(self.settings.concurrency as usize, |write| async move {
-                self.deliver(tenants, write).await;
-            })
-            .await;
-        count
+        }
+        requests
     }
 
-    /// One attempt at one claimed write, and what follows: settled
-    /// (delivered, or failed for good) or due again later.
-    async fn deliver(&self, tenants: &HashMap<String, Arc<Tenant>>, write: ClaimedWrite) {
-        let outcome = match tenants.get(&write.tenant_id) {
-            // A tenant removed from the config: nobody can deliver for it any more.
-            None => Err(Error::GrantNotFound),
-            Some(tenant) => self.attempt(tenant, &write).await,
-        };
+    /// What follows one attempt at a claimed write: settled (delivered, or
+    /// failed for good) or due again later.
+    async fn finish(&self, write: ClaimedWrite, outcome: Result<(), Error>) {
         let failure = match outcome {
             Ok(()) => None,
             Err(error) => Some(WriteFailure::of(&error)),
@@ -297,10 +287,17 @@ impl QueueService {
         let too_old = age_ms >= self.settings.max_age.as_millis() as i64;
         let result = match &failure {
             Some(failure) if failure.is_transient() && !too_old => {
-                let backoff = FIRST_BACKOFF
-                    .saturating_mul(2u32.saturating_pow(write.attempts.min(20)))
-                    .min(MAX_BACKOFF)
-                    .max(failure.retry_after().unwrap_or_default());
+                let backoff = match failure {
+                    // Nothing reached Cronofy: try again when the budget will have room.
+                    WriteFailure::BudgetExhausted { .. } => failure
+                        .retry_after()
+                        .unwrap_or_default()
+                        .clamp(BUDGET_RETRY_MIN, MAX_BACKOFF),
+                    _ => FIRST_BACKOFF
+                        .saturating_mul(2u32.saturating_pow(write.attempts.min(20)))
+                        .min(MAX_BACKOFF)
+                        .max(failure.retry_after().unwrap_or_default()),
+                };
                 let state = self
                     .store
                     .retry_write_later(&write, backoff.as_millis() as i64, failure)
@@ -335,13 +332,43 @@ impl QueueService {
         }
     }
 
+    /// Several writes of one user in one batch request.
+    async fn attempt_batch(&self, tenant: &Arc<Tenant>, writes: &[ClaimedWrite]) -> Vec<Result<(), Error>> {
+        let mut outcomes = vec![Ok(()); writes.len()];
+        let mut ops = Vec::with_capacity(writes.len());
+        let mut sent = Vec::with_capacity(writes.len());
+        for (index, write) in writes.iter().enumerate() {
+            let op = match write.kind {
+                WriteKind::Upsert => match opened(write) {
+                    Ok(upsert) => QueuedOp::Upsert {
+                        calendar_id: &write.calendar_id,
+                        event_id: &write.event_id,
+                        upsert,
+                    },
+                    Err(error) => {
+                        outcomes[index] = Err(error);
+                        continue;
+                    }
+                },
+                WriteKind::Delete => QueuedOp::Delete {
+                    calendar_id: &write.calendar_id,
+                    event_id: &write.event_id,
+                },
+            };
+            ops.push(op);
+            sent.push(index);
+        }
+        let answered = self.events.deliver_batch(tenant, &writes[0].sub, &ops).await;
+        for (outcome, index) in answered.into_iter().zip(sent) {
+            outcomes[index] = outcome;
+        }
+        outcomes
+    }
+
     async fn attempt(&self, tenant: &Arc<Tenant>, write: &ClaimedWrite) -> Result<(), Error> {
         match write.kind {
             WriteKind::Upsert => {
-                // A body no configured key opens (its key was removed) cannot be sent.
-                let body = write.body.as_ref().ok_or(Error::GrantUnreadable)?;
-                let upsert: QueuedUpsert =
-                    serde_json::from_str(body.expose_secret()).map_err(|_| Error::GrantUnreadable)?;
+                let upsert = opened(write)?;
                 self.events
                     .deliver_upsert(tenant, &write.sub, &write.calendar_id, &write.event_id, &upsert)
                     .await
@@ -353,4 +380,11 @@ impl QueueService {
             }
         }
     }
+}
+
+/// A queued upsert's stored body. One no configured key opens (its key was
+/// removed) cannot be sent.
+fn opened(write: &ClaimedWrite) -> Result<QueuedUpsert, Error> {
+    let body = write.body.as_ref().ok_or(Error::GrantUnreadable)?;
+    serde_json::from_str(body.expose_secret()).map_err(|_| Error::GrantUnreadable)
 }

@@ -1,6 +1,7 @@
-//! Delivering a queued write: the same Cronofy call as the immediate one,
-//! from the body stored when it was accepted, inside the background share of
-//! the application's budget (immediate calls keep priority).
+//! Delivering queued writes: the same Cronofy call as the immediate one,
+//! from the body stored when it was accepted — or several writes of one user
+//! in one `/v1/batch` request — paid from what immediate calls leave of the
+//! application's budget ([`crate::resilience::Resilience::admit_queued`]).
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{EventService, credentials::TokenLease};
 use crate::{
-    cronofy::CronofyError,
+    cronofy::{BatchEntry, CronofyError},
     domain::{
         Error, Tenant,
         changes::{EventState, SeenTime},
@@ -16,8 +17,58 @@ use crate::{
         grant::GrantSelector,
         upstream::{self, Call},
     },
-    resilience::GuardError,
+    resilience::{GuardError, Payer},
 };
+
+/// One queued write of a batch delivery.
+#[derive(Debug)]
+pub(super) enum QueuedOp<'a> {
+    /// An upsert, with the body stored when it was accepted.
+    Upsert {
+        calendar_id: &'a str,
+        event_id: &'a str,
+        upsert: QueuedUpsert,
+    },
+    /// A delete.
+    Delete { calendar_id: &'a str, event_id: &'a str },
+}
+
+impl QueuedOp<'_> {
+    fn calendar_id(&self) -> &str {
+        match self {
+            QueuedOp::Upsert { calendar_id, .. } | QueuedOp::Delete { calendar_id, .. } => calendar_id,
+        }
+    }
+
+    /// The call whose errors this write's would be, had it gone alone.
+    fn call(&self) -> Call<'static> {
+        match self {
+            QueuedOp::Upsert { .. } => Call::event("event.", "calendar_id"),
+            QueuedOp::Delete { .. } => Call::event("", "calendar_id"),
+        }
+    }
+
+    /// Its batch entry, after the checks a delivery of its own would make.
+    fn entry(&self, tenant: &Tenant, lease: &TokenLease) -> Result<BatchEntry, Error> {
+        lease.gate.check(self.calendar_id())?;
+        match self {
+            QueuedOp::Upsert {
+                calendar_id,
+                event_id,
+                upsert,
+            } => {
+                if let Some(profile_id) = &upsert.conferencing_profile {
+                    lease.gate.check_conferencing(profile_id)?;
+                }
+                BatchEntry::upsert(calendar_id, &tenant.event_ids.upstream(event_id), &upsert.event)
+                    .map_err(|_| Error::UpstreamRefused("an event could not be encoded"))
+            }
+            QueuedOp::Delete { calendar_id, event_id } => {
+                Ok(BatchEntry::delete(calendar_id, &tenant.event_ids.upstream(event_id)))
+            }
+        }
+    }
+}
 
 /// What delivering a queued upsert needs, stored sealed with it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,7 +128,7 @@ impl EventService {
         call_with_refresh!(
             self,
             tenant,
-            background,
+            paid_by(Payer::Queue { cost: 1 }),
             lease,
             Call::event("event.", "calendar_id"),
             |token| {
@@ -104,7 +155,7 @@ impl EventService {
         call_with_refresh!(
             self,
             tenant,
-            background,
+            paid_by(Payer::Queue { cost: 1 }),
             lease,
             Call::event("", "calendar_id"),
             |token| {
@@ -115,6 +166,85 @@ impl EventService {
         self.remember_event(tenant, sub, calendar_id, event_id, EventState::Deleted)
             .await;
         Ok(())
+    }
+
+    /// Delivers several queued writes of the grant `sub` in one `/v1/batch`
+    /// request, each checked as its own delivery would be; one outcome per
+    /// write, in order. The request counts against the budget as
+    /// [`crate::resilience::Resilience::batch_cost`] says.
+    pub(super) async fn deliver_batch(
+        &self,
+        tenant: &Arc<Tenant>,
+        sub: &str,
+        ops: &[QueuedOp<'_>],
+    ) -> Vec<Result<(), Error>> {
+        let lease = match self
+            .credentials
+            .access_token(tenant, &GrantSelector::Sub(sub.to_owned()), true)
+            .await
+        {
+            Ok(lease) => lease,
+            Err(error) => return vec![Err(error); ops.len()],
+        };
+        let mut outcomes: Vec<Result<(), Error>> = Vec::with_capacity(ops.len());
+        let (mut entries, mut sent) = (Vec::new(), Vec::new());
+        for (index, op) in ops.iter().enumerate() {
+            match op.entry(tenant, &lease) {
+                Ok(entry) => {
+                    entries.push(entry);
+                    sent.push(index);
+                    outcomes.push(Ok(()));
+                }
+                Err(error) => outcomes.push(Err(error)),
+            }
+        }
+        if entries.is_empty() {
+            return outcomes;
+        }
+        let cost = self.resilience.batch_cost(&tenant.id, entries.len());
+        let answered = async {
+            call_with_refresh!(
+                self,
+                tenant,
+                paid_by(Payer::Queue { cost }),
+                lease,
+                Call::other("batch endpoint"),
+                |token| { self.cronofy.batch(&tenant.app.endpoints, token, &entries) }
+            )
+        }
+        .await;
+        let answered = match answered {
+            Ok(answered) => answered,
+            Err(error) => {
+                for index in sent {
+                    outcomes[index] = Err(error.clone());
+                }
+                return outcomes;
+            }
+        };
+        for (answer, index) in answered.into_iter().zip(sent) {
+            let op = &ops[index];
+            outcomes[index] = match answer {
+                Err(error) => Err(upstream::api_error(error, op.call())),
+                Ok(()) => {
+                    let (calendar_id, event_id, written) = match op {
+                        QueuedOp::Upsert {
+                            calendar_id,
+                            event_id,
+                            upsert,
+                        } => (*calendar_id, *event_id, upsert.written()),
+                        QueuedOp::Delete { calendar_id, event_id } => {
+                            (*calendar_id, *event_id, Some(EventState::Deleted))
+                        }
+                    };
+                    if let Some(written) = written {
+                        self.remember_event(tenant, sub, calendar_id, event_id, written).await;
+                    }
+                    Ok(())
+                }
+            };
+        }
+        outcomes
     }
 
     /// A token to write with into the grant's `calendar_id`, if a write may go there now.

@@ -5,6 +5,7 @@
 
 mod budget;
 mod changes;
+mod queue;
 mod revocation;
 
 use std::time::{Duration, Instant};
