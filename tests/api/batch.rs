@@ -210,3 +210,74 @@ async fn a_401_on_the_batch_refreshes_and_retries_it() {
     assert_eq!(app.fake.count(Endpoint::Batch), 2);
     assert_eq!(app.fake.count(Endpoint::Token), 2);
 }
+
+/// With Cronofy's default budget (50 a second: bursts of 5) and each entry
+/// counted, twelve items go in requests of at most five, one after another;
+/// when a later request fails, the items already applied stay applied and
+/// the rest report its error, item by item.
+#[tokio::test]
+async fn a_batch_larger_than_the_budgets_burst_goes_in_parts() {
+    let app = spawn_app_edited(|settings| {
+        settings.tenants[0].rate_limit.per_second = 50;
+        settings.tenants[0].rate_limit.per_minute = 500;
+    })
+    .await;
+    let grant = app.connect(None).await;
+    let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+    let items = |prefix: &str| (0..12).map(|n| upsert(&calendar, &format!("{prefix}-{n}"))).collect();
+    let from = app.fake.requests().len();
+    let answer = app
+        .client
+        .clone()
+        .batch_write_events(app.req(batch(&grant.sub, items("whole"))))
+        .await
+        .expect("batch")
+        .into_inner();
+    assert!(answer.results.iter().all(|status| status.code == 0), "{answer:?}");
+    let sizes: Vec<usize> = app.fake.requests()[from..]
+        .iter()
+        .filter(|request| request.endpoint == Endpoint::Batch)
+        .map(|request| request.event_writes().len())
+        .collect();
+    assert_eq!(sizes, [5, 5, 2]);
+    assert!((0..12).all(|n| app.fake.event(&grant.sub, &calendar, &format!("whole-{n}")).is_some()));
+
+    // The second request fails on every try: the first five stay written.
+    app.fake
+        .inject(Fault::status(Endpoint::Batch, 503).after_calls(1).times(100));
+    let answer = app
+        .client
+        .clone()
+        .batch_write_events(app.req(batch(&grant.sub, items("part"))))
+        .await
+        .expect("the first part was applied")
+        .into_inner();
+    let codes: Vec<i32> = answer.results.iter().map(|status| status.code).collect();
+    assert_eq!(codes[..5], [0; 5]);
+    assert!(
+        codes[5..].iter().all(|code| *code == Code::Unavailable as i32),
+        "{codes:?}"
+    );
+    assert!(app.fake.event(&grant.sub, &calendar, "part-4").is_some());
+    assert!(app.fake.event(&grant.sub, &calendar, "part-5").is_none());
+    app.fake.clear_faults();
+
+    // Counted once per request, the twelve go together.
+    let app = spawn_app_edited(|settings| {
+        settings.tenants[0].rate_limit.per_second = 50;
+        settings.tenants[0].rate_limit.per_minute = 500;
+        settings.tenants[0].count_batch_entries = false;
+    })
+    .await;
+    let grant = app.connect(None).await;
+    let calendar = app.fake.calendar_ids(&grant.sub)[0].clone();
+    app.client
+        .clone()
+        .batch_write_events(app.req(batch(
+            &grant.sub,
+            (0..12).map(|n| upsert(&calendar, &format!("once-{n}"))).collect(),
+        )))
+        .await
+        .expect("batch");
+    assert_eq!(app.fake.count(Endpoint::Batch), 1);
+}

@@ -57,6 +57,8 @@ pub struct Fault {
     pub retry_after: Option<String>,
     /// How many calls it applies to.
     pub times: usize,
+    /// How many calls to pass untouched before it applies.
+    pub skip: usize,
     /// Wait this long before answering.
     pub delay: Option<Duration>,
     /// Process the request first (a token rotates, an event is written), then
@@ -76,6 +78,7 @@ impl Fault {
             body: None,
             retry_after: None,
             times: 1,
+            skip: 0,
             delay: None,
             after_processing: false,
             huge_body: None,
@@ -109,6 +112,12 @@ impl Fault {
     /// Apply to `times` calls.
     pub fn times(mut self, times: usize) -> Fault {
         self.times = times;
+        self
+    }
+
+    /// Let the first `calls` calls through untouched first.
+    pub fn after_calls(mut self, calls: usize) -> Fault {
+        self.skip = calls;
         self
     }
 

@@ -381,6 +381,10 @@ impl State {
             return self.chaos_fault(endpoint);
         };
         let fault = &mut self.faults[index];
+        if fault.skip > 0 {
+            fault.skip -= 1;
+            return None;
+        }
         fault.times -= 1;
         let taken = fault.clone();
         if fault.times == 0 {

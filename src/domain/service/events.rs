@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tracing::warn;
+
 use super::{Credentials, Deadline, credentials::TokenLease, event_records::written_state, store_failure};
 use crate::{
     clock::Clock,
@@ -15,7 +17,7 @@ use crate::{
         reads::{self, Calendar, FreeBusyPeriod},
         upstream::{self, Call},
     },
-    resilience::{GuardError, Resilience},
+    resilience::{GuardError, Payer, Resilience},
     store::Store,
 };
 
@@ -249,7 +251,8 @@ impl EventService {
     }
 
     /// Deletes the events calgate recorded writing for the grant, by id, in
-    /// batches of Cronofy's 50. Each deleted one is recorded at once, so a
+    /// batches of Cronofy's 50 (or the budget's burst, where each entry
+    /// counts: [`crate::resilience::Resilience::largest_batch`]). Each deleted one is recorded at once, so a
     /// failure part-way leaves only the rest for the next attempt. `lease`
     /// serves the first batch; later ones take a fresh one.
     async fn delete_written_events(
@@ -268,7 +271,9 @@ impl EventService {
             .await
             .map_err(|error| store_failure(&tenant.id, "listing the events calgate wrote", &error))?;
         let selector = GrantSelector::Sub(sub.to_owned());
-        for chunk in written.chunks(MAX_BATCH_ITEMS) {
+        let largest = self.resilience.largest_batch(&tenant.id, false, MAX_BATCH_ITEMS);
+        let give_up_at = self.resilience.give_up_at(deadline);
+        for chunk in written.chunks(largest) {
             let entries: Vec<BatchEntry> = chunk
                 .iter()
                 .map(|(calendar_id, event_id)| BatchEntry::delete(calendar_id, &tenant.event_ids.upstream(event_id)))
@@ -277,10 +282,11 @@ impl EventService {
                 Some(lease) => lease,
                 None => self.credentials.access_token(tenant, &selector, true).await?,
             };
+            let cost = self.resilience.batch_cost(&tenant.id, entries.len());
             let outcomes = call_with_refresh!(
                 self,
                 tenant,
-                deadline,
+                paid_by(Payer::Caller { cost }, give_up_at),
                 lease,
                 Call::event("", "calendar_ids"),
                 |token| { self.cronofy.batch(&tenant.app.endpoints, token, &entries) }
@@ -319,8 +325,12 @@ impl EventService {
         .map(|entries| entries.into_iter().map(Calendar::from).collect())
     }
 
-    /// Applies up to 50 writes in one Cronofy call. The outer error means
-    /// nothing was applied; otherwise one result per item, in order.
+    /// Applies up to 50 writes through Cronofy's batch endpoint: one request,
+    /// or — where each entry counts against the budget and the budget's
+    /// burst is smaller ([`crate::resilience::Resilience::largest_batch`]) —
+    /// several, one after another. The outer error means nothing was
+    /// applied (the first request failed); otherwise one result per item, in
+    /// order; items of a later request that failed carry its error.
     pub async fn batch_write(
         &self,
         tenant: &Arc<Tenant>,
@@ -353,9 +363,44 @@ impl EventService {
             }
         }
         let sub = lease.sub.clone();
-        let outcomes = call_with_refresh!(self, tenant, deadline, lease, Call::other("batch endpoint"), |token| {
-            self.cronofy.batch(&tenant.app.endpoints, token, &entries)
-        })?;
+        let largest = self.resilience.largest_batch(&tenant.id, false, MAX_BATCH_ITEMS);
+        let give_up_at = self.resilience.give_up_at(deadline);
+        let mut outcomes: Vec<Result<(), Error>> = Vec::with_capacity(entries.len());
+        let mut lease = Some(lease);
+        for part in entries.chunks(largest) {
+            let lease = match lease.take() {
+                Some(lease) => lease,
+                None => self.credentials.access_token(tenant, selector, true).await?,
+            };
+            let cost = self.resilience.batch_cost(&tenant.id, part.len());
+            let answered = call_with_refresh!(
+                self,
+                tenant,
+                paid_by(Payer::Caller { cost }, give_up_at),
+                lease,
+                Call::other("batch endpoint"),
+                |token| { self.cronofy.batch(&tenant.app.endpoints, token, part) }
+            );
+            match answered {
+                Ok(answered) => {
+                    for answer in answered {
+                        let index = outcomes.len();
+                        outcomes.push(answer.map_err(|error| {
+                            let (event_prefix, calendar_field) = ops[index].paths(index);
+                            upstream::api_error(error, Call::event(&event_prefix, &calendar_field))
+                        }));
+                    }
+                }
+                // Nothing was applied.
+                Err(error) if outcomes.is_empty() => return Err(error),
+                Err(error) => {
+                    // Earlier requests were applied: the rest fail, each with this error.
+                    warn!(tenant = %tenant.id, %error, "a later request of a batch failed");
+                    outcomes.resize(entries.len(), Err(error));
+                    break;
+                }
+            }
+        }
         for (outcome, op) in outcomes.iter().zip(ops) {
             if outcome.is_err() {
                 continue;
@@ -372,17 +417,7 @@ impl EventService {
                 }
             }
         }
-        Ok(outcomes
-            .into_iter()
-            .zip(ops)
-            .enumerate()
-            .map(|(index, (outcome, op))| {
-                outcome.map_err(|error| {
-                    let (event_prefix, calendar_field) = op.paths(index);
-                    upstream::api_error(error, Call::event(&event_prefix, &calendar_field))
-                })
-            })
-            .collect())
+        Ok(outcomes)
     }
 
     /// The user's free/busy periods between two dates, every page followed.

@@ -28,22 +28,23 @@ pub type Deadline = Option<Instant>;
 /// Makes a guarded Cronofy API call with a lease's token; on 401, refreshes
 /// once and repeats it. Maps the final failure to a domain error.
 /// `background` in place of the deadline pays from background work's share
-/// of the budget ([`Resilience::call_background`]); `paid_by(payer)` pays as
-/// `payer` says ([`Resilience::call_paid`]); both give up at the retry ceiling.
+/// of the budget ([`Resilience::call_background`]) and gives up at the retry
+/// ceiling; `paid_by(payer, give_up_at)` pays as `payer` says
+/// ([`Resilience::call_paid`]).
 macro_rules! call_with_refresh {
     ($self:ident, $tenant:expr, background, $lease:expr, $meaning:expr, |$token:ident| $call:expr) => {
         call_with_refresh!(
             $self,
             $tenant,
-            paid_by($crate::resilience::Payer::Background),
+            paid_by($crate::resilience::Payer::Background, $self.resilience.give_up_at(None)),
             $lease,
             $meaning,
             |$token| $call
         )
     };
-    ($self:ident, $tenant:expr, paid_by($payer:expr), $lease:expr, $meaning:expr, |$token:ident| $call:expr) => {{
+    ($self:ident, $tenant:expr, paid_by($payer:expr, $give_up_at:expr), $lease:expr, $meaning:expr, |$token:ident| $call:expr) => {{
         let lease = $lease;
-        let give_up_at = $self.resilience.give_up_at(None);
+        let give_up_at = $give_up_at;
         let first = {
             let $token = &lease.token;
             $self

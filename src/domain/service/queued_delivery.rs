@@ -128,7 +128,7 @@ impl EventService {
         call_with_refresh!(
             self,
             tenant,
-            paid_by(Payer::Queue { cost: 1 }),
+            paid_by(Payer::Queue { cost: 1 }, self.resilience.give_up_at(None)),
             lease,
             Call::event("event.", "calendar_id"),
             |token| {
@@ -155,7 +155,7 @@ impl EventService {
         call_with_refresh!(
             self,
             tenant,
-            paid_by(Payer::Queue { cost: 1 }),
+            paid_by(Payer::Queue { cost: 1 }, self.resilience.give_up_at(None)),
             lease,
             Call::event("", "calendar_id"),
             |token| {
@@ -206,7 +206,7 @@ impl EventService {
             call_with_refresh!(
                 self,
                 tenant,
-                paid_by(Payer::Queue { cost }),
+                paid_by(Payer::Queue { cost }, self.resilience.give_up_at(None)),
                 lease,
                 Call::other("batch endpoint"),
                 |token| { self.cronofy.batch(&tenant.app.endpoints, token, &entries) }
