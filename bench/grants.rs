@@ -74,7 +74,22 @@ pub async fn seed_expiring(
     let grants = (0..count)
         .map(|n| (format!("user-{n}"), bench.connect(), expires_at(n)))
         .collect();
-    store_grants(store, grants).await
+    store_grants(store, TENANT, grants).await
+}
+
+/// Connects `count` accounts in the fake and stores their grants for `tenant`, bound to `{prefix}-{n}`.
+pub async fn seed_for_tenant(
+    bench: &Bench,
+    store: &Store,
+    tenant: &str,
+    prefix: &str,
+    count: usize,
+) -> anyhow::Result<Vec<Seeded>> {
+    let expires_at = OffsetDateTime::now_utc() + time::Duration::hours(20);
+    let grants = (0..count)
+        .map(|n| (format!("{prefix}-{n}"), bench.connect(), expires_at))
+        .collect();
+    store_grants(store, tenant, grants).await
 }
 
 /// Stores a grant for each (user_ref, account), 16 at a time.
@@ -87,12 +102,13 @@ pub async fn seed_accounts(
         .into_iter()
         .map(|(user_ref, account)| (user_ref, account, expires_at))
         .collect();
-    store_grants(store, grants).await
+    store_grants(store, TENANT, grants).await
 }
 
-/// Stores a grant for each (user_ref, account, access token expiry), 16 at a time.
+/// Stores a grant of `tenant` for each (user_ref, account, access token expiry), 16 at a time.
 async fn store_grants(
     store: &Store,
+    tenant: &str,
     grants: Vec<(String, ConnectedAccount, OffsetDateTime)>,
 ) -> anyhow::Result<Vec<Seeded>> {
     stream::iter(grants)
@@ -100,7 +116,7 @@ async fn store_grants(
             let grant = new_grant(&account, &user_ref, expires_at, false);
             store
                 .save_grant(
-                    TENANT,
+                    tenant,
                     &grant,
                     Some(&user_ref),
                     &calgate::domain::audit::Actor::operator(),

@@ -14,6 +14,7 @@ mod h2load;
 mod harness;
 mod passthrough;
 mod peaks;
+mod queue;
 mod report;
 mod scenarios;
 mod setup;

@@ -75,6 +75,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         outcome?;
     }
+    if wants("queue") {
+        let backends = Backend::all(&args, &bench, "queue").await?;
+        let stores: Vec<(&'static str, String)> = backends
+            .iter()
+            .filter(|b| args.queue_stores.iter().any(|s| s == b.label))
+            .map(|b| (b.label, b.url.clone()))
+            .collect();
+        let load = if args.quick {
+            crate::queue::Load {
+                writes: 300,
+                outage: Duration::from_secs(10),
+            }
+        } else {
+            crate::queue::Load {
+                writes: args.queue_writes,
+                outage: Duration::from_secs(args.queue_outage),
+            }
+        };
+        let outcome = crate::queue::run(&bench, &mut report, &load, &stores).await;
+        for backend in &backends {
+            backend.drop_database().await;
+        }
+        outcome?;
+    }
     std::fs::write(bench.dir.join("report.md"), report.text())?;
     anyhow::ensure!(
         report.failures.is_empty(),

@@ -40,11 +40,20 @@ pub struct RunArgs {
     /// Refresh-ahead cases to run: steady, outage.
     #[arg(long, value_delimiter = ',', default_value = "steady,outage")]
     pub(crate) ahead_cases: Vec<String>,
-    /// Scenarios to run: throughput, startup, grants, expiry, changes, ahead.
+    /// Queued writes in the queue scenario's burst.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) queue_writes: usize,
+    /// Seconds Cronofy fails every write from the queue scenario's start.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) queue_outage: u64,
+    /// Stores the queue scenario runs on: sqlite, postgres (two runs side by side may each take one).
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    pub(crate) queue_stores: Vec<String>,
+    /// Scenarios to run: throughput, startup, grants, expiry, changes, ahead, queue.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,startup,grants,expiry,changes,ahead"
+        default_value = "throughput,startup,grants,expiry,changes,ahead,queue"
     )]
     pub(crate) only: Vec<String>,
     /// The calgate binary (default: the one built beside this harness).

@@ -8,7 +8,12 @@ use std::collections::HashMap;
 use secrecy::SecretString;
 
 use super::{
-    BeginWrite, Store, StoreError, changes::write_payload, crypto::Binding, in_transaction::InTransaction, with_pool,
+    BeginWrite, Store, StoreError,
+    changes::write_payload,
+    claim_order::{self, ClaimRoom, Due},
+    crypto::Binding,
+    in_transaction::InTransaction,
+    with_pool,
 };
 use crate::domain::write_queue::{WriteFailure, WriteKind, WriteRecord, WriteSettled, WriteState};
 
@@ -85,7 +90,7 @@ const COLUMNS: &str = "write_id, tenant_id, sub, user_ref, calendar_id, event_id
 
 /// The oldest QUEUED write of each event that is due and not being
 /// delivered: ($1 now ms, $2 limit).
-const DUE: &str = "SELECT w.write_id, w.tenant_id FROM queued_writes w \
+const DUE: &str = "SELECT w.write_id, w.tenant_id, w.sub FROM queued_writes w \
      WHERE w.state = 'queued' AND w.next_attempt_at <= $1 AND (w.claimed_until IS NULL OR w.claimed_until < $1) \
      AND NOT EXISTS (SELECT 1 FROM queued_writes o WHERE o.tenant_id = w.tenant_id AND o.sub = w.sub \
        AND o.calendar_id = w.calendar_id AND o.event_id = w.event_id AND o.state = 'queued' \
@@ -186,18 +191,18 @@ impl Store {
 
     /// Claims up to `limit` writes due for one delivery attempt each, for
     /// `claim_ms`: the oldest QUEUED write of each event no replica is
-    /// delivering, taken from the tenants in turn (a tenant with a long queue
-    /// does not hold the others back), at most `room[tenant]` of a tenant's
-    /// (a tenant not in `room` has no such limit). Their bodies are opened.
+    /// delivering, taken from the tenants in turn, each turn one user's
+    /// writes together, within each tenant's `rooms` entry
+    /// ([`claim_order::pick`]). Their bodies are opened.
     pub async fn claim_writes(
         &self,
         limit: usize,
         claim_ms: i64,
-        room: &HashMap<String, usize>,
+        rooms: &HashMap<String, ClaimRoom>,
     ) -> Result<Vec<ClaimedWrite>, StoreError> {
         let (_, now_ms) = self.now();
         let claim = hex::encode(rand::random::<[u8; 16]>());
-        let candidates: Vec<(String, String)> = with_pool!(self, pool => {
+        let candidates: Vec<(String, String, String)> = with_pool!(self, pool => {
             sqlx::query_as(DUE)
                 .bind(now_ms)
                 .bind(i64::try_from(limit.saturating_mul(8)).unwrap_or(i64::MAX))
@@ -205,16 +210,11 @@ impl Store {
                 .await?
         });
         let mut picked = Vec::new();
-        let mut taken: HashMap<String, usize> = HashMap::new();
-        let within_room = candidates
+        let due = candidates
             .into_iter()
-            .filter(|(_, tenant)| {
-                let count = taken.entry(tenant.clone()).or_default();
-                *count += 1;
-                room.get(tenant).is_none_or(|room| *count <= *room)
-            })
+            .map(|(write_id, tenant, sub)| Due { write_id, tenant, sub })
             .collect();
-        for write_id in in_turn(within_room).into_iter().take(limit) {
+        for write_id in claim_order::pick(due, rooms, limit) {
             let claimed = with_pool!(self, pool => {
                 sqlx::query(
                     "UPDATE queued_writes SET claim = $1, claimed_until = $2 WHERE write_id = $3 \
@@ -436,45 +436,5 @@ impl Store {
                 .await?
                 .rows_affected()
         }))
-    }
-}
-
-/// Write ids taken from each tenant in turn, each tenant's in their order.
-fn in_turn(candidates: Vec<(String, String)>) -> Vec<String> {
-    let mut by_tenant: Vec<(String, std::collections::VecDeque<String>)> = Vec::new();
-    for (write_id, tenant) in candidates {
-        match by_tenant.iter_mut().find(|(t, _)| *t == tenant) {
-            Some((_, queue)) => queue.push_back(write_id),
-            None => by_tenant.push((tenant, std::collections::VecDeque::from([write_id]))),
-        }
-    }
-    let mut ordered = Vec::new();
-    while by_tenant.iter().any(|(_, queue)| !queue.is_empty()) {
-        for (_, queue) in &mut by_tenant {
-            if let Some(write_id) = queue.pop_front() {
-                ordered.push(write_id);
-            }
-        }
-    }
-    ordered
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tenants_take_turns() {
-        let candidates = [
-            ("a1", "a"),
-            ("a2", "a"),
-            ("a3", "a"),
-            ("b1", "b"),
-            ("c1", "c"),
-            ("b2", "b"),
-        ]
-        .map(|(w, t)| (w.to_owned(), t.to_owned()))
-        .to_vec();
-        assert_eq!(in_turn(candidates), ["a1", "b1", "c1", "a2", "b2", "a3"]);
     }
 }

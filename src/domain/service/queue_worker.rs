@@ -15,7 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{QueueService, events::MAX_BATCH_ITEMS};
-use crate::{domain::Tenant, store::ClaimedWrite};
+use crate::{
+    domain::Tenant,
+    store::{ClaimRoom, ClaimedWrite},
+};
 
 /// How long a worker told to stop lets the attempts under way end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -62,13 +65,18 @@ impl Places {
         self.waiting.remove(index)
     }
 
-    /// How many writes each tenant may claim now: `largest` for each place it could still take.
-    fn room(&self, tenants: impl Iterator<Item = (String, usize)>) -> HashMap<String, usize> {
+    /// What each tenant may claim now: `largest` writes (one request) for
+    /// each place it could still take, a user's writes together.
+    fn rooms(&self, tenants: impl Iterator<Item = (String, usize)>) -> HashMap<String, ClaimRoom> {
         tenants
             .map(|(tenant, largest)| {
                 let held = self.running_of.get(&tenant).copied().unwrap_or_default()
                     + self.waiting.iter().filter(|r| r[0].tenant_id == tenant).count();
-                (tenant, self.per_tenant.saturating_sub(held) * largest)
+                let room = ClaimRoom {
+                    writes: self.per_tenant.saturating_sub(held) * largest,
+                    per_user: largest,
+                };
+                (tenant, room)
             })
             .collect()
     }
@@ -111,10 +119,10 @@ impl QueueService {
                     break;
                 }
                 let largest = |tenant: &str| self.events.resilience.largest_batch(tenant, true, MAX_BATCH_ITEMS);
-                let room = places.room(tenants.keys().map(|tenant| (tenant.clone(), largest(tenant))));
+                let rooms = places.rooms(tenants.keys().map(|tenant| (tenant.clone(), largest(tenant))));
                 let limit =
                     (places.total - places.running.len()) * tenants.keys().map(|t| largest(t)).max().unwrap_or(1);
-                let claimed = self.claim(limit, &room).await;
+                let claimed = self.claim(limit, &rooms).await;
                 if claimed.is_empty() {
                     idle = true;
                     break;
@@ -141,10 +149,10 @@ impl QueueService {
     }
 
     /// Claims up to `limit` writes due; none when the store fails (logged).
-    async fn claim(&self, limit: usize, room: &HashMap<String, usize>) -> Vec<ClaimedWrite> {
+    async fn claim(&self, limit: usize, rooms: &HashMap<String, ClaimRoom>) -> Vec<ClaimedWrite> {
         match self
             .store
-            .claim_writes(limit, self.claim.as_millis() as i64, room)
+            .claim_writes(limit, self.claim.as_millis() as i64, rooms)
             .await
         {
             Ok(claimed) => claimed,
