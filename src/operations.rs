@@ -60,6 +60,7 @@ pub async fn rekey(settings: Settings) -> anyhow::Result<()> {
         json!({
             "key_id": current,
             "grants_rekeyed": progress.total(),
+            "queued_writes_rekeyed": progress.queued_writes,
             "spilled_pairs_rekeyed": progress.spilled,
             "audit_key_rekeyed": progress.audit_key,
             "remaining_under_other_keys": remaining,

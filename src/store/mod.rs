@@ -23,6 +23,7 @@ mod queued_writes;
 mod refresh_ahead;
 mod refresh_marks;
 mod rekey;
+mod rekey_queued;
 mod revocations;
 mod shared;
 mod spill;

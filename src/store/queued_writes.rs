@@ -98,7 +98,8 @@ const DUE: &str = "SELECT w.write_id, w.tenant_id, w.sub FROM queued_writes w \
        OR o.accepted_at < w.accepted_at OR (o.accepted_at = w.accepted_at AND o.write_id < w.write_id))) \
      ORDER BY w.next_attempt_at, w.accepted_at LIMIT $2";
 
-fn binding<'a>(tenant: &'a str, bound: &'a str) -> Binding<'a> {
+/// What a queued write's sealed event is bound to: its tenant, and `sub/write_id`.
+pub(super) fn body_binding<'a>(tenant: &'a str, bound: &'a str) -> Binding<'a> {
     Binding {
         tenant,
         sub: bound,
@@ -117,7 +118,7 @@ impl Store {
         let sealed = new.body.map(|body| {
             (
                 self.cipher().current_key_id().to_owned(),
-                self.cipher().seal(body, &binding(new.tenant, &bound)),
+                self.cipher().seal(body, &body_binding(new.tenant, &bound)),
             )
         });
         let (key_id, body) = sealed.unzip();
@@ -245,7 +246,10 @@ impl Store {
         for row in rows {
             let bound = format!("{}/{}", row.sub, row.write_id);
             let body = match (&row.key_id, &row.body) {
-                (Some(key_id), Some(blob)) => self.cipher().open(key_id, blob, &binding(&row.tenant_id, &bound)).ok(),
+                (Some(key_id), Some(blob)) => self
+                    .cipher()
+                    .open(key_id, blob, &body_binding(&row.tenant_id, &bound))
+                    .ok(),
                 _ => None,
             };
             claimed.push(ClaimedWrite {

@@ -1,6 +1,6 @@
 //! Key rotation to completion (`calgate rekey`): every ciphertext the store
-//! holds — grants' tokens whatever their status, the audit pseudonym key, the
-//! spill directory's pairs — re-sealed under the first configured key, while
+//! holds — grants' tokens whatever their status, queued writes' events
+//! (`rekey_queued.rs`), the audit pseudonym key, the spill directory's pairs — re-sealed under the first configured key, while
 //! replicas keep serving.
 //!
 //! A grant is rewritten by compare-and-swap on its version and key, and its
@@ -38,6 +38,8 @@ pub struct RekeyProgress {
     pub spilled: u64,
     /// Whether the audit pseudonym key was re-sealed.
     pub audit_key: bool,
+    /// Queued writes' events re-sealed.
+    pub queued_writes: u64,
 }
 
 impl RekeyProgress {
@@ -72,7 +74,8 @@ impl Store {
     }
 
     /// Ciphertexts still sealed under another key than the current one:
-    /// grants and the audit key (the spill directory is the replica's own).
+    /// grants, queued writes' events and the audit key (the spill directory
+    /// is the replica's own).
     pub async fn count_under_old_keys(&self) -> Result<i64, StoreError> {
         let current = self.cipher().current_key_id();
         Ok(with_pool!(self, pool => {
@@ -84,7 +87,12 @@ impl Store {
                 .bind(current)
                 .fetch_one(pool)
                 .await?;
-            grants + keys
+            let queued: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM queued_writes WHERE body IS NOT NULL AND key_id <> $1")
+                    .bind(current)
+                    .fetch_one(pool)
+                    .await?;
+            grants + keys + queued
         }))
     }
 
@@ -100,6 +108,7 @@ impl Store {
                 break;
             }
         }
+        self.rekey_queued_writes(&mut progress).await?;
         progress.audit_key = self.rekey_audit_key().await?;
         progress.spilled = self.rekey_spilled();
         report(&progress);

@@ -345,3 +345,52 @@ async fn rekey_killed_half_way_loses_nothing_on_postgres() {
     let Some(pg) = PgTestDb::create().await else { return };
     rekey_killed_half_way(Some(&pg)).await;
 }
+
+/// A queued write accepted under k1 is re-sealed by the rekey: once k1 is
+/// removed it is still delivered, not failed as unreadable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_re_seals_queued_writes() {
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let binary = start(&fake, &work, None, &["k1"], |_| {}).await;
+    let ada = binary.connect("ada").await;
+    let calendar = fake.calendar_ids(&ada.sub)[0].clone();
+    crate::queue::outage(&fake);
+    let mut ids = Vec::new();
+    for id in ["first", "second"] {
+        let accepted = binary
+            .client
+            .clone()
+            .upsert_event(crate::queue::queued_upsert(&ada.sub, &calendar, id, id))
+            .await
+            .expect("queued")
+            .into_inner();
+        ids.push(accepted.write_id);
+    }
+    drop(binary);
+
+    let rotating = config(&fake, &work, None, &["k2", "k1"]);
+    let ran = calgate_ok(&["rekey", "--config", &rotating]).await;
+    let summary = &ran.lines()[0];
+    assert_eq!(summary["queued_writes_rekeyed"], 2, "{summary}");
+    assert_eq!(summary["remaining_under_other_keys"], 0, "{summary}");
+
+    fake.clear_faults();
+    let binary = start(&fake, &work, None, &["k2"], |_| {}).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    for id in &ids {
+        loop {
+            let write = crate::queue::get_write(&binary, ACME_KEY, id).await.expect("get");
+            if write.state() != pb::WriteState::Queued {
+                assert_eq!(write.state(), pb::WriteState::Delivered, "{write:?}");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never delivered");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(
+        fake.event(&ada.sub, &calendar, "second").expect("delivered")["summary"],
+        "second"
+    );
+}
