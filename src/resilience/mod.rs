@@ -77,6 +77,18 @@ impl TenantGuards {
         }
     }
 
+    /// The breaker's permission for one attempt: a guard that, dropped
+    /// before the outcome is recorded (deadline, reset, refused budget),
+    /// hands a probe back instead of wedging the breaker. Err: how long the
+    /// breaker stays open.
+    async fn pass_breaker(&self) -> Result<ProbeGuard<'_>, Duration> {
+        let admission = self.allow().await?;
+        Ok(ProbeGuard {
+            guards: self,
+            armed: admission == Admission::Probe,
+        })
+    }
+
     fn release_probe(&self) {
         match self {
             TenantGuards::Local { breaker, .. } => breaker.release_probe(),
@@ -316,16 +328,10 @@ impl Resilience {
             // Tenants are fixed at start-up; an unknown one is a programming error, not the caller's.
             return Err(GuardError::Upstream(CronofyError::Transport { kind: "unknown tenant" }));
         };
-        let admission = guards
-            .allow()
+        let probe = guards
+            .pass_breaker()
             .await
             .map_err(|retry_after| GuardError::CircuitOpen { retry_after })?;
-        // Until the outcome is recorded, dropping this ticket (deadline, reset,
-        // refused budget) hands a probe back instead of wedging the breaker.
-        let probe = ProbeGuard {
-            guards,
-            armed: admission == Admission::Probe,
-        };
         let application = self.applications.get(tenant).map_or("", String::as_str);
         let _waiting = Waiting(self.background.get(tenant).map(|share| {
             share.callers_waiting.fetch_add(1, Ordering::SeqCst);
@@ -382,11 +388,7 @@ impl Resilience {
         if share.callers_waiting.load(Ordering::SeqCst) > 0 {
             return Err(BackgroundRefusal::CallersWaiting);
         }
-        let admission = guards.allow().await.map_err(BackgroundRefusal::CircuitOpen)?;
-        let probe = ProbeGuard {
-            guards,
-            armed: admission == Admission::Probe,
-        };
+        let probe = guards.pass_breaker().await.map_err(BackgroundRefusal::CircuitOpen)?;
         guards
             .acquire(1, Instant::now())
             .await

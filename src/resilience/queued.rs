@@ -10,7 +10,7 @@ use std::{sync::atomic::Ordering, time::Duration};
 
 use tokio::time::Instant;
 
-use super::{Admission, GuardError, ProbeGuard, Resilience, Ticket, fair};
+use super::{GuardError, Resilience, Ticket, fair};
 use crate::{cronofy::CronofyError, telemetry::metrics::METRICS};
 
 /// The queued deliveries' place in the callers' fair queue: one turn in each
@@ -77,14 +77,10 @@ impl Resilience {
             let wait = match paused {
                 Some(until) => until - Instant::now(),
                 None => {
-                    let admission = guards
-                        .allow()
+                    let probe = guards
+                        .pass_breaker()
                         .await
                         .map_err(|retry_after| GuardError::CircuitOpen { retry_after })?;
-                    let probe = ProbeGuard {
-                        guards,
-                        armed: admission == Admission::Probe,
-                    };
                     if callers.is_idle() && share.callers_waiting.load(Ordering::SeqCst) == 0 {
                         match guards.try_now(cost, keep).await {
                             Ok(()) => {
