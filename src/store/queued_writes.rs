@@ -319,12 +319,14 @@ impl Store {
     /// same event was accepted meanwhile (it could not supersede this one
     /// while it was being delivered), this one settles SUPERSEDED now, with
     /// its change; otherwise it is due again in `after_ms`, keeping `failure`
-    /// as its last error. Returns the state it is in.
+    /// as its last error. `attempted`: the attempt reached for Cronofy (a
+    /// refusal of the budget does not count in `attempts`). Returns the state it is in.
     pub async fn retry_write_later(
         &self,
         write: &ClaimedWrite,
         after_ms: i64,
         failure: &WriteFailure,
+        attempted: bool,
     ) -> Result<WriteState, StoreError> {
         let (_, now_ms) = self.now();
         let (state, seq) = with_pool!(self, pool => {
@@ -344,13 +346,13 @@ impl Store {
             let (state, update) = match &newest {
                 Some(_) => (
                     WriteState::Superseded,
-                    "UPDATE queued_writes SET state = 'superseded', settled_at = $1, superseded_by = $2, attempts = attempts + 1, \
+                    "UPDATE queued_writes SET state = 'superseded', settled_at = $1, superseded_by = $2, attempts = attempts + $6, \
                      error = $3, body = NULL, key_id = NULL, claim = NULL, claimed_until = NULL \
                      WHERE write_id = $4 AND claim = $5 AND state = 'queued'",
                 ),
                 None => (
                     WriteState::Queued,
-                    "UPDATE queued_writes SET next_attempt_at = $1 + $6, superseded_by = $2, attempts = attempts + 1, \
+                    "UPDATE queued_writes SET next_attempt_at = $1 + $7, superseded_by = $2, attempts = attempts + $6, \
                      error = $3, claim = NULL, claimed_until = NULL WHERE write_id = $4 AND claim = $5 AND state = 'queued'",
                 ),
             };
@@ -359,7 +361,8 @@ impl Store {
                 .bind(&newest)
                 .bind(failure.to_stored())
                 .bind(&write.write_id)
-                .bind(&write.claim);
+                .bind(&write.claim)
+                .bind(i64::from(attempted));
             if newest.is_none() {
                 query = query.bind(after_ms);
             }

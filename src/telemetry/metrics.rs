@@ -38,6 +38,7 @@ const QUEUED_WRITE_OUTCOMES: &[&str] = &[
     "refused_full",
     "delivered",
     "retried",
+    "waited_for_budget",
     "failed",
     "superseded",
 ];
@@ -97,6 +98,7 @@ pub struct Metrics {
     pub erasures: Family<OutcomeLabel, Counter>,
     /// Queued writes by outcome: `accepted`, `refused_full` (QUEUE_FULL),
     /// `delivered`, `retried` (a transient failure; due again later),
+    /// `waited_for_budget` (the budget had no room yet; not an attempt),
     /// `failed`, `superseded`.
     pub queued_writes: Family<OutcomeLabel, Counter>,
     /// Queued writes waiting, per tenant (counted at scrape time).
@@ -265,7 +267,7 @@ impl Metrics {
         let queued_writes = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "queued_writes",
-            "Queued writes by outcome (accepted, refused_full, delivered, retried, failed, superseded)",
+            "Queued writes by outcome (accepted, refused_full, delivered, retried, waited_for_budget, failed, superseded)",
             queued_writes.clone(),
         );
         let queue_depth = Family::<TenantLabel, Gauge>::default();

@@ -298,15 +298,16 @@ impl QueueService {
                         .min(MAX_BACKOFF)
                         .max(failure.retry_after().unwrap_or_default()),
                 };
+                let attempted = !matches!(failure, WriteFailure::BudgetExhausted { .. });
                 let state = self
                     .store
-                    .retry_write_later(&write, backoff.as_millis() as i64, failure)
+                    .retry_write_later(&write, backoff.as_millis() as i64, failure, attempted)
                     .await;
                 if let Ok(state) = state {
-                    METRICS.queued_write(if state == WriteState::Superseded {
-                        "superseded"
-                    } else {
-                        "retried"
+                    METRICS.queued_write(match state {
+                        WriteState::Superseded => "superseded",
+                        _ if attempted => "retried",
+                        _ => "waited_for_budget",
                     });
                 }
                 state.map(|_| true)
