@@ -22,6 +22,18 @@ pub struct ClaimRoom {
     pub per_user: usize,
 }
 
+/// One user's writes a claim takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PickedUser {
+    pub(super) tenant: String,
+    pub(super) sub: String,
+    /// Taken from the writes due that were looked at.
+    pub(super) write_ids: Vec<String>,
+    /// How many more of this user's due writes the claim could take (its
+    /// `per_user` not reached, room left): the store looks for them.
+    pub(super) more: usize,
+}
+
 /// A tenant not in the claim's rooms (one removed from the config): its
 /// writes are claimed one at a time, to be settled.
 const UNLISTED: ClaimRoom = ClaimRoom {
@@ -32,8 +44,9 @@ const UNLISTED: ClaimRoom = ClaimRoom {
 /// One user's due writes: (sub, write ids).
 type UserWrites = (String, Vec<String>);
 
-/// The write ids to claim from `due` (oldest first), at most `limit`.
-pub(super) fn pick(due: Vec<Due>, rooms: &HashMap<String, ClaimRoom>, limit: usize) -> Vec<String> {
+/// The users whose writes to claim from `due` (oldest first), at most
+/// `limit` writes in all, in delivery order.
+pub(super) fn pick(due: Vec<Due>, rooms: &HashMap<String, ClaimRoom>, limit: usize) -> Vec<PickedUser> {
     // Each tenant's users in the order their oldest write came due, each with its writes.
     let mut tenants: Vec<(String, VecDeque<UserWrites>)> = Vec::new();
     for write in due {
@@ -54,24 +67,46 @@ pub(super) fn pick(due: Vec<Due>, rooms: &HashMap<String, ClaimRoom>, limit: usi
         .iter()
         .map(|(tenant, _)| rooms.get(tenant).copied().unwrap_or(UNLISTED).writes)
         .collect();
-    let mut picked = Vec::new();
+    let mut picked: Vec<(usize, PickedUser)> = Vec::new();
+    let mut count = 0;
     loop {
         let mut took_any = false;
-        for ((tenant, users), left) in tenants.iter_mut().zip(&mut left) {
-            if *left == 0 || picked.len() >= limit {
+        for (index, ((tenant, users), left)) in tenants.iter_mut().zip(&mut left).enumerate() {
+            if *left == 0 || count >= limit {
                 continue;
             }
-            let Some((_, writes)) = users.pop_front() else { continue };
+            let Some((sub, writes)) = users.pop_front() else {
+                continue;
+            };
             let per_user = rooms.get(tenant).copied().unwrap_or(UNLISTED).per_user.max(1);
-            let take = writes.len().min(per_user).min(*left).min(limit - picked.len());
-            picked.extend(writes.into_iter().take(take));
+            let take = writes.len().min(per_user).min(*left).min(limit - count);
             *left -= take;
+            count += take;
+            let user = PickedUser {
+                tenant: tenant.clone(),
+                sub,
+                write_ids: writes.into_iter().take(take).collect(),
+                more: 0,
+            };
+            picked.push((index, user));
             took_any = true;
         }
         if !took_any {
-            return picked;
+            break;
         }
     }
+    // What room is left goes to the users picked, first come first served.
+    for (index, user) in &mut picked {
+        let per_user = rooms.get(&user.tenant).copied().unwrap_or(UNLISTED).per_user.max(1);
+        let more = per_user
+            .saturating_sub(user.write_ids.len())
+            .min(left[*index])
+            .min(limit - count);
+        user.more = more;
+        left[*index] -= more;
+        count += more;
+    }
+    picked.into_iter().map(|(_, user)| user).collect()
 }
 
 #[cfg(test)]
@@ -92,6 +127,11 @@ mod tests {
         ClaimRoom { writes, per_user }
     }
 
+    /// The write ids picked, in order.
+    fn ids(picked: Vec<PickedUser>) -> Vec<String> {
+        picked.into_iter().flat_map(|user| user.write_ids).collect()
+    }
+
     #[test]
     fn tenants_take_turns_and_a_users_writes_go_together() {
         let writes = due(&[
@@ -105,18 +145,29 @@ mod tests {
         ]);
         let rooms = HashMap::from([("a".to_owned(), room(100, 2)), ("b".to_owned(), room(100, 5))]);
         assert_eq!(
-            pick(writes.clone(), &rooms, 100),
+            ids(pick(writes.clone(), &rooms, 100)),
             ["a1", "a3", "b1", "a2", "a5", "b2"],
             "ada's first two, then cy's, bob's two, di's; ada's third waits for the next claim"
         );
-        assert_eq!(pick(writes.clone(), &rooms, 3), ["a1", "a3", "b1"]);
+        assert_eq!(ids(pick(writes.clone(), &rooms, 3)), ["a1", "a3", "b1"]);
         let tight = HashMap::from([("a".to_owned(), room(1, 5)), ("b".to_owned(), room(0, 5))]);
-        assert_eq!(pick(writes, &tight, 100), ["a1"], "within each tenant's room");
+        assert_eq!(ids(pick(writes, &tight, 100)), ["a1"], "within each tenant's room");
     }
 
     #[test]
     fn a_tenant_no_longer_configured_is_claimed_one_write_at_a_time() {
         let writes = due(&[("x1", "gone", "ada"), ("x2", "gone", "ada")]);
-        assert_eq!(pick(writes, &HashMap::new(), 10), ["x1"], "x2 in the next claim");
+        assert_eq!(ids(pick(writes, &HashMap::new(), 10)), ["x1"], "x2 in the next claim");
+    }
+
+    #[test]
+    fn room_left_goes_to_the_users_picked_so_their_batches_fill() {
+        // The oldest writes due are of three users, one each.
+        let writes = due(&[("a1", "a", "ada"), ("a2", "a", "bob"), ("b1", "b", "cy")]);
+        let rooms = HashMap::from([("a".to_owned(), room(7, 5)), ("b".to_owned(), room(100, 5))]);
+        let picked = pick(writes, &rooms, 12);
+        let more: Vec<(&str, usize)> = picked.iter().map(|u| (u.sub.as_str(), u.more)).collect();
+        // ada may take 4 more, bob only what is left of acme's 7 (1), cy 4 more; 12 in all.
+        assert_eq!(more, [("ada", 4), ("cy", 4), ("bob", 1)]);
     }
 }

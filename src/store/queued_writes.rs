@@ -89,10 +89,15 @@ const COLUMNS: &str = "write_id, tenant_id, sub, user_ref, calendar_id, event_id
      attempts, error, accepted_at, settled_at, superseded_by";
 
 /// The oldest QUEUED write of each event that is due and not being
-/// delivered: ($1 now ms, $2 limit).
-const DUE: &str = "SELECT w.write_id, w.tenant_id, w.sub FROM queued_writes w \
-     WHERE w.state = 'queued' AND w.next_attempt_at <= $1 AND (w.claimed_until IS NULL OR w.claimed_until < $1) \
-     AND NOT EXISTS (SELECT 1 FROM queued_writes o WHERE o.tenant_id = w.tenant_id AND o.sub = w.sub \
+/// delivered: ($1 now ms, $2 limit), with `user` (`AND w.tenant_id = $3
+/// AND w.sub = $4`) or without.
+fn due(user: &str) -> String {
+    format!("{DUE_SELECT} {user} {DUE_REST}")
+}
+
+const DUE_SELECT: &str = "SELECT w.write_id, w.tenant_id, w.sub FROM queued_writes w \
+     WHERE w.state = 'queued' AND w.next_attempt_at <= $1 AND (w.claimed_until IS NULL OR w.claimed_until < $1)";
+const DUE_REST: &str = "AND NOT EXISTS (SELECT 1 FROM queued_writes o WHERE o.tenant_id = w.tenant_id AND o.sub = w.sub \
        AND o.calendar_id = w.calendar_id AND o.event_id = w.event_id AND o.state = 'queued' \
        AND o.write_id <> w.write_id AND ((o.claimed_until IS NOT NULL AND o.claimed_until >= $1) \
        OR o.accepted_at < w.accepted_at OR (o.accepted_at = w.accepted_at AND o.write_id < w.write_id))) \
@@ -204,18 +209,41 @@ impl Store {
         let (_, now_ms) = self.now();
         let claim = hex::encode(rand::random::<[u8; 16]>());
         let candidates: Vec<(String, String, String)> = with_pool!(self, pool => {
-            sqlx::query_as(DUE)
+            sqlx::query_as(&due(""))
                 .bind(now_ms)
                 .bind(i64::try_from(limit.saturating_mul(8)).unwrap_or(i64::MAX))
                 .fetch_all(pool)
                 .await?
         });
         let mut picked = Vec::new();
-        let due = candidates
+        let candidates = candidates
             .into_iter()
             .map(|(write_id, tenant, sub)| Due { write_id, tenant, sub })
             .collect();
-        for write_id in claim_order::pick(due, rooms, limit) {
+        let mut chosen = Vec::new();
+        for mut user in claim_order::pick(candidates, rooms, limit) {
+            // The oldest writes due were mostly other users': look for more of this one's.
+            if user.more > 0 {
+                let theirs: Vec<(String, String, String)> = with_pool!(self, pool => {
+                    sqlx::query_as(&due("AND w.tenant_id = $3 AND w.sub = $4"))
+                        .bind(now_ms)
+                        .bind(i64::try_from(user.write_ids.len() + user.more).unwrap_or(i64::MAX))
+                        .bind(&user.tenant)
+                        .bind(&user.sub)
+                        .fetch_all(pool)
+                        .await?
+                });
+                let more: Vec<String> = theirs
+                    .into_iter()
+                    .map(|(write_id, _, _)| write_id)
+                    .filter(|write_id| !user.write_ids.contains(write_id))
+                    .take(user.more)
+                    .collect();
+                user.write_ids.extend(more);
+            }
+            chosen.extend(user.write_ids);
+        }
+        for write_id in chosen {
             let claimed = with_pool!(self, pool => {
                 sqlx::query(
                     "UPDATE queued_writes SET claim = $1, claimed_until = $2 WHERE write_id = $3 \
