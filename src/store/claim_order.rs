@@ -67,11 +67,11 @@ pub(super) fn pick(due: Vec<Due>, rooms: &HashMap<String, ClaimRoom>, limit: usi
         .iter()
         .map(|(tenant, _)| rooms.get(tenant).copied().unwrap_or(UNLISTED).writes)
         .collect();
-    let mut picked: Vec<(usize, PickedUser)> = Vec::new();
+    let mut picked: Vec<PickedUser> = Vec::new();
     let mut count = 0;
     loop {
         let mut took_any = false;
-        for (index, ((tenant, users), left)) in tenants.iter_mut().zip(&mut left).enumerate() {
+        for ((tenant, users), left) in tenants.iter_mut().zip(&mut left) {
             if *left == 0 || count >= limit {
                 continue;
             }
@@ -80,33 +80,25 @@ pub(super) fn pick(due: Vec<Due>, rooms: &HashMap<String, ClaimRoom>, limit: usi
             };
             let per_user = rooms.get(tenant).copied().unwrap_or(UNLISTED).per_user.max(1);
             let take = writes.len().min(per_user).min(*left).min(limit - count);
-            *left -= take;
-            count += take;
+            // The user's batch is filled before the next user is picked: what
+            // the writes looked at lack, the store looks for.
+            let more = (per_user - take).min(*left - take).min(limit - count - take);
+            *left -= take + more;
+            count += take + more;
             let user = PickedUser {
                 tenant: tenant.clone(),
                 sub,
                 write_ids: writes.into_iter().take(take).collect(),
-                more: 0,
+                more,
             };
-            picked.push((index, user));
+            picked.push(user);
             took_any = true;
         }
         if !took_any {
             break;
         }
     }
-    // What room is left goes to the users picked, first come first served.
-    for (index, user) in &mut picked {
-        let per_user = rooms.get(&user.tenant).copied().unwrap_or(UNLISTED).per_user.max(1);
-        let more = per_user
-            .saturating_sub(user.write_ids.len())
-            .min(left[*index])
-            .min(limit - count);
-        user.more = more;
-        left[*index] -= more;
-        count += more;
-    }
-    picked.into_iter().map(|(_, user)| user).collect()
+    picked
 }
 
 #[cfg(test)]
@@ -161,13 +153,18 @@ mod tests {
     }
 
     #[test]
-    fn room_left_goes_to_the_users_picked_so_their_batches_fill() {
+    fn each_user_picked_has_its_batch_filled_before_the_next_is_picked() {
         // The oldest writes due are of three users, one each.
         let writes = due(&[("a1", "a", "ada"), ("a2", "a", "bob"), ("b1", "b", "cy")]);
         let rooms = HashMap::from([("a".to_owned(), room(7, 5)), ("b".to_owned(), room(100, 5))]);
-        let picked = pick(writes, &rooms, 12);
-        let more: Vec<(&str, usize)> = picked.iter().map(|u| (u.sub.as_str(), u.more)).collect();
-        // ada may take 4 more, bob only what is left of acme's 7 (1), cy 4 more; 12 in all.
-        assert_eq!(more, [("ada", 4), ("cy", 4), ("bob", 1)]);
+        let more =
+            |picked: Vec<PickedUser>| -> Vec<(String, usize)> { picked.into_iter().map(|u| (u.sub, u.more)).collect() };
+        // ada may take 4 more, cy 4 more, bob only what is left of a's 7 (1): 12 in all.
+        assert_eq!(
+            more(pick(writes.clone(), &rooms, 12)),
+            [("ada".into(), 4), ("cy".into(), 4), ("bob".into(), 1)]
+        );
+        // A claim for one request's worth takes one user's batch, not five users' first writes.
+        assert_eq!(more(pick(writes, &rooms, 5)), [("ada".into(), 4)]);
     }
 }
