@@ -105,6 +105,7 @@ pub async fn purge_tenant(settings: Settings, tenant_id: &str) -> anyhow::Result
             "revocations_pending": purged.revoke_pending.len(),
             "left_to_other_tenants": purged.left_to_other_tenants,
             "erasures_pending": purged.erasures_pending.len(),
+            "queued_writes_dropped": purged.queued_writes_dropped,
         })
     );
     if !purged.erasures_pending.is_empty() {

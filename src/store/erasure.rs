@@ -26,6 +26,9 @@ pub struct PurgedRows {
     pub other_rows: u64,
     /// Audit rows whose sub and user_ref were replaced by their hashes.
     pub audit_rows_pseudonymised: u64,
+    /// Queued writes still waiting when the rows went (accepted while the
+    /// purge ran); they are counted in `other_rows` too.
+    pub queued_writes_dropped: u64,
 }
 
 /// A grant to revoke and close before a purge.
@@ -182,6 +185,19 @@ impl Store {
             .collect())
     }
 
+    /// Deletes the tenant's queued writes still waiting, so none is delivered
+    /// while a purge revokes its grants. Returns how many went. A write being
+    /// delivered at that moment finds its row gone and settles nothing.
+    pub async fn drop_tenant_queued_writes(&self, tenant: &str) -> Result<u64, StoreError> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query("DELETE FROM queued_writes WHERE tenant_id = $1 AND state = 'queued'")
+                .bind(tenant)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
+    }
+
     /// Deletes every row of the tenant but its audit trail (whose ids become
     /// hashes), the revocations in `keep_revocations` (still to be made at
     /// Cronofy) and the grants of the erasures in `keep_erasures` (with their
@@ -198,6 +214,12 @@ impl Store {
         let (_, now_ms) = self.now();
         let purged = with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
+            let queued_writes_dropped = sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM queued_writes WHERE tenant_id = $1 AND state = 'queued'",
+            )
+            .bind(tenant)
+            .fetch_one(&mut *tx)
+            .await? as u64;
             let mut other_rows = 0;
             for table in [
                 "user_refs",
@@ -271,6 +293,11 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            let detail = if queued_writes_dropped > 0 {
+                format!("{detail}; {queued_writes_dropped} more queued writes dropped (accepted during the purge)")
+            } else {
+                detail
+            };
             let entry = AuditEntry {
                 kind: AuditKind::TenantPurged,
                 sub: None,
@@ -285,6 +312,7 @@ impl Store {
                 grants,
                 other_rows,
                 audit_rows_pseudonymised,
+                queued_writes_dropped,
             }
         });
         self.checkpoint_erasure().await;

@@ -121,6 +121,8 @@ pub struct Purged {
     /// gone: their grants (tokens and event records) are kept, not revoked,
     /// for the erasure worker or the next purge-tenant run.
     pub erasures_pending: Vec<String>,
+    /// Queued writes still waiting that were dropped, never to be delivered.
+    pub queued_writes_dropped: u64,
     /// Rows deleted and audit rows pseudonymised.
     pub rows: PurgedRows,
 }
@@ -318,6 +320,13 @@ impl ErasureService {
         actor: &Actor,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Purged, Error> {
+        // Nothing of the tenant's is written to calendars any more, even
+        // while the revokes below take their time.
+        let queued_writes_dropped = self
+            .store
+            .drop_tenant_queued_writes(&tenant.id)
+            .await
+            .map_err(|error| store_failure(&tenant.id, "dropping a tenant's queued writes", &error))?;
         // ForgetUser erasures still waiting go first, each given one more
         // attempt: a grant whose events are not seen gone is not revoked.
         let waiting = self
@@ -359,6 +368,7 @@ impl ErasureService {
             .collect();
         let mut purged = Purged {
             erasures_pending,
+            queued_writes_dropped,
             ..Purged::default()
         };
         for (done, sub) in to_revoke.iter().enumerate() {
@@ -382,11 +392,13 @@ impl ErasureService {
             progress(done + 1, to_revoke.len());
         }
         let detail = format!(
-            "{} grants; {} revoked at Cronofy; {} revocations pending; {} erasures waiting for deleted events",
+            "{} grants; {} revoked at Cronofy; {} revocations pending; {} erasures waiting for deleted events; \
+             {} queued writes dropped",
             targets.len(),
             purged.revoked,
             purged.revoke_pending.len(),
-            purged.erasures_pending.len()
+            purged.erasures_pending.len(),
+            purged.queued_writes_dropped
         );
         purged.rows = self
             .store
@@ -399,6 +411,7 @@ impl ErasureService {
             )
             .await
             .map_err(|error| store_failure(&tenant.id, "purging a tenant", &error))?;
+        purged.queued_writes_dropped += purged.rows.queued_writes_dropped;
         for target in &targets {
             self.store.remove_spilled(&tenant.id, &target.sub);
             self.credentials.tokens.forget_grant(&tenant.id, &target.sub);

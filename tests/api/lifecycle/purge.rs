@@ -21,6 +21,16 @@ async fn purge_tenant(pg: Option<&PgTestDb>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(fake.live_refresh_token_subs("acme-client").len(), 2);
+    // Two writes wait in the queue: Cronofy refuses event writes for now.
+    crate::queue::outage(&fake);
+    for id in ["queued-one", "queued-two"] {
+        binary
+            .client
+            .clone()
+            .upsert_event(crate::queue::queued_upsert(&ada.sub, &ada_calendar, id, id))
+            .await
+            .expect("queued");
+    }
 
     // Purged while the replica serves.
     let ran = calgate_ok(&["purge-tenant", "--config", &cfg, "acme"]).await;
@@ -28,6 +38,17 @@ async fn purge_tenant(pg: Option<&PgTestDb>) {
     assert_eq!(summary["grants_deleted"], 2, "{summary}");
     assert_eq!(summary["revoked_at_cronofy"], 2, "{summary}");
     assert_eq!(summary["revocations_pending"], 0, "{summary}");
+    assert_eq!(summary["queued_writes_dropped"], 2, "{summary}");
+    // Cronofy is back; the dropped writes are never delivered.
+    let writes_before = fake.count(Endpoint::UpsertEvent) + fake.count(Endpoint::Batch);
+    fake.clear_faults();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        fake.count(Endpoint::UpsertEvent) + fake.count(Endpoint::Batch),
+        writes_before,
+        "a dropped write went to Cronofy"
+    );
+    assert!(fake.event(&ada.sub, &ada_calendar, "queued-one").is_none());
 
     // Cronofy holds none of acme's refresh tokens, and no channel of theirs.
     assert!(fake.live_refresh_token_subs("acme-client").is_empty());
@@ -65,6 +86,8 @@ async fn purge_tenant(pg: Option<&PgTestDb>) {
     );
     let purged = &lines[2];
     assert_eq!(purged["actor"], "operator");
+    let detail = purged["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("2 queued writes dropped"), "{purged}");
     let ada_rows = calgate_ok(&[
         "audit",
         "--config",
