@@ -351,11 +351,14 @@ async fn no_queued_write_is_lost_or_settled_twice_across_a_kill_on_postgres() {
 
 /// A write Cronofy keeps failing settles FAILED once `queue.max_age` has
 /// passed, with the last failure an immediate call would have returned.
-#[tokio::test]
-async fn a_write_still_failing_at_its_max_age_fails() {
+/// (In process: the config's floor for `queue.max_age` is a minute.)
+async fn fails_at_its_max_age(pg: Option<&PgTestDb>) {
     let app = spawn_app_edited(|settings| {
         settings.queue.max_age = Duration::from_secs(2);
         settings.queue.poll_interval = Duration::from_millis(100);
+        if let Some(pg) = pg {
+            settings.store.url = pg.url.clone();
+        }
     })
     .await;
     let ada = app.connect(Some("queue-aged-ada")).await;
@@ -381,6 +384,17 @@ async fn a_write_still_failing_at_its_max_age_fails() {
     assert_eq!(status.code, Code::Unavailable as i32);
     assert!(app.fake.count(Endpoint::UpsertEvent) >= 2, "it was retried meanwhile");
     assert!(app.fake.event(&ada.sub, &calendar, "aged").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_still_failing_at_its_max_age_fails_on_sqlite() {
+    fails_at_its_max_age(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_still_failing_at_its_max_age_fails_on_postgres() {
+    let Some(pg) = PgTestDb::create().await else { return };
+    fails_at_its_max_age(Some(&pg)).await;
 }
 
 fn batch_upsert(calendar_id: &str, event_id: &str) -> pb::BatchItem {

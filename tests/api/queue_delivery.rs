@@ -1,7 +1,7 @@
 //! How queued writes reach Cronofy (issue #29): several ready writes of one
 //! user in one `/v1/batch` request, each entry counted against the budget
 //! unless `rate_limit.count_batch_entries` is off; and through a PostgreSQL
-//! outage, every write settles once.
+//! outage, every write settles once; a wait for budget is not an attempt.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -9,6 +9,7 @@ use calgate::grpc::pb;
 use fake_cronofy::{Endpoint, Fault, busiest_window};
 
 use crate::{
+    observability::{sample, scrape},
     postgres::PgTestDb,
     queue::{get_write, queued_delete, queued_upsert, settled, start},
     support::*,
@@ -242,4 +243,64 @@ async fn settled_within(stream: &mut tonic::Streaming<pb::Change>, count: usize)
         }
     }
     seen
+}
+
+/// A delivery the budget has no room for is not an attempt. At 40 a minute
+/// the minute's bucket holds 4 (2 kept for callers) and refills one every
+/// 1.67 s: after the first delivery, the next would wait for budget past the
+/// retry ceiling (here 1 s). It is tried again when the budget has room,
+/// counted `waited_for_budget`, and every write settles after one attempt.
+async fn budget_waits_are_not_attempts(pg: Option<&PgTestDb>) {
+    let fake = start_fake().await;
+    let work = Workdir::new();
+    let binary = start(&fake, &work, pg, |c| {
+        let mut limit = toml::Table::new();
+        limit.insert("per_second".into(), 50i64.into());
+        limit.insert("per_minute".into(), 40i64.into());
+        set_in_first_tenant(c, "rate_limit", limit);
+        set(c, "upstream.retry_ceiling", "1s");
+    })
+    .await;
+    let ada = binary.connect("budget-wait-ada").await;
+    let calendar = fake.calendar_ids(&ada.sub)[0].clone();
+    let mut stream = watch(&binary.client, ACME_KEY, "").await.expect("watch");
+    let from = fake.requests().len();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let accepted = binary
+            .client
+            .clone()
+            .upsert_event(queued_upsert(&ada.sub, &calendar, &format!("wait-{n}"), "Waited"))
+            .await
+            .expect("accepted");
+        ids.push(accepted.into_inner().write_id);
+    }
+    let all = settled(&mut stream, ids.len()).await;
+    let (requests, _) = writes_since(&fake, from);
+    assert_eq!(
+        requests.iter().flatten().count(),
+        4,
+        "each write reached Cronofy once: {requests:?}"
+    );
+    for id in &ids {
+        assert_eq!(all[id].1.state(), pb::WriteState::Delivered, "{id}");
+        let write = get_write(&binary, ACME_KEY, id).await.expect("get");
+        assert_eq!(write.attempts, 1, "a wait for budget is no attempt: {write:?}");
+    }
+    let waited = sample(
+        &scrape(binary.metrics).await,
+        r#"calgate_queued_writes_total{outcome="waited_for_budget"}"#,
+    );
+    assert!(waited.unwrap_or_default() >= 1.0, "{waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_for_budget_is_not_an_attempt_on_sqlite() {
+    budget_waits_are_not_attempts(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_for_budget_is_not_an_attempt_on_postgres() {
+    let Some(pg) = PgTestDb::create().await else { return };
+    budget_waits_are_not_attempts(Some(&pg)).await;
 }
