@@ -435,7 +435,7 @@ impl Resilience {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CronofyError>>,
     {
-        self.retrying(tenant, self.give_up_at(deadline), Payer::Caller { cost: 1 }, attempt)
+        self.call_paid(tenant, self.give_up_at(deadline), Payer::Caller { cost: 1 }, attempt)
             .await
     }
 }

@@ -1,5 +1,5 @@
 //! Running an attempt until it succeeds, fails for good, or its time is up:
-//! each try admitted and paid for by a caller or by background work.
+//! each try admitted and paid for by a caller, background work or the queue.
 
 use std::{future::Future, time::Duration};
 
@@ -10,43 +10,11 @@ use super::{BACKGROUND_PAUSE_AFTER_429, BackgroundRefusal, GuardError, Resilienc
 use crate::cronofy::CronofyError;
 
 impl Resilience {
-    /// Runs `attempt` for `tenant` as background work (push notifications,
-    /// channels): like [`Resilience::call`], but each attempt is paid from
-    /// background work's share of the budget
-    /// ([`Resilience::admit_background`]), waiting while callers wait for
-    /// the budget, until `give_up_at`.
-    pub async fn call_background<T, F, Fut>(
-        &self,
-        tenant: &str,
-        give_up_at: Instant,
-        attempt: F,
-    ) -> Result<T, GuardError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, CronofyError>>,
-    {
-        self.retrying(tenant, give_up_at, Payer::Background, attempt).await
-    }
-
-    /// Runs `attempt` for `tenant`, each try paid by `payer`, transient
-    /// failures retried until `give_up_at`.
+    /// Runs `attempt` for `tenant`, each try admitted and paid for by
+    /// `payer` (a caller, background work's share of the budget:
+    /// [`Resilience::admit_background`], or the queue's); transient failures
+    /// are retried with jittered backoff until `give_up_at`.
     pub async fn call_paid<T, F, Fut>(
-        &self,
-        tenant: &str,
-        give_up_at: Instant,
-        payer: Payer,
-        attempt: F,
-    ) -> Result<T, GuardError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, CronofyError>>,
-    {
-        self.retrying(tenant, give_up_at, payer, attempt).await
-    }
-
-    /// Runs `attempt`, each try admitted and paid for by `payer`; transient
-    /// failures are retried with jittered backoff until `give_up_at`.
-    pub(super) async fn retrying<T, F, Fut>(
         &self,
         tenant: &str,
         give_up_at: Instant,

@@ -28,9 +28,8 @@ pub type Deadline = Option<Instant>;
 /// Makes a guarded Cronofy API call with a lease's token; on 401, refreshes
 /// once and repeats it. Maps the final failure to a domain error.
 /// `background` in place of the deadline pays from background work's share
-/// of the budget ([`Resilience::call_background`]) and gives up at the retry
-/// ceiling; `paid_by(payer, give_up_at)` pays as `payer` says
-/// ([`Resilience::call_paid`]).
+/// of the budget and gives up at the retry ceiling; `paid_by(payer,
+/// give_up_at)` pays as `payer` says ([`Resilience::call_paid`]).
 macro_rules! call_with_refresh {
     ($self:ident, $tenant:expr, background, $lease:expr, $meaning:expr, |$token:ident| $call:expr) => {
         call_with_refresh!(
